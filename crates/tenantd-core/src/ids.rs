@@ -1,0 +1,226 @@
+//! Identifier newtypes, parsed at the edge so that invalid input never enters the domain.
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Why an identifier was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    /// A tenant id outside the contract's grammar, or a reserved one.
+    #[error("invalid tenant id: {0}")]
+    TenantId(&'static str),
+    /// An email without the shape `local@domain`.
+    #[error("invalid email address")]
+    Email,
+    /// A plan, workspace or role name outside `[a-z0-9_-]{1,64}`.
+    #[error("invalid {0}: use 1-64 characters of a-z, 0-9, '-' and '_'")]
+    Name(&'static str),
+}
+
+/// Tenant ids reserved by tenantd (CONTRACT §2).
+pub const RESERVED_TENANT_IDS: [&str; 4] = ["admin", "api", "www", "default"];
+
+/// A tenant id: 1–39 characters of `a-z`, `0-9` and `-`, not starting or ending with `-`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct TenantId(String);
+
+impl TenantId {
+    /// Lower-cases and validates `raw`; `allow_default` lets `default` through (single-tenant mode).
+    pub fn parse_with(raw: &str, allow_default: bool) -> Result<Self, IdError> {
+        let id = raw.trim().to_ascii_lowercase();
+        if id.is_empty() || id.len() > 39 {
+            return Err(IdError::TenantId("it must be 1 to 39 characters long"));
+        }
+        if !id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return Err(IdError::TenantId("only a-z, 0-9 and '-' are allowed"));
+        }
+        if id.starts_with('-') || id.ends_with('-') {
+            return Err(IdError::TenantId("it must not start or end with '-'"));
+        }
+        if RESERVED_TENANT_IDS.contains(&id.as_str()) && !(allow_default && id == "default") {
+            return Err(IdError::TenantId("this id is reserved"));
+        }
+        Ok(Self(id))
+    }
+
+    /// [`TenantId::parse_with`] with reserved ids refused.
+    pub fn parse(raw: &str) -> Result<Self, IdError> {
+        Self::parse_with(raw, false)
+    }
+
+    /// Wraps a value read back from storage, where it was validated on the way in.
+    pub fn from_trusted(s: String) -> Self {
+        Self(s)
+    }
+
+    /// The id as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TenantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for TenantId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        TenantId::parse_with(&s, true).map_err(serde::de::Error::custom)
+    }
+}
+
+/// An email address, lower-cased; the identity of a user.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct Email(String);
+
+impl Email {
+    /// Trims, lower-cases and checks the `local@domain.tld` shape.
+    pub fn parse(raw: &str) -> Result<Self, IdError> {
+        let e = raw.trim().to_ascii_lowercase();
+        let (local, domain) = e.split_once('@').ok_or(IdError::Email)?;
+        let ok = !local.is_empty()
+            && domain.contains('.')
+            && !domain.starts_with('.')
+            && !domain.ends_with('.')
+            && e.len() <= 254
+            && !e.contains(char::is_whitespace)
+            && !domain.contains('@');
+        if ok {
+            Ok(Self(e))
+        } else {
+            Err(IdError::Email)
+        }
+    }
+    /// The address as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Email {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Email::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl fmt::Display for Email {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Checks a short machine name (plan id, workspace id, role name).
+pub fn parse_name(raw: &str, what: &'static str) -> Result<String, IdError> {
+    let s = raw.trim().to_ascii_lowercase();
+    if s.is_empty()
+        || s.len() > 64
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    {
+        return Err(IdError::Name(what));
+    }
+    Ok(s)
+}
+
+macro_rules! name_id {
+    ($(#[$m:meta])* $name:ident, $what:literal) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+        impl $name {
+            /// Lower-cases and validates `raw`.
+            pub fn parse(raw: &str) -> Result<Self, IdError> {
+                parse_name(raw, $what).map(Self)
+            }
+            /// The id as a string slice.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                Self::parse(&s).map_err(serde::de::Error::custom)
+            }
+        }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+name_id!(
+    /// A plan id such as `free` or `enterprise`.
+    PlanId,
+    "plan id"
+);
+name_id!(
+    /// A workspace id, unique within its tenant.
+    WorkspaceId,
+    "workspace id"
+);
+
+/// A user id, `usr_` followed by 20 lower-case base32 characters.
+pub type UserId = String;
+/// An API key id, `key_` followed by 20 lower-case base32 characters.
+pub type KeyId = String;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_ids_follow_the_contract() {
+        assert_eq!(TenantId::parse("Acme-1").unwrap().as_str(), "acme-1");
+        assert!(TenantId::parse("a").is_ok());
+        assert!(TenantId::parse(&"a".repeat(39)).is_ok());
+        assert!(TenantId::parse(&"a".repeat(40)).is_err());
+        assert!(TenantId::parse("").is_err());
+        assert!(TenantId::parse("-acme").is_err());
+        assert!(TenantId::parse("acme-").is_err());
+        assert!(TenantId::parse("ac_me").is_err());
+        assert!(TenantId::parse("acmé").is_err());
+        for r in RESERVED_TENANT_IDS {
+            assert!(TenantId::parse(r).is_err(), "{r} is reserved");
+        }
+        assert!(TenantId::parse_with("default", true).is_ok());
+        assert!(TenantId::parse_with("admin", true).is_err());
+    }
+
+    #[test]
+    fn emails_are_normalised() {
+        assert_eq!(
+            Email::parse(" Ann@Example.COM ").unwrap().as_str(),
+            "ann@example.com"
+        );
+        for bad in [
+            "ann",
+            "@x.com",
+            "ann@x",
+            "ann@.com",
+            "a b@x.com",
+            "a@b@c.com",
+        ] {
+            assert!(Email::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(PlanId::parse("Pro_2").unwrap().as_str(), "pro_2");
+        assert!(PlanId::parse("a b").is_err());
+        assert!(WorkspaceId::parse("").is_err());
+    }
+}

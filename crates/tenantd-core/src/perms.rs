@@ -1,0 +1,286 @@
+//! Permissions (`resource:action`, with `*`, `resource:*` and `*:action` wildcards) and
+//! roles (built-in and per-tenant custom ones).
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A permission or a permission pattern: `resource:action`, `resource:*`, `*:action` or `*`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct Permission(String);
+
+/// Why a permission string was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid permission '{0}': use resource:action (a-z, 0-9, '_', '-', '.'), with '*' wildcards"
+)]
+pub struct PermissionError(pub String);
+
+fn valid_part(p: &str) -> bool {
+    p == "*"
+        || (!p.is_empty()
+            && p.len() <= 64
+            && p.bytes().all(|b| {
+                b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-' || b == b'.'
+            }))
+}
+
+impl Permission {
+    /// Parses `resource:action` or `*`.
+    pub fn parse(raw: &str) -> Result<Self, PermissionError> {
+        let s = raw.trim().to_ascii_lowercase();
+        if s == "*" {
+            return Ok(Self(s));
+        }
+        match s.split_once(':') {
+            Some((r, a)) if valid_part(r) && valid_part(a) => Ok(Self(s)),
+            _ => Err(PermissionError(raw.to_string())),
+        }
+    }
+
+    /// A permission known to be valid at compile time.
+    pub fn known(s: &'static str) -> Self {
+        debug_assert!(Self::parse(s).is_ok(), "{s}");
+        Self(s.to_string())
+    }
+
+    /// The permission as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether this pattern grants `wanted` (a concrete `resource:action`).
+    pub fn grants(&self, wanted: &str) -> bool {
+        pattern_grants(&self.0, wanted)
+    }
+}
+
+/// Whether the pattern `pat` grants the concrete permission `wanted`.
+pub fn pattern_grants(pat: &str, wanted: &str) -> bool {
+    if pat == "*" || pat == wanted {
+        return true;
+    }
+    let (Some((pr, pa)), Some((wr, wa))) = (pat.split_once(':'), wanted.split_once(':')) else {
+        return false;
+    };
+    (pr == "*" || pr == wr) && (pa == "*" || pa == wa)
+}
+
+impl<'de> Deserialize<'de> for Permission {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Permission::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl fmt::Display for Permission {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The built-in roles of CONTRACT §2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BuiltinRole {
+    /// Everything.
+    Owner,
+    /// Everything but deleting the tenant and managing owners.
+    Admin,
+    /// Read and write tenant data, read usage and config.
+    Member,
+    /// Read only.
+    Viewer,
+    /// Read only, within the workspaces it is added to.
+    Guest,
+}
+
+/// Permission that deletes the tenant (owners only).
+pub const TENANT_DELETE: &str = "tenant:delete";
+/// Permission that grants or removes the owner role (owners only).
+pub const OWNERS_MANAGE: &str = "owners:manage";
+
+impl BuiltinRole {
+    /// All built-in roles, strongest first.
+    pub const ALL: [BuiltinRole; 5] = [
+        Self::Owner,
+        Self::Admin,
+        Self::Member,
+        Self::Viewer,
+        Self::Guest,
+    ];
+
+    /// The role's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Owner => "owner",
+            Self::Admin => "admin",
+            Self::Member => "member",
+            Self::Viewer => "viewer",
+            Self::Guest => "guest",
+        }
+    }
+
+    /// Looks a built-in role up by name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.name() == name)
+    }
+
+    fn allow(self) -> &'static [&'static str] {
+        match self {
+            Self::Owner | Self::Admin => &["*"],
+            Self::Member => &[
+                "records:*",
+                "blobs:*",
+                "cache:*",
+                "data:*",
+                "usage:read",
+                "config:read",
+                "*:read",
+            ],
+            Self::Viewer => &["*:read"],
+            // Tenant-wide a guest sees only the tenant's record; inside a workspace it
+            // was added to it reads like a viewer (see `Role::workspace_guest`).
+            Self::Guest => &["tenant:read", "workspaces:read"],
+        }
+    }
+
+    fn deny(self) -> &'static [&'static str] {
+        match self {
+            Self::Admin => &[TENANT_DELETE, OWNERS_MANAGE],
+            _ => &[],
+        }
+    }
+
+    /// The role as a value.
+    pub fn role(self) -> Role {
+        Role {
+            name: self.name().to_string(),
+            builtin: true,
+            allow: self.allow().iter().map(|s| Permission::known(s)).collect(),
+            deny: self.deny().iter().map(|s| Permission::known(s)).collect(),
+        }
+    }
+}
+
+/// A role: a name and the permission patterns it grants (and, for built-ins, denies).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Role {
+    /// The role's name, unique within a tenant.
+    pub name: String,
+    /// Whether this is one of the built-in roles.
+    pub builtin: bool,
+    /// Patterns granted.
+    #[serde(rename = "permissions")]
+    pub allow: Vec<Permission>,
+    /// Patterns refused even when granted (built-in `admin` only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<Permission>,
+}
+
+impl Role {
+    /// A tenant's own role.
+    pub fn custom(name: String, permissions: Vec<Permission>) -> Self {
+        Self {
+            name,
+            builtin: false,
+            allow: permissions,
+            deny: Vec::new(),
+        }
+    }
+
+    /// Whether this role grants the concrete permission `wanted`.
+    pub fn allows(&self, wanted: &str) -> bool {
+        self.allow.iter().any(|p| p.grants(wanted)) && !self.deny.iter().any(|p| p.grants(wanted))
+    }
+
+    /// The role a guest has inside a workspace it was added to: read only.
+    pub fn workspace_guest() -> Self {
+        BuiltinRole::Viewer.role()
+    }
+
+    /// Whether every permission this role would grant is also granted by `other`
+    /// (used so nobody hands out a role stronger than their own).
+    pub fn is_within(&self, other: &Role) -> bool {
+        // A role is within another when each of its patterns is granted as a pattern.
+        self.allow.iter().all(|p| {
+            other
+                .allow
+                .iter()
+                .any(|o| pattern_covers(o.as_str(), p.as_str()))
+                && !other
+                    .deny
+                    .iter()
+                    .any(|d| pattern_covers(p.as_str(), d.as_str()))
+        })
+    }
+}
+
+/// Whether pattern `outer` grants everything pattern `inner` grants.
+fn pattern_covers(outer: &str, inner: &str) -> bool {
+    if outer == "*" || outer == inner {
+        return true;
+    }
+    if inner == "*" {
+        return false;
+    }
+    let (Some((or, oa)), Some((ir, ia))) = (outer.split_once(':'), inner.split_once(':')) else {
+        return false;
+    };
+    (or == "*" || or == ir) && (oa == "*" || oa == ia)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcards() {
+        assert!(pattern_grants("*", "records:write"));
+        assert!(pattern_grants("records:*", "records:write"));
+        assert!(pattern_grants("*:read", "records:read"));
+        assert!(!pattern_grants("*:read", "records:write"));
+        assert!(!pattern_grants("records:read", "records:write"));
+        assert!(!pattern_grants("blobs:*", "records:read"));
+    }
+
+    #[test]
+    fn parse_permissions() {
+        assert!(Permission::parse("Records:Write").is_ok());
+        assert!(Permission::parse("*").is_ok());
+        assert!(Permission::parse("records").is_err());
+        assert!(Permission::parse("a:b:c").is_err());
+        assert!(Permission::parse(":x").is_err());
+    }
+
+    #[test]
+    fn builtin_roles() {
+        let owner = BuiltinRole::Owner.role();
+        let admin = BuiltinRole::Admin.role();
+        let member = BuiltinRole::Member.role();
+        let viewer = BuiltinRole::Viewer.role();
+        let guest = BuiltinRole::Guest.role();
+        assert!(owner.allows(TENANT_DELETE) && owner.allows(OWNERS_MANAGE));
+        assert!(admin.allows("keys:manage") && !admin.allows(TENANT_DELETE));
+        assert!(!admin.allows(OWNERS_MANAGE));
+        assert!(member.allows("records:write") && member.allows("usage:read"));
+        assert!(!member.allows("keys:manage") && !member.allows("members:manage"));
+        assert!(viewer.allows("records:read") && !viewer.allows("records:write"));
+        assert!(guest.allows("tenant:read") && !guest.allows("records:read"));
+    }
+
+    #[test]
+    fn role_containment() {
+        let owner = BuiltinRole::Owner.role();
+        let admin = BuiltinRole::Admin.role();
+        let viewer = BuiltinRole::Viewer.role();
+        assert!(viewer.is_within(&admin));
+        assert!(admin.is_within(&owner));
+        assert!(!owner.is_within(&admin));
+        assert!(!admin.is_within(&viewer));
+        let custom = Role::custom(
+            "r".into(),
+            vec![Permission::parse("reports:write").unwrap()],
+        );
+        assert!(custom.is_within(&admin));
+        assert!(!custom.is_within(&viewer));
+    }
+}

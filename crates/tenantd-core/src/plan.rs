@@ -1,0 +1,330 @@
+//! Plans and their limits (CONTRACT §4). Limits are stored and served here; enforcing
+//! them is the admission crate's job.
+use crate::ids::PlanId;
+use serde::{Deserialize, Serialize};
+
+/// The window a limit counts over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Window {
+    /// A rate per second.
+    Second,
+    /// A rate per minute.
+    Minute,
+    /// A calendar hour (UTC).
+    Hour,
+    /// A calendar day (UTC).
+    Day,
+    /// A calendar week (UTC, Monday first).
+    Week,
+    /// A calendar month (UTC).
+    Month,
+    /// A level, such as storage bytes or members.
+    Total,
+    /// Concurrent leases.
+    Concurrent,
+}
+
+/// What happens when a limit is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Enforcement {
+    /// Refuse with 429.
+    #[default]
+    Hard,
+    /// Admit, record the overage, emit `quota.exceeded`.
+    Soft,
+}
+
+/// Where a tenant's data lives (CONTRACT §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Isolation {
+    /// Shared tables, row-level security.
+    #[default]
+    Row,
+    /// A schema per tenant.
+    Schema,
+    /// A database per tenant.
+    Database,
+}
+
+/// One limit: resource × window × limit × enforcement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limit {
+    /// `api_calls`, `storage_bytes`, `members`, `keys` or any metered name.
+    pub resource: String,
+    /// The window counted over.
+    pub window: Window,
+    /// The limit; `None` is unlimited.
+    pub limit: Option<u64>,
+    /// Hard or soft.
+    #[serde(default)]
+    pub enforcement: Enforcement,
+}
+
+impl Limit {
+    fn new(resource: &str, window: Window, limit: Option<u64>, enforcement: Enforcement) -> Self {
+        Self {
+            resource: resource.to_string(),
+            window,
+            limit,
+            enforcement,
+        }
+    }
+
+    /// Checks the resource name (1–64 of `a-z0-9_-.`).
+    pub fn validate(&self) -> Result<(), String> {
+        crate::ids::parse_name(&self.resource.replace('.', "_"), "resource")
+            .map(|_| ())
+            .map_err(|_| {
+                format!(
+                    "limit resource '{}' must be 1-64 characters of a-z, 0-9, '_', '-', '.'",
+                    self.resource
+                )
+            })
+    }
+}
+
+/// Replaces in `base` every limit with the same resource and window as one in
+/// `overrides`, and appends the overrides that match none (CONTRACT §4).
+pub fn merge_limits(base: &[Limit], overrides: &[Limit]) -> Vec<Limit> {
+    let mut out: Vec<Limit> = base
+        .iter()
+        .map(|b| {
+            overrides
+                .iter()
+                .find(|o| o.resource == b.resource && o.window == b.window)
+                .unwrap_or(b)
+                .clone()
+        })
+        .collect();
+    for o in overrides {
+        if !base
+            .iter()
+            .any(|b| b.resource == o.resource && b.window == o.window)
+        {
+            out.push(o.clone());
+        }
+    }
+    out
+}
+
+fn default_currency() -> String {
+    "USD".to_string()
+}
+fn default_price() -> String {
+    "0".to_string()
+}
+
+/// A plan: a named list of limits with a price.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    /// The plan's id.
+    pub id: PlanId,
+    /// A display name.
+    pub name: String,
+    /// Price per month, a decimal string.
+    #[serde(default = "default_price")]
+    pub price: String,
+    /// ISO 4217 currency code.
+    #[serde(default = "default_currency")]
+    pub currency: String,
+    /// The plan's limits.
+    pub limits: Vec<Limit>,
+    /// Feature names the plan enables.
+    #[serde(default)]
+    pub features: Vec<String>,
+    /// The data isolation tier.
+    #[serde(default)]
+    pub isolation: Isolation,
+}
+
+/// Checks that `s` is a non-negative decimal with at most 4 fractional digits.
+pub fn validate_price(s: &str) -> Result<(), String> {
+    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+    let ok = !int.is_empty()
+        && int.bytes().all(|b| b.is_ascii_digit())
+        && frac.len() <= 4
+        && frac.bytes().all(|b| b.is_ascii_digit())
+        && !(s.contains('.') && frac.is_empty());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "price '{s}' must be a non-negative decimal string such as \"29.00\""
+        ))
+    }
+}
+
+impl Plan {
+    /// Checks the plan's fields beyond what parsing checks.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.name.trim().is_empty() {
+            return Err("name must not be empty".into());
+        }
+        validate_price(&self.price)?;
+        if self.currency.len() != 3 || !self.currency.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(format!(
+                "currency '{}' must be a 3-letter ISO 4217 code such as USD",
+                self.currency
+            ));
+        }
+        for (i, l) in self.limits.iter().enumerate() {
+            l.validate()?;
+            if self.limits[..i]
+                .iter()
+                .any(|o| o.resource == l.resource && o.window == l.window)
+            {
+                return Err(format!("limit {}/{:?} appears twice", l.resource, l.window));
+            }
+        }
+        Ok(())
+    }
+
+    /// The four built-in plans of CONTRACT §4, created at first start.
+    pub fn builtins() -> Vec<Plan> {
+        use Enforcement::{Hard, Soft};
+        use Window::{Hour, Month, Total};
+        const GIB: u64 = 1 << 30;
+        let plan = |id: &str,
+                    name: &str,
+                    price: &str,
+                    hour: u64,
+                    month: u64,
+                    menf,
+                    gib: u64,
+                    members: Option<u64>,
+                    iso,
+                    features: &[&str]| Plan {
+            id: PlanId::parse(id).expect("builtin plan id"),
+            name: name.to_string(),
+            price: price.to_string(),
+            currency: default_currency(),
+            limits: vec![
+                Limit::new("api_calls", Hour, Some(hour), Hard),
+                Limit::new("api_calls", Month, Some(month), menf),
+                Limit::new("storage_bytes", Total, Some(gib * GIB), Hard),
+                Limit::new("members", Total, members, Hard),
+            ],
+            features: features.iter().map(|s| s.to_string()).collect(),
+            isolation: iso,
+        };
+        vec![
+            plan(
+                "free",
+                "Free",
+                "0.00",
+                100,
+                1_000,
+                Hard,
+                1,
+                Some(5),
+                Isolation::Row,
+                &[],
+            ),
+            plan(
+                "starter",
+                "Starter",
+                "29.00",
+                500,
+                10_000,
+                Soft,
+                5,
+                Some(25),
+                Isolation::Row,
+                &["exports"],
+            ),
+            plan(
+                "professional",
+                "Professional",
+                "99.00",
+                2_000,
+                50_000,
+                Soft,
+                20,
+                Some(100),
+                Isolation::Schema,
+                &["exports", "custom_roles", "sso"],
+            ),
+            plan(
+                "enterprise",
+                "Enterprise",
+                "499.00",
+                10_000,
+                500_000,
+                Soft,
+                100,
+                None,
+                Isolation::Database,
+                &["exports", "custom_roles", "sso", "dedicated_upstream"],
+            ),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtins_match_the_contract() {
+        let plans = Plan::builtins();
+        assert_eq!(plans.len(), 4);
+        let free = &plans[0];
+        assert_eq!(
+            free.limits[0],
+            Limit::new("api_calls", Window::Hour, Some(100), Enforcement::Hard)
+        );
+        assert_eq!(free.limits[1].limit, Some(1000));
+        assert_eq!(free.limits[2].limit, Some(1 << 30));
+        assert_eq!(plans[3].limits[3].limit, None);
+        assert_eq!(plans[2].isolation, Isolation::Schema);
+        for p in &plans {
+            p.validate().unwrap();
+        }
+    }
+
+    #[test]
+    fn plan_json_defaults() {
+        let p: Plan = serde_json::from_str(r#"{"id":"burst","name":"Burst","limits":[{"resource":"api_calls","window":"minute","limit":50}]}"#).unwrap();
+        assert_eq!(p.price, "0");
+        assert_eq!(p.currency, "USD");
+        assert_eq!(p.isolation, Isolation::Row);
+        assert_eq!(p.limits[0].enforcement, Enforcement::Hard);
+        assert!(
+            serde_json::from_str::<Plan>(r#"{"id":"x","name":"X","limits":[],"bogus":1}"#).is_err()
+        );
+    }
+
+    #[test]
+    fn overrides_replace_same_resource_and_window() {
+        let base = Plan::builtins()[0].limits.clone();
+        let o = vec![
+            Limit::new("api_calls", Window::Hour, Some(5), Enforcement::Soft),
+            Limit::new(
+                "orchestrations",
+                Window::Concurrent,
+                Some(5),
+                Enforcement::Hard,
+            ),
+        ];
+        let m = merge_limits(&base, &o);
+        assert_eq!(m.len(), 5);
+        assert_eq!(m[0], o[0]);
+        assert_eq!(m[1], base[1]);
+        assert_eq!(m[4], o[1]);
+    }
+
+    #[test]
+    fn prices() {
+        for ok in ["0", "29.00", "0.0001", "10"] {
+            validate_price(ok).unwrap();
+        }
+        for bad in ["", "-1", "1.", "1.00001", "abc", "1,00"] {
+            assert!(validate_price(bad).is_err(), "{bad}");
+        }
+    }
+}

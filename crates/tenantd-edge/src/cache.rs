@@ -1,0 +1,194 @@
+//! The catalog as the edge sees it: a [`Directory`] to load from (the local catalog or a
+//! remote tenantd) and the [`EdgeCache`] in front of it, which answers the hot path
+//! without I/O. Writes go through the server, which updates the cache as it writes.
+use dashmap::DashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use tenantd_core::{BuiltinRole, Role, TenantId, TenantStatus};
+
+/// What the edge needs to know of a tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantEntry {
+    /// The tenant's id.
+    pub id: TenantId,
+    /// Its plan.
+    pub plan: String,
+    /// Its status.
+    pub status: TenantStatus,
+}
+
+/// What the edge needs to know of an API key. Never the secret.
+#[derive(Debug)]
+pub struct KeyEntry {
+    /// `key_…`
+    pub id: String,
+    /// The tenant it belongs to.
+    pub tenant: TenantId,
+    /// SHA-256 of the secret.
+    pub hash: [u8; 32],
+    /// The role it acts with.
+    pub role: String,
+    /// Unix seconds, if it expires.
+    pub expires_at: Option<i64>,
+    /// Revoked keys stay cached so they are refused without I/O.
+    pub revoked: bool,
+    /// Last use, Unix seconds (written back in batches).
+    pub last_used: AtomicI64,
+}
+
+/// An error from the directory (database down, remote tenantd unreachable).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("directory unavailable: {0}")]
+pub struct DirectoryError(pub String);
+
+/// A security-relevant event the edge reports (cross-tenant attempts).
+#[derive(Debug, Clone)]
+pub struct SecurityEvent {
+    /// `security.cross_tenant_attempt`, …
+    pub action: &'static str,
+    /// Who tried (`operator`, `usr_…`, `key_…`, `anonymous`).
+    pub actor: String,
+    /// The credential's own tenant, if any: the event is recorded there, never under
+    /// the tenant that was asked for (which may not exist or belong to someone else).
+    pub tenant_id: Option<String>,
+    /// What was asked for, for operators.
+    pub detail: serde_json::Value,
+    /// The request.
+    pub request_id: String,
+}
+
+/// Where the edge loads what its cache misses.
+#[async_trait::async_trait]
+pub trait Directory: Send + Sync + 'static {
+    /// A tenant, whatever its status.
+    async fn tenant(&self, id: &TenantId) -> Result<Option<TenantEntry>, DirectoryError>;
+    /// A key by id, whatever its tenant.
+    async fn key(&self, id: &str) -> Result<Option<KeyEntry>, DirectoryError>;
+    /// The user's role in the tenant, if a member.
+    async fn member_role(
+        &self,
+        tenant: &TenantId,
+        user_id: &str,
+    ) -> Result<Option<String>, DirectoryError>;
+    /// A tenant's custom role.
+    async fn custom_role(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+    ) -> Result<Option<Role>, DirectoryError>;
+    /// The id of the user with this email, created on first sight.
+    async fn user_by_email(&self, email: &str) -> Result<String, DirectoryError>;
+    /// Records a security event (the audit trail).
+    async fn security_event(&self, ev: SecurityEvent);
+}
+
+fn builtin(role: BuiltinRole) -> Arc<Role> {
+    static ROLES: OnceLock<Vec<Arc<Role>>> = OnceLock::new();
+    let all = ROLES.get_or_init(|| {
+        BuiltinRole::ALL
+            .iter()
+            .map(|r| Arc::new(r.role()))
+            .collect()
+    });
+    all[BuiltinRole::ALL
+        .iter()
+        .position(|r| *r == role)
+        .unwrap_or(0)]
+    .clone()
+}
+
+/// The built-in role with this name, shared.
+pub fn builtin_role(name: &str) -> Option<Arc<Role>> {
+    BuiltinRole::from_name(name).map(builtin)
+}
+
+/// In-memory view of tenants, keys and custom roles, filled on miss and kept current by
+/// the server's writes.
+#[derive(Default)]
+pub struct EdgeCache {
+    tenants: DashMap<String, Arc<TenantEntry>>,
+    /// By the 20-character id part (the key id without `key_`), so a lookup from a
+    /// presented token needs no allocation.
+    keys: DashMap<String, Arc<KeyEntry>>,
+    roles: DashMap<String, Arc<Role>>,
+    used: Mutex<Vec<(String, i64)>>,
+}
+
+/// How often (seconds) a key's `last_used_at` is queued for writing at most.
+pub const LAST_USED_GRANULARITY: i64 = 60;
+
+fn role_key(tenant: &str, name: &str) -> String {
+    format!("{tenant}/{name}")
+}
+
+impl EdgeCache {
+    /// A cached tenant.
+    pub fn tenant(&self, id: &str) -> Option<Arc<TenantEntry>> {
+        self.tenants.get(id).map(|e| e.value().clone())
+    }
+    /// Caches (or replaces) a tenant.
+    pub fn put_tenant(&self, t: TenantEntry) -> Arc<TenantEntry> {
+        let t = Arc::new(t);
+        self.tenants.insert(t.id.as_str().to_string(), t.clone());
+        t
+    }
+    /// Forgets a tenant (it is reloaded on next use).
+    pub fn forget_tenant(&self, id: &str) {
+        self.tenants.remove(id);
+    }
+    /// A cached key by its id part (`key_` stripped).
+    pub fn key(&self, id_part: &str) -> Option<Arc<KeyEntry>> {
+        self.keys.get(id_part).map(|e| e.value().clone())
+    }
+    /// Caches (or replaces) a key.
+    pub fn put_key(&self, k: KeyEntry) -> Arc<KeyEntry> {
+        let k = Arc::new(k);
+        let part = k.id.strip_prefix("key_").unwrap_or(&k.id).to_string();
+        self.keys.insert(part, k.clone());
+        k
+    }
+    /// Forgets a key (after revocation or rotation the server re-puts or forgets it).
+    pub fn forget_key(&self, id: &str) {
+        self.keys.remove(id.strip_prefix("key_").unwrap_or(id));
+    }
+    /// A role by name: built-in, or the tenant's cached custom role.
+    pub fn role(&self, tenant: &str, name: &str) -> Option<Arc<Role>> {
+        builtin_role(name).or_else(|| {
+            self.roles
+                .get(&role_key(tenant, name))
+                .map(|r| r.value().clone())
+        })
+    }
+    /// Caches a custom role.
+    pub fn put_role(&self, tenant: &str, role: Role) -> Arc<Role> {
+        let r = Arc::new(role);
+        self.roles.insert(role_key(tenant, &r.name), r.clone());
+        r
+    }
+    /// Forgets a custom role.
+    pub fn forget_role(&self, tenant: &str, name: &str) {
+        self.roles.remove(&role_key(tenant, name));
+    }
+    /// Notes a key's use; queues a write at most once per [`LAST_USED_GRANULARITY`].
+    pub fn note_used(&self, k: &KeyEntry, now: i64) {
+        let prev = k.last_used.load(Ordering::Relaxed);
+        if now - prev >= LAST_USED_GRANULARITY
+            && k.last_used
+                .compare_exchange(prev, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.used
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((k.id.clone(), now));
+        }
+    }
+    /// Takes the queued `last_used_at` writes.
+    pub fn take_used(&self) -> Vec<(String, i64)> {
+        std::mem::take(&mut *self.used.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+    /// Numbers of cached tenants and keys.
+    pub fn sizes(&self) -> (usize, usize) {
+        (self.tenants.len(), self.keys.len())
+    }
+}

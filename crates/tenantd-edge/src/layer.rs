@@ -1,0 +1,151 @@
+//! [`EdgeLayer`]: the pipeline as a tower layer. It gives each request an id and a
+//! tracing span (request_id, tenant_id), decides it, puts the [`RequestContext`] in the
+//! request's extensions, and renders every [`Problem`] (its own or a handler's) as
+//! problem+json carrying the request id.
+use crate::context::RequestContext;
+use crate::pipeline::{Edge, RequestInfo};
+use crate::problem::Problem;
+use axum::body::Body;
+use http::request::Parts;
+use http::{HeaderValue, Request, Response};
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+use tower::{Layer, Service};
+use tracing::Instrument;
+
+/// Wraps a service with the edge pipeline.
+#[derive(Clone)]
+pub struct EdgeLayer {
+    edge: Arc<Edge>,
+}
+
+impl EdgeLayer {
+    /// A layer deciding with `edge`.
+    pub fn new(edge: Arc<Edge>) -> Self {
+        Self { edge }
+    }
+}
+
+impl<S> Layer<S> for EdgeLayer {
+    type Service = EdgeService<S>;
+    fn layer(&self, inner: S) -> EdgeService<S> {
+        EdgeService {
+            edge: self.edge.clone(),
+            inner,
+        }
+    }
+}
+
+/// The service [`EdgeLayer`] makes.
+#[derive(Clone)]
+pub struct EdgeService<S> {
+    edge: Arc<Edge>,
+    inner: S,
+}
+
+impl<S> Service<Request<Body>> for EdgeService<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let edge = self.edge.clone();
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move { Ok(handle(edge, inner, req).await) })
+    }
+}
+
+/// A new request id: `req_` and 32 hex digits.
+pub fn new_request_id() -> String {
+    format!("req_{:032x}", rand::random::<u128>())
+}
+
+fn header<'a>(req: &'a Parts, name: &str) -> Option<&'a str> {
+    req.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The bearer token, `Err` when an `Authorization` header is present but not a bearer.
+fn bearer(req: &Parts) -> Result<Option<&str>, Problem> {
+    let Some(v) = req.headers.get(http::header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let v = v
+        .to_str()
+        .map_err(|_| Problem::unauthenticated("the Authorization header is not valid text"))?;
+    match v.split_once(' ') {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
+            Ok(Some(token.trim()))
+        }
+        _ => Err(Problem::unauthenticated(
+            "use Authorization: Bearer <token>",
+        )),
+    }
+}
+
+async fn decide(edge: &Edge, req: &Parts, request_id: String) -> Result<RequestContext, Problem> {
+    let info = RequestInfo {
+        path: req.uri.path(),
+        query: req.uri.query(),
+        host: header(req, "host").or_else(|| req.uri.host()),
+        tenant_header: header(req, "x-tenant-id"),
+        tenant_header_alias: header(req, "tenant-id"),
+        bearer: bearer(req)?,
+    };
+    edge.decide(&info, request_id).await
+}
+
+async fn handle<S>(edge: Arc<Edge>, mut inner: S, req: Request<Body>) -> Response<Body>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+{
+    let request_id = new_request_id();
+    let start = Instant::now();
+    let span =
+        tracing::info_span!("request", request_id = %request_id, tenant_id = tracing::field::Empty);
+    async move {
+        let (mut parts, body) = req.into_parts();
+        let method = parts.method.clone();
+        let path = parts.uri.path().to_string();
+        let mut resp = match decide(&edge, &parts, request_id.clone()).await {
+            Ok(ctx) => {
+                if let Some(t) = &ctx.tenant {
+                    tracing::Span::current().record("tenant_id", t.id.as_str());
+                }
+                parts.extensions.insert(Arc::new(ctx));
+                match inner.call(Request::from_parts(parts, body)).await {
+                    Ok(r) => r,
+                    Err(never) => match never {},
+                }
+            }
+            Err(p) => p.render(&request_id),
+        };
+        if let Some(p) = resp.extensions_mut().remove::<Problem>() {
+            resp = p.render(&request_id);
+        }
+        if let Ok(v) = HeaderValue::from_str(&request_id) {
+            resp.headers_mut().insert("x-request-id", v);
+        }
+        tracing::info!(method = %method, path = %path, status = resp.status().as_u16(), latency_us = start.elapsed().as_micros() as u64, "request");
+        resp
+    }
+    .instrument(span)
+    .await
+}

@@ -1,0 +1,391 @@
+//! The edge decision: authenticate the credential, resolve the tenant from every source
+//! (CONTRACT §2), check that they agree and that the principal may act for it, and settle
+//! the role. On a warm cache an API-key request is decided without I/O or awaiting.
+use crate::cache::{Directory, EdgeCache, KeyEntry, SecurityEvent, TenantEntry};
+use crate::context::{Principal, RequestContext};
+use crate::jwt::{OidcVerifier, Signer, TokenError};
+use crate::keys;
+use crate::problem::Problem;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tenantd_core::{now_secs, Code, Role, TenantId, TenantStatus};
+
+/// Edge settings.
+#[derive(Debug, Clone, Default)]
+pub struct EdgeConfig {
+    /// `{id}.{base_domain}` hosts name the tenant.
+    pub base_domain: Option<String>,
+    /// Accept `?tenant_id=` as a source.
+    pub allow_query_tenant: bool,
+    /// Single-tenant mode: every request is for this tenant.
+    pub single_tenant: Option<TenantId>,
+    /// SHA-256 of the operator key.
+    pub operator_key_hash: [u8; 32],
+}
+
+/// Counters the edge keeps (exposed by the server at `/metrics`).
+#[derive(Debug, Default)]
+pub struct EdgeMetrics {
+    /// Requests decided.
+    pub requests: AtomicU64,
+    /// Requests refused with 401.
+    pub unauthenticated: AtomicU64,
+    /// `security.cross_tenant_attempt` events.
+    pub cross_tenant_attempts: AtomicU64,
+}
+
+/// The parts of a request the edge reads.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestInfo<'a> {
+    /// The path, without query.
+    pub path: &'a str,
+    /// The query string, if any.
+    pub query: Option<&'a str>,
+    /// The `Host` header.
+    pub host: Option<&'a str>,
+    /// `X-Tenant-ID` (or its alias `Tenant-ID`).
+    pub tenant_header: Option<&'a str>,
+    /// `Tenant-ID` when both spellings were sent.
+    pub tenant_header_alias: Option<&'a str>,
+    /// The bearer token.
+    pub bearer: Option<&'a str>,
+}
+
+/// The pipeline with its cache, keys and counters.
+pub struct Edge {
+    cfg: EdgeConfig,
+    cache: EdgeCache,
+    dir: Arc<dyn Directory>,
+    signer: Arc<Signer>,
+    oidc: Option<Arc<OidcVerifier>>,
+    metrics: EdgeMetrics,
+}
+
+enum Authn {
+    Anonymous,
+    Operator,
+    Key(Arc<KeyEntry>),
+    User {
+        id: String,
+        email: String,
+        tid: Option<String>,
+    },
+}
+
+fn dir_err(e: crate::cache::DirectoryError) -> Problem {
+    tracing::error!(error = %e, "directory lookup failed");
+    Problem::new(
+        Code::Unavailable,
+        "the catalog is unavailable; try again shortly",
+    )
+}
+
+fn parse_tenant(raw: &str) -> Result<TenantId, Problem> {
+    TenantId::parse_with(raw, true).map_err(|e| Problem::new(Code::InvalidTenantId, e.to_string()))
+}
+
+impl Edge {
+    /// An edge over a directory, with tenantd's signer and an optional OpenID verifier.
+    pub fn new(
+        cfg: EdgeConfig,
+        dir: Arc<dyn Directory>,
+        signer: Arc<Signer>,
+        oidc: Option<Arc<OidcVerifier>>,
+    ) -> Self {
+        Self {
+            cfg,
+            cache: EdgeCache::default(),
+            dir,
+            signer,
+            oidc,
+            metrics: EdgeMetrics::default(),
+        }
+    }
+    /// The cache, for the server to keep current and for benches to fill.
+    pub fn cache(&self) -> &EdgeCache {
+        &self.cache
+    }
+    /// tenantd's signer.
+    pub fn signer(&self) -> &Signer {
+        &self.signer
+    }
+    /// The OpenID verifier, when configured.
+    pub fn oidc(&self) -> Option<&OidcVerifier> {
+        self.oidc.as_deref()
+    }
+    /// The counters.
+    pub fn metrics(&self) -> &EdgeMetrics {
+        &self.metrics
+    }
+    /// The settings.
+    pub fn config(&self) -> &EdgeConfig {
+        &self.cfg
+    }
+
+    async fn load_key(&self, token: &str) -> Result<Option<Arc<KeyEntry>>, Problem> {
+        let Some(id) = keys::key_id_of(token) else {
+            return Ok(None);
+        };
+        let part = &id[4..];
+        if let Some(k) = self.cache.key(part) {
+            return Ok(Some(k));
+        }
+        Ok(self
+            .dir
+            .key(&id)
+            .await
+            .map_err(dir_err)?
+            .map(|k| self.cache.put_key(k)))
+    }
+
+    async fn authenticate(&self, bearer: Option<&str>, now: i64) -> Result<Authn, Problem> {
+        let Some(token) = bearer else {
+            return Ok(Authn::Anonymous);
+        };
+        let bad = |why: &str| {
+            self.metrics.unauthenticated.fetch_add(1, Ordering::Relaxed);
+            Problem::unauthenticated(why.to_string())
+        };
+        if token.starts_with(keys::KEY_PREFIX) {
+            let key = self
+                .load_key(token)
+                .await?
+                .ok_or_else(|| bad("the API key is not valid"))?;
+            if !keys::verify(token, &key.hash) {
+                return Err(bad("the API key is not valid"));
+            }
+            if key.revoked {
+                return Err(bad("the API key has been revoked"));
+            }
+            if key.expires_at.is_some_and(|e| e <= now) {
+                return Err(bad("the API key has expired"));
+            }
+            self.cache.note_used(&key, now);
+            return Ok(Authn::Key(key));
+        }
+        if token.bytes().filter(|b| *b == b'.').count() == 2 {
+            if let Some(oidc) = self.oidc.as_deref().filter(|o| o.claims_issuer(token)) {
+                let who = oidc.verify(token).map_err(|e| bad(&e.to_string()))?;
+                let id = self
+                    .dir
+                    .user_by_email(&who.email.to_ascii_lowercase())
+                    .await
+                    .map_err(dir_err)?;
+                return Ok(Authn::User {
+                    id,
+                    email: who.email.to_ascii_lowercase(),
+                    tid: None,
+                });
+            }
+            let c = self
+                .signer
+                .verify(token)
+                .map_err(|e: TokenError| bad(&e.to_string()))?;
+            if !c.sub.starts_with("usr_") {
+                return Err(bad("this token cannot be used as a credential"));
+            }
+            return Ok(Authn::User {
+                id: c.sub,
+                email: c.email,
+                tid: c.tid,
+            });
+        }
+        if keys::verify(token, &self.cfg.operator_key_hash) {
+            return Ok(Authn::Operator);
+        }
+        Err(bad("the bearer token is not a valid credential"))
+    }
+
+    /// The tenant the request names, from every source but the credential; sources that
+    /// disagree yield `Err(None)` (a mismatch), malformed ids `Err(Some(problem))`.
+    fn requested_tenant(
+        &self,
+        info: &RequestInfo<'_>,
+    ) -> Result<Option<TenantId>, Option<Problem>> {
+        let mut found: Option<TenantId> = self.cfg.single_tenant.clone();
+        let mut add = |id: TenantId| -> Result<(), Option<Problem>> {
+            match &found {
+                Some(f) if *f != id => Err(None),
+                _ => {
+                    found = Some(id);
+                    Ok(())
+                }
+            }
+        };
+        if let Some(rest) = info.path.strip_prefix("/v1/tenants/") {
+            let seg = rest.split('/').next().unwrap_or("");
+            if !seg.is_empty() {
+                add(parse_tenant(seg).map_err(Some)?)?;
+            }
+        }
+        if let (Some(base), Some(host)) = (self.cfg.base_domain.as_deref(), info.host) {
+            let host = host
+                .rsplit_once(':')
+                .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
+                .map_or(host, |(h, _)| h);
+            if let Some(label) = host.strip_suffix(base).and_then(|h| h.strip_suffix('.')) {
+                // A subdomain that is not a tenant id (www, api…) names no tenant.
+                if let Ok(id) = TenantId::parse(label) {
+                    add(id)?;
+                }
+            }
+        }
+        for h in [info.tenant_header, info.tenant_header_alias]
+            .into_iter()
+            .flatten()
+        {
+            add(parse_tenant(h).map_err(Some)?)?;
+        }
+        if self.cfg.allow_query_tenant {
+            if let Some(q) = info.query {
+                for pair in q.split('&') {
+                    if let Some(v) = pair.strip_prefix("tenant_id=") {
+                        add(parse_tenant(v).map_err(Some)?)?;
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    async fn mismatch(
+        &self,
+        actor: String,
+        own: Option<&TenantId>,
+        info: &RequestInfo<'_>,
+        request_id: &str,
+    ) -> Problem {
+        self.metrics
+            .cross_tenant_attempts
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(actor = %actor, path = info.path, "cross-tenant attempt refused");
+        self.dir
+            .security_event(SecurityEvent {
+                action: "security.cross_tenant_attempt",
+                actor,
+                tenant_id: own.map(|t| t.to_string()),
+                detail: serde_json::json!({
+                    "path": info.path,
+                    "host": info.host,
+                    "tenant_header": info.tenant_header.or(info.tenant_header_alias),
+                }),
+                request_id: request_id.to_string(),
+            })
+            .await;
+        Problem::tenant_mismatch()
+    }
+
+    async fn tenant_entry(&self, id: &TenantId) -> Result<Option<Arc<TenantEntry>>, Problem> {
+        if let Some(t) = self.cache.tenant(id.as_str()) {
+            return Ok(Some(t));
+        }
+        Ok(self
+            .dir
+            .tenant(id)
+            .await
+            .map_err(dir_err)?
+            .map(|t| self.cache.put_tenant(t)))
+    }
+
+    async fn role(&self, tenant: &TenantId, name: &str) -> Result<Arc<Role>, Problem> {
+        if let Some(r) = self.cache.role(tenant.as_str(), name) {
+            return Ok(r);
+        }
+        match self.dir.custom_role(tenant, name).await.map_err(dir_err)? {
+            Some(r) => Ok(self.cache.put_role(tenant.as_str(), r)),
+            // A role deleted under a holder grants nothing.
+            None => Ok(Arc::new(Role::custom(name.to_string(), Vec::new()))),
+        }
+    }
+
+    /// Decides a request. With a warm cache and an API key this completes without awaiting.
+    pub async fn decide(
+        &self,
+        info: &RequestInfo<'_>,
+        request_id: String,
+    ) -> Result<RequestContext, Problem> {
+        self.metrics.requests.fetch_add(1, Ordering::Relaxed);
+        let now = now_secs();
+        let authn = self.authenticate(info.bearer, now).await?;
+        let (principal, own): (Option<Principal>, Option<TenantId>) = match &authn {
+            Authn::Anonymous => (None, None),
+            Authn::Operator => (Some(Principal::Operator), None),
+            Authn::Key(k) => (
+                Some(Principal::Key {
+                    id: k.id.clone(),
+                    tenant: k.tenant.clone(),
+                }),
+                Some(k.tenant.clone()),
+            ),
+            Authn::User { id, email, tid } => {
+                let own = match tid {
+                    Some(t) => Some(parse_tenant(t)?),
+                    None => None,
+                };
+                (
+                    Some(Principal::User {
+                        id: id.clone(),
+                        email: email.clone(),
+                    }),
+                    own,
+                )
+            }
+        };
+        let actor = || {
+            principal
+                .as_ref()
+                .map_or_else(|| "anonymous".to_string(), Principal::actor)
+        };
+        let requested = match self.requested_tenant(info) {
+            Ok(r) => r,
+            Err(Some(p)) => return Err(p),
+            Err(None) => {
+                return Err(self
+                    .mismatch(actor(), own.as_ref(), info, &request_id)
+                    .await)
+            }
+        };
+        let tenant_id = match (own.clone(), requested) {
+            (Some(o), Some(r)) if o != r => {
+                return Err(self.mismatch(actor(), Some(&o), info, &request_id).await)
+            }
+            (o, r) => o.or(r),
+        };
+        // Anonymous callers learn nothing about tenants; principals without a tenant get
+        // a context without one.
+        let (Some(principal), Some(tenant_id)) = (principal.clone(), tenant_id) else {
+            return Ok(RequestContext {
+                request_id,
+                principal,
+                tenant: None,
+                role: None,
+            });
+        };
+        let role_name: Option<String> = match &authn {
+            Authn::Operator => Some("owner".into()),
+            Authn::Key(k) => Some(k.role.clone()),
+            Authn::User { id, .. } => self
+                .dir
+                .member_role(&tenant_id, id)
+                .await
+                .map_err(dir_err)?,
+            Authn::Anonymous => None,
+        };
+        let Some(role_name) = role_name else {
+            return Err(self
+                .mismatch(principal.actor(), own.as_ref(), info, &request_id)
+                .await);
+        };
+        let tenant = match self.tenant_entry(&tenant_id).await? {
+            Some(t) if t.status != TenantStatus::Deleted || principal.is_operator() => t,
+            _ => return Err(Problem::new(Code::TenantNotFound, "tenant not found")),
+        };
+        let role = self.role(&tenant_id, &role_name).await?;
+        Ok(RequestContext {
+            request_id,
+            principal: Some(principal),
+            tenant: Some(tenant),
+            role: Some(role),
+        })
+    }
+}

@@ -1,0 +1,190 @@
+//! The tenantd catalog: tenants, plans, users, memberships, roles, workspaces, API keys,
+//! audit events and signing keys, behind the [`Catalog`] trait.
+//!
+//! [`SqlCatalog`] implements it on embedded SQLite (the default, WAL mode) and on
+//! PostgreSQL. Both backends run the same statements (portable SQL with `$n`
+//! placeholders through sqlx's `Any` driver), each with its own migrations folder, and
+//! one test suite (`tests/catalog.rs`) runs against both.
+#![forbid(unsafe_code)]
+
+mod model;
+mod sql;
+
+pub use model::*;
+pub use sql::{Backend, SqlCatalog};
+
+use tenantd_core::{Email, Plan, PlanId, StatusError, TenantId};
+
+/// What can go wrong in the catalog.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The named thing does not exist (for this tenant).
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The change conflicts with what is stored.
+    #[error("{0}")]
+    Conflict(String),
+    /// The change would leave the tenant without an owner.
+    #[error("a tenant must keep at least one owner")]
+    LastOwner,
+    /// Input the domain refuses.
+    #[error("{0}")]
+    Invalid(String),
+    /// A status change that is not allowed.
+    #[error(transparent)]
+    Status(#[from] StatusError),
+    /// The database failed.
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    /// Migrations failed.
+    #[error("migration error: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Stored JSON did not parse (a bug or a hand-edited row).
+    #[error("corrupt stored value: {0}")]
+    Corrupt(#[from] serde_json::Error),
+}
+
+/// Result alias for the catalog.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The catalog's operations. Every method that touches one tenant's rows takes that
+/// tenant's id first; operator-wide queries (`list_tenants`, `list_audit` with no
+/// tenant) are named as such.
+#[async_trait::async_trait]
+pub trait Catalog: Send + Sync + 'static {
+    /// Applies pending migrations and seeds the built-in plans if there are none.
+    async fn migrate(&self) -> Result<()>;
+    /// Which backend this is.
+    fn backend(&self) -> Backend;
+
+    // --- plans
+    /// All plans, by id.
+    async fn list_plans(&self) -> Result<Vec<Plan>>;
+    /// One plan.
+    async fn get_plan(&self, id: &PlanId) -> Result<Plan>;
+    /// Creates a plan; `Conflict` if the id is taken.
+    async fn create_plan(&self, plan: &Plan) -> Result<()>;
+    /// Replaces a plan's fields.
+    async fn update_plan(&self, plan: &Plan) -> Result<()>;
+    /// Deletes a plan no tenant uses; `Conflict` otherwise.
+    async fn delete_plan(&self, id: &PlanId) -> Result<()>;
+
+    // --- tenants
+    /// Creates a tenant with its owner (user created if new). The same request twice
+    /// answers `Existing` with the tenant; a different one for a taken id, `Conflict`.
+    async fn create_tenant(&self, new: &NewTenant) -> Result<Created<Tenant>>;
+    /// One tenant, whatever its status.
+    async fn get_tenant(&self, id: &TenantId) -> Result<Tenant>;
+    /// Operator-wide: tenants by id, filtered, one page.
+    async fn list_tenants(&self, filter: &TenantFilter, page: &PageRequest)
+        -> Result<Page<Tenant>>;
+    /// Changes name, plan, settings or limit overrides.
+    async fn update_tenant(&self, id: &TenantId, patch: &TenantPatch) -> Result<Tenant>;
+    /// Applies a lifecycle transition (suspend with a reason, resume, delete, restore).
+    async fn transition_tenant(
+        &self,
+        id: &TenantId,
+        t: tenantd_core::tenant::Transition,
+        reason: Option<&str>,
+    ) -> Result<Tenant>;
+
+    // --- users and members
+    /// The user with this email, created if new.
+    async fn ensure_user(&self, email: &Email) -> Result<User>;
+    /// A user by id.
+    async fn get_user(&self, id: &str) -> Result<User>;
+    /// A user by email, if known.
+    async fn find_user_by_email(&self, email: &Email) -> Result<Option<User>>;
+    /// Every tenant the user belongs to, with the role there.
+    async fn user_memberships(&self, user_id: &str) -> Result<Vec<(TenantId, String)>>;
+    /// The user's role in the tenant, if a member.
+    async fn member_role(&self, tenant: &TenantId, user_id: &str) -> Result<Option<String>>;
+    /// The tenant's members, one page, by user id.
+    async fn list_members(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<Member>>;
+    /// Adds a member (user created if new); `Conflict` if already a member.
+    async fn add_member(&self, tenant: &TenantId, email: &Email, role: &str) -> Result<Member>;
+    /// Changes a member's role; `LastOwner` if it would demote the last owner.
+    async fn set_member_role(&self, tenant: &TenantId, user_id: &str, role: &str)
+        -> Result<Member>;
+    /// Removes a member; `LastOwner` if it is the last owner.
+    async fn remove_member(&self, tenant: &TenantId, user_id: &str) -> Result<()>;
+
+    // --- custom roles
+    /// The tenant's custom roles.
+    async fn list_roles(&self, tenant: &TenantId) -> Result<Vec<tenantd_core::Role>>;
+    /// One custom role.
+    async fn get_role(&self, tenant: &TenantId, name: &str) -> Result<Option<tenantd_core::Role>>;
+    /// Creates a custom role; `Conflict` if the name is taken.
+    async fn create_role(&self, tenant: &TenantId, role: &tenantd_core::Role) -> Result<()>;
+    /// Deletes a custom role; `Conflict` while members or keys hold it.
+    async fn delete_role(&self, tenant: &TenantId, name: &str) -> Result<()>;
+
+    // --- workspaces
+    /// The tenant's workspaces.
+    async fn list_workspaces(&self, tenant: &TenantId) -> Result<Vec<Workspace>>;
+    /// One workspace with its members.
+    async fn get_workspace(&self, tenant: &TenantId, id: &str) -> Result<Workspace>;
+    /// Creates a workspace; `Conflict` if the id is taken.
+    async fn create_workspace(&self, tenant: &TenantId, id: &str, name: &str) -> Result<Workspace>;
+    /// Renames a workspace.
+    async fn rename_workspace(&self, tenant: &TenantId, id: &str, name: &str) -> Result<Workspace>;
+    /// Deletes a workspace and its memberships.
+    async fn delete_workspace(&self, tenant: &TenantId, id: &str) -> Result<()>;
+    /// Adds (or re-roles) a tenant member in a workspace.
+    async fn add_workspace_member(
+        &self,
+        tenant: &TenantId,
+        ws: &str,
+        email: &Email,
+        role: &str,
+    ) -> Result<WorkspaceMember>;
+    /// The user's role in the workspace, if added.
+    async fn workspace_role(
+        &self,
+        tenant: &TenantId,
+        ws: &str,
+        user_id: &str,
+    ) -> Result<Option<String>>;
+
+    // --- API keys
+    /// Stores a new key (its hash only).
+    async fn create_key(&self, key: &ApiKey) -> Result<()>;
+    /// A key by id, whatever its tenant (the edge checks the tenant).
+    async fn get_key(&self, id: &str) -> Result<Option<ApiKey>>;
+    /// The tenant's keys, one page.
+    async fn list_keys(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<ApiKey>>;
+    /// Revokes a key of the tenant now.
+    async fn revoke_key(&self, tenant: &TenantId, id: &str, at: i64) -> Result<ApiKey>;
+    /// Replaces a live key's secret hash and prefix (rotation); `Conflict` if revoked.
+    async fn rotate_key(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        prefix: &str,
+        hash_hex: &str,
+    ) -> Result<ApiKey>;
+    /// Writes batched `last_used_at` values.
+    async fn touch_keys(&self, used: &[(String, i64)]) -> Result<()>;
+
+    // --- audit
+    /// Appends an audit event.
+    async fn record_audit(&self, ev: &NewAuditEvent) -> Result<()>;
+    /// Audit events, newest first; `tenant = None` is the operator-wide view.
+    async fn list_audit(
+        &self,
+        filter: &AuditFilter,
+        page: &PageRequest,
+    ) -> Result<Page<AuditEvent>>;
+
+    // --- signing keys
+    /// tenantd's JWT signing keys, oldest first.
+    async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>>;
+    /// Stores a new signing key.
+    async fn add_signing_key(&self, key: &SigningKeyRecord) -> Result<()>;
+
+    // --- operator key
+    /// The hex SHA-256 of the generated operator key, if one was generated.
+    async fn operator_key_hash(&self) -> Result<Option<String>>;
+    /// Stores the generated operator key's hash; `false` if another node stored one first.
+    async fn set_operator_key_hash(&self, hash_hex: &str) -> Result<bool>;
+}

@@ -1,0 +1,281 @@
+//! Values the catalog stores and returns.
+use serde::Serialize;
+use tenantd_core::{Email, Limit, PlanId, TenantId, TenantStatus};
+
+/// A tenant as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Tenant {
+    /// The tenant's id.
+    pub id: TenantId,
+    /// Display name.
+    pub name: String,
+    /// The plan's id.
+    pub plan: String,
+    /// Lifecycle status.
+    pub status: TenantStatus,
+    /// Why it was suspended, when it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_reason: Option<String>,
+    /// Free-form settings (JSON object).
+    pub settings: serde_json::Value,
+    /// Per-tenant limit overrides.
+    pub limits: Vec<Limit>,
+    /// Unix seconds.
+    #[serde(serialize_with = "tenantd_core::ts::ser")]
+    pub created_at: i64,
+    /// Unix seconds.
+    #[serde(serialize_with = "tenantd_core::ts::ser")]
+    pub updated_at: i64,
+    /// When it was soft-deleted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(serialize_with = "tenantd_core::ts::ser_opt")]
+    pub deleted_at: Option<i64>,
+    /// When a deleted tenant may be purged (deleted_at + 30 days).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(serialize_with = "tenantd_core::ts::ser_opt")]
+    pub purge_after: Option<i64>,
+}
+
+/// A request to create a tenant.
+#[derive(Debug, Clone)]
+pub struct NewTenant {
+    /// The tenant's id.
+    pub id: TenantId,
+    /// Display name (defaults to the id).
+    pub name: String,
+    /// The plan.
+    pub plan: PlanId,
+    /// Its first owner.
+    pub owner_email: Email,
+    /// Settings (JSON object).
+    pub settings: serde_json::Value,
+}
+
+/// Whether a create made something new or found the same thing already there.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Created<T> {
+    /// Made now.
+    New(T),
+    /// The same request had been made before; this is what it made.
+    Existing(T),
+}
+
+impl<T> Created<T> {
+    /// The value either way.
+    pub fn into_inner(self) -> T {
+        match self {
+            Created::New(t) | Created::Existing(t) => t,
+        }
+    }
+}
+
+/// Changes to a tenant; `None` leaves a field alone.
+#[derive(Debug, Clone, Default)]
+pub struct TenantPatch {
+    /// New display name.
+    pub name: Option<String>,
+    /// New plan.
+    pub plan: Option<PlanId>,
+    /// New settings (replaces the object).
+    pub settings: Option<serde_json::Value>,
+    /// Limit overrides to merge: each replaces an override with the same resource and
+    /// window; one with `limit: null` and the plan's value is kept as "unlimited".
+    pub limits: Option<Vec<Limit>>,
+}
+
+/// Operator list filter.
+#[derive(Debug, Clone, Default)]
+pub struct TenantFilter {
+    /// Only this status (default: all but deleted).
+    pub status: Option<TenantStatus>,
+    /// Only this plan.
+    pub plan: Option<String>,
+}
+
+/// A page request: at most `limit` items after the opaque cursor.
+#[derive(Debug, Clone)]
+pub struct PageRequest {
+    /// 1..=1000.
+    pub limit: u32,
+    /// From a previous page's `next_cursor`.
+    pub after: Option<String>,
+}
+
+impl Default for PageRequest {
+    fn default() -> Self {
+        Self {
+            limit: 50,
+            after: None,
+        }
+    }
+}
+
+/// One page of a list.
+#[derive(Debug, Clone, Serialize)]
+pub struct Page<T> {
+    /// The items.
+    pub items: Vec<T>,
+    /// Pass as `cursor` for the next page; absent on the last one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// A person, identified by email.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct User {
+    /// `usr_…`
+    pub id: String,
+    /// Lower-cased email.
+    pub email: String,
+    /// Unix seconds.
+    #[serde(serialize_with = "tenantd_core::ts::ser")]
+    pub created_at: i64,
+}
+
+/// A user's membership of a tenant.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Member {
+    /// `usr_…`
+    pub user_id: String,
+    /// The user's email.
+    pub email: String,
+    /// The role in this tenant.
+    pub role: String,
+    /// Unix seconds.
+    #[serde(serialize_with = "tenantd_core::ts::ser")]
+    pub created_at: i64,
+}
+
+/// A workspace within a tenant.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Workspace {
+    /// Unique within the tenant.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Unix seconds.
+    #[serde(serialize_with = "tenantd_core::ts::ser")]
+    pub created_at: i64,
+    /// Members added to this workspace.
+    pub members: Vec<WorkspaceMember>,
+}
+
+/// A user's role within a workspace.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WorkspaceMember {
+    /// `usr_…`
+    pub user_id: String,
+    /// The user's email.
+    pub email: String,
+    /// The role in this workspace.
+    pub role: String,
+}
+
+/// An API key as stored: never the secret, only its hash.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ApiKey {
+    /// `key_…`
+    pub id: String,
+    /// The tenant it belongs to.
+    pub tenant_id: TenantId,
+    /// Display name.
+    pub name: String,
+    /// The first characters of the secret, for recognising it.
+    pub prefix: String,
+    /// Hex SHA-256 of the secret.
+    #[serde(skip)]
+    pub hash: String,
+    /// The role it acts with.
+    pub role: String,
+    /// Unix seconds, if it expires.
+    #[serde(serialize_with = "tenantd_core::ts::ser_opt")]
+    pub expires_at: Option<i64>,
+    /// Its own limits (narrowing the tenant's).
+    pub limits: Vec<Limit>,
+    /// Unix seconds.
+    #[serde(serialize_with = "tenantd_core::ts::ser")]
+    pub created_at: i64,
+    /// Unix seconds, once revoked.
+    #[serde(serialize_with = "tenantd_core::ts::ser_opt")]
+    pub revoked_at: Option<i64>,
+    /// Unix seconds, updated in batches.
+    #[serde(serialize_with = "tenantd_core::ts::ser_opt")]
+    pub last_used_at: Option<i64>,
+}
+
+/// An audit event to append.
+#[derive(Debug, Clone)]
+pub struct NewAuditEvent {
+    /// The tenant concerned, if any.
+    pub tenant_id: Option<String>,
+    /// Who did it (`operator`, `usr_…`, `key_…`, `anonymous`).
+    pub actor: String,
+    /// What, as `noun.verb` (`tenant.created`, `security.cross_tenant_attempt`, …).
+    pub action: String,
+    /// Details (JSON object).
+    pub detail: serde_json::Value,
+    /// The request that did it.
+    pub request_id: String,
+}
+
+/// An audit event as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditEvent {
+    /// Monotonic id.
+    pub id: i64,
+    /// Unix seconds.
+    #[serde(serialize_with = "tenantd_core::ts::ser")]
+    pub at: i64,
+    /// The tenant concerned.
+    pub tenant_id: Option<String>,
+    /// Who did it.
+    pub actor: String,
+    /// What.
+    pub action: String,
+    /// Details.
+    pub detail: serde_json::Value,
+    /// The request that did it.
+    pub request_id: String,
+}
+
+/// Audit list filter.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// Only this tenant (`None`: all, operators only).
+    pub tenant_id: Option<String>,
+    /// Only this action.
+    pub action: Option<String>,
+    /// Only this actor.
+    pub actor: Option<String>,
+    /// At or after (Unix seconds).
+    pub since: Option<i64>,
+    /// Before (Unix seconds).
+    pub until: Option<i64>,
+}
+
+/// One of tenantd's JWT signing keys.
+#[derive(Debug, Clone)]
+pub struct SigningKeyRecord {
+    /// Key id (`kid`).
+    pub kid: String,
+    /// PKCS#8 DER of the Ed25519 private key.
+    pub private_pkcs8: Vec<u8>,
+    /// Base64url of the 32-byte public key.
+    pub public_x: String,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// Random resource id with a prefix: `usr_`, `key_`, … followed by 20 base32 characters.
+pub fn new_id(prefix: &str) -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz234567";
+    let mut rng = rand::thread_rng();
+    let mut s = String::with_capacity(prefix.len() + 21);
+    s.push_str(prefix);
+    s.push('_');
+    for _ in 0..20 {
+        s.push(ALPHABET[rng.gen_range(0..32)] as char);
+    }
+    s
+}

@@ -1,0 +1,1166 @@
+//! [`SqlCatalog`]: the catalog on SQLite or PostgreSQL. Both run the same portable SQL
+//! (`$n` placeholders, `ON CONFLICT`, no backend-specific types) through sqlx's `Any`
+//! driver; each backend has its own migrations folder.
+use crate::*;
+use base64::Engine;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::migrate::Migrator;
+use sqlx::{AnyPool, Executor, Row};
+use tenantd_core::plan::merge_limits;
+use tenantd_core::tenant::{Transition, RETENTION_DAYS};
+use tenantd_core::{now_secs, Role, TenantStatus};
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
+
+/// The database behind a [`SqlCatalog`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded SQLite file in WAL mode.
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+impl Backend {
+    /// Picks the backend from a URL's scheme.
+    pub fn from_url(url: &str) -> Result<Self> {
+        if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres)
+        } else {
+            Err(StoreError::Invalid(format!(
+                "database url must start with sqlite:// or postgres:// (got '{}')",
+                url.split(':').next().unwrap_or("")
+            )))
+        }
+    }
+}
+
+/// The catalog on SQLite or PostgreSQL.
+#[derive(Clone)]
+pub struct SqlCatalog {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+const TENANT_COLS: &str = "id, name, plan_id, status, status_reason, settings, limits, created_at, updated_at, deleted_at, purge_after";
+const KEY_COLS: &str = "id, tenant_id, name, prefix, hash, role, expires_at, limits, created_at, revoked_at, last_used_at";
+
+fn is_unique_violation(e: &StoreError) -> bool {
+    matches!(e, StoreError::Db(sqlx::Error::Database(d)) if d.is_unique_violation())
+}
+
+fn encode_cursor(s: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
+}
+
+fn decode_cursor(c: &str) -> Result<String> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(c)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| StoreError::Invalid("cursor is not one this server issued".into()))
+}
+
+/// Cuts a fetched `limit + 1` rows down to a page, with a cursor made from the last item.
+fn paginate<T>(mut items: Vec<T>, limit: u32, key: impl Fn(&T) -> String) -> Page<T> {
+    let next_cursor = if items.len() > limit as usize {
+        items.truncate(limit as usize);
+        items.last().map(|t| encode_cursor(&key(t)))
+    } else {
+        None
+    };
+    Page { items, next_cursor }
+}
+
+fn json<T: serde::de::DeserializeOwned>(r: &AnyRow, col: &str) -> Result<T> {
+    let s: String = r.try_get(col)?;
+    Ok(serde_json::from_str(&s)?)
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("serialising a plain value cannot fail")
+}
+
+fn tenant_from(r: &AnyRow) -> Result<Tenant> {
+    let status: String = r.try_get("status")?;
+    Ok(Tenant {
+        id: TenantId::from_trusted(r.try_get("id")?),
+        name: r.try_get("name")?,
+        plan: r.try_get("plan_id")?,
+        status: TenantStatus::parse(&status)
+            .ok_or_else(|| StoreError::Invalid(format!("stored status '{status}'")))?,
+        status_reason: r.try_get("status_reason")?,
+        settings: json(r, "settings")?,
+        limits: json(r, "limits")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+        deleted_at: r.try_get("deleted_at")?,
+        purge_after: r.try_get("purge_after")?,
+    })
+}
+
+fn plan_from(r: &AnyRow) -> Result<Plan> {
+    let isolation: String = r.try_get("isolation")?;
+    Ok(Plan {
+        id: PlanId::parse(&r.try_get::<String, _>("id")?)
+            .map_err(|e| StoreError::Invalid(e.to_string()))?,
+        name: r.try_get("name")?,
+        price: r.try_get("price")?,
+        currency: r.try_get("currency")?,
+        limits: json(r, "limits")?,
+        features: json(r, "features")?,
+        isolation: serde_json::from_value(serde_json::Value::String(isolation))?,
+    })
+}
+
+fn key_from(r: &AnyRow) -> Result<ApiKey> {
+    Ok(ApiKey {
+        id: r.try_get("id")?,
+        tenant_id: TenantId::from_trusted(r.try_get("tenant_id")?),
+        name: r.try_get("name")?,
+        prefix: r.try_get("prefix")?,
+        hash: r.try_get("hash")?,
+        role: r.try_get("role")?,
+        expires_at: r.try_get("expires_at")?,
+        limits: json(r, "limits")?,
+        created_at: r.try_get("created_at")?,
+        revoked_at: r.try_get("revoked_at")?,
+        last_used_at: r.try_get("last_used_at")?,
+    })
+}
+
+fn member_from(r: &AnyRow) -> Result<Member> {
+    Ok(Member {
+        user_id: r.try_get("user_id")?,
+        email: r.try_get("email")?,
+        role: r.try_get("role")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+fn user_from(r: &AnyRow) -> Result<User> {
+    Ok(User {
+        id: r.try_get("id")?,
+        email: r.try_get("email")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+type Tx = sqlx::Transaction<'static, sqlx::Any>;
+
+impl SqlCatalog {
+    /// Connects to `url` (`sqlite://path` or `postgres://…`); the SQLite file and its
+    /// folder are created when missing. Does not migrate: call [`Catalog::migrate`].
+    pub async fn connect(url: &str) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::from_url(url)?;
+        let (url, max) = match backend {
+            Backend::Sqlite => {
+                let path = url
+                    .trim_start_matches("sqlite://")
+                    .trim_start_matches("sqlite:");
+                let path = path.split('?').next().unwrap_or(path);
+                if let Some(dir) = std::path::Path::new(path).parent() {
+                    if !dir.as_os_str().is_empty() {
+                        std::fs::create_dir_all(dir).map_err(|e| {
+                            StoreError::Invalid(format!(
+                                "cannot create data directory {}: {e}",
+                                dir.display()
+                            ))
+                        })?;
+                    }
+                }
+                let sep = if url.contains('?') { '&' } else { '?' };
+                let url = if url.contains("mode=") {
+                    url.to_string()
+                } else {
+                    format!("{url}{sep}mode=rwc")
+                };
+                (url, 8)
+            }
+            Backend::Postgres => (url.to_string(), 16),
+        };
+        let mut opts = AnyPoolOptions::new()
+            .max_connections(max)
+            .acquire_timeout(std::time::Duration::from_secs(10));
+        if backend == Backend::Sqlite {
+            opts = opts.after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute("PRAGMA journal_mode = WAL").await?;
+                    conn.execute("PRAGMA synchronous = NORMAL").await?;
+                    conn.execute("PRAGMA foreign_keys = ON").await?;
+                    conn.execute("PRAGMA busy_timeout = 10000").await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = opts.connect(&url).await?;
+        Ok(Self { pool, backend })
+    }
+
+    /// The underlying pool (for tests and benches).
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Takes the tenant row's write lock for the rest of the transaction, so that rules
+    /// spanning rows (the last-owner rule) cannot race; `NotFound` if there is no tenant.
+    async fn lock_tenant(tx: &mut Tx, tenant: &TenantId) -> Result<()> {
+        let n = sqlx::query("UPDATE tenants SET updated_at = $2 WHERE id = $1")
+            .bind(tenant.as_str())
+            .bind(now_secs())
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+        if n == 0 {
+            return Err(StoreError::NotFound("tenant"));
+        }
+        Ok(())
+    }
+
+    async fn ensure_user_in(tx: &mut Tx, email: &Email) -> Result<User> {
+        sqlx::query("INSERT INTO users (id, email, created_at) VALUES ($1, $2, $3) ON CONFLICT (email) DO NOTHING")
+            .bind(new_id("usr"))
+            .bind(email.as_str())
+            .bind(now_secs())
+            .execute(&mut **tx)
+            .await?;
+        let r = sqlx::query("SELECT id, email, created_at FROM users WHERE email = $1")
+            .bind(email.as_str())
+            .fetch_one(&mut **tx)
+            .await?;
+        user_from(&r)
+    }
+
+    async fn owner_count(tx: &mut Tx, tenant: &TenantId) -> Result<i64> {
+        Ok(sqlx::query(
+            "SELECT COUNT(*) AS n FROM memberships WHERE tenant_id = $1 AND role = 'owner'",
+        )
+        .bind(tenant.as_str())
+        .fetch_one(&mut **tx)
+        .await?
+        .try_get("n")?)
+    }
+
+    async fn current_role(tx: &mut Tx, tenant: &TenantId, user_id: &str) -> Result<String> {
+        sqlx::query("SELECT role FROM memberships WHERE tenant_id = $1 AND user_id = $2")
+            .bind(tenant.as_str())
+            .bind(user_id)
+            .fetch_optional(&mut **tx)
+            .await?
+            .map(|r| r.try_get("role"))
+            .transpose()?
+            .ok_or(StoreError::NotFound("member"))
+    }
+
+    async fn member_in(tx: &mut Tx, tenant: &TenantId, user_id: &str) -> Result<Member> {
+        let r = sqlx::query("SELECT m.user_id, u.email, m.role, m.created_at FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.tenant_id = $1 AND m.user_id = $2")
+            .bind(tenant.as_str())
+            .bind(user_id)
+            .fetch_optional(&mut **tx)
+            .await?
+            .ok_or(StoreError::NotFound("member"))?;
+        member_from(&r)
+    }
+
+    async fn create_tenant_once(&self, new: &NewTenant) -> Result<Created<Tenant>> {
+        if let Some(existing) = self.find_tenant(&new.id).await? {
+            let owner = self.find_user_by_email(&new.owner_email).await?;
+            let same_owner = match owner {
+                Some(u) => self.member_role(&new.id, &u.id).await?.as_deref() == Some("owner"),
+                None => false,
+            };
+            if existing.plan == new.plan.as_str() && existing.name == new.name && same_owner {
+                return Ok(Created::Existing(existing));
+            }
+            return Err(StoreError::Conflict(format!(
+                "tenant '{}' already exists with a different name, plan or owner",
+                new.id
+            )));
+        }
+        let mut tx = self.pool.begin().await?;
+        let plan_exists = sqlx::query("SELECT id FROM plans WHERE id = $1")
+            .bind(new.plan.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+        if !plan_exists {
+            return Err(StoreError::Invalid(format!(
+                "plan '{}' does not exist",
+                new.plan
+            )));
+        }
+        let now = now_secs();
+        sqlx::query("INSERT INTO tenants (id, name, plan_id, status, settings, limits, created_at, updated_at) VALUES ($1, $2, $3, 'active', $4, '[]', $5, $5)")
+            .bind(new.id.as_str())
+            .bind(&new.name)
+            .bind(new.plan.as_str())
+            .bind(to_json(&new.settings))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        let user = Self::ensure_user_in(&mut tx, &new.owner_email).await?;
+        sqlx::query("INSERT INTO memberships (tenant_id, user_id, role, created_at) VALUES ($1, $2, 'owner', $3)")
+            .bind(new.id.as_str())
+            .bind(&user.id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Created::New(self.get_tenant(&new.id).await?))
+    }
+
+    async fn find_tenant(&self, id: &TenantId) -> Result<Option<Tenant>> {
+        sqlx::query(&format!("SELECT {TENANT_COLS} FROM tenants WHERE id = $1"))
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| tenant_from(&r))
+            .transpose()
+    }
+
+    async fn workspace_members(&self, tenant: &TenantId, ws: &str) -> Result<Vec<WorkspaceMember>> {
+        let rows = sqlx::query("SELECT w.user_id, u.email, w.role FROM workspace_members w JOIN users u ON u.id = w.user_id WHERE w.tenant_id = $1 AND w.workspace_id = $2 ORDER BY w.user_id")
+            .bind(tenant.as_str())
+            .bind(ws)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(WorkspaceMember {
+                    user_id: r.try_get("user_id")?,
+                    email: r.try_get("email")?,
+                    role: r.try_get("role")?,
+                })
+            })
+            .collect()
+    }
+}
+
+#[async_trait::async_trait]
+impl Catalog for SqlCatalog {
+    async fn migrate(&self) -> Result<()> {
+        match self.backend {
+            Backend::Sqlite => SQLITE_MIGRATIONS.run(&self.pool).await?,
+            Backend::Postgres => POSTGRES_MIGRATIONS.run(&self.pool).await?,
+        }
+        let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM plans")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("n")?;
+        if n == 0 {
+            for p in Plan::builtins() {
+                match self.create_plan(&p).await {
+                    Err(e) if is_unique_violation(&e) => {} // another node seeded it first
+                    other => other?,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    async fn list_plans(&self) -> Result<Vec<Plan>> {
+        let rows = sqlx::query("SELECT * FROM plans ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(plan_from).collect()
+    }
+
+    async fn get_plan(&self, id: &PlanId) -> Result<Plan> {
+        let r = sqlx::query("SELECT * FROM plans WHERE id = $1")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound("plan"))?;
+        plan_from(&r)
+    }
+
+    async fn create_plan(&self, p: &Plan) -> Result<()> {
+        let now = now_secs();
+        let r = sqlx::query("INSERT INTO plans (id, name, price, currency, limits, features, isolation, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)")
+            .bind(p.id.as_str())
+            .bind(&p.name)
+            .bind(&p.price)
+            .bind(&p.currency)
+            .bind(to_json(&p.limits))
+            .bind(to_json(&p.features))
+            .bind(to_json(&p.isolation).trim_matches('"').to_string())
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(StoreError::from);
+        match r {
+            Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict(format!(
+                "plan '{}' already exists",
+                p.id
+            ))),
+            other => other,
+        }
+    }
+
+    async fn update_plan(&self, p: &Plan) -> Result<()> {
+        let n = sqlx::query("UPDATE plans SET name = $2, price = $3, currency = $4, limits = $5, features = $6, isolation = $7, updated_at = $8 WHERE id = $1")
+            .bind(p.id.as_str())
+            .bind(&p.name)
+            .bind(&p.price)
+            .bind(&p.currency)
+            .bind(to_json(&p.limits))
+            .bind(to_json(&p.features))
+            .bind(to_json(&p.isolation).trim_matches('"').to_string())
+            .bind(now_secs())
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        if n == 0 {
+            return Err(StoreError::NotFound("plan"));
+        }
+        Ok(())
+    }
+
+    async fn delete_plan(&self, id: &PlanId) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let used = sqlx::query("SELECT id FROM tenants WHERE plan_id = $1 LIMIT 1")
+            .bind(id.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+        if used {
+            return Err(StoreError::Conflict(format!(
+                "plan '{id}' is in use by tenants; move them to another plan first"
+            )));
+        }
+        let n = sqlx::query("DELETE FROM plans WHERE id = $1")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if n == 0 {
+            return Err(StoreError::NotFound("plan"));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn create_tenant(&self, new: &NewTenant) -> Result<Created<Tenant>> {
+        match self.create_tenant_once(new).await {
+            // A concurrent identical request won the race: answer as a repeat would.
+            Err(e) if is_unique_violation(&e) => self.create_tenant_once(new).await,
+            other => other,
+        }
+    }
+
+    async fn get_tenant(&self, id: &TenantId) -> Result<Tenant> {
+        self.find_tenant(id)
+            .await?
+            .ok_or(StoreError::NotFound("tenant"))
+    }
+
+    async fn list_tenants(
+        &self,
+        filter: &TenantFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Tenant>> {
+        let mut sql = format!("SELECT {TENANT_COLS} FROM tenants WHERE ");
+        let mut args: Vec<String> = Vec::new();
+        match filter.status {
+            Some(s) => {
+                args.push(s.as_str().to_string());
+                sql.push_str("status = $1");
+            }
+            None => sql.push_str("status <> 'deleted'"),
+        }
+        if let Some(plan) = &filter.plan {
+            args.push(plan.clone());
+            sql.push_str(&format!(" AND plan_id = ${}", args.len()));
+        }
+        if let Some(c) = &page.after {
+            args.push(decode_cursor(c)?);
+            sql.push_str(&format!(" AND id > ${}", args.len()));
+        }
+        sql.push_str(&format!(" ORDER BY id LIMIT {}", page.limit + 1));
+        let mut q = sqlx::query(&sql);
+        for a in &args {
+            q = q.bind(a.as_str());
+        }
+        let rows = q.fetch_all(&self.pool).await?;
+        let items = rows.iter().map(tenant_from).collect::<Result<Vec<_>>>()?;
+        Ok(paginate(items, page.limit, |t| t.id.to_string()))
+    }
+
+    async fn update_tenant(&self, id: &TenantId, patch: &TenantPatch) -> Result<Tenant> {
+        let mut tx = self.pool.begin().await?;
+        Self::lock_tenant(&mut tx, id).await?;
+        let r = sqlx::query(&format!("SELECT {TENANT_COLS} FROM tenants WHERE id = $1"))
+            .bind(id.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+        let mut t = tenant_from(&r)?;
+        if t.status == TenantStatus::Deleted {
+            return Err(StoreError::Conflict(
+                "a deleted tenant cannot be changed; restore it first".into(),
+            ));
+        }
+        if let Some(plan) = &patch.plan {
+            let exists = sqlx::query("SELECT id FROM plans WHERE id = $1")
+                .bind(plan.as_str())
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some();
+            if !exists {
+                return Err(StoreError::Invalid(format!("plan '{plan}' does not exist")));
+            }
+            t.plan = plan.to_string();
+        }
+        if let Some(name) = &patch.name {
+            t.name = name.clone();
+        }
+        if let Some(s) = &patch.settings {
+            t.settings = s.clone();
+        }
+        if let Some(l) = &patch.limits {
+            t.limits = merge_limits(&t.limits, l);
+        }
+        sqlx::query(
+            "UPDATE tenants SET name = $2, plan_id = $3, settings = $4, limits = $5 WHERE id = $1",
+        )
+        .bind(id.as_str())
+        .bind(&t.name)
+        .bind(&t.plan)
+        .bind(to_json(&t.settings))
+        .bind(to_json(&t.limits))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.get_tenant(id).await
+    }
+
+    async fn transition_tenant(
+        &self,
+        id: &TenantId,
+        tr: Transition,
+        reason: Option<&str>,
+    ) -> Result<Tenant> {
+        let mut tx = self.pool.begin().await?;
+        Self::lock_tenant(&mut tx, id).await?;
+        let r = sqlx::query(
+            "SELECT status, status_reason, status_before_delete FROM tenants WHERE id = $1",
+        )
+        .bind(id.as_str())
+        .fetch_one(&mut *tx)
+        .await?;
+        let status: String = r.try_get("status")?;
+        let current = TenantStatus::parse(&status)
+            .ok_or_else(|| StoreError::Invalid(format!("stored status '{status}'")))?;
+        let mut next = current.apply(tr)?;
+        let now = now_secs();
+        let mut reason: Option<String> = reason.map(str::to_string);
+        let (mut deleted_at, mut purge_after, mut before) = (None, None, None::<String>);
+        match tr {
+            Transition::Delete => {
+                reason = r.try_get("status_reason")?;
+                deleted_at = Some(now);
+                purge_after = Some(now + RETENTION_DAYS * 86_400);
+                before = Some(current.as_str().to_string());
+            }
+            Transition::Restore => {
+                // Come back as it was before deletion, suspension included.
+                let prev: Option<String> = r.try_get("status_before_delete")?;
+                if prev.as_deref() == Some("suspended") {
+                    next = TenantStatus::Suspended;
+                    reason = r.try_get("status_reason")?;
+                }
+            }
+            Transition::Suspend | Transition::Resume => {}
+        }
+        sqlx::query("UPDATE tenants SET status = $2, status_reason = $3, status_before_delete = $4, deleted_at = $5, purge_after = $6 WHERE id = $1")
+            .bind(id.as_str())
+            .bind(next.as_str())
+            .bind(reason)
+            .bind(before)
+            .bind(deleted_at)
+            .bind(purge_after)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        self.get_tenant(id).await
+    }
+
+    async fn ensure_user(&self, email: &Email) -> Result<User> {
+        let mut tx = self.pool.begin().await?;
+        let u = Self::ensure_user_in(&mut tx, email).await?;
+        tx.commit().await?;
+        Ok(u)
+    }
+
+    async fn get_user(&self, id: &str) -> Result<User> {
+        let r = sqlx::query("SELECT id, email, created_at FROM users WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound("user"))?;
+        user_from(&r)
+    }
+
+    async fn find_user_by_email(&self, email: &Email) -> Result<Option<User>> {
+        sqlx::query("SELECT id, email, created_at FROM users WHERE email = $1")
+            .bind(email.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| user_from(&r))
+            .transpose()
+    }
+
+    async fn user_memberships(&self, user_id: &str) -> Result<Vec<(TenantId, String)>> {
+        let rows = sqlx::query("SELECT m.tenant_id, m.role FROM memberships m JOIN tenants t ON t.id = m.tenant_id WHERE m.user_id = $1 AND t.status <> 'deleted' ORDER BY m.tenant_id")
+            .bind(user_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    TenantId::from_trusted(r.try_get("tenant_id")?),
+                    r.try_get("role")?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn member_role(&self, tenant: &TenantId, user_id: &str) -> Result<Option<String>> {
+        Ok(
+            sqlx::query("SELECT role FROM memberships WHERE tenant_id = $1 AND user_id = $2")
+                .bind(tenant.as_str())
+                .bind(user_id)
+                .fetch_optional(&self.pool)
+                .await?
+                .map(|r| r.try_get("role"))
+                .transpose()?,
+        )
+    }
+
+    async fn list_members(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<Member>> {
+        let after = page
+            .after
+            .as_deref()
+            .map(decode_cursor)
+            .transpose()?
+            .unwrap_or_default();
+        let rows = sqlx::query(&format!("SELECT m.user_id, u.email, m.role, m.created_at FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.tenant_id = $1 AND m.user_id > $2 ORDER BY m.user_id LIMIT {}", page.limit + 1))
+            .bind(tenant.as_str())
+            .bind(after)
+            .fetch_all(&self.pool)
+            .await?;
+        let items = rows.iter().map(member_from).collect::<Result<Vec<_>>>()?;
+        Ok(paginate(items, page.limit, |m| m.user_id.clone()))
+    }
+
+    async fn add_member(&self, tenant: &TenantId, email: &Email, role: &str) -> Result<Member> {
+        let mut tx = self.pool.begin().await?;
+        Self::lock_tenant(&mut tx, tenant).await?;
+        let user = Self::ensure_user_in(&mut tx, email).await?;
+        let r = sqlx::query("INSERT INTO memberships (tenant_id, user_id, role, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(tenant.as_str())
+            .bind(&user.id)
+            .bind(role)
+            .bind(now_secs())
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::from);
+        match r {
+            Err(e) if is_unique_violation(&e) => {
+                return Err(StoreError::Conflict(format!("{email} is already a member")))
+            }
+            other => other?,
+        };
+        let m = Self::member_in(&mut tx, tenant, &user.id).await?;
+        tx.commit().await?;
+        Ok(m)
+    }
+
+    async fn set_member_role(
+        &self,
+        tenant: &TenantId,
+        user_id: &str,
+        role: &str,
+    ) -> Result<Member> {
+        let mut tx = self.pool.begin().await?;
+        Self::lock_tenant(&mut tx, tenant).await?;
+        let current = Self::current_role(&mut tx, tenant, user_id).await?;
+        if current == "owner" && role != "owner" && Self::owner_count(&mut tx, tenant).await? <= 1 {
+            return Err(StoreError::LastOwner);
+        }
+        sqlx::query("UPDATE memberships SET role = $3 WHERE tenant_id = $1 AND user_id = $2")
+            .bind(tenant.as_str())
+            .bind(user_id)
+            .bind(role)
+            .execute(&mut *tx)
+            .await?;
+        let m = Self::member_in(&mut tx, tenant, user_id).await?;
+        tx.commit().await?;
+        Ok(m)
+    }
+
+    async fn remove_member(&self, tenant: &TenantId, user_id: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        Self::lock_tenant(&mut tx, tenant).await?;
+        let current = Self::current_role(&mut tx, tenant, user_id).await?;
+        if current == "owner" && Self::owner_count(&mut tx, tenant).await? <= 1 {
+            return Err(StoreError::LastOwner);
+        }
+        for sql in [
+            "DELETE FROM workspace_members WHERE tenant_id = $1 AND user_id = $2",
+            "DELETE FROM memberships WHERE tenant_id = $1 AND user_id = $2",
+        ] {
+            sqlx::query(sql)
+                .bind(tenant.as_str())
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_roles(&self, tenant: &TenantId) -> Result<Vec<Role>> {
+        let rows =
+            sqlx::query("SELECT name, permissions FROM roles WHERE tenant_id = $1 ORDER BY name")
+                .bind(tenant.as_str())
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| Ok(Role::custom(r.try_get("name")?, json(r, "permissions")?)))
+            .collect()
+    }
+
+    async fn get_role(&self, tenant: &TenantId, name: &str) -> Result<Option<Role>> {
+        sqlx::query("SELECT name, permissions FROM roles WHERE tenant_id = $1 AND name = $2")
+            .bind(tenant.as_str())
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| Ok(Role::custom(r.try_get("name")?, json(&r, "permissions")?)))
+            .transpose()
+    }
+
+    async fn create_role(&self, tenant: &TenantId, role: &Role) -> Result<()> {
+        let r = sqlx::query(
+            "INSERT INTO roles (tenant_id, name, permissions, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(tenant.as_str())
+        .bind(&role.name)
+        .bind(to_json(&role.allow))
+        .bind(now_secs())
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+        .map_err(StoreError::from);
+        match r {
+            Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict(format!(
+                "role '{}' already exists",
+                role.name
+            ))),
+            other => other,
+        }
+    }
+
+    async fn delete_role(&self, tenant: &TenantId, name: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        Self::lock_tenant(&mut tx, tenant).await?;
+        for (sql, what) in [
+            ("SELECT user_id FROM memberships WHERE tenant_id = $1 AND role = $2 LIMIT 1", "members"),
+            ("SELECT id FROM api_keys WHERE tenant_id = $1 AND role = $2 AND revoked_at IS NULL LIMIT 1", "API keys"),
+            ("SELECT user_id FROM workspace_members WHERE tenant_id = $1 AND role = $2 LIMIT 1", "workspace members"),
+        ] {
+            if sqlx::query(sql).bind(tenant.as_str()).bind(name).fetch_optional(&mut *tx).await?.is_some() {
+                return Err(StoreError::Conflict(format!("role '{name}' is still held by {what}")));
+            }
+        }
+        let n = sqlx::query("DELETE FROM roles WHERE tenant_id = $1 AND name = $2")
+            .bind(tenant.as_str())
+            .bind(name)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if n == 0 {
+            return Err(StoreError::NotFound("role"));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_workspaces(&self, tenant: &TenantId) -> Result<Vec<Workspace>> {
+        let rows = sqlx::query(
+            "SELECT id, name, created_at FROM workspaces WHERE tenant_id = $1 ORDER BY id",
+        )
+        .bind(tenant.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let id: String = r.try_get("id")?;
+            let members = self.workspace_members(tenant, &id).await?;
+            out.push(Workspace {
+                id,
+                name: r.try_get("name")?,
+                created_at: r.try_get("created_at")?,
+                members,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn get_workspace(&self, tenant: &TenantId, id: &str) -> Result<Workspace> {
+        let r = sqlx::query(
+            "SELECT id, name, created_at FROM workspaces WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(tenant.as_str())
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound("workspace"))?;
+        Ok(Workspace {
+            id: r.try_get("id")?,
+            name: r.try_get("name")?,
+            created_at: r.try_get("created_at")?,
+            members: self.workspace_members(tenant, id).await?,
+        })
+    }
+
+    async fn create_workspace(&self, tenant: &TenantId, id: &str, name: &str) -> Result<Workspace> {
+        let r = sqlx::query(
+            "INSERT INTO workspaces (tenant_id, id, name, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(tenant.as_str())
+        .bind(id)
+        .bind(name)
+        .bind(now_secs())
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::from);
+        match r {
+            Err(e) if is_unique_violation(&e) => {
+                return Err(StoreError::Conflict(format!(
+                    "workspace '{id}' already exists"
+                )))
+            }
+            other => other?,
+        };
+        self.get_workspace(tenant, id).await
+    }
+
+    async fn rename_workspace(&self, tenant: &TenantId, id: &str, name: &str) -> Result<Workspace> {
+        let n = sqlx::query("UPDATE workspaces SET name = $3 WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.as_str())
+            .bind(id)
+            .bind(name)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        if n == 0 {
+            return Err(StoreError::NotFound("workspace"));
+        }
+        self.get_workspace(tenant, id).await
+    }
+
+    async fn delete_workspace(&self, tenant: &TenantId, id: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM workspace_members WHERE tenant_id = $1 AND workspace_id = $2")
+            .bind(tenant.as_str())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let n = sqlx::query("DELETE FROM workspaces WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.as_str())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if n == 0 {
+            return Err(StoreError::NotFound("workspace"));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn add_workspace_member(
+        &self,
+        tenant: &TenantId,
+        ws: &str,
+        email: &Email,
+        role: &str,
+    ) -> Result<WorkspaceMember> {
+        self.get_workspace(tenant, ws).await?;
+        let user = self.find_user_by_email(email).await?.ok_or_else(|| {
+            StoreError::Invalid(format!(
+                "{email} is not a member of this tenant; add them to the tenant first"
+            ))
+        })?;
+        if self.member_role(tenant, &user.id).await?.is_none() {
+            return Err(StoreError::Invalid(format!(
+                "{email} is not a member of this tenant; add them to the tenant first"
+            )));
+        }
+        sqlx::query("INSERT INTO workspace_members (tenant_id, workspace_id, user_id, role, created_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, workspace_id, user_id) DO UPDATE SET role = excluded.role")
+            .bind(tenant.as_str())
+            .bind(ws)
+            .bind(&user.id)
+            .bind(role)
+            .bind(now_secs())
+            .execute(&self.pool)
+            .await?;
+        Ok(WorkspaceMember {
+            user_id: user.id,
+            email: user.email,
+            role: role.to_string(),
+        })
+    }
+
+    async fn workspace_role(
+        &self,
+        tenant: &TenantId,
+        ws: &str,
+        user_id: &str,
+    ) -> Result<Option<String>> {
+        Ok(sqlx::query("SELECT role FROM workspace_members WHERE tenant_id = $1 AND workspace_id = $2 AND user_id = $3")
+            .bind(tenant.as_str())
+            .bind(ws)
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| r.try_get("role"))
+            .transpose()?)
+    }
+
+    async fn create_key(&self, k: &ApiKey) -> Result<()> {
+        sqlx::query(&format!("INSERT INTO api_keys ({KEY_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"))
+            .bind(&k.id)
+            .bind(k.tenant_id.as_str())
+            .bind(&k.name)
+            .bind(&k.prefix)
+            .bind(&k.hash)
+            .bind(&k.role)
+            .bind(k.expires_at)
+            .bind(to_json(&k.limits))
+            .bind(k.created_at)
+            .bind(k.revoked_at)
+            .bind(k.last_used_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn get_key(&self, id: &str) -> Result<Option<ApiKey>> {
+        sqlx::query(&format!("SELECT {KEY_COLS} FROM api_keys WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| key_from(&r))
+            .transpose()
+    }
+
+    async fn list_keys(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<ApiKey>> {
+        let after = page
+            .after
+            .as_deref()
+            .map(decode_cursor)
+            .transpose()?
+            .unwrap_or_default();
+        let rows = sqlx::query(&format!(
+            "SELECT {KEY_COLS} FROM api_keys WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT {}",
+            page.limit + 1
+        ))
+        .bind(tenant.as_str())
+        .bind(after)
+        .fetch_all(&self.pool)
+        .await?;
+        let items = rows.iter().map(key_from).collect::<Result<Vec<_>>>()?;
+        Ok(paginate(items, page.limit, |k| k.id.clone()))
+    }
+
+    async fn revoke_key(&self, tenant: &TenantId, id: &str, at: i64) -> Result<ApiKey> {
+        sqlx::query("UPDATE api_keys SET revoked_at = $3 WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL")
+            .bind(tenant.as_str())
+            .bind(id)
+            .bind(at)
+            .execute(&self.pool)
+            .await?;
+        match self.get_key(id).await? {
+            Some(k) if k.tenant_id == *tenant => Ok(k),
+            _ => Err(StoreError::NotFound("api key")),
+        }
+    }
+
+    async fn rotate_key(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        prefix: &str,
+        hash_hex: &str,
+    ) -> Result<ApiKey> {
+        let key = match self.get_key(id).await? {
+            Some(k) if k.tenant_id == *tenant => k,
+            _ => return Err(StoreError::NotFound("api key")),
+        };
+        if key.revoked_at.is_some() {
+            return Err(StoreError::Conflict(
+                "a revoked key cannot be rotated; create a new one".into(),
+            ));
+        }
+        sqlx::query("UPDATE api_keys SET prefix = $3, hash = $4 WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL")
+            .bind(tenant.as_str())
+            .bind(id)
+            .bind(prefix)
+            .bind(hash_hex)
+            .execute(&self.pool)
+            .await?;
+        self.get_key(id)
+            .await?
+            .ok_or(StoreError::NotFound("api key"))
+    }
+
+    async fn touch_keys(&self, used: &[(String, i64)]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for (id, at) in used {
+            sqlx::query("UPDATE api_keys SET last_used_at = $2 WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $2)")
+                .bind(id)
+                .bind(*at)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn record_audit(&self, ev: &NewAuditEvent) -> Result<()> {
+        sqlx::query("INSERT INTO audit_events (at, tenant_id, actor, action, detail, request_id) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(now_secs())
+            .bind(ev.tenant_id.as_deref())
+            .bind(&ev.actor)
+            .bind(&ev.action)
+            .bind(to_json(&ev.detail))
+            .bind(&ev.request_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn list_audit(&self, f: &AuditFilter, page: &PageRequest) -> Result<Page<AuditEvent>> {
+        let mut sql = String::from("SELECT id, at, tenant_id, actor, action, detail, request_id FROM audit_events WHERE 1 = 1");
+        // Placeholders are numbered in the order their values are pushed.
+        let mut binds: Vec<Bind> = Vec::new();
+        let mut cond = |sql: &mut String, col: &str, op: &str, v: Bind| {
+            binds.push(v);
+            sql.push_str(&format!(" AND {col} {op} ${}", binds.len()));
+        };
+        for (col, v) in [
+            ("tenant_id", &f.tenant_id),
+            ("action", &f.action),
+            ("actor", &f.actor),
+        ] {
+            if let Some(v) = v {
+                cond(&mut sql, col, "=", Bind::Text(v.clone()));
+            }
+        }
+        if let Some(s) = f.since {
+            cond(&mut sql, "at", ">=", Bind::Int(s));
+        }
+        if let Some(u) = f.until {
+            cond(&mut sql, "at", "<", Bind::Int(u));
+        }
+        if let Some(c) = &page.after {
+            let id: i64 = decode_cursor(c)?
+                .parse()
+                .map_err(|_| StoreError::Invalid("cursor is not one this server issued".into()))?;
+            cond(&mut sql, "id", "<", Bind::Int(id));
+        }
+        sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", page.limit + 1));
+        let mut q = sqlx::query(&sql);
+        for b in binds {
+            q = match b {
+                Bind::Text(s) => q.bind(s),
+                Bind::Int(i) => q.bind(i),
+            };
+        }
+        let rows = q.fetch_all(&self.pool).await?;
+        let items = rows
+            .iter()
+            .map(|r| {
+                Ok(AuditEvent {
+                    id: r.try_get("id")?,
+                    at: r.try_get("at")?,
+                    tenant_id: r.try_get("tenant_id")?,
+                    actor: r.try_get("actor")?,
+                    action: r.try_get("action")?,
+                    detail: json(r, "detail")?,
+                    request_id: r.try_get("request_id")?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(paginate(items, page.limit, |e| e.id.to_string()))
+    }
+
+    async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>> {
+        let rows = sqlx::query("SELECT kid, private_key, public_x, created_at FROM signing_keys ORDER BY created_at, kid")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let pk: String = r.try_get("private_key")?;
+                Ok(SigningKeyRecord {
+                    kid: r.try_get("kid")?,
+                    private_pkcs8: base64::engine::general_purpose::STANDARD
+                        .decode(pk)
+                        .map_err(|_| {
+                            StoreError::Invalid("stored signing key is not base64".into())
+                        })?,
+                    public_x: r.try_get("public_x")?,
+                    created_at: r.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn add_signing_key(&self, k: &SigningKeyRecord) -> Result<()> {
+        sqlx::query("INSERT INTO signing_keys (kid, private_key, public_x, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(&k.kid)
+            .bind(base64::engine::general_purpose::STANDARD.encode(&k.private_pkcs8))
+            .bind(&k.public_x)
+            .bind(k.created_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn operator_key_hash(&self) -> Result<Option<String>> {
+        Ok(
+            sqlx::query("SELECT hash FROM operator_keys WHERE id = 'operator'")
+                .fetch_optional(&self.pool)
+                .await?
+                .map(|r| r.try_get("hash"))
+                .transpose()?,
+        )
+    }
+
+    async fn set_operator_key_hash(&self, hash_hex: &str) -> Result<bool> {
+        let n = sqlx::query("INSERT INTO operator_keys (id, hash, created_at) VALUES ('operator', $1, $2) ON CONFLICT (id) DO NOTHING")
+            .bind(hash_hex)
+            .bind(now_secs())
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(n == 1)
+    }
+}
+
+/// A text or integer bind value, for queries built from optional filters.
+enum Bind {
+    Text(String),
+    Int(i64),
+}

@@ -1,0 +1,353 @@
+//! Startup (catalog, migrations, keys), the shared state, and serving with graceful
+//! shutdown.
+use crate::config::Config;
+use crate::directory::CatalogDirectory;
+use jsonwebtoken::jwk::JwkSet;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tenantd_core::TenantId;
+use tenantd_edge::jwt::{OidcConfig, OidcVerifier, Signer};
+use tenantd_edge::{Edge, EdgeConfig};
+use tenantd_store::{Catalog, NewAuditEvent, SigningKeyRecord, SqlCatalog};
+use tokio::net::TcpListener;
+
+/// Everything handlers share.
+pub struct AppState {
+    /// The catalog.
+    pub catalog: Arc<dyn Catalog>,
+    /// The edge (cache, signer, counters).
+    pub edge: Arc<Edge>,
+    /// The configuration.
+    pub cfg: Arc<Config>,
+}
+
+/// The handle handlers get.
+pub type State = Arc<AppState>;
+
+/// Why the server could not start (printed as one line, exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StartError(pub String);
+
+fn redact(url: &str) -> String {
+    // postgres://user:password@host/db → postgres://user:***@host/db
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{}:***{}", &url[..s + 3], user, &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Opens and migrates the catalog.
+pub async fn open_catalog(cfg: &Config) -> Result<Arc<dyn Catalog>, StartError> {
+    let c = SqlCatalog::connect(&cfg.database_url).await.map_err(|e| {
+        StartError(format!(
+            "cannot open the catalog at {}: {e}",
+            redact(&cfg.database_url)
+        ))
+    })?;
+    c.migrate().await.map_err(|e| {
+        StartError(format!(
+            "cannot migrate the catalog at {}: {e}",
+            redact(&cfg.database_url)
+        ))
+    })?;
+    Ok(Arc::new(c))
+}
+
+async fn signer(catalog: &dyn Catalog) -> Result<Signer, StartError> {
+    let load = || async {
+        catalog
+            .signing_keys()
+            .await
+            .map_err(|e| StartError(format!("cannot read signing keys: {e}")))
+    };
+    let mut keys = load().await?;
+    if keys.is_empty() {
+        let (kid, pkcs8, x) = tenantd_edge::jwt::generate_signing_key();
+        let rec = SigningKeyRecord {
+            kid,
+            private_pkcs8: pkcs8,
+            public_x: x,
+            created_at: tenantd_core::now_secs(),
+        };
+        // Two nodes starting together may both add one; both keys then verify.
+        catalog
+            .add_signing_key(&rec)
+            .await
+            .map_err(|e| StartError(format!("cannot store a signing key: {e}")))?;
+        keys = load().await?;
+    }
+    let keys: Vec<_> = keys
+        .into_iter()
+        .map(|k| (k.kid, k.private_pkcs8, k.public_x))
+        .collect();
+    Signer::new(&keys).map_err(StartError)
+}
+
+/// The operator key's hash: from `TENANTD_ADMIN_KEY`, or generated once and printed to
+/// stderr that one time.
+async fn operator_key_hash(cfg: &Config, catalog: &dyn Catalog) -> Result<[u8; 32], StartError> {
+    if let Some(k) = &cfg.admin_key {
+        return Ok(tenantd_edge::keys::hash(k));
+    }
+    let err =
+        |e: tenantd_store::StoreError| StartError(format!("cannot read the operator key: {e}"));
+    if let Some(h) = catalog.operator_key_hash().await.map_err(err)? {
+        return tenantd_edge::keys::parse_hash(&h)
+            .ok_or_else(|| StartError("the stored operator key hash is corrupt".into()));
+    }
+    let secret = format!(
+        "tdo_{}",
+        tenantd_edge::keys::generate()
+            .secret
+            .trim_start_matches("tdk_")
+    );
+    let hash = tenantd_edge::keys::hash(&secret);
+    if catalog
+        .set_operator_key_hash(&hex::encode(hash))
+        .await
+        .map_err(err)?
+    {
+        eprintln!("tenantd: generated the operator key; it is shown this once, keep it (export TENANTD_ADMIN_KEY=...):\n{secret}");
+        Ok(hash)
+    } else {
+        // Another node generated it first.
+        Box::pin(operator_key_hash(cfg, catalog)).await
+    }
+}
+
+/// Reads the OpenID provider's JWKS from its file or URL.
+pub async fn load_jwks(o: &crate::config::OidcFile) -> Result<JwkSet, String> {
+    let text = match (&o.jwks_file, &o.jwks_url) {
+        (Some(f), _) => {
+            std::fs::read_to_string(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?
+        }
+        (None, Some(u)) => reqwest::get(u)
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(|e| format!("cannot fetch {u}: {e}"))?
+            .text()
+            .await
+            .map_err(|e| format!("cannot read {u}: {e}"))?,
+        (None, None) => return Err("no JWKS source".into()),
+    };
+    serde_json::from_str(&text).map_err(|e| format!("the OpenID JWKS is not a valid key set: {e}"))
+}
+
+/// Opens everything the server needs.
+pub async fn prepare(cfg: Config) -> Result<State, StartError> {
+    let catalog = open_catalog(&cfg).await?;
+    let signer = signer(catalog.as_ref()).await?;
+    let operator_key_hash = operator_key_hash(&cfg, catalog.as_ref()).await?;
+    let oidc = match &cfg.oidc {
+        Some(o) => {
+            let jwks = load_jwks(o)
+                .await
+                .map_err(|e| StartError(format!("oidc: {e}")))?;
+            Some(Arc::new(OidcVerifier::new(
+                OidcConfig {
+                    issuer: o.issuer.clone(),
+                    audience: o.audience.clone(),
+                },
+                jwks,
+            )))
+        }
+        None => None,
+    };
+    let single_tenant = if cfg.multi_tenancy {
+        None
+    } else {
+        Some(ensure_default_tenant(&cfg, catalog.as_ref()).await?)
+    };
+    let edge_cfg = EdgeConfig {
+        base_domain: cfg.base_domain.clone(),
+        allow_query_tenant: cfg.allow_query_tenant,
+        single_tenant,
+        operator_key_hash,
+    };
+    let edge = Arc::new(Edge::new(
+        edge_cfg,
+        Arc::new(CatalogDirectory(catalog.clone())),
+        Arc::new(signer),
+        oidc,
+    ));
+    if cfg.gateway_listen.is_some() || cfg.redis_url.is_some() {
+        tracing::warn!(
+            "gateway_listen and redis_url are accepted but not used by this version yet"
+        );
+    }
+    Ok(Arc::new(AppState {
+        catalog,
+        edge,
+        cfg: Arc::new(cfg),
+    }))
+}
+
+async fn ensure_default_tenant(
+    cfg: &Config,
+    catalog: &dyn Catalog,
+) -> Result<TenantId, StartError> {
+    let id = TenantId::parse_with(&cfg.default_tenant, true)
+        .map_err(|e| StartError(format!("default_tenant: {e}")))?;
+    if catalog.get_tenant(&id).await.is_err() {
+        let new = tenantd_store::NewTenant {
+            id: id.clone(),
+            name: id.to_string(),
+            plan: tenantd_core::PlanId::parse("enterprise").expect("valid"),
+            owner_email: tenantd_core::Email::parse("owner@tenantd.local").expect("valid"),
+            settings: serde_json::json!({}),
+        };
+        catalog
+            .create_tenant(&new)
+            .await
+            .map_err(|e| StartError(format!("cannot create the default tenant: {e}")))?;
+    }
+    Ok(id)
+}
+
+impl AppState {
+    /// Appends to the audit trail; a failure is logged, not returned.
+    pub async fn audit(
+        &self,
+        tenant: Option<&TenantId>,
+        actor: &str,
+        action: &str,
+        detail: serde_json::Value,
+        request_id: &str,
+    ) {
+        let ev = NewAuditEvent {
+            tenant_id: tenant.map(|t| t.to_string()),
+            actor: actor.to_string(),
+            action: action.to_string(),
+            detail,
+            request_id: request_id.to_string(),
+        };
+        if let Err(e) = self.catalog.record_audit(&ev).await {
+            tracing::error!(error = %e, action, "could not record an audit event");
+        }
+    }
+
+    /// Appends to the tenant's audit trail what the context's principal did.
+    pub async fn record(
+        &self,
+        ctx: &tenantd_edge::TenantContext,
+        action: &str,
+        detail: serde_json::Value,
+    ) {
+        self.audit(
+            Some(ctx.tenant_id()),
+            &ctx.principal().actor(),
+            action,
+            detail,
+            ctx.request_id(),
+        )
+        .await
+    }
+
+    /// Writes API keys' queued `last_used_at` values.
+    pub async fn flush_key_usage(&self) {
+        let used = self.edge.cache().take_used();
+        if !used.is_empty() {
+            if let Err(e) = self.catalog.touch_keys(&used).await {
+                tracing::warn!(error = %e, keys = used.len(), "could not write last_used_at");
+            }
+        }
+    }
+}
+
+/// Binds the API listener; an address in use is a start error.
+pub async fn bind(addr: &str) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| StartError(format!("cannot listen on {addr}: {e}")))
+}
+
+/// Serves until `shutdown` resolves, then finishes requests in flight (up to the grace
+/// period) and flushes pending writes.
+pub async fn serve(
+    state: State,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = crate::routes::router(state.clone());
+    let flusher = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut tick =
+                tokio::time::interval(Duration::from_secs(state.cfg.key_usage_flush_seconds));
+            loop {
+                tick.tick().await;
+                state.flush_key_usage().await;
+            }
+        })
+    };
+    let refresher = state.cfg.oidc.clone().filter(|o| o.jwks_url.is_some()).map(|o| {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(600));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                match (load_jwks(&o).await, state.edge.oidc()) {
+                    (Ok(j), Some(v)) => v.set_jwks(j),
+                    (Err(e), _) => tracing::warn!(error = %e, "could not refresh the OpenID JWKS; keeping the old one"),
+                    _ => {}
+                }
+            }
+        })
+    });
+    let addr: SocketAddr = listener.local_addr()?;
+    tracing::info!(%addr, "tenantd serving");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let grace = Duration::from_secs(state.cfg.shutdown_grace_seconds);
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!("shutting down: no new connections, finishing requests in flight");
+        let _ = stop_tx.send(true);
+    });
+    let mut stop_rx2 = stop_rx.clone();
+    tokio::select! {
+        r = server => r?,
+        _ = async move {
+            let _ = stop_rx2.wait_for(|s| *s).await;
+            tokio::time::sleep(grace).await;
+        } => tracing::warn!("grace period over; closing remaining connections"),
+    }
+    flusher.abort();
+    if let Some(r) = refresher {
+        r.abort();
+    }
+    state.flush_key_usage().await;
+    tracing::info!("tenantd stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

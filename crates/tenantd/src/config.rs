@@ -1,0 +1,324 @@
+//! Configuration: embedded defaults, then the TOML file (`--config` / `TENANTD_CONFIG`),
+//! then `TENANTD_*` environment variables, then flags. Validated once, at load.
+use serde::Deserialize;
+use std::path::PathBuf;
+
+/// Flags of `tenantd serve` and `tenantd migrate`; each has an environment twin.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "TENANTD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address of the API listener [default: 127.0.0.1:8080].
+    #[arg(long, env = "TENANTD_LISTEN")]
+    pub listen: Option<String>,
+    /// Address of the gateway listener [default: none].
+    #[arg(long, env = "TENANTD_GATEWAY_LISTEN")]
+    pub gateway_listen: Option<String>,
+    /// Upstream the gateway proxies to.
+    #[arg(long, env = "TENANTD_UPSTREAM")]
+    pub upstream: Option<String>,
+    /// Data directory [default: ./tenantd-data].
+    #[arg(long, env = "TENANTD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Catalog database URL [default: sqlite://<data-dir>/catalog.db]; postgres://… selects PostgreSQL.
+    #[arg(long, env = "TENANTD_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Redis URL for shared counters [default: none, in-process counters].
+    #[arg(long, env = "TENANTD_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Base domain: `{tenant}.{base-domain}` hosts name the tenant.
+    #[arg(long, env = "TENANTD_BASE_DOMAIN")]
+    pub base_domain: Option<String>,
+    /// `false` maps every request to the default tenant [default: true].
+    #[arg(long, env = "TENANTD_MULTI_TENANCY")]
+    pub multi_tenancy: Option<bool>,
+    /// The tenant of single-tenant mode [default: default].
+    #[arg(long, env = "TENANTD_DEFAULT_TENANT")]
+    pub default_tenant: Option<String>,
+    /// Log format: json or text [default: json].
+    #[arg(long, env = "TENANTD_LOG_FORMAT")]
+    pub log_format: Option<String>,
+    /// Log filter, e.g. info or tenantd=debug [default: info].
+    #[arg(long, env = "TENANTD_LOG")]
+    pub log: Option<String>,
+}
+
+/// The `[oidc]` table: an external OpenID provider whose ID tokens are accepted.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OidcFile {
+    /// Expected `iss`.
+    pub issuer: String,
+    /// Expected `aud`.
+    pub audience: String,
+    /// URL of the provider's JWKS.
+    pub jwks_url: Option<String>,
+    /// Or a file holding it.
+    pub jwks_file: Option<PathBuf>,
+}
+
+/// The TOML file; every key is optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    listen: Option<String>,
+    gateway_listen: Option<String>,
+    upstream: Option<String>,
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    redis_url: Option<String>,
+    base_domain: Option<String>,
+    multi_tenancy: Option<bool>,
+    default_tenant: Option<String>,
+    log_format: Option<String>,
+    log: Option<String>,
+    allow_query_tenant: Option<bool>,
+    self_signup: Option<bool>,
+    signup_plans: Option<Vec<String>>,
+    token_ttl_seconds: Option<i64>,
+    key_usage_flush_seconds: Option<u64>,
+    shutdown_grace_seconds: Option<u64>,
+    max_body_bytes: Option<usize>,
+    oidc: Option<OidcFile>,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// API listener.
+    pub listen: String,
+    /// Gateway listener.
+    pub gateway_listen: Option<String>,
+    /// Gateway upstream.
+    pub upstream: Option<String>,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Catalog URL.
+    pub database_url: String,
+    /// Redis URL.
+    pub redis_url: Option<String>,
+    /// Base domain for subdomain resolution.
+    pub base_domain: Option<String>,
+    /// Multi-tenant (true) or single-tenant mode.
+    pub multi_tenancy: bool,
+    /// Single-tenant mode's tenant.
+    pub default_tenant: String,
+    /// `json` or `text`.
+    pub log_format: String,
+    /// tracing filter.
+    pub log: String,
+    /// Accept `?tenant_id=`.
+    pub allow_query_tenant: bool,
+    /// Anyone may create a tenant on a signup plan.
+    pub self_signup: bool,
+    /// Plans self-signup may choose.
+    pub signup_plans: Vec<String>,
+    /// Lifetime of tokens from `/v1/token` and the mint endpoint (≤ 900).
+    pub token_ttl_seconds: i64,
+    /// How often API keys' `last_used_at` is written back.
+    pub key_usage_flush_seconds: u64,
+    /// How long shutdown waits for requests in flight.
+    pub shutdown_grace_seconds: u64,
+    /// Largest request body accepted by the API.
+    pub max_body_bytes: usize,
+    /// External OpenID provider.
+    pub oidc: Option<OidcFile>,
+    /// `TENANTD_ADMIN_KEY`, never printed.
+    pub admin_key: Option<String>,
+}
+
+/// Why configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Loads and validates: defaults < file < environment < flags (clap merges the last two).
+    pub fn load(args: &ServeArgs) -> Result<Self, ConfigError> {
+        let file = match &args.config {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| ConfigError(format!("cannot read {}: {e}", p.display())))?;
+                toml::from_str::<FileConfig>(&text)
+                    .map_err(|e| ConfigError(format!("{}: {}", p.display(), e.message())))?
+            }
+            None => FileConfig::default(),
+        };
+        let admin_key = std::env::var("TENANTD_ADMIN_KEY")
+            .ok()
+            .filter(|s| !s.is_empty());
+        Self::merge(args, file, admin_key)
+    }
+
+    /// Merges flags/environment over the file over defaults, and validates.
+    pub fn merge(
+        a: &ServeArgs,
+        f: FileConfig,
+        admin_key: Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let data_dir = a
+            .data_dir
+            .clone()
+            .or(f.data_dir)
+            .unwrap_or_else(|| PathBuf::from("./tenantd-data"));
+        let database_url = a
+            .database_url
+            .clone()
+            .or(f.database_url)
+            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("catalog.db").display()));
+        let c = Config {
+            listen: a
+                .listen
+                .clone()
+                .or(f.listen)
+                .unwrap_or_else(|| "127.0.0.1:8080".into()),
+            gateway_listen: a.gateway_listen.clone().or(f.gateway_listen),
+            upstream: a.upstream.clone().or(f.upstream),
+            data_dir,
+            database_url,
+            redis_url: a.redis_url.clone().or(f.redis_url),
+            base_domain: a
+                .base_domain
+                .clone()
+                .or(f.base_domain)
+                .map(|d| d.trim_start_matches('.').to_ascii_lowercase()),
+            multi_tenancy: a.multi_tenancy.or(f.multi_tenancy).unwrap_or(true),
+            default_tenant: a
+                .default_tenant
+                .clone()
+                .or(f.default_tenant)
+                .unwrap_or_else(|| "default".into()),
+            log_format: a
+                .log_format
+                .clone()
+                .or(f.log_format)
+                .unwrap_or_else(|| "json".into()),
+            log: a.log.clone().or(f.log).unwrap_or_else(|| "info".into()),
+            allow_query_tenant: f.allow_query_tenant.unwrap_or(false),
+            self_signup: f.self_signup.unwrap_or(false),
+            signup_plans: f.signup_plans.unwrap_or_else(|| vec!["free".into()]),
+            token_ttl_seconds: f.token_ttl_seconds.unwrap_or(900),
+            key_usage_flush_seconds: f.key_usage_flush_seconds.unwrap_or(5),
+            shutdown_grace_seconds: f.shutdown_grace_seconds.unwrap_or(30),
+            max_body_bytes: f.max_body_bytes.unwrap_or(1 << 20),
+            oidc: f.oidc,
+            admin_key,
+        };
+        c.validate()?;
+        Ok(c)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let addr = |name: &str, v: &str| {
+            v.parse::<std::net::SocketAddr>().map(|_| ()).map_err(|_| {
+                ConfigError(format!(
+                    "{name} '{v}' is not an address such as 127.0.0.1:8080"
+                ))
+            })
+        };
+        addr("listen", &self.listen)?;
+        if let Some(g) = &self.gateway_listen {
+            addr("gateway_listen", g)?;
+        }
+        tenantd_store::Backend::from_url(&self.database_url)
+            .map_err(|e| ConfigError(format!("database_url: {e}")))?;
+        if !["json", "text"].contains(&self.log_format.as_str()) {
+            return Err(ConfigError(format!(
+                "log_format '{}' must be json or text",
+                self.log_format
+            )));
+        }
+        if !self.multi_tenancy {
+            tenantd_core::TenantId::parse_with(&self.default_tenant, true)
+                .map_err(|e| ConfigError(format!("default_tenant: {e}")))?;
+        }
+        if !(1..=tenantd_edge::jwt::MAX_TOKEN_SECONDS).contains(&self.token_ttl_seconds) {
+            return Err(ConfigError(format!(
+                "token_ttl_seconds must be between 1 and {}",
+                tenantd_edge::jwt::MAX_TOKEN_SECONDS
+            )));
+        }
+        if self.key_usage_flush_seconds == 0 {
+            return Err(ConfigError(
+                "key_usage_flush_seconds must be at least 1".into(),
+            ));
+        }
+        if let Some(o) = &self.oidc {
+            if o.jwks_url.is_some() == o.jwks_file.is_some() {
+                return Err(ConfigError(
+                    "[oidc] needs exactly one of jwks_url and jwks_file".into(),
+                ));
+            }
+        }
+        if let Some(k) = &self.admin_key {
+            if k.len() < 16 {
+                return Err(ConfigError(
+                    "TENANTD_ADMIN_KEY must be at least 16 characters".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(s: &str) -> FileConfig {
+        toml::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let c = Config::merge(&ServeArgs::default(), FileConfig::default(), None).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:8080");
+        assert_eq!(c.data_dir, PathBuf::from("./tenantd-data"));
+        assert_eq!(c.database_url, "sqlite://./tenantd-data/catalog.db");
+        assert!(c.multi_tenancy);
+        assert_eq!(c.default_tenant, "default");
+        assert!(c.gateway_listen.is_none() && c.redis_url.is_none() && c.base_domain.is_none());
+    }
+
+    #[test]
+    fn flags_and_env_win_over_the_file() {
+        let f =
+            file("listen = \"127.0.0.1:9000\"\ndata_dir = \"/tmp/x\"\nallow_query_tenant = true");
+        let a = ServeArgs {
+            listen: Some("127.0.0.1:9100".into()),
+            ..Default::default()
+        };
+        let c = Config::merge(&a, f, None).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9100");
+        assert_eq!(c.database_url, "sqlite:///tmp/x/catalog.db");
+        assert!(c.allow_query_tenant);
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let a = ServeArgs {
+            listen: Some("nowhere".into()),
+            ..Default::default()
+        };
+        assert!(Config::merge(&a, FileConfig::default(), None)
+            .unwrap_err()
+            .to_string()
+            .contains("listen"));
+        let a = ServeArgs {
+            database_url: Some("mysql://x".into()),
+            ..Default::default()
+        };
+        assert!(Config::merge(&a, FileConfig::default(), None)
+            .unwrap_err()
+            .to_string()
+            .contains("database_url"));
+        assert!(toml::from_str::<FileConfig>("bogus = 1").is_err());
+        let short = Config::merge(
+            &ServeArgs::default(),
+            FileConfig::default(),
+            Some("short".into()),
+        );
+        assert!(short.unwrap_err().to_string().contains("TENANTD_ADMIN_KEY"));
+    }
+}

@@ -1,0 +1,59 @@
+//! The one mapping from the libraries' errors to problem+json answers.
+use axum::response::{IntoResponse, Response};
+use tenantd_core::Code;
+use tenantd_edge::Problem;
+use tenantd_store::StoreError;
+
+/// A handler's error.
+#[derive(Debug)]
+pub struct ApiError(pub Problem);
+
+/// Handler result.
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl From<Problem> for ApiError {
+    fn from(p: Problem) -> Self {
+        Self(p)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        Self(match e {
+            StoreError::NotFound("tenant") => {
+                Problem::new(Code::TenantNotFound, "tenant not found")
+            }
+            StoreError::NotFound(what) => Problem::not_found(what),
+            StoreError::Conflict(m) => Problem::new(Code::Conflict, m),
+            StoreError::LastOwner => Problem::new(
+                Code::LastOwner,
+                "a tenant must keep at least one owner: add another owner first",
+            ),
+            StoreError::Invalid(m) => Problem::invalid(m),
+            StoreError::Status(s) => Problem::new(Code::Conflict, s.to_string()),
+            other => {
+                // The cause chain goes to the log (with the request id from the span),
+                // never to the client.
+                tracing::error!(error = %other, "storage failure");
+                Problem::internal()
+            }
+        })
+    }
+}
+
+impl From<tenantd_core::IdError> for ApiError {
+    fn from(e: tenantd_core::IdError) -> Self {
+        Self(match e {
+            tenantd_core::IdError::TenantId(_) => {
+                Problem::new(Code::InvalidTenantId, e.to_string())
+            }
+            other => Problem::invalid(other.to_string()),
+        })
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.0.into_response()
+    }
+}

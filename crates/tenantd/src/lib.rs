@@ -1,0 +1,12 @@
+//! The tenantd server: configuration, startup, the HTTP API (axum) behind the edge
+//! layer, and the operator CLI.
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod directory;
+pub mod error;
+pub mod extract;
+pub mod routes;
+pub mod telemetry;

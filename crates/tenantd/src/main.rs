@@ -1,0 +1,105 @@
+//! `tenantd`: the server and the operator CLI.
+#![forbid(unsafe_code)]
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+use tenantd::cli::{KeyCmd, Remote, TenantCmd};
+use tenantd::config::{Config, ServeArgs};
+
+/// Multi-tenancy as one binary: tenants, identity, access, quotas and isolation.
+#[derive(Debug, Parser)]
+#[command(name = "tenantd", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs the server.
+    Serve(ServeArgs),
+    /// Applies catalog migrations and exits.
+    Migrate(ServeArgs),
+    /// Operator commands on tenants (calls a running server).
+    Tenant {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(subcommand)]
+        cmd: TenantCmd,
+    },
+    /// Operator commands on API keys (calls a running server).
+    Key {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(subcommand)]
+        cmd: KeyCmd,
+    },
+}
+
+/// Start-up failures: one line on stderr, exit code 2.
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("tenantd: {msg}");
+    ExitCode::from(2)
+}
+
+async fn serve(args: ServeArgs) -> ExitCode {
+    let cfg = match Config::load(&args) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    tenantd::telemetry::init(&cfg.log_format, &cfg.log);
+    let listener = match tenantd::app::bind(&cfg.listen).await {
+        Ok(l) => l,
+        Err(e) => return fail(e),
+    };
+    let state = match tenantd::app::prepare(cfg).await {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    match tenantd::app::serve(state, listener, tenantd::app::shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tenantd: server error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn migrate(args: ServeArgs) -> ExitCode {
+    let cfg = match Config::load(&args) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    match tenantd::app::open_catalog(&cfg).await {
+        Ok(_) => {
+            eprintln!("tenantd: catalog migrated");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("cannot start the runtime: {e}")),
+    };
+    rt.block_on(async {
+        let run = |r: anyhow::Result<()>| match r {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("tenantd: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+        match cli.command {
+            Command::Serve(a) => serve(a).await,
+            Command::Migrate(a) => migrate(a).await,
+            Command::Tenant { remote, cmd } => run(tenantd::cli::tenant(&remote, cmd).await),
+            Command::Key { remote, cmd } => run(tenantd::cli::key(&remote, cmd).await),
+        }
+    })
+}

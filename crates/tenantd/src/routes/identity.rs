@@ -1,0 +1,358 @@
+//! Who am I, may I, token exchange and minting, and the audit trail.
+use crate::app::State;
+use crate::error::ApiResult;
+use crate::extract::{page, Json, Query};
+use axum::body::Bytes;
+use axum::extract::{Path, State as S};
+use http::HeaderMap;
+use tenantd_core::{now_secs, TenantId, TenantStatus};
+use tenantd_edge::context::evaluate;
+use tenantd_edge::jwt::{Claims, ISSUER};
+use tenantd_edge::{builtin_role, Ctx, Principal, Problem, TenantContext};
+use tenantd_store::{AuditEvent, AuditFilter, Page};
+
+/// The caller: its kind, and for users every tenant with the role there.
+#[utoipa::path(get, path = "/v1/me", tag = "identity", responses((status = 200, description = "`{\"type\",\"id\",…,\"tenants\":[{\"tenant_id\",\"role\"}]}`"), (status = 401, description = "unauthenticated")))]
+pub async fn me(S(state): S<State>, ctx: Ctx) -> ApiResult<axum::Json<serde_json::Value>> {
+    Ok(axum::Json(match ctx.principal()? {
+        Principal::Operator => {
+            serde_json::json!({"type": "operator", "id": "operator", "tenants": []})
+        }
+        Principal::Key { id, tenant } => {
+            let role = ctx.role.as_ref().map(|r| r.name.clone());
+            serde_json::json!({"type": "api_key", "id": id, "tenant_id": tenant, "tenants": [{"tenant_id": tenant, "role": role}]})
+        }
+        Principal::User { id, email } => {
+            let tenants: Vec<_> = state
+                .catalog
+                .user_memberships(id)
+                .await?
+                .into_iter()
+                .map(|(t, r)| serde_json::json!({"tenant_id": t, "role": r}))
+                .collect();
+            serde_json::json!({"type": "user", "id": id, "email": email, "tenants": tenants})
+        }
+    }))
+}
+
+/// `POST /v1/authorize` body.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizeBody {
+    /// The tenant asked about.
+    tenant_id: String,
+    /// `resource:action`.
+    permission: String,
+    /// Ask within this workspace.
+    workspace_id: Option<String>,
+}
+
+/// Whether the bearer's principal may do `permission` in a tenant (and workspace).
+/// Tenants the principal does not belong to answer `allowed: false, role: null`, the same
+/// whether or not they exist.
+#[utoipa::path(post, path = "/v1/authorize", tag = "identity", request_body = AuthorizeBody, responses((status = 200, description = "`{\"allowed\": bool, \"role\": string|null}`")))]
+pub async fn authorize(
+    S(state): S<State>,
+    ctx: Ctx,
+    Json(b): Json<AuthorizeBody>,
+) -> ApiResult<axum::Json<serde_json::Value>> {
+    let principal = ctx.principal()?;
+    let tenant = TenantId::parse_with(&b.tenant_id, true)?;
+    tenantd_core::Permission::parse(&b.permission).map_err(|e| Problem::invalid(e.to_string()))?;
+    let no = || axum::Json(serde_json::json!({"allowed": false, "role": null}));
+    let role_name = match principal {
+        Principal::Operator => Some("owner".to_string()),
+        Principal::Key { tenant: own, .. } if *own == tenant => {
+            ctx.role.as_ref().map(|r| r.name.clone())
+        }
+        Principal::Key { .. } => None,
+        Principal::User { id, .. } => {
+            let tenant_role = state.catalog.member_role(&tenant, id).await?;
+            match (&b.workspace_id, tenant_role) {
+                // Within a workspace its own role applies; a guest has none outside it.
+                (Some(ws), Some(r)) => state
+                    .catalog
+                    .workspace_role(&tenant, ws, id)
+                    .await?
+                    .or(if r == "guest" { None } else { Some(r) }),
+                (None, r) => r,
+                (Some(_), None) => None,
+            }
+        }
+    };
+    let Some(role_name) = role_name else {
+        return Ok(no());
+    };
+    let t = match state.catalog.get_tenant(&tenant).await {
+        Ok(t) if t.status != TenantStatus::Deleted => t,
+        _ => return Ok(no()),
+    };
+    let role = match builtin_role(&role_name) {
+        Some(r) => r,
+        None => std::sync::Arc::new(
+            state
+                .catalog
+                .get_role(&tenant, &role_name)
+                .await?
+                .unwrap_or_else(|| tenantd_core::Role::custom(role_name.clone(), vec![])),
+        ),
+    };
+    let allowed = evaluate(
+        principal.is_operator(),
+        t.status,
+        &role,
+        &b.permission.to_ascii_lowercase(),
+    )
+    .unwrap_or(false);
+    Ok(axum::Json(
+        serde_json::json!({"allowed": allowed, "role": role_name}),
+    ))
+}
+
+/// The RFC 8693 grant type.
+pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+
+/// `POST /v1/token` fields (form-encoded per RFC 8693, or JSON).
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+pub struct TokenRequest {
+    /// `urn:ietf:params:oauth:grant-type:token-exchange`.
+    grant_type: String,
+    /// The provider's ID token.
+    subject_token: String,
+    /// `urn:ietf:params:oauth:token-type:id_token` (or `…:jwt`).
+    subject_token_type: String,
+    /// Bind the token to this tenant (`tid`), of which the user must be a member.
+    tenant_id: Option<String>,
+}
+
+fn token_response(state: &State, claims: &Claims) -> serde_json::Value {
+    serde_json::json!({
+        "access_token": state.edge.signer().sign(claims),
+        "issued_token_type": "urn:ietf:params:oauth:token-type:jwt",
+        "token_type": "Bearer",
+        "expires_in": claims.exp - claims.iat,
+    })
+}
+
+fn claims(
+    state: &State,
+    sub: &str,
+    email: &str,
+    tid: Option<&TenantId>,
+    role: Option<String>,
+    plan: Option<String>,
+) -> Claims {
+    let now = now_secs();
+    Claims {
+        iss: ISSUER.into(),
+        sub: sub.into(),
+        email: email.into(),
+        tid: tid.map(|t| t.to_string()),
+        roles: role.into_iter().collect(),
+        plan,
+        iat: now,
+        nbf: now,
+        exp: now + state.cfg.token_ttl_seconds,
+        jti: tenantd_store::new_id("jti"),
+    }
+}
+
+/// Exchanges the configured OpenID provider's ID token for a tenantd JWT (RFC 8693).
+#[utoipa::path(post, path = "/v1/token", tag = "identity", security(()), request_body(content = TokenRequest, content_type = "application/x-www-form-urlencoded"), responses((status = 200, description = "`{\"access_token\",\"issued_token_type\",\"token_type\",\"expires_in\"}`"), (status = 401, description = "The ID token was refused")))]
+pub async fn token(
+    S(state): S<State>,
+    ctx: Ctx,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<axum::Json<serde_json::Value>> {
+    let json = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let req: TokenRequest = if json {
+        serde_json::from_slice(&body).map_err(|e| Problem::invalid(format!("invalid body: {e}")))?
+    } else {
+        serde_urlencoded::from_bytes(&body)
+            .map_err(|e| Problem::invalid(format!("invalid form: {e}")))?
+    };
+    if req.grant_type != TOKEN_EXCHANGE {
+        return Err(Problem::invalid(format!("grant_type must be {TOKEN_EXCHANGE}")).into());
+    }
+    if ![
+        "urn:ietf:params:oauth:token-type:id_token",
+        "urn:ietf:params:oauth:token-type:jwt",
+    ]
+    .contains(&req.subject_token_type.as_str())
+    {
+        return Err(Problem::invalid(
+            "subject_token_type must be urn:ietf:params:oauth:token-type:id_token",
+        )
+        .into());
+    }
+    let oidc = state.edge.oidc().ok_or_else(|| {
+        Problem::invalid(
+            "token exchange is not configured on this server ([oidc] in the config file)",
+        )
+    })?;
+    let who = oidc
+        .verify(&req.subject_token)
+        .map_err(|e| Problem::unauthenticated(format!("subject_token: {e}")))?;
+    let email = tenantd_core::Email::parse(&who.email)?;
+    let user = state.catalog.ensure_user(&email).await?;
+    let c = match req.tenant_id {
+        None => claims(&state, &user.id, email.as_str(), None, None, None),
+        Some(raw) => {
+            let tid = TenantId::parse_with(&raw, true)?;
+            let role = state.catalog.member_role(&tid, &user.id).await?;
+            let tenant = state
+                .catalog
+                .get_tenant(&tid)
+                .await
+                .ok()
+                .filter(|t| t.status != TenantStatus::Deleted);
+            match (role, tenant) {
+                (Some(role), Some(t)) => claims(
+                    &state,
+                    &user.id,
+                    email.as_str(),
+                    Some(&tid),
+                    Some(role),
+                    Some(t.plan),
+                ),
+                _ => {
+                    state
+                        .audit(
+                            None,
+                            &user.id,
+                            "security.cross_tenant_attempt",
+                            serde_json::json!({"path": "/v1/token", "tenant_requested": raw}),
+                            &ctx.request_id,
+                        )
+                        .await;
+                    state
+                        .edge
+                        .metrics()
+                        .cross_tenant_attempts
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    return Err(Problem::tenant_mismatch().into());
+                }
+            }
+        }
+    };
+    Ok(axum::Json(token_response(&state, &c)))
+}
+
+#[derive(serde::Deserialize)]
+pub struct MintPath {
+    user_id: String,
+}
+
+/// Mints a tenantd JWT for a member (operator; audited).
+#[utoipa::path(post, path = "/v1/tenants/{id}/members/{user_id}/token", tag = "identity", params(("id" = String, Path), ("user_id" = String, Path)), responses((status = 200, description = "As /v1/token"), (status = 404, description = "Not a member")))]
+pub async fn mint(
+    S(state): S<State>,
+    ctx: TenantContext,
+    Path(p): Path<MintPath>,
+) -> ApiResult<axum::Json<serde_json::Value>> {
+    ctx.request().require_operator()?;
+    let role = state
+        .catalog
+        .member_role(ctx.tenant_id(), &p.user_id)
+        .await?
+        .ok_or_else(|| Problem::not_found("member"))?;
+    let user = state.catalog.get_user(&p.user_id).await?;
+    let c = claims(
+        &state,
+        &user.id,
+        &user.email,
+        Some(ctx.tenant_id()),
+        Some(role),
+        Some(ctx.tenant().plan.clone()),
+    );
+    state
+        .record(
+            &ctx,
+            "token.minted",
+            serde_json::json!({"user_id": user.id, "jti": c.jti}),
+        )
+        .await;
+    Ok(axum::Json(token_response(&state, &c)))
+}
+
+/// Audit query.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// `noun.verb`, e.g. `security.cross_tenant_attempt`.
+    action: Option<String>,
+    /// `operator`, `usr_…`, `key_…`.
+    actor: Option<String>,
+    /// RFC 3339, inclusive.
+    since: Option<String>,
+    /// RFC 3339, exclusive.
+    until: Option<String>,
+    /// Only this tenant (operator view only).
+    tenant_id: Option<String>,
+    /// 1..=1000, default 50.
+    limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+fn filter(q: &AuditQuery, tenant: Option<String>) -> ApiResult<AuditFilter> {
+    let t = |s: &Option<String>, name: &str| -> ApiResult<Option<i64>> {
+        s.as_deref()
+            .map(|v| {
+                tenantd_core::ts::parse(v)
+                    .map_err(|e| Problem::invalid(format!("{name}: {e}")).into())
+            })
+            .transpose()
+    };
+    Ok(AuditFilter {
+        tenant_id: tenant,
+        action: q.action.clone(),
+        actor: q.actor.clone(),
+        since: t(&q.since, "since")?,
+        until: t(&q.until, "until")?,
+    })
+}
+
+/// The tenant's audit trail, newest first (`audit:read`).
+#[utoipa::path(get, path = "/v1/tenants/{id}/audit", tag = "identity", params(("id" = String, Path), AuditQuery), responses((status = 200, description = "`{\"items\": [event], \"next_cursor\"?}`")))]
+pub async fn tenant_audit(
+    S(state): S<State>,
+    ctx: TenantContext,
+    Query(q): Query<AuditQuery>,
+) -> ApiResult<axum::Json<Page<AuditEvent>>> {
+    ctx.require("audit:read")?;
+    if q.tenant_id.is_some() {
+        return Err(Problem::invalid(
+            "tenant_id is not a filter here: the tenant is the one in the path",
+        )
+        .into());
+    }
+    let f = filter(&q, Some(ctx.tenant_id().to_string()))?;
+    Ok(axum::Json(
+        state
+            .catalog
+            .list_audit(&f, &page(q.limit, q.cursor.clone())?)
+            .await?,
+    ))
+}
+
+/// Every audit event, security events included (operator).
+#[utoipa::path(get, path = "/v1/audit", tag = "identity", params(AuditQuery), responses((status = 200, description = "`{\"items\": [event], \"next_cursor\"?}`")))]
+pub async fn audit(
+    S(state): S<State>,
+    ctx: Ctx,
+    Query(q): Query<AuditQuery>,
+) -> ApiResult<axum::Json<Page<AuditEvent>>> {
+    ctx.require_operator()?;
+    let f = filter(&q, q.tenant_id.clone())?;
+    Ok(axum::Json(
+        state
+            .catalog
+            .list_audit(&f, &page(q.limit, q.cursor.clone())?)
+            .await?,
+    ))
+}

@@ -1,0 +1,246 @@
+//! Members of a tenant, and its custom roles.
+use crate::app::State;
+use crate::error::ApiResult;
+use crate::extract::{Json, PageQuery, Query};
+use axum::extract::{Path, State as S};
+use http::StatusCode;
+use std::sync::Arc;
+use tenantd_core::perms::OWNERS_MANAGE;
+use tenantd_core::{BuiltinRole, Code, Email, Permission, Role};
+use tenantd_edge::{builtin_role, Problem, TenantContext};
+use tenantd_store::{Member, Page};
+
+/// The role named `name` in the context's tenant, or `400` if there is none.
+pub async fn known_role(state: &State, ctx: &TenantContext, name: &str) -> ApiResult<Arc<Role>> {
+    if let Some(r) = builtin_role(name) {
+        return Ok(r);
+    }
+    match state.catalog.get_role(ctx.tenant_id(), name).await? {
+        Some(r) => Ok(Arc::new(r)),
+        None => {
+            Err(Problem::invalid(format!("role '{name}' does not exist in this tenant")).into())
+        }
+    }
+}
+
+/// Refuses handing out a role stronger than the caller's own (operators excepted), and
+/// the owner role without `owners:manage`.
+pub fn may_grant(ctx: &TenantContext, role: &Role) -> ApiResult<()> {
+    if role.name == "owner" {
+        ctx.require(OWNERS_MANAGE)?;
+    }
+    if ctx.principal().is_operator() || role.is_within(ctx.role()) {
+        Ok(())
+    } else {
+        Err(Problem::new(
+            Code::Forbidden,
+            format!("role '{}' grants more than your own role", role.name),
+        )
+        .into())
+    }
+}
+
+/// The tenant's members (`members:read`).
+#[utoipa::path(get, path = "/v1/tenants/{id}/members", tag = "members", params(("id" = String, Path), ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)), responses((status = 200, description = "`{\"items\": [member], \"next_cursor\"?}`")))]
+pub async fn list(
+    S(state): S<State>,
+    ctx: TenantContext,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<axum::Json<Page<Member>>> {
+    ctx.require("members:read")?;
+    Ok(axum::Json(
+        state
+            .catalog
+            .list_members(ctx.tenant_id(), &q.page()?)
+            .await?,
+    ))
+}
+
+/// `POST /v1/tenants/{id}/members` body.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddMember {
+    /// The user's email (the user is created if new).
+    email: String,
+    /// A built-in or custom role.
+    role: String,
+}
+
+/// Adds a member (`members:manage`; the owner role also needs `owners:manage`).
+#[utoipa::path(post, path = "/v1/tenants/{id}/members", tag = "members", params(("id" = String, Path)), request_body = AddMember, responses((status = 201, description = "The member"), (status = 409, description = "Already a member")))]
+pub async fn add(
+    S(state): S<State>,
+    ctx: TenantContext,
+    Json(b): Json<AddMember>,
+) -> ApiResult<(StatusCode, axum::Json<Member>)> {
+    ctx.require("members:manage")?;
+    let email = Email::parse(&b.email)?;
+    let role = known_role(&state, &ctx, &b.role).await?;
+    may_grant(&ctx, &role)?;
+    let m = state
+        .catalog
+        .add_member(ctx.tenant_id(), &email, &role.name)
+        .await?;
+    state
+        .record(
+            &ctx,
+            "member.added",
+            serde_json::json!({"user_id": m.user_id, "role": m.role}),
+        )
+        .await;
+    Ok((StatusCode::CREATED, axum::Json(m)))
+}
+
+/// `PATCH /v1/tenants/{id}/members/{user_id}` body.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchMember {
+    /// The new role.
+    role: String,
+}
+
+#[derive(serde::Deserialize)]
+pub struct MemberPath {
+    user_id: String,
+}
+
+async fn current_role(state: &State, ctx: &TenantContext, user_id: &str) -> ApiResult<String> {
+    state
+        .catalog
+        .member_role(ctx.tenant_id(), user_id)
+        .await?
+        .ok_or_else(|| Problem::not_found("member").into())
+}
+
+/// Changes a member's role (`members:manage`; to or from owner also `owners:manage`);
+/// demoting the last owner is `409 last_owner`.
+#[utoipa::path(patch, path = "/v1/tenants/{id}/members/{user_id}", tag = "members", params(("id" = String, Path), ("user_id" = String, Path)), request_body = PatchMember, responses((status = 200, description = "The member"), (status = 409, description = "last_owner")))]
+pub async fn patch(
+    S(state): S<State>,
+    ctx: TenantContext,
+    Path(p): Path<MemberPath>,
+    Json(b): Json<PatchMember>,
+) -> ApiResult<axum::Json<Member>> {
+    ctx.require("members:manage")?;
+    if current_role(&state, &ctx, &p.user_id).await? == "owner" {
+        ctx.require(OWNERS_MANAGE)?;
+    }
+    let role = known_role(&state, &ctx, &b.role).await?;
+    may_grant(&ctx, &role)?;
+    let m = state
+        .catalog
+        .set_member_role(ctx.tenant_id(), &p.user_id, &role.name)
+        .await?;
+    state
+        .record(
+            &ctx,
+            "member.role_changed",
+            serde_json::json!({"user_id": m.user_id, "role": m.role}),
+        )
+        .await;
+    Ok(axum::Json(m))
+}
+
+/// Removes a member (`members:manage`; an owner also needs `owners:manage`); removing the
+/// last owner is `409 last_owner`.
+#[utoipa::path(delete, path = "/v1/tenants/{id}/members/{user_id}", tag = "members", params(("id" = String, Path), ("user_id" = String, Path)), responses((status = 204, description = "Removed"), (status = 409, description = "last_owner")))]
+pub async fn remove(
+    S(state): S<State>,
+    ctx: TenantContext,
+    Path(p): Path<MemberPath>,
+) -> ApiResult<StatusCode> {
+    ctx.require("members:manage")?;
+    if current_role(&state, &ctx, &p.user_id).await? == "owner" {
+        ctx.require(OWNERS_MANAGE)?;
+    }
+    state
+        .catalog
+        .remove_member(ctx.tenant_id(), &p.user_id)
+        .await?;
+    state
+        .record(
+            &ctx,
+            "member.removed",
+            serde_json::json!({"user_id": p.user_id}),
+        )
+        .await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Built-in and custom roles (`roles:read`).
+#[utoipa::path(get, path = "/v1/tenants/{id}/roles", tag = "members", params(("id" = String, Path)), responses((status = 200, description = "`{\"items\": [{\"name\",\"builtin\",\"permissions\"}]}`")))]
+pub async fn list_roles(
+    S(state): S<State>,
+    ctx: TenantContext,
+) -> ApiResult<axum::Json<serde_json::Value>> {
+    ctx.require("roles:read")?;
+    let mut items: Vec<Role> = BuiltinRole::ALL.iter().map(|r| r.role()).collect();
+    items.extend(state.catalog.list_roles(ctx.tenant_id()).await?);
+    Ok(axum::Json(serde_json::json!({ "items": items })))
+}
+
+/// `POST /v1/tenants/{id}/roles` body.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRole {
+    /// 1–64 of a-z, 0-9, '-', '_'; not a built-in name.
+    name: String,
+    /// `resource:action` patterns.
+    #[schema(value_type = Vec<String>)]
+    permissions: Vec<Permission>,
+}
+
+/// Creates a custom role (`roles:manage`), no stronger than the caller's own.
+#[utoipa::path(post, path = "/v1/tenants/{id}/roles", tag = "members", params(("id" = String, Path)), request_body = CreateRole, responses((status = 201, description = "The role"), (status = 409, description = "The name is taken")))]
+pub async fn create_role(
+    S(state): S<State>,
+    ctx: TenantContext,
+    Json(b): Json<CreateRole>,
+) -> ApiResult<(StatusCode, axum::Json<Role>)> {
+    ctx.require("roles:manage")?;
+    let name = tenantd_core::ids::parse_name(&b.name, "role name")?;
+    if BuiltinRole::from_name(&name).is_some() {
+        return Err(Problem::new(Code::Conflict, format!("'{name}' is a built-in role")).into());
+    }
+    if b.permissions.is_empty() {
+        return Err(Problem::invalid("permissions must list at least one permission").into());
+    }
+    let role = Role::custom(name, b.permissions);
+    may_grant(&ctx, &role)?;
+    state.catalog.create_role(ctx.tenant_id(), &role).await?;
+    state
+        .edge
+        .cache()
+        .forget_role(ctx.tenant_id().as_str(), &role.name);
+    state
+        .record(&ctx, "role.created", serde_json::json!({"role": role.name}))
+        .await;
+    Ok((StatusCode::CREATED, axum::Json(role)))
+}
+
+#[derive(serde::Deserialize)]
+pub struct RolePath {
+    name: String,
+}
+
+/// Deletes a custom role no member or live key holds (`roles:manage`).
+#[utoipa::path(delete, path = "/v1/tenants/{id}/roles/{name}", tag = "members", params(("id" = String, Path), ("name" = String, Path)), responses((status = 204, description = "Deleted"), (status = 409, description = "Built-in, or still held")))]
+pub async fn delete_role(
+    S(state): S<State>,
+    ctx: TenantContext,
+    Path(p): Path<RolePath>,
+) -> ApiResult<StatusCode> {
+    ctx.require("roles:manage")?;
+    if BuiltinRole::from_name(&p.name).is_some() {
+        return Err(Problem::new(Code::Conflict, "built-in roles cannot be deleted").into());
+    }
+    state.catalog.delete_role(ctx.tenant_id(), &p.name).await?;
+    state
+        .edge
+        .cache()
+        .forget_role(ctx.tenant_id().as_str(), &p.name);
+    state
+        .record(&ctx, "role.deleted", serde_json::json!({"role": p.name}))
+        .await;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,129 @@
+//! The HTTP API. Every route is registered through utoipa-axum, so `/openapi.json` is
+//! generated from the same list that routes requests and cannot miss an endpoint.
+use crate::app::State;
+use axum::response::IntoResponse;
+use axum::Router;
+use tenantd_core::Code;
+use tenantd_edge::{EdgeLayer, Problem};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub mod identity;
+pub mod keys;
+pub mod members;
+pub mod plans;
+pub mod system;
+pub mod tenants;
+pub mod workspaces;
+
+/// The OpenAPI document's fixed part; paths come from the router.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "tenantd", description = "Multi-tenancy as one binary: tenants, identity, access, quotas, data isolation. Errors are application/problem+json with `code` and `request_id`."),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "system", description = "Health, metrics, OpenAPI, signing keys"),
+        (name = "plans", description = "Plans (operator)"),
+        (name = "tenants", description = "Tenants and their lifecycle"),
+        (name = "members", description = "Members and roles"),
+        (name = "workspaces", description = "Workspaces"),
+        (name = "keys", description = "API keys"),
+        (name = "identity", description = "Who am I, may I, tokens, audit"),
+    )
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let c = openapi.components.get_or_insert_with(Default::default);
+        c.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        openapi.security = Some(vec![utoipa::openapi::security::SecurityRequirement::new(
+            "bearer",
+            Vec::<String>::new(),
+        )]);
+    }
+}
+
+/// Every route with its OpenAPI description.
+pub fn api() -> OpenApiRouter<State> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(system::healthz))
+        .routes(routes!(system::openapi_json))
+        .routes(routes!(system::metrics))
+        .routes(routes!(system::jwks))
+        .routes(routes!(plans::list, plans::create))
+        .routes(routes!(plans::get, plans::patch, plans::delete))
+        .routes(routes!(tenants::list, tenants::create))
+        .routes(routes!(tenants::get, tenants::patch, tenants::delete))
+        .routes(routes!(tenants::suspend))
+        .routes(routes!(tenants::resume))
+        .routes(routes!(tenants::restore))
+        .routes(routes!(members::list, members::add))
+        .routes(routes!(members::patch, members::remove))
+        .routes(routes!(members::list_roles, members::create_role))
+        .routes(routes!(members::delete_role))
+        .routes(routes!(workspaces::list, workspaces::create))
+        .routes(routes!(
+            workspaces::get,
+            workspaces::patch,
+            workspaces::delete
+        ))
+        .routes(routes!(workspaces::add_member))
+        .routes(routes!(keys::list, keys::create))
+        .routes(routes!(keys::revoke))
+        .routes(routes!(keys::rotate))
+        .routes(routes!(identity::me))
+        .routes(routes!(identity::authorize))
+        .routes(routes!(identity::token))
+        .routes(routes!(identity::mint))
+        .routes(routes!(identity::tenant_audit))
+        .routes(routes!(identity::audit))
+}
+
+/// The OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api().split_for_parts().1
+}
+
+async fn not_found() -> Problem {
+    Problem::new(Code::NotFound, "no such route")
+}
+
+async fn method_not_allowed() -> Problem {
+    Problem::new(
+        Code::MethodNotAllowed,
+        "this route does not accept that method",
+    )
+}
+
+fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    let msg = err
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| err.downcast_ref::<&str>().copied())
+        .unwrap_or("(no message)");
+    tracing::error!(panic = msg, "handler panicked");
+    Problem::internal().into_response()
+}
+
+/// The whole application: routes, body limit, panic guard, and the edge layer outermost.
+pub fn router(state: State) -> Router {
+    let (router, _) = api().split_for_parts();
+    router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::extract::DefaultBodyLimit::max(
+            state.cfg.max_body_bytes,
+        ))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_response,
+        ))
+        .layer(EdgeLayer::new(state.edge.clone()))
+        .with_state(state)
+}

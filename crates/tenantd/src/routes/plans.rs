@@ -1,0 +1,121 @@
+//! Plans (operator only).
+use crate::app::State;
+use crate::error::ApiResult;
+use crate::extract::Json;
+use axum::extract::{Path, State as S};
+use http::StatusCode;
+use tenantd_core::{Isolation, Limit, Plan, PlanId};
+use tenantd_edge::{Ctx, Problem};
+
+fn plan_id(raw: &str) -> ApiResult<PlanId> {
+    Ok(PlanId::parse(raw)?)
+}
+
+fn checked(p: Plan) -> ApiResult<Plan> {
+    p.validate().map_err(Problem::invalid)?;
+    Ok(p)
+}
+
+/// All plans.
+#[utoipa::path(get, path = "/v1/plans", tag = "plans", responses((status = 200, description = "`{\"items\": [plan]}`")))]
+pub async fn list(S(state): S<State>, ctx: Ctx) -> ApiResult<axum::Json<serde_json::Value>> {
+    ctx.require_operator()?;
+    Ok(axum::Json(
+        serde_json::json!({"items": state.catalog.list_plans().await?}),
+    ))
+}
+
+/// Creates a plan: `{"id","name","limits",…}` as in CONTRACT §4.
+#[utoipa::path(post, path = "/v1/plans", tag = "plans", request_body(content = Object, description = "A plan"), responses((status = 201, description = "The plan"), (status = 409, description = "The id is taken")))]
+pub async fn create(
+    S(state): S<State>,
+    ctx: Ctx,
+    Json(plan): Json<Plan>,
+) -> ApiResult<(StatusCode, axum::Json<Plan>)> {
+    ctx.require_operator()?;
+    let plan = checked(plan)?;
+    state.catalog.create_plan(&plan).await?;
+    state
+        .audit(
+            None,
+            "operator",
+            "plan.created",
+            serde_json::json!({"plan": plan.id}),
+            &ctx.request_id,
+        )
+        .await;
+    Ok((StatusCode::CREATED, axum::Json(plan)))
+}
+
+/// One plan.
+#[utoipa::path(get, path = "/v1/plans/{plan}", tag = "plans", params(("plan" = String, Path)), responses((status = 200, description = "The plan"), (status = 404, description = "No such plan")))]
+pub async fn get(
+    S(state): S<State>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<Plan>> {
+    ctx.require_operator()?;
+    Ok(axum::Json(state.catalog.get_plan(&plan_id(&id)?).await?))
+}
+
+/// Fields a plan patch may change.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlanPatch {
+    name: Option<String>,
+    price: Option<String>,
+    currency: Option<String>,
+    #[schema(value_type = Option<Vec<Object>>)]
+    limits: Option<Vec<Limit>>,
+    features: Option<Vec<String>>,
+    #[schema(value_type = Option<String>)]
+    isolation: Option<Isolation>,
+}
+
+/// Changes a plan's fields; tenants on it see the new limits at once.
+#[utoipa::path(patch, path = "/v1/plans/{plan}", tag = "plans", params(("plan" = String, Path)), request_body = PlanPatch, responses((status = 200, description = "The plan")))]
+pub async fn patch(
+    S(state): S<State>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    Json(p): Json<PlanPatch>,
+) -> ApiResult<axum::Json<Plan>> {
+    ctx.require_operator()?;
+    let mut plan = state.catalog.get_plan(&plan_id(&id)?).await?;
+    plan.name = p.name.unwrap_or(plan.name);
+    plan.price = p.price.unwrap_or(plan.price);
+    plan.currency = p.currency.unwrap_or(plan.currency);
+    plan.limits = p.limits.unwrap_or(plan.limits);
+    plan.features = p.features.unwrap_or(plan.features);
+    plan.isolation = p.isolation.unwrap_or(plan.isolation);
+    let plan = checked(plan)?;
+    state.catalog.update_plan(&plan).await?;
+    state
+        .audit(
+            None,
+            "operator",
+            "plan.updated",
+            serde_json::json!({"plan": plan.id}),
+            &ctx.request_id,
+        )
+        .await;
+    Ok(axum::Json(plan))
+}
+
+/// Deletes a plan no tenant is on.
+#[utoipa::path(delete, path = "/v1/plans/{plan}", tag = "plans", params(("plan" = String, Path)), responses((status = 204, description = "Deleted"), (status = 409, description = "Tenants are on it")))]
+pub async fn delete(S(state): S<State>, ctx: Ctx, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    ctx.require_operator()?;
+    let id = plan_id(&id)?;
+    state.catalog.delete_plan(&id).await?;
+    state
+        .audit(
+            None,
+            "operator",
+            "plan.deleted",
+            serde_json::json!({"plan": id}),
+            &ctx.request_id,
+        )
+        .await;
+    Ok(StatusCode::NO_CONTENT)
+}

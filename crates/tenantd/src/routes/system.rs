@@ -1,0 +1,75 @@
+//! Health, metrics and tenantd's public signing keys.
+use crate::app::State;
+use axum::extract::State as S;
+use axum::Json;
+use std::sync::atomic::Ordering;
+
+/// Liveness: 200 once the server serves.
+#[utoipa::path(get, path = "/healthz", tag = "system", security(()), responses((status = 200, description = "`{\"status\":\"ok\"}`")))]
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+/// This document: the OpenAPI 3.1 description of every endpoint, generated from the router.
+#[utoipa::path(get, path = "/openapi.json", tag = "system", security(()), responses((status = 200, description = "OpenAPI document")))]
+pub async fn openapi_json() -> Json<serde_json::Value> {
+    static DOC: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+    Json(
+        DOC.get_or_init(|| serde_json::to_value(super::openapi()).unwrap_or_default())
+            .clone(),
+    )
+}
+
+/// Prometheus metrics (text exposition format).
+#[utoipa::path(get, path = "/metrics", tag = "system", security(()), responses((status = 200, description = "Prometheus text")))]
+pub async fn metrics(S(state): S<State>) -> ([(http::HeaderName, &'static str); 1], String) {
+    let m = state.edge.metrics();
+    let (tenants, keys) = state.edge.cache().sizes();
+    let mut out = String::new();
+    for (name, help, kind, v) in [
+        (
+            "tenantd_requests_total",
+            "Requests decided by the edge.",
+            "counter",
+            m.requests.load(Ordering::Relaxed),
+        ),
+        (
+            "tenantd_unauthenticated_total",
+            "Requests refused with 401.",
+            "counter",
+            m.unauthenticated.load(Ordering::Relaxed),
+        ),
+        (
+            "tenantd_cross_tenant_attempts_total",
+            "Requests refused with 403 tenant_mismatch.",
+            "counter",
+            m.cross_tenant_attempts.load(Ordering::Relaxed),
+        ),
+        (
+            "tenantd_cache_tenants",
+            "Tenants in the edge cache.",
+            "gauge",
+            tenants as u64,
+        ),
+        (
+            "tenantd_cache_keys",
+            "API keys in the edge cache.",
+            "gauge",
+            keys as u64,
+        ),
+    ] {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
+        ));
+    }
+    (
+        [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        out,
+    )
+}
+
+/// tenantd's public keys, so apps verify its JWTs offline.
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "system", security(()), responses((status = 200, description = "A JWKS with the Ed25519 keys")))]
+pub async fn jwks(S(state): S<State>) -> Json<serde_json::Value> {
+    Json(state.edge.signer().jwks())
+}

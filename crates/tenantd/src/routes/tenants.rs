@@ -1,0 +1,288 @@
+//! Tenants and their lifecycle.
+use crate::app::State;
+use crate::directory::tenant_entry;
+use crate::error::ApiResult;
+use crate::extract::{page, Json, Query};
+use axum::extract::State as S;
+use http::StatusCode;
+use tenantd_core::tenant::Transition;
+use tenantd_core::{Code, Email, Limit, PlanId, TenantId, TenantStatus};
+use tenantd_edge::{Ctx, Principal, Problem, TenantContext};
+use tenantd_store::{Created, NewTenant, Page, Tenant, TenantFilter, TenantPatch};
+
+/// `POST /v1/tenants` body.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenant {
+    /// 1–39 of a-z, 0-9, '-'.
+    id: String,
+    /// Display name (default: the id).
+    name: Option<String>,
+    /// Plan id.
+    plan: String,
+    /// The first owner (default for a signed-in user: themselves).
+    owner_email: Option<String>,
+    /// A JSON object.
+    #[schema(value_type = Option<Object>)]
+    settings: Option<serde_json::Value>,
+}
+
+fn settings(v: Option<serde_json::Value>) -> ApiResult<Option<serde_json::Value>> {
+    match v {
+        Some(s) if !s.is_object() => Err(Problem::invalid("settings must be a JSON object").into()),
+        other => Ok(other),
+    }
+}
+
+fn name(v: Option<String>) -> ApiResult<Option<String>> {
+    match v {
+        Some(n) if n.trim().is_empty() || n.len() > 200 => {
+            Err(Problem::invalid("name must be 1 to 200 characters").into())
+        }
+        other => Ok(other.map(|n| n.trim().to_string())),
+    }
+}
+
+/// Creates a tenant and its owner membership (operators; anyone on a signup plan when
+/// self-signup is on). The same request again answers 200 with the same tenant.
+#[utoipa::path(post, path = "/v1/tenants", tag = "tenants", request_body = CreateTenant, responses((status = 201, description = "Created"), (status = 200, description = "The same request was made before; this is its tenant"), (status = 409, description = "The id is taken")))]
+pub async fn create(
+    S(state): S<State>,
+    ctx: Ctx,
+    Json(b): Json<CreateTenant>,
+) -> ApiResult<(StatusCode, axum::Json<Tenant>)> {
+    let own_email = match &ctx.principal {
+        Some(Principal::Operator) => None,
+        Some(Principal::User { email, .. }) if state.cfg.self_signup => Some(email.clone()),
+        None if state.cfg.self_signup => None,
+        None => {
+            return Err(Problem::unauthenticated("creating a tenant needs the operator key").into())
+        }
+        Some(_) => {
+            return Err(Problem::new(Code::Forbidden, "only operators may create tenants").into())
+        }
+    };
+    if !ctx.is_operator() && !state.cfg.signup_plans.iter().any(|p| *p == b.plan) {
+        return Err(Problem::new(
+            Code::Forbidden,
+            format!(
+                "self-signup may choose only these plans: {}",
+                state.cfg.signup_plans.join(", ")
+            ),
+        )
+        .into());
+    }
+    let id = TenantId::parse(&b.id)?;
+    let owner = match (b.owner_email, own_email) {
+        (Some(e), None) => Email::parse(&e)?,
+        (Some(e), Some(mine)) if Email::parse(&e)?.as_str() == mine => Email::parse(&e)?,
+        (Some(_), Some(_)) => {
+            return Err(Problem::new(
+                Code::Forbidden,
+                "with self-signup the owner is the signed-in user",
+            )
+            .into())
+        }
+        (None, Some(mine)) => Email::parse(&mine)?,
+        (None, None) => return Err(Problem::invalid("missing field `owner_email`").into()),
+    };
+    let new = NewTenant {
+        name: name(b.name)?.unwrap_or_else(|| id.to_string()),
+        id,
+        plan: PlanId::parse(&b.plan)?,
+        owner_email: owner,
+        settings: settings(b.settings)?.unwrap_or_else(|| serde_json::json!({})),
+    };
+    let actor = ctx
+        .principal
+        .as_ref()
+        .map_or_else(|| "anonymous".to_string(), Principal::actor);
+    match state.catalog.create_tenant(&new).await? {
+        Created::New(t) => {
+            state.edge.cache().put_tenant(tenant_entry(&t));
+            state
+                .audit(
+                    Some(&t.id),
+                    &actor,
+                    "tenant.created",
+                    serde_json::json!({"plan": t.plan, "owner": new.owner_email}),
+                    &ctx.request_id,
+                )
+                .await;
+            Ok((StatusCode::CREATED, axum::Json(t)))
+        }
+        Created::Existing(t) => Ok((StatusCode::OK, axum::Json(t))),
+    }
+}
+
+/// `GET /v1/tenants` query.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// active, suspended or deleted (default: all but deleted).
+    status: Option<String>,
+    /// Plan id.
+    plan: Option<String>,
+    /// 1..=1000, default 50.
+    limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+/// Lists tenants (operator), by id, with cursor pages.
+#[utoipa::path(get, path = "/v1/tenants", tag = "tenants", params(ListQuery), responses((status = 200, description = "`{\"items\": [tenant], \"next_cursor\"?}`")))]
+pub async fn list(
+    S(state): S<State>,
+    ctx: Ctx,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<axum::Json<Page<Tenant>>> {
+    ctx.require_operator()?;
+    let status = match q.status.as_deref() {
+        None => None,
+        Some(s) => Some(
+            TenantStatus::parse(s)
+                .ok_or_else(|| Problem::invalid("status must be active, suspended or deleted"))?,
+        ),
+    };
+    let filter = TenantFilter {
+        status,
+        plan: q.plan,
+    };
+    Ok(axum::Json(
+        state
+            .catalog
+            .list_tenants(&filter, &page(q.limit, q.cursor)?)
+            .await?,
+    ))
+}
+
+/// One tenant (`tenant:read`; owners keep it on a suspended tenant).
+#[utoipa::path(get, path = "/v1/tenants/{id}", tag = "tenants", params(("id" = String, Path)), responses((status = 200, description = "The tenant"), (status = 404, description = "tenant_not_found")))]
+pub async fn get(S(state): S<State>, ctx: TenantContext) -> ApiResult<axum::Json<Tenant>> {
+    ctx.require("tenant:read")?;
+    Ok(axum::Json(state.catalog.get_tenant(ctx.tenant_id()).await?))
+}
+
+/// `PATCH /v1/tenants/{id}` body.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchTenant {
+    /// `tenant:write`.
+    name: Option<String>,
+    /// `billing:manage`.
+    plan: Option<String>,
+    /// `tenant:write`; replaces the object.
+    #[schema(value_type = Option<Object>)]
+    settings: Option<serde_json::Value>,
+    /// Operators only: each replaces the plan's limit with the same resource and window.
+    #[schema(value_type = Option<Vec<Object>>)]
+    limits: Option<Vec<Limit>>,
+}
+
+/// Changes name and settings (`tenant:write`), plan (`billing:manage`) or limit
+/// overrides (operators).
+#[utoipa::path(patch, path = "/v1/tenants/{id}", tag = "tenants", params(("id" = String, Path)), request_body = PatchTenant, responses((status = 200, description = "The tenant")))]
+pub async fn patch(
+    S(state): S<State>,
+    ctx: TenantContext,
+    Json(b): Json<PatchTenant>,
+) -> ApiResult<axum::Json<Tenant>> {
+    if b.name.is_some() || b.settings.is_some() {
+        ctx.require("tenant:write")?;
+    }
+    if b.plan.is_some() {
+        ctx.require("billing:manage")?;
+    }
+    if b.limits.is_some() && !ctx.principal().is_operator() {
+        return Err(Problem::new(Code::Forbidden, "only operators may override limits").into());
+    }
+    if let Some(l) = &b.limits {
+        for x in l {
+            x.validate().map_err(Problem::invalid)?;
+        }
+    }
+    let patch = TenantPatch {
+        name: name(b.name)?,
+        plan: b.plan.as_deref().map(PlanId::parse).transpose()?,
+        settings: settings(b.settings)?,
+        limits: b.limits,
+    };
+    let t = state.catalog.update_tenant(ctx.tenant_id(), &patch).await?;
+    state.edge.cache().put_tenant(tenant_entry(&t));
+    state
+        .record(
+            &ctx,
+            "tenant.updated",
+            serde_json::json!({"plan": patch.plan, "limits": patch.limits.is_some()}),
+        )
+        .await;
+    Ok(axum::Json(t))
+}
+
+async fn transition(
+    state: &State,
+    ctx: &TenantContext,
+    t: Transition,
+    reason: Option<&str>,
+    action: &str,
+) -> ApiResult<axum::Json<Tenant>> {
+    let tenant = state
+        .catalog
+        .transition_tenant(ctx.tenant_id(), t, reason)
+        .await?;
+    state.edge.cache().put_tenant(tenant_entry(&tenant));
+    state
+        .record(ctx, action, serde_json::json!({"reason": reason}))
+        .await;
+    Ok(axum::Json(tenant))
+}
+
+/// `POST /v1/tenants/{id}/suspend` body.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SuspendBody {
+    /// Why; shown to operators and owners.
+    reason: String,
+}
+
+/// Suspends an active tenant (operator): data plane and gateway answer 403 tenant_suspended.
+#[utoipa::path(post, path = "/v1/tenants/{id}/suspend", tag = "tenants", params(("id" = String, Path)), request_body = SuspendBody, responses((status = 200, description = "The tenant"), (status = 409, description = "Not active")))]
+pub async fn suspend(
+    S(state): S<State>,
+    ctx: TenantContext,
+    Json(b): Json<SuspendBody>,
+) -> ApiResult<axum::Json<Tenant>> {
+    ctx.request().require_operator()?;
+    if b.reason.trim().is_empty() {
+        return Err(Problem::invalid("reason must not be empty").into());
+    }
+    transition(
+        &state,
+        &ctx,
+        Transition::Suspend,
+        Some(b.reason.trim()),
+        "tenant.suspended",
+    )
+    .await
+}
+
+/// Resumes a suspended tenant (operator).
+#[utoipa::path(post, path = "/v1/tenants/{id}/resume", tag = "tenants", params(("id" = String, Path)), responses((status = 200, description = "The tenant"), (status = 409, description = "Not suspended")))]
+pub async fn resume(S(state): S<State>, ctx: TenantContext) -> ApiResult<axum::Json<Tenant>> {
+    ctx.request().require_operator()?;
+    transition(&state, &ctx, Transition::Resume, None, "tenant.resumed").await
+}
+
+/// Soft-deletes a tenant (`tenant:delete`: owners and operators); kept 30 days.
+#[utoipa::path(delete, path = "/v1/tenants/{id}", tag = "tenants", params(("id" = String, Path)), responses((status = 200, description = "The tenant, status deleted, with purge_after"), (status = 409, description = "Already deleted")))]
+pub async fn delete(S(state): S<State>, ctx: TenantContext) -> ApiResult<axum::Json<Tenant>> {
+    ctx.require(tenantd_core::perms::TENANT_DELETE)?;
+    transition(&state, &ctx, Transition::Delete, None, "tenant.deleted").await
+}
+
+/// Restores a deleted tenant in retention (operator), to the status it had.
+#[utoipa::path(post, path = "/v1/tenants/{id}/restore", tag = "tenants", params(("id" = String, Path)), responses((status = 200, description = "The tenant"), (status = 409, description = "Not deleted")))]
+pub async fn restore(S(state): S<State>, ctx: TenantContext) -> ApiResult<axum::Json<Tenant>> {
+    ctx.request().require_operator()?;
+    transition(&state, &ctx, Transition::Restore, None, "tenant.restored").await
+}
