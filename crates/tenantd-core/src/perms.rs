@@ -200,17 +200,24 @@ impl Role {
     /// Whether every permission this role would grant is also granted by `other`
     /// (used so nobody hands out a role stronger than their own).
     pub fn is_within(&self, other: &Role) -> bool {
-        // A role is within another when each of its patterns is granted as a pattern.
-        self.allow.iter().all(|p| {
+        // Each of this role's patterns is granted by one of the other's, and whatever the
+        // other denies this role either denies too or does not grant.
+        let allowed = self.allow.iter().all(|p| {
             other
                 .allow
                 .iter()
                 .any(|o| pattern_covers(o.as_str(), p.as_str()))
-                && !other
-                    .deny
+        });
+        let denied = other.deny.iter().all(|d| {
+            self.deny
+                .iter()
+                .any(|sd| pattern_covers(sd.as_str(), d.as_str()))
+                || !self
+                    .allow
                     .iter()
-                    .any(|d| pattern_covers(p.as_str(), d.as_str()))
-        })
+                    .any(|p| pattern_covers(p.as_str(), d.as_str()))
+        });
+        allowed && denied
     }
 }
 
@@ -282,5 +289,8 @@ mod tests {
         );
         assert!(custom.is_within(&admin));
         assert!(!custom.is_within(&viewer));
+        assert!(admin.is_within(&admin), "an admin may hand out admin");
+        let owners = Role::custom("o".into(), vec![Permission::parse("owners:*").unwrap()]);
+        assert!(!owners.is_within(&admin));
     }
 }

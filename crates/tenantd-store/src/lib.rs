@@ -9,6 +9,7 @@
 
 mod model;
 mod sql;
+pub mod testing;
 
 pub use model::*;
 pub use sql::{Backend, SqlCatalog};

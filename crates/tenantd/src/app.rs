@@ -278,6 +278,16 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = crate::routes::router(state.clone());
+    serve_app(state, app, listener, shutdown).await
+}
+
+/// [`serve`] with a given application (tests add routes with [`crate::routes::router_with`]).
+pub async fn serve_app(
+    state: State,
+    app: axum::Router,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let flusher = {
         let state = state.clone();
         tokio::spawn(async move {

@@ -114,8 +114,14 @@ fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> axum::respons
 
 /// The whole application: routes, body limit, panic guard, and the edge layer outermost.
 pub fn router(state: State) -> Router {
+    router_with(state, Router::new())
+}
+
+/// [`router`] with extra routes behind the same layers (tests use it).
+pub fn router_with(state: State, extra: Router<State>) -> Router {
     let (router, _) = api().split_for_parts();
     router
+        .merge(extra)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(

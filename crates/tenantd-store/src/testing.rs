@@ -1,0 +1,37 @@
+//! Test support: a fresh PostgreSQL database per test, from `TENANTD_TEST_DATABASE_URL`.
+//! Without that variable the PostgreSQL tests print one line saying they were skipped,
+//! except under `CI=true`, where a missing service is a failure.
+use sqlx::{Connection, Executor};
+
+/// Whether a missing test service must fail the run (`CI=true`).
+pub fn required() -> bool {
+    std::env::var("CI").map(|v| v == "true" || v == "1").unwrap_or(false)
+}
+
+/// A URL of a new, empty PostgreSQL database, or `None` (with one line on stderr) when
+/// `TENANTD_TEST_DATABASE_URL` is unset outside CI.
+pub async fn fresh_postgres(test: &str) -> Option<String> {
+    let base = match std::env::var("TENANTD_TEST_DATABASE_URL") {
+        Ok(u) if !u.is_empty() => u,
+        _ if required() => panic!("TENANTD_TEST_DATABASE_URL is not set and CI=true: the PostgreSQL tests cannot be skipped"),
+        _ => {
+            eprintln!("skipped {test} on PostgreSQL: TENANTD_TEST_DATABASE_URL is not set");
+            return None;
+        }
+    };
+    let name = format!("tenantd_t_{}", crate::new_id("db").trim_start_matches("db_"));
+    let mut conn = sqlx::PgConnection::connect(&base)
+        .await
+        .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at TENANTD_TEST_DATABASE_URL: {e}"));
+    conn.execute(format!("CREATE DATABASE {name}").as_str()).await.expect("create test database");
+    let (head, _) = base.rsplit_once('/').expect("TENANTD_TEST_DATABASE_URL ends with /<database>");
+    let query = base.split_once('?').map(|(_, q)| format!("?{q}")).unwrap_or_default();
+    Some(format!("{head}/{name}{query}"))
+}
+
+/// A URL of a new SQLite catalog file in a new temporary folder (kept until the process ends).
+pub fn fresh_sqlite() -> (String, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("tenantd-test-{}", crate::new_id("d").trim_start_matches("d_")));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    (format!("sqlite://{}", dir.join("catalog.db").display()), dir)
+}

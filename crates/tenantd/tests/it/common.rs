@@ -1,0 +1,295 @@
+//! `spawn_app`: the real server in process on port 0, on its own SQLite file or its own
+//! PostgreSQL database, driven over HTTP.
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use std::sync::Arc;
+use tenantd::app::{AppState, State};
+use tenantd::config::{Config, FileConfig, ServeArgs};
+use tokio::sync::oneshot;
+
+/// Which catalog backend a test runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub const ADMIN: &str = "test-operator-key-0123456789";
+
+pub struct TestApp {
+    pub url: String,
+    pub state: State,
+    pub db_url: String,
+    pub data_dir: std::path::PathBuf,
+    pub toml: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    http: reqwest::Client,
+}
+
+/// A reply: status, headers, JSON body (Null when empty).
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    /// Asserts the status, printing the body when it differs.
+    #[track_caller]
+    pub fn expect(self, status: u16) -> Self {
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "unexpected status; body: {}",
+            self.body
+        );
+        self
+    }
+    /// Asserts a problem+json error with this status and code.
+    #[track_caller]
+    pub fn problem(self, status: u16, code: &str) -> Self {
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "unexpected status; body: {}",
+            self.body
+        );
+        assert_eq!(self.body["code"], code, "body: {}", self.body);
+        assert_eq!(
+            self.headers.get("content-type").unwrap(),
+            "application/problem+json"
+        );
+        assert_eq!(self.body["status"], status);
+        assert!(self.body["request_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("req_"));
+        assert!(
+            self.body["type"].is_string()
+                && self.body["title"].is_string()
+                && self.body["detail"].is_string()
+        );
+        self
+    }
+}
+
+/// Starts the server; `None` when the backend is not available here (the skip was printed).
+pub async fn spawn_app(backend: Backend, toml: &str) -> Option<TestApp> {
+    let (sqlite_url, dir) = tenantd_store::testing::fresh_sqlite();
+    let db_url = match backend {
+        Backend::Sqlite => sqlite_url,
+        Backend::Postgres => tenantd_store::testing::fresh_postgres("tenantd api tests").await?,
+    };
+    Some(start(db_url, dir, toml.to_string()).await)
+}
+
+async fn start(db_url: String, data_dir: std::path::PathBuf, toml: String) -> TestApp {
+    start_with(db_url, data_dir, toml, axum::Router::new()).await
+}
+
+pub async fn start_with(
+    db_url: String,
+    data_dir: std::path::PathBuf,
+    toml: String,
+    extra: axum::Router<State>,
+) -> TestApp {
+    let args = ServeArgs {
+        database_url: Some(db_url.clone()),
+        data_dir: Some(data_dir.clone()),
+        listen: Some("127.0.0.1:0".into()),
+        ..Default::default()
+    };
+    let file: FileConfig = toml::from_str(&toml).expect("test config");
+    let cfg = Config::merge(&args, file, Some(ADMIN.into())).expect("config");
+    let listener = tenantd::app::bind(&cfg.listen).await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let state: Arc<AppState> = tenantd::app::prepare(cfg).await.expect("prepare");
+    let (tx, rx) = oneshot::channel::<()>();
+    let app = tenantd::routes::router_with(state.clone(), extra);
+    let s2 = state.clone();
+    let task = tokio::spawn(async move {
+        tenantd::app::serve_app(s2, app, listener, async {
+            let _ = rx.await;
+        })
+        .await
+        .expect("serve");
+    });
+    TestApp {
+        url,
+        state,
+        db_url,
+        data_dir,
+        toml,
+        stop: Some(tx),
+        task: Some(task),
+        http: reqwest::Client::new(),
+    }
+}
+
+impl TestApp {
+    /// Stops the server gracefully and starts a new one on the same catalog.
+    pub async fn restart(mut self) -> TestApp {
+        self.stop().await;
+        start(
+            self.db_url.clone(),
+            self.data_dir.clone(),
+            self.toml.clone(),
+        )
+        .await
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.expect("server task");
+        }
+    }
+
+    /// One request: `token` as bearer, `body` as JSON, extra headers.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut req = self.http.request(
+            Method::from_bytes(method.as_bytes()).unwrap(),
+            format!("{}{path}", self.url),
+        );
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap();
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Reply {
+        self.call("GET", path, Some(token), None, &[]).await
+    }
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Reply {
+        self.call("POST", path, Some(token), Some(body), &[]).await
+    }
+    pub async fn patch(&self, path: &str, token: &str, body: Value) -> Reply {
+        self.call("PATCH", path, Some(token), Some(body), &[]).await
+    }
+    pub async fn delete(&self, path: &str, token: &str) -> Reply {
+        self.call("DELETE", path, Some(token), None, &[]).await
+    }
+
+    /// Creates a tenant on `plan` owned by `owner@<id>.test`.
+    pub async fn tenant(&self, id: &str, plan: &str) -> Value {
+        self.post(
+            "/v1/tenants",
+            ADMIN,
+            serde_json::json!({"id": id, "plan": plan, "owner_email": format!("owner@{id}.test")}),
+        )
+        .await
+        .expect(201)
+        .body
+    }
+
+    /// Creates an API key with `role` in tenant `id`; returns (key id, secret).
+    pub async fn key(&self, id: &str, role: &str) -> (String, String) {
+        let b = self
+            .post(
+                &format!("/v1/tenants/{id}/keys"),
+                ADMIN,
+                serde_json::json!({"name": format!("{role} key"), "role": role}),
+            )
+            .await
+            .expect(201)
+            .body;
+        (
+            b["id"].as_str().unwrap().to_string(),
+            b["key"].as_str().unwrap().to_string(),
+        )
+    }
+
+    /// Adds a member and mints a tenantd JWT for them; returns (user id, token).
+    pub async fn user(&self, tenant: &str, email: &str, role: &str) -> (String, String) {
+        let m = self
+            .post(
+                &format!("/v1/tenants/{tenant}/members"),
+                ADMIN,
+                serde_json::json!({"email": email, "role": role}),
+            )
+            .await
+            .expect(201)
+            .body;
+        let uid = m["user_id"].as_str().unwrap().to_string();
+        (uid.clone(), self.token_for(tenant, &uid).await)
+    }
+
+    /// Mints a JWT for an existing member.
+    pub async fn token_for(&self, tenant: &str, uid: &str) -> String {
+        let t = self
+            .post(
+                &format!("/v1/tenants/{tenant}/members/{uid}/token"),
+                ADMIN,
+                serde_json::json!({}),
+            )
+            .await
+            .expect(200)
+            .body;
+        t["access_token"].as_str().unwrap().to_string()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Generates a SQLite and a PostgreSQL test for each `case(app)`, with a config file.
+#[macro_export]
+macro_rules! both {
+    ($($name:ident $(, $toml:expr)?;)*) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let toml: &str = [$($toml,)? ""][0];
+                    let app = $crate::common::spawn_app($crate::common::Backend::Sqlite, toml).await.unwrap();
+                    super::$name(app).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let toml: &str = [$($toml,)? ""][0];
+                    if let Some(app) = $crate::common::spawn_app($crate::common::Backend::Postgres, toml).await {
+                        super::$name(app).await;
+                    }
+                }
+            )*
+        }
+    };
+}

@@ -1,0 +1,387 @@
+use crate::common::{spawn_app, Backend, TestApp, ADMIN};
+use serde_json::{json, Value};
+
+crate::both! {
+    cross_tenant_requests_are_refused_identically;
+    sources_must_agree;
+    suspended_tenants_keep_owner_reads;
+    subdomains_and_query, "base_domain = \"example.test\"\nallow_query_tenant = true";
+}
+
+fn without_request_id(mut v: Value) -> Value {
+    v.as_object_mut().unwrap().remove("request_id");
+    v
+}
+
+async fn cross_tenant_requests_are_refused_identically(app: TestApp) {
+    app.tenant("acme", "free").await;
+    app.tenant("beta", "free").await;
+    let (_, key) = app.key("acme", "owner").await;
+    let (_, user) = app.user("acme", "ann@acme.test", "owner").await;
+    let before = metric(&app, "tenantd_cross_tenant_attempts_total").await;
+    // Another tenant that exists, and one that does not: the same answer.
+    let exists = app
+        .get("/v1/tenants/beta", &key)
+        .await
+        .problem(403, "tenant_mismatch")
+        .body;
+    let missing = app
+        .get("/v1/tenants/nosuch", &key)
+        .await
+        .problem(403, "tenant_mismatch")
+        .body;
+    assert_eq!(
+        without_request_id(exists.clone()),
+        without_request_id(missing)
+    );
+    assert!(!exists.to_string().contains("beta"));
+    for path in [
+        "/v1/tenants/beta/members",
+        "/v1/tenants/beta/keys",
+        "/v1/tenants/beta/roles",
+        "/v1/tenants/beta/workspaces",
+        "/v1/tenants/beta/audit",
+    ] {
+        app.get(path, &key).await.problem(403, "tenant_mismatch");
+        app.get(path, &user).await.problem(403, "tenant_mismatch");
+    }
+    app.post("/v1/tenants/beta/keys", &key, json!({"name": "x"}))
+        .await
+        .problem(403, "tenant_mismatch");
+    app.delete("/v1/tenants/beta", &user)
+        .await
+        .problem(403, "tenant_mismatch");
+    let u_exists = app
+        .get("/v1/tenants/beta", &user)
+        .await
+        .problem(403, "tenant_mismatch")
+        .body;
+    let u_missing = app
+        .get("/v1/tenants/zzz", &user)
+        .await
+        .problem(403, "tenant_mismatch")
+        .body;
+    assert_eq!(without_request_id(u_exists), without_request_id(u_missing));
+    // Beta is untouched.
+    assert_eq!(
+        app.get("/v1/tenants/beta/keys", ADMIN).await.body["items"],
+        json!([])
+    );
+    // Every attempt is recorded under the attacker's own tenant and counted.
+    let after = metric(&app, "tenantd_cross_tenant_attempts_total").await;
+    assert_eq!(after - before, 16.0);
+    let audit = app
+        .get(
+            "/v1/tenants/acme/audit?action=security.cross_tenant_attempt&limit=1000",
+            ADMIN,
+        )
+        .await
+        .expect(200)
+        .body;
+    let items = audit["items"].as_array().unwrap();
+    assert!(items.len() >= 8, "{audit}");
+    assert!(
+        items
+            .iter()
+            .all(|e| e["tenant_id"] == "acme"
+                && e["request_id"].as_str().unwrap().starts_with("req_"))
+    );
+    assert!(app
+        .get(
+            "/v1/tenants/beta/audit?action=security.cross_tenant_attempt",
+            ADMIN
+        )
+        .await
+        .body["items"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    assert!(
+        app.get("/v1/audit?action=security.cross_tenant_attempt", ADMIN)
+            .await
+            .expect(200)
+            .body["items"]
+            .as_array()
+            .unwrap()
+            .len()
+            >= 8
+    );
+    app.get("/v1/audit", &key).await.problem(403, "forbidden");
+}
+
+pub async fn metric(app: &TestApp, name: &str) -> f64 {
+    let text = reqwest::get(format!("{}/metrics", app.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+async fn sources_must_agree(app: TestApp) {
+    app.tenant("acme", "free").await;
+    app.tenant("beta", "free").await;
+    let (_, key) = app.key("acme", "owner").await;
+    // The header agrees with the key: fine; disagrees: mismatch, even for a tenant that exists.
+    app.call(
+        "GET",
+        "/v1/tenants/acme",
+        Some(&key),
+        None,
+        &[("x-tenant-id", "acme")],
+    )
+    .await
+    .expect(200);
+    app.call(
+        "GET",
+        "/v1/tenants/acme",
+        Some(&key),
+        None,
+        &[("x-tenant-id", "beta")],
+    )
+    .await
+    .problem(403, "tenant_mismatch");
+    app.call("GET", "/v1/me", Some(&key), None, &[("tenant-id", "beta")])
+        .await
+        .problem(403, "tenant_mismatch");
+    // Even operators cannot send two different tenants.
+    app.call(
+        "GET",
+        "/v1/tenants/acme",
+        Some(ADMIN),
+        None,
+        &[("x-tenant-id", "beta")],
+    )
+    .await
+    .problem(403, "tenant_mismatch");
+    app.call(
+        "GET",
+        "/v1/tenants/acme",
+        Some(ADMIN),
+        None,
+        &[("x-tenant-id", "acme"), ("tenant-id", "beta")],
+    )
+    .await
+    .problem(403, "tenant_mismatch");
+    app.call(
+        "GET",
+        "/v1/tenants/acme",
+        Some(ADMIN),
+        None,
+        &[("x-tenant-id", "Bad_Id")],
+    )
+    .await
+    .problem(400, "invalid_tenant_id");
+    app.get("/v1/tenants/Not_Valid", ADMIN)
+        .await
+        .problem(400, "invalid_tenant_id");
+    app.get("/v1/tenants/ghost", ADMIN)
+        .await
+        .problem(404, "tenant_not_found");
+    // Query parameters are not a source unless enabled.
+    app.get("/v1/tenants/acme?tenant_id=beta", &key)
+        .await
+        .expect(200);
+    // Anonymous requests learn nothing.
+    app.call("GET", "/v1/tenants/acme", None, None, &[])
+        .await
+        .problem(401, "unauthenticated");
+    app.call("GET", "/v1/tenants/ghost", None, None, &[])
+        .await
+        .problem(401, "unauthenticated");
+    app.call("GET", "/v1/me", Some("garbage"), None, &[])
+        .await
+        .problem(401, "unauthenticated");
+    app.call(
+        "GET",
+        "/v1/me",
+        None,
+        None,
+        &[("authorization", "Basic Zm9vOmJhcg==")],
+    )
+    .await
+    .problem(401, "unauthenticated");
+}
+
+async fn suspended_tenants_keep_owner_reads(app: TestApp) {
+    app.tenant("acme", "free").await;
+    let (_, owner) = app.user("acme", "o@acme.test", "owner").await;
+    let (_, member) = app.user("acme", "m@acme.test", "member").await;
+    let (_, key) = app.key("acme", "admin").await;
+    app.post(
+        "/v1/tenants/acme/suspend",
+        ADMIN,
+        json!({"reason": "unpaid"}),
+    )
+    .await
+    .expect(200);
+    assert_eq!(
+        app.get("/v1/tenants/acme", &owner).await.expect(200).body["status"],
+        "suspended"
+    );
+    app.patch("/v1/tenants/acme", &owner, json!({"name": "x"}))
+        .await
+        .problem(403, "tenant_suspended");
+    app.get("/v1/tenants/acme/members", &owner)
+        .await
+        .problem(403, "tenant_suspended");
+    app.get("/v1/tenants/acme", &member)
+        .await
+        .problem(403, "tenant_suspended");
+    app.get("/v1/tenants/acme", &key)
+        .await
+        .problem(403, "tenant_suspended");
+    app.post("/v1/tenants/acme/keys", &key, json!({"name": "k"}))
+        .await
+        .problem(403, "tenant_suspended");
+    assert_eq!(
+        app.post(
+            "/v1/authorize",
+            &member,
+            json!({"tenant_id": "acme", "permission": "records:read"})
+        )
+        .await
+        .body["allowed"],
+        false
+    );
+    app.get("/v1/tenants/acme/members", ADMIN).await.expect(200);
+    app.post("/v1/tenants/acme/resume", ADMIN, json!({}))
+        .await
+        .expect(200);
+    app.get("/v1/tenants/acme", &member).await.expect(200);
+    app.get("/v1/tenants/acme", &key).await.expect(200);
+}
+
+async fn subdomains_and_query(app: TestApp) {
+    app.tenant("acme", "free").await;
+    app.tenant("beta", "free").await;
+    let (_, key) = app.key("acme", "owner").await;
+    let host = |h: &'static str| [("host", h)];
+    app.call(
+        "GET",
+        "/v1/tenants/acme",
+        Some(ADMIN),
+        None,
+        &host("acme.example.test:8080"),
+    )
+    .await
+    .expect(200);
+    app.call(
+        "GET",
+        "/v1/tenants/acme",
+        Some(ADMIN),
+        None,
+        &host("beta.example.test"),
+    )
+    .await
+    .problem(403, "tenant_mismatch");
+    app.call(
+        "GET",
+        "/v1/me",
+        Some(&key),
+        None,
+        &host("beta.example.test"),
+    )
+    .await
+    .problem(403, "tenant_mismatch");
+    // Hosts that are not tenant subdomains name no tenant.
+    app.call(
+        "GET",
+        "/v1/tenants/acme",
+        Some(&key),
+        None,
+        &host("www.example.test"),
+    )
+    .await
+    .expect(200);
+    app.call(
+        "GET",
+        "/v1/tenants/acme",
+        Some(&key),
+        None,
+        &host("acme.other.test"),
+    )
+    .await
+    .expect(200);
+    // Query parameter enabled.
+    app.get("/v1/tenants/acme?tenant_id=beta", &key)
+        .await
+        .problem(403, "tenant_mismatch");
+    app.get("/v1/tenants/acme?tenant_id=acme", &key)
+        .await
+        .expect(200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_tenant_mode_maps_everything_to_default() {
+    let app = spawn_app(Backend::Sqlite, "multi_tenancy = false")
+        .await
+        .unwrap();
+    let t = app.get("/v1/tenants/default", ADMIN).await.expect(200).body;
+    assert_eq!(t["id"], "default");
+    let (_, key) = app.key("default", "member").await;
+    assert_eq!(
+        app.get("/v1/me", &key).await.expect(200).body["tenant_id"],
+        "default"
+    );
+    app.get("/v1/tenants/other", ADMIN)
+        .await
+        .problem(403, "tenant_mismatch");
+    app.post(
+        "/v1/tenants",
+        ADMIN,
+        json!({"id": "other", "plan": "free", "owner_email": "a@b.co"}),
+    )
+    .await
+    .expect(201);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn self_signup_creates_tenants_on_signup_plans_only() {
+    let app = spawn_app(Backend::Sqlite, "self_signup = true")
+        .await
+        .unwrap();
+    let r = app
+        .call(
+            "POST",
+            "/v1/tenants",
+            None,
+            Some(json!({"id": "newco", "plan": "free", "owner_email": "founder@newco.test"})),
+            &[],
+        )
+        .await
+        .expect(201);
+    assert_eq!(r.body["plan"], "free");
+    app.call(
+        "POST",
+        "/v1/tenants",
+        None,
+        Some(json!({"id": "bigco", "plan": "enterprise", "owner_email": "f@bigco.test"})),
+        &[],
+    )
+    .await
+    .problem(403, "forbidden");
+    // A signed-in user signs up as the owner, never as someone else.
+    let (_, token) = app.user("newco", "dev@newco.test", "member").await;
+    app.post(
+        "/v1/tenants",
+        &token,
+        json!({"id": "side", "plan": "free", "owner_email": "other@x.test"}),
+    )
+    .await
+    .problem(403, "forbidden");
+    app.post("/v1/tenants", &token, json!({"id": "side", "plan": "free"}))
+        .await
+        .expect(201);
+    let me = app.get("/v1/me", &token).await.body;
+    assert!(me["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["tenant_id"] == "side" && t["role"] == "owner"));
+}

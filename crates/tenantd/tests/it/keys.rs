@@ -1,0 +1,151 @@
+use crate::common::{TestApp, ADMIN};
+use serde_json::json;
+
+crate::both! {
+    keys_are_shown_once_and_revoked_at_once;
+    key_expiry_and_limits;
+}
+
+async fn keys_are_shown_once_and_revoked_at_once(app: TestApp) {
+    app.tenant("acme", "free").await;
+    let k = app
+        .post("/v1/tenants/acme/keys", ADMIN, json!({"name": "ci"}))
+        .await
+        .expect(201)
+        .body;
+    let (id, secret) = (
+        k["id"].as_str().unwrap().to_string(),
+        k["key"].as_str().unwrap().to_string(),
+    );
+    assert!(id.starts_with("key_") && secret.starts_with("tdk_"));
+    assert!(secret.starts_with(k["prefix"].as_str().unwrap()));
+    assert_eq!(k["role"], "member");
+    assert!(k.get("hash").is_none());
+    let me = app.get("/v1/me", &secret).await.expect(200).body;
+    assert_eq!(
+        me,
+        json!({"type": "api_key", "id": id, "tenant_id": "acme", "tenants": [{"tenant_id": "acme", "role": "member"}]})
+    );
+    // Listing never shows the secret (nor its hash) and reports last use.
+    let list = app
+        .get("/v1/tenants/acme/keys", ADMIN)
+        .await
+        .expect(200)
+        .body;
+    let listed = &list["items"][0];
+    assert_eq!(listed["id"], id.as_str());
+    assert!(listed.get("key").is_none() && listed.get("hash").is_none());
+    assert!(!list.to_string().contains(&secret[12..]));
+    assert!(
+        listed["last_used_at"].is_string(),
+        "last_used_at after use: {listed}"
+    );
+    // A wrong secret with a real id is refused.
+    let forged = format!("{}x", &secret[..secret.len() - 1]);
+    app.get("/v1/me", &forged)
+        .await
+        .problem(401, "unauthenticated");
+    // Rotation: old secret dead, new one works, same id.
+    let r = app
+        .post(
+            &format!("/v1/tenants/acme/keys/{id}/rotate"),
+            ADMIN,
+            json!({}),
+        )
+        .await
+        .expect(200)
+        .body;
+    let new_secret = r["key"].as_str().unwrap().to_string();
+    assert_eq!(r["id"], id.as_str());
+    app.get("/v1/me", &secret)
+        .await
+        .problem(401, "unauthenticated");
+    app.get("/v1/me", &new_secret).await.expect(200);
+    // Revocation answers 401 from the next request on.
+    app.delete(&format!("/v1/tenants/acme/keys/{id}"), ADMIN)
+        .await
+        .expect(204);
+    let r = app
+        .get("/v1/me", &new_secret)
+        .await
+        .problem(401, "unauthenticated");
+    assert!(r.body["detail"].as_str().unwrap().contains("revoked"));
+    app.post(
+        &format!("/v1/tenants/acme/keys/{id}/rotate"),
+        ADMIN,
+        json!({}),
+    )
+    .await
+    .problem(409, "conflict");
+    assert!(
+        app.get("/v1/tenants/acme/keys", ADMIN).await.body["items"][0]["revoked_at"].is_string()
+    );
+    // Another tenant's key id is not found here.
+    app.tenant("beta", "free").await;
+    let (beta_key, _) = app.key("beta", "member").await;
+    app.delete(&format!("/v1/tenants/acme/keys/{beta_key}"), ADMIN)
+        .await
+        .problem(404, "not_found");
+    app.delete("/v1/tenants/acme/keys/key_nope", ADMIN)
+        .await
+        .problem(404, "not_found");
+    // Keys are audited.
+    let audit = app
+        .get("/v1/tenants/acme/audit?action=key.revoked", ADMIN)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(audit["items"][0]["detail"]["key_id"], id.as_str());
+}
+
+async fn key_expiry_and_limits(app: TestApp) {
+    app.tenant("acme", "free").await;
+    app.post(
+        "/v1/tenants/acme/keys",
+        ADMIN,
+        json!({"name": "old", "expires_at": "2001-01-01T00:00:00Z"}),
+    )
+    .await
+    .problem(400, "invalid_request");
+    app.post(
+        "/v1/tenants/acme/keys",
+        ADMIN,
+        json!({"name": "x", "expires_at": "tomorrow"}),
+    )
+    .await
+    .problem(400, "invalid_request");
+    app.post("/v1/tenants/acme/keys", ADMIN, json!({"name": ""}))
+        .await
+        .problem(400, "invalid_request");
+    app.post(
+        "/v1/tenants/acme/keys",
+        ADMIN,
+        json!({"name": "x", "role": "wizard"}),
+    )
+    .await
+    .problem(400, "invalid_request");
+    // Key limits may only narrow the tenant's (free: 100 api_calls per hour).
+    app.post("/v1/tenants/acme/keys", ADMIN, json!({"name": "wide", "limits": [{"resource": "api_calls", "window": "hour", "limit": 500}]})).await.problem(400, "invalid_request");
+    app.post("/v1/tenants/acme/keys", ADMIN, json!({"name": "unlimited", "limits": [{"resource": "api_calls", "window": "hour", "limit": null}]})).await.problem(400, "invalid_request");
+    let k = app.post("/v1/tenants/acme/keys", ADMIN, json!({"name": "narrow", "limits": [{"resource": "api_calls", "window": "hour", "limit": 10}, {"resource": "api_calls", "window": "second", "limit": 2}]})).await.expect(201).body;
+    assert_eq!(k["limits"][0]["limit"], 10);
+    // Expiry: a key that expires in 2 s works, then answers 401.
+    let soon = tenantd_core::ts::format(tenantd_core::now_secs() + 2);
+    let k = app
+        .post(
+            "/v1/tenants/acme/keys",
+            ADMIN,
+            json!({"name": "brief", "expires_at": soon}),
+        )
+        .await
+        .expect(201)
+        .body;
+    let secret = k["key"].as_str().unwrap();
+    app.get("/v1/me", secret).await.expect(200);
+    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
+    let r = app
+        .get("/v1/me", secret)
+        .await
+        .problem(401, "unauthenticated");
+    assert!(r.body["detail"].as_str().unwrap().contains("expired"));
+}

@@ -1,0 +1,8 @@
+//! Integration tests: the real server over HTTP, every case on SQLite and PostgreSQL.
+mod common;
+mod identity;
+mod isolation;
+mod keys;
+mod members;
+mod system;
+mod tenants;

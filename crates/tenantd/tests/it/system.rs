@@ -1,0 +1,290 @@
+use crate::common::{spawn_app, start_with, Backend, ADMIN};
+use serde_json::json;
+use std::process::{Command, Stdio};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_openapi_cover_every_route() {
+    let app = spawn_app(Backend::Sqlite, "").await.unwrap();
+    app.tenant("acme", "free").await;
+    let h = app
+        .call("GET", "/healthz", None, None, &[])
+        .await
+        .expect(200);
+    assert_eq!(h.body, json!({"status": "ok"}));
+    assert!(h
+        .headers
+        .get("x-request-id")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .starts_with("req_"));
+    let doc = app
+        .call("GET", "/openapi.json", None, None, &[])
+        .await
+        .expect(200)
+        .body;
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = doc["paths"].as_object().unwrap();
+    let expected: &[(&str, &[&str])] = &[
+        ("/healthz", &["get"]),
+        ("/openapi.json", &["get"]),
+        ("/metrics", &["get"]),
+        ("/.well-known/jwks.json", &["get"]),
+        ("/v1/plans", &["get", "post"]),
+        ("/v1/plans/{plan}", &["get", "patch", "delete"]),
+        ("/v1/tenants", &["get", "post"]),
+        ("/v1/tenants/{id}", &["get", "patch", "delete"]),
+        ("/v1/tenants/{id}/suspend", &["post"]),
+        ("/v1/tenants/{id}/resume", &["post"]),
+        ("/v1/tenants/{id}/restore", &["post"]),
+        ("/v1/tenants/{id}/members", &["get", "post"]),
+        ("/v1/tenants/{id}/members/{user_id}", &["patch", "delete"]),
+        ("/v1/tenants/{id}/members/{user_id}/token", &["post"]),
+        ("/v1/tenants/{id}/roles", &["get", "post"]),
+        ("/v1/tenants/{id}/roles/{name}", &["delete"]),
+        ("/v1/tenants/{id}/workspaces", &["get", "post"]),
+        (
+            "/v1/tenants/{id}/workspaces/{ws}",
+            &["get", "patch", "delete"],
+        ),
+        ("/v1/tenants/{id}/workspaces/{ws}/members", &["post"]),
+        ("/v1/tenants/{id}/keys", &["get", "post"]),
+        ("/v1/tenants/{id}/keys/{key_id}", &["delete"]),
+        ("/v1/tenants/{id}/keys/{key_id}/rotate", &["post"]),
+        ("/v1/tenants/{id}/audit", &["get"]),
+        ("/v1/audit", &["get"]),
+        ("/v1/me", &["get"]),
+        ("/v1/authorize", &["post"]),
+        ("/v1/token", &["post"]),
+    ];
+    for (path, methods) in expected {
+        let item = paths
+            .get(*path)
+            .unwrap_or_else(|| panic!("{path} missing from /openapi.json"));
+        for m in *methods {
+            assert!(
+                item.get(*m).is_some(),
+                "{m} {path} missing from /openapi.json"
+            );
+        }
+    }
+    assert_eq!(
+        paths.len(),
+        expected.len(),
+        "undocumented or unexpected paths: {:?}",
+        paths.keys().collect::<Vec<_>>()
+    );
+    // Every documented route answers (not 404/405) — the spec and router are one list.
+    for (path, _) in expected {
+        let concrete = path
+            .replace("{id}", "acme")
+            .replace("{plan}", "free")
+            .replace("{user_id}", "usr_x")
+            .replace("{name}", "r")
+            .replace("{ws}", "w")
+            .replace("{key_id}", "key_x");
+        let r = app.call("OPTIONS", &concrete, Some(ADMIN), None, &[]).await;
+        assert_eq!(r.status.as_u16(), 405, "{concrete}: {}", r.body);
+        assert_eq!(r.body["code"], "method_not_allowed");
+    }
+    app.call("GET", "/v2/nothing", None, None, &[])
+        .await
+        .problem(404, "not_found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn panics_and_bad_bodies_never_take_the_server_down() {
+    let (db, dir) = tenantd_store::testing::fresh_sqlite();
+    let extra = axum::Router::new().route(
+        "/v1/boom",
+        axum::routing::get(|| async {
+            if std::env::var("NEVER_SET_X").is_err() {
+                panic!("handler bug");
+            }
+            "unreachable"
+        }),
+    );
+    let app = start_with(db, dir, "max_body_bytes = 1024".into(), extra).await;
+    let r = app
+        .call("GET", "/v1/boom", None, None, &[])
+        .await
+        .problem(500, "internal");
+    assert!(
+        !r.body["detail"].as_str().unwrap().contains("handler bug"),
+        "500s reveal nothing"
+    );
+    app.call("GET", "/healthz", None, None, &[])
+        .await
+        .expect(200);
+    let big =
+        json!({"id": "acme", "plan": "free", "owner_email": "a@b.co", "name": "x".repeat(4096)});
+    app.post("/v1/tenants", ADMIN, big)
+        .await
+        .problem(413, "payload_too_large");
+    let r = app
+        .call(
+            "POST",
+            "/v1/tenants",
+            Some(ADMIN),
+            None,
+            &[("content-type", "text/plain")],
+        )
+        .await;
+    r.problem(400, "invalid_request");
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/tenants", app.url))
+        .bearer_auth(ADMIN)
+        .header("content-type", "application/json")
+        .body("{\"id\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["code"],
+        "invalid_request"
+    );
+    app.get("/v1/tenants?limit=abc", ADMIN)
+        .await
+        .problem(400, "invalid_request");
+    app.call("GET", "/healthz", None, None, &[])
+        .await
+        .expect(200);
+}
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tenantd"));
+    c.env_remove("TENANTD_ADMIN_KEY")
+        .env_remove("TENANTD_DATABASE_URL")
+        .env_remove("TENANTD_CONFIG")
+        .env_remove("TENANTD_LISTEN");
+    c
+}
+
+#[test]
+fn start_up_failures_are_one_line_and_exit_2() {
+    let dir = std::env::temp_dir().join(format!("tenantd-cli-{}", std::process::id()));
+    for args in [
+        vec!["serve", "--listen", "not-an-address"],
+        vec!["serve", "--database-url", "mysql://x/y"],
+        vec![
+            "serve",
+            "--database-url",
+            "postgres://nobody@127.0.0.1:1/none",
+        ],
+        vec!["serve", "--multi-tenancy", "maybe"],
+        vec!["serve", "--config", "/nonexistent/tenantd.toml"],
+    ] {
+        let out = bin()
+            .args(&args)
+            .arg("--data-dir")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.trim().is_empty(), "{args:?}");
+        if args[1] != "--multi-tenancy" {
+            assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        }
+    }
+}
+
+#[test]
+fn sigterm_stops_cleanly_and_the_cli_drives_the_api() {
+    let dir = std::env::temp_dir().join(format!("tenantd-sig-{}", std::process::id()));
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let url = format!("http://127.0.0.1:{port}");
+    let mut child = bin()
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--log-format",
+            "text",
+        ])
+        .arg("--data-dir")
+        .arg(&dir)
+        .env("TENANTD_ADMIN_KEY", ADMIN)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ready = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    assert!(ready, "server did not start");
+    let cli = |args: &[&str]| {
+        let out = bin()
+            .args(args)
+            .env("TENANTD_URL", &url)
+            .env("TENANTD_ADMIN_KEY", ADMIN)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, out, err) = cli(&[
+        "tenant",
+        "create",
+        "acme",
+        "--plan",
+        "free",
+        "--owner",
+        "ann@acme.test",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("acme") && out.contains("active"), "{out}");
+    let (code, out, _) = cli(&["tenant", "list"]);
+    assert_eq!(code, Some(0));
+    assert!(out.lines().any(|l| l.starts_with("acme")), "{out}");
+    let (code, out, _) = cli(&["key", "create", "acme", "--name", "ci", "--role", "admin"]);
+    assert_eq!(code, Some(0));
+    let secret = out.lines().last().unwrap().trim().to_string();
+    assert!(secret.starts_with("tdk_") && secret.len() > 40, "{out}");
+    let (code, out, _) = cli(&["key", "list", "acme", "--json"]);
+    assert_eq!(code, Some(0));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let key_id = v["items"][0]["id"].as_str().unwrap().to_string();
+    assert!(!out.contains(&secret), "list never shows a secret");
+    assert_eq!(cli(&["key", "revoke", "acme", &key_id]).0, Some(0));
+    assert_eq!(
+        cli(&["tenant", "suspend", "acme", "--reason", "test"]).0,
+        Some(0)
+    );
+    assert!(cli(&["tenant", "show", "acme"]).1.contains("suspended"));
+    assert_eq!(cli(&["tenant", "resume", "acme"]).0, Some(0));
+    let (code, _, err) = cli(&["tenant", "resume", "acme"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("409 conflict"), "{err}");
+    assert_eq!(cli(&["tenant", "delete", "acme"]).0, Some(0));
+    // SIGTERM: stop accepting, finish, exit 0.
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    // The data is there after restart: `migrate` works on it and exits 0.
+    let out = bin()
+        .arg("migrate")
+        .arg("--data-dir")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

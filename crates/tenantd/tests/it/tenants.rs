@@ -1,0 +1,427 @@
+use crate::common::{TestApp, ADMIN};
+use serde_json::json;
+
+crate::both! {
+    create_is_idempotent_and_validated;
+    list_filters_and_pages;
+    patch_changes_fields_by_permission;
+    lifecycle_transitions_are_checked;
+    plans_are_seeded_and_editable;
+}
+
+async fn create_is_idempotent_and_validated(app: TestApp) {
+    let body = json!({"id": "Acme", "name": "Acme Inc", "plan": "starter", "owner_email": "Ann@Acme.test", "settings": {"region": "eu"}});
+    let t = app
+        .post("/v1/tenants", ADMIN, body.clone())
+        .await
+        .expect(201)
+        .body;
+    assert_eq!(t["id"], "acme");
+    assert_eq!(t["status"], "active");
+    assert_eq!(t["plan"], "starter");
+    assert_eq!(t["settings"]["region"], "eu");
+    // The same request again: one tenant, a clear 200 with it.
+    let again = app.post("/v1/tenants", ADMIN, body).await.expect(200).body;
+    assert_eq!(again["created_at"], t["created_at"]);
+    // The owner membership came with it.
+    let members = app
+        .get("/v1/tenants/acme/members", ADMIN)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(members["items"].as_array().unwrap().len(), 1);
+    assert_eq!(members["items"][0]["email"], "ann@acme.test");
+    assert_eq!(members["items"][0]["role"], "owner");
+    // A different request for the same id.
+    app.post(
+        "/v1/tenants",
+        ADMIN,
+        json!({"id": "acme", "plan": "free", "owner_email": "bob@acme.test"}),
+    )
+    .await
+    .problem(409, "conflict");
+    // Bad input: named, nothing created.
+    for (bad, code) in [
+        (
+            json!({"id": "-x", "plan": "free", "owner_email": "a@b.co"}),
+            "invalid_tenant_id",
+        ),
+        (
+            json!({"id": "admin", "plan": "free", "owner_email": "a@b.co"}),
+            "invalid_tenant_id",
+        ),
+        (
+            json!({"id": "a".repeat(40), "plan": "free", "owner_email": "a@b.co"}),
+            "invalid_tenant_id",
+        ),
+        (
+            json!({"id": "ok-1", "plan": "nope", "owner_email": "a@b.co"}),
+            "invalid_request",
+        ),
+        (
+            json!({"id": "ok-1", "plan": "free", "owner_email": "not-an-email"}),
+            "invalid_request",
+        ),
+        (
+            json!({"id": "ok-1", "plan": "free", "owner_email": "a@b.co", "settings": [1]}),
+            "invalid_request",
+        ),
+        (
+            json!({"id": "ok-1", "plan": "free", "owner_email": "a@b.co", "surprise": 1}),
+            "invalid_request",
+        ),
+    ] {
+        app.post("/v1/tenants", ADMIN, bad).await.problem(400, code);
+    }
+    let missing = app
+        .post(
+            "/v1/tenants",
+            ADMIN,
+            json!({"id": "ok-1", "owner_email": "a@b.co"}),
+        )
+        .await
+        .problem(400, "invalid_request");
+    assert!(
+        missing.body["detail"].as_str().unwrap().contains("plan"),
+        "{}",
+        missing.body
+    );
+    app.get("/v1/tenants/ok-1", ADMIN)
+        .await
+        .problem(404, "tenant_not_found");
+    // Not JSON at all.
+    let r = app
+        .call(
+            "POST",
+            "/v1/tenants",
+            Some(ADMIN),
+            None,
+            &[("content-type", "application/json")],
+        )
+        .await;
+    r.problem(400, "invalid_request");
+    // Only operators create tenants (self-signup is off).
+    let r = app
+        .call(
+            "POST",
+            "/v1/tenants",
+            None,
+            Some(json!({"id": "x1", "plan": "free", "owner_email": "a@b.co"})),
+            &[],
+        )
+        .await
+        .problem(401, "unauthenticated");
+    assert_eq!(r.headers.get("www-authenticate").unwrap(), "Bearer");
+    let (_, key) = app.key("acme", "admin").await;
+    app.post(
+        "/v1/tenants",
+        &key,
+        json!({"id": "x1", "plan": "free", "owner_email": "a@b.co"}),
+    )
+    .await
+    .problem(403, "forbidden");
+}
+
+async fn list_filters_and_pages(app: TestApp) {
+    for i in 0..7 {
+        app.tenant(
+            &format!("t{i}"),
+            if i % 2 == 0 { "free" } else { "starter" },
+        )
+        .await;
+    }
+    app.post("/v1/tenants/t3/suspend", ADMIN, json!({"reason": "unpaid"}))
+        .await
+        .expect(200);
+    app.delete("/v1/tenants/t5", ADMIN).await.expect(200);
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let q = match &cursor {
+            Some(c) => format!("/v1/tenants?limit=2&cursor={c}"),
+            None => "/v1/tenants?limit=2".to_string(),
+        };
+        let page = app.get(&q, ADMIN).await.expect(200).body;
+        assert!(page["items"].as_array().unwrap().len() <= 2);
+        seen.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["id"].as_str().unwrap().to_string()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(
+        seen,
+        ["t0", "t1", "t2", "t3", "t4", "t6"],
+        "deleted tenants are not listed by default"
+    );
+    let ids = |b: &serde_json::Value| {
+        b["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["id"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ids(&app
+            .get("/v1/tenants?plan=starter", ADMIN)
+            .await
+            .expect(200)
+            .body),
+        ["t1", "t3"]
+    );
+    assert_eq!(
+        ids(&app
+            .get("/v1/tenants?status=suspended", ADMIN)
+            .await
+            .expect(200)
+            .body),
+        ["t3"]
+    );
+    assert_eq!(
+        ids(&app
+            .get("/v1/tenants?status=deleted", ADMIN)
+            .await
+            .expect(200)
+            .body),
+        ["t5"]
+    );
+    app.get("/v1/tenants?status=sleepy", ADMIN)
+        .await
+        .problem(400, "invalid_request");
+    app.get("/v1/tenants?limit=0", ADMIN)
+        .await
+        .problem(400, "invalid_request");
+    app.get("/v1/tenants?limit=1001", ADMIN)
+        .await
+        .problem(400, "invalid_request");
+    app.get("/v1/tenants?cursor=!!", ADMIN)
+        .await
+        .problem(400, "invalid_request");
+    // Listing every tenant is for operators only.
+    let (_, key) = app.key("t0", "owner").await;
+    app.get("/v1/tenants", &key).await.problem(403, "forbidden");
+}
+
+async fn patch_changes_fields_by_permission(app: TestApp) {
+    app.tenant("acme", "free").await;
+    let (_, owner) = app.user("acme", "o2@acme.test", "owner").await;
+    let (_, member) = app.user("acme", "m@acme.test", "member").await;
+    let t = app
+        .patch(
+            "/v1/tenants/acme",
+            &owner,
+            json!({"name": "Acme 2", "settings": {"tz": "UTC"}, "plan": "starter"}),
+        )
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(
+        (
+            t["name"].as_str(),
+            t["plan"].as_str(),
+            t["settings"]["tz"].as_str()
+        ),
+        (Some("Acme 2"), Some("starter"), Some("UTC"))
+    );
+    app.patch("/v1/tenants/acme", &member, json!({"name": "nope"}))
+        .await
+        .problem(403, "forbidden");
+    app.patch(
+        "/v1/tenants/acme",
+        &owner,
+        json!({"limits": [{"resource": "api_calls", "window": "hour", "limit": 5}]}),
+    )
+    .await
+    .problem(403, "forbidden");
+    app.patch("/v1/tenants/acme", &owner, json!({"plan": "gold"}))
+        .await
+        .problem(400, "invalid_request");
+    let t = app.patch("/v1/tenants/acme", ADMIN, json!({"limits": [{"resource": "api_calls", "window": "hour", "limit": 5, "enforcement": "soft"}]})).await.expect(200).body;
+    assert_eq!(t["limits"][0]["limit"], 5);
+    assert_eq!(t["limits"][0]["enforcement"], "soft");
+    app.patch(
+        "/v1/tenants/acme",
+        ADMIN,
+        json!({"limits": [{"resource": "api_calls", "window": "fortnight", "limit": 5}]}),
+    )
+    .await
+    .problem(400, "invalid_request");
+    let t = app.get("/v1/tenants/acme", &member).await.expect(200).body;
+    assert_eq!(t["name"], "Acme 2");
+}
+
+async fn lifecycle_transitions_are_checked(app: TestApp) {
+    app.tenant("acme", "free").await;
+    let (_, owner) = app.user("acme", "o2@acme.test", "owner").await;
+    let (_, admin) = app.user("acme", "a@acme.test", "admin").await;
+    app.post("/v1/tenants/acme/suspend", ADMIN, json!({}))
+        .await
+        .problem(400, "invalid_request");
+    app.post("/v1/tenants/acme/suspend", &owner, json!({"reason": "x"}))
+        .await
+        .problem(403, "forbidden");
+    let t = app
+        .post(
+            "/v1/tenants/acme/suspend",
+            ADMIN,
+            json!({"reason": "unpaid invoice"}),
+        )
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(
+        (t["status"].as_str(), t["status_reason"].as_str()),
+        (Some("suspended"), Some("unpaid invoice"))
+    );
+    app.post(
+        "/v1/tenants/acme/suspend",
+        ADMIN,
+        json!({"reason": "again"}),
+    )
+    .await
+    .problem(409, "conflict");
+    app.post("/v1/tenants/acme/resume", ADMIN, json!({}))
+        .await
+        .expect(200);
+    app.post("/v1/tenants/acme/resume", ADMIN, json!({}))
+        .await
+        .problem(409, "conflict");
+    app.post("/v1/tenants/acme/restore", ADMIN, json!({}))
+        .await
+        .problem(409, "conflict");
+    // Admins may not delete the tenant; owners may.
+    app.delete("/v1/tenants/acme", &admin)
+        .await
+        .problem(403, "forbidden");
+    let t = app
+        .delete("/v1/tenants/acme", &owner)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(t["status"], "deleted");
+    let deleted = tenantd_core::ts::parse(t["deleted_at"].as_str().unwrap()).unwrap();
+    let purge = tenantd_core::ts::parse(t["purge_after"].as_str().unwrap()).unwrap();
+    assert_eq!(purge - deleted, 30 * 86_400);
+    // Gone for everyone but operators.
+    app.get("/v1/tenants/acme", &owner)
+        .await
+        .problem(404, "tenant_not_found");
+    assert_eq!(
+        app.get("/v1/tenants/acme", ADMIN).await.expect(200).body["status"],
+        "deleted"
+    );
+    app.post("/v1/tenants/acme/resume", ADMIN, json!({}))
+        .await
+        .problem(409, "conflict");
+    app.delete("/v1/tenants/acme", ADMIN)
+        .await
+        .problem(409, "conflict");
+    let t = app
+        .post("/v1/tenants/acme/restore", ADMIN, json!({}))
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(t["status"], "active");
+    app.get("/v1/tenants/acme", &owner).await.expect(200);
+    // A tenant deleted while suspended comes back suspended.
+    app.post(
+        "/v1/tenants/acme/suspend",
+        ADMIN,
+        json!({"reason": "fraud"}),
+    )
+    .await
+    .expect(200);
+    app.delete("/v1/tenants/acme", ADMIN).await.expect(200);
+    let t = app
+        .post("/v1/tenants/acme/restore", ADMIN, json!({}))
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(
+        (t["status"].as_str(), t["status_reason"].as_str()),
+        (Some("suspended"), Some("fraud"))
+    );
+    // Lifecycle actions are audited as the operator's.
+    let audit = app
+        .get("/v1/tenants/acme/audit?actor=operator", ADMIN)
+        .await
+        .expect(200)
+        .body;
+    let actions: Vec<&str> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    for a in [
+        "tenant.suspended",
+        "tenant.resumed",
+        "tenant.restored",
+        "tenant.created",
+    ] {
+        assert!(actions.contains(&a), "{a} missing from {actions:?}");
+    }
+}
+
+async fn plans_are_seeded_and_editable(app: TestApp) {
+    let plans = app.get("/v1/plans", ADMIN).await.expect(200).body;
+    let ids: Vec<&str> = plans["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["enterprise", "free", "professional", "starter"]);
+    let free = app.get("/v1/plans/free", ADMIN).await.expect(200).body;
+    assert_eq!(
+        free["limits"][0],
+        json!({"resource": "api_calls", "window": "hour", "limit": 100, "enforcement": "hard"})
+    );
+    assert_eq!(free["limits"][1]["limit"], 1000);
+    assert_eq!(
+        app.get("/v1/plans/enterprise", ADMIN).await.body["isolation"],
+        "database"
+    );
+    let burst = json!({"id": "burst", "name": "Burst", "price": "10.00", "limits": [{"resource": "api_calls", "window": "minute", "limit": 50, "enforcement": "hard"}], "features": ["exports"]});
+    let p = app
+        .post("/v1/plans", ADMIN, burst.clone())
+        .await
+        .expect(201)
+        .body;
+    assert_eq!(
+        (p["currency"].as_str(), p["isolation"].as_str()),
+        (Some("USD"), Some("row"))
+    );
+    app.post("/v1/plans", ADMIN, burst)
+        .await
+        .problem(409, "conflict");
+    app.post(
+        "/v1/plans",
+        ADMIN,
+        json!({"id": "bad", "name": "B", "price": "-1", "limits": []}),
+    )
+    .await
+    .problem(400, "invalid_request");
+    let p = app
+        .patch("/v1/plans/burst", ADMIN, json!({"price": "12.50"}))
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(p["price"], "12.50");
+    app.tenant("acme", "burst").await;
+    app.delete("/v1/plans/burst", ADMIN)
+        .await
+        .problem(409, "conflict");
+    app.delete("/v1/plans/nope", ADMIN)
+        .await
+        .problem(404, "not_found");
+    let (_, key) = app.key("acme", "owner").await;
+    app.get("/v1/plans", &key).await.problem(403, "forbidden");
+}
