@@ -102,6 +102,39 @@ pub fn builtin_role(name: &str) -> Option<Arc<Role>> {
     BuiltinRole::from_name(name).map(builtin)
 }
 
+/// Something the cache may hold that changed in the catalog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change<'a> {
+    /// A tenant's plan or status.
+    Tenant(&'a str),
+    /// An API key (revoked, rotated).
+    Key(&'a str),
+    /// A tenant's custom role `(tenant, name)`.
+    Role(&'a str, &'a str),
+}
+
+impl Change<'_> {
+    /// The topic published to other nodes.
+    pub fn topic(&self) -> String {
+        match self {
+            Change::Tenant(t) => format!("tenant:{t}"),
+            Change::Key(k) => format!("key:{k}"),
+            Change::Role(t, n) => format!("role:{t}/{n}"),
+        }
+    }
+
+    /// Parses a published topic.
+    pub fn parse(topic: &str) -> Option<Change<'_>> {
+        let (kind, rest) = topic.split_once(':')?;
+        match kind {
+            "tenant" => Some(Change::Tenant(rest)),
+            "key" => Some(Change::Key(rest)),
+            "role" => rest.split_once('/').map(|(t, n)| Change::Role(t, n)),
+            _ => None,
+        }
+    }
+}
+
 /// In-memory view of tenants, keys and custom roles, filled on miss and kept current by
 /// the server's writes.
 #[derive(Default)]
@@ -169,6 +202,31 @@ impl EdgeCache {
     pub fn forget_role(&self, tenant: &str, name: &str) {
         self.roles.remove(&role_key(tenant, name));
     }
+    /// Drops what a change makes stale; it is reloaded on next use.
+    pub fn forget(&self, change: Change<'_>) {
+        match change {
+            Change::Tenant(t) => self.forget_tenant(t),
+            Change::Key(k) => self.forget_key(k),
+            Change::Role(t, n) => self.forget_role(t, n),
+        }
+    }
+
+    /// Applies a topic heard from another node; `None` (or a topic this version does not
+    /// know) empties the cache, since something may have been missed.
+    pub fn apply(&self, topic: Option<&str>) {
+        match topic.and_then(Change::parse) {
+            Some(c) => self.forget(c),
+            None => self.clear(),
+        }
+    }
+
+    /// Empties the cache.
+    pub fn clear(&self) {
+        self.tenants.clear();
+        self.keys.clear();
+        self.roles.clear();
+    }
+
     /// Notes a key's use; queues a write at most once per [`LAST_USED_GRANULARITY`].
     pub fn note_used(&self, k: &KeyEntry, now: i64) {
         let prev = k.last_used.load(Ordering::Relaxed);
@@ -190,5 +248,24 @@ impl EdgeCache {
     /// Numbers of cached tenants and keys.
     pub fn sizes(&self) -> (usize, usize) {
         (self.tenants.len(), self.keys.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_round_trip_and_unknown_ones_clear() {
+        for c in [Change::Tenant("acme"), Change::Key("key_x"), Change::Role("acme", "rep")] {
+            assert_eq!(Change::parse(&c.topic()), Some(c));
+        }
+        let cache = EdgeCache::default();
+        cache.put_tenant(TenantEntry { id: TenantId::parse("acme").unwrap(), plan: "free".into(), status: TenantStatus::Active });
+        cache.put_tenant(TenantEntry { id: TenantId::parse("beta").unwrap(), plan: "free".into(), status: TenantStatus::Active });
+        cache.apply(Some("tenant:acme"));
+        assert!(cache.tenant("acme").is_none() && cache.tenant("beta").is_some());
+        cache.apply(Some("something:new"));
+        assert!(cache.tenant("beta").is_none());
     }
 }

@@ -17,7 +17,7 @@ pub mod pipeline;
 pub mod problem;
 
 pub use cache::{
-    builtin_role, Directory, DirectoryError, EdgeCache, KeyEntry, SecurityEvent, TenantEntry,
+    builtin_role, Change, Directory, DirectoryError, EdgeCache, KeyEntry, SecurityEvent, TenantEntry,
 };
 pub use context::{Ctx, Principal, RequestContext, TenantContext};
 pub use layer::EdgeLayer;

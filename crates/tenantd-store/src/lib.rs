@@ -9,6 +9,7 @@
 
 mod model;
 mod sql;
+pub mod notify;
 pub mod testing;
 
 pub use model::*;
@@ -182,6 +183,12 @@ pub trait Catalog: Send + Sync + 'static {
     async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>>;
     /// Stores a new signing key.
     async fn add_signing_key(&self, key: &SigningKeyRecord) -> Result<()>;
+
+    // --- cache invalidation between nodes
+    /// Tells other nodes sharing this catalog that `topic` changed (no-op on SQLite).
+    async fn publish(&self, topic: &str) -> Result<()>;
+    /// Hears other nodes' [`Catalog::publish`]es; `None` where there are no other nodes.
+    async fn subscribe(&self) -> Result<Option<tokio::sync::mpsc::Receiver<notify::Invalidation>>>;
 
     // --- operator key
     /// The hex SHA-256 of the generated operator key, if one was generated.

@@ -173,6 +173,7 @@ pub async fn prepare(cfg: Config) -> Result<State, StartError> {
         single_tenant,
         operator_key_hash,
     };
+    let invalidations = catalog.subscribe().await.map_err(|e| StartError(format!("cannot listen for cache invalidations: {e}")))?;
     let edge = Arc::new(Edge::new(
         edge_cfg,
         Arc::new(CatalogDirectory(catalog.clone())),
@@ -183,6 +184,14 @@ pub async fn prepare(cfg: Config) -> Result<State, StartError> {
         tracing::warn!(
             "gateway_listen and redis_url are accepted but not used by this version yet"
         );
+    }
+    if let Some(mut rx) = invalidations {
+        let edge = edge.clone();
+        tokio::spawn(async move {
+            while let Some(topic) = rx.recv().await {
+                edge.cache().apply(topic.as_deref());
+            }
+        });
     }
     Ok(Arc::new(AppState {
         catalog,
@@ -250,6 +259,14 @@ impl AppState {
             ctx.request_id(),
         )
         .await
+    }
+
+    /// Drops what `change` made stale from this node's cache and tells the other nodes.
+    pub async fn changed(&self, change: tenantd_edge::Change<'_>) {
+        self.edge.cache().forget(change);
+        if let Err(e) = self.catalog.publish(&change.topic()).await {
+            tracing::error!(error = %e, topic = %change.topic(), "could not publish a cache invalidation");
+        }
     }
 
     /// Writes API keys' queued `last_used_at` values.

@@ -1,6 +1,5 @@
 //! Tenant API keys: the secret is returned once, only its hash is kept.
 use crate::app::State;
-use crate::directory::key_entry;
 use crate::error::ApiResult;
 use crate::extract::{Json, PageQuery, Query};
 use crate::routes::members::{known_role, may_grant};
@@ -8,7 +7,7 @@ use axum::extract::{Path, State as S};
 use http::StatusCode;
 use tenantd_core::plan::merge_limits;
 use tenantd_core::{now_secs, Limit, PlanId};
-use tenantd_edge::{keys, Problem, TenantContext};
+use tenantd_edge::{keys, Change, Problem, TenantContext};
 use tenantd_store::{ApiKey, Page};
 
 /// `POST /v1/tenants/{id}/keys` body.
@@ -147,7 +146,7 @@ pub async fn revoke(
         .catalog
         .revoke_key(ctx.tenant_id(), &p.key_id, now_secs())
         .await?;
-    state.edge.cache().put_key(key_entry(&k));
+    state.changed(Change::Key(&k.id)).await;
     state
         .record(&ctx, "key.revoked", serde_json::json!({"key_id": k.id}))
         .await;
@@ -168,7 +167,7 @@ pub async fn rotate(
         .catalog
         .rotate_key(ctx.tenant_id(), &p.key_id, &g.prefix, &g.hash_hex)
         .await?;
-    state.edge.cache().put_key(key_entry(&k));
+    state.changed(Change::Key(&k.id)).await;
     state
         .record(&ctx, "key.rotated", serde_json::json!({"key_id": k.id}))
         .await;

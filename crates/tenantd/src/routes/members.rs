@@ -7,7 +7,7 @@ use http::StatusCode;
 use std::sync::Arc;
 use tenantd_core::perms::OWNERS_MANAGE;
 use tenantd_core::{BuiltinRole, Code, Email, Permission, Role};
-use tenantd_edge::{builtin_role, Problem, TenantContext};
+use tenantd_edge::{builtin_role, Change, Problem, TenantContext};
 use tenantd_store::{Member, Page};
 
 /// The role named `name` in the context's tenant, or `400` if there is none.
@@ -208,10 +208,7 @@ pub async fn create_role(
     let role = Role::custom(name, b.permissions);
     may_grant(&ctx, &role)?;
     state.catalog.create_role(ctx.tenant_id(), &role).await?;
-    state
-        .edge
-        .cache()
-        .forget_role(ctx.tenant_id().as_str(), &role.name);
+    state.changed(Change::Role(ctx.tenant_id().as_str(), &role.name)).await;
     state
         .record(&ctx, "role.created", serde_json::json!({"role": role.name}))
         .await;
@@ -235,10 +232,7 @@ pub async fn delete_role(
         return Err(Problem::new(Code::Conflict, "built-in roles cannot be deleted").into());
     }
     state.catalog.delete_role(ctx.tenant_id(), &p.name).await?;
-    state
-        .edge
-        .cache()
-        .forget_role(ctx.tenant_id().as_str(), &p.name);
+    state.changed(Change::Role(ctx.tenant_id().as_str(), &p.name)).await;
     state
         .record(&ctx, "role.deleted", serde_json::json!({"role": p.name}))
         .await;

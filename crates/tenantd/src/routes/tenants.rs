@@ -1,13 +1,12 @@
 //! Tenants and their lifecycle.
 use crate::app::State;
-use crate::directory::tenant_entry;
 use crate::error::ApiResult;
 use crate::extract::{page, Json, Query};
 use axum::extract::State as S;
 use http::StatusCode;
 use tenantd_core::tenant::Transition;
 use tenantd_core::{Code, Email, Limit, PlanId, TenantId, TenantStatus};
-use tenantd_edge::{Ctx, Principal, Problem, TenantContext};
+use tenantd_edge::{Change, Ctx, Principal, Problem, TenantContext};
 use tenantd_store::{Created, NewTenant, Page, Tenant, TenantFilter, TenantPatch};
 
 /// `POST /v1/tenants` body.
@@ -99,7 +98,7 @@ pub async fn create(
         .map_or_else(|| "anonymous".to_string(), Principal::actor);
     match state.catalog.create_tenant(&new).await? {
         Created::New(t) => {
-            state.edge.cache().put_tenant(tenant_entry(&t));
+            state.changed(Change::Tenant(t.id.as_str())).await;
             state
                 .audit(
                     Some(&t.id),
@@ -208,7 +207,7 @@ pub async fn patch(
         limits: b.limits,
     };
     let t = state.catalog.update_tenant(ctx.tenant_id(), &patch).await?;
-    state.edge.cache().put_tenant(tenant_entry(&t));
+    state.changed(Change::Tenant(t.id.as_str())).await;
     state
         .record(
             &ctx,
@@ -230,7 +229,7 @@ async fn transition(
         .catalog
         .transition_tenant(ctx.tenant_id(), t, reason)
         .await?;
-    state.edge.cache().put_tenant(tenant_entry(&tenant));
+    state.changed(Change::Tenant(tenant.id.as_str())).await;
     state
         .record(ctx, action, serde_json::json!({"reason": reason}))
         .await;

@@ -149,3 +149,39 @@ async fn key_expiry_and_limits(app: TestApp) {
         .problem(401, "unauthenticated");
     assert!(r.body["detail"].as_str().unwrap().contains("expired"));
 }
+
+/// Two nodes on one PostgreSQL catalog: a revocation or suspension on one is seen by the
+/// other at once (cache invalidation over LISTEN/NOTIFY).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_reaches_every_node() {
+    let Some(a) = crate::common::spawn_app(crate::common::Backend::Postgres, "").await else { return };
+    let b = crate::common::start_with(a.db_url.clone(), a.data_dir.clone(), String::new(), axum::Router::new()).await;
+    a.tenant("acme", "free").await;
+    let (id, secret) = a.key("acme", "member").await;
+    // Node b caches the key and the tenant.
+    b.get("/v1/me", &secret).await.expect(200);
+    b.get("/v1/tenants/acme", &secret).await.expect(200);
+    a.delete(&format!("/v1/tenants/acme/keys/{id}"), ADMIN).await.expect(204);
+    let refused = eventually(|| async { b.get("/v1/me", &secret).await.status.as_u16() == 401 }).await;
+    assert!(refused, "node b still accepts a key revoked on node a");
+    let (_, secret) = a.key("acme", "member").await;
+    b.get("/v1/tenants/acme", &secret).await.expect(200);
+    a.post("/v1/tenants/acme/suspend", ADMIN, json!({"reason": "r"})).await.expect(200);
+    let suspended = eventually(|| async { b.get("/v1/tenants/acme", &secret).await.status.as_u16() == 403 }).await;
+    assert!(suspended, "node b does not see the suspension");
+}
+
+/// Polls for up to two seconds.
+async fn eventually<F, Fut>(f: F) -> bool
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..40 {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    false
+}
