@@ -43,6 +43,7 @@ impl Backend {
 pub struct SqlCatalog {
     pool: AnyPool,
     backend: Backend,
+    url: String,
 }
 
 const TENANT_COLS: &str = "id, name, plan_id, status, status_reason, settings, limits, created_at, updated_at, deleted_at, purge_after";
@@ -198,12 +199,17 @@ impl SqlCatalog {
             });
         }
         let pool = opts.connect(&url).await?;
-        Ok(Self { pool, backend })
+        Ok(Self { pool, backend, url })
     }
 
     /// The underlying pool (for tests and benches).
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// The URL it was opened with.
+    pub(crate) fn url(&self) -> &str {
+        &self.url
     }
 
     /// Takes the tenant row's write lock for the rest of the transaction, so that rules
@@ -281,10 +287,13 @@ impl SqlCatalog {
                 new.id
             )));
         }
-        let mut tx = self.pool.begin().await?;
+        // Checked before the transaction: on SQLite a transaction that reads before its
+        // first write fails with "database is locked" (SQLITE_BUSY_SNAPSHOT, no busy wait)
+        // when another writer commits in between. A plan deleted meanwhile is still
+        // refused by the tenants.plan_id foreign key.
         let plan_exists = sqlx::query("SELECT id FROM plans WHERE id = $1")
             .bind(new.plan.as_str())
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&self.pool)
             .await?
             .is_some();
         if !plan_exists {
@@ -293,6 +302,7 @@ impl SqlCatalog {
                 new.plan
             )));
         }
+        let mut tx = self.pool.begin().await?;
         let now = now_secs();
         sqlx::query("INSERT INTO tenants (id, name, plan_id, status, settings, limits, created_at, updated_at) VALUES ($1, $2, $3, 'active', $4, '[]', $5, $5)")
             .bind(new.id.as_str())
@@ -1136,6 +1146,14 @@ impl Catalog for SqlCatalog {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    async fn publish(&self, topic: &str) -> Result<()> {
+        self.publish_topic(topic).await
+    }
+
+    async fn subscribe(&self) -> Result<Option<tokio::sync::mpsc::Receiver<crate::notify::Invalidation>>> {
+        self.subscribe_topics().await
     }
 
     async fn operator_key_hash(&self) -> Result<Option<String>> {
