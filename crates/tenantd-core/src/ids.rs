@@ -11,6 +11,9 @@ pub enum IdError {
     /// An email without the shape `local@domain`.
     #[error("invalid email address")]
     Email,
+    /// A host name that is not a DNS name.
+    #[error("invalid host: use a DNS name such as app.example.com, without scheme or port")]
+    Host,
     /// A plan, workspace or role name outside `[a-z0-9_-]{1,64}`.
     #[error("invalid {0}: use 1-64 characters of a-z, 0-9, '-' and '_'")]
     Name(&'static str),
@@ -117,6 +120,23 @@ impl fmt::Display for Email {
     }
 }
 
+/// Lower-cases and checks a DNS host name (at least two labels, no port, no scheme).
+pub fn parse_host(raw: &str) -> Result<String, IdError> {
+    let h = raw.trim().trim_end_matches('.').to_ascii_lowercase();
+    let labels_ok = h.split('.').all(|l| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    });
+    if h.len() <= 253 && h.contains('.') && labels_ok {
+        Ok(h)
+    } else {
+        Err(IdError::Host)
+    }
+}
+
 /// Checks a short machine name (plan id, workspace id, role name).
 pub fn parse_name(raw: &str, what: &'static str) -> Result<String, IdError> {
     let s = raw.trim().to_ascii_lowercase();
@@ -214,6 +234,14 @@ mod tests {
             "a@b@c.com",
         ] {
             assert!(Email::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn hosts() {
+        assert_eq!(parse_host("App.Example.COM.").unwrap(), "app.example.com");
+        for bad in ["localhost", "http://a.com", "a.com:80", "-a.com", "a..com", "a_b.com", ""] {
+            assert!(parse_host(bad).is_err(), "{bad}");
         }
     }
 

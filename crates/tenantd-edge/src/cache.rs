@@ -2,8 +2,9 @@
 //! remote tenantd) and the [`EdgeCache`] in front of it, which answers the hot path
 //! without I/O. Writes go through the server, which updates the cache as it writes.
 use dashmap::DashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use tenantd_core::{BuiltinRole, Role, TenantId, TenantStatus};
 
 /// What the edge needs to know of a tenant.
@@ -76,6 +77,8 @@ pub trait Directory: Send + Sync + 'static {
         tenant: &TenantId,
         name: &str,
     ) -> Result<Option<Role>, DirectoryError>;
+    /// Every verified custom domain of a live tenant.
+    async fn domains(&self) -> Result<Vec<(String, TenantId)>, DirectoryError>;
     /// The id of the user with this email, created on first sight.
     async fn user_by_email(&self, email: &str) -> Result<String, DirectoryError>;
     /// Records a security event (the audit trail).
@@ -111,6 +114,8 @@ pub enum Change<'a> {
     Key(&'a str),
     /// A tenant's custom role `(tenant, name)`.
     Role(&'a str, &'a str),
+    /// A custom domain (claimed, verified or released).
+    Domain(&'a str),
 }
 
 impl Change<'_> {
@@ -120,6 +125,7 @@ impl Change<'_> {
             Change::Tenant(t) => format!("tenant:{t}"),
             Change::Key(k) => format!("key:{k}"),
             Change::Role(t, n) => format!("role:{t}/{n}"),
+            Change::Domain(h) => format!("domain:{h}"),
         }
     }
 
@@ -130,14 +136,14 @@ impl Change<'_> {
             "tenant" => Some(Change::Tenant(rest)),
             "key" => Some(Change::Key(rest)),
             "role" => rest.split_once('/').map(|(t, n)| Change::Role(t, n)),
+            "domain" => Some(Change::Domain(rest)),
             _ => None,
         }
     }
 }
 
-/// In-memory view of tenants, keys and custom roles, filled on miss and kept current by
-/// the server's writes.
-#[derive(Default)]
+/// In-memory view of tenants, keys, custom roles and verified domains, filled on miss
+/// and kept current by the server's writes and other nodes' invalidations.
 pub struct EdgeCache {
     tenants: DashMap<String, Arc<TenantEntry>>,
     /// By the 20-character id part (the key id without `key_`), so a lookup from a
@@ -145,6 +151,23 @@ pub struct EdgeCache {
     keys: DashMap<String, Arc<KeyEntry>>,
     roles: DashMap<String, Arc<Role>>,
     used: Mutex<Vec<(String, i64)>>,
+    /// Verified custom domains, host → tenant, replaced whole when any changes.
+    domains: RwLock<Arc<HashMap<String, TenantId>>>,
+    /// Set when the domains must be reloaded before the next resolution.
+    domains_stale: AtomicBool,
+}
+
+impl Default for EdgeCache {
+    fn default() -> Self {
+        Self {
+            tenants: DashMap::new(),
+            keys: DashMap::new(),
+            roles: DashMap::new(),
+            used: Mutex::new(Vec::new()),
+            domains: RwLock::new(Arc::new(HashMap::new())),
+            domains_stale: AtomicBool::new(true),
+        }
+    }
 }
 
 /// How often (seconds) a key's `last_used_at` is queued for writing at most.
@@ -208,6 +231,7 @@ impl EdgeCache {
             Change::Tenant(t) => self.forget_tenant(t),
             Change::Key(k) => self.forget_key(k),
             Change::Role(t, n) => self.forget_role(t, n),
+            Change::Domain(_) => self.domains_stale.store(true, Ordering::Release),
         }
     }
 
@@ -225,6 +249,7 @@ impl EdgeCache {
         self.tenants.clear();
         self.keys.clear();
         self.roles.clear();
+        self.domains_stale.store(true, Ordering::Release);
     }
 
     /// Notes a key's use; queues a write at most once per [`LAST_USED_GRANULARITY`].
@@ -245,6 +270,19 @@ impl EdgeCache {
     pub fn take_used(&self) -> Vec<(String, i64)> {
         std::mem::take(&mut *self.used.lock().unwrap_or_else(|e| e.into_inner()))
     }
+    /// The tenant a verified custom domain names.
+    pub fn domain(&self, host: &str) -> Option<TenantId> {
+        self.domains.read().unwrap_or_else(|e| e.into_inner()).get(host).cloned()
+    }
+    /// Whether the domains must be reloaded.
+    pub fn domains_stale(&self) -> bool {
+        self.domains_stale.load(Ordering::Acquire)
+    }
+    /// Replaces the verified domains.
+    pub fn set_domains(&self, all: Vec<(String, TenantId)>) {
+        self.domains_stale.store(false, Ordering::Release);
+        *self.domains.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(all.into_iter().collect());
+    }
     /// Numbers of cached tenants and keys.
     pub fn sizes(&self) -> (usize, usize) {
         (self.tenants.len(), self.keys.len())
@@ -257,7 +295,7 @@ mod tests {
 
     #[test]
     fn topics_round_trip_and_unknown_ones_clear() {
-        for c in [Change::Tenant("acme"), Change::Key("key_x"), Change::Role("acme", "rep")] {
+        for c in [Change::Tenant("acme"), Change::Key("key_x"), Change::Role("acme", "rep"), Change::Domain("a.example")] {
             assert_eq!(Change::parse(&c.topic()), Some(c));
         }
         let cache = EdgeCache::default();

@@ -218,15 +218,19 @@ impl Edge {
                 add(parse_tenant(seg).map_err(Some)?)?;
             }
         }
-        if let (Some(base), Some(host)) = (self.cfg.base_domain.as_deref(), info.host) {
+        if let Some(host) = info.host {
             let host = host
                 .rsplit_once(':')
                 .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
                 .map_or(host, |(h, _)| h);
-            if let Some(label) = host.strip_suffix(base).and_then(|h| h.strip_suffix('.')) {
-                // A subdomain that is not a tenant id (www, api…) names no tenant.
-                if let Ok(id) = TenantId::parse(label) {
-                    add(id)?;
+            if let Some(id) = self.cache.domain(host) {
+                add(id)?;
+            } else if let Some(base) = self.cfg.base_domain.as_deref() {
+                if let Some(label) = host.strip_suffix(base).and_then(|h| h.strip_suffix('.')) {
+                    // A subdomain that is not a tenant id (www, api…) names no tenant.
+                    if let Ok(id) = TenantId::parse(label) {
+                        add(id)?;
+                    }
                 }
             }
         }
@@ -331,6 +335,10 @@ impl Edge {
                 )
             }
         };
+        if self.cache.domains_stale() {
+            let all = self.dir.domains().await.map_err(dir_err)?;
+            self.cache.set_domains(all);
+        }
         let actor = || {
             principal
                 .as_ref()

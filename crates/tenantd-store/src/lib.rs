@@ -7,11 +7,13 @@
 //! one test suite (`tests/catalog.rs`) runs against both.
 #![forbid(unsafe_code)]
 
+mod domains;
 mod model;
 mod sql;
 pub mod notify;
 pub mod testing;
 
+pub use domains::Domain;
 pub use model::*;
 pub use sql::{Backend, SqlCatalog};
 
@@ -183,6 +185,20 @@ pub trait Catalog: Send + Sync + 'static {
     async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>>;
     /// Stores a new signing key.
     async fn add_signing_key(&self, key: &SigningKeyRecord) -> Result<()>;
+
+    // --- custom domains
+    /// Claims a host for the tenant; `Conflict` if any tenant has it.
+    async fn add_domain(&self, tenant: &TenantId, host: &str, token: &str) -> Result<Domain>;
+    /// One of the tenant's domains.
+    async fn get_domain(&self, tenant: &TenantId, host: &str) -> Result<Domain>;
+    /// The tenant's domains.
+    async fn list_domains(&self, tenant: &TenantId) -> Result<Vec<Domain>>;
+    /// Marks a domain verified.
+    async fn verify_domain(&self, tenant: &TenantId, host: &str, at: i64) -> Result<Domain>;
+    /// Releases a domain.
+    async fn delete_domain(&self, tenant: &TenantId, host: &str) -> Result<()>;
+    /// Operator-wide: every verified host of a live tenant, for the edge.
+    async fn verified_domains(&self) -> Result<Vec<(String, TenantId)>>;
 
     // --- cache invalidation between nodes
     /// Tells other nodes sharing this catalog that `topic` changed (no-op on SQLite).

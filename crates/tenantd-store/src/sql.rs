@@ -1148,6 +1148,30 @@ impl Catalog for SqlCatalog {
         Ok(())
     }
 
+    async fn add_domain(&self, tenant: &TenantId, host: &str, token: &str) -> Result<crate::Domain> {
+        self.add_domain_sql(tenant, host, token).await
+    }
+
+    async fn get_domain(&self, tenant: &TenantId, host: &str) -> Result<crate::Domain> {
+        self.get_domain_sql(tenant, host).await
+    }
+
+    async fn list_domains(&self, tenant: &TenantId) -> Result<Vec<crate::Domain>> {
+        self.list_domains_sql(tenant).await
+    }
+
+    async fn verify_domain(&self, tenant: &TenantId, host: &str, at: i64) -> Result<crate::Domain> {
+        self.verify_domain_sql(tenant, host, at).await
+    }
+
+    async fn delete_domain(&self, tenant: &TenantId, host: &str) -> Result<()> {
+        self.delete_domain_sql(tenant, host).await
+    }
+
+    async fn verified_domains(&self) -> Result<Vec<(String, TenantId)>> {
+        self.verified_domains_sql().await
+    }
+
     async fn publish(&self, topic: &str) -> Result<()> {
         self.publish_topic(topic).await
     }

@@ -80,6 +80,7 @@ pub struct FileConfig {
     key_usage_flush_seconds: Option<u64>,
     shutdown_grace_seconds: Option<u64>,
     max_body_bytes: Option<usize>,
+    domain_verification_url: Option<String>,
     oidc: Option<OidcFile>,
 }
 
@@ -122,6 +123,8 @@ pub struct Config {
     pub shutdown_grace_seconds: u64,
     /// Largest request body accepted by the API.
     pub max_body_bytes: usize,
+    /// Where a custom domain's proof is fetched; `{host}` is replaced by the domain.
+    pub domain_verification_url: String,
     /// External OpenID provider.
     pub oidc: Option<OidcFile>,
     /// `TENANTD_ADMIN_KEY`, never printed.
@@ -202,6 +205,9 @@ impl Config {
             key_usage_flush_seconds: f.key_usage_flush_seconds.unwrap_or(5),
             shutdown_grace_seconds: f.shutdown_grace_seconds.unwrap_or(30),
             max_body_bytes: f.max_body_bytes.unwrap_or(1 << 20),
+            domain_verification_url: f
+                .domain_verification_url
+                .unwrap_or_else(|| "http://{host}/.well-known/tenantd-domain-verification".into()),
             oidc: f.oidc,
             admin_key,
         };
@@ -243,6 +249,9 @@ impl Config {
             return Err(ConfigError(
                 "key_usage_flush_seconds must be at least 1".into(),
             ));
+        }
+        if !self.domain_verification_url.contains("{host}") {
+            return Err(ConfigError("domain_verification_url must contain {host}".into()));
         }
         if let Some(o) = &self.oidc {
             if o.jwks_url.is_some() == o.jwks_file.is_some() {

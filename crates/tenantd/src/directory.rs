@@ -70,6 +70,10 @@ impl Directory for CatalogDirectory {
         self.0.get_role(tenant, name).await.map_err(err)
     }
 
+    async fn domains(&self) -> Result<Vec<(String, TenantId)>, DirectoryError> {
+        self.0.verified_domains().await.map_err(err)
+    }
+
     async fn user_by_email(&self, email: &str) -> Result<String, DirectoryError> {
         let email = Email::parse(email).map_err(|e| DirectoryError(e.to_string()))?;
         Ok(self.0.ensure_user(&email).await.map_err(err)?.id)

@@ -9,6 +9,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+pub mod domains;
 pub mod identity;
 pub mod keys;
 pub mod members;
@@ -75,6 +76,9 @@ pub fn api() -> OpenApiRouter<State> {
             workspaces::delete
         ))
         .routes(routes!(workspaces::add_member))
+        .routes(routes!(domains::list, domains::add))
+        .routes(routes!(domains::verify))
+        .routes(routes!(domains::delete))
         .routes(routes!(keys::list, keys::create))
         .routes(routes!(keys::revoke))
         .routes(routes!(keys::rotate))

@@ -416,3 +416,25 @@ async fn token_exchange_needs_configuration() {
         .await
         .problem(400, "invalid_request");
 }
+
+/// The provider's JWKS fetched from its URL (a real HTTP server on loopback).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwks_from_a_url() {
+    let idp = Provider::new();
+    let jwks = std::fs::read_to_string(idp.dir.join("jwks.json")).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = axum::Router::new().route("/.well-known/jwks.json", axum::routing::get(move || async move { jwks }));
+    tokio::spawn(async move { axum::serve(listener, server).await.unwrap() });
+    let toml = format!("[oidc]\nissuer = \"https://idp.test\"\naudience = \"tenantd-app\"\njwks_url = \"http://{addr}/.well-known/jwks.json\"\n");
+    let app = spawn_app(Backend::Sqlite, &toml).await.unwrap();
+    let t = exchange(&app, &idp.id_token("ann@acme.test", "tenantd-app", 300), None).await.expect(200).body;
+    assert!(t["access_token"].is_string());
+    // An unreachable JWKS URL is a start-up error naming it.
+    let (db, dir) = tenantd_store::testing::fresh_sqlite();
+    let args = tenantd::config::ServeArgs { database_url: Some(db), data_dir: Some(dir), ..Default::default() };
+    let bad = "[oidc]\nissuer = \"https://idp.test\"\naudience = \"a\"\njwks_url = \"http://127.0.0.1:1/jwks.json\"\n";
+    let cfg = tenantd::config::Config::merge(&args, toml::from_str(bad).unwrap(), Some(ADMIN.into())).unwrap();
+    let err = tenantd::app::prepare(cfg).await.err().expect("start must fail").to_string();
+    assert!(err.contains("oidc") && err.contains("127.0.0.1:1"), "{err}");
+}

@@ -385,3 +385,68 @@ async fn self_signup_creates_tenants_on_signup_plans_only() {
         .iter()
         .any(|t| t["tenant_id"] == "side" && t["role"] == "owner"));
 }
+
+/// A custom domain names its tenant once verified, and only then.
+async fn custom_domains(backend: Backend) {
+    // The customer's web server, which will serve the proof once it is known.
+    let proof = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let served = proof.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let site = axum::Router::new().route(
+        "/{host}",
+        axum::routing::get(move |axum::extract::Path(host): axum::extract::Path<String>| {
+            let p = served.lock().unwrap().clone();
+            async move {
+                if host == "app.customer.test" && !p.is_empty() {
+                    (http::StatusCode::OK, p)
+                } else {
+                    (http::StatusCode::NOT_FOUND, String::new())
+                }
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, site).await.unwrap() });
+    let toml = format!("domain_verification_url = \"http://127.0.0.1:{port}/{{host}}\"\nbase_domain = \"example.test\"");
+    let Some(app) = spawn_app(backend, &toml).await else { return };
+    app.tenant("acme", "free").await;
+    app.tenant("beta", "free").await;
+    let (_, owner) = app.user("acme", "o@acme.test", "owner").await;
+    let (_, viewer) = app.user("acme", "v@acme.test", "viewer").await;
+    let host = [("host", "app.customer.test")];
+    app.post("/v1/tenants/acme/domains", &viewer, json!({"host": "app.customer.test"})).await.problem(403, "forbidden");
+    app.post("/v1/tenants/acme/domains", &owner, json!({"host": "http://x"})).await.problem(400, "invalid_request");
+    app.post("/v1/tenants/acme/domains", &owner, json!({"host": "acme.example.test"})).await.problem(400, "invalid_request");
+    let d = app.post("/v1/tenants/acme/domains", &owner, json!({"host": "App.Customer.Test"})).await.expect(201).body;
+    assert_eq!((d["host"].as_str(), d["verified"].as_bool()), (Some("app.customer.test"), Some(false)));
+    let token = d["verification"]["body"].as_str().unwrap().to_string();
+    app.post("/v1/tenants/beta/domains", ADMIN, json!({"host": "app.customer.test"})).await.problem(409, "conflict");
+    // Unverified: the host names no tenant.
+    app.call("GET", "/v1/tenants/beta", Some(ADMIN), None, &host).await.expect(200);
+    // Verification fails while the proof is not served; operators may skip it, owners not.
+    app.post("/v1/tenants/acme/domains/app.customer.test/verify", &owner, json!({})).await.problem(409, "conflict");
+    app.post("/v1/tenants/acme/domains/app.customer.test/verify", &owner, json!({"skip_check": true})).await.problem(403, "forbidden");
+    *proof.lock().unwrap() = token;
+    let d = app.post("/v1/tenants/acme/domains/app.customer.test/verify", &owner, json!({})).await.expect(200).body;
+    assert_eq!(d["verified"], true);
+    // Verified: the host is a source like any other.
+    app.call("GET", "/v1/tenants/acme", Some(ADMIN), None, &host).await.expect(200);
+    app.call("GET", "/v1/tenants/beta", Some(ADMIN), None, &host).await.problem(403, "tenant_mismatch");
+    let (_, beta_key) = app.key("beta", "owner").await;
+    app.call("GET", "/v1/me", Some(&beta_key), None, &host).await.problem(403, "tenant_mismatch");
+    assert_eq!(app.get("/v1/tenants/acme/domains", &viewer).await.expect(200).body["items"][0]["verified"], true);
+    // Released: it names no tenant again.
+    app.delete("/v1/tenants/acme/domains/app.customer.test", &owner).await.expect(204);
+    app.call("GET", "/v1/tenants/beta", Some(ADMIN), None, &host).await.expect(200);
+    app.delete("/v1/tenants/acme/domains/app.customer.test", &owner).await.problem(404, "not_found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_custom_domains() {
+    custom_domains(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_custom_domains() {
+    custom_domains(Backend::Postgres).await;
+}

@@ -48,6 +48,9 @@ async fn health_and_openapi_cover_every_route() {
             &["get", "patch", "delete"],
         ),
         ("/v1/tenants/{id}/workspaces/{ws}/members", &["post"]),
+        ("/v1/tenants/{id}/domains", &["get", "post"]),
+        ("/v1/tenants/{id}/domains/{host}/verify", &["post"]),
+        ("/v1/tenants/{id}/domains/{host}", &["delete"]),
         ("/v1/tenants/{id}/keys", &["get", "post"]),
         ("/v1/tenants/{id}/keys/{key_id}", &["delete"]),
         ("/v1/tenants/{id}/keys/{key_id}/rotate", &["post"]),
@@ -82,7 +85,7 @@ async fn health_and_openapi_cover_every_route() {
             .replace("{user_id}", "usr_x")
             .replace("{name}", "r")
             .replace("{ws}", "w")
-            .replace("{key_id}", "key_x");
+            .replace("{key_id}", "key_x").replace("{host}", "a.b.test");
         let r = app.call("OPTIONS", &concrete, Some(ADMIN), None, &[]).await;
         assert_eq!(r.status.as_u16(), 405, "{concrete}: {}", r.body);
         assert_eq!(r.body["code"], "method_not_allowed");

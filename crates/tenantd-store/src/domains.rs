@@ -1,0 +1,103 @@
+//! Custom domains: a host a tenant claims, proves it controls, and is then resolved by.
+use crate::{Result, SqlCatalog, StoreError};
+use serde::Serialize;
+use sqlx::Row;
+use tenantd_core::{now_secs, TenantId};
+
+/// A tenant's custom domain.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Domain {
+    /// Lower-case host name, no port.
+    pub host: String,
+    /// The tenant that claimed it.
+    pub tenant_id: TenantId,
+    /// What the host must serve to prove control.
+    pub token: String,
+    /// When it was verified; unverified hosts name no tenant.
+    #[serde(serialize_with = "tenantd_core::ts::ser_opt")]
+    pub verified_at: Option<i64>,
+    /// Unix seconds.
+    #[serde(serialize_with = "tenantd_core::ts::ser")]
+    pub created_at: i64,
+}
+
+fn domain_from(r: &sqlx::any::AnyRow) -> Result<Domain> {
+    Ok(Domain {
+        host: r.try_get("host")?,
+        tenant_id: TenantId::from_trusted(r.try_get("tenant_id")?),
+        token: r.try_get("token")?,
+        verified_at: r.try_get("verified_at")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+const COLS: &str = "host, tenant_id, token, verified_at, created_at";
+
+impl SqlCatalog {
+    pub(crate) async fn add_domain_sql(&self, tenant: &TenantId, host: &str, token: &str) -> Result<Domain> {
+        let r = sqlx::query("INSERT INTO domains (host, tenant_id, token, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(host)
+            .bind(tenant.as_str())
+            .bind(token)
+            .bind(now_secs())
+            .execute(self.pool())
+            .await;
+        match r {
+            Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
+                return Err(StoreError::Conflict(format!("{host} is already registered")))
+            }
+            other => other?,
+        };
+        self.get_domain_sql(tenant, host).await
+    }
+
+    pub(crate) async fn get_domain_sql(&self, tenant: &TenantId, host: &str) -> Result<Domain> {
+        let r = sqlx::query(&format!("SELECT {COLS} FROM domains WHERE tenant_id = $1 AND host = $2"))
+            .bind(tenant.as_str())
+            .bind(host)
+            .fetch_optional(self.pool())
+            .await?
+            .ok_or(StoreError::NotFound("domain"))?;
+        domain_from(&r)
+    }
+
+    pub(crate) async fn list_domains_sql(&self, tenant: &TenantId) -> Result<Vec<Domain>> {
+        let rows = sqlx::query(&format!("SELECT {COLS} FROM domains WHERE tenant_id = $1 ORDER BY host"))
+            .bind(tenant.as_str())
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(domain_from).collect()
+    }
+
+    pub(crate) async fn verify_domain_sql(&self, tenant: &TenantId, host: &str, at: i64) -> Result<Domain> {
+        sqlx::query("UPDATE domains SET verified_at = $3 WHERE tenant_id = $1 AND host = $2 AND verified_at IS NULL")
+            .bind(tenant.as_str())
+            .bind(host)
+            .bind(at)
+            .execute(self.pool())
+            .await?;
+        self.get_domain_sql(tenant, host).await
+    }
+
+    pub(crate) async fn delete_domain_sql(&self, tenant: &TenantId, host: &str) -> Result<()> {
+        let n = sqlx::query("DELETE FROM domains WHERE tenant_id = $1 AND host = $2")
+            .bind(tenant.as_str())
+            .bind(host)
+            .execute(self.pool())
+            .await?
+            .rows_affected();
+        if n == 0 {
+            return Err(StoreError::NotFound("domain"));
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn verified_domains_sql(&self) -> Result<Vec<(String, TenantId)>> {
+        let rows = sqlx::query(
+            "SELECT d.host, d.tenant_id FROM domains d JOIN tenants t ON t.id = d.tenant_id WHERE d.verified_at IS NOT NULL AND t.status <> 'deleted'",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(|r| Ok((r.try_get("host")?, TenantId::from_trusted(r.try_get("tenant_id")?)))).collect()
+    }
+}
