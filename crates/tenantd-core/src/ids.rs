@@ -23,9 +23,10 @@ pub enum IdError {
 pub const RESERVED_TENANT_IDS: [&str; 4] = ["admin", "api", "www", "default"];
 
 /// A tenant id: 1–39 characters of `a-z`, `0-9` and `-`, not starting or ending with `-`.
+/// Cloning shares the string (the edge clones ids on every request).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
-pub struct TenantId(String);
+pub struct TenantId(std::sync::Arc<str>);
 
 impl TenantId {
     /// Lower-cases and validates `raw`; `allow_default` lets `default` through (single-tenant mode).
@@ -46,7 +47,7 @@ impl TenantId {
         if RESERVED_TENANT_IDS.contains(&id.as_str()) && !(allow_default && id == "default") {
             return Err(IdError::TenantId("this id is reserved"));
         }
-        Ok(Self(id))
+        Ok(Self(id.into()))
     }
 
     /// [`TenantId::parse_with`] with reserved ids refused.
@@ -56,7 +57,7 @@ impl TenantId {
 
     /// Wraps a value read back from storage, where it was validated on the way in.
     pub fn from_trusted(s: String) -> Self {
-        Self(s)
+        Self(s.into())
     }
 
     /// The id as a string slice.
@@ -128,9 +129,15 @@ pub fn parse_host(raw: &str) -> Result<String, IdError> {
             && l.len() <= 63
             && !l.starts_with('-')
             && !l.ends_with('-')
-            && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
     });
-    if h.len() <= 253 && h.contains('.') && labels_ok {
+    // The last label is never all digits: that refuses IP literals (169.254.169.254).
+    let not_ip = h
+        .rsplit('.')
+        .next()
+        .is_some_and(|tld| !tld.bytes().all(|b| b.is_ascii_digit()));
+    if h.len() <= 253 && h.contains('.') && labels_ok && not_ip {
         Ok(h)
     } else {
         Err(IdError::Host)
@@ -221,18 +228,8 @@ mod tests {
 
     #[test]
     fn emails_are_normalised() {
-        assert_eq!(
-            Email::parse(" Ann@Example.COM ").unwrap().as_str(),
-            "ann@example.com"
-        );
-        for bad in [
-            "ann",
-            "@x.com",
-            "ann@x",
-            "ann@.com",
-            "a b@x.com",
-            "a@b@c.com",
-        ] {
+        assert_eq!(Email::parse(" Ann@Example.COM ").unwrap().as_str(), "ann@example.com");
+        for bad in ["ann", "@x.com", "ann@x", "ann@.com", "a b@x.com", "a@b@c.com"] {
             assert!(Email::parse(bad).is_err(), "{bad}");
         }
     }
@@ -240,7 +237,16 @@ mod tests {
     #[test]
     fn hosts() {
         assert_eq!(parse_host("App.Example.COM.").unwrap(), "app.example.com");
-        for bad in ["localhost", "http://a.com", "a.com:80", "-a.com", "a..com", "a_b.com", ""] {
+        for bad in [
+            "localhost",
+            "http://a.com",
+            "a.com:80",
+            "-a.com",
+            "a..com",
+            "a_b.com",
+            "",
+            "169.254.169.254",
+        ] {
             assert!(parse_host(bad).is_err(), "{bad}");
         }
     }

@@ -10,18 +10,15 @@ pub struct Permission(String);
 
 /// Why a permission string was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "invalid permission '{0}': use resource:action (a-z, 0-9, '_', '-', '.'), with '*' wildcards"
-)]
+#[error("invalid permission '{0}': use resource:action (a-z, 0-9, '_', '-', '.'), with '*' wildcards")]
 pub struct PermissionError(pub String);
 
 fn valid_part(p: &str) -> bool {
     p == "*"
         || (!p.is_empty()
             && p.len() <= 64
-            && p.bytes().all(|b| {
-                b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-' || b == b'.'
-            }))
+            && p.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-' || b == b'.'))
 }
 
 impl Permission {
@@ -100,13 +97,7 @@ pub const OWNERS_MANAGE: &str = "owners:manage";
 
 impl BuiltinRole {
     /// All built-in roles, strongest first.
-    pub const ALL: [BuiltinRole; 5] = [
-        Self::Owner,
-        Self::Admin,
-        Self::Member,
-        Self::Viewer,
-        Self::Guest,
-    ];
+    pub const ALL: [BuiltinRole; 5] = [Self::Owner, Self::Admin, Self::Member, Self::Viewer, Self::Guest];
 
     /// The role's name.
     pub fn name(self) -> &'static str {
@@ -138,7 +129,7 @@ impl BuiltinRole {
             ],
             Self::Viewer => &["*:read"],
             // Tenant-wide a guest sees only the tenant's record; inside a workspace it
-            // was added to it reads like a viewer (see `Role::workspace_guest`).
+            // was added to it has the role given there (see `/v1/authorize`).
             Self::Guest => &["tenant:read", "workspaces:read"],
         }
     }
@@ -192,30 +183,18 @@ impl Role {
         self.allow.iter().any(|p| p.grants(wanted)) && !self.deny.iter().any(|p| p.grants(wanted))
     }
 
-    /// The role a guest has inside a workspace it was added to: read only.
-    pub fn workspace_guest() -> Self {
-        BuiltinRole::Viewer.role()
-    }
-
     /// Whether every permission this role would grant is also granted by `other`
     /// (used so nobody hands out a role stronger than their own).
     pub fn is_within(&self, other: &Role) -> bool {
         // Each of this role's patterns is granted by one of the other's, and whatever the
         // other denies this role either denies too or does not grant.
-        let allowed = self.allow.iter().all(|p| {
-            other
-                .allow
-                .iter()
-                .any(|o| pattern_covers(o.as_str(), p.as_str()))
-        });
+        let allowed = self
+            .allow
+            .iter()
+            .all(|p| other.allow.iter().any(|o| pattern_covers(o.as_str(), p.as_str())));
         let denied = other.deny.iter().all(|d| {
-            self.deny
-                .iter()
-                .any(|sd| pattern_covers(sd.as_str(), d.as_str()))
-                || !self
-                    .allow
-                    .iter()
-                    .any(|p| pattern_covers(p.as_str(), d.as_str()))
+            self.deny.iter().any(|sd| pattern_covers(sd.as_str(), d.as_str()))
+                || !self.allow.iter().any(|p| pattern_covers(p.as_str(), d.as_str()))
         });
         allowed && denied
     }
@@ -283,10 +262,7 @@ mod tests {
         assert!(admin.is_within(&owner));
         assert!(!owner.is_within(&admin));
         assert!(!admin.is_within(&viewer));
-        let custom = Role::custom(
-            "r".into(),
-            vec![Permission::parse("reports:write").unwrap()],
-        );
+        let custom = Role::custom("r".into(), vec![Permission::parse("reports:write").unwrap()]);
         assert!(custom.is_within(&admin));
         assert!(!custom.is_within(&viewer));
         assert!(admin.is_within(&admin), "an admin may hand out admin");

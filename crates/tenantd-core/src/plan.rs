@@ -101,10 +101,7 @@ pub fn merge_limits(base: &[Limit], overrides: &[Limit]) -> Vec<Limit> {
         })
         .collect();
     for o in overrides {
-        if !base
-            .iter()
-            .any(|b| b.resource == o.resource && b.window == o.window)
-        {
+        if !base.iter().any(|b| b.resource == o.resource && b.window == o.window) {
             out.push(o.clone());
         }
     }
@@ -289,14 +286,15 @@ mod tests {
 
     #[test]
     fn plan_json_defaults() {
-        let p: Plan = serde_json::from_str(r#"{"id":"burst","name":"Burst","limits":[{"resource":"api_calls","window":"minute","limit":50}]}"#).unwrap();
+        let p: Plan = serde_json::from_str(
+            r#"{"id":"burst","name":"Burst","limits":[{"resource":"api_calls","window":"minute","limit":50}]}"#,
+        )
+        .unwrap();
         assert_eq!(p.price, "0");
         assert_eq!(p.currency, "USD");
         assert_eq!(p.isolation, Isolation::Row);
         assert_eq!(p.limits[0].enforcement, Enforcement::Hard);
-        assert!(
-            serde_json::from_str::<Plan>(r#"{"id":"x","name":"X","limits":[],"bogus":1}"#).is_err()
-        );
+        assert!(serde_json::from_str::<Plan>(r#"{"id":"x","name":"X","limits":[],"bogus":1}"#).is_err());
     }
 
     #[test]
@@ -304,12 +302,7 @@ mod tests {
         let base = Plan::builtins()[0].limits.clone();
         let o = vec![
             Limit::new("api_calls", Window::Hour, Some(5), Enforcement::Soft),
-            Limit::new(
-                "orchestrations",
-                Window::Concurrent,
-                Some(5),
-                Enforcement::Hard,
-            ),
+            Limit::new("orchestrations", Window::Concurrent, Some(5), Enforcement::Hard),
         ];
         let m = merge_limits(&base, &o);
         assert_eq!(m.len(), 5);

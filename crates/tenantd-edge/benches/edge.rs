@@ -12,7 +12,9 @@ use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 use tenantd_core::{Role, TenantId, TenantStatus};
 use tenantd_edge::jwt::{generate_signing_key, Signer};
-use tenantd_edge::{keys, Directory, DirectoryError, Edge, EdgeConfig, KeyEntry, RequestInfo, SecurityEvent, TenantEntry};
+use tenantd_edge::{
+    keys, Directory, DirectoryError, Edge, EdgeConfig, KeyEntry, RequestInfo, SecurityEvent, TenantEntry,
+};
 
 /// The warm path never reaches the directory; if it did, the bench would fail loudly.
 struct Unreachable;
@@ -67,16 +69,25 @@ fn build() -> World {
     let edge = Edge::new(EdgeConfig::default(), Arc::new(Unreachable), signer, None);
     let t0 = Instant::now();
     for i in 0..tenants {
-        edge.cache().put_tenant(TenantEntry { id: TenantId::parse(&format!("t{i}")).unwrap(), plan: "free".into(), status: TenantStatus::Active });
+        edge.cache().put_tenant(TenantEntry {
+            id: TenantId::parse(&format!("t{i}")).unwrap(),
+            plan: "free".into(),
+            status: TenantStatus::Active,
+        });
     }
     let roles = ["owner", "admin", "member", "viewer"];
     let stride = (keys_n / 1024).max(1);
     let mut samples = Vec::new();
     for k in 0..keys_n {
         let tenant = format!("t{}", k % tenants);
-        let token = format!("{}{}_{}", keys::KEY_PREFIX, id20(k as u64), id20(k as u64 ^ 0x5deece66d));
+        let token = format!(
+            "{}{}_{}",
+            keys::KEY_PREFIX,
+            id20(k as u64),
+            id20(k as u64 ^ 0x5deece66d)
+        );
         edge.cache().put_key(KeyEntry {
-            id: format!("key_{}", id20(k as u64)),
+            id: format!("key_{}", id20(k as u64)).into(),
             tenant: TenantId::from_trusted(tenant.clone()),
             hash: keys::hash(&token),
             role: roles[k % roles.len()].to_string(),
@@ -100,7 +111,11 @@ fn build() -> World {
 
 /// Runs one decision to completion; on a warm cache it never awaits.
 fn decide(edge: &Edge, path: &str, token: &str) -> bool {
-    let info = RequestInfo { path, bearer: Some(token), ..Default::default() };
+    let info = RequestInfo {
+        path,
+        bearer: Some(token),
+        ..Default::default()
+    };
     let fut = edge.decide(&info, String::new());
     let mut fut = std::pin::pin!(fut);
     match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
@@ -121,7 +136,13 @@ fn percentiles(w: &World) {
     }
     times.sort_unstable();
     let p = |q: f64| times[((n as f64) * q) as usize - 1];
-    eprintln!("edge decision over {n} timed calls: median {} ns, p90 {} ns, p99 {} ns, p99.9 {} ns", p(0.5), p(0.9), p(0.99), p(0.999));
+    eprintln!(
+        "edge decision over {n} timed calls: median {} ns, p90 {} ns, p99 {} ns, p99.9 {} ns",
+        p(0.5),
+        p(0.9),
+        p(0.99),
+        p(0.999)
+    );
 }
 
 fn main() {

@@ -22,7 +22,7 @@ pub struct TenantEntry {
 #[derive(Debug)]
 pub struct KeyEntry {
     /// `key_…`
-    pub id: String,
+    pub id: Arc<str>,
     /// The tenant it belongs to.
     pub tenant: TenantId,
     /// SHA-256 of the secret.
@@ -66,17 +66,9 @@ pub trait Directory: Send + Sync + 'static {
     /// A key by id, whatever its tenant.
     async fn key(&self, id: &str) -> Result<Option<KeyEntry>, DirectoryError>;
     /// The user's role in the tenant, if a member.
-    async fn member_role(
-        &self,
-        tenant: &TenantId,
-        user_id: &str,
-    ) -> Result<Option<String>, DirectoryError>;
+    async fn member_role(&self, tenant: &TenantId, user_id: &str) -> Result<Option<String>, DirectoryError>;
     /// A tenant's custom role.
-    async fn custom_role(
-        &self,
-        tenant: &TenantId,
-        name: &str,
-    ) -> Result<Option<Role>, DirectoryError>;
+    async fn custom_role(&self, tenant: &TenantId, name: &str) -> Result<Option<Role>, DirectoryError>;
     /// Every verified custom domain of a live tenant.
     async fn domains(&self) -> Result<Vec<(String, TenantId)>, DirectoryError>;
     /// The id of the user with this email, created on first sight.
@@ -87,17 +79,8 @@ pub trait Directory: Send + Sync + 'static {
 
 fn builtin(role: BuiltinRole) -> Arc<Role> {
     static ROLES: OnceLock<Vec<Arc<Role>>> = OnceLock::new();
-    let all = ROLES.get_or_init(|| {
-        BuiltinRole::ALL
-            .iter()
-            .map(|r| Arc::new(r.role()))
-            .collect()
-    });
-    all[BuiltinRole::ALL
-        .iter()
-        .position(|r| *r == role)
-        .unwrap_or(0)]
-    .clone()
+    let all = ROLES.get_or_init(|| BuiltinRole::ALL.iter().map(|r| Arc::new(r.role())).collect());
+    all[BuiltinRole::ALL.iter().position(|r| *r == role).unwrap_or(0)].clone()
 }
 
 /// The built-in role with this name, shared.
@@ -142,14 +125,18 @@ impl Change<'_> {
     }
 }
 
+/// A fast hasher seeded at random per process, so ids chosen by clients cannot be made
+/// to collide.
+type Hasher = foldhash::fast::RandomState;
+
 /// In-memory view of tenants, keys, custom roles and verified domains, filled on miss
 /// and kept current by the server's writes and other nodes' invalidations.
 pub struct EdgeCache {
-    tenants: DashMap<String, Arc<TenantEntry>>,
+    tenants: DashMap<String, Arc<TenantEntry>, Hasher>,
     /// By the 20-character id part (the key id without `key_`), so a lookup from a
     /// presented token needs no allocation.
-    keys: DashMap<String, Arc<KeyEntry>>,
-    roles: DashMap<String, Arc<Role>>,
+    keys: DashMap<String, Arc<KeyEntry>, Hasher>,
+    roles: DashMap<String, Arc<Role>, Hasher>,
     used: Mutex<Vec<(String, i64)>>,
     /// Verified custom domains, host → tenant, replaced whole when any changes.
     domains: RwLock<Arc<HashMap<String, TenantId>>>,
@@ -160,9 +147,9 @@ pub struct EdgeCache {
 impl Default for EdgeCache {
     fn default() -> Self {
         Self {
-            tenants: DashMap::new(),
-            keys: DashMap::new(),
-            roles: DashMap::new(),
+            tenants: DashMap::default(),
+            keys: DashMap::default(),
+            roles: DashMap::default(),
             used: Mutex::new(Vec::new()),
             domains: RwLock::new(Arc::new(HashMap::new())),
             domains_stale: AtomicBool::new(true),
@@ -209,11 +196,7 @@ impl EdgeCache {
     }
     /// A role by name: built-in, or the tenant's cached custom role.
     pub fn role(&self, tenant: &str, name: &str) -> Option<Arc<Role>> {
-        builtin_role(name).or_else(|| {
-            self.roles
-                .get(&role_key(tenant, name))
-                .map(|r| r.value().clone())
-        })
+        builtin_role(name).or_else(|| self.roles.get(&role_key(tenant, name)).map(|r| r.value().clone()))
     }
     /// Caches a custom role.
     pub fn put_role(&self, tenant: &str, role: Role) -> Arc<Role> {
@@ -228,7 +211,11 @@ impl EdgeCache {
     /// Drops what a change makes stale; it is reloaded on next use.
     pub fn forget(&self, change: Change<'_>) {
         match change {
-            Change::Tenant(t) => self.forget_tenant(t),
+            Change::Tenant(t) => {
+                self.forget_tenant(t);
+                // Deleted tenants' domains name nobody; restored ones name them again.
+                self.domains_stale.store(true, Ordering::Release);
+            }
             Change::Key(k) => self.forget_key(k),
             Change::Role(t, n) => self.forget_role(t, n),
             Change::Domain(_) => self.domains_stale.store(true, Ordering::Release),
@@ -263,7 +250,7 @@ impl EdgeCache {
             self.used
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .push((k.id.clone(), now));
+                .push((k.id.to_string(), now));
         }
     }
     /// Takes the queued `last_used_at` writes.
@@ -272,7 +259,11 @@ impl EdgeCache {
     }
     /// The tenant a verified custom domain names.
     pub fn domain(&self, host: &str) -> Option<TenantId> {
-        self.domains.read().unwrap_or_else(|e| e.into_inner()).get(host).cloned()
+        self.domains
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(host)
+            .cloned()
     }
     /// Whether the domains must be reloaded.
     pub fn domains_stale(&self) -> bool {
@@ -295,12 +286,25 @@ mod tests {
 
     #[test]
     fn topics_round_trip_and_unknown_ones_clear() {
-        for c in [Change::Tenant("acme"), Change::Key("key_x"), Change::Role("acme", "rep"), Change::Domain("a.example")] {
+        for c in [
+            Change::Tenant("acme"),
+            Change::Key("key_x"),
+            Change::Role("acme", "rep"),
+            Change::Domain("a.example"),
+        ] {
             assert_eq!(Change::parse(&c.topic()), Some(c));
         }
         let cache = EdgeCache::default();
-        cache.put_tenant(TenantEntry { id: TenantId::parse("acme").unwrap(), plan: "free".into(), status: TenantStatus::Active });
-        cache.put_tenant(TenantEntry { id: TenantId::parse("beta").unwrap(), plan: "free".into(), status: TenantStatus::Active });
+        cache.put_tenant(TenantEntry {
+            id: TenantId::parse("acme").unwrap(),
+            plan: "free".into(),
+            status: TenantStatus::Active,
+        });
+        cache.put_tenant(TenantEntry {
+            id: TenantId::parse("beta").unwrap(),
+            plan: "free".into(),
+            status: TenantStatus::Active,
+        });
         cache.apply(Some("tenant:acme"));
         assert!(cache.tenant("acme").is_none() && cache.tenant("beta").is_some());
         cache.apply(Some("something:new"));

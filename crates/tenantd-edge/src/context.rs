@@ -15,7 +15,7 @@ pub enum Principal {
     /// A tenant API key.
     Key {
         /// `key_…`
-        id: String,
+        id: Arc<str>,
         /// The key's tenant.
         tenant: TenantId,
     },
@@ -33,7 +33,8 @@ impl Principal {
     pub fn actor(&self) -> String {
         match self {
             Principal::Operator => "operator".into(),
-            Principal::Key { id, .. } | Principal::User { id, .. } => id.clone(),
+            Principal::Key { id, .. } => id.to_string(),
+            Principal::User { id, .. } => id.clone(),
         }
     }
     /// Whether this is the operator.
@@ -48,22 +49,12 @@ pub const READABLE_WHEN_SUSPENDED: [&str; 3] = ["tenant:read", "usage:read", "in
 /// Whether a principal with `role` may do `permission` on a tenant in `status`: the one
 /// place this rule lives. Operators may do anything; on a suspended tenant owners may
 /// only read its record, usage and invoices, everyone else gets `tenant_suspended`.
-pub fn evaluate(
-    operator: bool,
-    status: TenantStatus,
-    role: &Role,
-    permission: &str,
-) -> Result<bool, Problem> {
+pub fn evaluate(operator: bool, status: TenantStatus, role: &Role, permission: &str) -> Result<bool, Problem> {
     if operator {
         return Ok(true);
     }
-    if status == TenantStatus::Suspended
-        && !(role.name == "owner" && READABLE_WHEN_SUSPENDED.contains(&permission))
-    {
-        return Err(Problem::new(
-            Code::TenantSuspended,
-            "this tenant is suspended",
-        ));
+    if status == TenantStatus::Suspended && !(role.name == "owner" && READABLE_WHEN_SUSPENDED.contains(&permission)) {
+        return Err(Problem::new(Code::TenantSuspended, "this tenant is suspended"));
     }
     Ok(role.allows(permission))
 }
@@ -84,11 +75,9 @@ pub struct RequestContext {
 impl RequestContext {
     /// The principal, or `401`.
     pub fn principal(&self) -> Result<&Principal, Problem> {
-        self.principal.as_ref().ok_or_else(|| {
-            Problem::unauthenticated(
-                "this endpoint needs a credential: Authorization: Bearer <token>",
-            )
-        })
+        self.principal
+            .as_ref()
+            .ok_or_else(|| Problem::unauthenticated("this endpoint needs a credential: Authorization: Bearer <token>"))
     }
 
     /// Whether the caller is the operator.
@@ -119,7 +108,12 @@ impl TenantContext {
     /// From a request context; `401` without principal, `400 tenant_required` without tenant.
     pub fn from_request_context(ctx: Arc<RequestContext>) -> Result<Self, Problem> {
         ctx.principal()?;
-        let tenant = ctx.tenant.clone().ok_or_else(|| Problem::new(Code::TenantRequired, "this endpoint needs a tenant: use /v1/tenants/{id}/…, a tenant subdomain, or the X-Tenant-ID header"))?;
+        let tenant = ctx.tenant.clone().ok_or_else(|| {
+            Problem::new(
+                Code::TenantRequired,
+                "this endpoint needs a tenant: use /v1/tenants/{id}/…, a tenant subdomain, or the X-Tenant-ID header",
+            )
+        })?;
         let role = ctx.role.clone().ok_or_else(Problem::internal)?;
         Ok(Self { ctx, tenant, role })
     }
@@ -134,10 +128,7 @@ impl TenantContext {
     }
     /// The caller.
     pub fn principal(&self) -> &Principal {
-        self.ctx
-            .principal
-            .as_ref()
-            .expect("checked at construction")
+        self.ctx.principal.as_ref().expect("checked at construction")
     }
     /// The caller's role here.
     pub fn role(&self) -> &Role {
@@ -174,14 +165,10 @@ impl TenantContext {
 }
 
 fn context_of(parts: &Parts) -> Result<Arc<RequestContext>, Problem> {
-    parts
-        .extensions
-        .get::<Arc<RequestContext>>()
-        .cloned()
-        .ok_or_else(|| {
-            tracing::error!("handler reached without the edge layer");
-            Problem::internal()
-        })
+    parts.extensions.get::<Arc<RequestContext>>().cloned().ok_or_else(|| {
+        tracing::error!("handler reached without the edge layer");
+        Problem::internal()
+    })
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for TenantContext {

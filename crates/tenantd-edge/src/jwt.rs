@@ -72,9 +72,9 @@ fn map_err(e: jsonwebtoken::errors::Error) -> TokenError {
         ErrorKind::ExpiredSignature => TokenError::Expired,
         ErrorKind::ImmatureSignature => TokenError::NotYetValid,
         ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => TokenError::Algorithm,
-        ErrorKind::InvalidIssuer
-        | ErrorKind::InvalidAudience
-        | ErrorKind::MissingRequiredClaim(_) => TokenError::Claims,
+        ErrorKind::InvalidIssuer | ErrorKind::InvalidAudience | ErrorKind::MissingRequiredClaim(_) => {
+            TokenError::Claims
+        }
         _ => TokenError::Invalid,
     }
 }
@@ -91,14 +91,11 @@ fn header_of(token: &str) -> Result<Header, TokenError> {
 pub fn generate_signing_key() -> (String, Vec<u8>, String) {
     use ring::signature::KeyPair;
     let rng = ring::rand::SystemRandom::new();
-    let pkcs8 =
-        ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).expect("the OS random source works");
-    let kp = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref())
-        .expect("a key ring just made parses");
+    let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).expect("the OS random source works");
+    let kp = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("a key ring just made parses");
     let x = URL_SAFE_NO_PAD.encode(kp.public_key().as_ref());
-    let kid = URL_SAFE_NO_PAD.encode(
-        &ring::digest::digest(&ring::digest::SHA256, kp.public_key().as_ref()).as_ref()[..12],
-    );
+    let kid =
+        URL_SAFE_NO_PAD.encode(&ring::digest::digest(&ring::digest::SHA256, kp.public_key().as_ref()).as_ref()[..12]);
     (kid, pkcs8.as_ref().to_vec(), x)
 }
 
@@ -118,8 +115,7 @@ impl Signer {
         for (kid, _, x) in keys {
             decoding.push((
                 kid.clone(),
-                DecodingKey::from_ed_components(x)
-                    .map_err(|e| format!("signing key {kid}: {e}"))?,
+                DecodingKey::from_ed_components(x).map_err(|e| format!("signing key {kid}: {e}"))?,
                 x.clone(),
             ));
         }
@@ -142,8 +138,7 @@ impl Signer {
         let mut h = Header::new(Algorithm::EdDSA);
         h.kid = Some(self.kid.clone());
         h.typ = Some("JWT".into());
-        jsonwebtoken::encode(&h, claims, &self.enc)
-            .expect("Ed25519 signing of plain claims cannot fail")
+        jsonwebtoken::encode(&h, claims, &self.enc).expect("Ed25519 signing of plain claims cannot fail")
     }
 
     /// Verifies a tenantd token: EdDSA only, a known `kid`, `iss`, `exp` and `nbf`.
@@ -285,10 +280,7 @@ impl OidcVerifier {
             Some(_) => false,
         };
         match c.email {
-            Some(email) if verified => Ok(ExternalIdentity {
-                subject: c.sub,
-                email,
-            }),
+            Some(email) if verified => Ok(ExternalIdentity { subject: c.sub, email }),
             _ => Err(TokenError::Claims),
         }
     }
@@ -323,14 +315,8 @@ mod tests {
         let s = signer();
         let t = s.sign(&claims(60, 0));
         assert_eq!(s.verify(&t).unwrap().tid.as_deref(), Some("acme"));
-        assert_eq!(
-            s.verify(&s.sign(&claims(-60, -120))),
-            Err(TokenError::Expired)
-        );
-        assert_eq!(
-            s.verify(&s.sign(&claims(600, 120))),
-            Err(TokenError::NotYetValid)
-        );
+        assert_eq!(s.verify(&s.sign(&claims(-60, -120))), Err(TokenError::Expired));
+        assert_eq!(s.verify(&s.sign(&claims(600, 120))), Err(TokenError::NotYetValid));
         // Another tenantd's key does not verify here.
         let other = signer();
         assert!(s.verify(&other.sign(&claims(60, 0))).is_err());
@@ -340,11 +326,7 @@ mod tests {
     fn refuses_alg_none_and_hmac() {
         let s = signer();
         let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims(60, 0)).unwrap());
-        let none = format!(
-            "{}.{}.",
-            URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#),
-            body
-        );
+        let none = format!("{}.{}.", URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#), body);
         assert_eq!(s.verify(&none), Err(TokenError::Algorithm));
         let hs = jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),

@@ -76,12 +76,18 @@ pub fn hash(secret: &str) -> [u8; 32] {
 
 /// The key id inside a presented token (`tdk_<id>_<secret>` → `key_<id>`), if it has that shape.
 pub fn key_id_of(token: &str) -> Option<String> {
+    key_id_part(token).map(|id| format!("key_{id}"))
+}
+
+/// The 20-character id part of a presented token, without allocating.
+pub fn key_id_part(token: &str) -> Option<&str> {
     let rest = token.strip_prefix(KEY_PREFIX)?;
     let (id, secret) = rest.split_once('_')?;
-    if id.len() != 20 || secret.is_empty() || !id.bytes().all(|b| ALPHABET.contains(&b)) {
+    if id.len() != 20 || secret.is_empty() || !id.bytes().all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b))
+    {
         return None;
     }
-    Some(format!("key_{id}"))
+    Some(id)
 }
 
 /// Whether `token` hashes to `expected`, in constant time.

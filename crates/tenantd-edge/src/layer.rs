@@ -49,10 +49,7 @@ pub struct EdgeService<S> {
 
 impl<S> Service<Request<Body>> for EdgeService<S>
 where
-    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
     type Response = Response<Body>;
@@ -89,14 +86,10 @@ fn bearer(req: &Parts) -> Result<Option<&str>, Problem> {
         .to_str()
         .map_err(|_| Problem::unauthenticated("the Authorization header is not valid text"))?;
     match v.split_once(' ') {
-        Some((scheme, token))
-            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
-        {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
             Ok(Some(token.trim()))
         }
-        _ => Err(Problem::unauthenticated(
-            "use Authorization: Bearer <token>",
-        )),
+        _ => Err(Problem::unauthenticated("use Authorization: Bearer <token>")),
     }
 }
 
@@ -118,8 +111,7 @@ where
 {
     let request_id = new_request_id();
     let start = Instant::now();
-    let span =
-        tracing::info_span!("request", request_id = %request_id, tenant_id = tracing::field::Empty);
+    let span = tracing::info_span!("request", request_id = %request_id, tenant_id = tracing::field::Empty);
     async move {
         let (mut parts, body) = req.into_parts();
         let method = parts.method.clone();

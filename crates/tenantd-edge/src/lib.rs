@@ -16,9 +16,7 @@ pub mod layer;
 pub mod pipeline;
 pub mod problem;
 
-pub use cache::{
-    builtin_role, Change, Directory, DirectoryError, EdgeCache, KeyEntry, SecurityEvent, TenantEntry,
-};
+pub use cache::{builtin_role, Change, Directory, DirectoryError, EdgeCache, KeyEntry, SecurityEvent, TenantEntry};
 pub use context::{Ctx, Principal, RequestContext, TenantContext};
 pub use layer::EdgeLayer;
 pub use pipeline::{Edge, EdgeConfig, EdgeMetrics, RequestInfo};

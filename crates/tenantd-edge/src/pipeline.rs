@@ -6,6 +6,7 @@ use crate::context::{Principal, RequestContext};
 use crate::jwt::{OidcVerifier, Signer, TokenError};
 use crate::keys;
 use crate::problem::Problem;
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tenantd_core::{now_secs, Code, Role, TenantId, TenantStatus};
@@ -74,10 +75,7 @@ enum Authn {
 
 fn dir_err(e: crate::cache::DirectoryError) -> Problem {
     tracing::error!(error = %e, "directory lookup failed");
-    Problem::new(
-        Code::Unavailable,
-        "the catalog is unavailable; try again shortly",
-    )
+    Problem::new(Code::Unavailable, "the catalog is unavailable; try again shortly")
 }
 
 fn parse_tenant(raw: &str) -> Result<TenantId, Problem> {
@@ -86,12 +84,7 @@ fn parse_tenant(raw: &str) -> Result<TenantId, Problem> {
 
 impl Edge {
     /// An edge over a directory, with tenantd's signer and an optional OpenID verifier.
-    pub fn new(
-        cfg: EdgeConfig,
-        dir: Arc<dyn Directory>,
-        signer: Arc<Signer>,
-        oidc: Option<Arc<OidcVerifier>>,
-    ) -> Self {
+    pub fn new(cfg: EdgeConfig, dir: Arc<dyn Directory>, signer: Arc<Signer>, oidc: Option<Arc<OidcVerifier>>) -> Self {
         Self {
             cfg,
             cache: EdgeCache::default(),
@@ -123,16 +116,15 @@ impl Edge {
     }
 
     async fn load_key(&self, token: &str) -> Result<Option<Arc<KeyEntry>>, Problem> {
-        let Some(id) = keys::key_id_of(token) else {
+        let Some(part) = keys::key_id_part(token) else {
             return Ok(None);
         };
-        let part = &id[4..];
         if let Some(k) = self.cache.key(part) {
             return Ok(Some(k));
         }
         Ok(self
             .dir
-            .key(&id)
+            .key(&format!("key_{part}"))
             .await
             .map_err(dir_err)?
             .map(|k| self.cache.put_key(k)))
@@ -177,10 +169,7 @@ impl Edge {
                     tid: None,
                 });
             }
-            let c = self
-                .signer
-                .verify(token)
-                .map_err(|e: TokenError| bad(&e.to_string()))?;
+            let c = self.signer.verify(token).map_err(|e: TokenError| bad(&e.to_string()))?;
             if !c.sub.starts_with("usr_") {
                 return Err(bad("this token cannot be used as a credential"));
             }
@@ -198,10 +187,7 @@ impl Edge {
 
     /// The tenant the request names, from every source but the credential; sources that
     /// disagree yield `Err(None)` (a mismatch), malformed ids `Err(Some(problem))`.
-    fn requested_tenant(
-        &self,
-        info: &RequestInfo<'_>,
-    ) -> Result<Option<TenantId>, Option<Problem>> {
+    fn requested_tenant(&self, info: &RequestInfo<'_>) -> Result<Option<TenantId>, Option<Problem>> {
         let mut found: Option<TenantId> = self.cfg.single_tenant.clone();
         let mut add = |id: TenantId| -> Result<(), Option<Problem>> {
             match &found {
@@ -223,6 +209,13 @@ impl Edge {
                 .rsplit_once(':')
                 .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
                 .map_or(host, |(h, _)| h);
+            // Host names are case-insensitive; lower-case only when needed.
+            let host: Cow<'_, str> = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+                Cow::Owned(host.to_ascii_lowercase())
+            } else {
+                Cow::Borrowed(host)
+            };
+            let host = host.as_ref();
             if let Some(id) = self.cache.domain(host) {
                 add(id)?;
             } else if let Some(base) = self.cfg.base_domain.as_deref() {
@@ -234,10 +227,7 @@ impl Edge {
                 }
             }
         }
-        for h in [info.tenant_header, info.tenant_header_alias]
-            .into_iter()
-            .flatten()
-        {
+        for h in [info.tenant_header, info.tenant_header_alias].into_iter().flatten() {
             add(parse_tenant(h).map_err(Some)?)?;
         }
         if self.cfg.allow_query_tenant {
@@ -259,9 +249,7 @@ impl Edge {
         info: &RequestInfo<'_>,
         request_id: &str,
     ) -> Problem {
-        self.metrics
-            .cross_tenant_attempts
-            .fetch_add(1, Ordering::Relaxed);
+        self.metrics.cross_tenant_attempts.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(actor = %actor, path = info.path, "cross-tenant attempt refused");
         self.dir
             .security_event(SecurityEvent {
@@ -303,11 +291,7 @@ impl Edge {
     }
 
     /// Decides a request. With a warm cache and an API key this completes without awaiting.
-    pub async fn decide(
-        &self,
-        info: &RequestInfo<'_>,
-        request_id: String,
-    ) -> Result<RequestContext, Problem> {
+    pub async fn decide(&self, info: &RequestInfo<'_>, request_id: String) -> Result<RequestContext, Problem> {
         self.metrics.requests.fetch_add(1, Ordering::Relaxed);
         let now = now_secs();
         let authn = self.authenticate(info.bearer, now).await?;
@@ -347,16 +331,10 @@ impl Edge {
         let requested = match self.requested_tenant(info) {
             Ok(r) => r,
             Err(Some(p)) => return Err(p),
-            Err(None) => {
-                return Err(self
-                    .mismatch(actor(), own.as_ref(), info, &request_id)
-                    .await)
-            }
+            Err(None) => return Err(self.mismatch(actor(), own.as_ref(), info, &request_id).await),
         };
         let tenant_id = match (own.clone(), requested) {
-            (Some(o), Some(r)) if o != r => {
-                return Err(self.mismatch(actor(), Some(&o), info, &request_id).await)
-            }
+            (Some(o), Some(r)) if o != r => return Err(self.mismatch(actor(), Some(&o), info, &request_id).await),
             (o, r) => o.or(r),
         };
         // Anonymous callers learn nothing about tenants; principals without a tenant get
@@ -369,20 +347,19 @@ impl Edge {
                 role: None,
             });
         };
-        let role_name: Option<String> = match &authn {
-            Authn::Operator => Some("owner".into()),
-            Authn::Key(k) => Some(k.role.clone()),
+        let role_name: Option<Cow<'_, str>> = match &authn {
+            Authn::Operator => Some(Cow::Borrowed("owner")),
+            Authn::Key(k) => Some(Cow::Borrowed(k.role.as_str())),
             Authn::User { id, .. } => self
                 .dir
                 .member_role(&tenant_id, id)
                 .await
-                .map_err(dir_err)?,
+                .map_err(dir_err)?
+                .map(Cow::Owned),
             Authn::Anonymous => None,
         };
         let Some(role_name) = role_name else {
-            return Err(self
-                .mismatch(principal.actor(), own.as_ref(), info, &request_id)
-                .await);
+            return Err(self.mismatch(principal.actor(), own.as_ref(), info, &request_id).await);
         };
         let tenant = match self.tenant_entry(&tenant_id).await? {
             Some(t) if t.status != TenantStatus::Deleted || principal.is_operator() => t,

@@ -47,15 +47,15 @@ impl Problem {
 
     /// `403 forbidden` for a permission the role lacks.
     pub fn forbidden(permission: &str) -> Self {
-        Self::new(
-            Code::Forbidden,
-            format!("your role does not grant '{permission}'"),
-        )
+        Self::new(Code::Forbidden, format!("your role does not grant '{permission}'"))
     }
 
     /// `403 tenant_mismatch`: the same words whether or not the other tenant exists.
     pub fn tenant_mismatch() -> Self {
-        Self::new(Code::TenantMismatch, "the request names a tenant this credential cannot act for, or names two different tenants")
+        Self::new(
+            Code::TenantMismatch,
+            "the request names a tenant this credential cannot act for, or names two different tenants",
+        )
     }
 
     /// `404 not_found` for a kind of thing.
@@ -91,8 +91,7 @@ impl Problem {
 
     /// The full response, with the request id.
     pub fn render(&self, request_id: &str) -> Response {
-        let status =
-            StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = serde_json::to_vec(&self.body(request_id)).unwrap_or_default();
         let mut resp = (status, body).into_response();
         let h = resp.headers_mut();
@@ -114,8 +113,7 @@ impl Problem {
 /// which the edge layer renders with the request id.
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        let status =
-            StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut resp = status.into_response();
         resp.extensions_mut().insert(self);
         resp

@@ -52,20 +52,24 @@ impl SqlCatalog {
     }
 
     pub(crate) async fn get_domain_sql(&self, tenant: &TenantId, host: &str) -> Result<Domain> {
-        let r = sqlx::query(&format!("SELECT {COLS} FROM domains WHERE tenant_id = $1 AND host = $2"))
-            .bind(tenant.as_str())
-            .bind(host)
-            .fetch_optional(self.pool())
-            .await?
-            .ok_or(StoreError::NotFound("domain"))?;
+        let r = sqlx::query(&format!(
+            "SELECT {COLS} FROM domains WHERE tenant_id = $1 AND host = $2"
+        ))
+        .bind(tenant.as_str())
+        .bind(host)
+        .fetch_optional(self.pool())
+        .await?
+        .ok_or(StoreError::NotFound("domain"))?;
         domain_from(&r)
     }
 
     pub(crate) async fn list_domains_sql(&self, tenant: &TenantId) -> Result<Vec<Domain>> {
-        let rows = sqlx::query(&format!("SELECT {COLS} FROM domains WHERE tenant_id = $1 ORDER BY host"))
-            .bind(tenant.as_str())
-            .fetch_all(self.pool())
-            .await?;
+        let rows = sqlx::query(&format!(
+            "SELECT {COLS} FROM domains WHERE tenant_id = $1 ORDER BY host"
+        ))
+        .bind(tenant.as_str())
+        .fetch_all(self.pool())
+        .await?;
         rows.iter().map(domain_from).collect()
     }
 
@@ -98,6 +102,8 @@ impl SqlCatalog {
         )
         .fetch_all(self.pool())
         .await?;
-        rows.iter().map(|r| Ok((r.try_get("host")?, TenantId::from_trusted(r.try_get("tenant_id")?)))).collect()
+        rows.iter()
+            .map(|r| Ok((r.try_get("host")?, TenantId::from_trusted(r.try_get("tenant_id")?))))
+            .collect()
     }
 }

@@ -9,8 +9,8 @@
 
 mod domains;
 mod model;
-mod sql;
 pub mod notify;
+mod sql;
 pub mod testing;
 
 pub use domains::Domain;
@@ -80,8 +80,7 @@ pub trait Catalog: Send + Sync + 'static {
     /// One tenant, whatever its status.
     async fn get_tenant(&self, id: &TenantId) -> Result<Tenant>;
     /// Operator-wide: tenants by id, filtered, one page.
-    async fn list_tenants(&self, filter: &TenantFilter, page: &PageRequest)
-        -> Result<Page<Tenant>>;
+    async fn list_tenants(&self, filter: &TenantFilter, page: &PageRequest) -> Result<Page<Tenant>>;
     /// Changes name, plan, settings or limit overrides.
     async fn update_tenant(&self, id: &TenantId, patch: &TenantPatch) -> Result<Tenant>;
     /// Applies a lifecycle transition (suspend with a reason, resume, delete, restore).
@@ -108,8 +107,7 @@ pub trait Catalog: Send + Sync + 'static {
     /// Adds a member (user created if new); `Conflict` if already a member.
     async fn add_member(&self, tenant: &TenantId, email: &Email, role: &str) -> Result<Member>;
     /// Changes a member's role; `LastOwner` if it would demote the last owner.
-    async fn set_member_role(&self, tenant: &TenantId, user_id: &str, role: &str)
-        -> Result<Member>;
+    async fn set_member_role(&self, tenant: &TenantId, user_id: &str, role: &str) -> Result<Member>;
     /// Removes a member; `LastOwner` if it is the last owner.
     async fn remove_member(&self, tenant: &TenantId, user_id: &str) -> Result<()>;
 
@@ -143,12 +141,7 @@ pub trait Catalog: Send + Sync + 'static {
         role: &str,
     ) -> Result<WorkspaceMember>;
     /// The user's role in the workspace, if added.
-    async fn workspace_role(
-        &self,
-        tenant: &TenantId,
-        ws: &str,
-        user_id: &str,
-    ) -> Result<Option<String>>;
+    async fn workspace_role(&self, tenant: &TenantId, ws: &str, user_id: &str) -> Result<Option<String>>;
 
     // --- API keys
     /// Stores a new key (its hash only).
@@ -160,13 +153,7 @@ pub trait Catalog: Send + Sync + 'static {
     /// Revokes a key of the tenant now.
     async fn revoke_key(&self, tenant: &TenantId, id: &str, at: i64) -> Result<ApiKey>;
     /// Replaces a live key's secret hash and prefix (rotation); `Conflict` if revoked.
-    async fn rotate_key(
-        &self,
-        tenant: &TenantId,
-        id: &str,
-        prefix: &str,
-        hash_hex: &str,
-    ) -> Result<ApiKey>;
+    async fn rotate_key(&self, tenant: &TenantId, id: &str, prefix: &str, hash_hex: &str) -> Result<ApiKey>;
     /// Writes batched `last_used_at` values.
     async fn touch_keys(&self, used: &[(String, i64)]) -> Result<()>;
 
@@ -174,11 +161,7 @@ pub trait Catalog: Send + Sync + 'static {
     /// Appends an audit event.
     async fn record_audit(&self, ev: &NewAuditEvent) -> Result<()>;
     /// Audit events, newest first; `tenant = None` is the operator-wide view.
-    async fn list_audit(
-        &self,
-        filter: &AuditFilter,
-        page: &PageRequest,
-    ) -> Result<Page<AuditEvent>>;
+    async fn list_audit(&self, filter: &AuditFilter, page: &PageRequest) -> Result<Page<AuditEvent>>;
 
     // --- signing keys
     /// tenantd's JWT signing keys, oldest first.
@@ -209,6 +192,8 @@ pub trait Catalog: Send + Sync + 'static {
     // --- operator key
     /// The hex SHA-256 of the generated operator key, if one was generated.
     async fn operator_key_hash(&self) -> Result<Option<String>>;
+    /// Forgets the generated operator key; `true` if there was one.
+    async fn clear_operator_key_hash(&self) -> Result<bool>;
     /// Stores the generated operator key's hash; `false` if another node stored one first.
     async fn set_operator_key_hash(&self, hash_hex: &str) -> Result<bool>;
 }

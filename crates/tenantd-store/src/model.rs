@@ -103,10 +103,7 @@ pub struct PageRequest {
 
 impl Default for PageRequest {
     fn default() -> Self {
-        Self {
-            limit: 50,
-            after: None,
-        }
+        Self { limit: 50, after: None }
     }
 }
 

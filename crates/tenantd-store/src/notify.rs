@@ -16,7 +16,11 @@ impl SqlCatalog {
     /// Tells the other nodes that `topic` changed.
     pub(crate) async fn publish_topic(&self, topic: &str) -> Result<()> {
         if self.backend() == Backend::Postgres {
-            sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(topic).execute(self.pool()).await?;
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(CHANNEL)
+                .bind(topic)
+                .execute(self.pool())
+                .await?;
         }
         Ok(())
     }

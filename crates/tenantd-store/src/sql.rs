@@ -46,8 +46,10 @@ pub struct SqlCatalog {
     url: String,
 }
 
-const TENANT_COLS: &str = "id, name, plan_id, status, status_reason, settings, limits, created_at, updated_at, deleted_at, purge_after";
-const KEY_COLS: &str = "id, tenant_id, name, prefix, hash, role, expires_at, limits, created_at, revoked_at, last_used_at";
+const TENANT_COLS: &str =
+    "id, name, plan_id, status, status_reason, settings, limits, created_at, updated_at, deleted_at, purge_after";
+const KEY_COLS: &str =
+    "id, tenant_id, name, prefix, hash, role, expires_at, limits, created_at, revoked_at, last_used_at";
 
 fn is_unique_violation(e: &StoreError) -> bool {
     matches!(e, StoreError::Db(sqlx::Error::Database(d)) if d.is_unique_violation())
@@ -91,8 +93,7 @@ fn tenant_from(r: &AnyRow) -> Result<Tenant> {
         id: TenantId::from_trusted(r.try_get("id")?),
         name: r.try_get("name")?,
         plan: r.try_get("plan_id")?,
-        status: TenantStatus::parse(&status)
-            .ok_or_else(|| StoreError::Invalid(format!("stored status '{status}'")))?,
+        status: TenantStatus::parse(&status).ok_or_else(|| StoreError::Invalid(format!("stored status '{status}'")))?,
         status_reason: r.try_get("status_reason")?,
         settings: json(r, "settings")?,
         limits: json(r, "limits")?,
@@ -106,8 +107,7 @@ fn tenant_from(r: &AnyRow) -> Result<Tenant> {
 fn plan_from(r: &AnyRow) -> Result<Plan> {
     let isolation: String = r.try_get("isolation")?;
     Ok(Plan {
-        id: PlanId::parse(&r.try_get::<String, _>("id")?)
-            .map_err(|e| StoreError::Invalid(e.to_string()))?,
+        id: PlanId::parse(&r.try_get::<String, _>("id")?).map_err(|e| StoreError::Invalid(e.to_string()))?,
         name: r.try_get("name")?,
         price: r.try_get("price")?,
         currency: r.try_get("currency")?,
@@ -160,17 +160,12 @@ impl SqlCatalog {
         let backend = Backend::from_url(url)?;
         let (url, max) = match backend {
             Backend::Sqlite => {
-                let path = url
-                    .trim_start_matches("sqlite://")
-                    .trim_start_matches("sqlite:");
+                let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
                 let path = path.split('?').next().unwrap_or(path);
                 if let Some(dir) = std::path::Path::new(path).parent() {
                     if !dir.as_os_str().is_empty() {
                         std::fs::create_dir_all(dir).map_err(|e| {
-                            StoreError::Invalid(format!(
-                                "cannot create data directory {}: {e}",
-                                dir.display()
-                            ))
+                            StoreError::Invalid(format!("cannot create data directory {}: {e}", dir.display()))
                         })?;
                     }
                 }
@@ -242,13 +237,13 @@ impl SqlCatalog {
     }
 
     async fn owner_count(tx: &mut Tx, tenant: &TenantId) -> Result<i64> {
-        Ok(sqlx::query(
-            "SELECT COUNT(*) AS n FROM memberships WHERE tenant_id = $1 AND role = 'owner'",
+        Ok(
+            sqlx::query("SELECT COUNT(*) AS n FROM memberships WHERE tenant_id = $1 AND role = 'owner'")
+                .bind(tenant.as_str())
+                .fetch_one(&mut **tx)
+                .await?
+                .try_get("n")?,
         )
-        .bind(tenant.as_str())
-        .fetch_one(&mut **tx)
-        .await?
-        .try_get("n")?)
     }
 
     async fn current_role(tx: &mut Tx, tenant: &TenantId, user_id: &str) -> Result<String> {
@@ -297,10 +292,7 @@ impl SqlCatalog {
             .await?
             .is_some();
         if !plan_exists {
-            return Err(StoreError::Invalid(format!(
-                "plan '{}' does not exist",
-                new.plan
-            )));
+            return Err(StoreError::Invalid(format!("plan '{}' does not exist", new.plan)));
         }
         let mut tx = self.pool.begin().await?;
         let now = now_secs();
@@ -408,10 +400,7 @@ impl Catalog for SqlCatalog {
             .map(|_| ())
             .map_err(StoreError::from);
         match r {
-            Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict(format!(
-                "plan '{}' already exists",
-                p.id
-            ))),
+            Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict(format!("plan '{}' already exists", p.id))),
             other => other,
         }
     }
@@ -468,16 +457,10 @@ impl Catalog for SqlCatalog {
     }
 
     async fn get_tenant(&self, id: &TenantId) -> Result<Tenant> {
-        self.find_tenant(id)
-            .await?
-            .ok_or(StoreError::NotFound("tenant"))
+        self.find_tenant(id).await?.ok_or(StoreError::NotFound("tenant"))
     }
 
-    async fn list_tenants(
-        &self,
-        filter: &TenantFilter,
-        page: &PageRequest,
-    ) -> Result<Page<Tenant>> {
+    async fn list_tenants(&self, filter: &TenantFilter, page: &PageRequest) -> Result<Page<Tenant>> {
         let mut sql = format!("SELECT {TENANT_COLS} FROM tenants WHERE ");
         let mut args: Vec<String> = Vec::new();
         match filter.status {
@@ -538,37 +521,28 @@ impl Catalog for SqlCatalog {
         if let Some(l) = &patch.limits {
             t.limits = merge_limits(&t.limits, l);
         }
-        sqlx::query(
-            "UPDATE tenants SET name = $2, plan_id = $3, settings = $4, limits = $5 WHERE id = $1",
-        )
-        .bind(id.as_str())
-        .bind(&t.name)
-        .bind(&t.plan)
-        .bind(to_json(&t.settings))
-        .bind(to_json(&t.limits))
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query("UPDATE tenants SET name = $2, plan_id = $3, settings = $4, limits = $5 WHERE id = $1")
+            .bind(id.as_str())
+            .bind(&t.name)
+            .bind(&t.plan)
+            .bind(to_json(&t.settings))
+            .bind(to_json(&t.limits))
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         self.get_tenant(id).await
     }
 
-    async fn transition_tenant(
-        &self,
-        id: &TenantId,
-        tr: Transition,
-        reason: Option<&str>,
-    ) -> Result<Tenant> {
+    async fn transition_tenant(&self, id: &TenantId, tr: Transition, reason: Option<&str>) -> Result<Tenant> {
         let mut tx = self.pool.begin().await?;
         Self::lock_tenant(&mut tx, id).await?;
-        let r = sqlx::query(
-            "SELECT status, status_reason, status_before_delete FROM tenants WHERE id = $1",
-        )
-        .bind(id.as_str())
-        .fetch_one(&mut *tx)
-        .await?;
+        let r = sqlx::query("SELECT status, status_reason, status_before_delete FROM tenants WHERE id = $1")
+            .bind(id.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
         let status: String = r.try_get("status")?;
-        let current = TenantStatus::parse(&status)
-            .ok_or_else(|| StoreError::Invalid(format!("stored status '{status}'")))?;
+        let current =
+            TenantStatus::parse(&status).ok_or_else(|| StoreError::Invalid(format!("stored status '{status}'")))?;
         let mut next = current.apply(tr)?;
         let now = now_secs();
         let mut reason: Option<String> = reason.map(str::to_string);
@@ -634,12 +608,7 @@ impl Catalog for SqlCatalog {
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
-            .map(|r| {
-                Ok((
-                    TenantId::from_trusted(r.try_get("tenant_id")?),
-                    r.try_get("role")?,
-                ))
-            })
+            .map(|r| Ok((TenantId::from_trusted(r.try_get("tenant_id")?), r.try_get("role")?)))
             .collect()
     }
 
@@ -694,12 +663,7 @@ impl Catalog for SqlCatalog {
         Ok(m)
     }
 
-    async fn set_member_role(
-        &self,
-        tenant: &TenantId,
-        user_id: &str,
-        role: &str,
-    ) -> Result<Member> {
+    async fn set_member_role(&self, tenant: &TenantId, user_id: &str, role: &str) -> Result<Member> {
         let mut tx = self.pool.begin().await?;
         Self::lock_tenant(&mut tx, tenant).await?;
         let current = Self::current_role(&mut tx, tenant, user_id).await?;
@@ -739,11 +703,10 @@ impl Catalog for SqlCatalog {
     }
 
     async fn list_roles(&self, tenant: &TenantId) -> Result<Vec<Role>> {
-        let rows =
-            sqlx::query("SELECT name, permissions FROM roles WHERE tenant_id = $1 ORDER BY name")
-                .bind(tenant.as_str())
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = sqlx::query("SELECT name, permissions FROM roles WHERE tenant_id = $1 ORDER BY name")
+            .bind(tenant.as_str())
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
             .map(|r| Ok(Role::custom(r.try_get("name")?, json(r, "permissions")?)))
             .collect()
@@ -760,22 +723,19 @@ impl Catalog for SqlCatalog {
     }
 
     async fn create_role(&self, tenant: &TenantId, role: &Role) -> Result<()> {
-        let r = sqlx::query(
-            "INSERT INTO roles (tenant_id, name, permissions, created_at) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(tenant.as_str())
-        .bind(&role.name)
-        .bind(to_json(&role.allow))
-        .bind(now_secs())
-        .execute(&self.pool)
-        .await
-        .map(|_| ())
-        .map_err(StoreError::from);
+        let r = sqlx::query("INSERT INTO roles (tenant_id, name, permissions, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(tenant.as_str())
+            .bind(&role.name)
+            .bind(to_json(&role.allow))
+            .bind(now_secs())
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(StoreError::from);
         match r {
-            Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict(format!(
-                "role '{}' already exists",
-                role.name
-            ))),
+            Err(e) if is_unique_violation(&e) => {
+                Err(StoreError::Conflict(format!("role '{}' already exists", role.name)))
+            }
             other => other,
         }
     }
@@ -784,11 +744,26 @@ impl Catalog for SqlCatalog {
         let mut tx = self.pool.begin().await?;
         Self::lock_tenant(&mut tx, tenant).await?;
         for (sql, what) in [
-            ("SELECT user_id FROM memberships WHERE tenant_id = $1 AND role = $2 LIMIT 1", "members"),
-            ("SELECT id FROM api_keys WHERE tenant_id = $1 AND role = $2 AND revoked_at IS NULL LIMIT 1", "API keys"),
-            ("SELECT user_id FROM workspace_members WHERE tenant_id = $1 AND role = $2 LIMIT 1", "workspace members"),
+            (
+                "SELECT user_id FROM memberships WHERE tenant_id = $1 AND role = $2 LIMIT 1",
+                "members",
+            ),
+            (
+                "SELECT id FROM api_keys WHERE tenant_id = $1 AND role = $2 AND revoked_at IS NULL LIMIT 1",
+                "API keys",
+            ),
+            (
+                "SELECT user_id FROM workspace_members WHERE tenant_id = $1 AND role = $2 LIMIT 1",
+                "workspace members",
+            ),
         ] {
-            if sqlx::query(sql).bind(tenant.as_str()).bind(name).fetch_optional(&mut *tx).await?.is_some() {
+            if sqlx::query(sql)
+                .bind(tenant.as_str())
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some()
+            {
                 return Err(StoreError::Conflict(format!("role '{name}' is still held by {what}")));
             }
         }
@@ -806,12 +781,10 @@ impl Catalog for SqlCatalog {
     }
 
     async fn list_workspaces(&self, tenant: &TenantId) -> Result<Vec<Workspace>> {
-        let rows = sqlx::query(
-            "SELECT id, name, created_at FROM workspaces WHERE tenant_id = $1 ORDER BY id",
-        )
-        .bind(tenant.as_str())
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query("SELECT id, name, created_at FROM workspaces WHERE tenant_id = $1 ORDER BY id")
+            .bind(tenant.as_str())
+            .fetch_all(&self.pool)
+            .await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
             let id: String = r.try_get("id")?;
@@ -827,14 +800,12 @@ impl Catalog for SqlCatalog {
     }
 
     async fn get_workspace(&self, tenant: &TenantId, id: &str) -> Result<Workspace> {
-        let r = sqlx::query(
-            "SELECT id, name, created_at FROM workspaces WHERE tenant_id = $1 AND id = $2",
-        )
-        .bind(tenant.as_str())
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or(StoreError::NotFound("workspace"))?;
+        let r = sqlx::query("SELECT id, name, created_at FROM workspaces WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.as_str())
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound("workspace"))?;
         Ok(Workspace {
             id: r.try_get("id")?,
             name: r.try_get("name")?,
@@ -844,21 +815,17 @@ impl Catalog for SqlCatalog {
     }
 
     async fn create_workspace(&self, tenant: &TenantId, id: &str, name: &str) -> Result<Workspace> {
-        let r = sqlx::query(
-            "INSERT INTO workspaces (tenant_id, id, name, created_at) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(tenant.as_str())
-        .bind(id)
-        .bind(name)
-        .bind(now_secs())
-        .execute(&self.pool)
-        .await
-        .map_err(StoreError::from);
+        let r = sqlx::query("INSERT INTO workspaces (tenant_id, id, name, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(tenant.as_str())
+            .bind(id)
+            .bind(name)
+            .bind(now_secs())
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from);
         match r {
             Err(e) if is_unique_violation(&e) => {
-                return Err(StoreError::Conflict(format!(
-                    "workspace '{id}' already exists"
-                )))
+                return Err(StoreError::Conflict(format!("workspace '{id}' already exists")))
             }
             other => other?,
         };
@@ -932,37 +899,36 @@ impl Catalog for SqlCatalog {
         })
     }
 
-    async fn workspace_role(
-        &self,
-        tenant: &TenantId,
-        ws: &str,
-        user_id: &str,
-    ) -> Result<Option<String>> {
-        Ok(sqlx::query("SELECT role FROM workspace_members WHERE tenant_id = $1 AND workspace_id = $2 AND user_id = $3")
-            .bind(tenant.as_str())
-            .bind(ws)
-            .bind(user_id)
-            .fetch_optional(&self.pool)
-            .await?
-            .map(|r| r.try_get("role"))
-            .transpose()?)
+    async fn workspace_role(&self, tenant: &TenantId, ws: &str, user_id: &str) -> Result<Option<String>> {
+        Ok(sqlx::query(
+            "SELECT role FROM workspace_members WHERE tenant_id = $1 AND workspace_id = $2 AND user_id = $3",
+        )
+        .bind(tenant.as_str())
+        .bind(ws)
+        .bind(user_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|r| r.try_get("role"))
+        .transpose()?)
     }
 
     async fn create_key(&self, k: &ApiKey) -> Result<()> {
-        sqlx::query(&format!("INSERT INTO api_keys ({KEY_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"))
-            .bind(&k.id)
-            .bind(k.tenant_id.as_str())
-            .bind(&k.name)
-            .bind(&k.prefix)
-            .bind(&k.hash)
-            .bind(&k.role)
-            .bind(k.expires_at)
-            .bind(to_json(&k.limits))
-            .bind(k.created_at)
-            .bind(k.revoked_at)
-            .bind(k.last_used_at)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(&format!(
+            "INSERT INTO api_keys ({KEY_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+        ))
+        .bind(&k.id)
+        .bind(k.tenant_id.as_str())
+        .bind(&k.name)
+        .bind(&k.prefix)
+        .bind(&k.hash)
+        .bind(&k.role)
+        .bind(k.expires_at)
+        .bind(to_json(&k.limits))
+        .bind(k.created_at)
+        .bind(k.revoked_at)
+        .bind(k.last_used_at)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -1007,13 +973,7 @@ impl Catalog for SqlCatalog {
         }
     }
 
-    async fn rotate_key(
-        &self,
-        tenant: &TenantId,
-        id: &str,
-        prefix: &str,
-        hash_hex: &str,
-    ) -> Result<ApiKey> {
+    async fn rotate_key(&self, tenant: &TenantId, id: &str, prefix: &str, hash_hex: &str) -> Result<ApiKey> {
         let key = match self.get_key(id).await? {
             Some(k) if k.tenant_id == *tenant => k,
             _ => return Err(StoreError::NotFound("api key")),
@@ -1023,26 +983,28 @@ impl Catalog for SqlCatalog {
                 "a revoked key cannot be rotated; create a new one".into(),
             ));
         }
-        sqlx::query("UPDATE api_keys SET prefix = $3, hash = $4 WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL")
-            .bind(tenant.as_str())
-            .bind(id)
-            .bind(prefix)
-            .bind(hash_hex)
-            .execute(&self.pool)
-            .await?;
-        self.get_key(id)
-            .await?
-            .ok_or(StoreError::NotFound("api key"))
+        sqlx::query(
+            "UPDATE api_keys SET prefix = $3, hash = $4 WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL",
+        )
+        .bind(tenant.as_str())
+        .bind(id)
+        .bind(prefix)
+        .bind(hash_hex)
+        .execute(&self.pool)
+        .await?;
+        self.get_key(id).await?.ok_or(StoreError::NotFound("api key"))
     }
 
     async fn touch_keys(&self, used: &[(String, i64)]) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         for (id, at) in used {
-            sqlx::query("UPDATE api_keys SET last_used_at = $2 WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $2)")
-                .bind(id)
-                .bind(*at)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE api_keys SET last_used_at = $2 WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $2)",
+            )
+            .bind(id)
+            .bind(*at)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -1062,18 +1024,15 @@ impl Catalog for SqlCatalog {
     }
 
     async fn list_audit(&self, f: &AuditFilter, page: &PageRequest) -> Result<Page<AuditEvent>> {
-        let mut sql = String::from("SELECT id, at, tenant_id, actor, action, detail, request_id FROM audit_events WHERE 1 = 1");
+        let mut sql =
+            String::from("SELECT id, at, tenant_id, actor, action, detail, request_id FROM audit_events WHERE 1 = 1");
         // Placeholders are numbered in the order their values are pushed.
         let mut binds: Vec<Bind> = Vec::new();
         let mut cond = |sql: &mut String, col: &str, op: &str, v: Bind| {
             binds.push(v);
             sql.push_str(&format!(" AND {col} {op} ${}", binds.len()));
         };
-        for (col, v) in [
-            ("tenant_id", &f.tenant_id),
-            ("action", &f.action),
-            ("actor", &f.actor),
-        ] {
+        for (col, v) in [("tenant_id", &f.tenant_id), ("action", &f.action), ("actor", &f.actor)] {
             if let Some(v) = v {
                 cond(&mut sql, col, "=", Bind::Text(v.clone()));
             }
@@ -1117,9 +1076,10 @@ impl Catalog for SqlCatalog {
     }
 
     async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>> {
-        let rows = sqlx::query("SELECT kid, private_key, public_x, created_at FROM signing_keys ORDER BY created_at, kid")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT kid, private_key, public_x, created_at FROM signing_keys ORDER BY created_at, kid")
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter()
             .map(|r| {
                 let pk: String = r.try_get("private_key")?;
@@ -1127,9 +1087,7 @@ impl Catalog for SqlCatalog {
                     kid: r.try_get("kid")?,
                     private_pkcs8: base64::engine::general_purpose::STANDARD
                         .decode(pk)
-                        .map_err(|_| {
-                            StoreError::Invalid("stored signing key is not base64".into())
-                        })?,
+                        .map_err(|_| StoreError::Invalid("stored signing key is not base64".into()))?,
                     public_x: r.try_get("public_x")?,
                     created_at: r.try_get("created_at")?,
                 })
@@ -1138,7 +1096,7 @@ impl Catalog for SqlCatalog {
     }
 
     async fn add_signing_key(&self, k: &SigningKeyRecord) -> Result<()> {
-        sqlx::query("INSERT INTO signing_keys (kid, private_key, public_x, created_at) VALUES ($1, $2, $3, $4)")
+        sqlx::query("INSERT INTO signing_keys (kid, private_key, public_x, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (kid) DO NOTHING")
             .bind(&k.kid)
             .bind(base64::engine::general_purpose::STANDARD.encode(&k.private_pkcs8))
             .bind(&k.public_x)
@@ -1181,22 +1139,30 @@ impl Catalog for SqlCatalog {
     }
 
     async fn operator_key_hash(&self) -> Result<Option<String>> {
-        Ok(
-            sqlx::query("SELECT hash FROM operator_keys WHERE id = 'operator'")
-                .fetch_optional(&self.pool)
-                .await?
-                .map(|r| r.try_get("hash"))
-                .transpose()?,
-        )
+        Ok(sqlx::query("SELECT hash FROM operator_keys WHERE id = 'operator'")
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| r.try_get("hash"))
+            .transpose()?)
     }
 
-    async fn set_operator_key_hash(&self, hash_hex: &str) -> Result<bool> {
-        let n = sqlx::query("INSERT INTO operator_keys (id, hash, created_at) VALUES ('operator', $1, $2) ON CONFLICT (id) DO NOTHING")
-            .bind(hash_hex)
-            .bind(now_secs())
+    async fn clear_operator_key_hash(&self) -> Result<bool> {
+        let n = sqlx::query("DELETE FROM operator_keys WHERE id = 'operator'")
             .execute(&self.pool)
             .await?
             .rows_affected();
+        Ok(n > 0)
+    }
+
+    async fn set_operator_key_hash(&self, hash_hex: &str) -> Result<bool> {
+        let n = sqlx::query(
+            "INSERT INTO operator_keys (id, hash, created_at) VALUES ('operator', $1, $2) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(hash_hex)
+        .bind(now_secs())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
         Ok(n == 1)
     }
 }

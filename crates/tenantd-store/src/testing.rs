@@ -13,7 +13,9 @@ pub fn required() -> bool {
 pub async fn fresh_postgres(test: &str) -> Option<String> {
     let base = match std::env::var("TENANTD_TEST_DATABASE_URL") {
         Ok(u) if !u.is_empty() => u,
-        _ if required() => panic!("TENANTD_TEST_DATABASE_URL is not set and CI=true: the PostgreSQL tests cannot be skipped"),
+        _ if required() => {
+            panic!("TENANTD_TEST_DATABASE_URL is not set and CI=true: the PostgreSQL tests cannot be skipped")
+        }
         _ => {
             eprintln!("skipped {test} on PostgreSQL: TENANTD_TEST_DATABASE_URL is not set");
             return None;
@@ -23,8 +25,12 @@ pub async fn fresh_postgres(test: &str) -> Option<String> {
     let mut conn = sqlx::PgConnection::connect(&base)
         .await
         .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at TENANTD_TEST_DATABASE_URL: {e}"));
-    conn.execute(format!("CREATE DATABASE {name}").as_str()).await.expect("create test database");
-    let (head, _) = base.rsplit_once('/').expect("TENANTD_TEST_DATABASE_URL ends with /<database>");
+    conn.execute(format!("CREATE DATABASE {name}").as_str())
+        .await
+        .expect("create test database");
+    let (head, _) = base
+        .rsplit_once('/')
+        .expect("TENANTD_TEST_DATABASE_URL ends with /<database>");
     let query = base.split_once('?').map(|(_, q)| format!("?{q}")).unwrap_or_default();
     Some(format!("{head}/{name}{query}"))
 }

@@ -47,12 +47,9 @@ fn redact(url: &str) -> String {
 
 /// Opens and migrates the catalog.
 pub async fn open_catalog(cfg: &Config) -> Result<Arc<dyn Catalog>, StartError> {
-    let c = SqlCatalog::connect(&cfg.database_url).await.map_err(|e| {
-        StartError(format!(
-            "cannot open the catalog at {}: {e}",
-            redact(&cfg.database_url)
-        ))
-    })?;
+    let c = SqlCatalog::connect(&cfg.database_url)
+        .await
+        .map_err(|e| StartError(format!("cannot open the catalog at {}: {e}", redact(&cfg.database_url))))?;
     c.migrate().await.map_err(|e| {
         StartError(format!(
             "cannot migrate the catalog at {}: {e}",
@@ -71,9 +68,11 @@ async fn signer(catalog: &dyn Catalog) -> Result<Signer, StartError> {
     };
     let mut keys = load().await?;
     if keys.is_empty() {
-        let (kid, pkcs8, x) = tenantd_edge::jwt::generate_signing_key();
+        let (_, pkcs8, x) = tenantd_edge::jwt::generate_signing_key();
         let rec = SigningKeyRecord {
-            kid,
+            // A fixed kid for the first key: two nodes starting on a new catalog race to
+            // insert it, one wins, and both load the winner's.
+            kid: "initial".into(),
             private_pkcs8: pkcs8,
             public_x: x,
             created_at: tenantd_core::now_secs(),
@@ -85,10 +84,7 @@ async fn signer(catalog: &dyn Catalog) -> Result<Signer, StartError> {
             .map_err(|e| StartError(format!("cannot store a signing key: {e}")))?;
         keys = load().await?;
     }
-    let keys: Vec<_> = keys
-        .into_iter()
-        .map(|k| (k.kid, k.private_pkcs8, k.public_x))
-        .collect();
+    let keys: Vec<_> = keys.into_iter().map(|k| (k.kid, k.private_pkcs8, k.public_x)).collect();
     Signer::new(&keys).map_err(StartError)
 }
 
@@ -96,26 +92,26 @@ async fn signer(catalog: &dyn Catalog) -> Result<Signer, StartError> {
 /// stderr that one time.
 async fn operator_key_hash(cfg: &Config, catalog: &dyn Catalog) -> Result<[u8; 32], StartError> {
     if let Some(k) = &cfg.admin_key {
+        // A configured key replaces a generated one for good: unsetting the variable
+        // later must not bring the old key back.
+        match catalog.clear_operator_key_hash().await {
+            Ok(true) => tracing::info!("TENANTD_ADMIN_KEY is set: the generated operator key is retired"),
+            Ok(false) => {}
+            Err(e) => return Err(StartError(format!("cannot retire the generated operator key: {e}"))),
+        }
         return Ok(tenantd_edge::keys::hash(k));
     }
-    let err =
-        |e: tenantd_store::StoreError| StartError(format!("cannot read the operator key: {e}"));
+    let err = |e: tenantd_store::StoreError| StartError(format!("cannot read the operator key: {e}"));
     if let Some(h) = catalog.operator_key_hash().await.map_err(err)? {
         return tenantd_edge::keys::parse_hash(&h)
             .ok_or_else(|| StartError("the stored operator key hash is corrupt".into()));
     }
     let secret = format!(
         "tdo_{}",
-        tenantd_edge::keys::generate()
-            .secret
-            .trim_start_matches("tdk_")
+        tenantd_edge::keys::generate().secret.trim_start_matches("tdk_")
     );
     let hash = tenantd_edge::keys::hash(&secret);
-    if catalog
-        .set_operator_key_hash(&hex::encode(hash))
-        .await
-        .map_err(err)?
-    {
+    if catalog.set_operator_key_hash(&hex::encode(hash)).await.map_err(err)? {
         eprintln!("tenantd: generated the operator key; it is shown this once, keep it (export TENANTD_ADMIN_KEY=...):\n{secret}");
         Ok(hash)
     } else {
@@ -127,9 +123,7 @@ async fn operator_key_hash(cfg: &Config, catalog: &dyn Catalog) -> Result<[u8; 3
 /// Reads the OpenID provider's JWKS from its file or URL.
 pub async fn load_jwks(o: &crate::config::OidcFile) -> Result<JwkSet, String> {
     let text = match (&o.jwks_file, &o.jwks_url) {
-        (Some(f), _) => {
-            std::fs::read_to_string(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?
-        }
+        (Some(f), _) => std::fs::read_to_string(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?,
         (None, Some(u)) => reqwest::get(u)
             .await
             .and_then(|r| r.error_for_status())
@@ -144,14 +138,11 @@ pub async fn load_jwks(o: &crate::config::OidcFile) -> Result<JwkSet, String> {
 
 /// Opens everything the server needs.
 pub async fn prepare(cfg: Config) -> Result<State, StartError> {
-    let catalog = open_catalog(&cfg).await?;
-    let signer = signer(catalog.as_ref()).await?;
-    let operator_key_hash = operator_key_hash(&cfg, catalog.as_ref()).await?;
+    // Everything that can fail without writing goes first, so a failed start leaves
+    // nothing half-written; the operator key is generated (and printed) last.
     let oidc = match &cfg.oidc {
         Some(o) => {
-            let jwks = load_jwks(o)
-                .await
-                .map_err(|e| StartError(format!("oidc: {e}")))?;
+            let jwks = load_jwks(o).await.map_err(|e| StartError(format!("oidc: {e}")))?;
             Some(Arc::new(OidcVerifier::new(
                 OidcConfig {
                     issuer: o.issuer.clone(),
@@ -162,6 +153,12 @@ pub async fn prepare(cfg: Config) -> Result<State, StartError> {
         }
         None => None,
     };
+    let catalog = open_catalog(&cfg).await?;
+    let invalidations = catalog
+        .subscribe()
+        .await
+        .map_err(|e| StartError(format!("cannot listen for cache invalidations: {e}")))?;
+    let signer = signer(catalog.as_ref()).await?;
     let single_tenant = if cfg.multi_tenancy {
         None
     } else {
@@ -171,9 +168,8 @@ pub async fn prepare(cfg: Config) -> Result<State, StartError> {
         base_domain: cfg.base_domain.clone(),
         allow_query_tenant: cfg.allow_query_tenant,
         single_tenant,
-        operator_key_hash,
+        operator_key_hash: operator_key_hash(&cfg, catalog.as_ref()).await?,
     };
-    let invalidations = catalog.subscribe().await.map_err(|e| StartError(format!("cannot listen for cache invalidations: {e}")))?;
     let edge = Arc::new(Edge::new(
         edge_cfg,
         Arc::new(CatalogDirectory(catalog.clone())),
@@ -181,9 +177,7 @@ pub async fn prepare(cfg: Config) -> Result<State, StartError> {
         oidc,
     ));
     if cfg.gateway_listen.is_some() || cfg.redis_url.is_some() {
-        tracing::warn!(
-            "gateway_listen and redis_url are accepted but not used by this version yet"
-        );
+        tracing::warn!("gateway_listen and redis_url are accepted but not used by this version yet");
     }
     if let Some(mut rx) = invalidations {
         let edge = edge.clone();
@@ -200,13 +194,9 @@ pub async fn prepare(cfg: Config) -> Result<State, StartError> {
     }))
 }
 
-async fn ensure_default_tenant(
-    cfg: &Config,
-    catalog: &dyn Catalog,
-) -> Result<TenantId, StartError> {
-    let id = TenantId::parse_with(&cfg.default_tenant, true)
-        .map_err(|e| StartError(format!("default_tenant: {e}")))?;
-    if catalog.get_tenant(&id).await.is_err() {
+async fn ensure_default_tenant(cfg: &Config, catalog: &dyn Catalog) -> Result<TenantId, StartError> {
+    let id = TenantId::parse_with(&cfg.default_tenant, true).map_err(|e| StartError(format!("default_tenant: {e}")))?;
+    if let Err(tenantd_store::StoreError::NotFound(_)) = catalog.get_tenant(&id).await {
         let new = tenantd_store::NewTenant {
             id: id.clone(),
             name: id.to_string(),
@@ -245,12 +235,7 @@ impl AppState {
     }
 
     /// Appends to the tenant's audit trail what the context's principal did.
-    pub async fn record(
-        &self,
-        ctx: &tenantd_edge::TenantContext,
-        action: &str,
-        detail: serde_json::Value,
-    ) {
+    pub async fn record(&self, ctx: &tenantd_edge::TenantContext, action: &str, detail: serde_json::Value) {
         self.audit(
             Some(ctx.tenant_id()),
             &ctx.principal().actor(),
@@ -308,8 +293,7 @@ pub async fn serve_app(
     let flusher = {
         let state = state.clone();
         tokio::spawn(async move {
-            let mut tick =
-                tokio::time::interval(Duration::from_secs(state.cfg.key_usage_flush_seconds));
+            let mut tick = tokio::time::interval(Duration::from_secs(state.cfg.key_usage_flush_seconds));
             loop {
                 tick.tick().await;
                 state.flush_key_usage().await;

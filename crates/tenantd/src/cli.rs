@@ -8,12 +8,7 @@ use serde_json::{json, Value};
 #[derive(Debug, Clone, clap::Args)]
 pub struct Remote {
     /// The server's API URL.
-    #[arg(
-        long,
-        env = "TENANTD_URL",
-        default_value = "http://127.0.0.1:8080",
-        global = true
-    )]
+    #[arg(long, env = "TENANTD_URL", default_value = "http://127.0.0.1:8080", global = true)]
     pub url: String,
     /// Print the server's JSON instead of a table.
     #[arg(long, global = true)]
@@ -123,12 +118,7 @@ impl Client {
         })
     }
 
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> Result<Value> {
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value> {
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.url))
@@ -172,13 +162,7 @@ fn table(items: &[Value], cols: &[&str]) -> String {
     let widths: Vec<usize> = cols
         .iter()
         .enumerate()
-        .map(|(i, c)| {
-            rows.iter()
-                .map(|r| r[i].len())
-                .chain([c.len()])
-                .max()
-                .unwrap_or(0)
-        })
+        .map(|(i, c)| rows.iter().map(|r| r[i].len()).chain([c.len()]).max().unwrap_or(0))
         .collect();
     let line = |cells: Vec<String>| {
         cells
@@ -205,14 +189,7 @@ fn print(r: &Remote, v: &Value, cols: &[&str]) {
     }
 }
 
-const TENANT_COLS: &[&str] = &[
-    "id",
-    "name",
-    "plan",
-    "status",
-    "status_reason",
-    "created_at",
-];
+const TENANT_COLS: &[&str] = &["id", "name", "plan", "status", "status_reason", "created_at"];
 const KEY_COLS: &[&str] = &[
     "id",
     "name",
@@ -228,12 +205,7 @@ pub async fn tenant(r: &Remote, cmd: TenantCmd) -> Result<()> {
     use reqwest::Method as M;
     let c = Client::new(r)?;
     let v = match cmd {
-        TenantCmd::Create {
-            id,
-            plan,
-            owner,
-            name,
-        } => {
+        TenantCmd::Create { id, plan, owner, name } => {
             c.call(
                 M::POST,
                 "/v1/tenants",
@@ -269,18 +241,9 @@ pub async fn tenant(r: &Remote, cmd: TenantCmd) -> Result<()> {
             )
             .await?
         }
-        TenantCmd::Resume { id } => {
-            c.call(M::POST, &format!("/v1/tenants/{id}/resume"), None)
-                .await?
-        }
-        TenantCmd::Delete { id } => {
-            c.call(M::DELETE, &format!("/v1/tenants/{id}"), None)
-                .await?
-        }
-        TenantCmd::Restore { id } => {
-            c.call(M::POST, &format!("/v1/tenants/{id}/restore"), None)
-                .await?
-        }
+        TenantCmd::Resume { id } => c.call(M::POST, &format!("/v1/tenants/{id}/resume"), None).await?,
+        TenantCmd::Delete { id } => c.call(M::DELETE, &format!("/v1/tenants/{id}"), None).await?,
+        TenantCmd::Restore { id } => c.call(M::POST, &format!("/v1/tenants/{id}/restore"), None).await?,
     };
     print(r, &v, TENANT_COLS);
     Ok(())
@@ -311,21 +274,13 @@ pub async fn key(r: &Remote, cmd: KeyCmd) -> Result<()> {
         }
         KeyCmd::List { tenant } => print(
             r,
-            &c.call(
-                M::GET,
-                &format!("/v1/tenants/{tenant}/keys?limit=1000"),
-                None,
-            )
-            .await?,
+            &c.call(M::GET, &format!("/v1/tenants/{tenant}/keys?limit=1000"), None)
+                .await?,
             KEY_COLS,
         ),
         KeyCmd::Revoke { tenant, key_id } => {
-            c.call(
-                M::DELETE,
-                &format!("/v1/tenants/{tenant}/keys/{key_id}"),
-                None,
-            )
-            .await?;
+            c.call(M::DELETE, &format!("/v1/tenants/{tenant}/keys/{key_id}"), None)
+                .await?;
             println!("revoked {key_id}");
         }
     }

@@ -141,25 +141,19 @@ impl Config {
     pub fn load(args: &ServeArgs) -> Result<Self, ConfigError> {
         let file = match &args.config {
             Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|e| ConfigError(format!("cannot read {}: {e}", p.display())))?;
+                let text =
+                    std::fs::read_to_string(p).map_err(|e| ConfigError(format!("cannot read {}: {e}", p.display())))?;
                 toml::from_str::<FileConfig>(&text)
                     .map_err(|e| ConfigError(format!("{}: {}", p.display(), e.message())))?
             }
             None => FileConfig::default(),
         };
-        let admin_key = std::env::var("TENANTD_ADMIN_KEY")
-            .ok()
-            .filter(|s| !s.is_empty());
+        let admin_key = std::env::var("TENANTD_ADMIN_KEY").ok().filter(|s| !s.is_empty());
         Self::merge(args, file, admin_key)
     }
 
     /// Merges flags/environment over the file over defaults, and validates.
-    pub fn merge(
-        a: &ServeArgs,
-        f: FileConfig,
-        admin_key: Option<String>,
-    ) -> Result<Self, ConfigError> {
+    pub fn merge(a: &ServeArgs, f: FileConfig, admin_key: Option<String>) -> Result<Self, ConfigError> {
         let data_dir = a
             .data_dir
             .clone()
@@ -171,11 +165,7 @@ impl Config {
             .or(f.database_url)
             .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("catalog.db").display()));
         let c = Config {
-            listen: a
-                .listen
-                .clone()
-                .or(f.listen)
-                .unwrap_or_else(|| "127.0.0.1:8080".into()),
+            listen: a.listen.clone().or(f.listen).unwrap_or_else(|| "127.0.0.1:8080".into()),
             gateway_listen: a.gateway_listen.clone().or(f.gateway_listen),
             upstream: a.upstream.clone().or(f.upstream),
             data_dir,
@@ -192,11 +182,7 @@ impl Config {
                 .clone()
                 .or(f.default_tenant)
                 .unwrap_or_else(|| "default".into()),
-            log_format: a
-                .log_format
-                .clone()
-                .or(f.log_format)
-                .unwrap_or_else(|| "json".into()),
+            log_format: a.log_format.clone().or(f.log_format).unwrap_or_else(|| "json".into()),
             log: a.log.clone().or(f.log).unwrap_or_else(|| "info".into()),
             allow_query_tenant: f.allow_query_tenant.unwrap_or(false),
             self_signup: f.self_signup.unwrap_or(false),
@@ -217,18 +203,15 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let addr = |name: &str, v: &str| {
-            v.parse::<std::net::SocketAddr>().map(|_| ()).map_err(|_| {
-                ConfigError(format!(
-                    "{name} '{v}' is not an address such as 127.0.0.1:8080"
-                ))
-            })
+            v.parse::<std::net::SocketAddr>()
+                .map(|_| ())
+                .map_err(|_| ConfigError(format!("{name} '{v}' is not an address such as 127.0.0.1:8080")))
         };
         addr("listen", &self.listen)?;
         if let Some(g) = &self.gateway_listen {
             addr("gateway_listen", g)?;
         }
-        tenantd_store::Backend::from_url(&self.database_url)
-            .map_err(|e| ConfigError(format!("database_url: {e}")))?;
+        tenantd_store::Backend::from_url(&self.database_url).map_err(|e| ConfigError(format!("database_url: {e}")))?;
         if !["json", "text"].contains(&self.log_format.as_str()) {
             return Err(ConfigError(format!(
                 "log_format '{}' must be json or text",
@@ -246,25 +229,24 @@ impl Config {
             )));
         }
         if self.key_usage_flush_seconds == 0 {
-            return Err(ConfigError(
-                "key_usage_flush_seconds must be at least 1".into(),
-            ));
+            return Err(ConfigError("key_usage_flush_seconds must be at least 1".into()));
         }
         if !self.domain_verification_url.contains("{host}") {
             return Err(ConfigError("domain_verification_url must contain {host}".into()));
         }
         if let Some(o) = &self.oidc {
             if o.jwks_url.is_some() == o.jwks_file.is_some() {
-                return Err(ConfigError(
-                    "[oidc] needs exactly one of jwks_url and jwks_file".into(),
-                ));
+                return Err(ConfigError("[oidc] needs exactly one of jwks_url and jwks_file".into()));
             }
         }
         if let Some(k) = &self.admin_key {
-            if k.len() < 16 {
+            if k.starts_with(tenantd_edge::keys::KEY_PREFIX) || k.bytes().filter(|b| *b == b'.').count() == 2 {
                 return Err(ConfigError(
-                    "TENANTD_ADMIN_KEY must be at least 16 characters".into(),
+                    "TENANTD_ADMIN_KEY must not look like an API key (tdk_…) or a JWT".into(),
                 ));
+            }
+            if k.len() < 16 {
+                return Err(ConfigError("TENANTD_ADMIN_KEY must be at least 16 characters".into()));
             }
         }
         Ok(())
@@ -292,8 +274,7 @@ mod tests {
 
     #[test]
     fn flags_and_env_win_over_the_file() {
-        let f =
-            file("listen = \"127.0.0.1:9000\"\ndata_dir = \"/tmp/x\"\nallow_query_tenant = true");
+        let f = file("listen = \"127.0.0.1:9000\"\ndata_dir = \"/tmp/x\"\nallow_query_tenant = true");
         let a = ServeArgs {
             listen: Some("127.0.0.1:9100".into()),
             ..Default::default()
@@ -323,11 +304,11 @@ mod tests {
             .to_string()
             .contains("database_url"));
         assert!(toml::from_str::<FileConfig>("bogus = 1").is_err());
-        let short = Config::merge(
-            &ServeArgs::default(),
-            FileConfig::default(),
-            Some("short".into()),
-        );
+        let short = Config::merge(&ServeArgs::default(), FileConfig::default(), Some("short".into()));
         assert!(short.unwrap_err().to_string().contains("TENANTD_ADMIN_KEY"));
+        for shaped in ["tdk_aaaaaaaaaaaaaaaaaaaa_bbbb", "aaaaaa.bbbbbbbb.cccccc"] {
+            let r = Config::merge(&ServeArgs::default(), FileConfig::default(), Some(shaped.into()));
+            assert!(r.unwrap_err().to_string().contains("must not look like"), "{shaped}");
+        }
     }
 }

@@ -24,7 +24,7 @@ pub fn tenant_entry(t: &Tenant) -> TenantEntry {
 /// The edge's view of a stored key.
 pub fn key_entry(k: &ApiKey) -> KeyEntry {
     KeyEntry {
-        id: k.id.clone(),
+        id: k.id.as_str().into(),
         tenant: k.tenant_id.clone(),
         // A hash that does not parse can match nothing: the key is refused.
         hash: tenantd_edge::keys::parse_hash(&k.hash).unwrap_or([0; 32]),
@@ -46,27 +46,14 @@ impl Directory for CatalogDirectory {
     }
 
     async fn key(&self, id: &str) -> Result<Option<KeyEntry>, DirectoryError> {
-        Ok(self
-            .0
-            .get_key(id)
-            .await
-            .map_err(err)?
-            .map(|k| key_entry(&k)))
+        Ok(self.0.get_key(id).await.map_err(err)?.map(|k| key_entry(&k)))
     }
 
-    async fn member_role(
-        &self,
-        tenant: &TenantId,
-        user_id: &str,
-    ) -> Result<Option<String>, DirectoryError> {
+    async fn member_role(&self, tenant: &TenantId, user_id: &str) -> Result<Option<String>, DirectoryError> {
         self.0.member_role(tenant, user_id).await.map_err(err)
     }
 
-    async fn custom_role(
-        &self,
-        tenant: &TenantId,
-        name: &str,
-    ) -> Result<Option<Role>, DirectoryError> {
+    async fn custom_role(&self, tenant: &TenantId, name: &str) -> Result<Option<Role>, DirectoryError> {
         self.0.get_role(tenant, name).await.map_err(err)
     }
 

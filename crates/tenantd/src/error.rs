@@ -20,9 +20,7 @@ impl From<Problem> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         Self(match e {
-            StoreError::NotFound("tenant") => {
-                Problem::new(Code::TenantNotFound, "tenant not found")
-            }
+            StoreError::NotFound("tenant") => Problem::new(Code::TenantNotFound, "tenant not found"),
             StoreError::NotFound(what) => Problem::not_found(what),
             StoreError::Conflict(m) => Problem::new(Code::Conflict, m),
             StoreError::LastOwner => Problem::new(
@@ -44,9 +42,7 @@ impl From<StoreError> for ApiError {
 impl From<tenantd_core::IdError> for ApiError {
     fn from(e: tenantd_core::IdError) -> Self {
         Self(match e {
-            tenantd_core::IdError::TenantId(_) => {
-                Problem::new(Code::InvalidTenantId, e.to_string())
-            }
+            tenantd_core::IdError::TenantId(_) => Problem::new(Code::InvalidTenantId, e.to_string()),
             other => Problem::invalid(other.to_string()),
         })
     }

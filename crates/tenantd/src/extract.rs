@@ -19,9 +19,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
             )),
             Err(JsonRejection::JsonDataError(e)) => Err(Problem::invalid(format!(
                 "invalid body: {}",
-                e.body_text().trim_start_matches(
-                    "Failed to deserialize the JSON body into the target type: "
-                )
+                e.body_text()
+                    .trim_start_matches("Failed to deserialize the JSON body into the target type: ")
             ))),
             Err(JsonRejection::JsonSyntaxError(e)) => Err(Problem::invalid(format!(
                 "the body is not valid JSON: {}",
@@ -45,13 +44,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(v)) => Ok(Query(v)),
-            Err(QueryRejection::FailedToDeserializeQueryString(e)) => {
-                Err(Problem::invalid(format!(
-                    "invalid query: {}",
-                    e.body_text()
-                        .trim_start_matches("Failed to deserialize query string: ")
-                )))
-            }
+            Err(QueryRejection::FailedToDeserializeQueryString(e)) => Err(Problem::invalid(format!(
+                "invalid query: {}",
+                e.body_text().trim_start_matches("Failed to deserialize query string: ")
+            ))),
             Err(e) => Err(Problem::invalid(e.body_text())),
         }
     }
@@ -74,16 +70,28 @@ impl PageQuery {
 }
 
 /// A page request from `limit` and `cursor`, or `400` for a limit out of range.
-pub fn page(
-    limit: Option<u32>,
-    cursor: Option<String>,
-) -> Result<tenantd_store::PageRequest, Problem> {
+pub fn page(limit: Option<u32>, cursor: Option<String>) -> Result<tenantd_store::PageRequest, Problem> {
     let limit = limit.unwrap_or(50);
     if !(1..=1000).contains(&limit) {
         return Err(Problem::invalid("limit must be between 1 and 1000"));
     }
-    Ok(tenantd_store::PageRequest {
-        limit,
-        after: cursor,
-    })
+    Ok(tenantd_store::PageRequest { limit, after: cursor })
+}
+
+/// A raw body (for endpoints that parse it themselves); too large is `413` problem+json.
+pub struct RawBody(pub axum::body::Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = Problem;
+    async fn from_request(req: Request, state: &S) -> Result<Self, Problem> {
+        axum::body::Bytes::from_request(req, state)
+            .await
+            .map(RawBody)
+            .map_err(|_| {
+                Problem::new(
+                    tenantd_core::Code::PayloadTooLarge,
+                    "the request body is too large or could not be read",
+                )
+            })
+    }
 }

@@ -2,7 +2,7 @@
 //! verification URL, and from then on requests with that `Host` resolve to it.
 use crate::app::State;
 use crate::error::ApiResult;
-use crate::extract::Json;
+use crate::extract::{Json, RawBody};
 use axum::extract::{Path, State as S};
 use http::StatusCode;
 use tenantd_core::{now_secs, Code};
@@ -46,13 +46,23 @@ fn with_instructions(state: &State, d: &Domain) -> serde_json::Value {
 #[utoipa::path(get, path = "/v1/tenants/{id}/domains", tag = "tenants", params(("id" = String, Path)), responses((status = 200, description = "`{\"items\": [domain]}`")))]
 pub async fn list(S(state): S<State>, ctx: TenantContext) -> ApiResult<axum::Json<serde_json::Value>> {
     ctx.require("domains:read")?;
-    let items: Vec<_> = state.catalog.list_domains(ctx.tenant_id()).await?.iter().map(|d| with_instructions(&state, d)).collect();
+    let items: Vec<_> = state
+        .catalog
+        .list_domains(ctx.tenant_id())
+        .await?
+        .iter()
+        .map(|d| with_instructions(&state, d))
+        .collect();
     Ok(axum::Json(serde_json::json!({ "items": items })))
 }
 
 /// Claims a host (`domains:manage`); the answer says what to serve where to verify it.
 #[utoipa::path(post, path = "/v1/tenants/{id}/domains", tag = "tenants", params(("id" = String, Path)), request_body = AddDomain, responses((status = 201, description = "The domain with `verification` {method, url, body}"), (status = 409, description = "Already registered")))]
-pub async fn add(S(state): S<State>, ctx: TenantContext, Json(b): Json<AddDomain>) -> ApiResult<(StatusCode, axum::Json<serde_json::Value>)> {
+pub async fn add(
+    S(state): S<State>,
+    ctx: TenantContext,
+    Json(b): Json<AddDomain>,
+) -> ApiResult<(StatusCode, axum::Json<serde_json::Value>)> {
     ctx.require("domains:manage")?;
     let host = tenantd_core::ids::parse_host(&b.host)?;
     if let Some(base) = state.cfg.base_domain.as_deref() {
@@ -60,16 +70,30 @@ pub async fn add(S(state): S<State>, ctx: TenantContext, Json(b): Json<AddDomain
             return Err(Problem::invalid(format!("hosts under {base} already name their tenant by subdomain")).into());
         }
     }
-    let token = format!("tenantd-verify={}", tenantd_edge::keys::generate().secret.rsplit('_').next().unwrap_or_default());
+    let token = format!(
+        "tenantd-verify={}",
+        tenantd_edge::keys::generate()
+            .secret
+            .rsplit('_')
+            .next()
+            .unwrap_or_default()
+    );
     let d = state.catalog.add_domain(ctx.tenant_id(), &host, &token).await?;
-    state.record(&ctx, "domain.added", serde_json::json!({"host": host})).await;
+    state
+        .record(&ctx, "domain.added", serde_json::json!({"host": host}))
+        .await;
     Ok((StatusCode::CREATED, axum::Json(with_instructions(&state, &d))))
 }
 
 /// Fetches the proof from the verification URL and, when it matches, verifies the host
 /// (`domains:manage`). Operators may pass `{"skip_check": true}`.
 #[utoipa::path(post, path = "/v1/tenants/{id}/domains/{host}/verify", tag = "tenants", params(("id" = String, Path), ("host" = String, Path)), request_body = VerifyDomain, responses((status = 200, description = "The verified domain"), (status = 409, description = "The proof was not found")))]
-pub async fn verify(S(state): S<State>, ctx: TenantContext, Path(p): Path<HostPath>, body: axum::body::Bytes) -> ApiResult<axum::Json<serde_json::Value>> {
+pub async fn verify(
+    S(state): S<State>,
+    ctx: TenantContext,
+    Path(p): Path<HostPath>,
+    RawBody(body): RawBody,
+) -> ApiResult<axum::Json<serde_json::Value>> {
     ctx.require("domains:manage")?;
     // The body is optional.
     let b: VerifyDomain = if body.is_empty() {
@@ -77,21 +101,41 @@ pub async fn verify(S(state): S<State>, ctx: TenantContext, Path(p): Path<HostPa
     } else {
         serde_json::from_slice(&body).map_err(|e| Problem::invalid(format!("invalid body: {e}")))?
     };
-    let d = state.catalog.get_domain(ctx.tenant_id(), &p.host).await?;
+    let d = state
+        .catalog
+        .get_domain(ctx.tenant_id(), &p.host.to_ascii_lowercase())
+        .await?;
     if d.verified_at.is_none() {
         if b.skip_check {
             ctx.request().require_operator()?;
         } else {
             let url = state.cfg.domain_verification_url.replace("{host}", &d.host);
-            let served = fetch_proof(&url).await.map_err(|e| Problem::new(Code::Conflict, format!("verification failed: {e}")))?;
+            let served = fetch_proof(&url).await.map_err(|e| {
+                // The cause stays in the log: echoing it would let a tenant probe networks.
+                tracing::info!(error = %e, %url, "domain verification fetch failed");
+                Problem::new(Code::Conflict, format!("verification failed: could not fetch {url}"))
+            })?;
             if served.trim() != d.token {
-                return Err(Problem::new(Code::Conflict, format!("verification failed: {url} does not serve this domain's token")).into());
+                return Err(Problem::new(
+                    Code::Conflict,
+                    format!("verification failed: {url} does not serve this domain's token"),
+                )
+                .into());
             }
         }
     }
-    let d = state.catalog.verify_domain(ctx.tenant_id(), &d.host, now_secs()).await?;
+    let d = state
+        .catalog
+        .verify_domain(ctx.tenant_id(), &d.host, now_secs())
+        .await?;
     state.changed(Change::Domain(&d.host)).await;
-    state.record(&ctx, "domain.verified", serde_json::json!({"host": d.host, "skip_check": b.skip_check})).await;
+    state
+        .record(
+            &ctx,
+            "domain.verified",
+            serde_json::json!({"host": d.host, "skip_check": b.skip_check}),
+        )
+        .await;
     Ok(axum::Json(with_instructions(&state, &d)))
 }
 
@@ -101,7 +145,11 @@ async fn fetch_proof(url: &str) -> Result<String, String> {
         .redirect(reqwest::redirect::Policy::limited(3))
         .build()
         .map_err(|e| e.to_string())?;
-    let resp = client.get(url).send().await.map_err(|e| format!("cannot fetch {url}: {e}"))?;
+    let resp = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| format!("cannot fetch {url}: {e}"))?;
     if !resp.status().is_success() {
         return Err(format!("{url} answered {}", resp.status()));
     }
@@ -113,8 +161,11 @@ async fn fetch_proof(url: &str) -> Result<String, String> {
 #[utoipa::path(delete, path = "/v1/tenants/{id}/domains/{host}", tag = "tenants", params(("id" = String, Path), ("host" = String, Path)), responses((status = 204, description = "Released")))]
 pub async fn delete(S(state): S<State>, ctx: TenantContext, Path(p): Path<HostPath>) -> ApiResult<StatusCode> {
     ctx.require("domains:manage")?;
-    state.catalog.delete_domain(ctx.tenant_id(), &p.host).await?;
-    state.changed(Change::Domain(&p.host)).await;
-    state.record(&ctx, "domain.removed", serde_json::json!({"host": p.host})).await;
+    let host = p.host.to_ascii_lowercase();
+    state.catalog.delete_domain(ctx.tenant_id(), &host).await?;
+    state.changed(Change::Domain(&host)).await;
+    state
+        .record(&ctx, "domain.removed", serde_json::json!({"host": host}))
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,8 +1,7 @@
 //! Who am I, may I, token exchange and minting, and the audit trail.
 use crate::app::State;
 use crate::error::ApiResult;
-use crate::extract::{page, Json, Query};
-use axum::body::Bytes;
+use crate::extract::{page, Json, Query, RawBody};
 use axum::extract::{Path, State as S};
 use http::HeaderMap;
 use tenantd_core::{now_secs, TenantId, TenantStatus};
@@ -62,9 +61,7 @@ pub async fn authorize(
     let no = || axum::Json(serde_json::json!({"allowed": false, "role": null}));
     let role_name = match principal {
         Principal::Operator => Some("owner".to_string()),
-        Principal::Key { tenant: own, .. } if *own == tenant => {
-            ctx.role.as_ref().map(|r| r.name.clone())
-        }
+        Principal::Key { tenant: own, .. } if *own == tenant => ctx.role.as_ref().map(|r| r.name.clone()),
         Principal::Key { .. } => None,
         Principal::User { id, .. } => {
             let tenant_role = state.catalog.member_role(&tenant, id).await?;
@@ -104,9 +101,7 @@ pub async fn authorize(
         &b.permission.to_ascii_lowercase(),
     )
     .unwrap_or(false);
-    Ok(axum::Json(
-        serde_json::json!({"allowed": allowed, "role": role_name}),
-    ))
+    Ok(axum::Json(serde_json::json!({"allowed": allowed, "role": role_name})))
 }
 
 /// The RFC 8693 grant type.
@@ -163,7 +158,7 @@ pub async fn token(
     S(state): S<State>,
     ctx: Ctx,
     headers: HeaderMap,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> ApiResult<axum::Json<serde_json::Value>> {
     let json = headers
         .get(http::header::CONTENT_TYPE)
@@ -172,8 +167,7 @@ pub async fn token(
     let req: TokenRequest = if json {
         serde_json::from_slice(&body).map_err(|e| Problem::invalid(format!("invalid body: {e}")))?
     } else {
-        serde_urlencoded::from_bytes(&body)
-            .map_err(|e| Problem::invalid(format!("invalid form: {e}")))?
+        serde_urlencoded::from_bytes(&body).map_err(|e| Problem::invalid(format!("invalid form: {e}")))?
     };
     if req.grant_type != TOKEN_EXCHANGE {
         return Err(Problem::invalid(format!("grant_type must be {TOKEN_EXCHANGE}")).into());
@@ -184,15 +178,10 @@ pub async fn token(
     ]
     .contains(&req.subject_token_type.as_str())
     {
-        return Err(Problem::invalid(
-            "subject_token_type must be urn:ietf:params:oauth:token-type:id_token",
-        )
-        .into());
+        return Err(Problem::invalid("subject_token_type must be urn:ietf:params:oauth:token-type:id_token").into());
     }
     let oidc = state.edge.oidc().ok_or_else(|| {
-        Problem::invalid(
-            "token exchange is not configured on this server ([oidc] in the config file)",
-        )
+        Problem::invalid("token exchange is not configured on this server ([oidc] in the config file)")
     })?;
     let who = oidc
         .verify(&req.subject_token)
@@ -211,14 +200,7 @@ pub async fn token(
                 .ok()
                 .filter(|t| t.status != TenantStatus::Deleted);
             match (role, tenant) {
-                (Some(role), Some(t)) => claims(
-                    &state,
-                    &user.id,
-                    email.as_str(),
-                    Some(&tid),
-                    Some(role),
-                    Some(t.plan),
-                ),
+                (Some(role), Some(t)) => claims(&state, &user.id, email.as_str(), Some(&tid), Some(role), Some(t.plan)),
                 _ => {
                     state
                         .audit(
@@ -302,10 +284,7 @@ pub struct AuditQuery {
 fn filter(q: &AuditQuery, tenant: Option<String>) -> ApiResult<AuditFilter> {
     let t = |s: &Option<String>, name: &str| -> ApiResult<Option<i64>> {
         s.as_deref()
-            .map(|v| {
-                tenantd_core::ts::parse(v)
-                    .map_err(|e| Problem::invalid(format!("{name}: {e}")).into())
-            })
+            .map(|v| tenantd_core::ts::parse(v).map_err(|e| Problem::invalid(format!("{name}: {e}")).into()))
             .transpose()
     };
     Ok(AuditFilter {
@@ -326,17 +305,11 @@ pub async fn tenant_audit(
 ) -> ApiResult<axum::Json<Page<AuditEvent>>> {
     ctx.require("audit:read")?;
     if q.tenant_id.is_some() {
-        return Err(Problem::invalid(
-            "tenant_id is not a filter here: the tenant is the one in the path",
-        )
-        .into());
+        return Err(Problem::invalid("tenant_id is not a filter here: the tenant is the one in the path").into());
     }
     let f = filter(&q, Some(ctx.tenant_id().to_string()))?;
     Ok(axum::Json(
-        state
-            .catalog
-            .list_audit(&f, &page(q.limit, q.cursor.clone())?)
-            .await?,
+        state.catalog.list_audit(&f, &page(q.limit, q.cursor.clone())?).await?,
     ))
 }
 
@@ -350,9 +323,6 @@ pub async fn audit(
     ctx.require_operator()?;
     let f = filter(&q, q.tenant_id.clone())?;
     Ok(axum::Json(
-        state
-            .catalog
-            .list_audit(&f, &page(q.limit, q.cursor.clone())?)
-            .await?,
+        state.catalog.list_audit(&f, &page(q.limit, q.cursor.clone())?).await?,
     ))
 }

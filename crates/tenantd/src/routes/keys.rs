@@ -28,10 +28,7 @@ pub struct CreateKey {
 /// Checks that every key limit narrows the tenant's limit of the same resource and window.
 async fn check_narrows(state: &State, ctx: &TenantContext, limits: &[Limit]) -> ApiResult<()> {
     let tenant = state.catalog.get_tenant(ctx.tenant_id()).await?;
-    let plan = state
-        .catalog
-        .get_plan(&PlanId::parse(&tenant.plan)?)
-        .await?;
+    let plan = state.catalog.get_plan(&PlanId::parse(&tenant.plan)?).await?;
     let effective = merge_limits(&plan.limits, &tenant.limits);
     for l in limits {
         l.validate().map_err(Problem::invalid)?;
@@ -72,8 +69,7 @@ pub async fn create(
     let now = now_secs();
     let expires_at = match b.expires_at.as_deref() {
         Some(s) => {
-            let t = tenantd_core::ts::parse(s)
-                .map_err(|e| Problem::invalid(format!("expires_at: {e}")))?;
+            let t = tenantd_core::ts::parse(s).map_err(|e| Problem::invalid(format!("expires_at: {e}")))?;
             if t <= now {
                 return Err(Problem::invalid("expires_at must be in the future").into());
             }
@@ -124,9 +120,7 @@ pub async fn list(
     ctx.require("keys:read")?;
     // Write queued last-use times first so the list is current.
     state.flush_key_usage().await;
-    Ok(axum::Json(
-        state.catalog.list_keys(ctx.tenant_id(), &q.page()?).await?,
-    ))
+    Ok(axum::Json(state.catalog.list_keys(ctx.tenant_id(), &q.page()?).await?))
 }
 
 #[derive(serde::Deserialize)]
@@ -136,16 +130,9 @@ pub struct KeyPath {
 
 /// Revokes a key (`keys:manage`); it answers 401 from this moment.
 #[utoipa::path(delete, path = "/v1/tenants/{id}/keys/{key_id}", tag = "keys", params(("id" = String, Path), ("key_id" = String, Path)), responses((status = 204, description = "Revoked"), (status = 404, description = "not_found")))]
-pub async fn revoke(
-    S(state): S<State>,
-    ctx: TenantContext,
-    Path(p): Path<KeyPath>,
-) -> ApiResult<StatusCode> {
+pub async fn revoke(S(state): S<State>, ctx: TenantContext, Path(p): Path<KeyPath>) -> ApiResult<StatusCode> {
     ctx.require("keys:manage")?;
-    let k = state
-        .catalog
-        .revoke_key(ctx.tenant_id(), &p.key_id, now_secs())
-        .await?;
+    let k = state.catalog.revoke_key(ctx.tenant_id(), &p.key_id, now_secs()).await?;
     state.changed(Change::Key(&k.id)).await;
     state
         .record(&ctx, "key.revoked", serde_json::json!({"key_id": k.id}))

@@ -17,9 +17,7 @@ pub async fn known_role(state: &State, ctx: &TenantContext, name: &str) -> ApiRe
     }
     match state.catalog.get_role(ctx.tenant_id(), name).await? {
         Some(r) => Ok(Arc::new(r)),
-        None => {
-            Err(Problem::invalid(format!("role '{name}' does not exist in this tenant")).into())
-        }
+        None => Err(Problem::invalid(format!("role '{name}' does not exist in this tenant")).into()),
     }
 }
 
@@ -49,10 +47,7 @@ pub async fn list(
 ) -> ApiResult<axum::Json<Page<Member>>> {
     ctx.require("members:read")?;
     Ok(axum::Json(
-        state
-            .catalog
-            .list_members(ctx.tenant_id(), &q.page()?)
-            .await?,
+        state.catalog.list_members(ctx.tenant_id(), &q.page()?).await?,
     ))
 }
 
@@ -77,10 +72,7 @@ pub async fn add(
     let email = Email::parse(&b.email)?;
     let role = known_role(&state, &ctx, &b.role).await?;
     may_grant(&ctx, &role)?;
-    let m = state
-        .catalog
-        .add_member(ctx.tenant_id(), &email, &role.name)
-        .await?;
+    let m = state.catalog.add_member(ctx.tenant_id(), &email, &role.name).await?;
     state
         .record(
             &ctx,
@@ -144,35 +136,21 @@ pub async fn patch(
 /// Removes a member (`members:manage`; an owner also needs `owners:manage`); removing the
 /// last owner is `409 last_owner`.
 #[utoipa::path(delete, path = "/v1/tenants/{id}/members/{user_id}", tag = "members", params(("id" = String, Path), ("user_id" = String, Path)), responses((status = 204, description = "Removed"), (status = 409, description = "last_owner")))]
-pub async fn remove(
-    S(state): S<State>,
-    ctx: TenantContext,
-    Path(p): Path<MemberPath>,
-) -> ApiResult<StatusCode> {
+pub async fn remove(S(state): S<State>, ctx: TenantContext, Path(p): Path<MemberPath>) -> ApiResult<StatusCode> {
     ctx.require("members:manage")?;
     if current_role(&state, &ctx, &p.user_id).await? == "owner" {
         ctx.require(OWNERS_MANAGE)?;
     }
+    state.catalog.remove_member(ctx.tenant_id(), &p.user_id).await?;
     state
-        .catalog
-        .remove_member(ctx.tenant_id(), &p.user_id)
-        .await?;
-    state
-        .record(
-            &ctx,
-            "member.removed",
-            serde_json::json!({"user_id": p.user_id}),
-        )
+        .record(&ctx, "member.removed", serde_json::json!({"user_id": p.user_id}))
         .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Built-in and custom roles (`roles:read`).
 #[utoipa::path(get, path = "/v1/tenants/{id}/roles", tag = "members", params(("id" = String, Path)), responses((status = 200, description = "`{\"items\": [{\"name\",\"builtin\",\"permissions\"}]}`")))]
-pub async fn list_roles(
-    S(state): S<State>,
-    ctx: TenantContext,
-) -> ApiResult<axum::Json<serde_json::Value>> {
+pub async fn list_roles(S(state): S<State>, ctx: TenantContext) -> ApiResult<axum::Json<serde_json::Value>> {
     ctx.require("roles:read")?;
     let mut items: Vec<Role> = BuiltinRole::ALL.iter().map(|r| r.role()).collect();
     items.extend(state.catalog.list_roles(ctx.tenant_id()).await?);
@@ -222,11 +200,7 @@ pub struct RolePath {
 
 /// Deletes a custom role no member or live key holds (`roles:manage`).
 #[utoipa::path(delete, path = "/v1/tenants/{id}/roles/{name}", tag = "members", params(("id" = String, Path), ("name" = String, Path)), responses((status = 204, description = "Deleted"), (status = 409, description = "Built-in, or still held")))]
-pub async fn delete_role(
-    S(state): S<State>,
-    ctx: TenantContext,
-    Path(p): Path<RolePath>,
-) -> ApiResult<StatusCode> {
+pub async fn delete_role(S(state): S<State>, ctx: TenantContext, Path(p): Path<RolePath>) -> ApiResult<StatusCode> {
     ctx.require("roles:manage")?;
     if BuiltinRole::from_name(&p.name).is_some() {
         return Err(Problem::new(Code::Conflict, "built-in roles cannot be deleted").into());

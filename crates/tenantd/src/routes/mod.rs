@@ -70,11 +70,7 @@ pub fn api() -> OpenApiRouter<State> {
         .routes(routes!(members::list_roles, members::create_role))
         .routes(routes!(members::delete_role))
         .routes(routes!(workspaces::list, workspaces::create))
-        .routes(routes!(
-            workspaces::get,
-            workspaces::patch,
-            workspaces::delete
-        ))
+        .routes(routes!(workspaces::get, workspaces::patch, workspaces::delete))
         .routes(routes!(workspaces::add_member))
         .routes(routes!(domains::list, domains::add))
         .routes(routes!(domains::verify))
@@ -100,10 +96,7 @@ async fn not_found() -> Problem {
 }
 
 async fn method_not_allowed() -> Problem {
-    Problem::new(
-        Code::MethodNotAllowed,
-        "this route does not accept that method",
-    )
+    Problem::new(Code::MethodNotAllowed, "this route does not accept that method")
 }
 
 fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
@@ -128,12 +121,8 @@ pub fn router_with(state: State, extra: Router<State>) -> Router {
         .merge(extra)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::extract::DefaultBodyLimit::max(
-            state.cfg.max_body_bytes,
-        ))
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
-            panic_response,
-        ))
+        .layer(axum::extract::DefaultBodyLimit::max(state.cfg.max_body_bytes))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
         .layer(EdgeLayer::new(state.edge.clone()))
         .with_state(state)
 }

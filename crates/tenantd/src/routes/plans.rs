@@ -27,11 +27,7 @@ pub async fn list(S(state): S<State>, ctx: Ctx) -> ApiResult<axum::Json<serde_js
 
 /// Creates a plan: `{"id","name","limits",…}` as in CONTRACT §4.
 #[utoipa::path(post, path = "/v1/plans", tag = "plans", request_body(content = Object, description = "A plan"), responses((status = 201, description = "The plan"), (status = 409, description = "The id is taken")))]
-pub async fn create(
-    S(state): S<State>,
-    ctx: Ctx,
-    Json(plan): Json<Plan>,
-) -> ApiResult<(StatusCode, axum::Json<Plan>)> {
+pub async fn create(S(state): S<State>, ctx: Ctx, Json(plan): Json<Plan>) -> ApiResult<(StatusCode, axum::Json<Plan>)> {
     ctx.require_operator()?;
     let plan = checked(plan)?;
     state.catalog.create_plan(&plan).await?;
@@ -49,11 +45,7 @@ pub async fn create(
 
 /// One plan.
 #[utoipa::path(get, path = "/v1/plans/{plan}", tag = "plans", params(("plan" = String, Path)), responses((status = 200, description = "The plan"), (status = 404, description = "No such plan")))]
-pub async fn get(
-    S(state): S<State>,
-    ctx: Ctx,
-    Path(id): Path<String>,
-) -> ApiResult<axum::Json<Plan>> {
+pub async fn get(S(state): S<State>, ctx: Ctx, Path(id): Path<String>) -> ApiResult<axum::Json<Plan>> {
     ctx.require_operator()?;
     Ok(axum::Json(state.catalog.get_plan(&plan_id(&id)?).await?))
 }

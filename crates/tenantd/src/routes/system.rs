@@ -35,7 +35,7 @@ pub async fn metrics(S(state): S<State>) -> ([(http::HeaderName, &'static str); 
         ),
         (
             "tenantd_unauthenticated_total",
-            "Requests refused with 401.",
+            "Requests whose credential was refused (401).",
             "counter",
             m.unauthenticated.load(Ordering::Relaxed),
         ),
@@ -58,14 +58,9 @@ pub async fn metrics(S(state): S<State>) -> ([(http::HeaderName, &'static str); 
             keys as u64,
         ),
     ] {
-        out.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
-        ));
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"));
     }
-    (
-        [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        out,
-    )
+    ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }
 
 /// tenantd's public keys, so apps verify its JWTs offline.

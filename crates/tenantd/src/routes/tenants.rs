@@ -54,14 +54,10 @@ pub async fn create(
         Some(Principal::Operator) => None,
         Some(Principal::User { email, .. }) if state.cfg.self_signup => Some(email.clone()),
         None if state.cfg.self_signup => None,
-        None => {
-            return Err(Problem::unauthenticated("creating a tenant needs the operator key").into())
-        }
-        Some(_) => {
-            return Err(Problem::new(Code::Forbidden, "only operators may create tenants").into())
-        }
+        None => return Err(Problem::unauthenticated("creating a tenant needs the operator key").into()),
+        Some(_) => return Err(Problem::new(Code::Forbidden, "only operators may create tenants").into()),
     };
-    if !ctx.is_operator() && !state.cfg.signup_plans.iter().any(|p| *p == b.plan) {
+    if !ctx.is_operator() && !state.cfg.signup_plans.contains(&b.plan) {
         return Err(Problem::new(
             Code::Forbidden,
             format!(
@@ -76,11 +72,7 @@ pub async fn create(
         (Some(e), None) => Email::parse(&e)?,
         (Some(e), Some(mine)) if Email::parse(&e)?.as_str() == mine => Email::parse(&e)?,
         (Some(_), Some(_)) => {
-            return Err(Problem::new(
-                Code::Forbidden,
-                "with self-signup the owner is the signed-in user",
-            )
-            .into())
+            return Err(Problem::new(Code::Forbidden, "with self-signup the owner is the signed-in user").into())
         }
         (None, Some(mine)) => Email::parse(&mine)?,
         (None, None) => return Err(Problem::invalid("missing field `owner_email`").into()),
@@ -130,28 +122,17 @@ pub struct ListQuery {
 
 /// Lists tenants (operator), by id, with cursor pages.
 #[utoipa::path(get, path = "/v1/tenants", tag = "tenants", params(ListQuery), responses((status = 200, description = "`{\"items\": [tenant], \"next_cursor\"?}`")))]
-pub async fn list(
-    S(state): S<State>,
-    ctx: Ctx,
-    Query(q): Query<ListQuery>,
-) -> ApiResult<axum::Json<Page<Tenant>>> {
+pub async fn list(S(state): S<State>, ctx: Ctx, Query(q): Query<ListQuery>) -> ApiResult<axum::Json<Page<Tenant>>> {
     ctx.require_operator()?;
     let status = match q.status.as_deref() {
         None => None,
         Some(s) => Some(
-            TenantStatus::parse(s)
-                .ok_or_else(|| Problem::invalid("status must be active, suspended or deleted"))?,
+            TenantStatus::parse(s).ok_or_else(|| Problem::invalid("status must be active, suspended or deleted"))?,
         ),
     };
-    let filter = TenantFilter {
-        status,
-        plan: q.plan,
-    };
+    let filter = TenantFilter { status, plan: q.plan };
     Ok(axum::Json(
-        state
-            .catalog
-            .list_tenants(&filter, &page(q.limit, q.cursor)?)
-            .await?,
+        state.catalog.list_tenants(&filter, &page(q.limit, q.cursor)?).await?,
     ))
 }
 
@@ -186,6 +167,9 @@ pub async fn patch(
     ctx: TenantContext,
     Json(b): Json<PatchTenant>,
 ) -> ApiResult<axum::Json<Tenant>> {
+    if b.name.is_none() && b.settings.is_none() && b.plan.is_none() && b.limits.is_none() {
+        return Err(Problem::invalid("nothing to change: give name, plan, settings or limits").into());
+    }
     if b.name.is_some() || b.settings.is_some() {
         ctx.require("tenant:write")?;
     }
@@ -225,14 +209,9 @@ async fn transition(
     reason: Option<&str>,
     action: &str,
 ) -> ApiResult<axum::Json<Tenant>> {
-    let tenant = state
-        .catalog
-        .transition_tenant(ctx.tenant_id(), t, reason)
-        .await?;
+    let tenant = state.catalog.transition_tenant(ctx.tenant_id(), t, reason).await?;
     state.changed(Change::Tenant(tenant.id.as_str())).await;
-    state
-        .record(ctx, action, serde_json::json!({"reason": reason}))
-        .await;
+    state.record(ctx, action, serde_json::json!({"reason": reason})).await;
     Ok(axum::Json(tenant))
 }
 

@@ -29,10 +29,7 @@ pub struct WsPath {
 
 /// The tenant's workspaces (`workspaces:read`).
 #[utoipa::path(get, path = "/v1/tenants/{id}/workspaces", tag = "workspaces", params(("id" = String, Path)), responses((status = 200, description = "`{\"items\": [workspace]}`")))]
-pub async fn list(
-    S(state): S<State>,
-    ctx: TenantContext,
-) -> ApiResult<axum::Json<serde_json::Value>> {
+pub async fn list(S(state): S<State>, ctx: TenantContext) -> ApiResult<axum::Json<serde_json::Value>> {
     ctx.require("workspaces:read")?;
     let items: Vec<Workspace> = state
         .catalog
@@ -69,22 +66,14 @@ pub async fn create(
         .create_workspace(ctx.tenant_id(), id.as_str(), &name)
         .await?;
     state
-        .record(
-            &ctx,
-            "workspace.created",
-            serde_json::json!({"workspace": ws.id}),
-        )
+        .record(&ctx, "workspace.created", serde_json::json!({"workspace": ws.id}))
         .await;
     Ok((StatusCode::CREATED, axum::Json(ws)))
 }
 
 /// One workspace with its members (`workspaces:read`).
 #[utoipa::path(get, path = "/v1/tenants/{id}/workspaces/{ws}", tag = "workspaces", params(("id" = String, Path), ("ws" = String, Path)), responses((status = 200, description = "The workspace"), (status = 404, description = "not_found")))]
-pub async fn get(
-    S(state): S<State>,
-    ctx: TenantContext,
-    Path(p): Path<WsPath>,
-) -> ApiResult<axum::Json<Workspace>> {
+pub async fn get(S(state): S<State>, ctx: TenantContext, Path(p): Path<WsPath>) -> ApiResult<axum::Json<Workspace>> {
     ctx.require("workspaces:read")?;
     let ws = state.catalog.get_workspace(ctx.tenant_id(), &p.ws).await?;
     if !visible(&ctx, &ws) {
@@ -118,33 +107,18 @@ pub async fn patch(
         .rename_workspace(ctx.tenant_id(), &p.ws, b.name.trim())
         .await?;
     state
-        .record(
-            &ctx,
-            "workspace.updated",
-            serde_json::json!({"workspace": ws.id}),
-        )
+        .record(&ctx, "workspace.updated", serde_json::json!({"workspace": ws.id}))
         .await;
     Ok(axum::Json(ws))
 }
 
 /// Deletes a workspace and its memberships (`workspaces:manage`).
 #[utoipa::path(delete, path = "/v1/tenants/{id}/workspaces/{ws}", tag = "workspaces", params(("id" = String, Path), ("ws" = String, Path)), responses((status = 204, description = "Deleted")))]
-pub async fn delete(
-    S(state): S<State>,
-    ctx: TenantContext,
-    Path(p): Path<WsPath>,
-) -> ApiResult<StatusCode> {
+pub async fn delete(S(state): S<State>, ctx: TenantContext, Path(p): Path<WsPath>) -> ApiResult<StatusCode> {
     ctx.require("workspaces:manage")?;
+    state.catalog.delete_workspace(ctx.tenant_id(), &p.ws).await?;
     state
-        .catalog
-        .delete_workspace(ctx.tenant_id(), &p.ws)
-        .await?;
-    state
-        .record(
-            &ctx,
-            "workspace.deleted",
-            serde_json::json!({"workspace": p.ws}),
-        )
+        .record(&ctx, "workspace.deleted", serde_json::json!({"workspace": p.ws}))
         .await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -38,38 +38,18 @@ impl Reply {
     /// Asserts the status, printing the body when it differs.
     #[track_caller]
     pub fn expect(self, status: u16) -> Self {
-        assert_eq!(
-            self.status.as_u16(),
-            status,
-            "unexpected status; body: {}",
-            self.body
-        );
+        assert_eq!(self.status.as_u16(), status, "unexpected status; body: {}", self.body);
         self
     }
     /// Asserts a problem+json error with this status and code.
     #[track_caller]
     pub fn problem(self, status: u16, code: &str) -> Self {
-        assert_eq!(
-            self.status.as_u16(),
-            status,
-            "unexpected status; body: {}",
-            self.body
-        );
+        assert_eq!(self.status.as_u16(), status, "unexpected status; body: {}", self.body);
         assert_eq!(self.body["code"], code, "body: {}", self.body);
-        assert_eq!(
-            self.headers.get("content-type").unwrap(),
-            "application/problem+json"
-        );
+        assert_eq!(self.headers.get("content-type").unwrap(), "application/problem+json");
         assert_eq!(self.body["status"], status);
-        assert!(self.body["request_id"]
-            .as_str()
-            .unwrap()
-            .starts_with("req_"));
-        assert!(
-            self.body["type"].is_string()
-                && self.body["title"].is_string()
-                && self.body["detail"].is_string()
-        );
+        assert!(self.body["request_id"].as_str().unwrap().starts_with("req_"));
+        assert!(self.body["type"].is_string() && self.body["title"].is_string() && self.body["detail"].is_string());
         self
     }
 }
@@ -131,12 +111,7 @@ impl TestApp {
     /// Stops the server gracefully and starts a new one on the same catalog.
     pub async fn restart(mut self) -> TestApp {
         self.stop().await;
-        start(
-            self.db_url.clone(),
-            self.data_dir.clone(),
-            self.toml.clone(),
-        )
-        .await
+        start(self.db_url.clone(), self.data_dir.clone(), self.toml.clone()).await
     }
 
     pub async fn stop(&mut self) {
@@ -179,11 +154,7 @@ impl TestApp {
         } else {
             serde_json::from_str(&text).unwrap_or(Value::String(text))
         };
-        Reply {
-            status,
-            headers,
-            body,
-        }
+        Reply { status, headers, body }
     }
 
     pub async fn get(&self, path: &str, token: &str) -> Reply {

@@ -33,27 +33,15 @@ async fn minted_tokens_authenticate_and_bad_ones_do_not(app: TestApp) {
     let (uid, token) = app.user("acme", "ann@acme.test", "admin").await;
     // Only operators mint, and only for members.
     let (_, key) = app.key("acme", "owner").await;
-    app.post(
-        &format!("/v1/tenants/acme/members/{uid}/token"),
-        &key,
-        json!({}),
-    )
-    .await
-    .problem(403, "forbidden");
-    app.post(
-        "/v1/tenants/acme/members/usr_nobody/token",
-        ADMIN,
-        json!({}),
-    )
-    .await
-    .problem(404, "not_found");
+    app.post(&format!("/v1/tenants/acme/members/{uid}/token"), &key, json!({}))
+        .await
+        .problem(403, "forbidden");
+    app.post("/v1/tenants/acme/members/usr_nobody/token", ADMIN, json!({}))
+        .await
+        .problem(404, "not_found");
     let minted = app.state.edge.signer().verify(&token).unwrap();
     assert_eq!(
-        (
-            minted.sub.as_str(),
-            minted.tid.as_deref(),
-            minted.plan.as_deref()
-        ),
+        (minted.sub.as_str(), minted.tid.as_deref(), minted.plan.as_deref()),
         (uid.as_str(), Some("acme"), Some("starter"))
     );
     assert_eq!(minted.roles, ["admin"]);
@@ -64,9 +52,7 @@ async fn minted_tokens_authenticate_and_bad_ones_do_not(app: TestApp) {
         (Some(uid.as_str()), Some("ann@acme.test"))
     );
     assert!(
-        app.get("/v1/tenants/acme/audit?action=token.minted", ADMIN)
-            .await
-            .body["items"]
+        app.get("/v1/tenants/acme/audit?action=token.minted", ADMIN).await.body["items"]
             .as_array()
             .unwrap()
             .len()
@@ -149,28 +135,20 @@ async fn authorize_answers_for_the_bearer(app: TestApp) {
         json!({"allowed": false, "role": "viewer"})
     );
     assert_eq!(
-        app.post("/v1/authorize", &key, ask("acme", "records:write"))
-            .await
-            .body,
+        app.post("/v1/authorize", &key, ask("acme", "records:write")).await.body,
         json!({"allowed": true, "role": "member"})
     );
     assert_eq!(
-        app.post("/v1/authorize", &key, ask("acme", "keys:manage"))
-            .await
-            .body["allowed"],
+        app.post("/v1/authorize", &key, ask("acme", "keys:manage")).await.body["allowed"],
         false
     );
     // Other tenants: the same "no" whether or not they exist.
     assert_eq!(
-        app.post("/v1/authorize", &key, ask("beta", "records:read"))
-            .await
-            .body,
+        app.post("/v1/authorize", &key, ask("beta", "records:read")).await.body,
         json!({"allowed": false, "role": null})
     );
     assert_eq!(
-        app.post("/v1/authorize", &key, ask("gamma", "records:read"))
-            .await
-            .body,
+        app.post("/v1/authorize", &key, ask("gamma", "records:read")).await.body,
         json!({"allowed": false, "role": null})
     );
     assert_eq!(
@@ -188,15 +166,9 @@ async fn authorize_answers_for_the_bearer(app: TestApp) {
     app.post("/v1/authorize", &key, ask("Bad_Id", "x:y"))
         .await
         .problem(400, "invalid_tenant_id");
-    app.call(
-        "POST",
-        "/v1/authorize",
-        None,
-        Some(ask("acme", "records:read")),
-        &[],
-    )
-    .await
-    .problem(401, "unauthenticated");
+    app.call("POST", "/v1/authorize", None, Some(ask("acme", "records:read")), &[])
+        .await
+        .problem(401, "unauthenticated");
 }
 
 async fn restart_keeps_everything(app: TestApp) {
@@ -206,9 +178,7 @@ async fn restart_keeps_everything(app: TestApp) {
     app.post("/v1/tenants/acme/suspend", ADMIN, json!({"reason": "r"}))
         .await
         .expect(200);
-    app.post("/v1/tenants/acme/resume", ADMIN, json!({}))
-        .await
-        .expect(200);
+    app.post("/v1/tenants/acme/resume", ADMIN, json!({})).await.expect(200);
     app.get("/v1/me", &key).await.expect(200);
     let app = app.restart().await;
     assert_eq!(
@@ -217,10 +187,7 @@ async fn restart_keeps_everything(app: TestApp) {
     );
     app.get("/v1/me", &key).await.expect(200);
     // The signing key survived: a token minted before the restart still verifies.
-    assert_eq!(
-        app.get("/v1/me", &token).await.expect(200).body["id"],
-        uid.as_str()
-    );
+    assert_eq!(app.get("/v1/me", &token).await.expect(200).body["id"], uid.as_str());
     assert_eq!(
         app.get("/v1/tenants/acme/members", ADMIN).await.body["items"]
             .as_array()
@@ -229,9 +196,7 @@ async fn restart_keeps_everything(app: TestApp) {
         2
     );
     // last_used_at was flushed at shutdown.
-    assert!(
-        app.get("/v1/tenants/acme/keys", ADMIN).await.body["items"][0]["last_used_at"].is_string()
-    );
+    assert!(app.get("/v1/tenants/acme/keys", ADMIN).await.body["items"][0]["last_used_at"].is_string());
 }
 
 /// An OpenID provider of our own: an Ed25519 key, its JWKS in a file.
@@ -245,10 +210,14 @@ struct Provider {
 impl Provider {
     fn new() -> Self {
         let (kid, pkcs8, x) = generate_signing_key();
-        let dir =
-            std::env::temp_dir().join(format!("tenantd-oidc-{kid}").replace(['/', '+', '='], "_"));
+        let dir = std::env::temp_dir().join(format!("tenantd-oidc-{kid}").replace(['/', '+', '='], "_"));
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("jwks.json"), json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig", "kid": kid, "x": x}]}).to_string()).unwrap();
+        std::fs::write(
+            dir.join("jwks.json"),
+            json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig", "kid": kid, "x": x}]})
+                .to_string(),
+        )
+        .unwrap();
         Self {
             kid,
             enc: EncodingKey::from_ed_der(&pkcs8),
@@ -257,7 +226,10 @@ impl Provider {
         }
     }
     fn toml(&self) -> String {
-        format!("[oidc]\nissuer = \"https://idp.test\"\naudience = \"tenantd-app\"\njwks_file = \"{}\"\n", self.dir.join("jwks.json").display())
+        format!(
+            "[oidc]\nissuer = \"https://idp.test\"\naudience = \"tenantd-app\"\njwks_file = \"{}\"\n",
+            self.dir.join("jwks.json").display()
+        )
     }
     fn id_token(&self, email: &str, aud: &str, exp_in: i64) -> String {
         let now = now_secs();
@@ -269,15 +241,9 @@ impl Provider {
 
 async fn exchange(app: &TestApp, subject: &str, tenant: Option<&str>) -> crate::common::Reply {
     let mut form = vec![
-        (
-            "grant_type",
-            "urn:ietf:params:oauth:grant-type:token-exchange",
-        ),
+        ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"),
         ("subject_token", subject),
-        (
-            "subject_token_type",
-            "urn:ietf:params:oauth:token-type:id_token",
-        ),
+        ("subject_token_type", "urn:ietf:params:oauth:token-type:id_token"),
     ];
     if let Some(t) = tenant {
         form.push(("tenant_id", t));
@@ -291,11 +257,7 @@ async fn exchange(app: &TestApp, subject: &str, tenant: Option<&str>) -> crate::
     let status = resp.status();
     let headers = resp.headers().clone();
     let body = resp.json().await.unwrap();
-    crate::common::Reply {
-        status,
-        headers,
-        body,
-    }
+    crate::common::Reply { status, headers, body }
 }
 
 async fn token_exchange(backend: Backend) {
@@ -323,20 +285,14 @@ async fn token_exchange(backend: Backend) {
     let unbound = t["access_token"].as_str().unwrap().to_string();
     let me = app.get("/v1/me", &unbound).await.expect(200).body;
     assert_eq!(me["email"], "ann@acme.test");
-    assert_eq!(
-        me["tenants"],
-        json!([{"tenant_id": "acme", "role": "member"}])
-    );
+    assert_eq!(me["tenants"], json!([{"tenant_id": "acme", "role": "member"}]));
     app.call("GET", "/v1/tenants/acme", Some(&unbound), None, &[])
         .await
         .expect(200);
     app.get("/v1/tenants/beta", &unbound)
         .await
         .problem(403, "tenant_mismatch");
-    let bound = exchange(&app, &id_token, Some("acme"))
-        .await
-        .expect(200)
-        .body;
+    let bound = exchange(&app, &id_token, Some("acme")).await.expect(200).body;
     let c = app
         .state
         .edge
@@ -345,11 +301,7 @@ async fn token_exchange(backend: Backend) {
         .unwrap();
     assert_eq!(
         (c.tid.as_deref(), c.plan.as_deref(), c.roles.clone()),
-        (
-            Some("acme"),
-            Some("professional"),
-            vec!["member".to_string()]
-        )
+        (Some("acme"), Some("professional"), vec!["member".to_string()])
     );
     // Not a member: the same answer for a tenant that exists and one that does not.
     exchange(&app, &id_token, Some("beta"))
@@ -359,27 +311,17 @@ async fn token_exchange(backend: Backend) {
         .await
         .problem(403, "tenant_mismatch");
     // Wrong audience, expired, algorithm confusion (HS256 keyed with the public key): refused.
-    exchange(
-        &app,
-        &idp.id_token("ann@acme.test", "someone-else", 300),
-        None,
-    )
-    .await
-    .problem(401, "unauthenticated");
-    exchange(
-        &app,
-        &idp.id_token("ann@acme.test", "tenantd-app", -120),
-        None,
-    )
-    .await
-    .problem(401, "unauthenticated");
+    exchange(&app, &idp.id_token("ann@acme.test", "someone-else", 300), None)
+        .await
+        .problem(401, "unauthenticated");
+    exchange(&app, &idp.id_token("ann@acme.test", "tenantd-app", -120), None)
+        .await
+        .problem(401, "unauthenticated");
     let mut h = Header::new(Algorithm::HS256);
     h.kid = Some(idp.kid.clone());
     let now = now_secs();
     let confused = jsonwebtoken::encode(&h, &json!({"iss": "https://idp.test", "aud": "tenantd-app", "sub": "x", "email": "ann@acme.test", "iat": now, "exp": now + 300}), &EncodingKey::from_secret(idp.x.as_bytes())).unwrap();
-    exchange(&app, &confused, None)
-        .await
-        .problem(401, "unauthenticated");
+    exchange(&app, &confused, None).await.problem(401, "unauthenticated");
     // Bad requests.
     let r = reqwest::Client::new()
         .post(format!("{}/v1/token", app.url))
@@ -412,9 +354,7 @@ async fn postgres_token_exchange() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_exchange_needs_configuration() {
     let app = spawn_app(Backend::Sqlite, "").await.unwrap();
-    exchange(&app, "a.b.c", None)
-        .await
-        .problem(400, "invalid_request");
+    exchange(&app, "a.b.c", None).await.problem(400, "invalid_request");
 }
 
 /// The provider's JWKS fetched from its URL (a real HTTP server on loopback).
@@ -424,17 +364,31 @@ async fn jwks_from_a_url() {
     let jwks = std::fs::read_to_string(idp.dir.join("jwks.json")).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let server = axum::Router::new().route("/.well-known/jwks.json", axum::routing::get(move || async move { jwks }));
+    let server = axum::Router::new().route(
+        "/.well-known/jwks.json",
+        axum::routing::get(move || async move { jwks }),
+    );
     tokio::spawn(async move { axum::serve(listener, server).await.unwrap() });
     let toml = format!("[oidc]\nissuer = \"https://idp.test\"\naudience = \"tenantd-app\"\njwks_url = \"http://{addr}/.well-known/jwks.json\"\n");
     let app = spawn_app(Backend::Sqlite, &toml).await.unwrap();
-    let t = exchange(&app, &idp.id_token("ann@acme.test", "tenantd-app", 300), None).await.expect(200).body;
+    let t = exchange(&app, &idp.id_token("ann@acme.test", "tenantd-app", 300), None)
+        .await
+        .expect(200)
+        .body;
     assert!(t["access_token"].is_string());
     // An unreachable JWKS URL is a start-up error naming it.
     let (db, dir) = tenantd_store::testing::fresh_sqlite();
-    let args = tenantd::config::ServeArgs { database_url: Some(db), data_dir: Some(dir), ..Default::default() };
+    let args = tenantd::config::ServeArgs {
+        database_url: Some(db),
+        data_dir: Some(dir),
+        ..Default::default()
+    };
     let bad = "[oidc]\nissuer = \"https://idp.test\"\naudience = \"a\"\njwks_url = \"http://127.0.0.1:1/jwks.json\"\n";
     let cfg = tenantd::config::Config::merge(&args, toml::from_str(bad).unwrap(), Some(ADMIN.into())).unwrap();
-    let err = tenantd::app::prepare(cfg).await.err().expect("start must fail").to_string();
+    let err = tenantd::app::prepare(cfg)
+        .await
+        .err()
+        .expect("start must fail")
+        .to_string();
     assert!(err.contains("oidc") && err.contains("127.0.0.1:1"), "{err}");
 }

@@ -30,10 +30,7 @@ async fn cross_tenant_requests_are_refused_identically(app: TestApp) {
         .await
         .problem(403, "tenant_mismatch")
         .body;
-    assert_eq!(
-        without_request_id(exists.clone()),
-        without_request_id(missing)
-    );
+    assert_eq!(without_request_id(exists.clone()), without_request_id(missing));
     assert!(!exists.to_string().contains("beta"));
     for path in [
         "/v1/tenants/beta/members",
@@ -63,10 +60,7 @@ async fn cross_tenant_requests_are_refused_identically(app: TestApp) {
         .body;
     assert_eq!(without_request_id(u_exists), without_request_id(u_missing));
     // Beta is untouched.
-    assert_eq!(
-        app.get("/v1/tenants/beta/keys", ADMIN).await.body["items"],
-        json!([])
-    );
+    assert_eq!(app.get("/v1/tenants/beta/keys", ADMIN).await.body["items"], json!([]));
     // Every attempt is recorded under the attacker's own tenant and counted.
     let after = metric(&app, "tenantd_cross_tenant_attempts_total").await;
     assert_eq!(after - before, 16.0);
@@ -80,17 +74,11 @@ async fn cross_tenant_requests_are_refused_identically(app: TestApp) {
         .body;
     let items = audit["items"].as_array().unwrap();
     assert!(items.len() >= 8, "{audit}");
-    assert!(
-        items
-            .iter()
-            .all(|e| e["tenant_id"] == "acme"
-                && e["request_id"].as_str().unwrap().starts_with("req_"))
-    );
+    assert!(items
+        .iter()
+        .all(|e| e["tenant_id"] == "acme" && e["request_id"].as_str().unwrap().starts_with("req_")));
     assert!(app
-        .get(
-            "/v1/tenants/beta/audit?action=security.cross_tenant_attempt",
-            ADMIN
-        )
+        .get("/v1/tenants/beta/audit?action=security.cross_tenant_attempt", ADMIN)
         .await
         .body["items"]
         .as_array()
@@ -128,37 +116,19 @@ async fn sources_must_agree(app: TestApp) {
     app.tenant("beta", "free").await;
     let (_, key) = app.key("acme", "owner").await;
     // The header agrees with the key: fine; disagrees: mismatch, even for a tenant that exists.
-    app.call(
-        "GET",
-        "/v1/tenants/acme",
-        Some(&key),
-        None,
-        &[("x-tenant-id", "acme")],
-    )
-    .await
-    .expect(200);
-    app.call(
-        "GET",
-        "/v1/tenants/acme",
-        Some(&key),
-        None,
-        &[("x-tenant-id", "beta")],
-    )
-    .await
-    .problem(403, "tenant_mismatch");
+    app.call("GET", "/v1/tenants/acme", Some(&key), None, &[("x-tenant-id", "acme")])
+        .await
+        .expect(200);
+    app.call("GET", "/v1/tenants/acme", Some(&key), None, &[("x-tenant-id", "beta")])
+        .await
+        .problem(403, "tenant_mismatch");
     app.call("GET", "/v1/me", Some(&key), None, &[("tenant-id", "beta")])
         .await
         .problem(403, "tenant_mismatch");
     // Even operators cannot send two different tenants.
-    app.call(
-        "GET",
-        "/v1/tenants/acme",
-        Some(ADMIN),
-        None,
-        &[("x-tenant-id", "beta")],
-    )
-    .await
-    .problem(403, "tenant_mismatch");
+    app.call("GET", "/v1/tenants/acme", Some(ADMIN), None, &[("x-tenant-id", "beta")])
+        .await
+        .problem(403, "tenant_mismatch");
     app.call(
         "GET",
         "/v1/tenants/acme",
@@ -184,9 +154,7 @@ async fn sources_must_agree(app: TestApp) {
         .await
         .problem(404, "tenant_not_found");
     // Query parameters are not a source unless enabled.
-    app.get("/v1/tenants/acme?tenant_id=beta", &key)
-        .await
-        .expect(200);
+    app.get("/v1/tenants/acme?tenant_id=beta", &key).await.expect(200);
     // Anonymous requests learn nothing.
     app.call("GET", "/v1/tenants/acme", None, None, &[])
         .await
@@ -197,15 +165,9 @@ async fn sources_must_agree(app: TestApp) {
     app.call("GET", "/v1/me", Some("garbage"), None, &[])
         .await
         .problem(401, "unauthenticated");
-    app.call(
-        "GET",
-        "/v1/me",
-        None,
-        None,
-        &[("authorization", "Basic Zm9vOmJhcg==")],
-    )
-    .await
-    .problem(401, "unauthenticated");
+    app.call("GET", "/v1/me", None, None, &[("authorization", "Basic Zm9vOmJhcg==")])
+        .await
+        .problem(401, "unauthenticated");
 }
 
 async fn suspended_tenants_keep_owner_reads(app: TestApp) {
@@ -213,13 +175,9 @@ async fn suspended_tenants_keep_owner_reads(app: TestApp) {
     let (_, owner) = app.user("acme", "o@acme.test", "owner").await;
     let (_, member) = app.user("acme", "m@acme.test", "member").await;
     let (_, key) = app.key("acme", "admin").await;
-    app.post(
-        "/v1/tenants/acme/suspend",
-        ADMIN,
-        json!({"reason": "unpaid"}),
-    )
-    .await
-    .expect(200);
+    app.post("/v1/tenants/acme/suspend", ADMIN, json!({"reason": "unpaid"}))
+        .await
+        .expect(200);
     assert_eq!(
         app.get("/v1/tenants/acme", &owner).await.expect(200).body["status"],
         "suspended"
@@ -233,9 +191,7 @@ async fn suspended_tenants_keep_owner_reads(app: TestApp) {
     app.get("/v1/tenants/acme", &member)
         .await
         .problem(403, "tenant_suspended");
-    app.get("/v1/tenants/acme", &key)
-        .await
-        .problem(403, "tenant_suspended");
+    app.get("/v1/tenants/acme", &key).await.problem(403, "tenant_suspended");
     app.post("/v1/tenants/acme/keys", &key, json!({"name": "k"}))
         .await
         .problem(403, "tenant_suspended");
@@ -250,9 +206,7 @@ async fn suspended_tenants_keep_owner_reads(app: TestApp) {
         false
     );
     app.get("/v1/tenants/acme/members", ADMIN).await.expect(200);
-    app.post("/v1/tenants/acme/resume", ADMIN, json!({}))
-        .await
-        .expect(200);
+    app.post("/v1/tenants/acme/resume", ADMIN, json!({})).await.expect(200);
     app.get("/v1/tenants/acme", &member).await.expect(200);
     app.get("/v1/tenants/acme", &key).await.expect(200);
 }
@@ -271,64 +225,33 @@ async fn subdomains_and_query(app: TestApp) {
     )
     .await
     .expect(200);
-    app.call(
-        "GET",
-        "/v1/tenants/acme",
-        Some(ADMIN),
-        None,
-        &host("beta.example.test"),
-    )
-    .await
-    .problem(403, "tenant_mismatch");
-    app.call(
-        "GET",
-        "/v1/me",
-        Some(&key),
-        None,
-        &host("beta.example.test"),
-    )
-    .await
-    .problem(403, "tenant_mismatch");
+    app.call("GET", "/v1/tenants/acme", Some(ADMIN), None, &host("beta.example.test"))
+        .await
+        .problem(403, "tenant_mismatch");
+    app.call("GET", "/v1/me", Some(&key), None, &host("beta.example.test"))
+        .await
+        .problem(403, "tenant_mismatch");
     // Hosts that are not tenant subdomains name no tenant.
-    app.call(
-        "GET",
-        "/v1/tenants/acme",
-        Some(&key),
-        None,
-        &host("www.example.test"),
-    )
-    .await
-    .expect(200);
-    app.call(
-        "GET",
-        "/v1/tenants/acme",
-        Some(&key),
-        None,
-        &host("acme.other.test"),
-    )
-    .await
-    .expect(200);
+    app.call("GET", "/v1/tenants/acme", Some(&key), None, &host("www.example.test"))
+        .await
+        .expect(200);
+    app.call("GET", "/v1/tenants/acme", Some(&key), None, &host("acme.other.test"))
+        .await
+        .expect(200);
     // Query parameter enabled.
     app.get("/v1/tenants/acme?tenant_id=beta", &key)
         .await
         .problem(403, "tenant_mismatch");
-    app.get("/v1/tenants/acme?tenant_id=acme", &key)
-        .await
-        .expect(200);
+    app.get("/v1/tenants/acme?tenant_id=acme", &key).await.expect(200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn single_tenant_mode_maps_everything_to_default() {
-    let app = spawn_app(Backend::Sqlite, "multi_tenancy = false")
-        .await
-        .unwrap();
+    let app = spawn_app(Backend::Sqlite, "multi_tenancy = false").await.unwrap();
     let t = app.get("/v1/tenants/default", ADMIN).await.expect(200).body;
     assert_eq!(t["id"], "default");
     let (_, key) = app.key("default", "member").await;
-    assert_eq!(
-        app.get("/v1/me", &key).await.expect(200).body["tenant_id"],
-        "default"
-    );
+    assert_eq!(app.get("/v1/me", &key).await.expect(200).body["tenant_id"], "default");
     app.get("/v1/tenants/other", ADMIN)
         .await
         .problem(403, "tenant_mismatch");
@@ -343,9 +266,7 @@ async fn single_tenant_mode_maps_everything_to_default() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn self_signup_creates_tenants_on_signup_plans_only() {
-    let app = spawn_app(Backend::Sqlite, "self_signup = true")
-        .await
-        .unwrap();
+    let app = spawn_app(Backend::Sqlite, "self_signup = true").await.unwrap();
     let r = app
         .call(
             "POST",
@@ -407,38 +328,101 @@ async fn custom_domains(backend: Backend) {
         }),
     );
     tokio::spawn(async move { axum::serve(listener, site).await.unwrap() });
-    let toml = format!("domain_verification_url = \"http://127.0.0.1:{port}/{{host}}\"\nbase_domain = \"example.test\"");
-    let Some(app) = spawn_app(backend, &toml).await else { return };
+    let toml =
+        format!("domain_verification_url = \"http://127.0.0.1:{port}/{{host}}\"\nbase_domain = \"example.test\"");
+    let Some(app) = spawn_app(backend, &toml).await else {
+        return;
+    };
     app.tenant("acme", "free").await;
     app.tenant("beta", "free").await;
     let (_, owner) = app.user("acme", "o@acme.test", "owner").await;
     let (_, viewer) = app.user("acme", "v@acme.test", "viewer").await;
     let host = [("host", "app.customer.test")];
-    app.post("/v1/tenants/acme/domains", &viewer, json!({"host": "app.customer.test"})).await.problem(403, "forbidden");
-    app.post("/v1/tenants/acme/domains", &owner, json!({"host": "http://x"})).await.problem(400, "invalid_request");
-    app.post("/v1/tenants/acme/domains", &owner, json!({"host": "acme.example.test"})).await.problem(400, "invalid_request");
-    let d = app.post("/v1/tenants/acme/domains", &owner, json!({"host": "App.Customer.Test"})).await.expect(201).body;
-    assert_eq!((d["host"].as_str(), d["verified"].as_bool()), (Some("app.customer.test"), Some(false)));
+    app.post(
+        "/v1/tenants/acme/domains",
+        &viewer,
+        json!({"host": "app.customer.test"}),
+    )
+    .await
+    .problem(403, "forbidden");
+    app.post("/v1/tenants/acme/domains", &owner, json!({"host": "http://x"}))
+        .await
+        .problem(400, "invalid_request");
+    app.post("/v1/tenants/acme/domains", &owner, json!({"host": "169.254.169.254"}))
+        .await
+        .problem(400, "invalid_request");
+    app.post("/v1/tenants/acme/domains", &owner, json!({"host": "acme.example.test"}))
+        .await
+        .problem(400, "invalid_request");
+    let d = app
+        .post("/v1/tenants/acme/domains", &owner, json!({"host": "App.Customer.Test"}))
+        .await
+        .expect(201)
+        .body;
+    assert_eq!(
+        (d["host"].as_str(), d["verified"].as_bool()),
+        (Some("app.customer.test"), Some(false))
+    );
     let token = d["verification"]["body"].as_str().unwrap().to_string();
-    app.post("/v1/tenants/beta/domains", ADMIN, json!({"host": "app.customer.test"})).await.problem(409, "conflict");
+    app.post("/v1/tenants/beta/domains", ADMIN, json!({"host": "app.customer.test"}))
+        .await
+        .problem(409, "conflict");
     // Unverified: the host names no tenant.
-    app.call("GET", "/v1/tenants/beta", Some(ADMIN), None, &host).await.expect(200);
+    app.call("GET", "/v1/tenants/beta", Some(ADMIN), None, &host)
+        .await
+        .expect(200);
     // Verification fails while the proof is not served; operators may skip it, owners not.
-    app.post("/v1/tenants/acme/domains/app.customer.test/verify", &owner, json!({})).await.problem(409, "conflict");
-    app.post("/v1/tenants/acme/domains/app.customer.test/verify", &owner, json!({"skip_check": true})).await.problem(403, "forbidden");
+    app.post("/v1/tenants/acme/domains/app.customer.test/verify", &owner, json!({}))
+        .await
+        .problem(409, "conflict");
+    app.post(
+        "/v1/tenants/acme/domains/app.customer.test/verify",
+        &owner,
+        json!({"skip_check": true}),
+    )
+    .await
+    .problem(403, "forbidden");
     *proof.lock().unwrap() = token;
-    let d = app.post("/v1/tenants/acme/domains/app.customer.test/verify", &owner, json!({})).await.expect(200).body;
+    let d = app
+        .post("/v1/tenants/acme/domains/app.customer.test/verify", &owner, json!({}))
+        .await
+        .expect(200)
+        .body;
     assert_eq!(d["verified"], true);
     // Verified: the host is a source like any other.
-    app.call("GET", "/v1/tenants/acme", Some(ADMIN), None, &host).await.expect(200);
-    app.call("GET", "/v1/tenants/beta", Some(ADMIN), None, &host).await.problem(403, "tenant_mismatch");
+    app.call("GET", "/v1/tenants/acme", Some(ADMIN), None, &host)
+        .await
+        .expect(200);
+    app.call("GET", "/v1/tenants/beta", Some(ADMIN), None, &host)
+        .await
+        .problem(403, "tenant_mismatch");
+    app.call(
+        "GET",
+        "/v1/tenants/beta",
+        Some(ADMIN),
+        None,
+        &[("host", "APP.Customer.test:443")],
+    )
+    .await
+    .problem(403, "tenant_mismatch");
     let (_, beta_key) = app.key("beta", "owner").await;
-    app.call("GET", "/v1/me", Some(&beta_key), None, &host).await.problem(403, "tenant_mismatch");
-    assert_eq!(app.get("/v1/tenants/acme/domains", &viewer).await.expect(200).body["items"][0]["verified"], true);
+    app.call("GET", "/v1/me", Some(&beta_key), None, &host)
+        .await
+        .problem(403, "tenant_mismatch");
+    assert_eq!(
+        app.get("/v1/tenants/acme/domains", &viewer).await.expect(200).body["items"][0]["verified"],
+        true
+    );
     // Released: it names no tenant again.
-    app.delete("/v1/tenants/acme/domains/app.customer.test", &owner).await.expect(204);
-    app.call("GET", "/v1/tenants/beta", Some(ADMIN), None, &host).await.expect(200);
-    app.delete("/v1/tenants/acme/domains/app.customer.test", &owner).await.problem(404, "not_found");
+    app.delete("/v1/tenants/acme/domains/app.customer.test", &owner)
+        .await
+        .expect(204);
+    app.call("GET", "/v1/tenants/beta", Some(ADMIN), None, &host)
+        .await
+        .expect(200);
+    app.delete("/v1/tenants/acme/domains/app.customer.test", &owner)
+        .await
+        .problem(404, "not_found");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -27,59 +27,35 @@ async fn keys_are_shown_once_and_revoked_at_once(app: TestApp) {
         json!({"type": "api_key", "id": id, "tenant_id": "acme", "tenants": [{"tenant_id": "acme", "role": "member"}]})
     );
     // Listing never shows the secret (nor its hash) and reports last use.
-    let list = app
-        .get("/v1/tenants/acme/keys", ADMIN)
-        .await
-        .expect(200)
-        .body;
+    let list = app.get("/v1/tenants/acme/keys", ADMIN).await.expect(200).body;
     let listed = &list["items"][0];
     assert_eq!(listed["id"], id.as_str());
     assert!(listed.get("key").is_none() && listed.get("hash").is_none());
     assert!(!list.to_string().contains(&secret[12..]));
-    assert!(
-        listed["last_used_at"].is_string(),
-        "last_used_at after use: {listed}"
-    );
+    assert!(listed["last_used_at"].is_string(), "last_used_at after use: {listed}");
     // A wrong secret with a real id is refused.
     let forged = format!("{}x", &secret[..secret.len() - 1]);
-    app.get("/v1/me", &forged)
-        .await
-        .problem(401, "unauthenticated");
+    app.get("/v1/me", &forged).await.problem(401, "unauthenticated");
     // Rotation: old secret dead, new one works, same id.
     let r = app
-        .post(
-            &format!("/v1/tenants/acme/keys/{id}/rotate"),
-            ADMIN,
-            json!({}),
-        )
+        .post(&format!("/v1/tenants/acme/keys/{id}/rotate"), ADMIN, json!({}))
         .await
         .expect(200)
         .body;
     let new_secret = r["key"].as_str().unwrap().to_string();
     assert_eq!(r["id"], id.as_str());
-    app.get("/v1/me", &secret)
-        .await
-        .problem(401, "unauthenticated");
+    app.get("/v1/me", &secret).await.problem(401, "unauthenticated");
     app.get("/v1/me", &new_secret).await.expect(200);
     // Revocation answers 401 from the next request on.
     app.delete(&format!("/v1/tenants/acme/keys/{id}"), ADMIN)
         .await
         .expect(204);
-    let r = app
-        .get("/v1/me", &new_secret)
-        .await
-        .problem(401, "unauthenticated");
+    let r = app.get("/v1/me", &new_secret).await.problem(401, "unauthenticated");
     assert!(r.body["detail"].as_str().unwrap().contains("revoked"));
-    app.post(
-        &format!("/v1/tenants/acme/keys/{id}/rotate"),
-        ADMIN,
-        json!({}),
-    )
-    .await
-    .problem(409, "conflict");
-    assert!(
-        app.get("/v1/tenants/acme/keys", ADMIN).await.body["items"][0]["revoked_at"].is_string()
-    );
+    app.post(&format!("/v1/tenants/acme/keys/{id}/rotate"), ADMIN, json!({}))
+        .await
+        .problem(409, "conflict");
+    assert!(app.get("/v1/tenants/acme/keys", ADMIN).await.body["items"][0]["revoked_at"].is_string());
     // Another tenant's key id is not found here.
     app.tenant("beta", "free").await;
     let (beta_key, _) = app.key("beta", "member").await;
@@ -117,16 +93,24 @@ async fn key_expiry_and_limits(app: TestApp) {
     app.post("/v1/tenants/acme/keys", ADMIN, json!({"name": ""}))
         .await
         .problem(400, "invalid_request");
+    app.post("/v1/tenants/acme/keys", ADMIN, json!({"name": "x", "role": "wizard"}))
+        .await
+        .problem(400, "invalid_request");
+    // Key limits may only narrow the tenant's (free: 100 api_calls per hour).
     app.post(
         "/v1/tenants/acme/keys",
         ADMIN,
-        json!({"name": "x", "role": "wizard"}),
+        json!({"name": "wide", "limits": [{"resource": "api_calls", "window": "hour", "limit": 500}]}),
     )
     .await
     .problem(400, "invalid_request");
-    // Key limits may only narrow the tenant's (free: 100 api_calls per hour).
-    app.post("/v1/tenants/acme/keys", ADMIN, json!({"name": "wide", "limits": [{"resource": "api_calls", "window": "hour", "limit": 500}]})).await.problem(400, "invalid_request");
-    app.post("/v1/tenants/acme/keys", ADMIN, json!({"name": "unlimited", "limits": [{"resource": "api_calls", "window": "hour", "limit": null}]})).await.problem(400, "invalid_request");
+    app.post(
+        "/v1/tenants/acme/keys",
+        ADMIN,
+        json!({"name": "unlimited", "limits": [{"resource": "api_calls", "window": "hour", "limit": null}]}),
+    )
+    .await
+    .problem(400, "invalid_request");
     let k = app.post("/v1/tenants/acme/keys", ADMIN, json!({"name": "narrow", "limits": [{"resource": "api_calls", "window": "hour", "limit": 10}, {"resource": "api_calls", "window": "second", "limit": 2}]})).await.expect(201).body;
     assert_eq!(k["limits"][0]["limit"], 10);
     // Expiry: a key that expires in 2 s works, then answers 401.
@@ -143,10 +127,7 @@ async fn key_expiry_and_limits(app: TestApp) {
     let secret = k["key"].as_str().unwrap();
     app.get("/v1/me", secret).await.expect(200);
     tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
-    let r = app
-        .get("/v1/me", secret)
-        .await
-        .problem(401, "unauthenticated");
+    let r = app.get("/v1/me", secret).await.problem(401, "unauthenticated");
     assert!(r.body["detail"].as_str().unwrap().contains("expired"));
 }
 
@@ -154,19 +135,25 @@ async fn key_expiry_and_limits(app: TestApp) {
 /// other at once (cache invalidation over LISTEN/NOTIFY).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revocation_reaches_every_node() {
-    let Some(a) = crate::common::spawn_app(crate::common::Backend::Postgres, "").await else { return };
+    let Some(a) = crate::common::spawn_app(crate::common::Backend::Postgres, "").await else {
+        return;
+    };
     let b = crate::common::start_with(a.db_url.clone(), a.data_dir.clone(), String::new(), axum::Router::new()).await;
     a.tenant("acme", "free").await;
     let (id, secret) = a.key("acme", "member").await;
     // Node b caches the key and the tenant.
     b.get("/v1/me", &secret).await.expect(200);
     b.get("/v1/tenants/acme", &secret).await.expect(200);
-    a.delete(&format!("/v1/tenants/acme/keys/{id}"), ADMIN).await.expect(204);
+    a.delete(&format!("/v1/tenants/acme/keys/{id}"), ADMIN)
+        .await
+        .expect(204);
     let refused = eventually(|| async { b.get("/v1/me", &secret).await.status.as_u16() == 401 }).await;
     assert!(refused, "node b still accepts a key revoked on node a");
     let (_, secret) = a.key("acme", "member").await;
     b.get("/v1/tenants/acme", &secret).await.expect(200);
-    a.post("/v1/tenants/acme/suspend", ADMIN, json!({"reason": "r"})).await.expect(200);
+    a.post("/v1/tenants/acme/suspend", ADMIN, json!({"reason": "r"}))
+        .await
+        .expect(200);
     let suspended = eventually(|| async { b.get("/v1/tenants/acme", &secret).await.status.as_u16() == 403 }).await;
     assert!(suspended, "node b does not see the suspension");
 }

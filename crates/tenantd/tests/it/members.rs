@@ -9,11 +9,7 @@ crate::both! {
 
 async fn members_and_the_last_owner(app: TestApp) {
     app.tenant("acme", "free").await;
-    let members = app
-        .get("/v1/tenants/acme/members", ADMIN)
-        .await
-        .expect(200)
-        .body;
+    let members = app.get("/v1/tenants/acme/members", ADMIN).await.expect(200).body;
     let owner_id = members["items"][0]["user_id"].as_str().unwrap().to_string();
     let m = app
         .post(
@@ -43,13 +39,9 @@ async fn members_and_the_last_owner(app: TestApp) {
     )
     .await
     .problem(400, "invalid_request");
-    app.post(
-        "/v1/tenants/acme/members",
-        ADMIN,
-        json!({"email": "c@acme.test"}),
-    )
-    .await
-    .problem(400, "invalid_request");
+    app.post("/v1/tenants/acme/members", ADMIN, json!({"email": "c@acme.test"}))
+        .await
+        .problem(400, "invalid_request");
     // The last owner can be neither demoted nor removed.
     app.patch(
         &format!("/v1/tenants/acme/members/{owner_id}"),
@@ -85,11 +77,7 @@ async fn members_and_the_last_owner(app: TestApp) {
     app.delete(&format!("/v1/tenants/acme/members/{owner_id}"), ADMIN)
         .await
         .problem(404, "not_found");
-    let members = app
-        .get("/v1/tenants/acme/members", ADMIN)
-        .await
-        .expect(200)
-        .body;
+    let members = app.get("/v1/tenants/acme/members", ADMIN).await.expect(200).body;
     assert_eq!(members["items"].as_array().unwrap().len(), 1);
     // A user belongs to many tenants, one role in each.
     app.tenant("beta", "free").await;
@@ -159,10 +147,7 @@ async fn roles_only_narrow(app: TestApp) {
     )
     .await
     .problem(403, "forbidden");
-    let owner_id = app
-        .get("/v1/tenants/acme/members?limit=1000", ADMIN)
-        .await
-        .body["items"]
+    let owner_id = app.get("/v1/tenants/acme/members?limit=1000", ADMIN).await.body["items"]
         .as_array()
         .unwrap()
         .iter()
@@ -186,9 +171,7 @@ async fn roles_only_narrow(app: TestApp) {
     .await
     .problem(403, "forbidden");
     // Viewers read but change nothing.
-    app.get("/v1/tenants/acme/members", &viewer)
-        .await
-        .expect(200);
+    app.get("/v1/tenants/acme/members", &viewer).await.expect(200);
     app.post(
         "/v1/tenants/acme/members",
         &viewer,
@@ -200,30 +183,18 @@ async fn roles_only_narrow(app: TestApp) {
         .await
         .problem(403, "forbidden");
     // Keys cannot be stronger than their maker.
-    app.post(
-        "/v1/tenants/acme/keys",
-        &admin,
-        json!({"name": "k", "role": "owner"}),
-    )
-    .await
-    .problem(403, "forbidden");
-    app.post(
-        "/v1/tenants/acme/keys",
-        &admin,
-        json!({"name": "k", "role": "admin"}),
-    )
-    .await
-    .expect(201);
+    app.post("/v1/tenants/acme/keys", &admin, json!({"name": "k", "role": "owner"}))
+        .await
+        .problem(403, "forbidden");
+    app.post("/v1/tenants/acme/keys", &admin, json!({"name": "k", "role": "admin"}))
+        .await
+        .expect(201);
 }
 
 async fn custom_roles_and_workspaces(app: TestApp) {
     app.tenant("acme", "free").await;
     let (_, admin) = app.user("acme", "a@acme.test", "admin").await;
-    let roles = app
-        .get("/v1/tenants/acme/roles", &admin)
-        .await
-        .expect(200)
-        .body;
+    let roles = app.get("/v1/tenants/acme/roles", &admin).await.expect(200).body;
     assert_eq!(roles["items"].as_array().unwrap().len(), 5);
     let r = app
         .post(
@@ -289,21 +260,14 @@ async fn custom_roles_and_workspaces(app: TestApp) {
             .body["allowed"],
         false
     );
-    app.get("/v1/tenants/acme/members", key)
-        .await
-        .problem(403, "forbidden");
+    app.get("/v1/tenants/acme/members", key).await.problem(403, "forbidden");
     app.delete("/v1/tenants/acme/roles/reporter", &admin)
         .await
         .problem(409, "conflict");
-    app.delete(
-        &format!("/v1/tenants/acme/keys/{}", k["id"].as_str().unwrap()),
-        &admin,
-    )
-    .await
-    .expect(204);
-    app.delete("/v1/tenants/acme/roles/reporter", &admin)
+    app.delete(&format!("/v1/tenants/acme/keys/{}", k["id"].as_str().unwrap()), &admin)
         .await
         .expect(204);
+    app.delete("/v1/tenants/acme/roles/reporter", &admin).await.expect(204);
     app.delete("/v1/tenants/acme/roles/member", &admin)
         .await
         .problem(409, "conflict");
@@ -322,20 +286,12 @@ async fn custom_roles_and_workspaces(app: TestApp) {
         .expect(201)
         .body;
     assert_eq!(ws["members"], json!([]));
-    app.post(
-        "/v1/tenants/acme/workspaces",
-        &admin,
-        json!({"id": "design"}),
-    )
-    .await
-    .problem(409, "conflict");
-    app.post(
-        "/v1/tenants/acme/workspaces",
-        &admin,
-        json!({"id": "bad id"}),
-    )
-    .await
-    .problem(400, "invalid_request");
+    app.post("/v1/tenants/acme/workspaces", &admin, json!({"id": "design"}))
+        .await
+        .problem(409, "conflict");
+    app.post("/v1/tenants/acme/workspaces", &admin, json!({"id": "bad id"}))
+        .await
+        .problem(400, "invalid_request");
     app.post("/v1/tenants/acme/workspaces", &admin, json!({"id": "ops"}))
         .await
         .expect(201);
@@ -357,11 +313,7 @@ async fn custom_roles_and_workspaces(app: TestApp) {
         .expect(201)
         .body;
     assert_eq!(wm["user_id"], guest_id.as_str());
-    let seen = app
-        .get("/v1/tenants/acme/workspaces", &guest)
-        .await
-        .expect(200)
-        .body;
+    let seen = app.get("/v1/tenants/acme/workspaces", &guest).await.expect(200).body;
     assert_eq!(seen["items"].as_array().unwrap().len(), 1);
     assert_eq!(seen["items"][0]["id"], "design");
     app.get("/v1/tenants/acme/workspaces/ops", &guest)

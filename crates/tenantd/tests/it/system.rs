@@ -6,10 +6,7 @@ use std::process::{Command, Stdio};
 async fn health_and_openapi_cover_every_route() {
     let app = spawn_app(Backend::Sqlite, "").await.unwrap();
     app.tenant("acme", "free").await;
-    let h = app
-        .call("GET", "/healthz", None, None, &[])
-        .await
-        .expect(200);
+    let h = app.call("GET", "/healthz", None, None, &[]).await.expect(200);
     assert_eq!(h.body, json!({"status": "ok"}));
     assert!(h
         .headers
@@ -18,11 +15,7 @@ async fn health_and_openapi_cover_every_route() {
         .to_str()
         .unwrap()
         .starts_with("req_"));
-    let doc = app
-        .call("GET", "/openapi.json", None, None, &[])
-        .await
-        .expect(200)
-        .body;
+    let doc = app.call("GET", "/openapi.json", None, None, &[]).await.expect(200).body;
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
     let paths = doc["paths"].as_object().unwrap();
     let expected: &[(&str, &[&str])] = &[
@@ -43,10 +36,7 @@ async fn health_and_openapi_cover_every_route() {
         ("/v1/tenants/{id}/roles", &["get", "post"]),
         ("/v1/tenants/{id}/roles/{name}", &["delete"]),
         ("/v1/tenants/{id}/workspaces", &["get", "post"]),
-        (
-            "/v1/tenants/{id}/workspaces/{ws}",
-            &["get", "patch", "delete"],
-        ),
+        ("/v1/tenants/{id}/workspaces/{ws}", &["get", "patch", "delete"]),
         ("/v1/tenants/{id}/workspaces/{ws}/members", &["post"]),
         ("/v1/tenants/{id}/domains", &["get", "post"]),
         ("/v1/tenants/{id}/domains/{host}/verify", &["post"]),
@@ -65,10 +55,7 @@ async fn health_and_openapi_cover_every_route() {
             .get(*path)
             .unwrap_or_else(|| panic!("{path} missing from /openapi.json"));
         for m in *methods {
-            assert!(
-                item.get(*m).is_some(),
-                "{m} {path} missing from /openapi.json"
-            );
+            assert!(item.get(*m).is_some(), "{m} {path} missing from /openapi.json");
         }
     }
     assert_eq!(
@@ -85,7 +72,8 @@ async fn health_and_openapi_cover_every_route() {
             .replace("{user_id}", "usr_x")
             .replace("{name}", "r")
             .replace("{ws}", "w")
-            .replace("{key_id}", "key_x").replace("{host}", "a.b.test");
+            .replace("{key_id}", "key_x")
+            .replace("{host}", "a.b.test");
         let r = app.call("OPTIONS", &concrete, Some(ADMIN), None, &[]).await;
         assert_eq!(r.status.as_u16(), 405, "{concrete}: {}", r.body);
         assert_eq!(r.body["code"], "method_not_allowed");
@@ -116,11 +104,8 @@ async fn panics_and_bad_bodies_never_take_the_server_down() {
         !r.body["detail"].as_str().unwrap().contains("handler bug"),
         "500s reveal nothing"
     );
-    app.call("GET", "/healthz", None, None, &[])
-        .await
-        .expect(200);
-    let big =
-        json!({"id": "acme", "plan": "free", "owner_email": "a@b.co", "name": "x".repeat(4096)});
+    app.call("GET", "/healthz", None, None, &[]).await.expect(200);
+    let big = json!({"id": "acme", "plan": "free", "owner_email": "a@b.co", "name": "x".repeat(4096)});
     app.post("/v1/tenants", ADMIN, big)
         .await
         .problem(413, "payload_too_large");
@@ -143,16 +128,11 @@ async fn panics_and_bad_bodies_never_take_the_server_down() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 400);
-    assert_eq!(
-        r.json::<serde_json::Value>().await.unwrap()["code"],
-        "invalid_request"
-    );
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["code"], "invalid_request");
     app.get("/v1/tenants?limit=abc", ADMIN)
         .await
         .problem(400, "invalid_request");
-    app.call("GET", "/healthz", None, None, &[])
-        .await
-        .expect(200);
+    app.call("GET", "/healthz", None, None, &[]).await.expect(200);
 }
 
 fn bin() -> Command {
@@ -170,11 +150,7 @@ fn start_up_failures_are_one_line_and_exit_2() {
     for args in [
         vec!["serve", "--listen", "not-an-address"],
         vec!["serve", "--database-url", "mysql://x/y"],
-        vec![
-            "serve",
-            "--database-url",
-            "postgres://nobody@127.0.0.1:1/none",
-        ],
+        vec!["serve", "--database-url", "postgres://nobody@127.0.0.1:1/none"],
         vec!["serve", "--multi-tenancy", "maybe"],
         vec!["serve", "--config", "/nonexistent/tenantd.toml"],
     ] {
@@ -235,15 +211,7 @@ fn sigterm_stops_cleanly_and_the_cli_drives_the_api() {
             String::from_utf8_lossy(&out.stderr).to_string(),
         )
     };
-    let (code, out, err) = cli(&[
-        "tenant",
-        "create",
-        "acme",
-        "--plan",
-        "free",
-        "--owner",
-        "ann@acme.test",
-    ]);
+    let (code, out, err) = cli(&["tenant", "create", "acme", "--plan", "free", "--owner", "ann@acme.test"]);
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("acme") && out.contains("active"), "{out}");
     let (code, out, _) = cli(&["tenant", "list"]);
@@ -259,10 +227,7 @@ fn sigterm_stops_cleanly_and_the_cli_drives_the_api() {
     let key_id = v["items"][0]["id"].as_str().unwrap().to_string();
     assert!(!out.contains(&secret), "list never shows a secret");
     assert_eq!(cli(&["key", "revoke", "acme", &key_id]).0, Some(0));
-    assert_eq!(
-        cli(&["tenant", "suspend", "acme", "--reason", "test"]).0,
-        Some(0)
-    );
+    assert_eq!(cli(&["tenant", "suspend", "acme", "--reason", "test"]).0, Some(0));
     assert!(cli(&["tenant", "show", "acme"]).1.contains("suspended"));
     assert_eq!(cli(&["tenant", "resume", "acme"]).0, Some(0));
     let (code, _, err) = cli(&["tenant", "resume", "acme"]);
@@ -278,16 +243,6 @@ fn sigterm_stops_cleanly_and_the_cli_drives_the_api() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
     // The data is there after restart: `migrate` works on it and exits 0.
-    let out = bin()
-        .arg("migrate")
-        .arg("--data-dir")
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = bin().arg("migrate").arg("--data-dir").arg(&dir).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
 }

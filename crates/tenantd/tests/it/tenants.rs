@@ -11,11 +11,7 @@ crate::both! {
 
 async fn create_is_idempotent_and_validated(app: TestApp) {
     let body = json!({"id": "Acme", "name": "Acme Inc", "plan": "starter", "owner_email": "Ann@Acme.test", "settings": {"region": "eu"}});
-    let t = app
-        .post("/v1/tenants", ADMIN, body.clone())
-        .await
-        .expect(201)
-        .body;
+    let t = app.post("/v1/tenants", ADMIN, body.clone()).await.expect(201).body;
     assert_eq!(t["id"], "acme");
     assert_eq!(t["status"], "active");
     assert_eq!(t["plan"], "starter");
@@ -24,11 +20,7 @@ async fn create_is_idempotent_and_validated(app: TestApp) {
     let again = app.post("/v1/tenants", ADMIN, body).await.expect(200).body;
     assert_eq!(again["created_at"], t["created_at"]);
     // The owner membership came with it.
-    let members = app
-        .get("/v1/tenants/acme/members", ADMIN)
-        .await
-        .expect(200)
-        .body;
+    let members = app.get("/v1/tenants/acme/members", ADMIN).await.expect(200).body;
     assert_eq!(members["items"].as_array().unwrap().len(), 1);
     assert_eq!(members["items"][0]["email"], "ann@acme.test");
     assert_eq!(members["items"][0]["role"], "owner");
@@ -74,11 +66,7 @@ async fn create_is_idempotent_and_validated(app: TestApp) {
         app.post("/v1/tenants", ADMIN, bad).await.problem(400, code);
     }
     let missing = app
-        .post(
-            "/v1/tenants",
-            ADMIN,
-            json!({"id": "ok-1", "owner_email": "a@b.co"}),
-        )
+        .post("/v1/tenants", ADMIN, json!({"id": "ok-1", "owner_email": "a@b.co"}))
         .await
         .problem(400, "invalid_request");
     assert!(
@@ -124,11 +112,8 @@ async fn create_is_idempotent_and_validated(app: TestApp) {
 
 async fn list_filters_and_pages(app: TestApp) {
     for i in 0..7 {
-        app.tenant(
-            &format!("t{i}"),
-            if i % 2 == 0 { "free" } else { "starter" },
-        )
-        .await;
+        app.tenant(&format!("t{i}"), if i % 2 == 0 { "free" } else { "starter" })
+            .await;
     }
     app.post("/v1/tenants/t3/suspend", ADMIN, json!({"reason": "unpaid"}))
         .await
@@ -169,27 +154,15 @@ async fn list_filters_and_pages(app: TestApp) {
             .collect::<Vec<_>>()
     };
     assert_eq!(
-        ids(&app
-            .get("/v1/tenants?plan=starter", ADMIN)
-            .await
-            .expect(200)
-            .body),
+        ids(&app.get("/v1/tenants?plan=starter", ADMIN).await.expect(200).body),
         ["t1", "t3"]
     );
     assert_eq!(
-        ids(&app
-            .get("/v1/tenants?status=suspended", ADMIN)
-            .await
-            .expect(200)
-            .body),
+        ids(&app.get("/v1/tenants?status=suspended", ADMIN).await.expect(200).body),
         ["t3"]
     );
     assert_eq!(
-        ids(&app
-            .get("/v1/tenants?status=deleted", ADMIN)
-            .await
-            .expect(200)
-            .body),
+        ids(&app.get("/v1/tenants?status=deleted", ADMIN).await.expect(200).body),
         ["t5"]
     );
     app.get("/v1/tenants?status=sleepy", ADMIN)
@@ -223,16 +196,15 @@ async fn patch_changes_fields_by_permission(app: TestApp) {
         .expect(200)
         .body;
     assert_eq!(
-        (
-            t["name"].as_str(),
-            t["plan"].as_str(),
-            t["settings"]["tz"].as_str()
-        ),
+        (t["name"].as_str(), t["plan"].as_str(), t["settings"]["tz"].as_str()),
         (Some("Acme 2"), Some("starter"), Some("UTC"))
     );
     app.patch("/v1/tenants/acme", &member, json!({"name": "nope"}))
         .await
         .problem(403, "forbidden");
+    app.patch("/v1/tenants/acme", &member, json!({}))
+        .await
+        .problem(400, "invalid_request");
     app.patch(
         "/v1/tenants/acme",
         &owner,
@@ -243,7 +215,15 @@ async fn patch_changes_fields_by_permission(app: TestApp) {
     app.patch("/v1/tenants/acme", &owner, json!({"plan": "gold"}))
         .await
         .problem(400, "invalid_request");
-    let t = app.patch("/v1/tenants/acme", ADMIN, json!({"limits": [{"resource": "api_calls", "window": "hour", "limit": 5, "enforcement": "soft"}]})).await.expect(200).body;
+    let t = app
+        .patch(
+            "/v1/tenants/acme",
+            ADMIN,
+            json!({"limits": [{"resource": "api_calls", "window": "hour", "limit": 5, "enforcement": "soft"}]}),
+        )
+        .await
+        .expect(200)
+        .body;
     assert_eq!(t["limits"][0]["limit"], 5);
     assert_eq!(t["limits"][0]["enforcement"], "soft");
     app.patch(
@@ -268,11 +248,7 @@ async fn lifecycle_transitions_are_checked(app: TestApp) {
         .await
         .problem(403, "forbidden");
     let t = app
-        .post(
-            "/v1/tenants/acme/suspend",
-            ADMIN,
-            json!({"reason": "unpaid invoice"}),
-        )
+        .post("/v1/tenants/acme/suspend", ADMIN, json!({"reason": "unpaid invoice"}))
         .await
         .expect(200)
         .body;
@@ -280,16 +256,10 @@ async fn lifecycle_transitions_are_checked(app: TestApp) {
         (t["status"].as_str(), t["status_reason"].as_str()),
         (Some("suspended"), Some("unpaid invoice"))
     );
-    app.post(
-        "/v1/tenants/acme/suspend",
-        ADMIN,
-        json!({"reason": "again"}),
-    )
-    .await
-    .problem(409, "conflict");
-    app.post("/v1/tenants/acme/resume", ADMIN, json!({}))
+    app.post("/v1/tenants/acme/suspend", ADMIN, json!({"reason": "again"}))
         .await
-        .expect(200);
+        .problem(409, "conflict");
+    app.post("/v1/tenants/acme/resume", ADMIN, json!({})).await.expect(200);
     app.post("/v1/tenants/acme/resume", ADMIN, json!({}))
         .await
         .problem(409, "conflict");
@@ -297,14 +267,8 @@ async fn lifecycle_transitions_are_checked(app: TestApp) {
         .await
         .problem(409, "conflict");
     // Admins may not delete the tenant; owners may.
-    app.delete("/v1/tenants/acme", &admin)
-        .await
-        .problem(403, "forbidden");
-    let t = app
-        .delete("/v1/tenants/acme", &owner)
-        .await
-        .expect(200)
-        .body;
+    app.delete("/v1/tenants/acme", &admin).await.problem(403, "forbidden");
+    let t = app.delete("/v1/tenants/acme", &owner).await.expect(200).body;
     assert_eq!(t["status"], "deleted");
     let deleted = tenantd_core::ts::parse(t["deleted_at"].as_str().unwrap()).unwrap();
     let purge = tenantd_core::ts::parse(t["purge_after"].as_str().unwrap()).unwrap();
@@ -320,9 +284,7 @@ async fn lifecycle_transitions_are_checked(app: TestApp) {
     app.post("/v1/tenants/acme/resume", ADMIN, json!({}))
         .await
         .problem(409, "conflict");
-    app.delete("/v1/tenants/acme", ADMIN)
-        .await
-        .problem(409, "conflict");
+    app.delete("/v1/tenants/acme", ADMIN).await.problem(409, "conflict");
     let t = app
         .post("/v1/tenants/acme/restore", ADMIN, json!({}))
         .await
@@ -331,13 +293,9 @@ async fn lifecycle_transitions_are_checked(app: TestApp) {
     assert_eq!(t["status"], "active");
     app.get("/v1/tenants/acme", &owner).await.expect(200);
     // A tenant deleted while suspended comes back suspended.
-    app.post(
-        "/v1/tenants/acme/suspend",
-        ADMIN,
-        json!({"reason": "fraud"}),
-    )
-    .await
-    .expect(200);
+    app.post("/v1/tenants/acme/suspend", ADMIN, json!({"reason": "fraud"}))
+        .await
+        .expect(200);
     app.delete("/v1/tenants/acme", ADMIN).await.expect(200);
     let t = app
         .post("/v1/tenants/acme/restore", ADMIN, json!({}))
@@ -390,18 +348,12 @@ async fn plans_are_seeded_and_editable(app: TestApp) {
         "database"
     );
     let burst = json!({"id": "burst", "name": "Burst", "price": "10.00", "limits": [{"resource": "api_calls", "window": "minute", "limit": 50, "enforcement": "hard"}], "features": ["exports"]});
-    let p = app
-        .post("/v1/plans", ADMIN, burst.clone())
-        .await
-        .expect(201)
-        .body;
+    let p = app.post("/v1/plans", ADMIN, burst.clone()).await.expect(201).body;
     assert_eq!(
         (p["currency"].as_str(), p["isolation"].as_str()),
         (Some("USD"), Some("row"))
     );
-    app.post("/v1/plans", ADMIN, burst)
-        .await
-        .problem(409, "conflict");
+    app.post("/v1/plans", ADMIN, burst).await.problem(409, "conflict");
     app.post(
         "/v1/plans",
         ADMIN,
@@ -416,12 +368,8 @@ async fn plans_are_seeded_and_editable(app: TestApp) {
         .body;
     assert_eq!(p["price"], "12.50");
     app.tenant("acme", "burst").await;
-    app.delete("/v1/plans/burst", ADMIN)
-        .await
-        .problem(409, "conflict");
-    app.delete("/v1/plans/nope", ADMIN)
-        .await
-        .problem(404, "not_found");
+    app.delete("/v1/plans/burst", ADMIN).await.problem(409, "conflict");
+    app.delete("/v1/plans/nope", ADMIN).await.problem(404, "not_found");
     let (_, key) = app.key("acme", "owner").await;
     app.get("/v1/plans", &key).await.problem(403, "forbidden");
 }
