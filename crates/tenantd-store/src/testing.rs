@@ -21,10 +21,16 @@ pub async fn fresh_postgres(test: &str) -> Option<String> {
             return None;
         }
     };
-    let name = format!("tenantd_t_{}", crate::new_id("db").trim_start_matches("db_"));
+    // Named after this process, so databases of finished runs can be told apart.
+    let name = format!(
+        "tenantd_t_{}_{}",
+        std::process::id(),
+        crate::new_id("db").trim_start_matches("db_")
+    );
     let mut conn = sqlx::PgConnection::connect(&base)
         .await
         .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at TENANTD_TEST_DATABASE_URL: {e}"));
+    drop_finished_runs(&mut conn).await;
     conn.execute(format!("CREATE DATABASE {name}").as_str())
         .await
         .expect("create test database");
@@ -33,6 +39,33 @@ pub async fn fresh_postgres(test: &str) -> Option<String> {
         .expect("TENANTD_TEST_DATABASE_URL ends with /<database>");
     let query = base.split_once('?').map(|(_, q)| format!("?{q}")).unwrap_or_default();
     Some(format!("{head}/{name}{query}"))
+}
+
+/// Drops test databases left by test processes that are no longer running (once per
+/// process), so repeated runs do not pile them up.
+async fn drop_finished_runs(conn: &mut sqlx::PgConnection) {
+    static ONCE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if ONCE.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        return;
+    }
+    let names: Vec<(String,)> = sqlx::query_as("SELECT datname FROM pg_database WHERE datname LIKE 'tenantd_t_%'")
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap_or_default();
+    for (name,) in names {
+        let pid = name
+            .trim_start_matches("tenantd_t_")
+            .split('_')
+            .next()
+            .and_then(|p| p.parse::<u32>().ok());
+        // Old-style names without a pid, and pids no longer alive, are finished runs.
+        let finished = pid.is_none_or(|p| !std::path::Path::new(&format!("/proc/{p}")).exists());
+        if finished {
+            let _ = conn
+                .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+                .await;
+        }
+    }
 }
 
 /// A URL of a new SQLite catalog file in a new temporary folder (kept until the process ends).
