@@ -74,11 +74,6 @@ pub fn hash(secret: &str) -> [u8; 32] {
     out
 }
 
-/// The key id inside a presented token (`tdk_<id>_<secret>` → `key_<id>`), if it has that shape.
-pub fn key_id_of(token: &str) -> Option<String> {
-    key_id_part(token).map(|id| format!("key_{id}"))
-}
-
 /// The 20-character id part of a presented token, without allocating.
 pub fn key_id_part(token: &str) -> Option<&str> {
     let rest = token.strip_prefix(KEY_PREFIX)?;
@@ -109,7 +104,7 @@ mod tests {
     fn generated_keys_verify_and_carry_their_id() {
         let k = generate();
         assert!(k.secret.starts_with("tdk_"));
-        assert_eq!(key_id_of(&k.secret).as_deref(), Some(k.id.as_str()));
+        assert_eq!(key_id_part(&k.secret).map(|p| format!("key_{p}")), Some(k.id.clone()));
         let h = parse_hash(&k.hash_hex).unwrap();
         assert!(verify(&k.secret, &h));
         assert!(!verify(&format!("{}x", k.secret), &h));
@@ -136,7 +131,7 @@ mod tests {
             "tdk_aaaaaaaaaaaaaaaaaaaa_",
             "tdk_AAAAAAAAAAAAAAAAAAAA_x",
         ] {
-            assert!(key_id_of(t).is_none(), "{t}");
+            assert!(key_id_part(t).is_none(), "{t}");
         }
     }
 }
