@@ -23,31 +23,44 @@ pub enum IdError {
 pub const RESERVED_TENANT_IDS: [&str; 4] = ["admin", "api", "www", "default"];
 
 /// A tenant id: 1–39 characters of `a-z`, `0-9` and `-`, not starting or ending with `-`.
-/// Cloning shares the string (the edge clones ids on every request).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(transparent)]
-pub struct TenantId(std::sync::Arc<str>);
+/// Held inline (40 bytes, no heap): the edge copies and compares ids on every request,
+/// and an inline id costs no allocation and no shared reference count.
+#[derive(Clone, Copy)]
+pub struct TenantId {
+    len: u8,
+    buf: [u8; TenantId::MAX_LEN],
+}
 
 impl TenantId {
+    /// The longest tenant id.
+    pub const MAX_LEN: usize = 39;
+
     /// Lower-cases and validates `raw`; `allow_default` lets `default` through (single-tenant mode).
     pub fn parse_with(raw: &str, allow_default: bool) -> Result<Self, IdError> {
-        let id = raw.trim().to_ascii_lowercase();
-        if id.is_empty() || id.len() > 39 {
+        let raw = raw.trim();
+        if raw.is_empty() || raw.len() > Self::MAX_LEN {
             return Err(IdError::TenantId("it must be 1 to 39 characters long"));
         }
-        if !id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        {
-            return Err(IdError::TenantId("only a-z, 0-9 and '-' are allowed"));
+        let mut buf = [0u8; Self::MAX_LEN];
+        for (d, s) in buf.iter_mut().zip(raw.bytes()) {
+            let b = s.to_ascii_lowercase();
+            if !(b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+                return Err(IdError::TenantId("only a-z, 0-9 and '-' are allowed"));
+            }
+            *d = b;
         }
-        if id.starts_with('-') || id.ends_with('-') {
+        let id = Self {
+            len: raw.len() as u8,
+            buf,
+        };
+        let s = id.as_str();
+        if s.starts_with('-') || s.ends_with('-') {
             return Err(IdError::TenantId("it must not start or end with '-'"));
         }
-        if RESERVED_TENANT_IDS.contains(&id.as_str()) && !(allow_default && id == "default") {
+        if RESERVED_TENANT_IDS.contains(&s) && !(allow_default && s == "default") {
             return Err(IdError::TenantId("this id is reserved"));
         }
-        Ok(Self(id.into()))
+        Ok(id)
     }
 
     /// [`TenantId::parse_with`] with reserved ids refused.
@@ -57,18 +70,64 @@ impl TenantId {
 
     /// Wraps a value read back from storage, where it was validated on the way in.
     pub fn from_trusted(s: String) -> Self {
-        Self(s.into())
+        Self::from_trusted_str(&s)
+    }
+
+    /// [`TenantId::from_trusted`] without an owned string. Only the leading ASCII bytes
+    /// (at most 39) are kept; validated ids are all ASCII and short enough.
+    pub fn from_trusted_str(s: &str) -> Self {
+        let mut buf = [0u8; Self::MAX_LEN];
+        let n = s.bytes().take(Self::MAX_LEN).take_while(u8::is_ascii).count();
+        buf[..n].copy_from_slice(&s.as_bytes()[..n]);
+        Self { len: n as u8, buf }
     }
 
     /// The id as a string slice.
     pub fn as_str(&self) -> &str {
-        &self.0
+        // Only ASCII bytes are ever written into `buf[..len]`.
+        std::str::from_utf8(&self.buf[..self.len as usize]).unwrap_or_default()
     }
 }
 
+impl PartialEq for TenantId {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+impl Eq for TenantId {}
+impl std::hash::Hash for TenantId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state)
+    }
+}
+impl PartialOrd for TenantId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for TenantId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+impl std::borrow::Borrow<str> for TenantId {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+impl fmt::Debug for TenantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
 impl fmt::Display for TenantId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
+    }
+}
+impl Serialize for TenantId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
     }
 }
 

@@ -87,7 +87,7 @@ fn build() -> World {
             id20(k as u64 ^ 0x5deece66d)
         );
         edge.cache().put_key(KeyEntry {
-            id: format!("key_{}", id20(k as u64)).into(),
+            id: keys::KeyId::from_part(&id20(k as u64)).unwrap(),
             tenant: TenantId::from_trusted(tenant.clone()),
             hash: keys::hash(&token),
             role: roles[k % roles.len()].to_string(),

@@ -1,6 +1,7 @@
 //! The catalog as the edge sees it: a [`Directory`] to load from (the local catalog or a
 //! remote tenantd) and the [`EdgeCache`] in front of it, which answers the hot path
 //! without I/O. Writes go through the server, which updates the cache as it writes.
+use crate::keys::KeyId;
 use dashmap::DashMap;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -22,7 +23,7 @@ pub struct TenantEntry {
 #[derive(Debug)]
 pub struct KeyEntry {
     /// `key_…`
-    pub id: Arc<str>,
+    pub id: KeyId,
     /// The tenant it belongs to.
     pub tenant: TenantId,
     /// SHA-256 of the secret.
@@ -132,10 +133,10 @@ type Hasher = foldhash::fast::RandomState;
 /// In-memory view of tenants, keys, custom roles and verified domains, filled on miss
 /// and kept current by the server's writes and other nodes' invalidations.
 pub struct EdgeCache {
-    tenants: DashMap<String, Arc<TenantEntry>, Hasher>,
-    /// By the 20-character id part (the key id without `key_`), so a lookup from a
-    /// presented token needs no allocation.
-    keys: DashMap<String, Arc<KeyEntry>, Hasher>,
+    tenants: DashMap<TenantId, Arc<TenantEntry>, Hasher>,
+    /// By inline id, so a lookup from a presented token needs no allocation and compares
+    /// no heap string.
+    keys: DashMap<KeyId, Arc<KeyEntry>, Hasher>,
     roles: DashMap<String, Arc<Role>, Hasher>,
     used: Mutex<Vec<(String, i64)>>,
     /// Verified custom domains, host → tenant, replaced whole when any changes.
@@ -172,27 +173,28 @@ impl EdgeCache {
     /// Caches (or replaces) a tenant.
     pub fn put_tenant(&self, t: TenantEntry) -> Arc<TenantEntry> {
         let t = Arc::new(t);
-        self.tenants.insert(t.id.as_str().to_string(), t.clone());
+        self.tenants.insert(t.id, t.clone());
         t
     }
     /// Forgets a tenant (it is reloaded on next use).
     pub fn forget_tenant(&self, id: &str) {
         self.tenants.remove(id);
     }
-    /// A cached key by its id part (`key_` stripped).
-    pub fn key(&self, id_part: &str) -> Option<Arc<KeyEntry>> {
-        self.keys.get(id_part).map(|e| e.value().clone())
+    /// A cached key.
+    pub fn key(&self, id: &KeyId) -> Option<Arc<KeyEntry>> {
+        self.keys.get(id).map(|e| e.value().clone())
     }
     /// Caches (or replaces) a key.
     pub fn put_key(&self, k: KeyEntry) -> Arc<KeyEntry> {
         let k = Arc::new(k);
-        let part = k.id.strip_prefix("key_").unwrap_or(&k.id).to_string();
-        self.keys.insert(part, k.clone());
+        self.keys.insert(k.id, k.clone());
         k
     }
     /// Forgets a key (after revocation or rotation the server re-puts or forgets it).
     pub fn forget_key(&self, id: &str) {
-        self.keys.remove(id.strip_prefix("key_").unwrap_or(id));
+        if let Some(id) = KeyId::parse(id) {
+            self.keys.remove(&id);
+        }
     }
     /// A role by name: built-in, or the tenant's cached custom role.
     pub fn role(&self, tenant: &str, name: &str) -> Option<Arc<Role>> {

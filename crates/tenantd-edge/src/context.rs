@@ -15,7 +15,7 @@ pub enum Principal {
     /// A tenant API key.
     Key {
         /// `key_…`
-        id: Arc<str>,
+        id: crate::keys::KeyId,
         /// The key's tenant.
         tenant: TenantId,
     },

@@ -24,6 +24,46 @@ fn base32(bytes: &[u8]) -> String {
     out
 }
 
+/// An API key's id, `key_` and 20 base32 characters, held inline (the edge copies it
+/// on every request).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyId([u8; 20]);
+
+impl KeyId {
+    /// From the 20-character id part of a token.
+    pub fn from_part(part: &str) -> Option<Self> {
+        let b: [u8; 20] = part.as_bytes().try_into().ok()?;
+        b.iter()
+            .all(|c| c.is_ascii_lowercase() || (b'2'..=b'7').contains(c))
+            .then_some(Self(b))
+    }
+    /// From `key_…`.
+    pub fn parse(id: &str) -> Option<Self> {
+        Self::from_part(id.strip_prefix("key_")?)
+    }
+    /// The 20-character id part.
+    pub fn part(&self) -> &str {
+        // Only base32 ASCII is ever stored.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Display for KeyId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "key_{}", self.part())
+    }
+}
+impl std::fmt::Debug for KeyId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "\"key_{}\"", self.part())
+    }
+}
+impl serde::Serialize for KeyId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 /// A freshly generated key: the secret (shown once) and what is stored.
 #[derive(Debug, Clone)]
 pub struct GeneratedKey {
@@ -74,15 +114,14 @@ pub fn hash(secret: &str) -> [u8; 32] {
     out
 }
 
-/// The 20-character id part of a presented token, without allocating.
-pub fn key_id_part(token: &str) -> Option<&str> {
+/// The id of a presented token, without allocating.
+pub fn key_id_of(token: &str) -> Option<KeyId> {
     let rest = token.strip_prefix(KEY_PREFIX)?;
     let (id, secret) = rest.split_once('_')?;
-    if id.len() != 20 || secret.is_empty() || !id.bytes().all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b))
-    {
+    if secret.is_empty() {
         return None;
     }
-    Some(id)
+    KeyId::from_part(id)
 }
 
 /// Whether `token` hashes to `expected`, in constant time.
@@ -104,7 +143,7 @@ mod tests {
     fn generated_keys_verify_and_carry_their_id() {
         let k = generate();
         assert!(k.secret.starts_with("tdk_"));
-        assert_eq!(key_id_part(&k.secret).map(|p| format!("key_{p}")), Some(k.id.clone()));
+        assert_eq!(key_id_of(&k.secret).map(|p| p.to_string()), Some(k.id.clone()));
         let h = parse_hash(&k.hash_hex).unwrap();
         assert!(verify(&k.secret, &h));
         assert!(!verify(&format!("{}x", k.secret), &h));
@@ -131,7 +170,7 @@ mod tests {
             "tdk_aaaaaaaaaaaaaaaaaaaa_",
             "tdk_AAAAAAAAAAAAAAAAAAAA_x",
         ] {
-            assert!(key_id_part(t).is_none(), "{t}");
+            assert!(key_id_of(t).is_none(), "{t}");
         }
     }
 }

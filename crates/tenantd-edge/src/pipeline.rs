@@ -116,15 +116,15 @@ impl Edge {
     }
 
     async fn load_key(&self, token: &str) -> Result<Option<Arc<KeyEntry>>, Problem> {
-        let Some(part) = keys::key_id_part(token) else {
+        let Some(id) = keys::key_id_of(token) else {
             return Ok(None);
         };
-        if let Some(k) = self.cache.key(part) {
+        if let Some(k) = self.cache.key(&id) {
             return Ok(Some(k));
         }
         Ok(self
             .dir
-            .key(&format!("key_{part}"))
+            .key(&id.to_string())
             .await
             .map_err(dir_err)?
             .map(|k| self.cache.put_key(k)))
@@ -188,7 +188,7 @@ impl Edge {
     /// The tenant the request names, from every source but the credential; sources that
     /// disagree yield `Err(None)` (a mismatch), malformed ids `Err(Some(problem))`.
     fn requested_tenant(&self, info: &RequestInfo<'_>) -> Result<Option<TenantId>, Option<Problem>> {
-        let mut found: Option<TenantId> = self.cfg.single_tenant.clone();
+        let mut found: Option<TenantId> = self.cfg.single_tenant;
         let mut add = |id: TenantId| -> Result<(), Option<Problem>> {
             match &found {
                 Some(f) if *f != id => Err(None),
@@ -301,9 +301,9 @@ impl Edge {
             Authn::Key(k) => (
                 Some(Principal::Key {
                     id: k.id.clone(),
-                    tenant: k.tenant.clone(),
+                    tenant: k.tenant,
                 }),
-                Some(k.tenant.clone()),
+                Some(k.tenant),
             ),
             Authn::User { id, email, tid } => {
                 let own = match tid {
@@ -333,7 +333,7 @@ impl Edge {
             Err(Some(p)) => return Err(p),
             Err(None) => return Err(self.mismatch(actor(), own.as_ref(), info, &request_id).await),
         };
-        let tenant_id = match (own.clone(), requested) {
+        let tenant_id = match (own, requested) {
             (Some(o), Some(r)) if o != r => return Err(self.mismatch(actor(), Some(&o), info, &request_id).await),
             (o, r) => o.or(r),
         };

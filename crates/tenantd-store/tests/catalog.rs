@@ -1439,7 +1439,7 @@ async fn case_concurrent_owner_demotions(c: &SqlCatalog) {
         let tasks: Vec<_> = [alice.clone(), bob.clone()]
             .into_iter()
             .map(|u| {
-                let (c, t, barrier) = (c.clone(), t.clone(), barrier.clone());
+                let (c, t, barrier) = (c.clone(), t, barrier.clone());
                 tokio::spawn(async move {
                     barrier.wait().await;
                     if remove {

@@ -198,7 +198,7 @@ async fn ensure_default_tenant(cfg: &Config, catalog: &dyn Catalog) -> Result<Te
     let id = TenantId::parse_with(&cfg.default_tenant, true).map_err(|e| StartError(format!("default_tenant: {e}")))?;
     if let Err(tenantd_store::StoreError::NotFound(_)) = catalog.get_tenant(&id).await {
         let new = tenantd_store::NewTenant {
-            id: id.clone(),
+            id,
             name: id.to_string(),
             plan: tenantd_core::PlanId::parse("enterprise").expect("valid"),
             owner_email: tenantd_core::Email::parse("owner@tenantd.local").expect("valid"),

@@ -82,7 +82,7 @@ pub async fn create(
     let g = keys::generate();
     let key = ApiKey {
         id: g.id,
-        tenant_id: ctx.tenant_id().clone(),
+        tenant_id: *ctx.tenant_id(),
         name: b.name.trim().to_string(),
         prefix: g.prefix,
         hash: g.hash_hex,
