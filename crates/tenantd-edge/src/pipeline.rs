@@ -300,7 +300,7 @@ impl Edge {
             Authn::Operator => (Some(Principal::Operator), None),
             Authn::Key(k) => (
                 Some(Principal::Key {
-                    id: k.id.clone(),
+                    id: k.id,
                     tenant: k.tenant,
                 }),
                 Some(k.tenant),
