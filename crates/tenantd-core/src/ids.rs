@@ -260,8 +260,46 @@ name_id!(
 
 /// A user id, `usr_` followed by 20 lower-case base32 characters.
 pub type UserId = String;
-/// An API key id, `key_` followed by 20 lower-case base32 characters.
-pub type KeyId = String;
+/// An API key's id, `key_` and 20 base32 characters, held inline (the edge copies it
+/// on every request).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyId([u8; 20]);
+
+impl KeyId {
+    /// From the 20-character id part of a token.
+    pub fn from_part(part: &str) -> Option<Self> {
+        let b: [u8; 20] = part.as_bytes().try_into().ok()?;
+        b.iter()
+            .all(|c| c.is_ascii_lowercase() || (b'2'..=b'7').contains(c))
+            .then_some(Self(b))
+    }
+    /// From `key_…`.
+    pub fn parse(id: &str) -> Option<Self> {
+        Self::from_part(id.strip_prefix("key_")?)
+    }
+    /// The 20-character id part.
+    pub fn part(&self) -> &str {
+        // Only base32 ASCII is ever stored.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Display for KeyId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "key_{}", self.part())
+    }
+}
+impl std::fmt::Debug for KeyId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "\"key_{}\"", self.part())
+    }
+}
+impl Serialize for KeyId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 
 #[cfg(test)]
 mod tests {

@@ -9,10 +9,11 @@ pub mod plan;
 pub mod problem;
 pub mod tenant;
 pub mod ts;
+pub mod usage;
 
 pub use ids::{Email, IdError, KeyId, PlanId, TenantId, UserId, WorkspaceId};
 pub use perms::{BuiltinRole, Permission, Role};
-pub use plan::{Enforcement, Isolation, Limit, Plan, Window};
+pub use plan::{CounterFailure, Enforcement, Isolation, Limit, Plan, Window};
 pub use problem::Code;
 pub use tenant::{StatusError, TenantStatus};
 

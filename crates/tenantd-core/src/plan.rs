@@ -25,6 +25,111 @@ pub enum Window {
     Concurrent,
 }
 
+impl Window {
+    /// The calendar windows, counted per UTC period and persisted.
+    pub const CALENDAR: [Window; 4] = [Window::Hour, Window::Day, Window::Week, Window::Month];
+
+    /// The name used in JSON, headers and storage.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Window::Second => "second",
+            Window::Minute => "minute",
+            Window::Hour => "hour",
+            Window::Day => "day",
+            Window::Week => "week",
+            Window::Month => "month",
+            Window::Total => "total",
+            Window::Concurrent => "concurrent",
+        }
+    }
+
+    /// Parses [`Window::as_str`].
+    pub fn parse(s: &str) -> Option<Window> {
+        [
+            Window::Second,
+            Window::Minute,
+            Window::Hour,
+            Window::Day,
+            Window::Week,
+            Window::Month,
+            Window::Total,
+            Window::Concurrent,
+        ]
+        .into_iter()
+        .find(|w| w.as_str() == s)
+    }
+
+    /// The length of a sliding rate window in milliseconds (second, minute).
+    pub fn rate_ms(self) -> Option<i64> {
+        match self {
+            Window::Second => Some(1_000),
+            Window::Minute => Some(60_000),
+            _ => None,
+        }
+    }
+
+    /// Whether this is a calendar window (hour, day, week, month).
+    pub fn is_calendar(self) -> bool {
+        Self::CALENDAR.contains(&self)
+    }
+
+    /// The UTC calendar period `[start, end)` (Unix seconds) containing `now`; weeks start
+    /// on Monday. `None` for windows that are not calendar periods.
+    pub fn period(self, now: i64) -> Option<(i64, i64)> {
+        const DAY: i64 = 86_400;
+        let day_start = now.div_euclid(DAY) * DAY;
+        match self {
+            Window::Hour => {
+                let s = now.div_euclid(3_600) * 3_600;
+                Some((s, s + 3_600))
+            }
+            Window::Day => Some((day_start, day_start + DAY)),
+            Window::Week => {
+                // 1970-01-01 was a Thursday: three days after a Monday.
+                let days = now.div_euclid(DAY);
+                let s = (days - (days + 3).rem_euclid(7)) * DAY;
+                Some((s, s + 7 * DAY))
+            }
+            Window::Month => {
+                let (y, m) = crate::ts::year_month(now);
+                Some((crate::ts::month_start(y, m), crate::ts::month_start_after(y, m)))
+            }
+            _ => None,
+        }
+    }
+
+    /// The nominal length in seconds, as `RateLimit-Policy` reports it (`w=`); the
+    /// calendar period containing `now` for calendar windows.
+    pub fn seconds(self, now: i64) -> i64 {
+        match (self.rate_ms(), self.period(now)) {
+            (Some(ms), _) => ms / 1_000,
+            (None, Some((s, e))) => e - s,
+            _ => 0,
+        }
+    }
+}
+
+/// What a plan's tenants get when shared counters (Redis) cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum CounterFailure {
+    /// Each node admits its own share of what remained (limit ÷ live nodes).
+    #[default]
+    FailOpenLocal,
+    /// Refuse with `503 unavailable` until the counters are back.
+    FailClosed,
+}
+
+impl CounterFailure {
+    /// The name used in JSON and storage.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CounterFailure::FailOpenLocal => "fail_open_local",
+            CounterFailure::FailClosed => "fail_closed",
+        }
+    }
+}
+
 /// What happens when a limit is reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -137,6 +242,9 @@ pub struct Plan {
     /// The data isolation tier.
     #[serde(default)]
     pub isolation: Isolation,
+    /// What happens when shared counters (Redis) are unreachable.
+    #[serde(default)]
+    pub counter_failure: CounterFailure,
 }
 
 /// Checks that `s` is a non-negative decimal with at most 4 fractional digits.
@@ -208,6 +316,7 @@ impl Plan {
             ],
             features: features.iter().map(|s| s.to_string()).collect(),
             isolation: iso,
+            counter_failure: CounterFailure::default(),
         };
         vec![
             plan(

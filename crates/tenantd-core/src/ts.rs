@@ -40,3 +40,37 @@ mod tests {
         assert!(super::parse("yesterday").is_err());
     }
 }
+
+/// The UTC `(year, month)` containing `secs`.
+pub fn year_month(secs: i64) -> (i32, u8) {
+    let d = OffsetDateTime::from_unix_timestamp(secs).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    (d.year(), d.month() as u8)
+}
+
+/// Unix seconds at the start (UTC midnight) of the first day of `year-month`.
+pub fn month_start(year: i32, month: u8) -> i64 {
+    time::Month::try_from(month)
+        .ok()
+        .and_then(|m| time::Date::from_calendar_date(year, m, 1).ok())
+        .map_or(0, |d| d.midnight().assume_utc().unix_timestamp())
+}
+
+/// Unix seconds at the start of the month after `year-month`.
+pub fn month_start_after(year: i32, month: u8) -> i64 {
+    if month >= 12 {
+        month_start(year + 1, 1)
+    } else {
+        month_start(year, month + 1)
+    }
+}
+
+/// Parses `YYYY-MM` into `(year, month)`.
+pub fn parse_year_month(s: &str) -> Option<(i32, u8)> {
+    let (y, m) = s.split_once('-')?;
+    if y.len() != 4 || m.len() != 2 {
+        return None;
+    }
+    let y: i32 = y.parse().ok()?;
+    let m: u8 = m.parse().ok()?;
+    ((1..=12).contains(&m) && y >= 1970).then_some((y, m))
+}

@@ -11,11 +11,14 @@ mod domains;
 mod model;
 pub mod notify;
 mod sql;
+mod usage;
 pub mod testing;
 
 pub use domains::Domain;
 pub use model::*;
 pub use sql::{Backend, SqlCatalog};
+pub use tenantd_core::usage::{CounterRow, TenantEvent};
+pub use usage::Countable;
 
 use tenantd_core::{Email, Plan, PlanId, StatusError, TenantId};
 
@@ -182,6 +185,28 @@ pub trait Catalog: Send + Sync + 'static {
     async fn delete_domain(&self, tenant: &TenantId, host: &str) -> Result<()>;
     /// Operator-wide: every verified host of a live tenant, for the edge.
     async fn verified_domains(&self) -> Result<Vec<(String, TenantId)>>;
+
+    // --- usage
+    /// The tenant's counters (all scopes) of periods starting at or after `since`, and
+    /// its levels.
+    async fn load_counters(&self, tenant: &TenantId, since: i64) -> Result<Vec<CounterRow>>;
+    /// The tenant's own counters of `window` with periods in `[from, to)`.
+    async fn counters_in(&self, tenant: &TenantId, window: tenantd_core::Window, from: i64, to: i64)
+        -> Result<Vec<CounterRow>>;
+    /// Adds deltas to counters (creating them), in one transaction.
+    async fn add_counters(&self, deltas: &[CounterRow]) -> Result<()>;
+    /// Claims idempotency keys; `true` for each key not seen before.
+    async fn claim_idempotency(&self, tenant: &TenantId, keys: &[String]) -> Result<Vec<bool>>;
+    /// Releases keys claimed for events that were then refused.
+    async fn release_idempotency(&self, tenant: &TenantId, keys: &[String]) -> Result<()>;
+    /// Stores a tenant event.
+    async fn record_event(&self, tenant: &TenantId, kind: &str, data: &serde_json::Value) -> Result<()>;
+    /// The tenant's events, oldest first.
+    async fn list_events(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<TenantEvent>>;
+    /// `(since, plan)` for every plan the tenant has been on, oldest first.
+    async fn plan_history(&self, tenant: &TenantId) -> Result<Vec<(i64, String)>>;
+    /// A level counted from the catalog (members, active keys).
+    async fn count(&self, tenant: &TenantId, what: Countable) -> Result<u64>;
 
     // --- cache invalidation between nodes
     /// Tells other nodes sharing this catalog that `topic` changed (no-op on SQLite).

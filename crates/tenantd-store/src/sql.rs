@@ -59,7 +59,7 @@ fn encode_cursor(s: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
 }
 
-fn decode_cursor(c: &str) -> Result<String> {
+pub(crate) fn decode_cursor(c: &str) -> Result<String> {
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(c)
         .ok()
@@ -68,7 +68,7 @@ fn decode_cursor(c: &str) -> Result<String> {
 }
 
 /// Cuts a fetched `limit + 1` rows down to a page, with a cursor made from the last item.
-fn paginate<T>(mut items: Vec<T>, limit: u32, key: impl Fn(&T) -> String) -> Page<T> {
+pub(crate) fn paginate<T>(mut items: Vec<T>, limit: u32, key: impl Fn(&T) -> String) -> Page<T> {
     let next_cursor = if items.len() > limit as usize {
         items.truncate(limit as usize);
         items.last().map(|t| encode_cursor(&key(t)))
@@ -114,6 +114,7 @@ fn plan_from(r: &AnyRow) -> Result<Plan> {
         limits: json(r, "limits")?,
         features: json(r, "features")?,
         isolation: serde_json::from_value(serde_json::Value::String(isolation))?,
+        counter_failure: serde_json::from_value(serde_json::Value::String(r.try_get("counter_failure")?))?,
     })
 }
 
@@ -304,6 +305,12 @@ impl SqlCatalog {
             .bind(now)
             .execute(&mut *tx)
             .await?;
+        sqlx::query("INSERT INTO plan_history (tenant_id, at, plan_id) VALUES ($1, $2, $3)")
+            .bind(new.id.as_str())
+            .bind(now)
+            .bind(new.plan.as_str())
+            .execute(&mut *tx)
+            .await?;
         let user = Self::ensure_user_in(&mut tx, &new.owner_email).await?;
         sqlx::query("INSERT INTO memberships (tenant_id, user_id, role, created_at) VALUES ($1, $2, 'owner', $3)")
             .bind(new.id.as_str())
@@ -386,7 +393,7 @@ impl Catalog for SqlCatalog {
 
     async fn create_plan(&self, p: &Plan) -> Result<()> {
         let now = now_secs();
-        let r = sqlx::query("INSERT INTO plans (id, name, price, currency, limits, features, isolation, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)")
+        let r = sqlx::query("INSERT INTO plans (id, name, price, currency, limits, features, isolation, created_at, updated_at, counter_failure) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9)")
             .bind(p.id.as_str())
             .bind(&p.name)
             .bind(&p.price)
@@ -395,6 +402,7 @@ impl Catalog for SqlCatalog {
             .bind(to_json(&p.features))
             .bind(to_json(&p.isolation).trim_matches('"').to_string())
             .bind(now)
+            .bind(p.counter_failure.as_str())
             .execute(&self.pool)
             .await
             .map(|_| ())
@@ -406,7 +414,7 @@ impl Catalog for SqlCatalog {
     }
 
     async fn update_plan(&self, p: &Plan) -> Result<()> {
-        let n = sqlx::query("UPDATE plans SET name = $2, price = $3, currency = $4, limits = $5, features = $6, isolation = $7, updated_at = $8 WHERE id = $1")
+        let n = sqlx::query("UPDATE plans SET name = $2, price = $3, currency = $4, limits = $5, features = $6, isolation = $7, updated_at = $8, counter_failure = $9 WHERE id = $1")
             .bind(p.id.as_str())
             .bind(&p.name)
             .bind(&p.price)
@@ -415,6 +423,7 @@ impl Catalog for SqlCatalog {
             .bind(to_json(&p.features))
             .bind(to_json(&p.isolation).trim_matches('"').to_string())
             .bind(now_secs())
+            .bind(p.counter_failure.as_str())
             .execute(&self.pool)
             .await?
             .rows_affected();
@@ -509,6 +518,14 @@ impl Catalog for SqlCatalog {
                 .is_some();
             if !exists {
                 return Err(StoreError::Invalid(format!("plan '{plan}' does not exist")));
+            }
+            if t.plan != plan.as_str() {
+                sqlx::query("INSERT INTO plan_history (tenant_id, at, plan_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+                    .bind(id.as_str())
+                    .bind(now_secs())
+                    .bind(plan.as_str())
+                    .execute(&mut *tx)
+                    .await?;
             }
             t.plan = plan.to_string();
         }
@@ -1104,6 +1121,42 @@ impl Catalog for SqlCatalog {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    async fn load_counters(&self, tenant: &TenantId, since: i64) -> Result<Vec<CounterRow>> {
+        self.load_counters_sql(tenant, since).await
+    }
+
+    async fn counters_in(&self, tenant: &TenantId, window: tenantd_core::Window, from: i64, to: i64) -> Result<Vec<CounterRow>> {
+        self.counters_in_sql(tenant, window, from, to).await
+    }
+
+    async fn add_counters(&self, deltas: &[CounterRow]) -> Result<()> {
+        self.add_counters_sql(deltas).await
+    }
+
+    async fn claim_idempotency(&self, tenant: &TenantId, keys: &[String]) -> Result<Vec<bool>> {
+        self.claim_idempotency_sql(tenant, keys).await
+    }
+
+    async fn release_idempotency(&self, tenant: &TenantId, keys: &[String]) -> Result<()> {
+        self.release_idempotency_sql(tenant, keys).await
+    }
+
+    async fn record_event(&self, tenant: &TenantId, kind: &str, data: &serde_json::Value) -> Result<()> {
+        self.record_event_sql(tenant, kind, data).await
+    }
+
+    async fn list_events(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<TenantEvent>> {
+        self.list_events_sql(tenant, page).await
+    }
+
+    async fn plan_history(&self, tenant: &TenantId) -> Result<Vec<(i64, String)>> {
+        self.plan_history_sql(tenant).await
+    }
+
+    async fn count(&self, tenant: &TenantId, what: Countable) -> Result<u64> {
+        self.count_sql(tenant, what).await
     }
 
     async fn add_domain(&self, tenant: &TenantId, host: &str, token: &str) -> Result<crate::Domain> {

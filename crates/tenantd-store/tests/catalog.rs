@@ -269,6 +269,7 @@ async fn case_plan_crud(c: &dyn Catalog) {
         limits: vec![limit("api_calls", Window::Minute, Some(50), Enforcement::Hard)],
         features: vec!["exports".into()],
         isolation: Isolation::Row,
+        counter_failure: tenantd_core::CounterFailure::FailClosed,
     };
     c.create_plan(&burst).await.unwrap();
     assert_eq!(c.get_plan(&pid("burst")).await.unwrap(), burst);

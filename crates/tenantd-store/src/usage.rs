@@ -1,0 +1,177 @@
+//! Usage counters, idempotency keys of usage events, tenant events and plan history.
+use crate::{Page, PageRequest, Result, SqlCatalog, StoreError};
+use sqlx::Row;
+use tenantd_core::usage::{CounterRow, TenantEvent};
+use tenantd_core::{now_secs, KeyId, TenantId, Window};
+
+fn scope_str(s: &Option<KeyId>) -> String {
+    s.map(|k| k.to_string()).unwrap_or_default()
+}
+
+fn row_from(r: &sqlx::any::AnyRow) -> Result<CounterRow> {
+    let scope: String = r.try_get("scope")?;
+    let win: String = r.try_get("win")?;
+    Ok(CounterRow {
+        tenant: TenantId::from_trusted(r.try_get("tenant_id")?),
+        scope: KeyId::parse(&scope),
+        resource: r.try_get("resource")?,
+        window: Window::parse(&win).ok_or_else(|| StoreError::Invalid(format!("stored window '{win}'")))?,
+        period: r.try_get("period_start")?,
+        value: r.try_get::<i64, _>("value")?.max(0) as u64,
+    })
+}
+
+impl SqlCatalog {
+    pub(crate) async fn load_counters_sql(&self, tenant: &TenantId, since: i64) -> Result<Vec<CounterRow>> {
+        let rows = sqlx::query("SELECT tenant_id, scope, resource, win, period_start, value FROM usage_counters WHERE tenant_id = $1 AND (period_start >= $2 OR win = 'total')")
+            .bind(tenant.as_str())
+            .bind(since)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(row_from).collect()
+    }
+
+    pub(crate) async fn counters_in_sql(
+        &self,
+        tenant: &TenantId,
+        window: Window,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<CounterRow>> {
+        let rows = sqlx::query("SELECT tenant_id, scope, resource, win, period_start, value FROM usage_counters WHERE tenant_id = $1 AND scope = '' AND win = $2 AND period_start >= $3 AND period_start < $4 ORDER BY resource, period_start")
+            .bind(tenant.as_str())
+            .bind(window.as_str())
+            .bind(from)
+            .bind(to)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(row_from).collect()
+    }
+
+    pub(crate) async fn add_counters_sql(&self, deltas: &[CounterRow]) -> Result<()> {
+        if deltas.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool().begin().await?;
+        for d in deltas {
+            sqlx::query("INSERT INTO usage_counters (tenant_id, scope, resource, win, period_start, value) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, scope, resource, win, period_start) DO UPDATE SET value = usage_counters.value + excluded.value")
+                .bind(d.tenant.as_str())
+                .bind(scope_str(&d.scope))
+                .bind(&d.resource)
+                .bind(d.window.as_str())
+                .bind(d.period)
+                .bind(d.value as i64)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(crate) async fn claim_idempotency_sql(&self, tenant: &TenantId, keys: &[String]) -> Result<Vec<bool>> {
+        let mut tx = self.pool().begin().await?;
+        let mut out = Vec::with_capacity(keys.len());
+        let now = now_secs();
+        for k in keys {
+            let n = sqlx::query(
+                "INSERT INTO usage_idempotency (tenant_id, idem_key, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            )
+            .bind(tenant.as_str())
+            .bind(k)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            out.push(n == 1);
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    pub(crate) async fn release_idempotency_sql(&self, tenant: &TenantId, keys: &[String]) -> Result<()> {
+        let mut tx = self.pool().begin().await?;
+        for k in keys {
+            sqlx::query("DELETE FROM usage_idempotency WHERE tenant_id = $1 AND idem_key = $2")
+                .bind(tenant.as_str())
+                .bind(k)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(crate) async fn record_event_sql(&self, tenant: &TenantId, kind: &str, data: &serde_json::Value) -> Result<()> {
+        sqlx::query("INSERT INTO tenant_events (tenant_id, type, data, at) VALUES ($1, $2, $3, $4)")
+            .bind(tenant.as_str())
+            .bind(kind)
+            .bind(data.to_string())
+            .bind(now_secs())
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn list_events_sql(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<TenantEvent>> {
+        let after: i64 = match &page.after {
+            Some(c) => crate::sql::decode_cursor(c)?
+                .parse()
+                .map_err(|_| StoreError::Invalid("cursor is not one this server issued".into()))?,
+            None => 0,
+        };
+        let rows = sqlx::query(&format!(
+            "SELECT id, tenant_id, type, data, at FROM tenant_events WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT {}",
+            page.limit + 1
+        ))
+        .bind(tenant.as_str())
+        .bind(after)
+        .fetch_all(self.pool())
+        .await?;
+        let items = rows
+            .iter()
+            .map(|r| {
+                let data: String = r.try_get("data")?;
+                Ok(TenantEvent {
+                    id: r.try_get("id")?,
+                    tenant_id: TenantId::from_trusted(r.try_get("tenant_id")?),
+                    kind: r.try_get("type")?,
+                    data: serde_json::from_str(&data)?,
+                    at: r.try_get("at")?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(crate::sql::paginate(items, page.limit, |e| e.id.to_string()))
+    }
+
+    pub(crate) async fn plan_history_sql(&self, tenant: &TenantId) -> Result<Vec<(i64, String)>> {
+        let rows = sqlx::query("SELECT at, plan_id FROM plan_history WHERE tenant_id = $1 ORDER BY at, plan_id")
+            .bind(tenant.as_str())
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("at")?, r.try_get("plan_id")?)))
+            .collect()
+    }
+
+    pub(crate) async fn count_sql(&self, tenant: &TenantId, what: Countable) -> Result<u64> {
+        let sql = match what {
+            Countable::Members => "SELECT COUNT(*) AS n FROM memberships WHERE tenant_id = $1",
+            Countable::ActiveKeys => "SELECT COUNT(*) AS n FROM api_keys WHERE tenant_id = $1 AND revoked_at IS NULL",
+        };
+        let n: i64 = sqlx::query(sql)
+            .bind(tenant.as_str())
+            .fetch_one(self.pool())
+            .await?
+            .try_get("n")?;
+        Ok(n.max(0) as u64)
+    }
+}
+
+/// Levels counted from the catalog itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Countable {
+    /// Memberships of the tenant.
+    Members,
+    /// API keys not revoked.
+    ActiveKeys,
+}
