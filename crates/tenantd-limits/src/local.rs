@@ -1,0 +1,621 @@
+//! The in-process engine: one small state per tenant behind its own lock, loaded from the
+//! store on first use, its deltas flushed back in batches.
+use crate::{crossings, now_ms, refusal, tightest, AdmitError, Ask, Check, CounterStore, LimitState, Outcome};
+use dashmap::DashMap;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use tenantd_core::usage::CounterRow;
+use tenantd_core::{Enforcement, KeyId, Limit, TenantId, Window};
+
+/// Buckets per sliding window.
+const BUCKETS: i64 = 100;
+
+#[derive(Debug)]
+struct Counter {
+    scope: Option<KeyId>,
+    resource: Box<str>,
+    window: Window,
+    period: i64,
+    value: u64,
+    /// Added since the last flush.
+    unflushed: u64,
+}
+
+/// A sliding log of `(bucket, count)`: a bucket leaves the window only once all of it is
+/// older than the window, so the count never under-states use.
+#[derive(Debug)]
+struct RateLog {
+    scope: Option<KeyId>,
+    resource: Box<str>,
+    window: Window,
+    buckets: VecDeque<(i64, u64)>,
+    sum: u64,
+}
+
+impl RateLog {
+    fn granule(len_ms: i64) -> i64 {
+        (len_ms / BUCKETS).max(1)
+    }
+    fn prune(&mut self, now_ms: i64, len_ms: i64) {
+        let g = Self::granule(len_ms);
+        while let Some(&(b, n)) = self.buckets.front() {
+            if (b + 1) * g <= now_ms - len_ms {
+                self.buckets.pop_front();
+                self.sum -= n;
+            } else {
+                break;
+            }
+        }
+    }
+    fn add(&mut self, now_ms: i64, len_ms: i64, n: u64) {
+        let b = now_ms.div_euclid(Self::granule(len_ms));
+        match self.buckets.back_mut() {
+            Some((last, c)) if *last == b => *c += n,
+            _ => self.buckets.push_back((b, n)),
+        }
+        self.sum += n;
+    }
+    /// Milliseconds until the oldest bucket leaves the window.
+    fn reset_ms(&self, now_ms: i64, len_ms: i64) -> i64 {
+        let g = Self::granule(len_ms);
+        self.buckets
+            .front()
+            .map_or(len_ms, |&(b, _)| ((b + 1) * g + len_ms - now_ms).max(1))
+    }
+    /// Milliseconds until `cost` more fits under `limit`.
+    fn retry_ms(&self, now_ms: i64, len_ms: i64, limit: u64, cost: u64) -> i64 {
+        if cost > limit {
+            return len_ms;
+        }
+        let g = Self::granule(len_ms);
+        let mut sum = self.sum;
+        for &(b, n) in &self.buckets {
+            sum -= n;
+            if sum + cost <= limit {
+                return ((b + 1) * g + len_ms - now_ms).max(1);
+            }
+        }
+        len_ms
+    }
+}
+
+#[derive(Debug)]
+struct Lease {
+    id: String,
+    resource: Box<str>,
+    expires_ms: i64,
+}
+
+#[derive(Debug, Default)]
+struct TenantState {
+    counters: Vec<Counter>,
+    rates: Vec<RateLog>,
+    leases: Vec<Lease>,
+    /// Queued for the flusher.
+    dirty: bool,
+}
+
+impl TenantState {
+    fn counter(&mut self, scope: Option<KeyId>, resource: &str, window: Window, period: i64) -> &mut Counter {
+        let i = match self
+            .counters
+            .iter()
+            .position(|c| c.scope == scope && c.window == window && c.period == period && &*c.resource == resource)
+        {
+            Some(i) => i,
+            None => {
+                self.counters.push(Counter {
+                    scope,
+                    resource: resource.into(),
+                    window,
+                    period,
+                    value: 0,
+                    unflushed: 0,
+                });
+                self.counters.len() - 1
+            }
+        };
+        &mut self.counters[i]
+    }
+    fn value(&self, scope: Option<KeyId>, resource: &str, window: Window, period: i64) -> u64 {
+        self.counters
+            .iter()
+            .find(|c| c.scope == scope && c.window == window && c.period == period && &*c.resource == resource)
+            .map_or(0, |c| c.value)
+    }
+    fn rate(&mut self, scope: Option<KeyId>, resource: &str, window: Window) -> &mut RateLog {
+        let i = match self
+            .rates
+            .iter()
+            .position(|r| r.scope == scope && r.window == window && &*r.resource == resource)
+        {
+            Some(i) => i,
+            None => {
+                self.rates.push(RateLog {
+                    scope,
+                    resource: resource.into(),
+                    window,
+                    buckets: VecDeque::new(),
+                    sum: 0,
+                });
+                self.rates.len() - 1
+            }
+        };
+        &mut self.rates[i]
+    }
+}
+
+struct Slot {
+    loaded: tokio::sync::OnceCell<()>,
+    st: Mutex<TenantState>,
+}
+
+type Hasher = foldhash::fast::RandomState;
+
+/// The in-process engine.
+pub struct Local {
+    slots: DashMap<TenantId, Arc<Slot>, Hasher>,
+    store: Arc<dyn CounterStore>,
+    dirty: Mutex<Vec<TenantId>>,
+    /// Deltas a failed flush could not write, retried first next time.
+    pending: Mutex<Vec<CounterRow>>,
+}
+
+/// The `(start, end)` of `window`'s current period; levels have one period, 0.
+fn period(window: Window, now_s: i64) -> (i64, Option<i64>) {
+    match window.period(now_s) {
+        Some((s, e)) => (s, Some(e)),
+        None => (0, None),
+    }
+}
+
+impl Local {
+    /// An engine persisting to `store`.
+    pub fn new(store: Arc<dyn CounterStore>) -> Self {
+        Self {
+            slots: DashMap::default(),
+            store,
+            dirty: Mutex::new(Vec::new()),
+            pending: Mutex::new(Vec::new()),
+        }
+    }
+
+    async fn slot(&self, tenant: TenantId, now_s: i64) -> Result<Arc<Slot>, AdmitError> {
+        let slot = match self.slots.get(&tenant) {
+            Some(s) => s.value().clone(),
+            None => self
+                .slots
+                .entry(tenant)
+                .or_insert_with(|| {
+                    Arc::new(Slot {
+                        loaded: tokio::sync::OnceCell::new(),
+                        st: Mutex::new(TenantState::default()),
+                    })
+                })
+                .value()
+                .clone(),
+        };
+        if !slot.loaded.initialized() {
+            slot.loaded
+                .get_or_try_init(|| async {
+                    let since = Window::CALENDAR
+                        .iter()
+                        .filter_map(|w| w.period(now_s))
+                        .map(|(s, _)| s)
+                        .min()
+                        .unwrap_or(0);
+                    let rows = self.store.load(&tenant, since).await.map_err(AdmitError::Store)?;
+                    let mut st = slot.st.lock().unwrap_or_else(|e| e.into_inner());
+                    for r in rows {
+                        st.counter(r.scope, &r.resource, r.window, r.period).value += r.value;
+                    }
+                    Ok::<(), AdmitError>(())
+                })
+                .await?;
+        }
+        Ok(slot)
+    }
+
+    fn mark_dirty(&self, tenant: TenantId, st: &mut TenantState) {
+        if !st.dirty {
+            st.dirty = true;
+            self.dirty.lock().unwrap_or_else(|e| e.into_inner()).push(tenant);
+        }
+    }
+
+    /// Decides `ask` at `now_ms`, scaling every limit by `share` (1.0 normally; a node's
+    /// share when standing in for unreachable shared counters).
+    pub async fn admit_at(&self, ask: &Ask<'_>, now_ms: i64, share: Share) -> Result<Outcome, AdmitError> {
+        let now_s = now_ms.div_euclid(1000);
+        let slot = self.slot(ask.tenant, now_s).await?;
+        let checks = ask.checks();
+        let mut st = slot.st.lock().unwrap_or_else(|e| e.into_inner());
+        let mut states: Vec<(Check, LimitState, u64)> = Vec::with_capacity(checks.len());
+        let mut refused = Vec::new();
+        for c in &checks {
+            let limit = c.limit.map(|l| share.apply(l));
+            let (current, reset_ms, retry_ms) = match c.window.rate_ms() {
+                Some(len) => {
+                    let log = st.rate(c.scope, ask.resource, c.window);
+                    log.prune(now_ms, len);
+                    let retry = limit.map_or(0, |l| log.retry_ms(now_ms, len, l, ask.cost));
+                    (log.sum, log.reset_ms(now_ms, len), retry)
+                }
+                None => {
+                    let (p, end) = period(c.window, now_s);
+                    let reset = end.map_or(0, |e| e * 1000 - now_ms);
+                    (st.value(c.scope, ask.resource, c.window, p), reset, reset)
+                }
+            };
+            let state = LimitState {
+                resource: ask.resource.to_string(),
+                window: c.window,
+                limit,
+                current,
+                remaining: limit.map(|l| l.saturating_sub(current)),
+                reset_at: (now_ms + reset_ms).div_euclid(1000),
+                reset_ms,
+                enforcement: c.enforcement,
+                key: c.scope,
+            };
+            if c.enforcement == Enforcement::Hard && limit.is_some_and(|l| current + ask.cost > l) {
+                refused.push((state.clone(), if retry_ms > 0 { retry_ms } else { 1000 }));
+            }
+            states.push((*c, state, current));
+        }
+        if let Some(r) = refusal(refused) {
+            return Ok(r);
+        }
+        // Commit: the tenant's calendar counters always (they are the usage record), the
+        // key's and the levels where a limit asks for them, the sliding logs.
+        for w in Window::CALENDAR {
+            let (p, _) = period(w, now_s);
+            let c = st.counter(None, ask.resource, w, p);
+            c.value += ask.cost;
+            c.unflushed += ask.cost;
+        }
+        let mut out_states = Vec::with_capacity(states.len());
+        let mut found = Vec::new();
+        for (c, mut state, before) in states {
+            match c.window.rate_ms() {
+                Some(len) => st.rate(c.scope, ask.resource, c.window).add(now_ms, len, ask.cost),
+                None if c.scope.is_some() || c.window == Window::Total => {
+                    let (p, _) = period(c.window, now_s);
+                    let ctr = st.counter(c.scope, ask.resource, c.window, p);
+                    ctr.value += ask.cost;
+                    ctr.unflushed += ask.cost;
+                }
+                None => {}
+            }
+            state.current = before + ask.cost;
+            state.remaining = state.limit.map(|l| l.saturating_sub(state.current));
+            if c.scope.is_none() {
+                found.extend(crossings(ask.tenant, &state, before));
+            }
+            out_states.push(state);
+        }
+        self.mark_dirty(ask.tenant, &mut st);
+        Ok(Outcome::Admitted {
+            tightest: tightest(out_states),
+            crossings: found,
+        })
+    }
+
+    /// The tenant's current value of `resource` in `window` (tenant scope).
+    pub async fn current(&self, tenant: TenantId, resource: &str, window: Window, now_ms: i64) -> Result<u64, AdmitError> {
+        let now_s = now_ms.div_euclid(1000);
+        let slot = self.slot(tenant, now_s).await?;
+        let mut st = slot.st.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(match window.rate_ms() {
+            Some(len) => {
+                let log = st.rate(None, resource, window);
+                log.prune(now_ms, len);
+                log.sum
+            }
+            None => st.value(None, resource, window, period(window, now_s).0),
+        })
+    }
+
+    /// Takes a lease on `resource` for `ttl_ms` if the tenant's concurrent limit allows.
+    pub async fn acquire(
+        &self,
+        tenant: TenantId,
+        limits: &[Limit],
+        resource: &str,
+        ttl_ms: i64,
+        now_ms: i64,
+        share: Share,
+    ) -> Result<Result<String, Outcome>, AdmitError> {
+        let slot = self.slot(tenant, now_ms.div_euclid(1000)).await?;
+        let mut st = slot.st.lock().unwrap_or_else(|e| e.into_inner());
+        st.leases.retain(|l| l.expires_ms > now_ms);
+        let held: Vec<i64> = st
+            .leases
+            .iter()
+            .filter(|l| &*l.resource == resource)
+            .map(|l| l.expires_ms)
+            .collect();
+        let lim = limits
+            .iter()
+            .find(|l| l.resource == resource && l.window == Window::Concurrent);
+        if let Some(l) = lim {
+            if let Some(max) = l.limit.map(|m| share.apply(m)) {
+                if l.enforcement == Enforcement::Hard && held.len() as u64 >= max {
+                    let first = held.iter().min().copied().unwrap_or(now_ms + ttl_ms);
+                    let state = LimitState {
+                        resource: resource.to_string(),
+                        window: Window::Concurrent,
+                        limit: Some(max),
+                        current: held.len() as u64,
+                        remaining: Some(0),
+                        reset_at: first.div_euclid(1000),
+                        reset_ms: first - now_ms,
+                        enforcement: l.enforcement,
+                        key: None,
+                    };
+                    return Ok(Err(refusal(vec![(state, first - now_ms)]).expect("one refusal")));
+                }
+            }
+        }
+        let id = new_lease_id();
+        st.leases.push(Lease {
+            id: id.clone(),
+            resource: resource.into(),
+            expires_ms: now_ms + ttl_ms,
+        });
+        Ok(Ok(id))
+    }
+
+    /// Releases a lease; `false` if it was not held (released, expired, or another
+    /// tenant's).
+    pub async fn release(&self, tenant: TenantId, lease_id: &str, now_ms: i64) -> Result<bool, AdmitError> {
+        let slot = self.slot(tenant, now_ms.div_euclid(1000)).await?;
+        let mut st = slot.st.lock().unwrap_or_else(|e| e.into_inner());
+        st.leases.retain(|l| l.expires_ms > now_ms);
+        let before = st.leases.len();
+        st.leases.retain(|l| l.id != lease_id);
+        Ok(st.leases.len() != before)
+    }
+
+    /// Leases held now for `resource`.
+    pub async fn leases_held(&self, tenant: TenantId, resource: &str, now_ms: i64) -> Result<u64, AdmitError> {
+        let slot = self.slot(tenant, now_ms.div_euclid(1000)).await?;
+        let st = slot.st.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(st
+            .leases
+            .iter()
+            .filter(|l| &*l.resource == resource && l.expires_ms > now_ms)
+            .count() as u64)
+    }
+
+    /// Collects every unflushed delta (and forgets finished periods' counters).
+    fn take_deltas(&self, now_s: i64) -> Vec<CounterRow> {
+        let mut out = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        let tenants = std::mem::take(&mut *self.dirty.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in tenants {
+            let Some(slot) = self.slots.get(&t).map(|s| s.value().clone()) else {
+                continue;
+            };
+            let mut st = slot.st.lock().unwrap_or_else(|e| e.into_inner());
+            st.dirty = false;
+            for c in st.counters.iter_mut().filter(|c| c.unflushed > 0) {
+                out.push(CounterRow {
+                    tenant: t,
+                    scope: c.scope,
+                    resource: c.resource.to_string(),
+                    window: c.window,
+                    period: c.period,
+                    value: c.unflushed,
+                });
+                c.unflushed = 0;
+            }
+            st.counters
+                .retain(|c| c.window == Window::Total || c.window.period(now_s).is_some_and(|(s, _)| s == c.period));
+        }
+        out
+    }
+
+    /// Writes every unflushed delta to the store. On failure the deltas are kept and
+    /// retried by the next flush; nothing is lost while the process lives.
+    pub async fn flush(&self) -> Result<usize, String> {
+        let deltas = self.take_deltas(now_ms().div_euclid(1000));
+        if deltas.is_empty() {
+            return Ok(0);
+        }
+        match self.store.add(&deltas).await {
+            Ok(()) => Ok(deltas.len()),
+            Err(e) => {
+                let n = deltas.len();
+                self.pending.lock().unwrap_or_else(|e| e.into_inner()).extend(deltas);
+                Err(format!("{n} usage deltas not written: {e}"))
+            }
+        }
+    }
+
+    /// Forgets a tenant's state (its counters reload from the store on next use).
+    /// Unflushed deltas are flushed first by the caller.
+    pub fn forget(&self, tenant: &TenantId) {
+        self.slots.remove(tenant);
+    }
+}
+
+
+/// A scale applied to limits: `1/n` of each when `n` nodes stand in for shared counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Share {
+    /// Nodes sharing the limit.
+    pub nodes: u64,
+    /// What was already used of each limit before the split (subtracted first).
+    pub used: u64,
+}
+
+impl Share {
+    /// The whole limit.
+    pub const WHOLE: Share = Share { nodes: 1, used: 0 };
+    fn apply(&self, limit: u64) -> u64 {
+        limit.saturating_sub(self.used) / self.nodes.max(1)
+    }
+}
+
+fn new_lease_id() -> String {
+    format!("lse_{:024x}", rand::random::<u128>() >> 32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tenantd_core::usage::CounterRow;
+
+    #[derive(Default)]
+    struct Mem(Mutex<Vec<CounterRow>>);
+
+    #[async_trait::async_trait]
+    impl CounterStore for Mem {
+        async fn load(&self, t: &TenantId, since: i64) -> Result<Vec<CounterRow>, String> {
+            Ok(self
+                .0
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|r| r.tenant == *t && (r.period >= since || r.window == Window::Total))
+                .cloned()
+                .collect())
+        }
+        async fn add(&self, d: &[CounterRow]) -> Result<(), String> {
+            self.0.lock().unwrap().extend_from_slice(d);
+            Ok(())
+        }
+    }
+
+    fn lim(resource: &str, window: Window, limit: u64, enforcement: Enforcement) -> Limit {
+        Limit {
+            resource: resource.into(),
+            window,
+            limit: Some(limit),
+            enforcement,
+        }
+    }
+
+    fn ask<'a>(t: &str, tl: &'a [Limit], kl: &'a [Limit], key: Option<KeyId>) -> Ask<'a> {
+        Ask {
+            tenant: TenantId::parse(t).unwrap(),
+            key,
+            tenant_limits: tl,
+            key_limits: kl,
+            resource: "api_calls",
+            cost: 1,
+            on_failure: Default::default(),
+        }
+    }
+
+    fn admitted(o: &Outcome) -> bool {
+        matches!(o, Outcome::Admitted { .. })
+    }
+
+    #[tokio::test]
+    async fn sliding_minute_never_admits_more_than_the_limit_in_any_minute() {
+        let l = Local::new(Arc::new(Mem::default()));
+        let limits = [lim("api_calls", Window::Minute, 10, Enforcement::Hard)];
+        let a = ask("acme", &limits, &[], None);
+        let t0 = 1_700_000_000_000i64;
+        // 10 admitted at t0 + 59 s; at the fixed-window edge (t0 + 60 s) a fixed window
+        // would admit 10 more; the sliding log refuses until those leave the window.
+        for i in 0..10 {
+            assert!(admitted(&l.admit_at(&a, t0 + 59_000 + i, Share::WHOLE).await.unwrap()));
+        }
+        let o = l.admit_at(&a, t0 + 60_500, Share::WHOLE).await.unwrap();
+        let Outcome::Refused { state, retry_after } = o else {
+            panic!("admitted past the limit")
+        };
+        assert_eq!((state.current, state.limit, state.window), (10, Some(10), Window::Minute));
+        assert!((58..=60).contains(&retry_after), "{retry_after}");
+        // Once the whole first bucket is older than a minute, there is room again.
+        assert!(admitted(&l.admit_at(&a, t0 + 59_000 + 60_600, Share::WHOLE).await.unwrap()));
+    }
+
+    #[tokio::test]
+    async fn refused_requests_count_nothing_and_soft_limits_admit_with_crossings() {
+        let l = Local::new(Arc::new(Mem::default()));
+        let limits = [
+            lim("api_calls", Window::Hour, 5, Enforcement::Hard),
+            lim("api_calls", Window::Month, 3, Enforcement::Soft),
+        ];
+        let a = ask("acme", &limits, &[], None);
+        let t = 1_700_000_000_000i64;
+        let mut kinds = Vec::new();
+        for i in 0..5 {
+            match l.admit_at(&a, t + i, Share::WHOLE).await.unwrap() {
+                Outcome::Admitted { crossings, .. } => kinds.extend(crossings.iter().map(|c| (c.kind, c.state.window))),
+                o => panic!("{o:?}"),
+            }
+        }
+        // Month (soft, 3): warning at 3 (80% of 3 rounds up to 3) and exceeded at 3, once each;
+        // hour (hard, 5): warning at 4, exceeded at 5.
+        assert_eq!(
+            kinds,
+            vec![
+                ("quota.warning", Window::Month),
+                ("quota.exceeded", Window::Month),
+                ("quota.warning", Window::Hour),
+                ("quota.exceeded", Window::Hour)
+            ]
+        );
+        for i in 0..3 {
+            assert!(!admitted(&l.admit_at(&a, t + 10 + i, Share::WHOLE).await.unwrap()));
+        }
+        let month = l.current(a.tenant, "api_calls", Window::Month, t).await.unwrap();
+        assert_eq!(month, 5, "refused calls were counted");
+    }
+
+    #[tokio::test]
+    async fn a_key_limit_narrower_than_the_tenant_applies_to_that_key_only() {
+        let l = Local::new(Arc::new(Mem::default()));
+        let tl = [lim("api_calls", Window::Hour, 100, Enforcement::Hard)];
+        let kl = [lim("api_calls", Window::Hour, 2, Enforcement::Hard)];
+        let k1 = KeyId::from_part("aaaaaaaaaaaaaaaaaaaa");
+        let t = 1_700_000_000_000i64;
+        for _ in 0..2 {
+            assert!(admitted(&l.admit_at(&ask("acme", &tl, &kl, k1), t, Share::WHOLE).await.unwrap()));
+        }
+        let Outcome::Refused { state, .. } = l.admit_at(&ask("acme", &tl, &kl, k1), t, Share::WHOLE).await.unwrap() else {
+            panic!("key limit ignored")
+        };
+        assert_eq!((state.limit, state.key), (Some(2), k1));
+        let k2 = KeyId::from_part("bbbbbbbbbbbbbbbbbbbb");
+        assert!(admitted(&l.admit_at(&ask("acme", &tl, &[], k2), t, Share::WHOLE).await.unwrap()));
+        // Another tenant's counters are its own.
+        assert!(admitted(&l.admit_at(&ask("beta", &tl, &kl, k1), t, Share::WHOLE).await.unwrap()));
+    }
+
+    #[tokio::test]
+    async fn counters_survive_a_new_engine_through_the_store() {
+        let store = Arc::new(Mem::default());
+        let limits = [lim("api_calls", Window::Month, 3, Enforcement::Hard)];
+        let t = now_ms();
+        let l = Local::new(store.clone());
+        for _ in 0..2 {
+            l.admit_at(&ask("acme", &limits, &[], None), t, Share::WHOLE).await.unwrap();
+        }
+        assert!(l.flush().await.unwrap() > 0);
+        let again = Local::new(store);
+        assert!(admitted(&again.admit_at(&ask("acme", &limits, &[], None), t, Share::WHOLE).await.unwrap()));
+        assert!(!admitted(&again.admit_at(&ask("acme", &limits, &[], None), t, Share::WHOLE).await.unwrap()));
+    }
+
+    #[tokio::test]
+    async fn leases_are_limited_and_free_themselves() {
+        let l = Local::new(Arc::new(Mem::default()));
+        let limits = [lim("jobs", Window::Concurrent, 2, Enforcement::Hard)];
+        let t = TenantId::parse("acme").unwrap();
+        let a = l.acquire(t, &limits, "jobs", 1_000, 0, Share::WHOLE).await.unwrap().unwrap();
+        l.acquire(t, &limits, "jobs", 5_000, 0, Share::WHOLE).await.unwrap().unwrap();
+        assert!(l.acquire(t, &limits, "jobs", 1_000, 10, Share::WHOLE).await.unwrap().is_err());
+        assert!(l.release(t, &a, 20).await.unwrap());
+        assert!(!l.release(t, &a, 20).await.unwrap(), "released twice");
+        l.acquire(t, &limits, "jobs", 1_000, 30, Share::WHOLE).await.unwrap().unwrap();
+        assert!(l.acquire(t, &limits, "jobs", 1_000, 40, Share::WHOLE).await.unwrap().is_err());
+        // The 1 s lease taken at 30 ms has expired by 1.1 s.
+        assert!(l.acquire(t, &limits, "jobs", 1_000, 1_100, Share::WHOLE).await.unwrap().is_ok());
+        assert_eq!(l.leases_held(t, "jobs", 1_100).await.unwrap(), 2);
+    }
+}
