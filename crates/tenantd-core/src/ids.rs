@@ -300,7 +300,6 @@ impl Serialize for KeyId {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

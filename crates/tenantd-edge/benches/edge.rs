@@ -1,5 +1,5 @@
-//! The edge decision (resolve the tenant + verify the API key + settle the role + check a
-//! permission) on a warm cache of 1,000,000 tenants and 10,000,000 keys.
+//! The edge decision (resolve the tenant + verify the API key + settle the role + admit
+//! and meter the call + check a permission) on a warm cache of 1,000,000 tenants and 10,000,000 keys.
 //!
 //! `cargo bench -p tenantd-edge --bench edge`; sizes from `TENANTD_BENCH_TENANTS` and
 //! `TENANTD_BENCH_KEYS`. Prints criterion's estimate and, after it, median and p99 of
@@ -10,7 +10,7 @@ use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
-use tenantd_core::{Role, TenantId, TenantStatus};
+use tenantd_core::{Enforcement, Limit, Role, TenantId, TenantStatus, Window};
 use tenantd_edge::jwt::{generate_signing_key, Signer};
 use tenantd_edge::{
     keys, Directory, DirectoryError, Edge, EdgeConfig, KeyEntry, RequestInfo, SecurityEvent, TenantEntry,
@@ -40,6 +40,20 @@ impl Directory for Unreachable {
         panic!("cache miss in the warm-path bench")
     }
     async fn security_event(&self, _: SecurityEvent) {}
+    async fn quota_event(&self, _: tenantd_limits::Crossing) {}
+}
+
+/// Counters start empty and are never written during the bench.
+struct NoStore;
+
+#[async_trait::async_trait]
+impl tenantd_limits::CounterStore for NoStore {
+    async fn load(&self, _: &TenantId, _: i64) -> Result<Vec<tenantd_core::usage::CounterRow>, String> {
+        Ok(Vec::new())
+    }
+    async fn add(&self, _: &[tenantd_core::usage::CounterRow]) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 fn env_size(name: &str, default: usize) -> usize {
@@ -66,13 +80,32 @@ fn build() -> World {
     let tenants = env_size("TENANTD_BENCH_TENANTS", 1_000_000);
     let keys_n = env_size("TENANTD_BENCH_KEYS", 10_000_000);
     let signer = Arc::new(Signer::new(&[generate_signing_key()]).unwrap());
-    let edge = Edge::new(EdgeConfig::default(), Arc::new(Unreachable), signer, None);
+    let limiter = Arc::new(tenantd_limits::Limiter::in_process(Arc::new(NoStore), false));
+    let edge = Edge::new(EdgeConfig::default(), Arc::new(Unreachable), signer, None).with_limiter(limiter);
+    // A plan like the built-in ones (hourly and monthly api_calls), with limits high
+    // enough that the bench is never refused: admission and metering run on every call.
+    let limits: Arc<[Limit]> = Arc::from(vec![
+        Limit {
+            resource: "api_calls".into(),
+            window: Window::Hour,
+            limit: Some(u64::MAX / 4),
+            enforcement: Enforcement::Hard,
+        },
+        Limit {
+            resource: "api_calls".into(),
+            window: Window::Month,
+            limit: Some(u64::MAX / 4),
+            enforcement: Enforcement::Soft,
+        },
+    ]);
     let t0 = Instant::now();
     for i in 0..tenants {
         edge.cache().put_tenant(TenantEntry {
             id: TenantId::parse(&format!("t{i}")).unwrap(),
             plan: "free".into(),
             status: TenantStatus::Active,
+            limits: limits.clone(),
+            counter_failure: Default::default(),
         });
     }
     let roles = ["owner", "admin", "member", "viewer"];
@@ -95,6 +128,7 @@ fn build() -> World {
             revoked: false,
             // Recently used: no last-use write is queued during the bench.
             last_used: AtomicI64::new(i64::MAX / 2),
+            limits: Arc::from(Vec::new()),
         });
         if k % stride == 0 {
             samples.push((format!("/v1/tenants/{tenant}/members"), token));

@@ -6,7 +6,7 @@ use dashmap::DashMap;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
-use tenantd_core::{BuiltinRole, Role, TenantId, TenantStatus};
+use tenantd_core::{BuiltinRole, CounterFailure, Limit, Role, TenantId, TenantStatus};
 
 /// What the edge needs to know of a tenant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,6 +17,10 @@ pub struct TenantEntry {
     pub plan: String,
     /// Its status.
     pub status: TenantStatus,
+    /// Its effective limits: the plan's, with the tenant's overrides.
+    pub limits: Arc<[Limit]>,
+    /// The plan's policy when shared counters are unreachable.
+    pub counter_failure: CounterFailure,
 }
 
 /// What the edge needs to know of an API key. Never the secret.
@@ -36,6 +40,8 @@ pub struct KeyEntry {
     pub revoked: bool,
     /// Last use, Unix seconds (written back in batches).
     pub last_used: AtomicI64,
+    /// The key's own limits (narrowing the tenant's).
+    pub limits: Arc<[Limit]>,
 }
 
 /// An error from the directory (database down, remote tenantd unreachable).
@@ -76,6 +82,8 @@ pub trait Directory: Send + Sync + 'static {
     async fn user_by_email(&self, email: &str) -> Result<String, DirectoryError>;
     /// Records a security event (the audit trail).
     async fn security_event(&self, ev: SecurityEvent);
+    /// Records a quota threshold crossing (`quota.warning`, `quota.exceeded`).
+    async fn quota_event(&self, crossing: tenantd_limits::Crossing);
 }
 
 fn builtin(role: BuiltinRole) -> Arc<Role> {
@@ -100,6 +108,8 @@ pub enum Change<'a> {
     Role(&'a str, &'a str),
     /// A custom domain (claimed, verified or released).
     Domain(&'a str),
+    /// A plan's limits or policy: every tenant on it.
+    Plan(&'a str),
 }
 
 impl Change<'_> {
@@ -110,6 +120,7 @@ impl Change<'_> {
             Change::Key(k) => format!("key:{k}"),
             Change::Role(t, n) => format!("role:{t}/{n}"),
             Change::Domain(h) => format!("domain:{h}"),
+            Change::Plan(p) => format!("plan:{p}"),
         }
     }
 
@@ -121,6 +132,7 @@ impl Change<'_> {
             "key" => Some(Change::Key(rest)),
             "role" => rest.split_once('/').map(|(t, n)| Change::Role(t, n)),
             "domain" => Some(Change::Domain(rest)),
+            "plan" => Some(Change::Plan(rest)),
             _ => None,
         }
     }
@@ -221,6 +233,7 @@ impl EdgeCache {
             Change::Key(k) => self.forget_key(k),
             Change::Role(t, n) => self.forget_role(t, n),
             Change::Domain(_) => self.domains_stale.store(true, Ordering::Release),
+            Change::Plan(p) => self.tenants.retain(|_, t| t.plan != p),
         }
     }
 
@@ -293,6 +306,7 @@ mod tests {
             Change::Key("key_x"),
             Change::Role("acme", "rep"),
             Change::Domain("a.example"),
+            Change::Plan("free"),
         ] {
             assert_eq!(Change::parse(&c.topic()), Some(c));
         }
@@ -301,11 +315,15 @@ mod tests {
             id: TenantId::parse("acme").unwrap(),
             plan: "free".into(),
             status: TenantStatus::Active,
+            limits: Arc::from(Vec::new()),
+            counter_failure: Default::default(),
         });
         cache.put_tenant(TenantEntry {
             id: TenantId::parse("beta").unwrap(),
             plan: "free".into(),
             status: TenantStatus::Active,
+            limits: Arc::from(Vec::new()),
+            counter_failure: Default::default(),
         });
         cache.apply(Some("tenant:acme"));
         assert!(cache.tenant("acme").is_none() && cache.tenant("beta").is_some());

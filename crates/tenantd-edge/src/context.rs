@@ -70,6 +70,8 @@ pub struct RequestContext {
     pub tenant: Option<Arc<TenantEntry>>,
     /// The caller's role in that tenant.
     pub role: Option<Arc<Role>>,
+    /// The tightest limit admission applied, for the rate-limit headers.
+    pub limit: Option<tenantd_limits::LimitState>,
 }
 
 impl RequestContext {

@@ -101,6 +101,7 @@ async fn decide(edge: &Edge, req: &Parts, request_id: String) -> Result<RequestC
         tenant_header: header(req, "x-tenant-id"),
         tenant_header_alias: header(req, "tenant-id"),
         bearer: bearer(req)?,
+        cost: None,
     };
     edge.decide(&info, request_id).await
 }
@@ -121,11 +122,18 @@ where
                 if let Some(t) = &ctx.tenant {
                     tracing::Span::current().record("tenant_id", t.id.as_str());
                 }
+                let limit = ctx.limit.clone();
                 parts.extensions.insert(Arc::new(ctx));
-                match inner.call(Request::from_parts(parts, body)).await {
+                let mut r = match inner.call(Request::from_parts(parts, body)).await {
                     Ok(r) => r,
                     Err(never) => match never {},
+                };
+                if let Some(l) = &limit {
+                    for (k, v) in crate::problem::rate_limit_headers(l) {
+                        r.headers_mut().insert(k, v);
+                    }
                 }
+                r
             }
             Err(p) => p.render(&request_id),
         };

@@ -10,6 +10,7 @@ use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tenantd_core::{now_secs, Code, Role, TenantId, TenantStatus};
+use tenantd_limits::{Ask, LimitState, Limiter, Outcome};
 
 /// Edge settings.
 #[derive(Debug, Clone, Default)]
@@ -50,6 +51,8 @@ pub struct RequestInfo<'a> {
     pub tenant_header_alias: Option<&'a str>,
     /// The bearer token.
     pub bearer: Option<&'a str>,
+    /// What the request costs in `api_calls` (`None`: 1).
+    pub cost: Option<u64>,
 }
 
 /// The pipeline with its cache, keys and counters.
@@ -60,6 +63,7 @@ pub struct Edge {
     signer: Arc<Signer>,
     oidc: Option<Arc<OidcVerifier>>,
     metrics: EdgeMetrics,
+    limiter: Option<Arc<Limiter>>,
 }
 
 enum Authn {
@@ -92,7 +96,17 @@ impl Edge {
             signer,
             oidc,
             metrics: EdgeMetrics::default(),
+            limiter: None,
         }
+    }
+    /// Admits every tenant request through `limiter` (api_calls, CONTRACT §4).
+    pub fn with_limiter(mut self, limiter: Arc<Limiter>) -> Self {
+        self.limiter = Some(limiter);
+        self
+    }
+    /// The limiter, when admission is on.
+    pub fn limiter(&self) -> Option<&Arc<Limiter>> {
+        self.limiter.as_ref()
     }
     /// The cache, for the server to keep current and for benches to fill.
     pub fn cache(&self) -> &EdgeCache {
@@ -290,6 +304,27 @@ impl Edge {
         }
     }
 
+    /// Admits `ask`: `Ok(tightest limit)` or the 429 / 503 problem. Crossed thresholds
+    /// are recorded as tenant events.
+    pub async fn admit(&self, ask: &Ask<'_>) -> Result<Option<LimitState>, Problem> {
+        let Some(lim) = &self.limiter else {
+            return Ok(None);
+        };
+        match lim.admit(ask).await {
+            Ok(Outcome::Admitted { tightest, crossings }) => {
+                for c in crossings {
+                    self.dir.quota_event(c).await;
+                }
+                Ok(tightest)
+            }
+            Ok(Outcome::Refused { state, retry_after }) => Err(Problem::limited(&state, retry_after)),
+            Err(e) => {
+                tracing::error!(error = %e, tenant_id = %ask.tenant, "admission failed");
+                Err(Problem::new(Code::Unavailable, e.to_string()))
+            }
+        }
+    }
+
     /// Decides a request. With a warm cache and an API key this completes without awaiting.
     pub async fn decide(&self, info: &RequestInfo<'_>, request_id: String) -> Result<RequestContext, Problem> {
         self.metrics.requests.fetch_add(1, Ordering::Relaxed);
@@ -345,6 +380,7 @@ impl Edge {
                 principal,
                 tenant: None,
                 role: None,
+                limit: None,
             });
         };
         let role_name: Option<Cow<'_, str>> = match &authn {
@@ -366,11 +402,33 @@ impl Edge {
             _ => return Err(Problem::new(Code::TenantNotFound, "tenant not found")),
         };
         let role = self.role(&tenant_id, &role_name).await?;
+        let limit = match (&self.limiter, &authn) {
+            // Operators' requests are not the tenant's use; suspended and deleted tenants'
+            // requests are refused by the handlers and count nothing.
+            (Some(lim), Authn::Key(_) | Authn::User { .. }) if tenant.status == TenantStatus::Active => {
+                let key = match &authn {
+                    Authn::Key(k) => Some(k),
+                    _ => None,
+                };
+                let ask = Ask {
+                    tenant: tenant.id,
+                    key: key.map(|k| k.id),
+                    tenant_limits: &tenant.limits,
+                    key_limits: key.map_or(&[][..], |k| &k.limits[..]),
+                    resource: "api_calls",
+                    cost: info.cost.unwrap_or(1),
+                    on_failure: tenant.counter_failure,
+                };
+                self.admit(&ask).await?
+            }
+            _ => None,
+        };
         Ok(RequestContext {
             request_id,
             principal: Some(principal),
             tenant: Some(tenant),
             role: Some(role),
+            limit,
         })
     }
 }

@@ -63,6 +63,38 @@ impl Problem {
         Self::new(Code::NotFound, format!("{what} not found"))
     }
 
+    /// `429 rate_limited` (second and minute windows) or `429 quota_exceeded`, with the
+    /// contract's body fields, `Retry-After` and the rate-limit headers.
+    pub fn limited(state: &tenantd_limits::LimitState, retry_after: u64) -> Self {
+        let code = if state.window.rate_ms().is_some() {
+            Code::RateLimited
+        } else {
+            Code::QuotaExceeded
+        };
+        let who = if state.key.is_some() {
+            "this API key's"
+        } else {
+            "the tenant's"
+        };
+        let mut p = Self::new(
+            code,
+            format!(
+                "{who} {} limit of {} per {} is reached; retry after {retry_after} s",
+                state.resource,
+                state.limit.unwrap_or(0),
+                state.window.as_str()
+            ),
+        )
+        .with("quota", state.resource.as_str())
+        .with("window", state.window.as_str())
+        .with("limit", state.limit)
+        .with("current", state.current)
+        .with("reset_at", tenantd_core::ts::format(state.reset_at));
+        p.headers.push((header::RETRY_AFTER, HeaderValue::from(retry_after)));
+        p.headers.extend(rate_limit_headers(state));
+        p
+    }
+
     /// `500 internal`; the cause goes to the log, never to the client.
     pub fn internal() -> Self {
         Self::new(
@@ -124,4 +156,25 @@ impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {}", self.code.as_str(), self.detail)
     }
+}
+
+/// The IETF rate-limit fields and the legacy `X-RateLimit-*` headers for a limit.
+pub fn rate_limit_headers(s: &tenantd_limits::LimitState) -> Vec<(header::HeaderName, HeaderValue)> {
+    let (Some(limit), Some(remaining)) = (s.limit, s.remaining) else {
+        return Vec::new();
+    };
+    let name = s.policy_name();
+    let reset = (s.reset_ms.max(0) as u64).div_ceil(1000);
+    let window = s.window.seconds(s.reset_at);
+    let pairs = [
+        ("ratelimit-policy", format!("\"{name}\";q={limit};w={window}")),
+        ("ratelimit", format!("\"{name}\";r={remaining};t={reset}")),
+        ("x-ratelimit-limit", limit.to_string()),
+        ("x-ratelimit-remaining", remaining.to_string()),
+        ("x-ratelimit-reset", reset.to_string()),
+    ];
+    pairs
+        .into_iter()
+        .filter_map(|(k, v)| Some((header::HeaderName::from_static(k), HeaderValue::from_str(&v).ok()?)))
+        .collect()
 }

@@ -16,7 +16,7 @@
 mod local;
 // pub mod redis_engine;
 
-pub use local::Local;
+pub use local::{Local, Share};
 use serde::Serialize;
 use std::sync::Arc;
 use tenantd_core::usage::CounterRow;
@@ -215,3 +215,61 @@ pub fn now_ms() -> i64 {
 
 /// A handle shared by the server: the engine plus where it persists.
 pub type SharedStore = Arc<dyn CounterStore>;
+
+/// The admission front the server and the edge use: the in-process engine, or Redis
+/// with the in-process engine standing in when Redis is unreachable.
+pub struct Limiter {
+    local: Local,
+    /// Write every admitted request's usage before answering (flush interval 0).
+    sync_flush: bool,
+}
+
+impl Limiter {
+    /// Counters in process, persisted to `store`.
+    pub fn in_process(store: Arc<dyn CounterStore>, sync_flush: bool) -> Self {
+        Self {
+            local: Local::new(store),
+            sync_flush,
+        }
+    }
+
+    /// Decides `ask` now.
+    pub async fn admit(&self, ask: &Ask<'_>) -> Result<Outcome, AdmitError> {
+        let out = self.local.admit_at(ask, now_ms(), local::Share::WHOLE).await?;
+        if self.sync_flush && matches!(out, Outcome::Admitted { .. }) {
+            self.flush().await.map_err(AdmitError::Store)?;
+        }
+        Ok(out)
+    }
+
+    /// The tenant's current use of `resource` in `window`.
+    pub async fn current(&self, tenant: TenantId, resource: &str, window: Window) -> Result<u64, AdmitError> {
+        match window {
+            Window::Concurrent => self.local.leases_held(tenant, resource, now_ms()).await,
+            _ => self.local.current(tenant, resource, window, now_ms()).await,
+        }
+    }
+
+    /// Takes a lease; `Err(outcome)` inside when the concurrent limit refuses.
+    pub async fn acquire(
+        &self,
+        tenant: TenantId,
+        limits: &[Limit],
+        resource: &str,
+        ttl_ms: i64,
+    ) -> Result<Result<String, Outcome>, AdmitError> {
+        self.local
+            .acquire(tenant, limits, resource, ttl_ms, now_ms(), local::Share::WHOLE)
+            .await
+    }
+
+    /// Releases a lease; `false` if the tenant holds no such lease.
+    pub async fn release(&self, tenant: TenantId, lease_id: &str) -> Result<bool, AdmitError> {
+        self.local.release(tenant, lease_id, now_ms()).await
+    }
+
+    /// Writes unflushed usage to the store.
+    pub async fn flush(&self) -> Result<usize, String> {
+        self.local.flush().await
+    }
+}

@@ -302,7 +302,13 @@ impl Local {
     }
 
     /// The tenant's current value of `resource` in `window` (tenant scope).
-    pub async fn current(&self, tenant: TenantId, resource: &str, window: Window, now_ms: i64) -> Result<u64, AdmitError> {
+    pub async fn current(
+        &self,
+        tenant: TenantId,
+        resource: &str,
+        window: Window,
+        now_ms: i64,
+    ) -> Result<u64, AdmitError> {
         let now_s = now_ms.div_euclid(1000);
         let slot = self.slot(tenant, now_s).await?;
         let mut st = slot.st.lock().unwrap_or_else(|e| e.into_inner());
@@ -439,7 +445,6 @@ impl Local {
     }
 }
 
-
 /// A scale applied to limits: `1/n` of each when `n` nodes stand in for shared counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Share {
@@ -527,10 +532,15 @@ mod tests {
         let Outcome::Refused { state, retry_after } = o else {
             panic!("admitted past the limit")
         };
-        assert_eq!((state.current, state.limit, state.window), (10, Some(10), Window::Minute));
+        assert_eq!(
+            (state.current, state.limit, state.window),
+            (10, Some(10), Window::Minute)
+        );
         assert!((58..=60).contains(&retry_after), "{retry_after}");
         // Once the whole first bucket is older than a minute, there is room again.
-        assert!(admitted(&l.admit_at(&a, t0 + 59_000 + 60_600, Share::WHOLE).await.unwrap()));
+        assert!(admitted(
+            &l.admit_at(&a, t0 + 59_000 + 60_600, Share::WHOLE).await.unwrap()
+        ));
     }
 
     #[tokio::test]
@@ -575,16 +585,23 @@ mod tests {
         let k1 = KeyId::from_part("aaaaaaaaaaaaaaaaaaaa");
         let t = 1_700_000_000_000i64;
         for _ in 0..2 {
-            assert!(admitted(&l.admit_at(&ask("acme", &tl, &kl, k1), t, Share::WHOLE).await.unwrap()));
+            assert!(admitted(
+                &l.admit_at(&ask("acme", &tl, &kl, k1), t, Share::WHOLE).await.unwrap()
+            ));
         }
-        let Outcome::Refused { state, .. } = l.admit_at(&ask("acme", &tl, &kl, k1), t, Share::WHOLE).await.unwrap() else {
+        let Outcome::Refused { state, .. } = l.admit_at(&ask("acme", &tl, &kl, k1), t, Share::WHOLE).await.unwrap()
+        else {
             panic!("key limit ignored")
         };
         assert_eq!((state.limit, state.key), (Some(2), k1));
         let k2 = KeyId::from_part("bbbbbbbbbbbbbbbbbbbb");
-        assert!(admitted(&l.admit_at(&ask("acme", &tl, &[], k2), t, Share::WHOLE).await.unwrap()));
+        assert!(admitted(
+            &l.admit_at(&ask("acme", &tl, &[], k2), t, Share::WHOLE).await.unwrap()
+        ));
         // Another tenant's counters are its own.
-        assert!(admitted(&l.admit_at(&ask("beta", &tl, &kl, k1), t, Share::WHOLE).await.unwrap()));
+        assert!(admitted(
+            &l.admit_at(&ask("beta", &tl, &kl, k1), t, Share::WHOLE).await.unwrap()
+        ));
     }
 
     #[tokio::test]
@@ -594,12 +611,24 @@ mod tests {
         let t = now_ms();
         let l = Local::new(store.clone());
         for _ in 0..2 {
-            l.admit_at(&ask("acme", &limits, &[], None), t, Share::WHOLE).await.unwrap();
+            l.admit_at(&ask("acme", &limits, &[], None), t, Share::WHOLE)
+                .await
+                .unwrap();
         }
         assert!(l.flush().await.unwrap() > 0);
         let again = Local::new(store);
-        assert!(admitted(&again.admit_at(&ask("acme", &limits, &[], None), t, Share::WHOLE).await.unwrap()));
-        assert!(!admitted(&again.admit_at(&ask("acme", &limits, &[], None), t, Share::WHOLE).await.unwrap()));
+        assert!(admitted(
+            &again
+                .admit_at(&ask("acme", &limits, &[], None), t, Share::WHOLE)
+                .await
+                .unwrap()
+        ));
+        assert!(!admitted(
+            &again
+                .admit_at(&ask("acme", &limits, &[], None), t, Share::WHOLE)
+                .await
+                .unwrap()
+        ));
     }
 
     #[tokio::test]
@@ -607,15 +636,37 @@ mod tests {
         let l = Local::new(Arc::new(Mem::default()));
         let limits = [lim("jobs", Window::Concurrent, 2, Enforcement::Hard)];
         let t = TenantId::parse("acme").unwrap();
-        let a = l.acquire(t, &limits, "jobs", 1_000, 0, Share::WHOLE).await.unwrap().unwrap();
-        l.acquire(t, &limits, "jobs", 5_000, 0, Share::WHOLE).await.unwrap().unwrap();
-        assert!(l.acquire(t, &limits, "jobs", 1_000, 10, Share::WHOLE).await.unwrap().is_err());
+        let a = l
+            .acquire(t, &limits, "jobs", 1_000, 0, Share::WHOLE)
+            .await
+            .unwrap()
+            .unwrap();
+        l.acquire(t, &limits, "jobs", 5_000, 0, Share::WHOLE)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(l
+            .acquire(t, &limits, "jobs", 1_000, 10, Share::WHOLE)
+            .await
+            .unwrap()
+            .is_err());
         assert!(l.release(t, &a, 20).await.unwrap());
         assert!(!l.release(t, &a, 20).await.unwrap(), "released twice");
-        l.acquire(t, &limits, "jobs", 1_000, 30, Share::WHOLE).await.unwrap().unwrap();
-        assert!(l.acquire(t, &limits, "jobs", 1_000, 40, Share::WHOLE).await.unwrap().is_err());
+        l.acquire(t, &limits, "jobs", 1_000, 30, Share::WHOLE)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(l
+            .acquire(t, &limits, "jobs", 1_000, 40, Share::WHOLE)
+            .await
+            .unwrap()
+            .is_err());
         // The 1 s lease taken at 30 ms has expired by 1.1 s.
-        assert!(l.acquire(t, &limits, "jobs", 1_000, 1_100, Share::WHOLE).await.unwrap().is_ok());
+        assert!(l
+            .acquire(t, &limits, "jobs", 1_000, 1_100, Share::WHOLE)
+            .await
+            .unwrap()
+            .is_ok());
         assert_eq!(l.leases_held(t, "jobs", 1_100).await.unwrap(), 2);
     }
 }

@@ -11,8 +11,8 @@ mod domains;
 mod model;
 pub mod notify;
 mod sql;
-mod usage;
 pub mod testing;
+mod usage;
 
 pub use domains::Domain;
 pub use model::*;
@@ -191,8 +191,13 @@ pub trait Catalog: Send + Sync + 'static {
     /// its levels.
     async fn load_counters(&self, tenant: &TenantId, since: i64) -> Result<Vec<CounterRow>>;
     /// The tenant's own counters of `window` with periods in `[from, to)`.
-    async fn counters_in(&self, tenant: &TenantId, window: tenantd_core::Window, from: i64, to: i64)
-        -> Result<Vec<CounterRow>>;
+    async fn counters_in(
+        &self,
+        tenant: &TenantId,
+        window: tenantd_core::Window,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<CounterRow>>;
     /// Adds deltas to counters (creating them), in one transaction.
     async fn add_counters(&self, deltas: &[CounterRow]) -> Result<()>;
     /// Claims idempotency keys; `true` for each key not seen before.

@@ -520,12 +520,14 @@ impl Catalog for SqlCatalog {
                 return Err(StoreError::Invalid(format!("plan '{plan}' does not exist")));
             }
             if t.plan != plan.as_str() {
-                sqlx::query("INSERT INTO plan_history (tenant_id, at, plan_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-                    .bind(id.as_str())
-                    .bind(now_secs())
-                    .bind(plan.as_str())
-                    .execute(&mut *tx)
-                    .await?;
+                sqlx::query(
+                    "INSERT INTO plan_history (tenant_id, at, plan_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                )
+                .bind(id.as_str())
+                .bind(now_secs())
+                .bind(plan.as_str())
+                .execute(&mut *tx)
+                .await?;
             }
             t.plan = plan.to_string();
         }
@@ -1127,7 +1129,13 @@ impl Catalog for SqlCatalog {
         self.load_counters_sql(tenant, since).await
     }
 
-    async fn counters_in(&self, tenant: &TenantId, window: tenantd_core::Window, from: i64, to: i64) -> Result<Vec<CounterRow>> {
+    async fn counters_in(
+        &self,
+        tenant: &TenantId,
+        window: tenantd_core::Window,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<CounterRow>> {
         self.counters_in_sql(tenant, window, from, to).await
     }
 

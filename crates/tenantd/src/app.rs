@@ -19,6 +19,8 @@ pub struct AppState {
     pub catalog: Arc<dyn Catalog>,
     /// The edge (cache, signer, counters).
     pub edge: Arc<Edge>,
+    /// Admission and metering (the edge holds the same one).
+    pub limiter: Arc<tenantd_limits::Limiter>,
     /// The configuration.
     pub cfg: Arc<Config>,
 }
@@ -170,12 +172,19 @@ pub async fn prepare(cfg: Config) -> Result<State, StartError> {
         single_tenant,
         operator_key_hash: operator_key_hash(&cfg, catalog.as_ref()).await?,
     };
-    let edge = Arc::new(Edge::new(
-        edge_cfg,
-        Arc::new(CatalogDirectory(catalog.clone())),
-        Arc::new(signer),
-        oidc,
+    let limiter = Arc::new(tenantd_limits::Limiter::in_process(
+        Arc::new(crate::directory::CatalogCounters(catalog.clone())),
+        cfg.usage_flush_ms == 0,
     ));
+    let edge = Arc::new(
+        Edge::new(
+            edge_cfg,
+            Arc::new(CatalogDirectory(catalog.clone())),
+            Arc::new(signer),
+            oidc,
+        )
+        .with_limiter(limiter.clone()),
+    );
     if cfg.gateway_listen.is_some() || cfg.redis_url.is_some() {
         tracing::warn!("gateway_listen and redis_url are accepted but not used by this version yet");
     }
@@ -190,6 +199,7 @@ pub async fn prepare(cfg: Config) -> Result<State, StartError> {
     Ok(Arc::new(AppState {
         catalog,
         edge,
+        limiter,
         cfg: Arc::new(cfg),
     }))
 }
@@ -254,6 +264,13 @@ impl AppState {
         }
     }
 
+    /// Writes metered usage to the catalog; a failure is logged and retried next time.
+    pub async fn flush_usage(&self) {
+        if let Err(e) = self.limiter.flush().await {
+            tracing::warn!(error = %e, "could not write usage; will retry");
+        }
+    }
+
     /// Writes API keys' queued `last_used_at` values.
     pub async fn flush_key_usage(&self) {
         let used = self.edge.cache().take_used();
@@ -300,6 +317,17 @@ pub async fn serve_app(
             }
         })
     };
+    let usage_flusher = (state.cfg.usage_flush_ms > 0).then(|| {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(state.cfg.usage_flush_ms));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                state.flush_usage().await;
+            }
+        })
+    });
     let refresher = state.cfg.oidc.clone().filter(|o| o.jwks_url.is_some()).map(|o| {
         let state = state.clone();
         tokio::spawn(async move {
@@ -336,7 +364,11 @@ pub async fn serve_app(
     if let Some(r) = refresher {
         r.abort();
     }
+    if let Some(f) = usage_flusher {
+        f.abort();
+    }
     state.flush_key_usage().await;
+    state.flush_usage().await;
     tracing::info!("tenantd stopped");
     Ok(())
 }

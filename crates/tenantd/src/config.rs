@@ -78,6 +78,7 @@ pub struct FileConfig {
     signup_plans: Option<Vec<String>>,
     token_ttl_seconds: Option<i64>,
     key_usage_flush_seconds: Option<u64>,
+    usage_flush_ms: Option<u64>,
     shutdown_grace_seconds: Option<u64>,
     max_body_bytes: Option<usize>,
     domain_verification_url: Option<String>,
@@ -119,6 +120,9 @@ pub struct Config {
     pub token_ttl_seconds: i64,
     /// How often API keys' `last_used_at` is written back.
     pub key_usage_flush_seconds: u64,
+    /// How often metered usage is written to the catalog (ms); 0 writes it before each
+    /// answer (synchronous).
+    pub usage_flush_ms: u64,
     /// How long shutdown waits for requests in flight.
     pub shutdown_grace_seconds: u64,
     /// Largest request body accepted by the API.
@@ -189,6 +193,7 @@ impl Config {
             signup_plans: f.signup_plans.unwrap_or_else(|| vec!["free".into()]),
             token_ttl_seconds: f.token_ttl_seconds.unwrap_or(900),
             key_usage_flush_seconds: f.key_usage_flush_seconds.unwrap_or(5),
+            usage_flush_ms: f.usage_flush_ms.unwrap_or(1000),
             shutdown_grace_seconds: f.shutdown_grace_seconds.unwrap_or(30),
             max_body_bytes: f.max_body_bytes.unwrap_or(1 << 20),
             domain_verification_url: f

@@ -1,7 +1,8 @@
 //! The edge's [`Directory`] over the local catalog.
 use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
-use tenantd_core::{Email, Role, TenantId};
+use tenantd_core::plan::merge_limits;
+use tenantd_core::{Email, Plan, PlanId, Role, TenantId};
 use tenantd_edge::{Directory, DirectoryError, KeyEntry, SecurityEvent, TenantEntry};
 use tenantd_store::{ApiKey, Catalog, NewAuditEvent, StoreError, Tenant};
 
@@ -13,11 +14,13 @@ fn err(e: StoreError) -> DirectoryError {
 }
 
 /// The edge's view of a stored tenant.
-pub fn tenant_entry(t: &Tenant) -> TenantEntry {
+pub fn tenant_entry(t: &Tenant, plan: &Plan) -> TenantEntry {
     TenantEntry {
         id: t.id,
         plan: t.plan.clone(),
         status: t.status,
+        limits: merge_limits(&plan.limits, &t.limits).into(),
+        counter_failure: plan.counter_failure,
     }
 }
 
@@ -33,14 +36,32 @@ pub fn key_entry(k: &ApiKey) -> Option<KeyEntry> {
         expires_at: k.expires_at,
         revoked: k.revoked_at.is_some(),
         last_used: AtomicI64::new(k.last_used_at.unwrap_or(0)),
+        limits: k.limits.clone().into(),
     })
+}
+
+/// Where the limiter persists its counters: the catalog.
+pub struct CatalogCounters(pub Arc<dyn Catalog>);
+
+#[async_trait::async_trait]
+impl tenantd_limits::CounterStore for CatalogCounters {
+    async fn load(&self, tenant: &TenantId, since: i64) -> Result<Vec<tenantd_store::CounterRow>, String> {
+        self.0.load_counters(tenant, since).await.map_err(|e| e.to_string())
+    }
+    async fn add(&self, deltas: &[tenantd_store::CounterRow]) -> Result<(), String> {
+        self.0.add_counters(deltas).await.map_err(|e| e.to_string())
+    }
 }
 
 #[async_trait::async_trait]
 impl Directory for CatalogDirectory {
     async fn tenant(&self, id: &TenantId) -> Result<Option<TenantEntry>, DirectoryError> {
         match self.0.get_tenant(id).await {
-            Ok(t) => Ok(Some(tenant_entry(&t))),
+            Ok(t) => {
+                let plan = PlanId::parse(&t.plan).map_err(|e| DirectoryError(e.to_string()))?;
+                let plan = self.0.get_plan(&plan).await.map_err(err)?;
+                Ok(Some(tenant_entry(&t, &plan)))
+            }
             Err(StoreError::NotFound(_)) => Ok(None),
             Err(e) => Err(err(e)),
         }
@@ -65,6 +86,21 @@ impl Directory for CatalogDirectory {
     async fn user_by_email(&self, email: &str) -> Result<String, DirectoryError> {
         let email = Email::parse(email).map_err(|e| DirectoryError(e.to_string()))?;
         Ok(self.0.ensure_user(&email).await.map_err(err)?.id)
+    }
+
+    async fn quota_event(&self, c: tenantd_limits::Crossing) {
+        let data = serde_json::json!({
+            "resource": c.state.resource,
+            "window": c.state.window,
+            "limit": c.state.limit,
+            "current": c.state.current,
+            "enforcement": c.state.enforcement,
+            "reset_at": tenantd_core::ts::format(c.state.reset_at),
+        });
+        if let Err(e) = self.0.record_event(&c.tenant, c.kind, &data).await {
+            tracing::error!(error = %e, kind = c.kind, "could not record a quota event");
+        }
+        tracing::info!(tenant_id = %c.tenant, kind = c.kind, resource = %c.state.resource, window = c.state.window.as_str(), "quota threshold crossed");
     }
 
     async fn security_event(&self, ev: SecurityEvent) {

@@ -62,6 +62,9 @@ pub struct PlanPatch {
     features: Option<Vec<String>>,
     #[schema(value_type = Option<String>)]
     isolation: Option<Isolation>,
+    /// `fail_open_local` or `fail_closed`.
+    #[schema(value_type = Option<String>)]
+    counter_failure: Option<tenantd_core::CounterFailure>,
 }
 
 /// Changes a plan's fields; tenants on it see the new limits at once.
@@ -80,8 +83,10 @@ pub async fn patch(
     plan.limits = p.limits.unwrap_or(plan.limits);
     plan.features = p.features.unwrap_or(plan.features);
     plan.isolation = p.isolation.unwrap_or(plan.isolation);
+    plan.counter_failure = p.counter_failure.unwrap_or(plan.counter_failure);
     let plan = checked(plan)?;
     state.catalog.update_plan(&plan).await?;
+    state.changed(tenantd_edge::Change::Plan(plan.id.as_str())).await;
     state
         .audit(
             None,
