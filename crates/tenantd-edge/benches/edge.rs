@@ -105,7 +105,6 @@ fn build() -> World {
             plan: "free".into(),
             status: TenantStatus::Active,
             limits: limits.clone(),
-            counter_failure: Default::default(),
         });
     }
     let roles = ["owner", "admin", "member", "viewer"];

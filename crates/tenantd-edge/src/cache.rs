@@ -6,7 +6,7 @@ use dashmap::DashMap;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
-use tenantd_core::{BuiltinRole, CounterFailure, Limit, Role, TenantId, TenantStatus};
+use tenantd_core::{BuiltinRole, Limit, Role, TenantId, TenantStatus};
 
 /// What the edge needs to know of a tenant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,8 +19,6 @@ pub struct TenantEntry {
     pub status: TenantStatus,
     /// Its effective limits: the plan's, with the tenant's overrides.
     pub limits: Arc<[Limit]>,
-    /// The plan's policy when shared counters are unreachable.
-    pub counter_failure: CounterFailure,
 }
 
 /// What the edge needs to know of an API key. Never the secret.
@@ -316,17 +314,24 @@ mod tests {
             plan: "free".into(),
             status: TenantStatus::Active,
             limits: Arc::from(Vec::new()),
-            counter_failure: Default::default(),
         });
         cache.put_tenant(TenantEntry {
             id: TenantId::parse("beta").unwrap(),
             plan: "free".into(),
             status: TenantStatus::Active,
             limits: Arc::from(Vec::new()),
-            counter_failure: Default::default(),
         });
         cache.apply(Some("tenant:acme"));
         assert!(cache.tenant("acme").is_none() && cache.tenant("beta").is_some());
+        // A plan change drops exactly the tenants on that plan.
+        cache.put_tenant(TenantEntry {
+            id: TenantId::parse("gamma").unwrap(),
+            plan: "starter".into(),
+            status: TenantStatus::Active,
+            limits: Arc::from(Vec::new()),
+        });
+        cache.apply(Some("plan:starter"));
+        assert!(cache.tenant("gamma").is_none() && cache.tenant("beta").is_some());
         cache.apply(Some("something:new"));
         assert!(cache.tenant("beta").is_none());
     }

@@ -104,10 +104,6 @@ impl Edge {
         self.limiter = Some(limiter);
         self
     }
-    /// The limiter, when admission is on.
-    pub fn limiter(&self) -> Option<&Arc<Limiter>> {
-        self.limiter.as_ref()
-    }
     /// The cache, for the server to keep current and for benches to fill.
     pub fn cache(&self) -> &EdgeCache {
         &self.cache
@@ -402,26 +398,24 @@ impl Edge {
             _ => return Err(Problem::new(Code::TenantNotFound, "tenant not found")),
         };
         let role = self.role(&tenant_id, &role_name).await?;
-        let limit = match (&self.limiter, &authn) {
-            // Operators' requests are not the tenant's use; suspended and deleted tenants'
-            // requests are refused by the handlers and count nothing.
-            (Some(lim), Authn::Key(_) | Authn::User { .. }) if tenant.status == TenantStatus::Active => {
-                let key = match &authn {
-                    Authn::Key(k) => Some(k),
-                    _ => None,
-                };
-                let ask = Ask {
-                    tenant: tenant.id,
-                    key: key.map(|k| k.id),
-                    tenant_limits: &tenant.limits,
-                    key_limits: key.map_or(&[][..], |k| &k.limits[..]),
-                    resource: "api_calls",
-                    cost: info.cost.unwrap_or(1),
-                    on_failure: tenant.counter_failure,
-                };
-                self.admit(&ask).await?
-            }
-            _ => None,
+        // Operators' requests are not the tenant's use; suspended and deleted tenants'
+        // requests are refused by the handlers and count nothing.
+        let limit = if principal.is_operator() || tenant.status != TenantStatus::Active {
+            None
+        } else {
+            let key = match &authn {
+                Authn::Key(k) => Some(k),
+                _ => None,
+            };
+            self.admit(&Ask {
+                tenant: tenant.id,
+                key: key.map(|k| k.id),
+                tenant_limits: &tenant.limits,
+                key_limits: key.map_or(&[][..], |k| &k.limits[..]),
+                resource: "api_calls",
+                cost: info.cost.unwrap_or(1),
+            })
+            .await?
         };
         Ok(RequestContext {
             request_id,

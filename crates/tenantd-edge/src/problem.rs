@@ -165,7 +165,8 @@ pub fn rate_limit_headers(s: &tenantd_limits::LimitState) -> Vec<(header::Header
     };
     let name = s.policy_name();
     let reset = (s.reset_ms.max(0) as u64).div_ceil(1000);
-    let window = s.window.seconds(s.reset_at);
+    // The period that ends at the reset: the one containing its last second.
+    let window = s.window.seconds(s.reset_at - 1);
     let pairs = [
         ("ratelimit-policy", format!("\"{name}\";q={limit};w={window}")),
         ("ratelimit", format!("\"{name}\";r={remaining};t={reset}")),
@@ -177,4 +178,52 @@ pub fn rate_limit_headers(s: &tenantd_limits::LimitState) -> Vec<(header::Header
         .into_iter()
         .filter_map(|(k, v)| Some((header::HeaderName::from_static(k), HeaderValue::from_str(&v).ok()?)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tenantd_core::{Enforcement, Window};
+    use tenantd_limits::LimitState;
+
+    fn headers(window: Window, reset_at: i64, reset_ms: i64) -> Vec<(String, String)> {
+        let s = LimitState {
+            resource: "api_calls".into(),
+            window,
+            limit: Some(100),
+            current: 100,
+            remaining: Some(0),
+            reset_at,
+            reset_ms,
+            enforcement: Enforcement::Hard,
+            key: None,
+        };
+        rate_limit_headers(&s)
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn rate_limit_headers_name_the_current_period() {
+        // February 2026 ends at 2026-03-01T00:00:00Z: 28 days, not March's 31.
+        let march_1 = tenantd_core::ts::month_start(2026, 3);
+        let h = headers(Window::Month, march_1, 1_500);
+        let get = |name: &str| h.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap();
+        assert_eq!(
+            get("ratelimit-policy"),
+            format!("\"api_calls-month\";q=100;w={}", 28 * 86_400)
+        );
+        assert_eq!(get("ratelimit"), "\"api_calls-month\";r=0;t=2");
+        assert_eq!(
+            (
+                get("x-ratelimit-limit"),
+                get("x-ratelimit-remaining"),
+                get("x-ratelimit-reset")
+            ),
+            ("100".into(), "0".into(), "2".into())
+        );
+        let h = headers(Window::Minute, 1_000, 60_000);
+        assert!(h.iter().any(|(k, v)| k == "ratelimit-policy" && v.ends_with(";w=60")));
+    }
 }

@@ -14,13 +14,12 @@
 #![forbid(unsafe_code)]
 
 mod local;
-// pub mod redis_engine;
 
-pub use local::{Local, Share};
+pub use local::Local;
 use serde::Serialize;
 use std::sync::Arc;
 use tenantd_core::usage::CounterRow;
-use tenantd_core::{CounterFailure, Enforcement, KeyId, Limit, TenantId, Window};
+use tenantd_core::{Enforcement, KeyId, Limit, TenantId, Window};
 
 /// Where calendar counters are persisted (the catalog).
 #[async_trait::async_trait]
@@ -46,8 +45,6 @@ pub struct Ask<'a> {
     pub resource: &'a str,
     /// How much of it.
     pub cost: u64,
-    /// The plan's policy when shared counters are unreachable.
-    pub on_failure: CounterFailure,
 }
 
 /// A limit as it stands, for headers, 429 bodies and the usage table.
@@ -119,9 +116,6 @@ pub enum Outcome {
 /// Why no decision could be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AdmitError {
-    /// Shared counters are unreachable and the plan fails closed.
-    #[error("the shared rate-limit counters are unavailable")]
-    Unavailable,
     /// The counters of this tenant could not be loaded from the store.
     #[error("usage counters could not be loaded: {0}")]
     Store(String),
@@ -136,73 +130,108 @@ pub(crate) struct Check {
     pub enforcement: Enforcement,
 }
 
+/// A limit and what an engine found for it, before the request. Cheap to copy: a
+/// [`LimitState`] (which owns its resource name) is built only for what is reported.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Seen {
+    pub check: Check,
+    /// Used before this request.
+    pub current: u64,
+    /// Milliseconds until the window resets.
+    pub reset_ms: i64,
+    /// Milliseconds until this request's cost would fit.
+    pub retry_ms: i64,
+}
+
+impl Seen {
+    fn refuses(&self, cost: u64) -> bool {
+        self.check.enforcement == Enforcement::Hard && self.check.limit.is_some_and(|l| self.current + cost > l)
+    }
+
+    /// The limit as it stands with `current` used.
+    fn state(&self, resource: &str, current: u64, now_ms: i64) -> LimitState {
+        LimitState {
+            resource: resource.to_string(),
+            window: self.check.window,
+            limit: self.check.limit,
+            current,
+            remaining: self.check.limit.map(|l| l.saturating_sub(current)),
+            reset_at: (now_ms + self.reset_ms).div_euclid(1000),
+            reset_ms: self.reset_ms,
+            enforcement: self.check.enforcement,
+            key: self.check.scope,
+        }
+    }
+}
+
 /// Resources whose levels are counted from the catalog, not metered here.
 pub const CATALOG_LEVELS: [&str; 2] = ["members", "keys"];
 
 impl Ask<'_> {
     /// The limits that apply: the tenant's and the key's, for this resource, except
     /// leases and the levels the catalog counts.
-    pub(crate) fn checks(&self) -> Vec<Check> {
+    pub(crate) fn checks(&self) -> impl Iterator<Item = Check> + '_ {
         let levels_here = !CATALOG_LEVELS.contains(&self.resource);
-        let scoped = |scope: Option<KeyId>, ls: &[Limit]| -> Vec<Check> {
-            ls.iter()
-                .filter(|l| l.resource == self.resource)
-                .filter(|l| l.window != Window::Concurrent && (l.window != Window::Total || levels_here))
-                .map(|l| Check {
-                    scope,
-                    window: l.window,
-                    limit: l.limit,
-                    enforcement: l.enforcement,
-                })
-                .collect()
-        };
-        let mut out = scoped(None, self.tenant_limits);
-        if let Some(k) = self.key {
-            out.extend(scoped(Some(k), self.key_limits));
+        let key_limits: &[Limit] = if self.key.is_some() { self.key_limits } else { &[] };
+        [(None, self.tenant_limits), (self.key, key_limits)]
+            .into_iter()
+            .flat_map(move |(scope, ls)| {
+                ls.iter()
+                    .filter(move |l| l.resource == self.resource)
+                    .filter(move |l| l.window != Window::Concurrent && (l.window != Window::Total || levels_here))
+                    .map(move |l| Check {
+                        scope,
+                        window: l.window,
+                        limit: l.limit,
+                        enforcement: l.enforcement,
+                    })
+            })
+    }
+
+    /// The refusal if any hard limit refuses (reporting the one that frees up last), so
+    /// that an engine commits nothing.
+    pub(crate) fn refusal(&self, seen: &[Seen], now_ms: i64) -> Option<Outcome> {
+        seen.iter()
+            .filter(|s| s.refuses(self.cost))
+            .max_by_key(|s| s.retry_ms)
+            .map(|s| Outcome::Refused {
+                state: s.state(self.resource, s.current, now_ms),
+                retry_after: (s.retry_ms.max(1) as u64).div_ceil(1000),
+            })
+    }
+
+    /// The admitted outcome once an engine has committed the cost to every limit: the
+    /// tightest limit (least left, then soonest reset) and the tenant's thresholds crossed.
+    pub(crate) fn admitted(&self, seen: &[Seen], now_ms: i64) -> Outcome {
+        let after = |s: &Seen| s.current + self.cost;
+        let tightest = seen
+            .iter()
+            .filter_map(|s| s.check.limit.map(|l| (l.saturating_sub(after(s)), s)))
+            .min_by_key(|(left, s)| (*left, s.reset_ms))
+            .map(|(_, s)| s.state(self.resource, after(s), now_ms));
+        let mut crossings = Vec::new();
+        for s in seen
+            .iter()
+            .filter(|s| s.check.scope.is_none() && s.check.window.rate_ms().is_none())
+        {
+            let Some(l) = s.check.limit else { continue };
+            for (threshold, kind) in [(warning_threshold(l), "quota.warning"), (l, "quota.exceeded")] {
+                if s.current < threshold && threshold <= after(s) {
+                    crossings.push(Crossing {
+                        tenant: self.tenant,
+                        kind,
+                        state: s.state(self.resource, after(s), now_ms),
+                    });
+                }
+            }
         }
-        out
+        Outcome::Admitted { tightest, crossings }
     }
 }
 
 /// The 80% threshold of a limit.
 pub fn warning_threshold(limit: u64) -> u64 {
     (limit * 4).div_ceil(5).max(1)
-}
-
-/// Thresholds `before → after` crossed for a limit.
-pub(crate) fn crossings(tenant: TenantId, state: &LimitState, before: u64) -> Vec<Crossing> {
-    let (Some(l), true) = (state.limit, state.window.rate_ms().is_none()) else {
-        return Vec::new();
-    };
-    let after = state.current;
-    [(warning_threshold(l), "quota.warning"), (l, "quota.exceeded")]
-        .into_iter()
-        .filter(|(t, _)| before < *t && *t <= after)
-        .map(|(_, kind)| Crossing {
-            tenant,
-            kind,
-            state: state.clone(),
-        })
-        .collect()
-}
-
-/// The limit with the least left (ties: the one resetting soonest).
-pub(crate) fn tightest(states: Vec<LimitState>) -> Option<LimitState> {
-    states
-        .into_iter()
-        .filter(|s| s.limit.is_some())
-        .min_by_key(|s| (s.remaining.unwrap_or(u64::MAX), s.reset_ms))
-}
-
-/// The refusal to report when several limits refuse: the one that frees up last.
-pub(crate) fn refusal(refused: Vec<(LimitState, i64)>) -> Option<Outcome> {
-    refused
-        .into_iter()
-        .max_by_key(|(_, retry_ms)| *retry_ms)
-        .map(|(state, retry_ms)| Outcome::Refused {
-            state,
-            retry_after: (retry_ms.max(1) as u64).div_ceil(1000),
-        })
 }
 
 /// Milliseconds since the Unix epoch.
@@ -213,11 +242,8 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// A handle shared by the server: the engine plus where it persists.
-pub type SharedStore = Arc<dyn CounterStore>;
-
-/// The admission front the server and the edge use: the in-process engine, or Redis
-/// with the in-process engine standing in when Redis is unreachable.
+/// The admission front the server and the edge use (in-process counters in this
+/// version; shared counters in Redis come next).
 pub struct Limiter {
     local: Local,
     /// Write every admitted request's usage before answering (flush interval 0).
@@ -235,7 +261,7 @@ impl Limiter {
 
     /// Decides `ask` now.
     pub async fn admit(&self, ask: &Ask<'_>) -> Result<Outcome, AdmitError> {
-        let out = self.local.admit_at(ask, now_ms(), local::Share::WHOLE).await?;
+        let out = self.local.admit_at(ask, now_ms()).await?;
         if self.sync_flush && matches!(out, Outcome::Admitted { .. }) {
             self.flush().await.map_err(AdmitError::Store)?;
         }
@@ -258,9 +284,7 @@ impl Limiter {
         resource: &str,
         ttl_ms: i64,
     ) -> Result<Result<String, Outcome>, AdmitError> {
-        self.local
-            .acquire(tenant, limits, resource, ttl_ms, now_ms(), local::Share::WHOLE)
-            .await
+        self.local.acquire(tenant, limits, resource, ttl_ms, now_ms()).await
     }
 
     /// Releases a lease; `false` if the tenant holds no such lease.

@@ -1,11 +1,11 @@
 //! The in-process engine: one small state per tenant behind its own lock, loaded from the
 //! store on first use, its deltas flushed back in batches.
-use crate::{crossings, now_ms, refusal, tightest, AdmitError, Ask, Check, CounterStore, LimitState, Outcome};
+use crate::{now_ms, AdmitError, Ask, Check, CounterStore, Outcome, Seen};
 use dashmap::DashMap;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use tenantd_core::usage::CounterRow;
-use tenantd_core::{Enforcement, KeyId, Limit, TenantId, Window};
+use tenantd_core::{KeyId, Limit, TenantId, Window};
 
 /// Buckets per sliding window.
 const BUCKETS: i64 = 100;
@@ -19,6 +19,13 @@ struct Counter {
     value: u64,
     /// Added since the last flush.
     unflushed: u64,
+}
+
+impl Counter {
+    fn add(&mut self, n: u64) {
+        self.value += n;
+        self.unflushed += n;
+    }
 }
 
 /// A sliding log of `(bucket, count)`: a bucket leaves the window only once all of it is
@@ -206,7 +213,9 @@ impl Local {
                         .unwrap_or(0);
                     let rows = self.store.load(&tenant, since).await.map_err(AdmitError::Store)?;
                     let mut st = slot.st.lock().unwrap_or_else(|e| e.into_inner());
-                    for r in rows {
+                    // Only current periods: past hours and days of the month stay in the
+                    // store, and the per-request scans stay short.
+                    for r in rows.into_iter().filter(|r| period(r.window, now_s).0 == r.period) {
                         st.counter(r.scope, &r.resource, r.window, r.period).value += r.value;
                     }
                     Ok::<(), AdmitError>(())
@@ -223,82 +232,59 @@ impl Local {
         }
     }
 
-    /// Decides `ask` at `now_ms`, scaling every limit by `share` (1.0 normally; a node's
-    /// share when standing in for unreachable shared counters).
-    pub async fn admit_at(&self, ask: &Ask<'_>, now_ms: i64, share: Share) -> Result<Outcome, AdmitError> {
+    /// Decides `ask` at `now_ms`.
+    pub async fn admit_at(&self, ask: &Ask<'_>, now_ms: i64) -> Result<Outcome, AdmitError> {
         let now_s = now_ms.div_euclid(1000);
         let slot = self.slot(ask.tenant, now_s).await?;
-        let checks = ask.checks();
         let mut st = slot.st.lock().unwrap_or_else(|e| e.into_inner());
-        let mut states: Vec<(Check, LimitState, u64)> = Vec::with_capacity(checks.len());
-        let mut refused = Vec::new();
-        for c in &checks {
-            let limit = c.limit.map(|l| share.apply(l));
-            let (current, reset_ms, retry_ms) = match c.window.rate_ms() {
+        let seen: Vec<Seen> = ask
+            .checks()
+            .map(|check| match check.window.rate_ms() {
                 Some(len) => {
-                    let log = st.rate(c.scope, ask.resource, c.window);
+                    let log = st.rate(check.scope, ask.resource, check.window);
                     log.prune(now_ms, len);
-                    let retry = limit.map_or(0, |l| log.retry_ms(now_ms, len, l, ask.cost));
-                    (log.sum, log.reset_ms(now_ms, len), retry)
+                    let retry_ms = check.limit.map_or(0, |l| log.retry_ms(now_ms, len, l, ask.cost));
+                    Seen {
+                        check,
+                        current: log.sum,
+                        reset_ms: log.reset_ms(now_ms, len),
+                        retry_ms,
+                    }
                 }
                 None => {
-                    let (p, end) = period(c.window, now_s);
-                    let reset = end.map_or(0, |e| e * 1000 - now_ms);
-                    (st.value(c.scope, ask.resource, c.window, p), reset, reset)
+                    let (p, end) = period(check.window, now_s);
+                    // Levels never reset; a refused growth may fit after others shrink it.
+                    let reset_ms = end.map_or(0, |e| e * 1000 - now_ms);
+                    Seen {
+                        check,
+                        current: st.value(check.scope, ask.resource, check.window, p),
+                        reset_ms,
+                        retry_ms: if reset_ms > 0 { reset_ms } else { 1000 },
+                    }
                 }
-            };
-            let state = LimitState {
-                resource: ask.resource.to_string(),
-                window: c.window,
-                limit,
-                current,
-                remaining: limit.map(|l| l.saturating_sub(current)),
-                reset_at: (now_ms + reset_ms).div_euclid(1000),
-                reset_ms,
-                enforcement: c.enforcement,
-                key: c.scope,
-            };
-            if c.enforcement == Enforcement::Hard && limit.is_some_and(|l| current + ask.cost > l) {
-                refused.push((state.clone(), if retry_ms > 0 { retry_ms } else { 1000 }));
-            }
-            states.push((*c, state, current));
-        }
-        if let Some(r) = refusal(refused) {
-            return Ok(r);
+            })
+            .collect();
+        if let Some(refused) = ask.refusal(&seen, now_ms) {
+            return Ok(refused);
         }
         // Commit: the tenant's calendar counters always (they are the usage record), the
         // key's and the levels where a limit asks for them, the sliding logs.
         for w in Window::CALENDAR {
-            let (p, _) = period(w, now_s);
-            let c = st.counter(None, ask.resource, w, p);
-            c.value += ask.cost;
-            c.unflushed += ask.cost;
+            st.counter(None, ask.resource, w, period(w, now_s).0).add(ask.cost);
         }
-        let mut out_states = Vec::with_capacity(states.len());
-        let mut found = Vec::new();
-        for (c, mut state, before) in states {
+        for s in &seen {
+            let c = s.check;
             match c.window.rate_ms() {
                 Some(len) => st.rate(c.scope, ask.resource, c.window).add(now_ms, len, ask.cost),
                 None if c.scope.is_some() || c.window == Window::Total => {
-                    let (p, _) = period(c.window, now_s);
-                    let ctr = st.counter(c.scope, ask.resource, c.window, p);
-                    ctr.value += ask.cost;
-                    ctr.unflushed += ask.cost;
+                    st.counter(c.scope, ask.resource, c.window, period(c.window, now_s).0)
+                        .add(ask.cost);
                 }
                 None => {}
             }
-            state.current = before + ask.cost;
-            state.remaining = state.limit.map(|l| l.saturating_sub(state.current));
-            if c.scope.is_none() {
-                found.extend(crossings(ask.tenant, &state, before));
-            }
-            out_states.push(state);
         }
         self.mark_dirty(ask.tenant, &mut st);
-        Ok(Outcome::Admitted {
-            tightest: tightest(out_states),
-            crossings: found,
-        })
+        Ok(ask.admitted(&seen, now_ms))
     }
 
     /// The tenant's current value of `resource` in `window` (tenant scope).
@@ -330,38 +316,37 @@ impl Local {
         resource: &str,
         ttl_ms: i64,
         now_ms: i64,
-        share: Share,
     ) -> Result<Result<String, Outcome>, AdmitError> {
         let slot = self.slot(tenant, now_ms.div_euclid(1000)).await?;
         let mut st = slot.st.lock().unwrap_or_else(|e| e.into_inner());
         st.leases.retain(|l| l.expires_ms > now_ms);
-        let held: Vec<i64> = st
-            .leases
+        let held = st.leases.iter().filter(|l| &*l.resource == resource);
+        let first_free = held.clone().map(|l| l.expires_ms).min().unwrap_or(now_ms + ttl_ms) - now_ms;
+        let ask = Ask {
+            tenant,
+            key: None,
+            tenant_limits: limits,
+            key_limits: &[],
+            resource,
+            cost: 1,
+        };
+        let seen: Vec<Seen> = limits
             .iter()
-            .filter(|l| &*l.resource == resource)
-            .map(|l| l.expires_ms)
+            .filter(|l| l.resource == resource && l.window == Window::Concurrent)
+            .map(|l| Seen {
+                check: Check {
+                    scope: None,
+                    window: Window::Concurrent,
+                    limit: l.limit,
+                    enforcement: l.enforcement,
+                },
+                current: held.clone().count() as u64,
+                reset_ms: first_free,
+                retry_ms: first_free,
+            })
             .collect();
-        let lim = limits
-            .iter()
-            .find(|l| l.resource == resource && l.window == Window::Concurrent);
-        if let Some(l) = lim {
-            if let Some(max) = l.limit.map(|m| share.apply(m)) {
-                if l.enforcement == Enforcement::Hard && held.len() as u64 >= max {
-                    let first = held.iter().min().copied().unwrap_or(now_ms + ttl_ms);
-                    let state = LimitState {
-                        resource: resource.to_string(),
-                        window: Window::Concurrent,
-                        limit: Some(max),
-                        current: held.len() as u64,
-                        remaining: Some(0),
-                        reset_at: first.div_euclid(1000),
-                        reset_ms: first - now_ms,
-                        enforcement: l.enforcement,
-                        key: None,
-                    };
-                    return Ok(Err(refusal(vec![(state, first - now_ms)]).expect("one refusal")));
-                }
-            }
+        if let Some(refused) = ask.refusal(&seen, now_ms) {
+            return Ok(Err(refused));
         }
         let id = new_lease_id();
         st.leases.push(Lease {
@@ -437,29 +422,6 @@ impl Local {
             }
         }
     }
-
-    /// Forgets a tenant's state (its counters reload from the store on next use).
-    /// Unflushed deltas are flushed first by the caller.
-    pub fn forget(&self, tenant: &TenantId) {
-        self.slots.remove(tenant);
-    }
-}
-
-/// A scale applied to limits: `1/n` of each when `n` nodes stand in for shared counters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Share {
-    /// Nodes sharing the limit.
-    pub nodes: u64,
-    /// What was already used of each limit before the split (subtracted first).
-    pub used: u64,
-}
-
-impl Share {
-    /// The whole limit.
-    pub const WHOLE: Share = Share { nodes: 1, used: 0 };
-    fn apply(&self, limit: u64) -> u64 {
-        limit.saturating_sub(self.used) / self.nodes.max(1)
-    }
 }
 
 fn new_lease_id() -> String {
@@ -470,6 +432,7 @@ fn new_lease_id() -> String {
 mod tests {
     use super::*;
     use tenantd_core::usage::CounterRow;
+    use tenantd_core::Enforcement;
 
     #[derive(Default)]
     struct Mem(Mutex<Vec<CounterRow>>);
@@ -509,7 +472,6 @@ mod tests {
             key_limits: kl,
             resource: "api_calls",
             cost: 1,
-            on_failure: Default::default(),
         }
     }
 
@@ -526,9 +488,9 @@ mod tests {
         // 10 admitted at t0 + 59 s; at the fixed-window edge (t0 + 60 s) a fixed window
         // would admit 10 more; the sliding log refuses until those leave the window.
         for i in 0..10 {
-            assert!(admitted(&l.admit_at(&a, t0 + 59_000 + i, Share::WHOLE).await.unwrap()));
+            assert!(admitted(&l.admit_at(&a, t0 + 59_000 + i).await.unwrap()));
         }
-        let o = l.admit_at(&a, t0 + 60_500, Share::WHOLE).await.unwrap();
+        let o = l.admit_at(&a, t0 + 60_500).await.unwrap();
         let Outcome::Refused { state, retry_after } = o else {
             panic!("admitted past the limit")
         };
@@ -538,9 +500,7 @@ mod tests {
         );
         assert!((58..=60).contains(&retry_after), "{retry_after}");
         // Once the whole first bucket is older than a minute, there is room again.
-        assert!(admitted(
-            &l.admit_at(&a, t0 + 59_000 + 60_600, Share::WHOLE).await.unwrap()
-        ));
+        assert!(admitted(&l.admit_at(&a, t0 + 59_000 + 60_600).await.unwrap()));
     }
 
     #[tokio::test]
@@ -554,7 +514,7 @@ mod tests {
         let t = 1_700_000_000_000i64;
         let mut kinds = Vec::new();
         for i in 0..5 {
-            match l.admit_at(&a, t + i, Share::WHOLE).await.unwrap() {
+            match l.admit_at(&a, t + i).await.unwrap() {
                 Outcome::Admitted { crossings, .. } => kinds.extend(crossings.iter().map(|c| (c.kind, c.state.window))),
                 o => panic!("{o:?}"),
             }
@@ -571,7 +531,7 @@ mod tests {
             ]
         );
         for i in 0..3 {
-            assert!(!admitted(&l.admit_at(&a, t + 10 + i, Share::WHOLE).await.unwrap()));
+            assert!(!admitted(&l.admit_at(&a, t + 10 + i).await.unwrap()));
         }
         let month = l.current(a.tenant, "api_calls", Window::Month, t).await.unwrap();
         assert_eq!(month, 5, "refused calls were counted");
@@ -585,23 +545,16 @@ mod tests {
         let k1 = KeyId::from_part("aaaaaaaaaaaaaaaaaaaa");
         let t = 1_700_000_000_000i64;
         for _ in 0..2 {
-            assert!(admitted(
-                &l.admit_at(&ask("acme", &tl, &kl, k1), t, Share::WHOLE).await.unwrap()
-            ));
+            assert!(admitted(&l.admit_at(&ask("acme", &tl, &kl, k1), t).await.unwrap()));
         }
-        let Outcome::Refused { state, .. } = l.admit_at(&ask("acme", &tl, &kl, k1), t, Share::WHOLE).await.unwrap()
-        else {
+        let Outcome::Refused { state, .. } = l.admit_at(&ask("acme", &tl, &kl, k1), t).await.unwrap() else {
             panic!("key limit ignored")
         };
         assert_eq!((state.limit, state.key), (Some(2), k1));
         let k2 = KeyId::from_part("bbbbbbbbbbbbbbbbbbbb");
-        assert!(admitted(
-            &l.admit_at(&ask("acme", &tl, &[], k2), t, Share::WHOLE).await.unwrap()
-        ));
+        assert!(admitted(&l.admit_at(&ask("acme", &tl, &[], k2), t).await.unwrap()));
         // Another tenant's counters are its own.
-        assert!(admitted(
-            &l.admit_at(&ask("beta", &tl, &kl, k1), t, Share::WHOLE).await.unwrap()
-        ));
+        assert!(admitted(&l.admit_at(&ask("beta", &tl, &kl, k1), t).await.unwrap()));
     }
 
     #[tokio::test]
@@ -611,23 +564,15 @@ mod tests {
         let t = now_ms();
         let l = Local::new(store.clone());
         for _ in 0..2 {
-            l.admit_at(&ask("acme", &limits, &[], None), t, Share::WHOLE)
-                .await
-                .unwrap();
+            l.admit_at(&ask("acme", &limits, &[], None), t).await.unwrap();
         }
         assert!(l.flush().await.unwrap() > 0);
         let again = Local::new(store);
         assert!(admitted(
-            &again
-                .admit_at(&ask("acme", &limits, &[], None), t, Share::WHOLE)
-                .await
-                .unwrap()
+            &again.admit_at(&ask("acme", &limits, &[], None), t).await.unwrap()
         ));
         assert!(!admitted(
-            &again
-                .admit_at(&ask("acme", &limits, &[], None), t, Share::WHOLE)
-                .await
-                .unwrap()
+            &again.admit_at(&ask("acme", &limits, &[], None), t).await.unwrap()
         ));
     }
 
@@ -636,37 +581,15 @@ mod tests {
         let l = Local::new(Arc::new(Mem::default()));
         let limits = [lim("jobs", Window::Concurrent, 2, Enforcement::Hard)];
         let t = TenantId::parse("acme").unwrap();
-        let a = l
-            .acquire(t, &limits, "jobs", 1_000, 0, Share::WHOLE)
-            .await
-            .unwrap()
-            .unwrap();
-        l.acquire(t, &limits, "jobs", 5_000, 0, Share::WHOLE)
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(l
-            .acquire(t, &limits, "jobs", 1_000, 10, Share::WHOLE)
-            .await
-            .unwrap()
-            .is_err());
+        let a = l.acquire(t, &limits, "jobs", 1_000, 0).await.unwrap().unwrap();
+        l.acquire(t, &limits, "jobs", 5_000, 0).await.unwrap().unwrap();
+        assert!(l.acquire(t, &limits, "jobs", 1_000, 10).await.unwrap().is_err());
         assert!(l.release(t, &a, 20).await.unwrap());
         assert!(!l.release(t, &a, 20).await.unwrap(), "released twice");
-        l.acquire(t, &limits, "jobs", 1_000, 30, Share::WHOLE)
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(l
-            .acquire(t, &limits, "jobs", 1_000, 40, Share::WHOLE)
-            .await
-            .unwrap()
-            .is_err());
+        l.acquire(t, &limits, "jobs", 1_000, 30).await.unwrap().unwrap();
+        assert!(l.acquire(t, &limits, "jobs", 1_000, 40).await.unwrap().is_err());
         // The 1 s lease taken at 30 ms has expired by 1.1 s.
-        assert!(l
-            .acquire(t, &limits, "jobs", 1_000, 1_100, Share::WHOLE)
-            .await
-            .unwrap()
-            .is_ok());
+        assert!(l.acquire(t, &limits, "jobs", 1_000, 1_100).await.unwrap().is_ok());
         assert_eq!(l.leases_held(t, "jobs", 1_100).await.unwrap(), 2);
     }
 }
