@@ -89,9 +89,17 @@ impl TenantId {
     }
 }
 
+impl TenantId {
+    /// The id's bytes (all ASCII).
+    fn bytes(&self) -> &[u8] {
+        &self.buf[..self.len as usize]
+    }
+}
+
+// Comparisons work on the bytes: no UTF-8 check on the edge's hot path.
 impl PartialEq for TenantId {
     fn eq(&self, other: &Self) -> bool {
-        self.as_str() == other.as_str()
+        self.bytes() == other.bytes()
     }
 }
 impl Eq for TenantId {}
@@ -107,7 +115,7 @@ impl PartialOrd for TenantId {
 }
 impl Ord for TenantId {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.as_str().cmp(other.as_str())
+        self.bytes().cmp(other.bytes())
     }
 }
 impl std::borrow::Borrow<str> for TenantId {
@@ -303,6 +311,24 @@ impl Serialize for KeyId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inline_tenant_ids_compare_order_and_serialize_as_strings() {
+        let id = |s: &str| TenantId::parse(s).unwrap();
+        assert_eq!(TenantId::from_trusted_str("acme"), id("ACME"));
+        assert_ne!(id("acme"), id("acme-1"));
+        let mut v = vec![id("b"), id("ab"), id("a")];
+        v.sort();
+        assert_eq!(v.iter().map(TenantId::as_str).collect::<Vec<_>>(), ["a", "ab", "b"]);
+        assert_eq!(serde_json::to_string(&id("acme")).unwrap(), "\"acme\"");
+        assert_eq!(format!("{:?} {}", id("acme"), id("acme")), "\"acme\" acme");
+        let k = KeyId::parse("key_abcdefghijklmnopqrst").unwrap();
+        assert_eq!(
+            (k.to_string(), k.part()),
+            ("key_abcdefghijklmnopqrst".into(), "abcdefghijklmnopqrst")
+        );
+        assert!(KeyId::parse("key_short").is_none() && KeyId::parse("abcdefghijklmnopqrst").is_none());
+    }
 
     #[test]
     fn tenant_ids_follow_the_contract() {

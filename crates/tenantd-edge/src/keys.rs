@@ -2,6 +2,7 @@
 //! stored as a SHA-256 hash, compared in constant time.
 use rand::RngCore;
 use subtle::ConstantTimeEq;
+pub use tenantd_core::KeyId;
 
 /// The scheme prefix of every tenantd API key.
 pub const KEY_PREFIX: &str = "tdk_";
@@ -23,8 +24,6 @@ fn base32(bytes: &[u8]) -> String {
     }
     out
 }
-
-pub use tenantd_core::KeyId;
 
 /// A freshly generated key: the secret (shown once) and what is stored.
 #[derive(Debug, Clone)]
