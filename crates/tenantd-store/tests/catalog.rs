@@ -85,6 +85,7 @@ both_backends! {
     case_signing_keys => sqlite_signing_keys, postgres_signing_keys;
     case_operator_key => sqlite_operator_key, postgres_operator_key;
     case_concurrent_owner_demotions => sqlite_concurrent_owner_demotions, postgres_concurrent_owner_demotions;
+    case_usage => sqlite_usage, postgres_usage;
 }
 
 // ---------------------------------------------------------------- helpers
@@ -1484,4 +1485,138 @@ async fn case_concurrent_owner_demotions(c: &SqlCatalog) {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------- usage
+
+async fn case_usage(c: &dyn Catalog) {
+    use tenantd_core::KeyId;
+    mk_tenant(c, "use", "free", "uma@use.example").await;
+    mk_tenant(c, "other", "free", "otto@other.example").await;
+    let (t, o) = (tid("use"), tid("other"));
+    let key = KeyId::parse("key_abcdefghijklmnopqrst");
+    let row = |tenant: TenantId, scope: Option<KeyId>, window: Window, period: i64, value: u64| CounterRow {
+        tenant,
+        scope,
+        resource: "api_calls".into(),
+        window,
+        period,
+        value,
+    };
+    // Deltas add up, whichever node (or flush) wrote them; scopes and tenants stay apart.
+    c.add_counters(&[
+        row(t, None, Window::Month, 1_000, 5),
+        row(t, key, Window::Month, 1_000, 2),
+        row(t, None, Window::Day, 500, 1),
+        row(o, None, Window::Month, 1_000, 9),
+    ])
+    .await
+    .unwrap();
+    c.add_counters(&[row(t, None, Window::Month, 1_000, 3)]).await.unwrap();
+    c.add_counters(&[]).await.unwrap();
+    let mut got = c.load_counters(&t, 1_000).await.unwrap();
+    got.sort_by_key(|r| (r.scope.is_some(), r.period));
+    assert_eq!(
+        got,
+        vec![
+            row(t, None, Window::Month, 1_000, 8),
+            row(t, key, Window::Month, 1_000, 2)
+        ],
+        "periods before `since` are not loaded"
+    );
+    // Levels have no period and are always loaded.
+    c.add_counters(&[CounterRow {
+        resource: "storage_bytes".into(),
+        ..row(t, None, Window::Total, 0, 42)
+    }])
+    .await
+    .unwrap();
+    assert!(c.load_counters(&t, 2_000).await.unwrap().iter().any(|r| r.value == 42));
+    // Daily rollups of the tenant's own scope, by range.
+    assert_eq!(
+        c.counters_in(&t, Window::Day, 0, 1_000).await.unwrap(),
+        vec![row(t, None, Window::Day, 500, 1)]
+    );
+    assert!(c.counters_in(&t, Window::Day, 501, 1_000).await.unwrap().is_empty());
+
+    // Idempotency keys: claimed once per tenant; released ones can be claimed again.
+    let keys = vec!["a".to_string(), "b".to_string()];
+    assert_eq!(c.claim_idempotency(&t, &keys).await.unwrap(), vec![true, true]);
+    assert_eq!(
+        c.claim_idempotency(&t, &["b".into(), "c".into()]).await.unwrap(),
+        vec![false, true]
+    );
+    assert_eq!(
+        c.claim_idempotency(&o, &keys).await.unwrap(),
+        vec![true, true],
+        "per tenant"
+    );
+    c.release_idempotency(&t, &["a".into()]).await.unwrap();
+    assert_eq!(c.claim_idempotency(&t, &keys).await.unwrap(), vec![true, false]);
+
+    // Events: per tenant, oldest first, in pages.
+    for i in 0..3 {
+        c.record_event(&t, "quota.warning", &serde_json::json!({"n": i}))
+            .await
+            .unwrap();
+    }
+    c.record_event(&o, "quota.exceeded", &serde_json::json!({}))
+        .await
+        .unwrap();
+    let p1 = c.list_events(&t, &PageRequest { limit: 2, after: None }).await.unwrap();
+    assert_eq!(p1.items.len(), 2);
+    assert_eq!(p1.items[0].data["n"], 0);
+    let p2 = c
+        .list_events(
+            &t,
+            &PageRequest {
+                limit: 2,
+                after: p1.next_cursor,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (p2.items.len(), p2.items[0].data["n"].as_i64(), p2.next_cursor),
+        (1, Some(2), None)
+    );
+    assert!(p2.items.iter().all(|e| e.tenant_id == t && e.kind == "quota.warning"));
+
+    // Plan history: creation, then each change of plan (not other patches).
+    c.update_tenant(
+        &t,
+        &TenantPatch {
+            name: Some("Renamed".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    c.update_tenant(
+        &t,
+        &TenantPatch {
+            plan: Some(pid("starter")),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let h = c.plan_history(&t).await.unwrap();
+    assert_eq!(
+        h.iter().map(|(_, p)| p.as_str()).collect::<Vec<_>>(),
+        ["free", "starter"]
+    );
+    assert!(h[0].0 <= h[1].0);
+
+    // Levels counted from the catalog.
+    assert_eq!(c.count(&t, Countable::Members).await.unwrap(), 1);
+    c.add_member(&t, &email("max@use.example"), "member").await.unwrap();
+    assert_eq!(c.count(&t, Countable::Members).await.unwrap(), 2);
+    let k = new_key("use", "ci", "member");
+    c.create_key(&k).await.unwrap();
+    c.create_key(&new_key("use", "cd", "member")).await.unwrap();
+    assert_eq!(c.count(&t, Countable::ActiveKeys).await.unwrap(), 2);
+    c.revoke_key(&t, &k.id, tenantd_core::now_secs()).await.unwrap();
+    assert_eq!(c.count(&t, Countable::ActiveKeys).await.unwrap(), 1);
+    assert_eq!(c.count(&o, Countable::ActiveKeys).await.unwrap(), 0);
 }
