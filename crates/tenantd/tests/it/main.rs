@@ -3,6 +3,7 @@ mod common;
 mod identity;
 mod isolation;
 mod keys;
+mod limits;
 mod members;
 mod system;
 mod tenants;
