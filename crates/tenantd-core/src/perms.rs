@@ -124,6 +124,7 @@ impl BuiltinRole {
                 "cache:*",
                 "data:*",
                 "usage:read",
+                "usage:write",
                 "config:read",
                 "*:read",
             ],

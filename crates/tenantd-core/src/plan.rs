@@ -181,14 +181,17 @@ impl Limit {
 
     /// Checks the resource name (1–64 of `a-z0-9_-.`).
     pub fn validate(&self) -> Result<(), String> {
-        crate::ids::parse_name(&self.resource.replace('.', "_"), "resource")
-            .map(|_| ())
-            .map_err(|_| {
-                format!(
-                    "limit resource '{}' must be 1-64 characters of a-z, 0-9, '_', '-', '.'",
-                    self.resource
-                )
-            })
+        validate_resource(&self.resource)
+    }
+}
+
+/// Checks a resource name: 1-64 characters of a-z, 0-9, '_', '-', '.'.
+pub fn validate_resource(resource: &str) -> Result<(), String> {
+    match crate::ids::parse_name(&resource.replace('.', "_"), "resource") {
+        Ok(n) if n == resource.replace('.', "_") => Ok(()),
+        _ => Err(format!(
+            "resource '{resource}' must be 1-64 characters of a-z, 0-9, '_', '-', '.'"
+        )),
     }
 }
 

@@ -72,6 +72,8 @@ pub struct RequestContext {
     pub role: Option<Arc<Role>>,
     /// The tightest limit admission applied, for the rate-limit headers.
     pub limit: Option<tenantd_limits::LimitState>,
+    /// The API key's own limits, when the caller used a key.
+    pub key_limits: Option<Arc<[tenantd_core::Limit]>>,
 }
 
 impl RequestContext {

@@ -303,10 +303,18 @@ impl Edge {
     /// Admits `ask`: `Ok(tightest limit)` or the 429 / 503 problem. Crossed thresholds
     /// are recorded as tenant events.
     pub async fn admit(&self, ask: &Ask<'_>) -> Result<Option<LimitState>, Problem> {
+        self.admit_all(std::slice::from_ref(ask)).await
+    }
+
+    /// Admits several asks of one tenant (distinct resources) together, all or none.
+    pub async fn admit_all(&self, asks: &[Ask<'_>]) -> Result<Option<LimitState>, Problem> {
         let Some(lim) = &self.limiter else {
             return Ok(None);
         };
-        match lim.admit(ask).await {
+        let Some(first) = asks.first() else {
+            return Ok(None);
+        };
+        match lim.admit_all(asks).await {
             Ok(Outcome::Admitted { tightest, crossings }) => {
                 for c in crossings {
                     self.dir.quota_event(c).await;
@@ -315,7 +323,7 @@ impl Edge {
             }
             Ok(Outcome::Refused { state, retry_after }) => Err(Problem::limited(&state, retry_after)),
             Err(e) => {
-                tracing::error!(error = %e, tenant_id = %ask.tenant, "admission failed");
+                tracing::error!(error = %e, tenant_id = %first.tenant, "admission failed");
                 Err(Problem::new(Code::Unavailable, e.to_string()))
             }
         }
@@ -377,6 +385,7 @@ impl Edge {
                 tenant: None,
                 role: None,
                 limit: None,
+                key_limits: None,
             });
         };
         let role_name: Option<Cow<'_, str>> = match &authn {
@@ -423,6 +432,10 @@ impl Edge {
             tenant: Some(tenant),
             role: Some(role),
             limit,
+            key_limits: match &authn {
+                Authn::Key(k) => Some(k.limits.clone()),
+                _ => None,
+            },
         })
     }
 }

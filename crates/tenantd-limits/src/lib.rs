@@ -28,6 +28,11 @@ pub trait CounterStore: Send + Sync + 'static {
     async fn load(&self, tenant: &TenantId, since: i64) -> Result<Vec<CounterRow>, String>;
     /// Adds deltas.
     async fn add(&self, deltas: &[CounterRow]) -> Result<(), String>;
+    /// Records the day's value of levels that changed (window `total`, period = the UTC
+    /// day's start), for billing by level over time.
+    async fn set_levels(&self, _levels: &[CounterRow]) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// One request for admission.
@@ -111,6 +116,43 @@ pub enum Outcome {
         /// Seconds until a retry can succeed (at least 1).
         retry_after: u64,
     },
+}
+
+impl Outcome {
+    /// Admitted with no limit applying.
+    pub fn nothing() -> Self {
+        Outcome::Admitted {
+            tightest: None,
+            crossings: Vec::new(),
+        }
+    }
+
+    /// Several admitted outcomes as one: the tightest of their tightest limits and all
+    /// their crossings (the first refusal, if any, wins).
+    pub fn all(outcomes: impl IntoIterator<Item = Outcome>) -> Self {
+        let mut out: Option<LimitState> = None;
+        let mut all_crossings = Vec::new();
+        for o in outcomes {
+            match o {
+                Outcome::Admitted { tightest, crossings } => {
+                    all_crossings.extend(crossings);
+                    out = match (out, tightest) {
+                        (Some(a), Some(b)) => Some(if (b.remaining, b.reset_ms) < (a.remaining, a.reset_ms) {
+                            b
+                        } else {
+                            a
+                        }),
+                        (a, b) => a.or(b),
+                    };
+                }
+                refused => return refused,
+            }
+        }
+        Outcome::Admitted {
+            tightest: out,
+            crossings: all_crossings,
+        }
+    }
 }
 
 /// Why no decision could be made.
@@ -261,7 +303,12 @@ impl Limiter {
 
     /// Decides `ask` now.
     pub async fn admit(&self, ask: &Ask<'_>) -> Result<Outcome, AdmitError> {
-        let out = self.local.admit_at(ask, now_ms()).await?;
+        self.admit_all(std::slice::from_ref(ask)).await
+    }
+
+    /// Decides several asks of one tenant, for distinct resources, together.
+    pub async fn admit_all(&self, asks: &[Ask<'_>]) -> Result<Outcome, AdmitError> {
+        let out = self.local.admit_all_at(asks, now_ms()).await?;
         if self.sync_flush && matches!(out, Outcome::Admitted { .. }) {
             self.flush().await.map_err(AdmitError::Store)?;
         }

@@ -176,6 +176,58 @@ fn period(window: Window, now_s: i64) -> (i64, Option<i64>) {
     }
 }
 
+/// What the tenant's state holds for each limit of `ask`, before it.
+fn see(st: &mut TenantState, ask: &Ask<'_>, now_ms: i64) -> Vec<Seen> {
+    let now_s = now_ms.div_euclid(1000);
+    ask.checks()
+        .map(|check| match check.window.rate_ms() {
+            Some(len) => {
+                let log = st.rate(check.scope, ask.resource, check.window);
+                log.prune(now_ms, len);
+                let retry_ms = check.limit.map_or(0, |l| log.retry_ms(now_ms, len, l, ask.cost));
+                Seen {
+                    check,
+                    current: log.sum,
+                    reset_ms: log.reset_ms(now_ms, len),
+                    retry_ms,
+                }
+            }
+            None => {
+                let (p, end) = period(check.window, now_s);
+                // Levels never reset; a refused growth may fit after others shrink it.
+                let reset_ms = end.map_or(0, |e| e * 1000 - now_ms);
+                Seen {
+                    check,
+                    current: st.value(check.scope, ask.resource, check.window, p),
+                    reset_ms,
+                    retry_ms: if reset_ms > 0 { reset_ms } else { 1000 },
+                }
+            }
+        })
+        .collect()
+}
+
+/// Counts `ask`: the tenant's calendar counters always (they are the usage record), the
+/// key's and the levels where a limit asks for them, and (with `rates`) the sliding logs.
+fn commit(st: &mut TenantState, ask: &Ask<'_>, seen: &[Seen], now_ms: i64, rates: bool) {
+    let now_s = now_ms.div_euclid(1000);
+    for w in Window::CALENDAR {
+        st.counter(None, ask.resource, w, period(w, now_s).0).add(ask.cost);
+    }
+    for s in seen {
+        let c = s.check;
+        match c.window.rate_ms() {
+            Some(len) if rates => st.rate(c.scope, ask.resource, c.window).add(now_ms, len, ask.cost),
+            Some(_) => {}
+            None if c.scope.is_some() || c.window == Window::Total => {
+                st.counter(c.scope, ask.resource, c.window, period(c.window, now_s).0)
+                    .add(ask.cost);
+            }
+            None => {}
+        }
+    }
+}
+
 impl Local {
     /// An engine persisting to `store`.
     pub fn new(store: Arc<dyn CounterStore>) -> Self {
@@ -234,57 +286,73 @@ impl Local {
 
     /// Decides `ask` at `now_ms`.
     pub async fn admit_at(&self, ask: &Ask<'_>, now_ms: i64) -> Result<Outcome, AdmitError> {
+        self.admit_all_at(std::slice::from_ref(ask), now_ms).await
+    }
+
+    /// Decides several asks of one tenant, for distinct resources, together: all are
+    /// admitted and counted, or none is.
+    pub async fn admit_all_at(&self, asks: &[Ask<'_>], now_ms: i64) -> Result<Outcome, AdmitError> {
+        let Some(first) = asks.first() else {
+            return Ok(Outcome::nothing());
+        };
+        debug_assert!(asks.iter().all(|a| a.tenant == first.tenant));
+        let slot = self.slot(first.tenant, now_ms.div_euclid(1000)).await?;
+        let mut st = slot.st.lock().unwrap_or_else(|e| e.into_inner());
+        let mut seens = Vec::with_capacity(asks.len());
+        for ask in asks {
+            let seen = see(&mut st, ask, now_ms);
+            if let Some(refused) = ask.refusal(&seen, now_ms) {
+                return Ok(refused);
+            }
+            seens.push(seen);
+        }
+        for (ask, seen) in asks.iter().zip(&seens) {
+            commit(&mut st, ask, seen, now_ms, true);
+        }
+        self.mark_dirty(first.tenant, &mut st);
+        Ok(Outcome::all(
+            asks.iter().zip(&seens).map(|(a, s)| a.admitted(s, now_ms)),
+        ))
+    }
+
+    /// Records use another engine admitted (Redis mode): the counters that are the
+    /// tenant's usage record, flushed to the store like in-process ones.
+    pub async fn record_at(&self, asks: &[Ask<'_>], now_ms: i64) -> Result<(), AdmitError> {
+        let Some(first) = asks.first() else {
+            return Ok(());
+        };
+        let slot = self.slot(first.tenant, now_ms.div_euclid(1000)).await?;
+        let mut st = slot.st.lock().unwrap_or_else(|e| e.into_inner());
+        for ask in asks {
+            let checks: Vec<Seen> = ask
+                .checks()
+                .map(|check| Seen {
+                    check,
+                    current: 0,
+                    reset_ms: 0,
+                    retry_ms: 0,
+                })
+                .collect();
+            commit(&mut st, ask, &checks, now_ms, false);
+        }
+        self.mark_dirty(first.tenant, &mut st);
+        Ok(())
+    }
+
+    /// The values of the calendar counters and levels `asks` touch, as this node knows
+    /// them (the store's at load plus this node's use since): floors for a shared
+    /// counter that has to be recreated.
+    pub async fn floors_at(&self, ask: &Ask<'_>, now_ms: i64) -> Result<Vec<u64>, AdmitError> {
         let now_s = now_ms.div_euclid(1000);
         let slot = self.slot(ask.tenant, now_s).await?;
-        let mut st = slot.st.lock().unwrap_or_else(|e| e.into_inner());
-        let seen: Vec<Seen> = ask
+        let st = slot.st.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(ask
             .checks()
-            .map(|check| match check.window.rate_ms() {
-                Some(len) => {
-                    let log = st.rate(check.scope, ask.resource, check.window);
-                    log.prune(now_ms, len);
-                    let retry_ms = check.limit.map_or(0, |l| log.retry_ms(now_ms, len, l, ask.cost));
-                    Seen {
-                        check,
-                        current: log.sum,
-                        reset_ms: log.reset_ms(now_ms, len),
-                        retry_ms,
-                    }
-                }
-                None => {
-                    let (p, end) = period(check.window, now_s);
-                    // Levels never reset; a refused growth may fit after others shrink it.
-                    let reset_ms = end.map_or(0, |e| e * 1000 - now_ms);
-                    Seen {
-                        check,
-                        current: st.value(check.scope, ask.resource, check.window, p),
-                        reset_ms,
-                        retry_ms: if reset_ms > 0 { reset_ms } else { 1000 },
-                    }
-                }
+            .map(|c| match c.window.rate_ms() {
+                Some(_) => 0,
+                None => st.value(c.scope, ask.resource, c.window, period(c.window, now_s).0),
             })
-            .collect();
-        if let Some(refused) = ask.refusal(&seen, now_ms) {
-            return Ok(refused);
-        }
-        // Commit: the tenant's calendar counters always (they are the usage record), the
-        // key's and the levels where a limit asks for them, the sliding logs.
-        for w in Window::CALENDAR {
-            st.counter(None, ask.resource, w, period(w, now_s).0).add(ask.cost);
-        }
-        for s in &seen {
-            let c = s.check;
-            match c.window.rate_ms() {
-                Some(len) => st.rate(c.scope, ask.resource, c.window).add(now_ms, len, ask.cost),
-                None if c.scope.is_some() || c.window == Window::Total => {
-                    st.counter(c.scope, ask.resource, c.window, period(c.window, now_s).0)
-                        .add(ask.cost);
-                }
-                None => {}
-            }
-        }
-        self.mark_dirty(ask.tenant, &mut st);
-        Ok(ask.admitted(&seen, now_ms))
+            .collect())
     }
 
     /// The tenant's current value of `resource` in `window` (tenant scope).
@@ -380,8 +448,10 @@ impl Local {
     }
 
     /// Collects every unflushed delta (and forgets finished periods' counters).
-    fn take_deltas(&self, now_s: i64) -> Vec<CounterRow> {
+    fn take_deltas(&self, now_s: i64) -> (Vec<CounterRow>, Vec<CounterRow>) {
         let mut out = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut levels = Vec::new();
+        let day = now_s - now_s.rem_euclid(86_400);
         let tenants = std::mem::take(&mut *self.dirty.lock().unwrap_or_else(|e| e.into_inner()));
         for t in tenants {
             let Some(slot) = self.slots.get(&t).map(|s| s.value().clone()) else {
@@ -390,6 +460,16 @@ impl Local {
             let mut st = slot.st.lock().unwrap_or_else(|e| e.into_inner());
             st.dirty = false;
             for c in st.counters.iter_mut().filter(|c| c.unflushed > 0) {
+                if c.window == Window::Total {
+                    levels.push(CounterRow {
+                        tenant: t,
+                        scope: c.scope,
+                        resource: c.resource.to_string(),
+                        window: c.window,
+                        period: day,
+                        value: c.value,
+                    });
+                }
                 out.push(CounterRow {
                     tenant: t,
                     scope: c.scope,
@@ -403,18 +483,24 @@ impl Local {
             st.counters
                 .retain(|c| c.window == Window::Total || c.window.period(now_s).is_some_and(|(s, _)| s == c.period));
         }
-        out
+        (out, levels)
     }
 
     /// Writes every unflushed delta to the store. On failure the deltas are kept and
     /// retried by the next flush; nothing is lost while the process lives.
     pub async fn flush(&self) -> Result<usize, String> {
-        let deltas = self.take_deltas(now_ms().div_euclid(1000));
+        let (deltas, levels) = self.take_deltas(now_ms().div_euclid(1000));
         if deltas.is_empty() {
             return Ok(0);
         }
         match self.store.add(&deltas).await {
-            Ok(()) => Ok(deltas.len()),
+            Ok(()) => {
+                // A missed snapshot is taken again at the level's next change.
+                if let Err(e) = self.store.set_levels(&levels).await {
+                    tracing::warn!(error = %e, "level snapshots not written");
+                }
+                Ok(deltas.len())
+            }
             Err(e) => {
                 let n = deltas.len();
                 self.pending.lock().unwrap_or_else(|e| e.into_inner()).extend(deltas);

@@ -210,6 +210,11 @@ pub trait Catalog: Send + Sync + 'static {
     async fn list_events(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<TenantEvent>>;
     /// `(since, plan)` for every plan the tenant has been on, oldest first.
     async fn plan_history(&self, tenant: &TenantId) -> Result<Vec<(i64, String)>>;
+    /// Records that the tenant is on `plan` from `at` (tenant creation and plan changes
+    /// do this themselves; imports and tests of past months use it directly).
+    async fn record_plan(&self, tenant: &TenantId, at: i64, plan: &str) -> Result<()>;
+    /// Sets level snapshots (window `total`, period = the UTC day), replacing that day's.
+    async fn set_levels(&self, levels: &[CounterRow]) -> Result<()>;
     /// A level counted from the catalog (members, active keys).
     async fn count(&self, tenant: &TenantId, what: Countable) -> Result<u64>;
 

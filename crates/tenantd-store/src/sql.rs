@@ -1163,6 +1163,14 @@ impl Catalog for SqlCatalog {
         self.plan_history_sql(tenant).await
     }
 
+    async fn record_plan(&self, tenant: &TenantId, at: i64, plan: &str) -> Result<()> {
+        self.record_plan_sql(tenant, at, plan).await
+    }
+
+    async fn set_levels(&self, levels: &[CounterRow]) -> Result<()> {
+        self.set_levels_sql(levels).await
+    }
+
     async fn count(&self, tenant: &TenantId, what: Countable) -> Result<u64> {
         self.count_sql(tenant, what).await
     }

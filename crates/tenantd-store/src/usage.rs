@@ -23,7 +23,7 @@ fn row_from(r: &sqlx::any::AnyRow) -> Result<CounterRow> {
 
 impl SqlCatalog {
     pub(crate) async fn load_counters_sql(&self, tenant: &TenantId, since: i64) -> Result<Vec<CounterRow>> {
-        let rows = sqlx::query("SELECT tenant_id, scope, resource, win, period_start, value FROM usage_counters WHERE tenant_id = $1 AND (period_start >= $2 OR win = 'total')")
+        let rows = sqlx::query("SELECT tenant_id, scope, resource, win, period_start, value FROM usage_counters WHERE tenant_id = $1 AND ((period_start >= $2 AND win <> 'total') OR (win = 'total' AND period_start = 0))")
             .bind(tenant.as_str())
             .bind(since)
             .fetch_all(self.pool())
@@ -49,12 +49,22 @@ impl SqlCatalog {
     }
 
     pub(crate) async fn add_counters_sql(&self, deltas: &[CounterRow]) -> Result<()> {
-        if deltas.is_empty() {
+        self.upsert_counters(deltas, "usage_counters.value + excluded.value").await
+    }
+
+    pub(crate) async fn set_levels_sql(&self, levels: &[CounterRow]) -> Result<()> {
+        self.upsert_counters(levels, "excluded.value").await
+    }
+
+    /// Inserts rows in one transaction; an existing row's value becomes `update`.
+    async fn upsert_counters(&self, rows: &[CounterRow], update: &str) -> Result<()> {
+        if rows.is_empty() {
             return Ok(());
         }
+        let sql = format!("INSERT INTO usage_counters (tenant_id, scope, resource, win, period_start, value) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, scope, resource, win, period_start) DO UPDATE SET value = {update}");
         let mut tx = self.pool().begin().await?;
-        for d in deltas {
-            sqlx::query("INSERT INTO usage_counters (tenant_id, scope, resource, win, period_start, value) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, scope, resource, win, period_start) DO UPDATE SET value = usage_counters.value + excluded.value")
+        for d in rows {
+            sqlx::query(&sql)
                 .bind(d.tenant.as_str())
                 .bind(scope_str(&d.scope))
                 .bind(&d.resource)
@@ -65,6 +75,16 @@ impl SqlCatalog {
                 .await?;
         }
         tx.commit().await?;
+        Ok(())
+    }
+
+    pub(crate) async fn record_plan_sql(&self, tenant: &TenantId, at: i64, plan: &str) -> Result<()> {
+        sqlx::query("INSERT INTO plan_history (tenant_id, at, plan_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+            .bind(tenant.as_str())
+            .bind(at)
+            .bind(plan)
+            .execute(self.pool())
+            .await?;
         Ok(())
     }
 

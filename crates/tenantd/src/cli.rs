@@ -1,4 +1,4 @@
-//! The operator CLI: `tenant …` and `key …` call a running server's API with the
+//! The operator CLI: `tenant …`, `key …` and `usage` call a running server's API with the
 //! operator key (`TENANTD_ADMIN_KEY`).
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
@@ -284,5 +284,32 @@ pub async fn key(r: &Remote, cmd: KeyCmd) -> Result<()> {
             println!("revoked {key_id}");
         }
     }
+    Ok(())
+}
+
+const USAGE_COLS: &[&str] = &[
+    "resource",
+    "window",
+    "limit",
+    "current",
+    "remaining",
+    "percentage",
+    "reset_at",
+    "enforcement",
+];
+
+/// Runs `usage TENANT`: the tenant's quota table.
+pub async fn usage(r: &Remote, tenant: &str) -> Result<()> {
+    let c = Client::new(r)?;
+    let v = c
+        .call(reqwest::Method::GET, &format!("/v1/tenants/{tenant}/usage"), None)
+        .await?;
+    if r.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("tenant {}  plan {}", cell(&v["tenant_id"]), cell(&v["plan"]));
+    let quotas = v["quotas"].as_array().cloned().unwrap_or_default();
+    println!("{}", table(&quotas, USAGE_COLS));
     Ok(())
 }

@@ -50,6 +50,9 @@ impl tenantd_limits::CounterStore for CatalogCounters {
     async fn add(&self, deltas: &[tenantd_store::CounterRow]) -> Result<(), String> {
         self.0.add_counters(deltas).await.map_err(|e| e.to_string())
     }
+    async fn set_levels(&self, levels: &[tenantd_store::CounterRow]) -> Result<(), String> {
+        self.0.set_levels(levels).await.map_err(|e| e.to_string())
+    }
 }
 
 #[async_trait::async_trait]
@@ -88,18 +91,7 @@ impl Directory for CatalogDirectory {
     }
 
     async fn quota_event(&self, c: tenantd_limits::Crossing) {
-        let data = serde_json::json!({
-            "resource": c.state.resource,
-            "window": c.state.window,
-            "limit": c.state.limit,
-            "current": c.state.current,
-            "enforcement": c.state.enforcement,
-            "reset_at": tenantd_core::ts::format(c.state.reset_at),
-        });
-        if let Err(e) = self.0.record_event(&c.tenant, c.kind, &data).await {
-            tracing::error!(error = %e, kind = c.kind, "could not record a quota event");
-        }
-        tracing::info!(tenant_id = %c.tenant, kind = c.kind, resource = %c.state.resource, window = c.state.window.as_str(), "quota threshold crossed");
+        record_crossing(&*self.0, &c).await;
     }
 
     async fn security_event(&self, ev: SecurityEvent) {
@@ -114,4 +106,20 @@ impl Directory for CatalogDirectory {
             tracing::error!(error = %e, action = %rec.action, "could not record a security event");
         }
     }
+}
+
+/// Stores a `quota.warning` / `quota.exceeded` event in the tenant's events.
+pub async fn record_crossing(catalog: &dyn Catalog, c: &tenantd_limits::Crossing) {
+    let data = serde_json::json!({
+        "resource": c.state.resource,
+        "window": c.state.window,
+        "limit": c.state.limit,
+        "current": c.state.current,
+        "enforcement": c.state.enforcement,
+        "reset_at": tenantd_core::ts::format(c.state.reset_at),
+    });
+    if let Err(e) = catalog.record_event(&c.tenant, c.kind, &data).await {
+        tracing::error!(error = %e, kind = c.kind, "could not record a quota event");
+    }
+    tracing::info!(tenant_id = %c.tenant, kind = c.kind, resource = %c.state.resource, window = c.state.window.as_str(), "quota threshold crossed");
 }

@@ -33,6 +33,13 @@ enum Command {
         #[command(subcommand)]
         cmd: KeyCmd,
     },
+    /// Prints a tenant's quota table (calls a running server).
+    Usage {
+        #[command(flatten)]
+        remote: Remote,
+        /// Tenant id.
+        tenant: String,
+    },
 }
 
 /// Start-up failures: one line on stderr, exit code 2.
@@ -97,6 +104,7 @@ fn main() -> ExitCode {
             Command::Migrate(a) => migrate(a).await,
             Command::Tenant { remote, cmd } => run(tenantd::cli::tenant(&remote, cmd).await),
             Command::Key { remote, cmd } => run(tenantd::cli::key(&remote, cmd).await),
+            Command::Usage { remote, tenant } => run(tenantd::cli::usage(&remote, &tenant).await),
         }
     })
 }

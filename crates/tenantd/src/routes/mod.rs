@@ -9,6 +9,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+pub mod billing;
 pub mod domains;
 pub mod identity;
 pub mod keys;
@@ -16,6 +17,7 @@ pub mod members;
 pub mod plans;
 pub mod system;
 pub mod tenants;
+pub mod usage;
 pub mod workspaces;
 
 /// The OpenAPI document's fixed part; paths come from the router.
@@ -31,6 +33,8 @@ pub mod workspaces;
         (name = "workspaces", description = "Workspaces"),
         (name = "keys", description = "API keys"),
         (name = "identity", description = "Who am I, may I, tokens, audit"),
+        (name = "usage", description = "Quotas, metered usage, leases, tenant events"),
+        (name = "billing", description = "Invoices and the billing report"),
     )
 )]
 pub struct ApiDoc;
@@ -84,6 +88,14 @@ pub fn api() -> OpenApiRouter<State> {
         .routes(routes!(identity::mint))
         .routes(routes!(identity::tenant_audit))
         .routes(routes!(identity::audit))
+        .routes(routes!(usage::mine))
+        .routes(routes!(usage::get))
+        .routes(routes!(usage::record))
+        .routes(routes!(usage::take_lease))
+        .routes(routes!(usage::release_lease))
+        .routes(routes!(usage::events))
+        .routes(routes!(billing::tenant_invoice))
+        .routes(routes!(billing::report))
 }
 
 /// The OpenAPI document.

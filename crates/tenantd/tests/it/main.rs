@@ -7,3 +7,4 @@ mod limits;
 mod members;
 mod system;
 mod tenants;
+mod usage;

@@ -49,6 +49,14 @@ async fn health_and_openapi_cover_every_route() {
         ("/v1/me", &["get"]),
         ("/v1/authorize", &["post"]),
         ("/v1/token", &["post"]),
+        ("/v1/tenant/usage", &["get"]),
+        ("/v1/tenants/{id}/usage", &["get"]),
+        ("/v1/tenants/{id}/usage/events", &["post"]),
+        ("/v1/tenants/{id}/leases", &["post"]),
+        ("/v1/tenants/{id}/leases/{lease_id}", &["delete"]),
+        ("/v1/tenants/{id}/events", &["get"]),
+        ("/v1/tenants/{id}/invoices/{period}", &["get"]),
+        ("/v1/billing/{period}", &["get"]),
     ];
     for (path, methods) in expected {
         let item = paths
@@ -227,6 +235,22 @@ fn sigterm_stops_cleanly_and_the_cli_drives_the_api() {
     let key_id = v["items"][0]["id"].as_str().unwrap().to_string();
     assert!(!out.contains(&secret), "list never shows a secret");
     assert_eq!(cli(&["key", "revoke", "acme", &key_id]).0, Some(0));
+    // The quota table: the free plan's limits with their use.
+    let (code, out, err) = cli(&["usage", "acme"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.starts_with("tenant acme  plan free"), "{out}");
+    assert!(out.contains("RESOURCE") && out.contains("PERCENTAGE"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.split_whitespace().take(5).collect::<Vec<_>>() == ["members", "total", "5", "1", "4"]),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("api_calls") && l.contains("hour") && l.contains("hard")),
+        "{out}"
+    );
+    assert_eq!(cli(&["usage", "nosuch"]).0, Some(1));
     assert_eq!(cli(&["tenant", "suspend", "acme", "--reason", "test"]).0, Some(0));
     assert!(cli(&["tenant", "show", "acme"]).1.contains("suspended"));
     assert_eq!(cli(&["tenant", "resume", "acme"]).0, Some(0));

@@ -1,0 +1,354 @@
+//! Usage: the quota table, metered usage events, leases and the tenant's events.
+use crate::app::State;
+use crate::error::ApiResult;
+use crate::extract::{Json, PageQuery, Query};
+use axum::extract::{Path, State as S};
+use http::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use tenantd_core::plan::validate_resource;
+use tenantd_core::usage::TenantEvent;
+use tenantd_core::{now_secs, Enforcement, PlanId, Window};
+use tenantd_edge::{Principal, Problem, TenantContext};
+use tenantd_limits::{Ask, CATALOG_LEVELS};
+use tenantd_store::{Countable, Page};
+
+/// One row of the quota table.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Quota {
+    /// The resource.
+    resource: String,
+    /// The window.
+    #[schema(value_type = String)]
+    window: Window,
+    /// `null` when unlimited.
+    limit: Option<u64>,
+    /// Used in the current window (levels: now; leases: held now).
+    current: u64,
+    /// What is left; `null` when unlimited.
+    remaining: Option<u64>,
+    /// `current / limit × 100`, one decimal; `null` when unlimited.
+    percentage: Option<f64>,
+    /// When the window resets (RFC 3339); `null` for levels and leases.
+    reset_at: Option<String>,
+    /// `hard` or `soft`.
+    #[schema(value_type = String)]
+    enforcement: Enforcement,
+}
+
+/// `GET …/usage`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Usage {
+    /// The tenant.
+    tenant_id: String,
+    /// Its plan.
+    plan: String,
+    /// Every limit of the plan with the tenant's overrides, with its use.
+    quotas: Vec<Quota>,
+    /// The plan's features.
+    features: BTreeMap<String, bool>,
+}
+
+fn unavailable(e: tenantd_limits::AdmitError) -> Problem {
+    Problem::new(tenantd_core::Code::Unavailable, e.to_string())
+}
+
+async fn usage_of(state: &State, ctx: &TenantContext) -> ApiResult<Usage> {
+    ctx.require("usage:read")?;
+    let t = ctx.tenant();
+    let now = now_secs();
+    let mut quotas = Vec::with_capacity(t.limits.len());
+    for l in t.limits.iter() {
+        let current = match (l.window, l.resource.as_str()) {
+            (Window::Total, "members") => state.catalog.count(&t.id, Countable::Members).await?,
+            (Window::Total, "keys") => state.catalog.count(&t.id, Countable::ActiveKeys).await?,
+            (w, r) => state
+                .limiter
+                .current(t.id, r, w)
+                .await
+                .map_err(unavailable)?,
+        };
+        let reset_at = match (l.window.period(now), l.window.rate_ms()) {
+            (Some((_, end)), _) => Some(end),
+            (None, Some(ms)) => Some(now + ms / 1000),
+            _ => None,
+        };
+        quotas.push(Quota {
+            resource: l.resource.clone(),
+            window: l.window,
+            limit: l.limit,
+            current,
+            remaining: l.limit.map(|x| x.saturating_sub(current)),
+            percentage: l.limit.map(|x| {
+                if x == 0 {
+                    100.0
+                } else {
+                    (current as f64 * 1000.0 / x as f64).round() / 10.0
+                }
+            }),
+            reset_at: reset_at.map(tenantd_core::ts::format),
+            enforcement: l.enforcement,
+        });
+    }
+    let plan = state.catalog.get_plan(&PlanId::parse(&t.plan)?).await?;
+    Ok(Usage {
+        tenant_id: t.id.to_string(),
+        plan: t.plan.clone(),
+        quotas,
+        features: plan.features.into_iter().map(|f| (f, true)).collect(),
+    })
+}
+
+/// The calling tenant's quota table (`usage:read`); the tenant comes from the credential,
+/// the host or `X-Tenant-ID`.
+#[utoipa::path(get, path = "/v1/tenant/usage", tag = "usage", responses((status = 200, body = Usage)))]
+pub async fn mine(S(state): S<State>, ctx: TenantContext) -> ApiResult<axum::Json<Usage>> {
+    Ok(axum::Json(usage_of(&state, &ctx).await?))
+}
+
+/// A tenant's quota table (`usage:read`).
+#[utoipa::path(get, path = "/v1/tenants/{id}/usage", tag = "usage", params(("id" = String, Path)), responses((status = 200, body = Usage)))]
+pub async fn get(S(state): S<State>, ctx: TenantContext) -> ApiResult<axum::Json<Usage>> {
+    Ok(axum::Json(usage_of(&state, &ctx).await?))
+}
+
+/// Checks a level that is about to grow by one (`members`, `keys`): over a hard `total`
+/// limit is `429 quota_exceeded`; over a soft one is admitted. Crossing 80% or 100%
+/// records the tenant's event. The count is read from the catalog, so two additions at
+/// the same instant may both pass the last free place.
+pub async fn grow_level(state: &State, ctx: &TenantContext, resource: &str, what: Countable) -> ApiResult<()> {
+    let t = ctx.tenant();
+    let Some(l) = t
+        .limits
+        .iter()
+        .find(|l| l.resource == resource && l.window == Window::Total)
+    else {
+        return Ok(());
+    };
+    let Some(limit) = l.limit else {
+        return Ok(());
+    };
+    let current = state.catalog.count(&t.id, what).await?;
+    let after = current + 1;
+    let level = |current: u64| tenantd_limits::LimitState {
+        resource: resource.to_string(),
+        window: Window::Total,
+        limit: Some(limit),
+        current,
+        remaining: Some(limit.saturating_sub(current)),
+        reset_at: now_secs(),
+        reset_ms: 0,
+        enforcement: l.enforcement,
+        key: None,
+    };
+    if after > limit && l.enforcement == Enforcement::Hard {
+        return Err(Problem::limited(&level(current), 1).into());
+    }
+    for (threshold, kind) in [
+        (tenantd_limits::warning_threshold(limit), "quota.warning"),
+        (limit, "quota.exceeded"),
+    ] {
+        if current < threshold && threshold <= after {
+            let c = tenantd_limits::Crossing {
+                tenant: t.id,
+                kind,
+                state: level(after),
+            };
+            crate::directory::record_crossing(&*state.catalog, &c).await;
+        }
+    }
+    Ok(())
+}
+
+/// One metered usage event.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UsageEvent {
+    /// What was used (`orchestrations`, `storage_bytes`, …; not `members` or `keys`,
+    /// which tenantd counts itself).
+    resource: String,
+    /// How much, at least 1.
+    quantity: u64,
+    /// The same key never counts twice for this tenant (1 to 200 characters).
+    idempotency_key: Option<String>,
+}
+
+/// At most this many events per request.
+pub const MAX_EVENTS: usize = 1000;
+
+fn parse_events(body: Value) -> Result<Vec<UsageEvent>, Problem> {
+    let (items, many) = match body {
+        Value::Array(a) => (a, true),
+        other => (vec![other], false),
+    };
+    if items.is_empty() || items.len() > MAX_EVENTS {
+        return Err(Problem::invalid(format!(
+            "send 1 to {MAX_EVENTS} events, as one object or a list"
+        )));
+    }
+    let mut out = Vec::with_capacity(items.len());
+    for (n, v) in items.into_iter().enumerate() {
+        let at = if many { format!("event {n}: ") } else { String::new() };
+        let e: UsageEvent =
+            serde_json::from_value(v).map_err(|e| Problem::invalid(format!("invalid body: {at}{e}")))?;
+        validate_resource(&e.resource).map_err(|m| Problem::invalid(format!("{at}{m}")))?;
+        if CATALOG_LEVELS.contains(&e.resource.as_str()) {
+            return Err(Problem::invalid(format!(
+                "{at}'{}' is counted by tenantd itself and cannot be metered",
+                e.resource
+            )));
+        }
+        if e.quantity == 0 {
+            return Err(Problem::invalid(format!("{at}quantity must be at least 1")));
+        }
+        if let Some(k) = &e.idempotency_key {
+            if k.is_empty() || k.len() > 200 {
+                return Err(Problem::invalid(format!(
+                    "{at}idempotency_key must be 1 to 200 characters"
+                )));
+            }
+        }
+        out.push(e);
+    }
+    Ok(out)
+}
+
+/// Records metered use (`usage:write`): one event or a list. The batch is admitted as a
+/// whole against every limit of each resource (a hard limit refuses all of it with 429
+/// and records nothing); events whose idempotency key was seen before are skipped.
+#[utoipa::path(post, path = "/v1/tenants/{id}/usage/events", tag = "usage", params(("id" = String, Path)), request_body = UsageEvent, responses((status = 200, description = "`{\"recorded\": n, \"duplicates\": n}`"), (status = 429, description = "A hard limit refused the batch; nothing was recorded")))]
+pub async fn record(S(state): S<State>, ctx: TenantContext, Json(body): Json<Value>) -> ApiResult<axum::Json<Value>> {
+    ctx.require("usage:write")?;
+    let events = parse_events(body)?;
+    let tenant = *ctx.tenant_id();
+    // Keys repeated inside the batch count once; keys seen before count not at all.
+    let mut keys: Vec<String> = events.iter().filter_map(|e| e.idempotency_key.clone()).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let fresh = state.catalog.claim_idempotency(&tenant, &keys).await?;
+    let claimed: Vec<String> = keys
+        .iter()
+        .zip(&fresh)
+        .filter(|(_, f)| **f)
+        .map(|(k, _)| k.clone())
+        .collect();
+    let mut totals: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut counted_keys = std::collections::HashSet::new();
+    let (mut recorded, mut duplicates) = (0u64, 0u64);
+    for e in &events {
+        let counts = match &e.idempotency_key {
+            None => true,
+            Some(k) => claimed.binary_search(k).is_ok() && counted_keys.insert(k.as_str()),
+        };
+        if counts {
+            let t = totals.entry(e.resource.as_str()).or_default();
+            *t = t.saturating_add(e.quantity);
+            recorded += 1;
+        } else {
+            duplicates += 1;
+        }
+    }
+    let key = match ctx.principal() {
+        Principal::Key { id, .. } => Some(*id),
+        _ => None,
+    };
+    let key_limits = ctx.request().key_limits.clone();
+    let asks: Vec<Ask<'_>> = totals
+        .iter()
+        .map(|(resource, cost)| Ask {
+            tenant,
+            key,
+            tenant_limits: &ctx.tenant().limits,
+            key_limits: key_limits.as_deref().unwrap_or(&[]),
+            resource,
+            cost: *cost,
+        })
+        .collect();
+    if let Err(p) = state.edge.admit_all(&asks).await {
+        if let Err(e) = state.catalog.release_idempotency(&tenant, &claimed).await {
+            tracing::error!(error = %e, "idempotency keys of a refused batch not released");
+        }
+        return Err(p.into());
+    }
+    Ok(axum::Json(json!({"recorded": recorded, "duplicates": duplicates})))
+}
+
+/// `POST /v1/tenants/{id}/leases` body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TakeLease {
+    /// The resource with a `concurrent` limit.
+    resource: String,
+    /// 1 to 86,400; the lease frees itself after this long.
+    ttl_seconds: u32,
+}
+
+/// Takes a lease on a concurrent limit (`usage:write`): 201 with `lease_id`, or 429 while
+/// the tenant holds as many as its limit allows.
+#[utoipa::path(post, path = "/v1/tenants/{id}/leases", tag = "usage", params(("id" = String, Path)), request_body = TakeLease, responses((status = 201, description = "`{\"lease_id\",\"resource\",\"expires_at\"}`"), (status = 429, description = "The concurrent limit is reached")))]
+pub async fn take_lease(
+    S(state): S<State>,
+    ctx: TenantContext,
+    Json(b): Json<TakeLease>,
+) -> ApiResult<(StatusCode, axum::Json<Value>)> {
+    ctx.require("usage:write")?;
+    validate_resource(&b.resource).map_err(Problem::invalid)?;
+    if !(1..=86_400).contains(&b.ttl_seconds) {
+        return Err(Problem::invalid("ttl_seconds must be between 1 and 86400").into());
+    }
+    let ttl_ms = i64::from(b.ttl_seconds) * 1000;
+    let got = state
+        .limiter
+        .acquire(*ctx.tenant_id(), &ctx.tenant().limits, &b.resource, ttl_ms)
+        .await
+        .map_err(unavailable)?;
+    match got {
+        Ok(id) => Ok((
+            StatusCode::CREATED,
+            axum::Json(json!({
+                "lease_id": id,
+                "resource": b.resource,
+                "expires_at": tenantd_core::ts::format(now_secs() + i64::from(b.ttl_seconds)),
+            })),
+        )),
+        Err(tenantd_limits::Outcome::Refused { state: s, retry_after }) => {
+            Err(Problem::limited(&s, retry_after).into())
+        }
+        Err(_) => Err(Problem::internal().into()),
+    }
+}
+
+/// Releases a lease (`usage:write`): 204, or 404 when the tenant holds no such lease
+/// (released, expired or never taken).
+#[utoipa::path(delete, path = "/v1/tenants/{id}/leases/{lease_id}", tag = "usage", params(("id" = String, Path), ("lease_id" = String, Path)), responses((status = 204, description = "Released"), (status = 404, description = "No such lease")))]
+pub async fn release_lease(
+    S(state): S<State>,
+    ctx: TenantContext,
+    Path(p): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    ctx.require("usage:write")?;
+    let released = state
+        .limiter
+        .release(*ctx.tenant_id(), &p.1)
+        .await
+        .map_err(unavailable)?;
+    if released {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(Problem::not_found("lease").into())
+    }
+}
+
+/// The tenant's events (`quota.warning`, `quota.exceeded`), oldest first (`events:read`).
+#[utoipa::path(get, path = "/v1/tenants/{id}/events", tag = "usage", params(("id" = String, Path), ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)), responses((status = 200, description = "`{\"items\": [{\"id\",\"tenant_id\",\"type\",\"data\",\"at\"}], \"next_cursor\"?}`")))]
+pub async fn events(
+    S(state): S<State>,
+    ctx: TenantContext,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<axum::Json<Page<TenantEvent>>> {
+    ctx.require("events:read")?;
+    Ok(axum::Json(
+        state.catalog.list_events(ctx.tenant_id(), &q.page()?).await?,
+    ))
+}
