@@ -49,7 +49,8 @@ impl SqlCatalog {
     }
 
     pub(crate) async fn add_counters_sql(&self, deltas: &[CounterRow]) -> Result<()> {
-        self.upsert_counters(deltas, "usage_counters.value + excluded.value").await
+        self.upsert_counters(deltas, "usage_counters.value + excluded.value")
+            .await
     }
 
     pub(crate) async fn set_levels_sql(&self, levels: &[CounterRow]) -> Result<()> {

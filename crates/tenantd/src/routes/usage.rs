@@ -63,11 +63,7 @@ async fn usage_of(state: &State, ctx: &TenantContext) -> ApiResult<Usage> {
         let current = match (l.window, l.resource.as_str()) {
             (Window::Total, "members") => state.catalog.count(&t.id, Countable::Members).await?,
             (Window::Total, "keys") => state.catalog.count(&t.id, Countable::ActiveKeys).await?,
-            (w, r) => state
-                .limiter
-                .current(t.id, r, w)
-                .await
-                .map_err(unavailable)?,
+            (w, r) => state.limiter.current(t.id, r, w).await.map_err(unavailable)?,
         };
         let reset_at = match (l.window.period(now), l.window.rate_ms()) {
             (Some((_, end)), _) => Some(end),
