@@ -105,6 +105,7 @@ fn build() -> World {
             plan: "free".into(),
             status: TenantStatus::Active,
             limits: limits.clone(),
+            counter_failure: Default::default(),
         });
     }
     let roles = ["owner", "admin", "member", "viewer"];

@@ -19,6 +19,8 @@ pub struct TenantEntry {
     pub status: TenantStatus,
     /// Its effective limits: the plan's, with the tenant's overrides.
     pub limits: Arc<[Limit]>,
+    /// Its plan's policy for unreachable shared counters.
+    pub counter_failure: tenantd_core::CounterFailure,
 }
 
 /// What the edge needs to know of an API key. Never the secret.
@@ -314,12 +316,14 @@ mod tests {
             plan: "free".into(),
             status: TenantStatus::Active,
             limits: Arc::from(Vec::new()),
+            counter_failure: Default::default(),
         });
         cache.put_tenant(TenantEntry {
             id: TenantId::parse("beta").unwrap(),
             plan: "free".into(),
             status: TenantStatus::Active,
             limits: Arc::from(Vec::new()),
+            counter_failure: Default::default(),
         });
         cache.apply(Some("tenant:acme"));
         assert!(cache.tenant("acme").is_none() && cache.tenant("beta").is_some());
@@ -329,6 +333,7 @@ mod tests {
             plan: "starter".into(),
             status: TenantStatus::Active,
             limits: Arc::from(Vec::new()),
+            counter_failure: Default::default(),
         });
         cache.apply(Some("plan:starter"));
         assert!(cache.tenant("gamma").is_none() && cache.tenant("beta").is_some());

@@ -423,6 +423,7 @@ impl Edge {
                 key_limits: key.map_or(&[][..], |k| &k.limits[..]),
                 resource: "api_calls",
                 cost: info.cost.unwrap_or(1),
+                failure: tenant.counter_failure,
             })
             .await?
         };

@@ -14,12 +14,14 @@
 #![forbid(unsafe_code)]
 
 mod local;
+mod shared;
 
 pub use local::Local;
 use serde::Serialize;
+pub use shared::{Shared, SharedMetrics};
 use std::sync::Arc;
 use tenantd_core::usage::CounterRow;
-use tenantd_core::{Enforcement, KeyId, Limit, TenantId, Window};
+use tenantd_core::{CounterFailure, Enforcement, KeyId, Limit, TenantId, Window};
 
 /// Where calendar counters are persisted (the catalog).
 #[async_trait::async_trait]
@@ -50,6 +52,8 @@ pub struct Ask<'a> {
     pub resource: &'a str,
     /// How much of it.
     pub cost: u64,
+    /// What to do when shared counters are unreachable (the tenant's plan's policy).
+    pub failure: CounterFailure,
 }
 
 /// A limit as it stands, for headers, 429 bodies and the usage table.
@@ -161,6 +165,9 @@ pub enum AdmitError {
     /// The counters of this tenant could not be loaded from the store.
     #[error("usage counters could not be loaded: {0}")]
     Store(String),
+    /// Redis is unreachable and the plan's policy is `fail_closed`.
+    #[error("the shared usage counters are unreachable and this plan refuses requests until they are back (counter_failure = fail_closed)")]
+    Unavailable,
 }
 
 /// A limit that applies to a request.
@@ -271,6 +278,43 @@ impl Ask<'_> {
     }
 }
 
+/// The refusal of one more lease on `resource` while `held` are held, the first freeing
+/// itself in `first_free_ms`; `None` when the tenant's concurrent limit allows it.
+pub(crate) fn lease_refusal(
+    tenant: TenantId,
+    limits: &[Limit],
+    resource: &str,
+    held: u64,
+    first_free_ms: i64,
+    now_ms: i64,
+) -> Option<Outcome> {
+    let ask = Ask {
+        tenant,
+        key: None,
+        tenant_limits: limits,
+        key_limits: &[],
+        resource,
+        cost: 1,
+        failure: CounterFailure::default(),
+    };
+    let seen: Vec<Seen> = limits
+        .iter()
+        .filter(|l| l.resource == resource && l.window == Window::Concurrent)
+        .map(|l| Seen {
+            check: Check {
+                scope: None,
+                window: Window::Concurrent,
+                limit: l.limit,
+                enforcement: l.enforcement,
+            },
+            current: held,
+            reset_ms: first_free_ms.max(1),
+            retry_ms: first_free_ms.max(1),
+        })
+        .collect();
+    ask.refusal(&seen, now_ms)
+}
+
 /// The 80% threshold of a limit.
 pub fn warning_threshold(limit: u64) -> u64 {
     (limit * 4).div_ceil(5).max(1)
@@ -284,10 +328,12 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// The admission front the server and the edge use (in-process counters in this
-/// version; shared counters in Redis come next).
+/// The admission front the server and the edge use: in-process counters, or counters
+/// shared through Redis with this node's usage recorded in process and flushed to the
+/// store either way.
 pub struct Limiter {
-    local: Local,
+    local: Arc<Local>,
+    shared: Option<Shared>,
     /// Write every admitted request's usage before answering (flush interval 0).
     sync_flush: bool,
 }
@@ -296,9 +342,26 @@ impl Limiter {
     /// Counters in process, persisted to `store`.
     pub fn in_process(store: Arc<dyn CounterStore>, sync_flush: bool) -> Self {
         Self {
-            local: Local::new(store),
+            local: Arc::new(Local::new(store)),
+            shared: None,
             sync_flush,
         }
+    }
+
+    /// Counters shared through Redis at `url` (keys start with `prefix`); this node's
+    /// usage is persisted to `store`. Must be called inside a Tokio runtime.
+    pub fn with_redis(store: Arc<dyn CounterStore>, sync_flush: bool, url: &str, prefix: &str) -> Result<Self, String> {
+        let local = Arc::new(Local::new(store));
+        Ok(Self {
+            shared: Some(Shared::start(url, prefix, local.clone())?),
+            local,
+            sync_flush,
+        })
+    }
+
+    /// The shared engine, when counters are in Redis.
+    pub fn shared(&self) -> Option<&Shared> {
+        self.shared.as_ref()
     }
 
     /// Decides `ask` now.
@@ -308,18 +371,29 @@ impl Limiter {
 
     /// Decides several asks of one tenant, for distinct resources, together.
     pub async fn admit_all(&self, asks: &[Ask<'_>]) -> Result<Outcome, AdmitError> {
-        let out = self.local.admit_all_at(asks, now_ms()).await?;
+        let now = now_ms();
+        let out = match &self.shared {
+            None => self.local.admit_all_at(asks, now).await?,
+            Some(s) => s.admit_all(asks, now).await?,
+        };
         if self.sync_flush && matches!(out, Outcome::Admitted { .. }) {
             self.flush().await.map_err(AdmitError::Store)?;
         }
         Ok(out)
     }
 
-    /// The tenant's current use of `resource` in `window`.
+    /// The tenant's current use of `resource` in `window` (all nodes' in Redis mode;
+    /// this node's view when Redis is unreachable).
     pub async fn current(&self, tenant: TenantId, resource: &str, window: Window) -> Result<u64, AdmitError> {
+        let now = now_ms();
+        if let Some(s) = &self.shared {
+            if let Some(v) = s.current(tenant, resource, window, now).await {
+                return Ok(v);
+            }
+        }
         match window {
-            Window::Concurrent => self.local.leases_held(tenant, resource, now_ms()).await,
-            _ => self.local.current(tenant, resource, window, now_ms()).await,
+            Window::Concurrent => self.local.leases_held(tenant, resource, now).await,
+            _ => self.local.current(tenant, resource, window, now).await,
         }
     }
 
@@ -328,15 +402,22 @@ impl Limiter {
         &self,
         tenant: TenantId,
         limits: &[Limit],
+        failure: CounterFailure,
         resource: &str,
         ttl_ms: i64,
     ) -> Result<Result<String, Outcome>, AdmitError> {
-        self.local.acquire(tenant, limits, resource, ttl_ms, now_ms()).await
+        match &self.shared {
+            None => self.local.acquire(tenant, limits, resource, ttl_ms, now_ms()).await,
+            Some(s) => s.acquire(tenant, limits, failure, resource, ttl_ms, now_ms()).await,
+        }
     }
 
     /// Releases a lease; `false` if the tenant holds no such lease.
     pub async fn release(&self, tenant: TenantId, lease_id: &str) -> Result<bool, AdmitError> {
-        self.local.release(tenant, lease_id, now_ms()).await
+        match &self.shared {
+            None => self.local.release(tenant, lease_id, now_ms()).await,
+            Some(s) => s.release(tenant, lease_id, now_ms()).await,
+        }
     }
 
     /// Writes unflushed usage to the store.

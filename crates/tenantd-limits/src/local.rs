@@ -1,6 +1,6 @@
 //! The in-process engine: one small state per tenant behind its own lock, loaded from the
 //! store on first use, its deltas flushed back in batches.
-use crate::{now_ms, AdmitError, Ask, Check, CounterStore, Outcome, Seen};
+use crate::{now_ms, AdmitError, Ask, CounterStore, Outcome, Seen};
 use dashmap::DashMap;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -169,7 +169,7 @@ pub struct Local {
 }
 
 /// The `(start, end)` of `window`'s current period; levels have one period, 0.
-fn period(window: Window, now_s: i64) -> (i64, Option<i64>) {
+pub(crate) fn period(window: Window, now_s: i64) -> (i64, Option<i64>) {
     match window.period(now_s) {
         Some((s, e)) => (s, Some(e)),
         None => (0, None),
@@ -339,20 +339,21 @@ impl Local {
         Ok(())
     }
 
-    /// The values of the calendar counters and levels `asks` touch, as this node knows
-    /// them (the store's at load plus this node's use since): floors for a shared
-    /// counter that has to be recreated.
-    pub async fn floors_at(&self, ask: &Ask<'_>, now_ms: i64) -> Result<Vec<u64>, AdmitError> {
+    /// A calendar counter's or level's value as this node knows it (the store's at load
+    /// plus this node's use since): the floor of a shared counter that has to be
+    /// recreated.
+    pub async fn value_at(
+        &self,
+        tenant: TenantId,
+        scope: Option<KeyId>,
+        resource: &str,
+        window: Window,
+        now_ms: i64,
+    ) -> Result<u64, AdmitError> {
         let now_s = now_ms.div_euclid(1000);
-        let slot = self.slot(ask.tenant, now_s).await?;
+        let slot = self.slot(tenant, now_s).await?;
         let st = slot.st.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(ask
-            .checks()
-            .map(|c| match c.window.rate_ms() {
-                Some(_) => 0,
-                None => st.value(c.scope, ask.resource, c.window, period(c.window, now_s).0),
-            })
-            .collect())
+        Ok(st.value(scope, resource, window, period(window, now_s).0))
     }
 
     /// The tenant's current value of `resource` in `window` (tenant scope).
@@ -390,30 +391,8 @@ impl Local {
         st.leases.retain(|l| l.expires_ms > now_ms);
         let held = st.leases.iter().filter(|l| &*l.resource == resource);
         let first_free = held.clone().map(|l| l.expires_ms).min().unwrap_or(now_ms + ttl_ms) - now_ms;
-        let ask = Ask {
-            tenant,
-            key: None,
-            tenant_limits: limits,
-            key_limits: &[],
-            resource,
-            cost: 1,
-        };
-        let seen: Vec<Seen> = limits
-            .iter()
-            .filter(|l| l.resource == resource && l.window == Window::Concurrent)
-            .map(|l| Seen {
-                check: Check {
-                    scope: None,
-                    window: Window::Concurrent,
-                    limit: l.limit,
-                    enforcement: l.enforcement,
-                },
-                current: held.clone().count() as u64,
-                reset_ms: first_free,
-                retry_ms: first_free,
-            })
-            .collect();
-        if let Some(refused) = ask.refusal(&seen, now_ms) {
+        let n = held.clone().count() as u64;
+        if let Some(refused) = crate::lease_refusal(tenant, limits, resource, n, first_free, now_ms) {
             return Ok(Err(refused));
         }
         let id = new_lease_id();
@@ -510,7 +489,7 @@ impl Local {
     }
 }
 
-fn new_lease_id() -> String {
+pub(crate) fn new_lease_id() -> String {
     format!("lse_{:024x}", rand::random::<u128>() >> 32)
 }
 
@@ -558,6 +537,7 @@ mod tests {
             key_limits: kl,
             resource: "api_calls",
             cost: 1,
+            failure: Default::default(),
         }
     }
 

@@ -74,3 +74,23 @@ pub fn fresh_sqlite() -> (String, std::path::PathBuf) {
     std::fs::create_dir_all(&dir).expect("temp dir");
     (format!("sqlite://{}", dir.join("catalog.db").display()), dir)
 }
+
+/// `TENANTD_TEST_REDIS_URL` and a key prefix of this test's own, or `None` (with one line
+/// on stderr) when the variable is unset outside CI.
+pub fn redis(test: &str) -> Option<(String, String)> {
+    match std::env::var("TENANTD_TEST_REDIS_URL") {
+        Ok(u) if !u.is_empty() => Some((
+            u,
+            format!(
+                "tenantd_t_{}_{}:",
+                std::process::id(),
+                crate::new_id("r").trim_start_matches("r_")
+            ),
+        )),
+        _ if required() => panic!("TENANTD_TEST_REDIS_URL is not set and CI=true: the Redis tests cannot be skipped"),
+        _ => {
+            eprintln!("skipped {test}: TENANTD_TEST_REDIS_URL is not set");
+            None
+        }
+    }
+}

@@ -172,10 +172,21 @@ pub async fn prepare(cfg: Config) -> Result<State, StartError> {
         single_tenant,
         operator_key_hash: operator_key_hash(&cfg, catalog.as_ref()).await?,
     };
-    let limiter = Arc::new(tenantd_limits::Limiter::in_process(
-        Arc::new(crate::directory::CatalogCounters(catalog.clone())),
-        cfg.usage_flush_ms == 0,
-    ));
+    let store = Arc::new(crate::directory::CatalogCounters(catalog.clone()));
+    let limiter = Arc::new(match &cfg.redis_url {
+        None => tenantd_limits::Limiter::in_process(store, cfg.usage_flush_ms == 0),
+        Some(url) => {
+            let l = tenantd_limits::Limiter::with_redis(store, cfg.usage_flush_ms == 0, url, &cfg.redis_prefix)
+                .map_err(StartError)?;
+            if let Some(s) = l.shared() {
+                // Start with Redis known up or down, not on a guess.
+                if let Err(e) = s.beat().await {
+                    tracing::error!(error = %e, "shared counters (Redis) unreachable at start: deciding by each plan's counter_failure policy until Redis answers");
+                }
+            }
+            l
+        }
+    });
     let edge = Arc::new(
         Edge::new(
             edge_cfg,
@@ -185,8 +196,8 @@ pub async fn prepare(cfg: Config) -> Result<State, StartError> {
         )
         .with_limiter(limiter.clone()),
     );
-    if cfg.gateway_listen.is_some() || cfg.redis_url.is_some() {
-        tracing::warn!("gateway_listen and redis_url are accepted but not used by this version yet");
+    if cfg.gateway_listen.is_some() {
+        tracing::warn!("gateway_listen is accepted but not used by this version yet");
     }
     if let Some(mut rx) = invalidations {
         let edge = edge.clone();

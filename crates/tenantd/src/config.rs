@@ -79,6 +79,7 @@ pub struct FileConfig {
     token_ttl_seconds: Option<i64>,
     key_usage_flush_seconds: Option<u64>,
     usage_flush_ms: Option<u64>,
+    redis_prefix: Option<String>,
     shutdown_grace_seconds: Option<u64>,
     max_body_bytes: Option<usize>,
     domain_verification_url: Option<String>,
@@ -123,6 +124,8 @@ pub struct Config {
     /// How often metered usage is written to the catalog (ms); 0 writes it before each
     /// answer (synchronous).
     pub usage_flush_ms: u64,
+    /// Prefix of every Redis key tenantd writes (several deployments may share a Redis).
+    pub redis_prefix: String,
     /// How long shutdown waits for requests in flight.
     pub shutdown_grace_seconds: u64,
     /// Largest request body accepted by the API.
@@ -194,6 +197,7 @@ impl Config {
             token_ttl_seconds: f.token_ttl_seconds.unwrap_or(900),
             key_usage_flush_seconds: f.key_usage_flush_seconds.unwrap_or(5),
             usage_flush_ms: f.usage_flush_ms.unwrap_or(1000),
+            redis_prefix: f.redis_prefix.unwrap_or_else(|| "tenantd:".into()),
             shutdown_grace_seconds: f.shutdown_grace_seconds.unwrap_or(30),
             max_body_bytes: f.max_body_bytes.unwrap_or(1 << 20),
             domain_verification_url: f

@@ -20,6 +20,7 @@ pub fn tenant_entry(t: &Tenant, plan: &Plan) -> TenantEntry {
         plan: t.plan.clone(),
         status: t.status,
         limits: merge_limits(&plan.limits, &t.limits).into(),
+        counter_failure: plan.counter_failure,
     }
 }
 

@@ -57,7 +57,37 @@ pub async fn metrics(S(state): S<State>) -> ([(http::HeaderName, &'static str); 
             "gauge",
             keys as u64,
         ),
-    ] {
+    ]
+    .into_iter()
+    .chain(state.limiter.shared().into_iter().flat_map(|s| {
+        let m = s.metrics();
+        [
+            (
+                "tenantd_redis_up",
+                "1 while the shared counters (Redis) answer.",
+                "gauge",
+                u64::from(m.up.load(Ordering::Relaxed)),
+            ),
+            (
+                "tenantd_redis_errors_total",
+                "Redis calls that failed or timed out.",
+                "counter",
+                m.errors.load(Ordering::Relaxed),
+            ),
+            (
+                "tenantd_counter_fallbacks_total",
+                "Decisions made by a plan's counter_failure policy while Redis was unreachable.",
+                "counter",
+                m.fallbacks.load(Ordering::Relaxed),
+            ),
+            (
+                "tenantd_nodes",
+                "Live tenantd nodes sharing the counters.",
+                "gauge",
+                m.nodes.load(Ordering::Relaxed),
+            ),
+        ]
+    })) {
         out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"));
     }
     ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)

@@ -259,6 +259,7 @@ pub async fn record(S(state): S<State>, ctx: TenantContext, Json(body): Json<Val
             key_limits: key_limits.as_deref().unwrap_or(&[]),
             resource,
             cost: *cost,
+            failure: ctx.tenant().counter_failure,
         })
         .collect();
     if let Err(p) = state.edge.admit_all(&asks).await {
@@ -296,7 +297,13 @@ pub async fn take_lease(
     let ttl_ms = i64::from(b.ttl_seconds) * 1000;
     let got = state
         .limiter
-        .acquire(*ctx.tenant_id(), &ctx.tenant().limits, &b.resource, ttl_ms)
+        .acquire(
+            *ctx.tenant_id(),
+            &ctx.tenant().limits,
+            ctx.tenant().counter_failure,
+            &b.resource,
+            ttl_ms,
+        )
         .await
         .map_err(unavailable)?;
     match got {

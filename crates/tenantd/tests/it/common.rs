@@ -64,6 +64,14 @@ pub async fn spawn_app(backend: Backend, toml: &str) -> Option<TestApp> {
     Some(start(db_url, dir, toml.to_string()).await)
 }
 
+/// Starts the server on SQLite with counters in Redis under a key prefix of its own;
+/// `None` when `TENANTD_TEST_REDIS_URL` is unset outside CI (the skip was printed).
+pub async fn spawn_redis_app(test: &str) -> Option<TestApp> {
+    let (url, prefix) = tenantd_store::testing::redis(test)?;
+    let toml = format!("redis_url = \"{url}\"\nredis_prefix = \"{prefix}\"\n");
+    spawn_app(Backend::Sqlite, &toml).await
+}
+
 async fn start(db_url: String, data_dir: std::path::PathBuf, toml: String) -> TestApp {
     start_with(db_url, data_dir, toml, axum::Router::new()).await
 }
@@ -257,6 +265,23 @@ macro_rules! both {
                 async fn $name() {
                     let toml: &str = [$($toml,)? ""][0];
                     if let Some(app) = $crate::common::spawn_app($crate::common::Backend::Postgres, toml).await {
+                        super::$name(app).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+/// Runs cases again on SQLite with the counters in Redis (module `redis`).
+#[macro_export]
+macro_rules! on_redis {
+    ($($name:ident),* $(,)?) => {
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(app) = $crate::common::spawn_redis_app(stringify!($name)).await {
                         super::$name(app).await;
                     }
                 }

@@ -13,6 +13,12 @@ crate::both! {
     synchronous_usage_is_written_before_the_answer, "usage_flush_ms = 0";
 }
 
+crate::on_redis!(
+    the_free_plans_101st_call_in_an_hour_is_refused,
+    a_key_limit_narrower_than_the_plan_is_honoured,
+    soft_limits_admit_and_record,
+);
+
 fn header<'a>(r: &'a Reply, name: &str) -> &'a str {
     r.headers
         .get(name)

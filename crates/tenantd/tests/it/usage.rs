@@ -387,6 +387,12 @@ async fn members_and_keys_are_levels_checked_when_they_grow(app: TestApp) {
     assert_eq!(kinds, vec!["quota.warning", "quota.exceeded"]);
 }
 
+crate::on_redis!(
+    the_quota_table_shows_every_limit_with_its_use,
+    idempotent_events_count_once_and_a_refused_batch_records_nothing,
+    leases_are_limited_released_and_free_themselves_on_expiry
+);
+
 const DAY: i64 = 86_400;
 const OCT_1: i64 = 1_790_812_800;
 const GIB: u64 = 1 << 30;
