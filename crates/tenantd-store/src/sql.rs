@@ -305,12 +305,7 @@ impl SqlCatalog {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("INSERT INTO plan_history (tenant_id, at, plan_id) VALUES ($1, $2, $3)")
-            .bind(new.id.as_str())
-            .bind(now)
-            .bind(new.plan.as_str())
-            .execute(&mut *tx)
-            .await?;
+        crate::usage::record_plan_in(&mut tx, &new.id, now, new.plan.as_str()).await?;
         let user = Self::ensure_user_in(&mut tx, &new.owner_email).await?;
         sqlx::query("INSERT INTO memberships (tenant_id, user_id, role, created_at) VALUES ($1, $2, 'owner', $3)")
             .bind(new.id.as_str())
@@ -520,14 +515,7 @@ impl Catalog for SqlCatalog {
                 return Err(StoreError::Invalid(format!("plan '{plan}' does not exist")));
             }
             if t.plan != plan.as_str() {
-                sqlx::query(
-                    "INSERT INTO plan_history (tenant_id, at, plan_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                )
-                .bind(id.as_str())
-                .bind(now_secs())
-                .bind(plan.as_str())
-                .execute(&mut *tx)
-                .await?;
+                crate::usage::record_plan_in(&mut tx, id, now_secs(), plan.as_str()).await?;
             }
             t.plan = plan.to_string();
         }

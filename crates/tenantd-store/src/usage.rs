@@ -80,12 +80,9 @@ impl SqlCatalog {
     }
 
     pub(crate) async fn record_plan_sql(&self, tenant: &TenantId, at: i64, plan: &str) -> Result<()> {
-        sqlx::query("INSERT INTO plan_history (tenant_id, at, plan_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-            .bind(tenant.as_str())
-            .bind(at)
-            .bind(plan)
-            .execute(self.pool())
-            .await?;
+        let mut tx = self.pool().begin().await?;
+        record_plan_in(&mut tx, tenant, at, plan).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -195,4 +192,26 @@ pub enum Countable {
     Members,
     /// API keys not revoked.
     ActiveKeys,
+}
+
+/// Records that `tenant` is on `plan` from `at`. A change within the same second replaces
+/// the one before it: the last plan of a second is the one billed.
+pub(crate) async fn record_plan_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    tenant: &TenantId,
+    at: i64,
+    plan: &str,
+) -> Result<()> {
+    sqlx::query("DELETE FROM plan_history WHERE tenant_id = $1 AND at = $2")
+        .bind(tenant.as_str())
+        .bind(at)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("INSERT INTO plan_history (tenant_id, at, plan_id) VALUES ($1, $2, $3)")
+        .bind(tenant.as_str())
+        .bind(at)
+        .bind(plan)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }

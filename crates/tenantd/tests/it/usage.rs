@@ -525,4 +525,20 @@ async fn invoice_figures_with_a_plan_change_and_overage_are_exact(app: TestApp) 
     let open: Vec<&Value> = now["invoices"].as_array().unwrap().iter().collect();
     assert_eq!(open.len(), 2, "{now}");
     assert!(open.iter().all(|i| i["status"] == "open"), "{now}");
+    // A plan change in the tenant's first second: the new plan is the one billed (the
+    // history once ordered same-second plans by name, and billed "free" here).
+    app.patch("/v1/tenants/beta", ADMIN, json!({"plan": "enterprise"}))
+        .await
+        .expect(200);
+    let inv = app
+        .get(&format!("/v1/tenants/beta/invoices/{y:04}-{m:02}"), ADMIN)
+        .await
+        .expect(200)
+        .body;
+    let last = inv["lines"].as_array().unwrap().last().unwrap().clone();
+    assert!(
+        last["description"].as_str().unwrap().starts_with("Enterprise plan"),
+        "{inv}"
+    );
+    assert_eq!(last["unit_price"], "499.00");
 }
