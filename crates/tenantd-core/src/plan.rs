@@ -91,8 +91,21 @@ impl Window {
                 Some((s, s + 7 * DAY))
             }
             Window::Month => {
-                let (y, m) = crate::ts::year_month(now);
-                Some((crate::ts::month_start(y, m), crate::ts::month_start_after(y, m)))
+                // Calendar arithmetic costs more than the rest of an admission; a thread
+                // keeps the month it last saw.
+                thread_local! {
+                    static MONTH: std::cell::Cell<(i64, i64)> = const { std::cell::Cell::new((0, 0)) };
+                }
+                MONTH.with(|c| {
+                    let (s, e) = c.get();
+                    if s <= now && now < e {
+                        return Some((s, e));
+                    }
+                    let (y, m) = crate::ts::year_month(now);
+                    let p = (crate::ts::month_start(y, m), crate::ts::month_start_after(y, m));
+                    c.set(p);
+                    Some(p)
+                })
             }
             _ => None,
         }

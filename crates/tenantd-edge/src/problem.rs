@@ -85,7 +85,7 @@ impl Problem {
                 state.window.as_str()
             ),
         )
-        .with("quota", state.resource.as_str())
+        .with("quota", &*state.resource)
         .with("window", state.window.as_str())
         .with("limit", state.limit)
         .with("current", state.current)

@@ -20,7 +20,13 @@ use tenantd_core::usage::CounterRow;
 use tenantd_core::{Enforcement, Limit, TenantId, Window};
 use tenantd_limits::{Ask, CounterStore, Limiter, Outcome};
 
-const TENANTS: usize = 10_000;
+/// Tenants called round-robin (`TENANTD_BENCH_TENANTS`, default 10,000).
+fn tenants_n() -> usize {
+    std::env::var("TENANTD_BENCH_TENANTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000)
+}
 
 struct Nothing;
 
@@ -81,7 +87,8 @@ fn main() {
         .configure_from_args()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    let tenants: Vec<TenantId> = (0..TENANTS)
+    let n_tenants = tenants_n();
+    let tenants: Vec<TenantId> = (0..n_tenants)
         .map(|i| TenantId::parse(&format!("t{i}")).unwrap())
         .collect();
     // Limits no run of the bench reaches, so every call is admitted.
@@ -98,7 +105,7 @@ fn main() {
         let mut i = 0usize;
         g.bench_function(name, |b| {
             b.iter(|| {
-                i = (i + 1) % TENANTS;
+                i = (i + 1) % n_tenants;
                 black_box(f(i))
             })
         });
@@ -106,7 +113,7 @@ fn main() {
         let n = 2_000_000;
         let start = Instant::now();
         for k in 0..n {
-            black_box(f(k % TENANTS));
+            black_box(f(k % n_tenants));
         }
         results.push((name.to_string(), start.elapsed().as_nanos() as f64 / n as f64));
     };
@@ -117,7 +124,7 @@ fn main() {
     measure("tenantd_free_plan", &mut |i| decide(&l, &ask(tenants[i], &plan)));
     g.finish();
     let gov_ns = results[0].1;
-    println!("\nmean per decision over 2,000,000 calls, {TENANTS} tenants round-robin:");
+    println!("\nmean per decision over 2,000,000 calls, {n_tenants} tenants round-robin:");
     for (name, ns) in &results {
         println!("  {name:<24} {ns:>8.1} ns   {:.2}× governor", ns / gov_ns);
     }

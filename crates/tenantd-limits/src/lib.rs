@@ -59,8 +59,8 @@ pub struct Ask<'a> {
 /// A limit as it stands, for headers, 429 bodies and the usage table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LimitState {
-    /// The resource.
-    pub resource: String,
+    /// The resource (borrowed for the well-known names, so the hot path allocates nothing).
+    pub resource: std::borrow::Cow<'static, str>,
     /// The window.
     pub window: Window,
     /// `None` when unlimited.
@@ -200,7 +200,7 @@ impl Seen {
     /// The limit as it stands with `current` used.
     fn state(&self, resource: &str, current: u64, now_ms: i64) -> LimitState {
         LimitState {
-            resource: resource.to_string(),
+            resource: resource_name(resource),
             window: self.check.window,
             limit: self.check.limit,
             current,
@@ -210,6 +210,15 @@ impl Seen {
             enforcement: self.check.enforcement,
             key: self.check.scope,
         }
+    }
+}
+
+/// A resource name as a `LimitState` holds it: the built-in names without allocating.
+pub fn resource_name(resource: &str) -> std::borrow::Cow<'static, str> {
+    const KNOWN: [&str; 4] = ["api_calls", "storage_bytes", "members", "keys"];
+    match KNOWN.iter().find(|k| **k == resource) {
+        Some(k) => std::borrow::Cow::Borrowed(k),
+        None => std::borrow::Cow::Owned(resource.to_string()),
     }
 }
 

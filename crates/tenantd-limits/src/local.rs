@@ -107,7 +107,7 @@ impl TenantState {
         let i = match self
             .counters
             .iter()
-            .position(|c| c.scope == scope && c.window == window && c.period == period && &*c.resource == resource)
+            .position(|c| c.window == window && c.period == period && c.scope == scope && &*c.resource == resource)
         {
             Some(i) => i,
             None => {
@@ -127,14 +127,14 @@ impl TenantState {
     fn value(&self, scope: Option<KeyId>, resource: &str, window: Window, period: i64) -> u64 {
         self.counters
             .iter()
-            .find(|c| c.scope == scope && c.window == window && c.period == period && &*c.resource == resource)
+            .find(|c| c.window == window && c.period == period && c.scope == scope && &*c.resource == resource)
             .map_or(0, |c| c.value)
     }
     fn rate(&mut self, scope: Option<KeyId>, resource: &str, window: Window) -> &mut RateLog {
         let i = match self
             .rates
             .iter()
-            .position(|r| r.scope == scope && r.window == window && &*r.resource == resource)
+            .position(|r| r.window == window && r.scope == scope && &*r.resource == resource)
         {
             Some(i) => i,
             None => {

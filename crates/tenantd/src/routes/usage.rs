@@ -128,7 +128,7 @@ pub async fn grow_level(state: &State, ctx: &TenantContext, resource: &str, what
     let current = state.catalog.count(&t.id, what).await?;
     let after = current + 1;
     let level = |current: u64| tenantd_limits::LimitState {
-        resource: resource.to_string(),
+        resource: tenantd_limits::resource_name(resource),
         window: Window::Total,
         limit: Some(limit),
         current,
