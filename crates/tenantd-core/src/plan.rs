@@ -389,6 +389,21 @@ impl Plan {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn month_periods_stay_right_when_a_thread_moves_between_months() {
+        let jan = crate::ts::month_start(2026, 1);
+        let feb = crate::ts::month_start(2026, 2);
+        let mar = crate::ts::month_start(2026, 3);
+        for _ in 0..2 {
+            assert_eq!(Window::Month.period(jan + 5), Some((jan, feb)));
+            assert_eq!(Window::Month.period(feb - 1), Some((jan, feb)));
+            assert_eq!(Window::Month.period(feb), Some((feb, mar)));
+            assert_eq!(Window::Month.period(mar - 1), Some((feb, mar)));
+        }
+        assert_eq!(mar - feb, 28 * 86_400);
+    }
+
     use super::*;
 
     #[test]
