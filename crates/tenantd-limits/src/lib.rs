@@ -382,7 +382,10 @@ impl Limiter {
     pub async fn admit_all(&self, asks: &[Ask<'_>]) -> Result<Outcome, AdmitError> {
         let now = now_ms();
         let out = match &self.shared {
-            None => self.local.admit_all_at(asks, now).await?,
+            None => match self.local.admit_loaded(asks, now) {
+                Some(out) => out,
+                None => self.local.admit_all_at(asks, now).await?,
+            },
             Some(s) => s.admit_all(asks, now).await?,
         };
         if self.sync_flush && matches!(out, Outcome::Admitted { .. }) {

@@ -93,8 +93,35 @@ struct Lease {
     expires_ms: i64,
 }
 
+/// One calendar period of the tenant's own counter.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cell {
+    period: i64,
+    end: i64,
+    value: u64,
+    unflushed: u64,
+}
+
+/// The tenant's own hour, day, week and month counters of one resource: its usage
+/// record, written by every admitted request. Kept apart from the other counters so a
+/// request finds all four with one name comparison, and computes a period only when
+/// the last one ends.
+#[derive(Debug)]
+struct Calendar {
+    resource: Box<str>,
+    /// In [`Window::CALENDAR`] order.
+    cells: [Cell; 4],
+}
+
+/// The position of a calendar window in [`Calendar::cells`].
+fn cell_of(window: Window) -> Option<usize> {
+    Window::CALENDAR.iter().position(|w| *w == window)
+}
+
 #[derive(Debug, Default)]
 struct TenantState {
+    calendars: Vec<Calendar>,
+    /// Key-scoped counters, levels, and finished periods not yet flushed.
     counters: Vec<Counter>,
     rates: Vec<RateLog>,
     leases: Vec<Lease>,
@@ -103,6 +130,43 @@ struct TenantState {
 }
 
 impl TenantState {
+    /// The tenant's calendar of `resource`, its periods moved on to the ones containing
+    /// `now_s` (a finished period's unflushed use waits in `counters` for the flusher).
+    fn calendar(&mut self, resource: &str, now_s: i64) -> &mut Calendar {
+        let i = match self.calendars.iter().position(|c| &*c.resource == resource) {
+            Some(i) => i,
+            None => {
+                self.calendars.push(Calendar {
+                    resource: resource.into(),
+                    cells: [Cell::default(); 4],
+                });
+                self.calendars.len() - 1
+            }
+        };
+        let cal = &mut self.calendars[i];
+        for (cell, w) in cal.cells.iter_mut().zip(Window::CALENDAR) {
+            if now_s >= cell.end {
+                if cell.unflushed > 0 {
+                    self.counters.push(Counter {
+                        scope: None,
+                        resource: cal.resource.clone(),
+                        window: w,
+                        period: cell.period,
+                        value: cell.value,
+                        unflushed: cell.unflushed,
+                    });
+                }
+                let (start, end) = period(w, now_s);
+                *cell = Cell {
+                    period: start,
+                    end: end.unwrap_or(i64::MAX),
+                    value: 0,
+                    unflushed: 0,
+                };
+            }
+        }
+        &mut self.calendars[i]
+    }
     fn counter(&mut self, scope: Option<KeyId>, resource: &str, window: Window, period: i64) -> &mut Counter {
         let i = match self
             .counters
@@ -125,6 +189,15 @@ impl TenantState {
         &mut self.counters[i]
     }
     fn value(&self, scope: Option<KeyId>, resource: &str, window: Window, period: i64) -> u64 {
+        if let (None, Some(i)) = (scope, cell_of(window)) {
+            return self
+                .calendars
+                .iter()
+                .find(|c| &*c.resource == resource)
+                .map(|c| c.cells[i])
+                .filter(|c| c.period == period)
+                .map_or(0, |c| c.value);
+        }
         self.counters
             .iter()
             .find(|c| c.window == window && c.period == period && c.scope == scope && &*c.resource == resource)
@@ -211,8 +284,9 @@ fn see(st: &mut TenantState, ask: &Ask<'_>, now_ms: i64) -> Vec<Seen> {
 /// key's and the levels where a limit asks for them, and (with `rates`) the sliding logs.
 fn commit(st: &mut TenantState, ask: &Ask<'_>, seen: &[Seen], now_ms: i64, rates: bool) {
     let now_s = now_ms.div_euclid(1000);
-    for w in Window::CALENDAR {
-        st.counter(None, ask.resource, w, period(w, now_s).0).add(ask.cost);
+    for cell in st.calendar(ask.resource, now_s).cells.iter_mut() {
+        cell.value += ask.cost;
+        cell.unflushed += ask.cost;
     }
     for s in seen {
         let c = s.check;
@@ -268,7 +342,10 @@ impl Local {
                     // Only current periods: past hours and days of the month stay in the
                     // store, and the per-request scans stay short.
                     for r in rows.into_iter().filter(|r| period(r.window, now_s).0 == r.period) {
-                        st.counter(r.scope, &r.resource, r.window, r.period).value += r.value;
+                        match (r.scope, cell_of(r.window)) {
+                            (None, Some(i)) => st.calendar(&r.resource, now_s).cells[i].value += r.value,
+                            _ => st.counter(r.scope, &r.resource, r.window, r.period).value += r.value,
+                        }
                     }
                     Ok::<(), AdmitError>(())
                 })
@@ -296,23 +373,52 @@ impl Local {
             return Ok(Outcome::nothing());
         };
         debug_assert!(asks.iter().all(|a| a.tenant == first.tenant));
+        if let Some(out) = self.admit_loaded(asks, now_ms) {
+            return Ok(out);
+        }
         let slot = self.slot(first.tenant, now_ms.div_euclid(1000)).await?;
         let mut st = slot.st.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(self.decide(&mut st, asks, now_ms))
+    }
+
+    /// Decides `asks` without awaiting when their tenant's counters are loaded (the hot
+    /// path: under the map's read guard, not touching the slot's reference count);
+    /// `None` when they must be loaded first.
+    pub fn admit_loaded(&self, asks: &[Ask<'_>], now_ms: i64) -> Option<Outcome> {
+        let slot = self.slots.get(&asks.first()?.tenant)?;
+        if !slot.loaded.initialized() {
+            return None;
+        }
+        let mut st = slot.st.lock().unwrap_or_else(|e| e.into_inner());
+        Some(self.decide(&mut st, asks, now_ms))
+    }
+
+    /// Checks every limit of `asks` and commits all or none.
+    fn decide(&self, st: &mut TenantState, asks: &[Ask<'_>], now_ms: i64) -> Outcome {
+        if let [ask] = asks {
+            let seen = see(st, ask, now_ms);
+            if let Some(refused) = ask.refusal(&seen, now_ms) {
+                return refused;
+            }
+            commit(st, ask, &seen, now_ms, true);
+            self.mark_dirty(ask.tenant, st);
+            return ask.admitted(&seen, now_ms);
+        }
         let mut seens = Vec::with_capacity(asks.len());
         for ask in asks {
-            let seen = see(&mut st, ask, now_ms);
+            let seen = see(st, ask, now_ms);
             if let Some(refused) = ask.refusal(&seen, now_ms) {
-                return Ok(refused);
+                return refused;
             }
             seens.push(seen);
         }
         for (ask, seen) in asks.iter().zip(&seens) {
-            commit(&mut st, ask, seen, now_ms, true);
+            commit(st, ask, seen, now_ms, true);
         }
-        self.mark_dirty(first.tenant, &mut st);
-        Ok(Outcome::all(
-            asks.iter().zip(&seens).map(|(a, s)| a.admitted(s, now_ms)),
-        ))
+        if let Some(first) = asks.first() {
+            self.mark_dirty(first.tenant, st);
+        }
+        Outcome::all(asks.iter().zip(&seens).map(|(a, s)| a.admitted(s, now_ms)))
     }
 
     /// Records use another engine admitted (Redis mode): the counters that are the
@@ -438,6 +544,21 @@ impl Local {
             };
             let mut st = slot.st.lock().unwrap_or_else(|e| e.into_inner());
             st.dirty = false;
+            for cal in st.calendars.iter_mut() {
+                for (cell, w) in cal.cells.iter_mut().zip(Window::CALENDAR) {
+                    if cell.unflushed > 0 {
+                        out.push(CounterRow {
+                            tenant: t,
+                            scope: None,
+                            resource: cal.resource.to_string(),
+                            window: w,
+                            period: cell.period,
+                            value: cell.unflushed,
+                        });
+                        cell.unflushed = 0;
+                    }
+                }
+            }
             for c in st.counters.iter_mut().filter(|c| c.unflushed > 0) {
                 if c.window == Window::Total {
                     levels.push(CounterRow {
@@ -640,6 +761,40 @@ mod tests {
         assert!(!admitted(
             &again.admit_at(&ask("acme", &limits, &[], None), t).await.unwrap()
         ));
+    }
+
+    #[tokio::test]
+    async fn calendar_periods_roll_and_every_periods_use_is_flushed() {
+        let store = Arc::new(Mem::default());
+        let l = Local::new(store.clone());
+        let limits = [lim("api_calls", Window::Hour, 100, Enforcement::Hard)];
+        let a = ask("acme", &limits, &[], None);
+        // 2023-11-14T22:00:00Z; the next hour is the same day.
+        let h = 1_700_000_000i64 - 1_700_000_000i64.rem_euclid(3600);
+        for _ in 0..3 {
+            assert!(admitted(&l.admit_at(&a, (h + 3598) * 1000).await.unwrap()));
+        }
+        for _ in 0..2 {
+            assert!(admitted(&l.admit_at(&a, (h + 3601) * 1000).await.unwrap()));
+        }
+        let at = (h + 3602) * 1000;
+        assert_eq!(l.current(a.tenant, "api_calls", Window::Hour, at).await.unwrap(), 2);
+        assert_eq!(l.current(a.tenant, "api_calls", Window::Day, at).await.unwrap(), 5);
+        l.flush().await.unwrap();
+        let sum = |w: Window, p: i64| -> u64 {
+            store
+                .0
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|r| r.window == w && r.period == p && r.scope.is_none())
+                .map(|r| r.value)
+                .sum()
+        };
+        assert_eq!((sum(Window::Hour, h), sum(Window::Hour, h + 3600)), (3, 2));
+        assert_eq!(sum(Window::Day, h - h.rem_euclid(86_400)), 5);
+        // Nothing is written twice.
+        assert_eq!(l.flush().await.unwrap(), 0);
     }
 
     #[tokio::test]
