@@ -229,21 +229,22 @@ impl Ask<'_> {
     /// The limits that apply: the tenant's and the key's, for this resource, except
     /// leases and the levels the catalog counts.
     pub(crate) fn checks(&self) -> impl Iterator<Item = Check> + '_ {
-        let levels_here = !CATALOG_LEVELS.contains(&self.resource);
         let key_limits: &[Limit] = if self.key.is_some() { self.key_limits } else { &[] };
-        [(None, self.tenant_limits), (self.key, key_limits)]
-            .into_iter()
-            .flat_map(move |(scope, ls)| {
-                ls.iter()
-                    .filter(move |l| l.resource == self.resource)
-                    .filter(move |l| l.window != Window::Concurrent && (l.window != Window::Total || levels_here))
-                    .map(move |l| Check {
-                        scope,
-                        window: l.window,
-                        limit: l.limit,
-                        enforcement: l.enforcement,
-                    })
-            })
+        let tenant = self.tenant_limits.iter().map(|l| (None, l));
+        let key = key_limits.iter().map(move |l| (self.key, l));
+        tenant.chain(key).filter_map(move |(scope, l)| self.check_of(scope, l))
+    }
+
+    fn check_of(&self, scope: Option<KeyId>, l: &Limit) -> Option<Check> {
+        let applies = l.resource == self.resource
+            && l.window != Window::Concurrent
+            && (l.window != Window::Total || !CATALOG_LEVELS.contains(&self.resource));
+        applies.then_some(Check {
+            scope,
+            window: l.window,
+            limit: l.limit,
+            enforcement: l.enforcement,
+        })
     }
 
     /// The refusal if any hard limit refuses (reporting the one that frees up last), so
