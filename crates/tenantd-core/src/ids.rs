@@ -99,9 +99,7 @@ impl TenantId {
 // Comparisons work on the bytes: no UTF-8 check on the edge's hot path.
 impl PartialEq for TenantId {
     fn eq(&self, other: &Self) -> bool {
-        // The buffer is zero past `len` (the one constructor pads it), so fixed-size
-        // arrays compare: a few vector instructions, no call.
-        self.len == other.len && self.buf == other.buf
+        self.bytes() == other.bytes()
     }
 }
 impl Eq for TenantId {}

@@ -382,12 +382,15 @@ impl Limiter {
     /// Decides several asks of one tenant, for distinct resources, together.
     pub async fn admit_all(&self, asks: &[Ask<'_>]) -> Result<Outcome, AdmitError> {
         let now = now_ms();
+        // The cold and the Redis paths are boxed: their futures are large, and every
+        // caller's future (the edge's, each request's) would otherwise carry and move
+        // them whole.
         let out = match &self.shared {
             None => match self.local.admit_loaded(asks, now) {
                 Some(out) => out,
-                None => self.local.admit_all_at(asks, now).await?,
+                None => Box::pin(self.local.admit_all_at(asks, now)).await?,
             },
-            Some(s) => s.admit_all(asks, now).await?,
+            Some(s) => Box::pin(s.admit_all(asks, now)).await?,
         };
         if self.sync_flush && matches!(out, Outcome::Admitted { .. }) {
             self.flush().await.map_err(AdmitError::Store)?;
