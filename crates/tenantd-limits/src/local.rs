@@ -1,6 +1,6 @@
 //! The in-process engine: one small state per tenant behind its own lock, loaded from the
 //! store on first use, its deltas flushed back in batches.
-use crate::{now_ms, AdmitError, Ask, CounterStore, Outcome, Seen};
+use crate::{now_ms, AdmitError, Ask, Check, CounterStore, Outcome, Seen};
 use dashmap::DashMap;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -282,14 +282,13 @@ fn see(st: &mut TenantState, ask: &Ask<'_>, now_ms: i64) -> Vec<Seen> {
 
 /// Counts `ask`: the tenant's calendar counters always (they are the usage record), the
 /// key's and the levels where a limit asks for them, and (with `rates`) the sliding logs.
-fn commit(st: &mut TenantState, ask: &Ask<'_>, seen: &[Seen], now_ms: i64, rates: bool) {
+fn commit(st: &mut TenantState, ask: &Ask<'_>, checks: impl Iterator<Item = Check>, now_ms: i64, rates: bool) {
     let now_s = now_ms.div_euclid(1000);
     for cell in st.calendar(ask.resource, now_s).cells.iter_mut() {
         cell.value += ask.cost;
         cell.unflushed += ask.cost;
     }
-    for s in seen {
-        let c = s.check;
+    for c in checks {
         match c.window.rate_ms() {
             Some(len) if rates => st.rate(c.scope, ask.resource, c.window).add(now_ms, len, ask.cost),
             Some(_) => {}
@@ -373,9 +372,6 @@ impl Local {
             return Ok(Outcome::nothing());
         };
         debug_assert!(asks.iter().all(|a| a.tenant == first.tenant));
-        if let Some(out) = self.admit_loaded(asks, now_ms) {
-            return Ok(out);
-        }
         let slot = self.slot(first.tenant, now_ms.div_euclid(1000)).await?;
         let mut st = slot.st.lock().unwrap_or_else(|e| e.into_inner());
         Ok(self.decide(&mut st, asks, now_ms))
@@ -395,15 +391,6 @@ impl Local {
 
     /// Checks every limit of `asks` and commits all or none.
     fn decide(&self, st: &mut TenantState, asks: &[Ask<'_>], now_ms: i64) -> Outcome {
-        if let [ask] = asks {
-            let seen = see(st, ask, now_ms);
-            if let Some(refused) = ask.refusal(&seen, now_ms) {
-                return refused;
-            }
-            commit(st, ask, &seen, now_ms, true);
-            self.mark_dirty(ask.tenant, st);
-            return ask.admitted(&seen, now_ms);
-        }
         let mut seens = Vec::with_capacity(asks.len());
         for ask in asks {
             let seen = see(st, ask, now_ms);
@@ -413,7 +400,7 @@ impl Local {
             seens.push(seen);
         }
         for (ask, seen) in asks.iter().zip(&seens) {
-            commit(st, ask, seen, now_ms, true);
+            commit(st, ask, seen.iter().map(|s| s.check), now_ms, true);
         }
         if let Some(first) = asks.first() {
             self.mark_dirty(first.tenant, st);
@@ -430,16 +417,7 @@ impl Local {
         let slot = self.slot(first.tenant, now_ms.div_euclid(1000)).await?;
         let mut st = slot.st.lock().unwrap_or_else(|e| e.into_inner());
         for ask in asks {
-            let checks: Vec<Seen> = ask
-                .checks()
-                .map(|check| Seen {
-                    check,
-                    current: 0,
-                    reset_ms: 0,
-                    retry_ms: 0,
-                })
-                .collect();
-            commit(&mut st, ask, &checks, now_ms, false);
+            commit(&mut st, ask, ask.checks(), now_ms, false);
         }
         self.mark_dirty(first.tenant, &mut st);
         Ok(())
