@@ -82,6 +82,9 @@ fn ask(tenant: TenantId, limits: &[Limit]) -> Ask<'_> {
     }
 }
 
+/// One decision, by index of the tenant to call.
+type Contender<'a> = Box<dyn FnMut(usize) -> bool + 'a>;
+
 fn main() {
     let mut c = Criterion::default()
         .configure_from_args()
@@ -101,7 +104,7 @@ fn main() {
     }
     let minute_l = tenantd_limiter(&tenants, &minute);
     let plan_l = tenantd_limiter(&tenants, &plan);
-    let mut contenders: Vec<(&str, Box<dyn FnMut(usize) -> bool + '_>)> = vec![
+    let mut contenders: Vec<(&str, Contender<'_>)> = vec![
         ("governor_keyed_gcra", Box::new(|i| gov.check_key(&tenants[i]).is_ok())),
         (
             "tenantd_sliding_minute",
