@@ -324,7 +324,7 @@ impl Edge {
             Ok(Outcome::Refused { state, retry_after }) => Err(Problem::limited(&state, retry_after)),
             Err(e) => {
                 tracing::error!(error = %e, tenant_id = %first.tenant, "admission failed");
-                Err(Problem::new(Code::Unavailable, e.to_string()))
+                Err(e.into())
             }
         }
     }

@@ -227,3 +227,11 @@ mod tests {
         assert!(h.iter().any(|(k, v)| k == "ratelimit-policy" && v.ends_with(";w=60")));
     }
 }
+
+/// Admission that could not decide (counters not loadable, or Redis down under
+/// `fail_closed`): `503 unavailable`, naming the cause.
+impl From<tenantd_limits::AdmitError> for Problem {
+    fn from(e: tenantd_limits::AdmitError) -> Self {
+        Problem::new(Code::Unavailable, e.to_string())
+    }
+}

@@ -50,10 +50,6 @@ pub struct Usage {
     features: BTreeMap<String, bool>,
 }
 
-fn unavailable(e: tenantd_limits::AdmitError) -> Problem {
-    Problem::new(tenantd_core::Code::Unavailable, e.to_string())
-}
-
 async fn usage_of(state: &State, ctx: &TenantContext) -> ApiResult<Usage> {
     ctx.require("usage:read")?;
     let t = ctx.tenant();
@@ -63,7 +59,7 @@ async fn usage_of(state: &State, ctx: &TenantContext) -> ApiResult<Usage> {
         let current = match (l.window, l.resource.as_str()) {
             (Window::Total, "members") => state.catalog.count(&t.id, Countable::Members).await?,
             (Window::Total, "keys") => state.catalog.count(&t.id, Countable::ActiveKeys).await?,
-            (w, r) => state.limiter.current(t.id, r, w).await.map_err(unavailable)?,
+            (w, r) => state.limiter.current(t.id, r, w).await.map_err(Problem::from)?,
         };
         let reset_at = match (l.window.period(now), l.window.rate_ms()) {
             (Some((_, end)), _) => Some(end),
@@ -305,7 +301,7 @@ pub async fn take_lease(
             ttl_ms,
         )
         .await
-        .map_err(unavailable)?;
+        .map_err(Problem::from)?;
     match got {
         Ok(id) => Ok((
             StatusCode::CREATED,
@@ -335,7 +331,7 @@ pub async fn release_lease(
         .limiter
         .release(*ctx.tenant_id(), &p.1)
         .await
-        .map_err(unavailable)?;
+        .map_err(Problem::from)?;
     if released {
         Ok(StatusCode::NO_CONTENT)
     } else {
