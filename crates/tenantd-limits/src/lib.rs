@@ -288,41 +288,47 @@ impl Ask<'_> {
     }
 }
 
-/// The refusal of one more lease on `resource` while `held` are held, the first freeing
-/// itself in `first_free_ms`; `None` when the tenant's concurrent limit allows it.
-pub(crate) fn lease_refusal(
+/// Decides `cost` more of `resource` in `window` against the tenant's limits when the
+/// use so far is counted elsewhere (members and keys in the catalog, leases in a lease
+/// set): the same refusal, tightest limit and threshold crossings as an engine's.
+/// `reset_ms` is how long until the window frees up (0 for levels, which never reset).
+#[allow(clippy::too_many_arguments)]
+pub fn decide_counted(
     tenant: TenantId,
     limits: &[Limit],
     resource: &str,
-    held: u64,
-    first_free_ms: i64,
+    window: Window,
+    current: u64,
+    cost: u64,
+    reset_ms: i64,
     now_ms: i64,
-) -> Option<Outcome> {
+) -> Outcome {
     let ask = Ask {
         tenant,
         key: None,
         tenant_limits: limits,
         key_limits: &[],
         resource,
-        cost: 1,
+        cost,
         failure: CounterFailure::default(),
     };
     let seen: Vec<Seen> = limits
         .iter()
-        .filter(|l| l.resource == resource && l.window == Window::Concurrent)
+        .filter(|l| l.resource == resource && l.window == window)
         .map(|l| Seen {
             check: Check {
                 scope: None,
-                window: Window::Concurrent,
+                window,
                 limit: l.limit,
                 enforcement: l.enforcement,
             },
-            current: held,
-            reset_ms: first_free_ms.max(1),
-            retry_ms: first_free_ms.max(1),
+            current,
+            reset_ms,
+            retry_ms: if reset_ms > 0 { reset_ms } else { 1000 },
         })
         .collect();
     ask.refusal(&seen, now_ms)
+        .unwrap_or_else(|| ask.admitted(&seen, now_ms))
 }
 
 /// The 80% threshold of a limit.

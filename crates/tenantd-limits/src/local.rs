@@ -476,7 +476,17 @@ impl Local {
         let held = st.leases.iter().filter(|l| &*l.resource == resource);
         let first_free = held.clone().map(|l| l.expires_ms).min().unwrap_or(now_ms + ttl_ms) - now_ms;
         let n = held.clone().count() as u64;
-        if let Some(refused) = crate::lease_refusal(tenant, limits, resource, n, first_free, now_ms) {
+        let decided = crate::decide_counted(
+            tenant,
+            limits,
+            resource,
+            Window::Concurrent,
+            n,
+            1,
+            first_free.max(1),
+            now_ms,
+        );
+        if let refused @ Outcome::Refused { .. } = decided {
             return Ok(Err(refused));
         }
         let id = new_lease_id();

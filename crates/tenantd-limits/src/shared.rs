@@ -513,8 +513,18 @@ impl Shared {
             match res {
                 Ok(r) if r.first() == Some(&1) => return Ok(Ok(id)),
                 Ok(r) if r.len() == 3 => {
-                    let (held, first_free) = (r[1].max(0) as u64, r[2]);
-                    if let Some(refused) = crate::lease_refusal(tenant, limits, resource, held, first_free, now_ms) {
+                    let (held, first_free) = (r[1].max(0) as u64, r[2].max(1));
+                    let decided = crate::decide_counted(
+                        tenant,
+                        limits,
+                        resource,
+                        Window::Concurrent,
+                        held,
+                        1,
+                        first_free,
+                        now_ms,
+                    );
+                    if let refused @ Outcome::Refused { .. } = decided {
                         return Ok(Err(refused));
                     }
                     self.inner.down("a lease refused under no limit");

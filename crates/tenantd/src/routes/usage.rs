@@ -11,6 +11,7 @@ use tenantd_core::plan::validate_resource;
 use tenantd_core::usage::TenantEvent;
 use tenantd_core::{now_secs, Enforcement, PlanId, Window};
 use tenantd_edge::{Principal, Problem, TenantContext};
+use tenantd_limits::{decide_counted, now_ms, Outcome};
 use tenantd_limits::{Ask, CATALOG_LEVELS};
 use tenantd_store::{Countable, Page};
 
@@ -56,10 +57,13 @@ async fn usage_of(state: &State, ctx: &TenantContext) -> ApiResult<Usage> {
     let now = now_secs();
     let mut quotas = Vec::with_capacity(t.limits.len());
     for l in t.limits.iter() {
-        let current = match (l.window, l.resource.as_str()) {
-            (Window::Total, "members") => state.catalog.count(&t.id, Countable::Members).await?,
-            (Window::Total, "keys") => state.catalog.count(&t.id, Countable::ActiveKeys).await?,
-            (w, r) => state.limiter.current(t.id, r, w).await.map_err(Problem::from)?,
+        let current = match catalog_level(&l.resource).filter(|_| l.window == Window::Total) {
+            Some(what) => state.catalog.count(&t.id, what).await?,
+            None => state
+                .limiter
+                .current(t.id, &l.resource, l.window)
+                .await
+                .map_err(Problem::from)?,
         };
         let reset_at = match (l.window.period(now), l.window.rate_ms()) {
             (Some((_, end)), _) => Some(end),
@@ -105,52 +109,39 @@ pub async fn get(S(state): S<State>, ctx: TenantContext) -> ApiResult<axum::Json
     Ok(axum::Json(usage_of(&state, &ctx).await?))
 }
 
-/// Checks a level that is about to grow by one (`members`, `keys`): over a hard `total`
-/// limit is `429 quota_exceeded`; over a soft one is admitted. Crossing 80% or 100%
-/// records the tenant's event. The count is read from the catalog, so two additions at
-/// the same instant may both pass the last free place.
-pub async fn grow_level(state: &State, ctx: &TenantContext, resource: &str, what: Countable) -> ApiResult<()> {
+/// The catalog count behind a `total` level tenantd keeps itself.
+fn catalog_level(resource: &str) -> Option<Countable> {
+    match resource {
+        "members" => Some(Countable::Members),
+        "keys" => Some(Countable::ActiveKeys),
+        _ => None,
+    }
+}
+
+/// Checks a catalog level that is about to grow by one (`members`, `keys`) with the
+/// limits engine's own decision: over a hard `total` limit is `429 quota_exceeded`, over
+/// a soft one is admitted, and crossing 80% or 100% records the tenant's event. The count
+/// is read from the catalog, so two additions at the same instant may both pass the last
+/// free place.
+pub async fn grow_level(state: &State, ctx: &TenantContext, resource: &str) -> ApiResult<()> {
     let t = ctx.tenant();
-    let Some(l) = t
+    let limited = t
         .limits
         .iter()
-        .find(|l| l.resource == resource && l.window == Window::Total)
-    else {
-        return Ok(());
-    };
-    let Some(limit) = l.limit else {
+        .any(|l| l.resource == resource && l.window == Window::Total && l.limit.is_some());
+    let Some(what) = catalog_level(resource).filter(|_| limited) else {
         return Ok(());
     };
     let current = state.catalog.count(&t.id, what).await?;
-    let after = current + 1;
-    let level = |current: u64| tenantd_limits::LimitState {
-        resource: tenantd_limits::resource_name(resource),
-        window: Window::Total,
-        limit: Some(limit),
-        current,
-        remaining: Some(limit.saturating_sub(current)),
-        reset_at: now_secs(),
-        reset_ms: 0,
-        enforcement: l.enforcement,
-        key: None,
-    };
-    if after > limit && l.enforcement == Enforcement::Hard {
-        return Err(Problem::limited(&level(current), 1).into());
-    }
-    for (threshold, kind) in [
-        (tenantd_limits::warning_threshold(limit), "quota.warning"),
-        (limit, "quota.exceeded"),
-    ] {
-        if current < threshold && threshold <= after {
-            let c = tenantd_limits::Crossing {
-                tenant: t.id,
-                kind,
-                state: level(after),
-            };
-            crate::directory::record_crossing(&*state.catalog, &c).await;
+    match decide_counted(t.id, &t.limits, resource, Window::Total, current, 1, 0, now_ms()) {
+        Outcome::Refused { state: s, retry_after } => Err(Problem::limited(&s, retry_after).into()),
+        Outcome::Admitted { crossings, .. } => {
+            for c in &crossings {
+                crate::directory::record_crossing(&*state.catalog, c).await;
+            }
+            Ok(())
         }
     }
-    Ok(())
 }
 
 /// One metered usage event.
@@ -311,9 +302,7 @@ pub async fn take_lease(
                 "expires_at": tenantd_core::ts::format(now_secs() + i64::from(b.ttl_seconds)),
             })),
         )),
-        Err(tenantd_limits::Outcome::Refused { state: s, retry_after }) => {
-            Err(Problem::limited(&s, retry_after).into())
-        }
+        Err(Outcome::Refused { state: s, retry_after }) => Err(Problem::limited(&s, retry_after).into()),
         Err(_) => Err(Problem::internal().into()),
     }
 }

@@ -385,6 +385,32 @@ async fn members_and_keys_are_levels_checked_when_they_grow(app: TestApp) {
         .map(|e| e["type"].as_str().unwrap())
         .collect();
     assert_eq!(kinds, vec!["quota.warning", "quota.exceeded"]);
+    // A soft level admits past its limit; its thresholds are recorded once.
+    app.tenant("gamma", "free").await;
+    app.patch(
+        "/v1/tenants/gamma",
+        ADMIN,
+        json!({"limits": [{"resource": "members", "window": "total", "limit": 2, "enforcement": "soft"}]}),
+    )
+    .await
+    .expect(200);
+    for i in 1..=2 {
+        app.post(
+            "/v1/tenants/gamma/members",
+            ADMIN,
+            json!({"email": format!("s{i}@gamma.test"), "role": "member"}),
+        )
+        .await
+        .expect(201);
+    }
+    let evs = app.get("/v1/tenants/gamma/events", ADMIN).await.expect(200).body;
+    let kinds: Vec<&str> = evs["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, vec!["quota.warning", "quota.exceeded"]);
 }
 
 crate::on_redis!(
