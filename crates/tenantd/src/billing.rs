@@ -61,8 +61,8 @@ pub struct Inputs {
     pub overrides: Vec<Limit>,
     /// API calls counted in the month.
     pub api_calls: u64,
-    /// `(day start, bytes)` snapshots of the storage level, oldest first, including the
-    /// last one before the month (the level the month starts with).
+    /// `(day start, bytes)` snapshots of the storage level, oldest first; the last one
+    /// before the month is the level the month starts with.
     pub storage: Vec<(i64, u64)>,
     /// Now (Unix seconds): a running month is billed for storage up to today.
     pub now: i64,
@@ -85,11 +85,6 @@ fn plan_limit(plan: &Plan, overrides: &[Limit], resource: &str, window: Window) 
         .into_iter()
         .find(|l| l.resource == resource && l.window == window)
         .and_then(|l| l.limit)
-}
-
-/// The plan in effect at `t`.
-fn plan_at(history: &[(i64, Plan)], t: i64) -> Option<&Plan> {
-    history.iter().rev().find(|(at, _)| *at <= t).map(|(_, p)| p)
 }
 
 /// Computes the invoice.
@@ -156,17 +151,20 @@ pub fn invoice(i: &Inputs) -> Invoice {
     // Storage: each day's level above that day's plan allowance, in GiB-days, over the
     // days of the month.
     let days_in_month = (end - start) / DAY;
-    let last_day = if i.now < end { i.now.min(end - 1) } else { end - 1 };
+    // Each plan's allowance, once: `(since, bytes)`, `None` when unlimited.
+    let allowances: Vec<(i64, Option<u64>)> = i
+        .history
+        .iter()
+        .map(|(at, plan)| (*at, plan_limit(plan, &i.overrides, "storage_bytes", Window::Total)))
+        .collect();
     let mut over_bytes_days: u128 = 0;
-    let mut day = start;
-    while day <= last_day {
+    for day in (start..=i.now.min(end - 1)).step_by(DAY as usize) {
         let level = i.storage.iter().rev().find(|(d, _)| *d <= day).map_or(0, |(_, b)| *b);
-        if let Some(plan) = plan_at(&i.history, day + DAY - 1) {
-            if let Some(allowed) = plan_limit(plan, &i.overrides, "storage_bytes", Window::Total) {
-                over_bytes_days += u128::from(level.saturating_sub(allowed));
-            }
+        // The plan in effect by the day's end.
+        let allowed = allowances.iter().rev().find(|(at, _)| *at < day + DAY);
+        if let Some((_, Some(allowed))) = allowed {
+            over_bytes_days += u128::from(level.saturating_sub(*allowed));
         }
-        day += DAY;
     }
     if over_bytes_days > 0 {
         let gib_months = Decimal::from_i128_with_scale(over_bytes_days as i128, 0)
@@ -226,20 +224,15 @@ pub async fn inputs(
         .filter(|r| r.resource == "api_calls")
         .map(|r| r.value)
         .sum();
-    // Snapshots are `total` rows with a day as period; the live level is period 0.
-    let mut storage: Vec<(i64, u64)> = catalog
+    // Snapshots are `total` rows with a day as period (the live level is period 0),
+    // ordered by the catalog.
+    let storage: Vec<(i64, u64)> = catalog
         .counters_in(tenant, Window::Total, 1, end)
         .await?
         .into_iter()
         .filter(|r| r.resource == "storage_bytes")
         .map(|r| (r.period, r.value))
         .collect();
-    storage.sort_unstable();
-    if let Some(first_in) = storage.iter().position(|(d, _)| *d >= start) {
-        storage.drain(..first_in.saturating_sub(1));
-    } else if storage.len() > 1 {
-        storage.drain(..storage.len() - 1);
-    }
     Ok(Inputs {
         tenant: *tenant,
         year,
