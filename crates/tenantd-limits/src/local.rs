@@ -608,8 +608,9 @@ mod tests {
     use tenantd_core::usage::CounterRow;
     use tenantd_core::Enforcement;
 
+    /// Deltas, and level snapshots.
     #[derive(Default)]
-    struct Mem(Mutex<Vec<CounterRow>>);
+    struct Mem(Mutex<Vec<CounterRow>>, Mutex<Vec<CounterRow>>);
 
     #[async_trait::async_trait]
     impl CounterStore for Mem {
@@ -625,6 +626,10 @@ mod tests {
         }
         async fn add(&self, d: &[CounterRow]) -> Result<(), String> {
             self.0.lock().unwrap().extend_from_slice(d);
+            Ok(())
+        }
+        async fn set_levels(&self, l: &[CounterRow]) -> Result<(), String> {
+            self.1.lock().unwrap().extend_from_slice(l);
             Ok(())
         }
     }
@@ -783,6 +788,43 @@ mod tests {
         assert_eq!(sum(Window::Day, h - h.rem_euclid(86_400)), 5);
         // Nothing is written twice.
         assert_eq!(l.flush().await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_changed_level_is_snapshotted_for_the_day_at_flush() {
+        let store = Arc::new(Mem::default());
+        let l = Local::new(store.clone());
+        let limits = [lim("storage_bytes", Window::Total, 100, Enforcement::Hard)];
+        let mut a = ask("acme", &limits, &[], None);
+        a.resource = "storage_bytes";
+        let now = now_ms();
+        for cost in [30, 20] {
+            a.cost = cost;
+            assert!(admitted(&l.admit_at(&a, now).await.unwrap()));
+        }
+        let day = || {
+            let s = now_ms().div_euclid(1000);
+            s - s.rem_euclid(86_400)
+        };
+        let before = day();
+        l.flush().await.unwrap();
+        // The flush's own clock names the day (a flush at midnight may see the next one).
+        let day = if day() == before {
+            before
+        } else {
+            store.1.lock().unwrap()[0].period
+        };
+        let levels: Vec<(String, Window, i64, u64)> = store
+            .1
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| (r.resource.clone(), r.window, r.period, r.value))
+            .collect();
+        assert_eq!(levels, vec![("storage_bytes".to_string(), Window::Total, day, 50)]);
+        // No change, no new snapshot.
+        l.flush().await.unwrap();
+        assert_eq!(store.1.lock().unwrap().len(), 1);
     }
 
     #[tokio::test]
