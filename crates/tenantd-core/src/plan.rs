@@ -200,8 +200,11 @@ impl Limit {
 
 /// Checks a resource name: 1-64 characters of a-z, 0-9, '_', '-', '.'.
 pub fn validate_resource(resource: &str) -> Result<(), String> {
-    match crate::ids::parse_name(&resource.replace('.', "_"), "resource") {
-        Ok(n) if n == resource.replace('.', "_") => Ok(()),
+    // `parse_name` checks the grammar but also trims and lower-cases; a resource must
+    // already be in its final form.
+    let name = resource.replace('.', "_");
+    match crate::ids::parse_name(&name, "resource") {
+        Ok(n) if n == name => Ok(()),
         _ => Err(format!(
             "resource '{resource}' must be 1-64 characters of a-z, 0-9, '_', '-', '.'"
         )),
@@ -389,6 +392,7 @@ impl Plan {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     #[test]
     fn month_periods_stay_right_when_a_thread_moves_between_months() {
@@ -403,8 +407,6 @@ mod tests {
         }
         assert_eq!(mar - feb, 28 * 86_400);
     }
-
-    use super::*;
 
     #[test]
     fn builtins_match_the_contract() {

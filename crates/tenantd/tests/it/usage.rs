@@ -206,6 +206,7 @@ async fn idempotent_events_count_once_and_a_refused_batch_records_nothing(app: T
         (json!({"resource": "orchestrations", "quantity": 0}), "quantity"),
         (json!({"resource": "members", "quantity": 1}), "members"),
         (json!({"resource": "Bad Name!", "quantity": 1}), "resource"),
+        (json!({"resource": "Orchestrations", "quantity": 1}), "resource"),
         (json!([]), "1 to 1000"),
         (
             json!([{"resource": "x", "quantity": 1}, {"resource": "x", "quantity": -1}]),
