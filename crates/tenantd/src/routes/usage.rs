@@ -216,13 +216,14 @@ pub async fn record(S(state): S<State>, ctx: TenantContext, Json(body): Json<Val
         .filter(|(_, f)| **f)
         .map(|(k, _)| k.clone())
         .collect();
+    // Each newly claimed key counts for its first event only.
+    let mut uncounted: std::collections::HashSet<&str> = claimed.iter().map(String::as_str).collect();
     let mut totals: BTreeMap<&str, u64> = BTreeMap::new();
-    let mut counted_keys = std::collections::HashSet::new();
     let (mut recorded, mut duplicates) = (0u64, 0u64);
     for e in &events {
         let counts = match &e.idempotency_key {
             None => true,
-            Some(k) => claimed.binary_search(k).is_ok() && counted_keys.insert(k.as_str()),
+            Some(k) => uncounted.remove(k.as_str()),
         };
         if counts {
             let t = totals.entry(e.resource.as_str()).or_default();
