@@ -626,11 +626,9 @@ impl Inner {
         self.fallback.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Adds what the last outage's fallback counted to Redis, so the shared counters
-    /// hold every node's use again.
-    async fn reconcile(&self, conn: &ConnectionManager, old: Arc<Fallback>) -> Result<usize, String> {
-        old.engine.flush().await?;
-        let rows = std::mem::take(&mut *old.counted.0.lock().unwrap_or_else(|e| e.into_inner()));
+    /// Adds what an outage's fallback counted to Redis, so the shared counters hold
+    /// every node's use again.
+    async fn reconcile(&self, conn: &ConnectionManager, rows: &[CounterRow]) -> Result<usize, String> {
         let now_ms = crate::now_ms();
         let now_s = now_ms.div_euclid(1000);
         let mut inv = self.reconcile.prepare_invoke();
@@ -670,12 +668,22 @@ impl Inner {
         .await?;
         self.metrics.nodes.store(n.max(1), Ordering::Relaxed);
         if !self.metrics.up.load(Ordering::Relaxed) {
-            // What the outage counted goes to Redis first; the next outage starts fresh.
+            // What the outage counted goes to Redis first; the next outage starts fresh,
+            // but keeps what could not be added yet.
             let old = std::mem::replace(
                 &mut *self.fallback.lock().unwrap_or_else(|e| e.into_inner()),
                 Fallback::new(),
             );
-            let added = self.reconcile(&conn, old).await?;
+            old.engine.flush().await?;
+            let rows = std::mem::take(&mut *old.counted.0.lock().unwrap_or_else(|e| e.into_inner()));
+            let added = match self.reconcile(&conn, &rows).await {
+                Ok(n) => n,
+                Err(e) => {
+                    let kept = self.fallback_engine();
+                    kept.counted.0.lock().unwrap_or_else(|e| e.into_inner()).extend(rows);
+                    return Err(e);
+                }
+            };
             self.metrics.up.store(true, Ordering::Relaxed);
             tracing::info!(
                 nodes = n,
