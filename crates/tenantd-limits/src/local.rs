@@ -434,10 +434,23 @@ impl Local {
         window: Window,
         now_ms: i64,
     ) -> Result<u64, AdmitError> {
+        Ok(self.values_at(tenant, &[(scope, resource, window)], now_ms).await?[0])
+    }
+
+    /// [`Local::value_at`] for several counters of one tenant, under one lock.
+    pub async fn values_at(
+        &self,
+        tenant: TenantId,
+        wanted: &[(Option<KeyId>, &str, Window)],
+        now_ms: i64,
+    ) -> Result<Vec<u64>, AdmitError> {
         let now_s = now_ms.div_euclid(1000);
         let slot = self.slot(tenant, now_s).await?;
         let st = slot.st.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(st.value(scope, resource, window, period(window, now_s).0))
+        Ok(wanted
+            .iter()
+            .map(|(scope, resource, window)| st.value(*scope, resource, *window, period(*window, now_s).0))
+            .collect())
     }
 
     /// The tenant's current value of `resource` in `window` (tenant scope).

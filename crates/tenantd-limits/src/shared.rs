@@ -332,26 +332,29 @@ impl Shared {
         let now_s = now_ms.div_euclid(1000);
         let checks = Self::plan(asks);
         let mut keys = Vec::with_capacity(checks.len());
+        // Floors of every counter, from this node's record under one lock (rate
+        // windows have none and get 0).
+        let wanted: Vec<_> = checks
+            .iter()
+            .map(|(i, c)| (c.scope, asks[*i].resource, c.window))
+            .collect();
+        let floors = self
+            .inner
+            .record
+            .values_at(asks[0].tenant, &wanted, now_ms)
+            .await
+            .map_err(|e| e.to_string())?;
         let mut inv = self.inner.admit.prepare_invoke();
         inv.arg(now_ms);
-        for (i, c) in &checks {
+        for ((i, c), floor) in checks.iter().zip(floors) {
             let ask = &asks[*i];
             let key = self
                 .inner
                 .counter_key(ask.tenant, c.scope, ask.resource, c.window, now_s);
-            let (kind, len, exp, floor) = match (c.window.rate_ms(), c.window.period(now_s)) {
-                (Some(len), _) => ("r", len, 0, 0),
+            let (kind, len, exp) = match (c.window.rate_ms(), c.window.period(now_s)) {
+                (Some(len), _) => ("r", len, 0),
                 // Counters are kept a day past their period, for late readers.
-                (None, p) => (
-                    "c",
-                    0,
-                    p.map_or(0, |(_, end)| end + 86_400),
-                    self.inner
-                        .record
-                        .value_at(ask.tenant, c.scope, ask.resource, c.window, now_ms)
-                        .await
-                        .map_err(|e| e.to_string())?,
-                ),
+                (None, p) => ("c", 0, p.map_or(0, |(_, end)| end + 86_400)),
             };
             inv.key(&key);
             inv.arg(kind)
