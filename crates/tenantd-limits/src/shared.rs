@@ -447,7 +447,7 @@ impl Shared {
         }
         let now_s = now_ms.div_euclid(1000);
         let conn = self.inner.conn().await.ok()?;
-        let key = self.inner.counter_key(tenant, None, resource, window, now_s);
+        let counter = || self.inner.counter_key(tenant, None, resource, window, now_s);
         let res: Result<Option<u64>, String> = match (window, window.rate_ms()) {
             (Window::Concurrent, _) => {
                 let key = format!("{}l:{resource}", self.inner.tenant_key(tenant));
@@ -460,7 +460,7 @@ impl Shared {
             }
             (_, Some(len)) => {
                 let g = (len / 100).max(1);
-                let cmd = redis::cmd("HGETALL").arg(&key).to_owned();
+                let cmd = redis::cmd("HGETALL").arg(counter()).to_owned();
                 let h: Result<Vec<(i64, u64)>, String> = call(cmd.query_async(&mut conn.clone())).await;
                 h.map(|h| {
                     Some(
@@ -471,7 +471,7 @@ impl Shared {
                     )
                 })
             }
-            _ => call(redis::cmd("GET").arg(&key).query_async(&mut conn.clone())).await,
+            _ => call(redis::cmd("GET").arg(counter()).query_async(&mut conn.clone())).await,
         };
         match res {
             Ok(v) => v,
