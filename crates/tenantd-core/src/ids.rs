@@ -105,7 +105,10 @@ impl PartialEq for TenantId {
 impl Eq for TenantId {}
 impl std::hash::Hash for TenantId {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.as_str().hash(state)
+        // What `str`'s hash writes (so lookups by `&str` through `Borrow` agree), without
+        // re-checking that the bytes are UTF-8.
+        state.write(self.bytes());
+        state.write_u8(0xff);
     }
 }
 impl PartialOrd for TenantId {

@@ -2,18 +2,40 @@
 //! store on first use, its deltas flushed back in batches.
 use crate::{now_ms, AdmitError, Ask, Check, CounterStore, Outcome, Seen};
 use dashmap::DashMap;
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use smallvec::SmallVec;
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex, OnceLock};
 use tenantd_core::usage::CounterRow;
 use tenantd_core::{KeyId, Limit, TenantId, Window};
 
 /// Buckets per sliding window.
 const BUCKETS: i64 = 100;
 
+/// Distinct resource names shared before new ones get their own copy.
+const INTERNED: usize = 4096;
+
+/// A resource name shared by every tenant's counters of it, so that finding a counter
+/// compares bytes that stay in cache rather than one copy per tenant.
+fn intern(name: &str) -> Arc<str> {
+    static NAMES: OnceLock<Mutex<HashSet<Arc<str>>>> = OnceLock::new();
+    let mut names = NAMES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(n) = names.get(name) {
+        return n.clone();
+    }
+    let n: Arc<str> = name.into();
+    if names.len() < INTERNED {
+        names.insert(n.clone());
+    }
+    n
+}
+
 #[derive(Debug)]
 struct Counter {
     scope: Option<KeyId>,
-    resource: Box<str>,
+    resource: Arc<str>,
     window: Window,
     period: i64,
     value: u64,
@@ -33,7 +55,7 @@ impl Counter {
 #[derive(Debug)]
 struct RateLog {
     scope: Option<KeyId>,
-    resource: Box<str>,
+    resource: Arc<str>,
     window: Window,
     buckets: VecDeque<(i64, u64)>,
     sum: u64,
@@ -108,7 +130,7 @@ struct Cell {
 /// the last one ends.
 #[derive(Debug)]
 struct Calendar {
-    resource: Box<str>,
+    resource: Arc<str>,
     /// In [`Window::CALENDAR`] order.
     cells: [Cell; 4],
 }
@@ -118,13 +140,17 @@ fn cell_of(window: Window) -> Option<usize> {
     Window::CALENDAR.iter().position(|w| *w == window)
 }
 
+/// A tenant's counters. The usual tenant has one resource with a calendar and perhaps a
+/// rate limit: those are held inline, so a decision reads few cache lines.
 #[derive(Debug, Default)]
 struct TenantState {
-    calendars: Vec<Calendar>,
+    calendars: SmallVec<[Calendar; 1]>,
     /// Key-scoped counters, levels, and finished periods not yet flushed.
     counters: Vec<Counter>,
-    rates: Vec<RateLog>,
+    rates: SmallVec<[RateLog; 1]>,
     leases: Vec<Lease>,
+    /// The store's counters have been added.
+    loaded: bool,
     /// Queued for the flusher.
     dirty: bool,
 }
@@ -137,7 +163,7 @@ impl TenantState {
             Some(i) => i,
             None => {
                 self.calendars.push(Calendar {
-                    resource: resource.into(),
+                    resource: intern(resource),
                     cells: [Cell::default(); 4],
                 });
                 self.calendars.len() - 1
@@ -177,7 +203,7 @@ impl TenantState {
             None => {
                 self.counters.push(Counter {
                     scope,
-                    resource: resource.into(),
+                    resource: intern(resource),
                     window,
                     period,
                     value: 0,
@@ -213,7 +239,7 @@ impl TenantState {
             None => {
                 self.rates.push(RateLog {
                     scope,
-                    resource: resource.into(),
+                    resource: intern(resource),
                     window,
                     buckets: VecDeque::new(),
                     sum: 0,
@@ -225,8 +251,11 @@ impl TenantState {
     }
 }
 
+/// Held inline in the map: the hot path takes the map's read guard and the tenant's lock,
+/// and follows no pointer.
 struct Slot {
-    loaded: tokio::sync::OnceCell<()>,
+    /// Serialises the first load from the store (cold path only).
+    loading: Arc<tokio::sync::OnceCell<()>>,
     st: Mutex<TenantState>,
 }
 
@@ -234,7 +263,7 @@ type Hasher = foldhash::fast::RandomState;
 
 /// The in-process engine.
 pub struct Local {
-    slots: DashMap<TenantId, Arc<Slot>, Hasher>,
+    slots: DashMap<TenantId, Slot, Hasher>,
     store: Arc<dyn CounterStore>,
     dirty: Mutex<Vec<TenantId>>,
     /// Deltas a failed flush could not write, retried first next time.
@@ -249,12 +278,14 @@ pub(crate) fn period(window: Window, now_s: i64) -> (i64, Option<i64>) {
     }
 }
 
-/// What the tenant's state holds for each limit of `ask`, before it.
-fn see(st: &mut TenantState, ask: &Ask<'_>, now_ms: i64) -> Vec<Seen> {
+/// What the tenant's state holds for each limit of `ask`, before it, appended to `out`.
+fn see(st: &mut TenantState, ask: &Ask<'_>, now_ms: i64, out: &mut SmallVec<[Seen; 4]>) {
     let now_s = now_ms.div_euclid(1000);
-    ask.checks()
-        .map(|check| match check.window.rate_ms() {
-            Some(len) => {
+    // The tenant's calendar, moved on to the current periods (the commit writes it anyway).
+    let cells = st.calendar(ask.resource, now_s).cells;
+    out.extend(ask.checks().map(
+        |check| match (check.window.rate_ms(), check.scope, cell_of(check.window)) {
+            (Some(len), ..) => {
                 let log = st.rate(check.scope, ask.resource, check.window);
                 log.prune(now_ms, len);
                 let retry_ms = check.limit.map_or(0, |l| log.retry_ms(now_ms, len, l, ask.cost));
@@ -265,7 +296,16 @@ fn see(st: &mut TenantState, ask: &Ask<'_>, now_ms: i64) -> Vec<Seen> {
                     retry_ms,
                 }
             }
-            None => {
+            (None, None, Some(i)) => {
+                let reset_ms = cells[i].end * 1000 - now_ms;
+                Seen {
+                    check,
+                    current: cells[i].value,
+                    reset_ms,
+                    retry_ms: reset_ms,
+                }
+            }
+            (None, ..) => {
                 let (p, end) = period(check.window, now_s);
                 // Levels never reset; a refused growth may fit after others shrink it.
                 let reset_ms = end.map_or(0, |e| e * 1000 - now_ms);
@@ -276,8 +316,8 @@ fn see(st: &mut TenantState, ask: &Ask<'_>, now_ms: i64) -> Vec<Seen> {
                     retry_ms: if reset_ms > 0 { reset_ms } else { 1000 },
                 }
             }
-        })
-        .collect()
+        },
+    ));
 }
 
 /// Counts `ask`: the tenant's calendar counters always (they are the usage record), the
@@ -312,32 +352,35 @@ impl Local {
         }
     }
 
-    async fn slot(&self, tenant: TenantId, now_s: i64) -> Result<Arc<Slot>, AdmitError> {
-        let slot = match self.slots.get(&tenant) {
-            Some(s) => s.value().clone(),
-            None => self
-                .slots
-                .entry(tenant)
-                .or_insert_with(|| {
-                    Arc::new(Slot {
-                        loaded: tokio::sync::OnceCell::new(),
-                        st: Mutex::new(TenantState::default()),
+    /// Loads the tenant's counters from the store once.
+    async fn load(&self, tenant: TenantId, now_s: i64) -> Result<(), AdmitError> {
+        let loading = {
+            let slot = match self.slots.get(&tenant) {
+                Some(s) => s,
+                None => self
+                    .slots
+                    .entry(tenant)
+                    .or_insert_with(|| Slot {
+                        loading: Arc::default(),
+                        st: Mutex::default(),
                     })
-                })
-                .value()
-                .clone(),
+                    .downgrade(),
+            };
+            if slot.st.lock().unwrap_or_else(|e| e.into_inner()).loaded {
+                return Ok(());
+            }
+            slot.loading.clone()
         };
-        if !slot.loaded.initialized() {
-            slot.loaded
-                .get_or_try_init(|| async {
-                    let since = Window::CALENDAR
-                        .iter()
-                        .filter_map(|w| w.period(now_s))
-                        .map(|(s, _)| s)
-                        .min()
-                        .unwrap_or(0);
-                    let rows = self.store.load(&tenant, since).await.map_err(AdmitError::Store)?;
-                    let mut st = slot.st.lock().unwrap_or_else(|e| e.into_inner());
+        loading
+            .get_or_try_init(|| async {
+                let since = Window::CALENDAR
+                    .iter()
+                    .filter_map(|w| w.period(now_s))
+                    .map(|(s, _)| s)
+                    .min()
+                    .unwrap_or(0);
+                let rows = self.store.load(&tenant, since).await.map_err(AdmitError::Store)?;
+                self.with(tenant, |st| {
                     // Only current periods: past hours and days of the month stay in the
                     // store, and the per-request scans stay short.
                     for r in rows.into_iter().filter(|r| period(r.window, now_s).0 == r.period) {
@@ -346,11 +389,33 @@ impl Local {
                             _ => st.counter(r.scope, &r.resource, r.window, r.period).value += r.value,
                         }
                     }
-                    Ok::<(), AdmitError>(())
+                    st.loaded = true;
                 })
-                .await?;
-        }
-        Ok(slot)
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Runs `f` on the tenant's state under its lock (the slot must exist: slots are
+    /// never removed once made).
+    fn with<R>(&self, tenant: TenantId, f: impl FnOnce(&mut TenantState) -> R) -> Result<R, AdmitError> {
+        let slot = self
+            .slots
+            .get(&tenant)
+            .ok_or_else(|| AdmitError::Store(format!("no counters for tenant {tenant}")))?;
+        let mut st = slot.st.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(f(&mut st))
+    }
+
+    /// [`Local::with`] once the tenant's counters are loaded.
+    async fn loaded<R>(
+        &self,
+        tenant: TenantId,
+        now_ms: i64,
+        f: impl FnOnce(&mut TenantState) -> R,
+    ) -> Result<R, AdmitError> {
+        self.load(tenant, now_ms.div_euclid(1000)).await?;
+        self.with(tenant, f)
     }
 
     fn mark_dirty(&self, tenant: TenantId, st: &mut TenantState) {
@@ -372,9 +437,8 @@ impl Local {
             return Ok(Outcome::nothing());
         };
         debug_assert!(asks.iter().all(|a| a.tenant == first.tenant));
-        let slot = self.slot(first.tenant, now_ms.div_euclid(1000)).await?;
-        let mut st = slot.st.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(self.decide(&mut st, asks, now_ms))
+        self.loaded(first.tenant, now_ms, |st| self.decide(st, asks, now_ms))
+            .await
     }
 
     /// Decides `asks` without awaiting when their tenant's counters are loaded (the hot
@@ -382,30 +446,41 @@ impl Local {
     /// `None` when they must be loaded first.
     pub fn admit_loaded(&self, asks: &[Ask<'_>], now_ms: i64) -> Option<Outcome> {
         let slot = self.slots.get(&asks.first()?.tenant)?;
-        if !slot.loaded.initialized() {
-            return None;
-        }
         let mut st = slot.st.lock().unwrap_or_else(|e| e.into_inner());
-        Some(self.decide(&mut st, asks, now_ms))
+        st.loaded.then(|| self.decide(&mut st, asks, now_ms))
     }
 
     /// Checks every limit of `asks` and commits all or none.
     fn decide(&self, st: &mut TenantState, asks: &[Ask<'_>], now_ms: i64) -> Outcome {
-        let mut seens = Vec::with_capacity(asks.len());
+        // Every ask's limits in one vector, each ask's ending at its entry of `ends`: no
+        // allocation and no copies for the usual one or two asks.
+        let mut seen = SmallVec::new();
+        let mut ends: SmallVec<[usize; 2]> = SmallVec::new();
         for ask in asks {
-            let seen = see(st, ask, now_ms);
-            if let Some(refused) = ask.refusal(&seen, now_ms) {
+            let start = seen.len();
+            see(st, ask, now_ms, &mut seen);
+            if let Some(refused) = ask.refusal(&seen[start..], now_ms) {
                 return refused;
             }
-            seens.push(seen);
+            ends.push(seen.len());
         }
-        for (ask, seen) in asks.iter().zip(&seens) {
-            commit(st, ask, seen.iter().map(|s| s.check), now_ms, true);
+        let parts = || {
+            asks.iter().zip(ends.iter().scan(0, |start, &end| {
+                let part = &seen[*start..end];
+                *start = end;
+                Some(part)
+            }))
+        };
+        for (ask, part) in parts() {
+            commit(st, ask, part.iter().map(|s| s.check), now_ms, true);
         }
         if let Some(first) = asks.first() {
             self.mark_dirty(first.tenant, st);
         }
-        Outcome::all(asks.iter().zip(&seens).map(|(a, s)| a.admitted(s, now_ms)))
+        match asks {
+            [ask] => ask.admitted(&seen, now_ms),
+            _ => Outcome::all(parts().map(|(a, part)| a.admitted(part, now_ms))),
+        }
     }
 
     /// Records use another engine admitted (Redis mode): the counters that are the
@@ -414,13 +489,13 @@ impl Local {
         let Some(first) = asks.first() else {
             return Ok(());
         };
-        let slot = self.slot(first.tenant, now_ms.div_euclid(1000)).await?;
-        let mut st = slot.st.lock().unwrap_or_else(|e| e.into_inner());
-        for ask in asks {
-            commit(&mut st, ask, ask.checks(), now_ms, false);
-        }
-        self.mark_dirty(first.tenant, &mut st);
-        Ok(())
+        self.loaded(first.tenant, now_ms, |st| {
+            for ask in asks {
+                commit(st, ask, ask.checks(), now_ms, false);
+            }
+            self.mark_dirty(first.tenant, st);
+        })
+        .await
     }
 
     /// A calendar counter's or level's value as this node knows it (the store's at load
@@ -445,12 +520,13 @@ impl Local {
         now_ms: i64,
     ) -> Result<Vec<u64>, AdmitError> {
         let now_s = now_ms.div_euclid(1000);
-        let slot = self.slot(tenant, now_s).await?;
-        let st = slot.st.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(wanted
-            .iter()
-            .map(|(scope, resource, window)| st.value(*scope, resource, *window, period(*window, now_s).0))
-            .collect())
+        self.loaded(tenant, now_ms, |st| {
+            wanted
+                .iter()
+                .map(|(scope, resource, window)| st.value(*scope, resource, *window, period(*window, now_s).0))
+                .collect()
+        })
+        .await
     }
 
     /// The tenant's current value of `resource` in `window` (tenant scope).
@@ -462,9 +538,7 @@ impl Local {
         now_ms: i64,
     ) -> Result<u64, AdmitError> {
         let now_s = now_ms.div_euclid(1000);
-        let slot = self.slot(tenant, now_s).await?;
-        let mut st = slot.st.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(match window.rate_ms() {
+        self.loaded(tenant, now_ms, |st| match window.rate_ms() {
             Some(len) => {
                 let log = st.rate(None, resource, window);
                 log.prune(now_ms, len);
@@ -472,6 +546,7 @@ impl Local {
             }
             None => st.value(None, resource, window, period(window, now_s).0),
         })
+        .await
     }
 
     /// Takes a lease on `resource` for `ttl_ms` if the tenant's concurrent limit allows.
@@ -483,54 +558,61 @@ impl Local {
         ttl_ms: i64,
         now_ms: i64,
     ) -> Result<Result<String, Outcome>, AdmitError> {
-        let slot = self.slot(tenant, now_ms.div_euclid(1000)).await?;
-        let mut st = slot.st.lock().unwrap_or_else(|e| e.into_inner());
-        st.leases.retain(|l| l.expires_ms > now_ms);
-        let held = st.leases.iter().filter(|l| &*l.resource == resource);
-        let first_free = held.clone().map(|l| l.expires_ms).min().unwrap_or(now_ms + ttl_ms) - now_ms;
-        let n = held.clone().count() as u64;
-        let decided = crate::decide_counted(
-            tenant,
-            limits,
-            resource,
-            Window::Concurrent,
-            n,
-            1,
-            first_free.max(1),
-            now_ms,
-        );
-        if let refused @ Outcome::Refused { .. } = decided {
-            return Ok(Err(refused));
-        }
-        let id = new_lease_id();
-        st.leases.push(Lease {
-            id: id.clone(),
-            resource: resource.into(),
-            expires_ms: now_ms + ttl_ms,
-        });
-        Ok(Ok(id))
+        let taken = self
+            .loaded(tenant, now_ms, |st| {
+                st.leases.retain(|l| l.expires_ms > now_ms);
+                let held = st.leases.iter().filter(|l| &*l.resource == resource);
+                let first_free = held.clone().map(|l| l.expires_ms).min().unwrap_or(now_ms + ttl_ms) - now_ms;
+                let n = held.clone().count() as u64;
+                let decided = crate::decide_counted(
+                    tenant,
+                    limits,
+                    resource,
+                    Window::Concurrent,
+                    n,
+                    1,
+                    first_free.max(1),
+                    now_ms,
+                );
+                if let refused @ Outcome::Refused { .. } = decided {
+                    return Err(Box::new(refused));
+                }
+                let id = new_lease_id();
+                st.leases.push(Lease {
+                    id: id.clone(),
+                    resource: resource.into(),
+                    expires_ms: now_ms + ttl_ms,
+                });
+                Ok(id)
+            })
+            .await?;
+        Ok(match taken {
+            Ok(id) => Ok(id),
+            Err(refused) => Err(*refused),
+        })
     }
 
     /// Releases a lease; `false` if it was not held (released, expired, or another
     /// tenant's).
     pub async fn release(&self, tenant: TenantId, lease_id: &str, now_ms: i64) -> Result<bool, AdmitError> {
-        let slot = self.slot(tenant, now_ms.div_euclid(1000)).await?;
-        let mut st = slot.st.lock().unwrap_or_else(|e| e.into_inner());
-        st.leases.retain(|l| l.expires_ms > now_ms);
-        let before = st.leases.len();
-        st.leases.retain(|l| l.id != lease_id);
-        Ok(st.leases.len() != before)
+        self.loaded(tenant, now_ms, |st| {
+            st.leases.retain(|l| l.expires_ms > now_ms);
+            let before = st.leases.len();
+            st.leases.retain(|l| l.id != lease_id);
+            st.leases.len() != before
+        })
+        .await
     }
 
     /// Leases held now for `resource`.
     pub async fn leases_held(&self, tenant: TenantId, resource: &str, now_ms: i64) -> Result<u64, AdmitError> {
-        let slot = self.slot(tenant, now_ms.div_euclid(1000)).await?;
-        let st = slot.st.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(st
-            .leases
-            .iter()
-            .filter(|l| &*l.resource == resource && l.expires_ms > now_ms)
-            .count() as u64)
+        self.loaded(tenant, now_ms, |st| {
+            st.leases
+                .iter()
+                .filter(|l| &*l.resource == resource && l.expires_ms > now_ms)
+                .count() as u64
+        })
+        .await
     }
 
     /// Collects every unflushed delta (and forgets finished periods' counters).
@@ -540,7 +622,7 @@ impl Local {
         let day = now_s - now_s.rem_euclid(86_400);
         let tenants = std::mem::take(&mut *self.dirty.lock().unwrap_or_else(|e| e.into_inner()));
         for t in tenants {
-            let Some(slot) = self.slots.get(&t).map(|s| s.value().clone()) else {
+            let Some(slot) = self.slots.get(&t) else {
                 continue;
             };
             let mut st = slot.st.lock().unwrap_or_else(|e| e.into_inner());
