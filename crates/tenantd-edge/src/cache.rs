@@ -21,6 +21,8 @@ pub struct TenantEntry {
     pub limits: Arc<[Limit]>,
     /// Its plan's policy for unreachable shared counters.
     pub counter_failure: tenantd_core::CounterFailure,
+    /// Its dedicated upstream for the gateway (`settings.upstream`), if any.
+    pub upstream: Option<Arc<str>>,
 }
 
 /// What the edge needs to know of an API key. Never the secret.

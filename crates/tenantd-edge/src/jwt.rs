@@ -42,7 +42,15 @@ pub struct Claims {
     pub exp: i64,
     /// Unique token id.
     pub jti: String,
+    /// Set only on context tokens the gateway hands upstreams ([`CONTEXT_AUDIENCE`]):
+    /// tenantd refuses a token with an audience as a credential, so an upstream cannot
+    /// replay one against tenantd.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
 }
+
+/// The `aud` of the `X-Tenant-Context` tokens the gateway sends upstreams.
+pub const CONTEXT_AUDIENCE: &str = "tenantd-context";
 
 /// Why a token was refused; the text is safe to return.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -153,9 +161,13 @@ impl Signer {
             .iter()
             .find(|(k, _, _)| *k == kid)
             .ok_or(TokenError::UnknownKey)?;
-        jsonwebtoken::decode::<Claims>(token, key, &self.validation)
+        let claims = jsonwebtoken::decode::<Claims>(token, key, &self.validation)
             .map(|d| d.claims)
-            .map_err(map_err)
+            .map_err(map_err)?;
+        match claims.aud {
+            Some(_) => Err(TokenError::Claims),
+            None => Ok(claims),
+        }
     }
 
     /// The public keys as a JWKS document.
@@ -303,6 +315,7 @@ mod tests {
             nbf: now + nbf_in,
             exp: now + exp_in,
             jti: "j".into(),
+            aud: None,
         }
     }
 

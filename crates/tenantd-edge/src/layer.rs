@@ -73,12 +73,12 @@ pub fn new_request_id() -> String {
     format!("req_{:032x}", rand::random::<u128>())
 }
 
-fn header<'a>(req: &'a Parts, name: &str) -> Option<&'a str> {
+pub fn header<'a>(req: &'a Parts, name: &str) -> Option<&'a str> {
     req.headers.get(name).and_then(|v| v.to_str().ok())
 }
 
 /// The bearer token, `Err` when an `Authorization` header is present but not a bearer.
-fn bearer(req: &Parts) -> Result<Option<&str>, Problem> {
+pub fn bearer(req: &Parts) -> Result<Option<&str>, Problem> {
     let Some(v) = req.headers.get(http::header::AUTHORIZATION) else {
         return Ok(None);
     };
@@ -102,6 +102,7 @@ async fn decide(edge: &Edge, req: &Parts, request_id: String) -> Result<RequestC
         tenant_header_alias: header(req, "tenant-id"),
         bearer: bearer(req)?,
         cost: None,
+        route: None,
     };
     edge.decide(&info, request_id).await
 }

@@ -19,5 +19,5 @@ pub mod problem;
 pub use cache::{builtin_role, Change, Directory, DirectoryError, EdgeCache, KeyEntry, SecurityEvent, TenantEntry};
 pub use context::{Ctx, Principal, RequestContext, TenantContext};
 pub use layer::EdgeLayer;
-pub use pipeline::{Edge, EdgeConfig, EdgeMetrics, RequestInfo};
+pub use pipeline::{Edge, EdgeConfig, EdgeMetrics, RequestInfo, RouteNeeds};
 pub use problem::Problem;

@@ -53,6 +53,20 @@ pub struct RequestInfo<'a> {
     pub bearer: Option<&'a str>,
     /// What the request costs in `api_calls` (`None`: 1).
     pub cost: Option<u64>,
+    /// What a gateway route demands (`None` for tenantd's own API, whose handlers
+    /// authorize).
+    pub route: Option<RouteNeeds<'a>>,
+}
+
+/// What a gateway route demands before its request is admitted (CONTRACT §6): a
+/// principal acting for an active tenant, with `permission` if set; or, for a public
+/// route, only a tenant.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RouteNeeds<'a> {
+    /// The permission the caller's role must grant.
+    pub permission: Option<&'a str>,
+    /// No authentication: the tenant is resolved from the request and its use counted.
+    pub public: bool,
 }
 
 /// The pipeline with its cache, keys and counters.
@@ -80,6 +94,13 @@ enum Authn {
 fn dir_err(e: crate::cache::DirectoryError) -> Problem {
     tracing::error!(error = %e, "directory lookup failed");
     Problem::new(Code::Unavailable, "the catalog is unavailable; try again shortly")
+}
+
+fn tenant_required() -> Problem {
+    Problem::new(
+        Code::TenantRequired,
+        "this request needs a tenant: use /v1/tenants/{id}/…, a tenant subdomain, or the X-Tenant-ID header",
+    )
 }
 
 fn parse_tenant(raw: &str) -> Result<TenantId, Problem> {
@@ -329,11 +350,51 @@ impl Edge {
         }
     }
 
+    /// A public gateway route's request: no principal; the tenant must exist and be
+    /// active, and its limits admit the request.
+    async fn decide_public(
+        &self,
+        tenant_id: TenantId,
+        info: &RequestInfo<'_>,
+        request_id: String,
+    ) -> Result<RequestContext, Problem> {
+        let tenant = match self.tenant_entry(&tenant_id).await? {
+            Some(t) if t.status != TenantStatus::Deleted => t,
+            _ => return Err(Problem::new(Code::TenantNotFound, "tenant not found")),
+        };
+        if tenant.status != TenantStatus::Active {
+            return Err(Problem::new(Code::TenantSuspended, "this tenant is suspended"));
+        }
+        let limit = self
+            .admit(&Ask {
+                tenant: tenant.id,
+                key: None,
+                tenant_limits: &tenant.limits,
+                key_limits: &[],
+                resource: "api_calls",
+                cost: info.cost.unwrap_or(1),
+                failure: tenant.counter_failure,
+            })
+            .await?;
+        Ok(RequestContext {
+            request_id,
+            principal: None,
+            tenant: Some(tenant),
+            role: None,
+            limit,
+            key_limits: None,
+        })
+    }
+
     /// Decides a request. With a warm cache and an API key this completes without awaiting.
     pub async fn decide(&self, info: &RequestInfo<'_>, request_id: String) -> Result<RequestContext, Problem> {
         self.metrics.requests.fetch_add(1, Ordering::Relaxed);
         let now = now_secs();
-        let authn = self.authenticate(info.bearer, now).await?;
+        let public = info.route.is_some_and(|r| r.public);
+        let authn = match public {
+            true => Authn::Anonymous,
+            false => self.authenticate(info.bearer, now).await?,
+        };
         let (principal, own): (Option<Principal>, Option<TenantId>) = match &authn {
             Authn::Anonymous => (None, None),
             Authn::Operator => (Some(Principal::Operator), None),
@@ -376,6 +437,19 @@ impl Edge {
             (Some(o), Some(r)) if o != r => return Err(self.mismatch(actor(), Some(&o), info, &request_id).await),
             (o, r) => o.or(r),
         };
+        if let Some(route) = info.route {
+            match (&principal, tenant_id) {
+                (None, Some(t)) if route.public => return self.decide_public(t, info, request_id).await,
+                (_, None) if route.public || principal.is_some() => return Err(tenant_required()),
+                (None, _) => {
+                    self.metrics.unauthenticated.fetch_add(1, Ordering::Relaxed);
+                    return Err(Problem::unauthenticated(
+                        "this route needs a credential: Authorization: Bearer <token>",
+                    ));
+                }
+                _ => {}
+            }
+        }
         // Anonymous callers learn nothing about tenants; principals without a tenant get
         // a context without one.
         let (Some(principal), Some(tenant_id)) = (principal.clone(), tenant_id) else {
@@ -407,6 +481,18 @@ impl Edge {
             _ => return Err(Problem::new(Code::TenantNotFound, "tenant not found")),
         };
         let role = self.role(&tenant_id, &role_name).await?;
+        if let Some(route) = info.route {
+            // Gateway routes are the tenant's own traffic: refused on a suspended tenant
+            // (operators excepted), and authorized before they count.
+            if !principal.is_operator() {
+                if tenant.status != TenantStatus::Active {
+                    return Err(Problem::new(Code::TenantSuspended, "this tenant is suspended"));
+                }
+                if let Some(p) = route.permission.filter(|p| !role.allows(p)) {
+                    return Err(Problem::forbidden(p));
+                }
+            }
+        }
         // Operators' requests are not the tenant's use; suspended and deleted tenants'
         // requests are refused by the handlers and count nothing.
         let limit = if principal.is_operator() || tenant.status != TenantStatus::Active {

@@ -23,6 +23,12 @@ pub struct AppState {
     pub limiter: Arc<tenantd_limits::Limiter>,
     /// The configuration.
     pub cfg: Arc<Config>,
+    /// The gateway, with `gateway_listen`.
+    pub gateway: Option<Arc<crate::gateway::Gateway>>,
+    /// The gateway's listener, bound at start and taken by [`serve_app`].
+    gateway_listener: std::sync::Mutex<Option<TcpListener>>,
+    /// Where the gateway listens.
+    pub gateway_addr: Option<SocketAddr>,
 }
 
 /// The handle handlers get.
@@ -196,9 +202,16 @@ pub async fn prepare(cfg: Config) -> Result<State, StartError> {
         )
         .with_limiter(limiter.clone()),
     );
-    if cfg.gateway_listen.is_some() {
-        tracing::warn!("gateway_listen is accepted but not used by this version yet");
-    }
+    let (gateway, gateway_listener) = match (&cfg.gateway_listen, &cfg.upstream) {
+        (Some(addr), Some(upstream)) => {
+            let listener = bind(addr).await?;
+            let upstream = crate::gateway::Upstream::parse(upstream).map_err(StartError)?;
+            let gw = crate::gateway::Gateway::new(edge.clone(), upstream, cfg.gateway.clone(), cfg.config_path.clone());
+            (Some(Arc::new(gw)), Some(listener))
+        }
+        _ => (None, None),
+    };
+    let gateway_addr = gateway_listener.as_ref().and_then(|l| l.local_addr().ok());
     if let Some(mut rx) = invalidations {
         let edge = edge.clone();
         tokio::spawn(async move {
@@ -212,6 +225,9 @@ pub async fn prepare(cfg: Config) -> Result<State, StartError> {
         edge,
         limiter,
         cfg: Arc::new(cfg),
+        gateway,
+        gateway_listener: std::sync::Mutex::new(gateway_listener),
+        gateway_addr,
     }))
 }
 
@@ -357,6 +373,26 @@ pub async fn serve_app(
     let addr: SocketAddr = listener.local_addr()?;
     tracing::info!(%addr, "tenantd serving");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let gateway_listener = state.gateway_listener.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let gateway = match (&state.gateway, gateway_listener) {
+        (Some(gw), Some(l)) => {
+            let app = gw.router().into_make_service_with_connect_info::<SocketAddr>();
+            let mut stop = stop_rx.clone();
+            tracing::info!(addr = %l.local_addr()?, "gateway serving");
+            let server = axum::serve(l, app).with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            });
+            Some((
+                tokio::spawn(async move {
+                    if let Err(e) = server.await {
+                        tracing::error!(error = %e, "gateway listener failed");
+                    }
+                }),
+                tokio::spawn(gw.clone().watch()),
+            ))
+        }
+        _ => None,
+    };
     let grace = Duration::from_secs(state.cfg.shutdown_grace_seconds);
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
@@ -370,6 +406,11 @@ pub async fn serve_app(
             let _ = stop_rx2.wait_for(|s| *s).await;
             tokio::time::sleep(grace).await;
         } => tracing::warn!("grace period over; closing remaining connections"),
+    }
+    if let Some((server, watcher)) = gateway {
+        watcher.abort();
+        // The gateway finishes its requests in flight within the same grace period.
+        let _ = tokio::time::timeout(grace, server).await;
     }
     flusher.abort();
     if let Some(r) = refresher {

@@ -84,6 +84,8 @@ pub struct FileConfig {
     max_body_bytes: Option<usize>,
     domain_verification_url: Option<String>,
     oidc: Option<OidcFile>,
+    /// `[gateway]`: routes, timeouts and body limit (reloadable).
+    pub(crate) gateway: Option<crate::gateway::GatewayFile>,
 }
 
 /// The resolved configuration.
@@ -134,6 +136,10 @@ pub struct Config {
     pub domain_verification_url: String,
     /// External OpenID provider.
     pub oidc: Option<OidcFile>,
+    /// The gateway's routes, timeouts and body limit.
+    pub gateway: crate::gateway::GatewaySettings,
+    /// The configuration file, re-read when the gateway reloads.
+    pub config_path: Option<PathBuf>,
     /// `TENANTD_ADMIN_KEY`, never printed.
     pub admin_key: Option<String>,
 }
@@ -156,7 +162,9 @@ impl Config {
             None => FileConfig::default(),
         };
         let admin_key = std::env::var("TENANTD_ADMIN_KEY").ok().filter(|s| !s.is_empty());
-        Self::merge(args, file, admin_key)
+        let mut c = Self::merge(args, file, admin_key)?;
+        c.config_path = args.config.clone();
+        Ok(c)
     }
 
     /// Merges flags/environment over the file over defaults, and validates.
@@ -204,6 +212,8 @@ impl Config {
                 .domain_verification_url
                 .unwrap_or_else(|| "http://{host}/.well-known/tenantd-domain-verification".into()),
             oidc: f.oidc,
+            gateway: crate::gateway::GatewaySettings::from_file(f.gateway.unwrap_or_default()).map_err(ConfigError)?,
+            config_path: None,
             admin_key,
         };
         c.validate()?;
@@ -219,6 +229,15 @@ impl Config {
         addr("listen", &self.listen)?;
         if let Some(g) = &self.gateway_listen {
             addr("gateway_listen", g)?;
+            if self.upstream.is_none() {
+                return Err(ConfigError(
+                    "gateway_listen needs upstream (--upstream / TENANTD_UPSTREAM): where the gateway proxies to"
+                        .into(),
+                ));
+            }
+        }
+        if let Some(u) = &self.upstream {
+            crate::gateway::Upstream::parse(u).map_err(ConfigError)?;
         }
         tenantd_store::Backend::from_url(&self.database_url).map_err(|e| ConfigError(format!("database_url: {e}")))?;
         if !["json", "text"].contains(&self.log_format.as_str()) {

@@ -21,6 +21,7 @@ pub fn tenant_entry(t: &Tenant, plan: &Plan) -> TenantEntry {
         status: t.status,
         limits: merge_limits(&plan.limits, &t.limits).into(),
         counter_failure: plan.counter_failure,
+        upstream: t.settings.get("upstream").and_then(|u| u.as_str()).map(Arc::from),
     }
 }
 

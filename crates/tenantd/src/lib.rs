@@ -9,5 +9,6 @@ pub mod config;
 pub mod directory;
 pub mod error;
 pub mod extract;
+pub mod gateway;
 pub mod routes;
 pub mod telemetry;

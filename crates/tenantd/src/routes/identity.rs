@@ -149,6 +149,7 @@ fn claims(
         nbf: now,
         exp: now + state.cfg.token_ttl_seconds,
         jti: tenantd_store::new_id("jti"),
+        aud: None,
     }
 }
 

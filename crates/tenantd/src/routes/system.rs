@@ -87,6 +87,41 @@ pub async fn metrics(S(state): S<State>) -> ([(http::HeaderName, &'static str); 
                 m.nodes.load(Ordering::Relaxed),
             ),
         ]
+    }))
+    .chain(state.gateway.iter().flat_map(|g| {
+        let m = g.metrics();
+        [
+            (
+                "tenantd_gateway_requests_total",
+                "Requests received by the gateway listener.",
+                "counter",
+                m.requests.load(Ordering::Relaxed),
+            ),
+            (
+                "tenantd_gateway_upstream_unavailable_total",
+                "Gateway requests answered 502 upstream_unavailable.",
+                "counter",
+                m.upstream_unavailable.load(Ordering::Relaxed),
+            ),
+            (
+                "tenantd_gateway_upstream_timeouts_total",
+                "Gateway requests answered 504 upstream_timeout.",
+                "counter",
+                m.upstream_timeouts.load(Ordering::Relaxed),
+            ),
+            (
+                "tenantd_gateway_reloads_total",
+                "Gateway configuration reloads applied.",
+                "counter",
+                m.reloads.load(Ordering::Relaxed),
+            ),
+            (
+                "tenantd_gateway_reload_failures_total",
+                "Gateway configuration reloads refused (the previous one stayed).",
+                "counter",
+                m.reload_failures.load(Ordering::Relaxed),
+            ),
+        ]
     })) {
         out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"));
     }

@@ -26,11 +26,30 @@ pub struct CreateTenant {
     settings: Option<serde_json::Value>,
 }
 
-fn settings(v: Option<serde_json::Value>) -> ApiResult<Option<serde_json::Value>> {
-    match v {
-        Some(s) if !s.is_object() => Err(Problem::invalid("settings must be a JSON object").into()),
-        other => Ok(other),
+/// Checks new settings: a JSON object whose `upstream` (the tenant's dedicated gateway
+/// upstream), when it differs from `current`, is set by an operator and is an http:// URL.
+fn settings(
+    v: Option<serde_json::Value>,
+    operator: bool,
+    current: Option<&serde_json::Value>,
+) -> ApiResult<Option<serde_json::Value>> {
+    let Some(s) = v else { return Ok(None) };
+    if !s.is_object() {
+        return Err(Problem::invalid("settings must be a JSON object").into());
     }
+    let upstream = s.get("upstream");
+    if upstream != current.and_then(|c| c.get("upstream")) {
+        if !operator {
+            return Err(Problem::new(Code::Forbidden, "only operators may set a tenant's upstream").into());
+        }
+        if let Some(u) = upstream {
+            let u = u
+                .as_str()
+                .ok_or_else(|| Problem::invalid("settings.upstream must be a string"))?;
+            crate::gateway::Upstream::parse(u).map_err(|e| Problem::invalid(format!("settings.{e}")))?;
+        }
+    }
+    Ok(Some(s))
 }
 
 fn name(v: Option<String>) -> ApiResult<Option<String>> {
@@ -82,7 +101,7 @@ pub async fn create(
         id,
         plan: PlanId::parse(&b.plan)?,
         owner_email: owner,
-        settings: settings(b.settings)?.unwrap_or_else(|| serde_json::json!({})),
+        settings: settings(b.settings, ctx.is_operator(), None)?.unwrap_or_else(|| serde_json::json!({})),
     };
     let actor = ctx
         .principal
@@ -187,7 +206,13 @@ pub async fn patch(
     let patch = TenantPatch {
         name: name(b.name)?,
         plan: b.plan.as_deref().map(PlanId::parse).transpose()?,
-        settings: settings(b.settings)?,
+        settings: match b.settings {
+            None => None,
+            new => {
+                let current = state.catalog.get_tenant(ctx.tenant_id()).await?;
+                settings(new, ctx.principal().is_operator(), Some(&current.settings))?
+            }
+        },
         limits: b.limits,
     };
     let t = state.catalog.update_tenant(ctx.tenant_id(), &patch).await?;

@@ -89,7 +89,12 @@ pub async fn start_with(
         ..Default::default()
     };
     let file: FileConfig = toml::from_str(&toml).expect("test config");
-    let cfg = Config::merge(&args, file, Some(ADMIN.into())).expect("config");
+    let mut cfg = Config::merge(&args, file, Some(ADMIN.into())).expect("config");
+    // The configuration as a file too, for the gateway's reload.
+    std::fs::create_dir_all(&data_dir).expect("data dir");
+    let path = data_dir.join("tenantd.toml");
+    std::fs::write(&path, &toml).expect("config file");
+    cfg.config_path = Some(path);
     let listener = tenantd::app::bind(&cfg.listen).await.expect("bind");
     let url = format!("http://{}", listener.local_addr().unwrap());
     let state: Arc<AppState> = tenantd::app::prepare(cfg).await.expect("prepare");

@@ -25,6 +25,7 @@ fn claims(sub: &str, tid: &str, exp_in: i64) -> Claims {
         nbf: now,
         exp: now + exp_in,
         jti: "t".into(),
+        aud: None,
     }
 }
 

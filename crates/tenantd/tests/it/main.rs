@@ -1,6 +1,7 @@
 //! Integration tests: the real server over HTTP, every case on SQLite and PostgreSQL.
 mod common;
 mod exactness;
+mod gateway;
 mod identity;
 mod isolation;
 mod keys;

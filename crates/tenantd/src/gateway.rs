@@ -1,0 +1,785 @@
+//! The gateway (CONTRACT §6): a second listener that runs every request through the edge
+//! pipeline (resolve → authenticate → authorize → admit → meter) and proxies it to the
+//! upstream, or to the tenant's own `upstream` setting, with the identity headers of the
+//! contract. Bodies stream both ways; upstream connections are pooled and kept alive;
+//! WebSocket upgrades pass through once admitted. The `[gateway]` table of the
+//! configuration file is reloaded on SIGHUP or when the file changes.
+use arc_swap::ArcSwap;
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, State};
+use dashmap::DashMap;
+use http::header::{self, HeaderName};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Limited};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tenantd_core::{Code, Permission, TenantId};
+use tenantd_edge::jwt::{Claims, CONTEXT_AUDIENCE, ISSUER};
+use tenantd_edge::layer::{bearer, header as header_str, new_request_id};
+use tenantd_edge::{Edge, Principal, Problem, RequestContext, RequestInfo, RouteNeeds};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type ProxyBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+type HttpClient = Client<HttpConnector, ProxyBody>;
+
+/// How long an `X-Tenant-Context` token is valid.
+pub const CONTEXT_TOKEN_SECONDS: i64 = 60;
+/// A cached context token is replaced when it has less than this left.
+const CONTEXT_TOKEN_MIN_LEFT: i64 = 15;
+/// Cached context tokens before the cache is emptied.
+const CONTEXT_TOKENS_MAX: usize = 100_000;
+
+/// The `[gateway]` table of the configuration file.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayFile {
+    /// `[[gateway.routes]]`.
+    #[serde(default)]
+    pub routes: Vec<RouteFile>,
+    /// Connecting to the upstream (default 2000).
+    pub connect_timeout_ms: Option<u64>,
+    /// From sending the request to the upstream's response headers (default 30000).
+    pub request_timeout_ms: Option<u64>,
+    /// Largest request body proxied (default 10 MiB).
+    pub max_body_bytes: Option<u64>,
+    /// How often the configuration file is checked for changes (default 1000; 0: only on
+    /// SIGHUP).
+    pub reload_poll_ms: Option<u64>,
+}
+
+/// One `[[gateway.routes]]` entry.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteFile {
+    /// Path prefix, matched on whole segments (`/reports` matches `/reports/1`, not
+    /// `/reportsx`).
+    pub prefix: String,
+    /// Methods the route applies to (default: all).
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Permission the caller's role must grant (default: any authenticated principal).
+    pub permission: Option<String>,
+    /// api_calls counted per request (default 1).
+    pub cost: Option<u64>,
+    /// No authentication: the tenant is resolved from host, path or header and its use
+    /// is counted.
+    #[serde(default)]
+    pub public: bool,
+}
+
+/// A validated route.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    /// Path prefix.
+    pub prefix: String,
+    /// Methods (empty: all).
+    pub methods: Vec<Method>,
+    /// Permission demanded.
+    pub permission: Option<String>,
+    /// api_calls per request.
+    pub cost: u64,
+    /// No authentication.
+    pub public: bool,
+}
+
+/// The gateway's reloadable settings, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatewaySettings {
+    /// Longest prefix first.
+    pub routes: Vec<Route>,
+    /// Connecting to the upstream.
+    pub connect_timeout: Duration,
+    /// Until the upstream's response headers.
+    pub request_timeout: Duration,
+    /// Largest request body.
+    pub max_body_bytes: u64,
+    /// Configuration file polling (zero: SIGHUP only).
+    pub reload_poll: Duration,
+}
+
+/// The largest cost a route may set.
+const MAX_ROUTE_COST: u64 = 1_000_000;
+
+impl GatewaySettings {
+    /// Validates the `[gateway]` table; the error names the offending key.
+    pub fn from_file(f: GatewayFile) -> Result<Self, String> {
+        let mut routes = Vec::with_capacity(f.routes.len());
+        for (i, r) in f.routes.into_iter().enumerate() {
+            let at = format!("gateway.routes[{i}]");
+            if !r.prefix.starts_with('/') || r.prefix.contains(['?', '#', ' ']) {
+                return Err(format!("{at}.prefix '{}' must be a path starting with /", r.prefix));
+            }
+            let methods = r
+                .methods
+                .iter()
+                .map(|m| {
+                    Method::from_bytes(m.to_ascii_uppercase().as_bytes())
+                        .map_err(|_| format!("{at}.methods: '{m}' is not an HTTP method"))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if let Some(p) = &r.permission {
+                Permission::parse(p).map_err(|e| format!("{at}.permission: {}", e.0))?;
+            }
+            let cost = r.cost.unwrap_or(1);
+            if cost > MAX_ROUTE_COST {
+                return Err(format!("{at}.cost must be at most {MAX_ROUTE_COST}"));
+            }
+            if r.public && r.permission.is_some() {
+                return Err(format!("{at}: a public route cannot demand a permission"));
+            }
+            routes.push(Route {
+                prefix: r.prefix,
+                methods,
+                permission: r.permission,
+                cost,
+                public: r.public,
+            });
+        }
+        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+        let ms = |v: Option<u64>, default: u64, name: &str| match v.unwrap_or(default) {
+            0 => Err(format!("gateway.{name} must be at least 1")),
+            n => Ok(Duration::from_millis(n)),
+        };
+        Ok(Self {
+            routes,
+            connect_timeout: ms(f.connect_timeout_ms, 2_000, "connect_timeout_ms")?,
+            request_timeout: ms(f.request_timeout_ms, 30_000, "request_timeout_ms")?,
+            max_body_bytes: match f.max_body_bytes.unwrap_or(10 << 20) {
+                0 => return Err("gateway.max_body_bytes must be at least 1".into()),
+                n => n,
+            },
+            reload_poll: Duration::from_millis(f.reload_poll_ms.unwrap_or(1_000)),
+        })
+    }
+
+    /// The route for a request: the longest prefix whose methods include `method`.
+    pub fn route(&self, method: &Method, path: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| {
+            let on_boundary = path
+                .strip_prefix(r.prefix.as_str())
+                .is_some_and(|rest| rest.is_empty() || r.prefix.ends_with('/') || rest.starts_with('/'));
+            on_boundary && (r.methods.is_empty() || r.methods.contains(method))
+        })
+    }
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        Self::from_file(GatewayFile::default()).expect("the defaults are valid")
+    }
+}
+
+/// Where requests go: `http://host:port` with an optional base path.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Upstream {
+    authority: Authority,
+    base_path: String,
+}
+
+impl Upstream {
+    /// Parses an `http://` URL (TLS to upstreams is not supported: run the gateway next
+    /// to its upstream, or terminate TLS in front of it).
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|_| format!("upstream '{url}' is not a URL such as http://127.0.0.1:3000"))?;
+        if uri.scheme() != Some(&Scheme::HTTP) {
+            return Err(format!("upstream '{url}' must be an http:// URL"));
+        }
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or_else(|| format!("upstream '{url}' has no host"))?;
+        if uri.query().is_some() {
+            return Err(format!("upstream '{url}' must not have a query"));
+        }
+        Ok(Self {
+            authority,
+            base_path: uri.path().trim_end_matches('/').to_string(),
+        })
+    }
+
+    fn uri(&self, pq: Option<&PathAndQuery>) -> Result<Uri, Problem> {
+        let pq = pq.map_or("/", PathAndQuery::as_str);
+        Uri::builder()
+            .scheme(Scheme::HTTP)
+            .authority(self.authority.clone())
+            .path_and_query(format!("{}{pq}", self.base_path))
+            .build()
+            .map_err(|_| Problem::invalid("the request path cannot be forwarded"))
+    }
+}
+
+/// Counters the gateway keeps (exposed at `/metrics`).
+#[derive(Debug, Default)]
+pub struct GatewayMetrics {
+    /// Requests received.
+    pub requests: AtomicU64,
+    /// Answered `502 upstream_unavailable`.
+    pub upstream_unavailable: AtomicU64,
+    /// Answered `504 upstream_timeout`.
+    pub upstream_timeouts: AtomicU64,
+    /// Configuration reloads applied.
+    pub reloads: AtomicU64,
+    /// Reloads refused (invalid file).
+    pub reload_failures: AtomicU64,
+}
+
+struct Live {
+    settings: GatewaySettings,
+    client: HttpClient,
+}
+
+impl Live {
+    fn new(settings: GatewaySettings) -> Self {
+        let mut conn = HttpConnector::new();
+        conn.set_connect_timeout(Some(settings.connect_timeout));
+        conn.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(conn);
+        Self { settings, client }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct TokenKey {
+    tenant: TenantId,
+    actor: String,
+    role: String,
+    plan: String,
+}
+
+/// The gateway: the edge, the default upstream and the live settings.
+pub struct Gateway {
+    edge: Arc<Edge>,
+    upstream: Upstream,
+    live: ArcSwap<Live>,
+    tokens: DashMap<TokenKey, (HeaderValue, i64)>,
+    config_path: Option<PathBuf>,
+    metrics: GatewayMetrics,
+}
+
+impl Gateway {
+    /// A gateway deciding with `edge` and proxying to `upstream` by default.
+    pub fn new(edge: Arc<Edge>, upstream: Upstream, settings: GatewaySettings, config_path: Option<PathBuf>) -> Self {
+        Self {
+            edge,
+            upstream,
+            live: ArcSwap::from_pointee(Live::new(settings)),
+            tokens: DashMap::new(),
+            config_path,
+            metrics: GatewayMetrics::default(),
+        }
+    }
+
+    /// The counters.
+    pub fn metrics(&self) -> &GatewayMetrics {
+        &self.metrics
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> GatewaySettings {
+        self.live.load().settings.clone()
+    }
+
+    /// The gateway as an axum application (every path proxied).
+    pub fn router(self: &Arc<Self>) -> axum::Router {
+        axum::Router::new()
+            .fallback(handle)
+            .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
+                Problem::internal().render(&new_request_id())
+            }))
+            .with_state(self.clone())
+    }
+
+    /// Re-reads the `[gateway]` table of the configuration file. An invalid file changes
+    /// nothing; the error says why. `Ok(false)` when nothing changed.
+    pub fn reload(&self) -> Result<bool, String> {
+        let path = self
+            .config_path
+            .as_ref()
+            .ok_or("there is no configuration file (--config) to reload")?;
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let file: crate::config::FileConfig =
+            toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.message()))?;
+        let settings = GatewaySettings::from_file(file.gateway.unwrap_or_default())?;
+        if settings == self.live.load().settings {
+            return Ok(false);
+        }
+        // Requests in flight keep the client they started with; new ones use the new.
+        self.live.store(Arc::new(Live::new(settings)));
+        Ok(true)
+    }
+
+    fn reload_logged(&self, why: &str) {
+        match self.reload() {
+            Ok(true) => {
+                self.metrics.reloads.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(trigger = why, "gateway configuration reloaded");
+            }
+            Ok(false) => {}
+            Err(e) => {
+                self.metrics.reload_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(trigger = why, error = %e, "gateway configuration refused; the previous one stays in force");
+            }
+        }
+    }
+
+    /// Reloads on SIGHUP and, every `reload_poll`, when the file's modification time
+    /// changes. Runs until the task is aborted.
+    pub async fn watch(self: Arc<Self>) {
+        let Some(path) = self.config_path.clone() else {
+            return;
+        };
+        let mtime = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        let mut seen: Option<SystemTime> = mtime(&path);
+        #[cfg(unix)]
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        loop {
+            let poll = self.live.load().settings.reload_poll;
+            let tick = async {
+                if poll.is_zero() {
+                    std::future::pending::<()>().await
+                } else {
+                    tokio::time::sleep(poll).await
+                }
+            };
+            #[cfg(unix)]
+            let hangup = async {
+                match hup.as_mut() {
+                    Some(h) => {
+                        h.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            #[cfg(not(unix))]
+            let hangup = std::future::pending::<()>();
+            tokio::select! {
+                _ = hangup => {
+                    seen = mtime(&path);
+                    self.reload_logged("SIGHUP");
+                }
+                _ = tick => {
+                    let now = mtime(&path);
+                    if now != seen {
+                        seen = now;
+                        self.reload_logged("file changed");
+                    }
+                }
+            }
+        }
+    }
+
+    /// The `X-Tenant-Context` token for this principal, role and tenant: signed once and
+    /// reused while it has at least 15 s left.
+    fn context_token(&self, ctx: &RequestContext) -> Option<HeaderValue> {
+        let tenant = ctx.tenant.as_ref()?;
+        let now = tenantd_core::now_secs();
+        let key = TokenKey {
+            tenant: tenant.id,
+            actor: ctx
+                .principal
+                .as_ref()
+                .map_or_else(|| "anonymous".into(), Principal::actor),
+            role: ctx.role.as_ref().map(|r| r.name.clone()).unwrap_or_default(),
+            plan: tenant.plan.clone(),
+        };
+        if let Some(t) = self.tokens.get(&key).filter(|t| t.1 - now >= CONTEXT_TOKEN_MIN_LEFT) {
+            return Some(t.0.clone());
+        }
+        let claims = Claims {
+            iss: ISSUER.into(),
+            sub: key.actor.clone(),
+            email: match &ctx.principal {
+                Some(Principal::User { email, .. }) => email.clone(),
+                _ => String::new(),
+            },
+            tid: Some(tenant.id.to_string()),
+            roles: ctx.role.iter().map(|r| r.name.clone()).collect(),
+            plan: Some(tenant.plan.clone()),
+            iat: now,
+            nbf: now,
+            exp: now + CONTEXT_TOKEN_SECONDS,
+            jti: tenantd_store::new_id("jti"),
+            aud: Some(CONTEXT_AUDIENCE.into()),
+        };
+        let value = HeaderValue::from_str(&self.edge.signer().sign(&claims)).ok()?;
+        if self.tokens.len() >= CONTEXT_TOKENS_MAX {
+            self.tokens.clear();
+        }
+        self.tokens.insert(key, (value.clone(), claims.exp));
+        Some(value)
+    }
+
+    async fn proxy(&self, peer: SocketAddr, req: Request<Body>, request_id: &str) -> Result<Response<Body>, Problem> {
+        let live = self.live.load_full();
+        let s = &live.settings;
+        let route = s.route(req.method(), req.uri().path());
+        let needs = RouteNeeds {
+            permission: route.and_then(|r| r.permission.as_deref()),
+            public: route.is_some_and(|r| r.public),
+        };
+        let too_large = || {
+            Problem::new(
+                Code::PayloadTooLarge,
+                format!("the request body is larger than {} bytes", s.max_body_bytes),
+            )
+        };
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > s.max_body_bytes) {
+            return Err(too_large());
+        }
+        let (mut parts, body) = req.into_parts();
+        let info = RequestInfo {
+            path: parts.uri.path(),
+            query: parts.uri.query(),
+            host: header_str(&parts, "host").or_else(|| parts.uri.host()),
+            tenant_header: header_str(&parts, "x-tenant-id"),
+            tenant_header_alias: header_str(&parts, "tenant-id"),
+            bearer: if needs.public { None } else { bearer(&parts)? },
+            cost: Some(route.map_or(1, |r| r.cost)),
+            route: Some(needs),
+        };
+        let ctx = self.edge.decide(&info, request_id.to_string()).await?;
+        let tenant = ctx.tenant.as_ref().ok_or_else(Problem::internal)?;
+        if let Some(t) = &ctx.tenant {
+            tracing::Span::current().record("tenant_id", t.id.as_str());
+        }
+        let upstream = match &tenant.upstream {
+            Some(u) => Upstream::parse(u).map_err(|e| {
+                tracing::error!(tenant_id = %tenant.id, error = %e, "the tenant's upstream setting is not usable");
+                Problem::new(
+                    Code::UpstreamUnavailable,
+                    "the tenant's upstream is not configured correctly",
+                )
+            })?,
+            None => self.upstream.clone(),
+        };
+        let uri = upstream.uri(parts.uri.path_and_query())?;
+        let upgrade = wants_upgrade(&parts.headers)
+            .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())
+            .flatten();
+        let mut headers = std::mem::take(&mut parts.headers);
+        let original_host = headers.remove(header::HOST);
+        strip_hop_by_hop(&mut headers, upgrade.is_some());
+        strip_identity(&mut headers);
+        if !needs.public {
+            // The caller's tenantd credential is not the upstream's business; it gets
+            // X-Tenant-Context instead.
+            headers.remove(header::AUTHORIZATION);
+        }
+        self.set_identity(&mut headers, &ctx, request_id);
+        set_forwarded(&mut headers, peer, original_host);
+        let mut up = Request::new(
+            Limited::new(body, s.max_body_bytes as usize)
+                .map_err(BoxError::from)
+                .boxed_unsync(),
+        );
+        *up.method_mut() = parts.method;
+        *up.uri_mut() = uri;
+        *up.headers_mut() = headers;
+        let mut resp = match tokio::time::timeout(s.request_timeout, live.client.request(up)).await {
+            Err(_) => {
+                self.metrics.upstream_timeouts.fetch_add(1, Ordering::Relaxed);
+                return Err(Problem::new(
+                    Code::UpstreamTimeout,
+                    format!(
+                        "the upstream did not answer within {} ms",
+                        s.request_timeout.as_millis()
+                    ),
+                ));
+            }
+            Ok(Err(e)) => return Err(self.upstream_error(&e, too_large)),
+            Ok(Ok(r)) => r,
+        };
+        let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+        if switching {
+            if let Some(client) = upgrade {
+                tokio::spawn(tunnel(client, hyper::upgrade::on(&mut resp)));
+            }
+        }
+        let (mut rp, rb) = resp.into_parts();
+        strip_hop_by_hop(&mut rp.headers, switching);
+        if let Some(l) = &ctx.limit {
+            for (k, v) in tenantd_edge::problem::rate_limit_headers(l) {
+                rp.headers.insert(k, v);
+            }
+        }
+        Ok(Response::from_parts(rp, Body::new(rb)))
+    }
+
+    fn set_identity(&self, h: &mut HeaderMap, ctx: &RequestContext, request_id: &str) {
+        let mut set = |name: &'static str, v: &str| {
+            if let Ok(v) = HeaderValue::from_str(v) {
+                h.insert(HeaderName::from_static(name), v);
+            }
+        };
+        if let Some(t) = &ctx.tenant {
+            set("x-tenant-id", t.id.as_str());
+            set("x-tenant-plan", &t.plan);
+        }
+        if let Some(p) = &ctx.principal {
+            set("x-principal-id", &p.actor());
+        }
+        if let Some(r) = &ctx.role {
+            set("x-principal-role", &r.name);
+        }
+        set("x-request-id", request_id);
+        if let Some(tok) = self.context_token(ctx) {
+            h.insert(HeaderName::from_static("x-tenant-context"), tok);
+        }
+    }
+
+    fn upstream_error(&self, e: &hyper_util::client::legacy::Error, too_large: impl Fn() -> Problem) -> Problem {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+        let mut timed_out = false;
+        while let Some(s) = source {
+            if s.is::<http_body_util::LengthLimitError>() {
+                return too_large();
+            }
+            timed_out |= s
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
+            source = s.source();
+        }
+        if timed_out {
+            self.metrics.upstream_timeouts.fetch_add(1, Ordering::Relaxed);
+            return Problem::new(Code::UpstreamTimeout, "connecting to the upstream timed out");
+        }
+        self.metrics.upstream_unavailable.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(error = %e, connect = e.is_connect(), "upstream request failed");
+        Problem::new(
+            Code::UpstreamUnavailable,
+            if e.is_connect() {
+                "the upstream refused the connection"
+            } else {
+                "the upstream closed the connection before answering"
+            },
+        )
+    }
+}
+
+/// Whether the request asks for a protocol upgrade (WebSocket).
+fn wants_upgrade(h: &HeaderMap) -> bool {
+    h.contains_key(header::UPGRADE)
+        && h.get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Removes hop-by-hop headers (RFC 9110 §7.6.1), and those the `Connection` header
+/// names; `Connection: upgrade` and `Upgrade` stay when an upgrade goes through.
+fn strip_hop_by_hop(h: &mut HeaderMap, upgrading: bool) {
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .filter(|n| !(upgrading && n == header::UPGRADE))
+        .collect();
+    for n in named {
+        h.remove(n);
+    }
+    for n in [
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "proxy-authorization",
+        "proxy-authenticate",
+    ] {
+        h.remove(n);
+    }
+    if upgrading {
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        h.remove(header::CONNECTION);
+        h.remove(header::UPGRADE);
+    }
+}
+
+/// Removes every identity header a client could send to pose as a tenant or principal.
+fn strip_identity(h: &mut HeaderMap) {
+    let spoofable: Vec<HeaderName> = h
+        .keys()
+        .filter(|n| {
+            let n = n.as_str();
+            n.starts_with("x-tenant-")
+                || n.starts_with("x-principal-")
+                || matches!(
+                    n,
+                    "tenant-id" | "x-request-id" | "x-forwarded-proto" | "x-forwarded-host"
+                )
+        })
+        .cloned()
+        .collect();
+    for n in spoofable {
+        h.remove(n);
+    }
+}
+
+/// `X-Forwarded-For` gets the peer appended (as nginx's `$proxy_add_x_forwarded_for`);
+/// `-Proto` and `-Host` are set from what the gateway saw.
+fn set_forwarded(h: &mut HeaderMap, peer: SocketAddr, original_host: Option<HeaderValue>) {
+    let ip = peer.ip().to_string();
+    let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, {ip}"),
+        None => ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        h.insert(HeaderName::from_static("x-forwarded-for"), v);
+    }
+    h.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static("http"),
+    );
+    if let Some(host) = original_host {
+        h.insert(HeaderName::from_static("x-forwarded-host"), host);
+    }
+}
+
+/// Copies bytes both ways between the client and the upstream once both have upgraded.
+async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    match tokio::try_join!(client, upstream) {
+        Ok((c, u)) => {
+            let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
+            if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut u).await {
+                tracing::debug!(error = %e, "upgraded connection closed");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "protocol upgrade through the gateway failed"),
+    }
+}
+
+async fn handle(
+    State(gw): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request<Body>,
+) -> Response<Body> {
+    gw.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    let request_id = new_request_id();
+    let start = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let span = tracing::info_span!("gateway", request_id = %request_id, tenant_id = tracing::field::Empty);
+    let mut resp = tracing::Instrument::instrument(gw.proxy(peer, req, &request_id), span.clone())
+        .await
+        .unwrap_or_else(|p| p.render(&request_id));
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    span.in_scope(|| {
+        tracing::info!(method = %method, path = %path, status = resp.status().as_u16(), latency_us = start.elapsed().as_micros() as u64, "proxied");
+    });
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(toml_text: &str) -> Result<GatewaySettings, String> {
+        GatewaySettings::from_file(toml::from_str(toml_text).map_err(|e| e.to_string())?)
+    }
+
+    #[test]
+    fn routes_match_the_longest_prefix_on_segment_boundaries_and_methods() {
+        let s = settings(
+            r#"
+            [[routes]]
+            prefix = "/reports"
+            methods = ["post"]
+            permission = "reports:write"
+            cost = 5
+            [[routes]]
+            prefix = "/reports/public"
+            public = true
+            [[routes]]
+            prefix = "/"
+            cost = 2
+            "#,
+        )
+        .unwrap();
+        let r = |m: Method, p: &str| s.route(&m, p).map(|r| (r.prefix.as_str(), r.cost));
+        assert_eq!(r(Method::POST, "/reports"), Some(("/reports", 5)));
+        assert_eq!(r(Method::POST, "/reports/7"), Some(("/reports", 5)));
+        assert_eq!(r(Method::GET, "/reports/7"), Some(("/", 2)), "methods narrow a route");
+        assert_eq!(r(Method::POST, "/reportsx"), Some(("/", 2)), "whole segments only");
+        assert_eq!(r(Method::GET, "/reports/public/a"), Some(("/reports/public", 1)));
+    }
+
+    #[test]
+    fn invalid_routes_are_named() {
+        for (text, wanted) in [
+            ("[[routes]]\nprefix = \"reports\"", "gateway.routes[0].prefix"),
+            (
+                "[[routes]]\nprefix = \"/r\"\nmethods = [\"G T\"]",
+                "gateway.routes[0].methods",
+            ),
+            (
+                "[[routes]]\nprefix = \"/r\"\npermission = \"nocolon\"",
+                "gateway.routes[0].permission",
+            ),
+            ("[[routes]]\nprefix = \"/r\"\ncost = 2000000", "gateway.routes[0].cost"),
+            (
+                "[[routes]]\nprefix = \"/r\"\npublic = true\npermission = \"a:b\"",
+                "public route",
+            ),
+            ("request_timeout_ms = 0", "gateway.request_timeout_ms"),
+        ] {
+            let e = settings(text).unwrap_err();
+            assert!(e.contains(wanted), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn upstreams_are_plain_http_urls_with_an_optional_base_path() {
+        let u = Upstream::parse("http://127.0.0.1:9000/base/").unwrap();
+        let pq: PathAndQuery = "/x?y=1".parse().unwrap();
+        assert_eq!(
+            u.uri(Some(&pq)).unwrap().to_string(),
+            "http://127.0.0.1:9000/base/x?y=1"
+        );
+        assert!(Upstream::parse("https://a.example").unwrap_err().contains("http://"));
+        assert!(Upstream::parse("not a url").is_err());
+    }
+
+    #[test]
+    fn identity_and_hop_by_hop_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("x-tenant-id", "evil"),
+            ("x-tenant-context", "forged"),
+            ("x-principal-role", "owner"),
+            ("tenant-id", "evil"),
+            ("x-request-id", "mine"),
+            ("connection", "close, x-custom-hop"),
+            ("x-custom-hop", "1"),
+            ("keep-alive", "5"),
+            ("accept", "text/plain"),
+        ] {
+            h.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        strip_hop_by_hop(&mut h, false);
+        strip_identity(&mut h);
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["accept"]);
+    }
+}
