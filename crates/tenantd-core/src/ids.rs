@@ -320,7 +320,7 @@ mod tests {
         let id = |s: &str| TenantId::parse(s).unwrap();
         assert_eq!(TenantId::from_trusted_str("acme"), id("ACME"));
         assert_ne!(id("acme"), id("acme-1"));
-        let mut v = vec![id("b"), id("ab"), id("a")];
+        let mut v = [id("b"), id("ab"), id("a")];
         v.sort();
         assert_eq!(v.iter().map(TenantId::as_str).collect::<Vec<_>>(), ["a", "ab", "b"]);
         assert_eq!(serde_json::to_string(&id("acme")).unwrap(), "\"acme\"");

@@ -30,17 +30,6 @@ pub fn ser_opt<S: serde::Serializer>(secs: &Option<i64>, s: S) -> Result<S::Ok, 
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn round_trip() {
-        assert_eq!(super::format(0), "1970-01-01T00:00:00Z");
-        assert_eq!(super::parse("2026-11-23T08:00:00Z").unwrap(), 1_795_420_800);
-        assert_eq!(super::parse("2026-11-23T09:00:00+01:00").unwrap(), 1_795_420_800);
-        assert!(super::parse("yesterday").is_err());
-    }
-}
-
 /// The UTC `(year, month)` containing `secs`.
 pub fn year_month(secs: i64) -> (i32, u8) {
     let d = OffsetDateTime::from_unix_timestamp(secs).unwrap_or(OffsetDateTime::UNIX_EPOCH);
@@ -73,4 +62,15 @@ pub fn parse_year_month(s: &str) -> Option<(i32, u8)> {
     let y: i32 = y.parse().ok()?;
     let m: u8 = m.parse().ok()?;
     ((1..=12).contains(&m) && y >= 1970).then_some((y, m))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn round_trip() {
+        assert_eq!(super::format(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::parse("2026-11-23T08:00:00Z").unwrap(), 1_795_420_800);
+        assert_eq!(super::parse("2026-11-23T09:00:00+01:00").unwrap(), 1_795_420_800);
+        assert!(super::parse("yesterday").is_err());
+    }
 }

@@ -106,6 +106,7 @@ fn build() -> World {
             status: TenantStatus::Active,
             limits: limits.clone(),
             counter_failure: Default::default(),
+            upstream: None,
         });
     }
     let roles = ["owner", "admin", "member", "viewer"];

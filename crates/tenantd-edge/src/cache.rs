@@ -319,6 +319,7 @@ mod tests {
             status: TenantStatus::Active,
             limits: Arc::from(Vec::new()),
             counter_failure: Default::default(),
+            upstream: None,
         });
         cache.put_tenant(TenantEntry {
             id: TenantId::parse("beta").unwrap(),
@@ -326,6 +327,7 @@ mod tests {
             status: TenantStatus::Active,
             limits: Arc::from(Vec::new()),
             counter_failure: Default::default(),
+            upstream: None,
         });
         cache.apply(Some("tenant:acme"));
         assert!(cache.tenant("acme").is_none() && cache.tenant("beta").is_some());
@@ -336,6 +338,7 @@ mod tests {
             status: TenantStatus::Active,
             limits: Arc::from(Vec::new()),
             counter_failure: Default::default(),
+            upstream: None,
         });
         cache.apply(Some("plan:starter"));
         assert!(cache.tenant("gamma").is_none() && cache.tenant("beta").is_some());

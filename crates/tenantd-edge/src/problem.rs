@@ -180,6 +180,14 @@ pub fn rate_limit_headers(s: &tenantd_limits::LimitState) -> Vec<(header::Header
         .collect()
 }
 
+/// Admission that could not decide (counters not loadable, or Redis down under
+/// `fail_closed`): `503 unavailable`, naming the cause.
+impl From<tenantd_limits::AdmitError> for Problem {
+    fn from(e: tenantd_limits::AdmitError) -> Self {
+        Problem::new(Code::Unavailable, e.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,13 +233,5 @@ mod tests {
         );
         let h = headers(Window::Minute, 1_000, 60_000);
         assert!(h.iter().any(|(k, v)| k == "ratelimit-policy" && v.ends_with(";w=60")));
-    }
-}
-
-/// Admission that could not decide (counters not loadable, or Redis down under
-/// `fail_closed`): `503 unavailable`, naming the cause.
-impl From<tenantd_limits::AdmitError> for Problem {
-    fn from(e: tenantd_limits::AdmitError) -> Self {
-        Problem::new(Code::Unavailable, e.to_string())
     }
 }
