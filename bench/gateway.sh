@@ -70,6 +70,7 @@ http {
   uwsgi_temp_path $WORK/nginx/uwsgi;
   scgi_temp_path $WORK/nginx/scgi;
   keepalive_requests 1000000;
+  map_hash_bucket_size 128;
   server {
     listen 127.0.0.1:$UP_PORT;
     location / { default_type application/json; return 200 '{"ok":true,"items":[1,2,3]}'; }
@@ -109,10 +110,10 @@ load() {
   local name=$1 url=$2 out="$WORK/$1.wrk"
   wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -H "Authorization: Bearer $KEY" "$url" >"$out"
   echo "$(awk '/Requests\/sec/ {print $2}' "$out") $(us "$(awk '$1=="50%" {print $2}' "$out")") \
-$(us "$(awk '$1=="99%" {print $2}' "$out")") $(awk '/Non-2xx/ {print $5}' "$out" | grep . || echo 0)" >>"$WORK/$name"
+$(us "$(awk '$1=="99%" {print $2}' "$out")") $(awk '/Non-2xx/ {print $5}' "$out" | grep . || echo 0)" >>"$WORK/r-$name"
 }
 median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
-col() { awk -v c="$2" '{ print $c }' "$WORK/$1" | median; }
+col() { awk -v c="$2" '{ print $c }' "$WORK/r-$1" | median; }
 
 echo "$(date -u +%FT%TZ)  $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
 echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION, GET /items with an API key, $ROUNDS round(s)"

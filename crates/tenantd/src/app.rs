@@ -334,42 +334,7 @@ pub async fn serve_app(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let flusher = {
-        let state = state.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(state.cfg.key_usage_flush_seconds));
-            loop {
-                tick.tick().await;
-                state.flush_key_usage().await;
-            }
-        })
-    };
-    let usage_flusher = (state.cfg.usage_flush_ms > 0).then(|| {
-        let state = state.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(state.cfg.usage_flush_ms));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                state.flush_usage().await;
-            }
-        })
-    });
-    let refresher = state.cfg.oidc.clone().filter(|o| o.jwks_url.is_some()).map(|o| {
-        let state = state.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(600));
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                match (load_jwks(&o).await, state.edge.oidc()) {
-                    (Ok(j), Some(v)) => v.set_jwks(j),
-                    (Err(e), _) => tracing::warn!(error = %e, "could not refresh the OpenID JWKS; keeping the old one"),
-                    _ => {}
-                }
-            }
-        })
-    });
+    let background = background(&state);
     let addr: SocketAddr = listener.local_addr()?;
     tracing::info!(%addr, "tenantd serving");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -412,17 +377,65 @@ pub async fn serve_app(
         // The gateway finishes its requests in flight within the same grace period.
         let _ = tokio::time::timeout(grace, server).await;
     }
-    flusher.abort();
-    if let Some(r) = refresher {
-        r.abort();
-    }
-    if let Some(f) = usage_flusher {
-        f.abort();
-    }
+    drop(background);
     state.flush_key_usage().await;
     state.flush_usage().await;
     tracing::info!("tenantd stopped");
     Ok(())
+}
+
+/// The server's periodic work, stopped when dropped: writing API keys' last use and
+/// metered usage to the catalog, and refreshing the OpenID JWKS. A service embedding the
+/// edge (see `examples/notes`) runs it too.
+pub struct Background(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
+}
+
+/// Starts the [`Background`] work for `state`.
+pub fn background(state: &State) -> Background {
+    let flusher = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(state.cfg.key_usage_flush_seconds));
+            loop {
+                tick.tick().await;
+                state.flush_key_usage().await;
+            }
+        })
+    };
+    let usage_flusher = (state.cfg.usage_flush_ms > 0).then(|| {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(state.cfg.usage_flush_ms));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                state.flush_usage().await;
+            }
+        })
+    });
+    let refresher = state.cfg.oidc.clone().filter(|o| o.jwks_url.is_some()).map(|o| {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(600));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                match (load_jwks(&o).await, state.edge.oidc()) {
+                    (Ok(j), Some(v)) => v.set_jwks(j),
+                    (Err(e), _) => tracing::warn!(error = %e, "could not refresh the OpenID JWKS; keeping the old one"),
+                    _ => {}
+                }
+            }
+        })
+    });
+    Background(std::iter::once(flusher).chain(usage_flusher).chain(refresher).collect())
 }
 
 /// Resolves on SIGTERM or SIGINT.

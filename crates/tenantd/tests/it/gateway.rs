@@ -663,3 +663,118 @@ async fn a_tenants_own_upstream_takes_its_traffic_and_only_operators_set_it() {
     assert_eq!(dedicated.hits.load(Ordering::SeqCst), 1);
     assert_eq!(shared.hits.load(Ordering::SeqCst), 1);
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A tenantd process, killed when dropped.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// SIGHUP reloads a process whose file polling is off (`reload_poll_ms = 0`).
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_gateway_routes_of_a_running_process() {
+    let up = upstream().await;
+    let (api, gw) = (free_port(), free_port());
+    let (_, dir) = tenantd_store::testing::fresh_sqlite();
+    let path = dir.join("tenantd.toml");
+    let base = format!(
+        "gateway_listen = \"127.0.0.1:{gw}\"\nupstream = \"{}\"\n[gateway]\nreload_poll_ms = 0\n",
+        up.url
+    );
+    std::fs::write(
+        &path,
+        format!("{base}[[gateway.routes]]\nprefix = \"/r\"\npermission = \"reports:write\"\n"),
+    )
+    .unwrap();
+    let child = Child(
+        std::process::Command::new(env!("CARGO_BIN_EXE_tenantd"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{api}")])
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .arg("--config")
+            .arg(&path)
+            .env("TENANTD_ADMIN_KEY", ADMIN)
+            .env_remove("TENANTD_DATABASE_URL")
+            .env_remove("TENANTD_REDIS_URL")
+            .env_remove("TENANTD_GATEWAY_LISTEN")
+            .env_remove("TENANTD_UPSTREAM")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let http = reqwest::Client::new();
+    let api = format!("http://127.0.0.1:{api}");
+    for _ in 0..300 {
+        if http
+            .get(format!("{api}/healthz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let post = |path: String, body: Value| {
+        let http = http.clone();
+        async move {
+            let r = http.post(path).bearer_auth(ADMIN).json(&body).send().await.unwrap();
+            assert!(r.status().is_success());
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    post(
+        format!("{api}/v1/tenants"),
+        json!({"id": "acme", "plan": "professional", "owner_email": "o@acme.test"}),
+    )
+    .await;
+    let key = post(
+        format!("{api}/v1/tenants/acme/keys"),
+        json!({"name": "k", "role": "member"}),
+    )
+    .await["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let status = || async {
+        http.get(format!("http://127.0.0.1:{gw}/r"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(status().await, 403);
+    std::fs::write(&path, &base).unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(status().await, 403, "with polling off, a changed file waits for SIGHUP");
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let mut now = 0;
+    for _ in 0..100 {
+        now = status().await;
+        if now == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(now, 200, "SIGHUP reloaded the routes");
+}
