@@ -344,6 +344,10 @@ pub async fn serve_app(
             let app = gw.router().into_make_service_with_connect_info::<SocketAddr>();
             let mut stop = stop_rx.clone();
             tracing::info!(addr = %l.local_addr()?, "gateway serving");
+            // Responses are written whole; do not let Nagle hold their last segment.
+            let l = axum::serve::ListenerExt::tap_io(l, |tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             let server = axum::serve(l, app).with_graceful_shutdown(async move {
                 let _ = stop.wait_for(|s| *s).await;
             });
