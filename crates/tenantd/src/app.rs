@@ -26,7 +26,7 @@ pub struct AppState {
     /// The gateway, with `gateway_listen`.
     pub gateway: Option<Arc<crate::gateway::Gateway>>,
     /// The gateway's listener, bound at start and taken by [`serve_app`].
-    gateway_listener: std::sync::Mutex<Option<TcpListener>>,
+    gateway_listeners: std::sync::Mutex<Vec<std::net::TcpListener>>,
     /// Where the gateway listens.
     pub gateway_addr: Option<SocketAddr>,
 }
@@ -202,16 +202,24 @@ pub async fn prepare(cfg: Config) -> Result<State, StartError> {
         )
         .with_limiter(limiter.clone()),
     );
-    let (gateway, gateway_listener) = match (&cfg.gateway_listen, &cfg.upstream) {
+    let (gateway, gateway_listeners) = match (&cfg.gateway_listen, &cfg.upstream) {
         (Some(addr), Some(upstream)) => {
-            let listener = bind(addr).await?;
+            let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let listeners = crate::gateway::bind_workers(addr, workers)
+                .map_err(|e| StartError(format!("cannot listen on {addr}: {e}")))?;
             let upstream = crate::gateway::Upstream::parse(upstream).map_err(StartError)?;
-            let gw = crate::gateway::Gateway::new(edge.clone(), upstream, cfg.gateway.clone(), cfg.config_path.clone());
-            (Some(Arc::new(gw)), Some(listener))
+            let gw = crate::gateway::Gateway::new(
+                edge.clone(),
+                upstream,
+                cfg.gateway.clone(),
+                cfg.config_path.clone(),
+                listeners.len(),
+            );
+            (Some(Arc::new(gw)), listeners)
         }
-        _ => (None, None),
+        _ => (None, Vec::new()),
     };
-    let gateway_addr = gateway_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let gateway_addr = gateway_listeners.first().and_then(|l| l.local_addr().ok());
     if let Some(mut rx) = invalidations {
         let edge = edge.clone();
         tokio::spawn(async move {
@@ -226,7 +234,7 @@ pub async fn prepare(cfg: Config) -> Result<State, StartError> {
         limiter,
         cfg: Arc::new(cfg),
         gateway,
-        gateway_listener: std::sync::Mutex::new(gateway_listener),
+        gateway_listeners: std::sync::Mutex::new(gateway_listeners),
         gateway_addr,
     }))
 }
@@ -338,25 +346,12 @@ pub async fn serve_app(
     let addr: SocketAddr = listener.local_addr()?;
     tracing::info!(%addr, "tenantd serving");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let gateway_listener = state.gateway_listener.lock().unwrap_or_else(|e| e.into_inner()).take();
-    let gateway = match (&state.gateway, gateway_listener) {
-        (Some(gw), Some(l)) => {
-            let app = gw.router().into_make_service_with_connect_info::<SocketAddr>();
-            let mut stop = stop_rx.clone();
-            tracing::info!(addr = %l.local_addr()?, "gateway serving");
-            // Responses are written whole; do not let Nagle hold their last segment.
-            let l = axum::serve::ListenerExt::tap_io(l, |tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            let server = axum::serve(l, app).with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|s| *s).await;
-            });
+    let gateway_listeners = std::mem::take(&mut *state.gateway_listeners.lock().unwrap_or_else(|e| e.into_inner()));
+    let gateway = match (&state.gateway, gateway_listeners.is_empty()) {
+        (Some(gw), false) => {
+            tracing::info!(addr = ?state.gateway_addr, workers = gateway_listeners.len(), "gateway serving");
             Some((
-                tokio::spawn(async move {
-                    if let Err(e) = server.await {
-                        tracing::error!(error = %e, "gateway listener failed");
-                    }
-                }),
+                gw.serve_workers(gateway_listeners, stop_rx.clone())?,
                 tokio::spawn(gw.clone().watch()),
             ))
         }
@@ -376,10 +371,17 @@ pub async fn serve_app(
             tokio::time::sleep(grace).await;
         } => tracing::warn!("grace period over; closing remaining connections"),
     }
-    if let Some((server, watcher)) = gateway {
+    if let Some((workers, watcher)) = gateway {
         watcher.abort();
         // The gateway finishes its requests in flight within the same grace period.
-        let _ = tokio::time::timeout(grace, server).await;
+        let joined = tokio::task::spawn_blocking(move || {
+            for w in workers {
+                let _ = w.join();
+            }
+        });
+        if tokio::time::timeout(grace, joined).await.is_err() {
+            tracing::warn!("gateway connections still open after the grace period");
+        }
     }
     drop(background);
     state.flush_key_usage().await;

@@ -233,21 +233,65 @@ pub struct GatewayMetrics {
     pub reload_failures: AtomicU64,
 }
 
+thread_local! {
+    /// The gateway worker this thread is (0 outside the workers).
+    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 struct Live {
     settings: GatewaySettings,
-    client: HttpClient,
+    /// One upstream pool per worker: a connection stays on the worker (and runtime)
+    /// that opened it.
+    clients: Vec<HttpClient>,
 }
 
 impl Live {
-    fn new(settings: GatewaySettings) -> Self {
-        let mut conn = HttpConnector::new();
-        conn.set_connect_timeout(Some(settings.connect_timeout));
-        conn.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build(conn);
-        Self { settings, client }
+    fn new(settings: GatewaySettings, workers: usize) -> Self {
+        let clients = (0..workers.max(1))
+            .map(|_| {
+                let mut conn = HttpConnector::new();
+                conn.set_connect_timeout(Some(settings.connect_timeout));
+                conn.set_nodelay(true);
+                Client::builder(TokioExecutor::new())
+                    .pool_idle_timeout(Duration::from_secs(90))
+                    .build(conn)
+            })
+            .collect();
+        Self { settings, clients }
     }
+
+    fn client(&self) -> &HttpClient {
+        &self.clients[WORKER.with(|w| w.get()) % self.clients.len()]
+    }
+}
+
+/// Binds the gateway's listeners on `addr`: one per worker, all on one port
+/// (`SO_REUSEPORT`, so the kernel spreads connections over the workers; one listener
+/// where that is not available).
+pub fn bind_workers(addr: &str, workers: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let mut at: SocketAddr = addr
+        .parse()
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("'{addr}' is not an address")))?;
+    let mut out = Vec::new();
+    for _ in 0..workers.max(1) {
+        let s = if at.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        s.set_reuseaddr(true)?;
+        #[cfg(unix)]
+        s.set_reuseport(true)?;
+        s.bind(at)?;
+        let l = s.listen(1024)?;
+        // Port 0 picks a port once; the other workers take the same.
+        at = l.local_addr()?;
+        out.push(l.into_std()?);
+        if cfg!(not(unix)) {
+            break;
+        }
+    }
+    Ok(out)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -263,6 +307,7 @@ pub struct Gateway {
     edge: Arc<Edge>,
     upstream: Upstream,
     live: ArcSwap<Live>,
+    workers: usize,
     tokens: DashMap<TokenKey, (HeaderValue, i64)>,
     config_path: Option<PathBuf>,
     metrics: GatewayMetrics,
@@ -270,11 +315,18 @@ pub struct Gateway {
 
 impl Gateway {
     /// A gateway deciding with `edge` and proxying to `upstream` by default.
-    pub fn new(edge: Arc<Edge>, upstream: Upstream, settings: GatewaySettings, config_path: Option<PathBuf>) -> Self {
+    pub fn new(
+        edge: Arc<Edge>,
+        upstream: Upstream,
+        settings: GatewaySettings,
+        config_path: Option<PathBuf>,
+        workers: usize,
+    ) -> Self {
         Self {
             edge,
             upstream,
-            live: ArcSwap::from_pointee(Live::new(settings)),
+            live: ArcSwap::from_pointee(Live::new(settings, workers)),
+            workers,
             tokens: DashMap::new(),
             config_path,
             metrics: GatewayMetrics::default(),
@@ -301,6 +353,51 @@ impl Gateway {
             .with_state(self.clone())
     }
 
+    /// Serves on `listeners` ([`bind_workers`]), each on its own thread with a
+    /// single-threaded runtime and upstream pool, like nginx's workers: a request never
+    /// wakes another thread. Each stops accepting when `stop` turns true and ends once its
+    /// connections have finished.
+    pub fn serve_workers(
+        self: &Arc<Self>,
+        listeners: Vec<std::net::TcpListener>,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
+        listeners
+            .into_iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let gw = self.clone();
+                let mut stop = stop.clone();
+                std::thread::Builder::new()
+                    .name(format!("tenantd-gateway-{i}"))
+                    .spawn(move || {
+                        WORKER.with(|w| w.set(i));
+                        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                            Ok(rt) => rt,
+                            Err(e) => return tracing::error!(error = %e, worker = i, "gateway worker could not start"),
+                        };
+                        rt.block_on(async move {
+                            let l = match tokio::net::TcpListener::from_std(l) {
+                                Ok(l) => l,
+                                Err(e) => return tracing::error!(error = %e, worker = i, "gateway listener unusable"),
+                            };
+                            // Responses are written whole; do not let Nagle hold their last segment.
+                            let l = axum::serve::ListenerExt::tap_io(l, |tcp| {
+                                let _ = tcp.set_nodelay(true);
+                            });
+                            let app = gw.router().into_make_service_with_connect_info::<SocketAddr>();
+                            let served = axum::serve(l, app).with_graceful_shutdown(async move {
+                                let _ = stop.wait_for(|s| *s).await;
+                            });
+                            if let Err(e) = served.await {
+                                tracing::error!(error = %e, worker = i, "gateway listener failed");
+                            }
+                        })
+                    })
+            })
+            .collect()
+    }
+
     /// Re-reads the `[gateway]` table of the configuration file. An invalid file changes
     /// nothing; the error says why. `Ok(false)` when nothing changed.
     pub fn reload(&self) -> Result<bool, String> {
@@ -316,7 +413,7 @@ impl Gateway {
             return Ok(false);
         }
         // Requests in flight keep the client they started with; new ones use the new.
-        self.live.store(Arc::new(Live::new(settings)));
+        self.live.store(Arc::new(Live::new(settings, self.workers)));
         Ok(true)
     }
 
@@ -491,7 +588,7 @@ impl Gateway {
         *up.method_mut() = parts.method;
         *up.uri_mut() = uri;
         *up.headers_mut() = headers;
-        let mut resp = match tokio::time::timeout(s.request_timeout, live.client.request(up)).await {
+        let mut resp = match tokio::time::timeout(s.request_timeout, live.client().request(up)).await {
             Err(_) => {
                 self.metrics.upstream_timeouts.fetch_add(1, Ordering::Relaxed);
                 return Err(Problem::new(
