@@ -349,7 +349,9 @@ pub async fn serve_app(
     let gateway_listeners = std::mem::take(&mut *state.gateway_listeners.lock().unwrap_or_else(|e| e.into_inner()));
     let gateway = match (&state.gateway, gateway_listeners.is_empty()) {
         (Some(gw), false) => {
-            tracing::info!(addr = ?state.gateway_addr, workers = gateway_listeners.len(), "gateway serving");
+            if let Some(addr) = state.gateway_addr {
+                tracing::info!(%addr, workers = gateway_listeners.len(), "gateway serving");
+            }
             Some((
                 gw.serve_workers(gateway_listeners, stop_rx.clone())?,
                 tokio::spawn(gw.clone().watch()),

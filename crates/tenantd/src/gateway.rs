@@ -540,6 +540,7 @@ impl Gateway {
             return Err(too_large());
         }
         let (mut parts, body) = req.into_parts();
+        let client_version = parts.version;
         let info = RequestInfo {
             path: parts.uri.path(),
             query: parts.uri.query(),
@@ -609,6 +610,9 @@ impl Gateway {
             }
         }
         let (mut rp, rb) = resp.into_parts();
+        // The client's protocol version, not the upstream's (an HTTP/1.0 upstream must
+        // not turn the client's keep-alive connection into a closing one).
+        rp.version = client_version;
         strip_hop_by_hop(&mut rp.headers, switching);
         if let Some(l) = &ctx.limit {
             for (k, v) in tenantd_edge::problem::rate_limit_headers(l) {

@@ -778,3 +778,33 @@ async fn sighup_reloads_the_gateway_routes_of_a_running_process() {
     }
     assert_eq!(now, 200, "SIGHUP reloaded the routes");
 }
+
+/// An HTTP/1.0 upstream does not change the client's protocol version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_1_0_upstream_answers_the_client_in_its_own_version() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
+            });
+        }
+    });
+    let Some((app, gw)) = gateway_app(Backend::Sqlite, &url, "").await else {
+        return;
+    };
+    app.tenant("acme", "professional").await;
+    let (_, key) = app.key("acme", "member").await;
+    let mut s = tokio::net::TcpStream::connect(gw.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    s.write_all(format!("GET /old HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut head = [0u8; 15];
+    s.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200 OK");
+}
