@@ -9,14 +9,15 @@
 #       check the role, admit and meter against a sliding minute, an hour and a month,
 #       strip and set the identity headers and X-Tenant-Context, proxy.
 #
-# The upstream is an nginx server block answering a small JSON body. Every contender gets
-# the same connections, duration, request and upstream; no request is refused (the
+# The upstream is an nginx instance of its own, answering a small JSON body. Every
+# contender gets the same connections, duration, request and upstream; none is refused (the
 # limits are out of reach). Prints requests/s and p50/p99 for each, the ratio (c)/(b)
 # (target >= 1.0) and the p50 each proxy adds over (a) (target < 100 us for tenantd).
 #
 # Needs wrk, nginx and curl (Debian: apt-get install wrk nginx-light curl).
 # Settings: DURATION (10s), CONNECTIONS (32), THREADS (2), ROUNDS (1; the contenders
-# alternate within each round, and each figure is the median over rounds).
+# alternate within each round, and each figure is the median over rounds), TENANTD_BIN
+# (a tenantd binary to use instead of building one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for tool in wrk nginx curl; do
@@ -28,14 +29,18 @@ THREADS=${THREADS:-2}
 ROUNDS=${ROUNDS:-1}
 ADMIN=bench-operator-key-0123456789
 UP_PORT=18301 NGINX_PORT=18302 GW_PORT=18303 API_PORT=18304
-echo "building tenantd (release)…" >&2
-cargo build --release -q
-BIN=$PWD/target/release/tenantd
+if [ -n "${TENANTD_BIN:-}" ]; then
+  BIN=$TENANTD_BIN   # a binary built otherwise, e.g. with frame pointers for profiling
+else
+  echo "building tenantd (release)…" >&2
+  cargo build --release -q
+  BIN=$PWD/target/release/tenantd
+fi
 WORK=$(mktemp -d)
 TPID=
 cleanup() {
   [ -n "$TPID" ] && kill "$TPID" 2>/dev/null
-  [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null
+  for p in "$WORK/upstream.pid" "$WORK/proxy.pid"; do [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null; done
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -55,26 +60,34 @@ curl -sf -X POST "$api/tenants" -H "$auth" -H "$json" \
 KEY=$(curl -sf -X POST "$api/tenants/bench/keys" -H "$auth" -H "$json" -d '{"name":"wrk","role":"member"}' \
   | sed -E 's/.*"key":"([^"]+)".*/\1/')
 
-# nginx: the upstream, and the proxy as a user would run it.
-mkdir -p "$WORK/nginx"
-cat >"$WORK/nginx.conf" <<EOF
-worker_processes auto;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $WORK/nginx/body;
-  proxy_temp_path $WORK/nginx/proxy;
-  fastcgi_temp_path $WORK/nginx/fastcgi;
-  uwsgi_temp_path $WORK/nginx/uwsgi;
-  scgi_temp_path $WORK/nginx/scgi;
-  keepalive_requests 1000000;
-  map_hash_bucket_size 128;
+# nginx: the upstream and the proxy are two instances, so that the proxy hands each
+# request to another process, as tenantd does (one instance could answer its own upstream
+# requests inside the same worker). Both run as a user would run them.
+# start_nginx NAME: runs the instance whose server blocks are in $WORK/NAME.servers.
+start_nginx() {
+  mkdir -p "$WORK/$1"
+  {
+    echo "worker_processes auto;"
+    echo "pid $WORK/$1.pid;"
+    echo "error_log $WORK/$1/error.log warn;"
+    echo "events { worker_connections 4096; }"
+    echo "http {"
+    echo "  access_log off;"
+    for t in client_body proxy fastcgi uwsgi scgi; do echo "  ${t}_temp_path $WORK/$1/$t;"; done
+    echo "  keepalive_requests 1000000;"
+    echo "  map_hash_bucket_size 128;"
+    cat "$WORK/$1.servers"
+    echo "}"
+  } >"$WORK/$1.conf"
+  nginx -c "$WORK/$1.conf" -p "$WORK/$1"
+}
+cat >"$WORK/upstream.servers" <<EOF
   server {
     listen 127.0.0.1:$UP_PORT;
     location / { default_type application/json; return 200 '{"ok":true,"items":[1,2,3]}'; }
   }
+EOF
+cat >"$WORK/proxy.servers" <<EOF
   map \$http_authorization \$tenant {
     "Bearer $KEY" bench;
     default "";
@@ -96,9 +109,9 @@ http {
       proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
     }
   }
-}
 EOF
-nginx -c "$WORK/nginx.conf" -p "$WORK/nginx"
+start_nginx upstream
+start_nginx proxy
 for _ in $(seq 50); do curl -sf "127.0.0.1:$UP_PORT/" >/dev/null && break; sleep 0.1; done
 for url in "127.0.0.1:$NGINX_PORT/items" "127.0.0.1:$GW_PORT/items"; do
   curl -sf -H "Authorization: Bearer $KEY" "$url" >/dev/null || { echo "bench/gateway.sh: $url does not answer" >&2; exit 1; }
