@@ -26,7 +26,7 @@ pub struct AppState {
     /// The gateway, with `gateway_listen`.
     pub gateway: Option<Arc<crate::gateway::Gateway>>,
     /// The gateway's listener, bound at start and taken by [`serve_app`].
-    gateway_listeners: std::sync::Mutex<Vec<std::net::TcpListener>>,
+    gateway_listener: std::sync::Mutex<Option<TcpListener>>,
     /// Where the gateway listens.
     pub gateway_addr: Option<SocketAddr>,
 }
@@ -202,24 +202,23 @@ pub async fn prepare(cfg: Config) -> Result<State, StartError> {
         )
         .with_limiter(limiter.clone()),
     );
-    let (gateway, gateway_listeners) = match (&cfg.gateway_listen, &cfg.upstream) {
+    let (gateway, gateway_listener) = match (&cfg.gateway_listen, &cfg.upstream) {
         (Some(addr), Some(upstream)) => {
             let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-            let listeners = crate::gateway::bind_workers(addr, workers)
-                .map_err(|e| StartError(format!("cannot listen on {addr}: {e}")))?;
+            let listener = bind(addr).await?;
             let upstream = crate::gateway::Upstream::parse(upstream).map_err(StartError)?;
             let gw = crate::gateway::Gateway::new(
                 edge.clone(),
                 upstream,
                 cfg.gateway.clone(),
                 cfg.config_path.clone(),
-                listeners.len(),
+                workers,
             );
-            (Some(Arc::new(gw)), listeners)
+            (Some(Arc::new(gw)), Some(listener))
         }
-        _ => (None, Vec::new()),
+        _ => (None, None),
     };
-    let gateway_addr = gateway_listeners.first().and_then(|l| l.local_addr().ok());
+    let gateway_addr = gateway_listener.as_ref().and_then(|l| l.local_addr().ok());
     if let Some(mut rx) = invalidations {
         let edge = edge.clone();
         tokio::spawn(async move {
@@ -234,7 +233,7 @@ pub async fn prepare(cfg: Config) -> Result<State, StartError> {
         limiter,
         cfg: Arc::new(cfg),
         gateway,
-        gateway_listeners: std::sync::Mutex::new(gateway_listeners),
+        gateway_listener: std::sync::Mutex::new(gateway_listener),
         gateway_addr,
     }))
 }
@@ -346,16 +345,14 @@ pub async fn serve_app(
     let addr: SocketAddr = listener.local_addr()?;
     tracing::info!(%addr, "tenantd serving");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let gateway_listeners = std::mem::take(&mut *state.gateway_listeners.lock().unwrap_or_else(|e| e.into_inner()));
-    let gateway = match (&state.gateway, gateway_listeners.is_empty()) {
-        (Some(gw), false) => {
+    let gateway_listener = state.gateway_listener.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let gateway = match (&state.gateway, gateway_listener) {
+        (Some(gw), Some(listener)) => {
+            let workers = gw.serve_workers(listener, stop_rx.clone())?;
             if let Some(addr) = state.gateway_addr {
-                tracing::info!(%addr, workers = gateway_listeners.len(), "gateway serving");
+                tracing::info!(%addr, workers = workers.len(), "gateway serving");
             }
-            Some((
-                gw.serve_workers(gateway_listeners, stop_rx.clone())?,
-                tokio::spawn(gw.clone().watch()),
-            ))
+            Some((workers, tokio::spawn(gw.clone().watch())))
         }
         _ => None,
     };

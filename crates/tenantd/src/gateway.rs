@@ -265,33 +265,43 @@ impl Live {
     }
 }
 
-/// Binds the gateway's listeners on `addr`: one per worker, all on one port
-/// (`SO_REUSEPORT`, so the kernel spreads connections over the workers; one listener
-/// where that is not available).
-pub fn bind_workers(addr: &str, workers: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
-    let mut at: SocketAddr = addr
-        .parse()
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("'{addr}' is not an address")))?;
-    let mut out = Vec::new();
-    for _ in 0..workers.max(1) {
-        let s = if at.is_ipv4() {
-            tokio::net::TcpSocket::new_v4()?
-        } else {
-            tokio::net::TcpSocket::new_v6()?
-        };
-        s.set_reuseaddr(true)?;
-        #[cfg(unix)]
-        s.set_reuseport(true)?;
-        s.bind(at)?;
-        let l = s.listen(1024)?;
-        // Port 0 picks a port once; the other workers take the same.
-        at = l.local_addr()?;
-        out.push(l.into_std()?);
-        if cfg!(not(unix)) {
-            break;
+/// The client's address, as the acceptor saw it.
+#[derive(Debug, Clone, Copy)]
+struct Peer(SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Handed>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, Handed>) -> Self {
+        Peer(*stream.remote_addr())
+    }
+}
+
+/// One worker's share of the gateway's connections: those the acceptor hands it.
+struct Handed {
+    rx: tokio::sync::mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>,
+    addr: SocketAddr,
+}
+
+impl axum::serve::Listener for Handed {
+    type Io = tokio::net::TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.rx.recv().await {
+                // Registered with this worker's runtime from here on.
+                Some((s, peer)) => match tokio::net::TcpStream::from_std(s) {
+                    Ok(s) => return (s, peer),
+                    Err(e) => tracing::warn!(error = %e, "gateway connection dropped"),
+                },
+                // The acceptor has stopped: shutdown is under way.
+                None => std::future::pending::<()>().await,
+            }
         }
     }
-    Ok(out)
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        Ok(self.addr)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -353,21 +363,25 @@ impl Gateway {
             .with_state(self.clone())
     }
 
-    /// Serves on `listeners` ([`bind_workers`]), each on its own thread with a
-    /// single-threaded runtime and upstream pool, like nginx's workers: a request never
-    /// wakes another thread. Each stops accepting when `stop` turns true and ends once its
-    /// connections have finished.
+    /// Serves on `listener` with one worker per upstream pool, each a thread with a
+    /// single-threaded runtime, like nginx's workers: a request never wakes another
+    /// thread. The acceptor (on the caller's runtime) hands connections to the workers in
+    /// turn, so each carries an even share. Everything stops accepting when `stop` turns
+    /// true; each worker ends once its connections have finished.
     pub fn serve_workers(
         self: &Arc<Self>,
-        listeners: Vec<std::net::TcpListener>,
-        stop: tokio::sync::watch::Receiver<bool>,
+        listener: tokio::net::TcpListener,
+        mut stop: tokio::sync::watch::Receiver<bool>,
     ) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
-        listeners
-            .into_iter()
-            .enumerate()
-            .map(|(i, l)| {
-                let gw = self.clone();
-                let mut stop = stop.clone();
+        let addr = listener.local_addr()?;
+        let mut senders = Vec::with_capacity(self.workers);
+        let mut workers = Vec::with_capacity(self.workers);
+        for i in 0..self.workers {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            senders.push(tx);
+            let gw = self.clone();
+            let mut stop = stop.clone();
+            workers.push(
                 std::thread::Builder::new()
                     .name(format!("tenantd-gateway-{i}"))
                     .spawn(move || {
@@ -377,25 +391,45 @@ impl Gateway {
                             Err(e) => return tracing::error!(error = %e, worker = i, "gateway worker could not start"),
                         };
                         rt.block_on(async move {
-                            let l = match tokio::net::TcpListener::from_std(l) {
-                                Ok(l) => l,
-                                Err(e) => return tracing::error!(error = %e, worker = i, "gateway listener unusable"),
-                            };
-                            // Responses are written whole; do not let Nagle hold their last segment.
-                            let l = axum::serve::ListenerExt::tap_io(l, |tcp| {
-                                let _ = tcp.set_nodelay(true);
-                            });
-                            let app = gw.router().into_make_service_with_connect_info::<SocketAddr>();
-                            let served = axum::serve(l, app).with_graceful_shutdown(async move {
+                            let app = gw.router().into_make_service_with_connect_info::<Peer>();
+                            let served = axum::serve(Handed { rx, addr }, app).with_graceful_shutdown(async move {
                                 let _ = stop.wait_for(|s| *s).await;
                             });
                             if let Err(e) = served.await {
-                                tracing::error!(error = %e, worker = i, "gateway listener failed");
+                                tracing::error!(error = %e, worker = i, "gateway worker failed");
                             }
                         })
-                    })
-            })
-            .collect()
+                    })?,
+            );
+        }
+        tokio::spawn(async move {
+            let mut next = 0usize;
+            loop {
+                let accepted = tokio::select! {
+                    a = listener.accept() => a,
+                    _ = stop.wait_for(|s| *s) => break,
+                };
+                let (s, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and the like: wait rather than spin.
+                        tracing::warn!(error = %e, "gateway accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                // Responses are written whole; do not let Nagle hold their last segment.
+                let _ = s.set_nodelay(true);
+                match s.into_std() {
+                    Ok(s) => {
+                        let _ = senders[next % senders.len()].send((s, peer));
+                        next = next.wrapping_add(1);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "gateway connection dropped"),
+                }
+            }
+        });
+        Ok(workers)
     }
 
     /// Re-reads the `[gateway]` table of the configuration file. An invalid file changes
@@ -771,7 +805,7 @@ async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnU
 
 async fn handle(
     State(gw): State<Arc<Gateway>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     req: Request<Body>,
 ) -> Response<Body> {
     gw.metrics.requests.fetch_add(1, Ordering::Relaxed);
