@@ -29,6 +29,9 @@ pub struct AppState {
     gateway_listener: std::sync::Mutex<Option<TcpListener>>,
     /// Where the gateway listens.
     pub gateway_addr: Option<SocketAddr>,
+    /// Per tenant and catalog level (`members`, `keys`): held from a growth's check to its
+    /// write (see `routes::usage::grow_level`).
+    pub level_locks: dashmap::DashMap<(TenantId, &'static str), Arc<tokio::sync::Mutex<()>>>,
 }
 
 /// The handle handlers get.
@@ -235,6 +238,7 @@ pub async fn prepare(cfg: Config) -> Result<State, StartError> {
         gateway,
         gateway_listener: std::sync::Mutex::new(gateway_listener),
         gateway_addr,
+        level_locks: dashmap::DashMap::new(),
     }))
 }
 

@@ -93,7 +93,7 @@ pub async fn create(
         revoked_at: None,
         last_used_at: None,
     };
-    crate::routes::usage::grow_level(&state, &ctx, "keys").await?;
+    let _level = crate::routes::usage::grow_level(&state, &ctx, "keys").await?;
     state.catalog.create_key(&key).await?;
     state
         .record(

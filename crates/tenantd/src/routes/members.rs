@@ -72,7 +72,7 @@ pub async fn add(
     let email = Email::parse(&b.email)?;
     let role = known_role(&state, &ctx, &b.role).await?;
     may_grant(&ctx, &role)?;
-    crate::routes::usage::grow_level(&state, &ctx, "members").await?;
+    let _level = crate::routes::usage::grow_level(&state, &ctx, "members").await?;
     let m = state.catalog.add_member(ctx.tenant_id(), &email, &role.name).await?;
     state
         .record(

@@ -121,17 +121,24 @@ fn catalog_level(resource: &str) -> Option<Countable> {
 /// Checks a catalog level that is about to grow by one (`members`, `keys`) with the
 /// limits engine's own decision: over a hard `total` limit is `429 quota_exceeded`, over
 /// a soft one is admitted, and crossing 80% or 100% records the tenant's event. The count
-/// is read from the catalog, so two additions at the same instant may both pass the last
-/// free place.
-pub async fn grow_level(state: &State, ctx: &TenantContext, resource: &str) -> ApiResult<()> {
+/// is read from the catalog. When the level is limited, the returned guard holds the
+/// tenant's lock on it: keep it until the addition is written, so that two additions at
+/// once on this node cannot both take the last free place.
+pub async fn grow_level(
+    state: &State,
+    ctx: &TenantContext,
+    resource: &'static str,
+) -> ApiResult<Option<tokio::sync::OwnedMutexGuard<()>>> {
     let t = ctx.tenant();
     let limited = t
         .limits
         .iter()
         .any(|l| l.resource == resource && l.window == Window::Total && l.limit.is_some());
     let Some(what) = catalog_level(resource).filter(|_| limited) else {
-        return Ok(());
+        return Ok(None);
     };
+    let lock = state.level_locks.entry((t.id, resource)).or_default().clone();
+    let guard = lock.lock_owned().await;
     let current = state.catalog.count(&t.id, what).await?;
     match decide_counted(t.id, &t.limits, resource, Window::Total, current, 1, 0, now_ms()) {
         Outcome::Refused { state: s, retry_after } => Err(Problem::limited(&s, retry_after).into()),
@@ -139,7 +146,7 @@ pub async fn grow_level(state: &State, ctx: &TenantContext, resource: &str) -> A
             for c in &crossings {
                 crate::directory::record_crossing(&*state.catalog, c).await;
             }
-            Ok(())
+            Ok(Some(guard))
         }
     }
 }

@@ -10,6 +10,7 @@ crate::both! {
     idempotent_events_count_once_and_a_refused_batch_records_nothing;
     leases_are_limited_released_and_free_themselves_on_expiry;
     members_and_keys_are_levels_checked_when_they_grow;
+    concurrent_additions_never_pass_a_level;
     invoice_figures_with_a_plan_change_and_overage_are_exact;
 }
 
@@ -328,6 +329,45 @@ async fn leases_are_limited_released_and_free_themselves_on_expiry(app: TestApp)
             .await
             .problem(400, "invalid_request");
     }
+}
+
+/// Ten additions at once against a level with few places left: exactly the free places
+/// are taken, the rest are 429, for members and for keys.
+async fn concurrent_additions_never_pass_a_level(app: TestApp) {
+    // Free: 5 members, the owner is the first; 4 places left.
+    app.tenant("acme", "free").await;
+    metered_plan(&app).await;
+    app.tenant("beta", "metered").await;
+    let http = reqwest::Client::new();
+    let burst = |path: String, body: fn(usize) -> Value| {
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..10 {
+            let req = http
+                .post(format!("{}{path}", app.url))
+                .bearer_auth(ADMIN)
+                .json(&body(i));
+            set.spawn(async move { req.send().await.unwrap().status().as_u16() });
+        }
+        async move {
+            let mut statuses = Vec::new();
+            while let Some(s) = set.join_next().await {
+                statuses.push(s.unwrap());
+            }
+            statuses.sort();
+            statuses
+        }
+    };
+    let members = burst(
+        "/v1/tenants/acme/members".into(),
+        |i| json!({"email": format!("c{i}@acme.test"), "role": "member"}),
+    )
+    .await;
+    assert_eq!(members, [[201; 4].as_slice(), &[429; 6]].concat());
+    let listed = app.get("/v1/tenants/acme/members", ADMIN).await.expect(200).body;
+    assert_eq!(listed["items"].as_array().unwrap().len(), 5);
+    // The metered plan allows 2 keys.
+    let keys = burst("/v1/tenants/beta/keys".into(), |i| json!({"name": format!("k{i}")})).await;
+    assert_eq!(keys, [[201; 2].as_slice(), &[429; 8]].concat());
 }
 
 async fn members_and_keys_are_levels_checked_when_they_grow(app: TestApp) {
