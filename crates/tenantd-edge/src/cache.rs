@@ -21,8 +21,10 @@ pub struct TenantEntry {
     pub limits: Arc<[Limit]>,
     /// Its plan's policy for unreachable shared counters.
     pub counter_failure: tenantd_core::CounterFailure,
-    /// Its dedicated upstream for the gateway (`settings.upstream`), if any.
-    pub upstream: Option<Arc<str>>,
+    /// Its dedicated upstream for the gateway (`settings.upstream`), if any; `Err` names
+    /// why a stored value is not usable (the gateway answers 502 rather than send the
+    /// tenant's traffic elsewhere).
+    pub upstream: Option<Result<crate::Upstream, String>>,
 }
 
 /// What the edge needs to know of an API key. Never the secret.

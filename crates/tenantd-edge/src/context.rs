@@ -54,7 +54,7 @@ pub fn evaluate(operator: bool, status: TenantStatus, role: &Role, permission: &
         return Ok(true);
     }
     if status == TenantStatus::Suspended && !(role.name == "owner" && READABLE_WHEN_SUSPENDED.contains(&permission)) {
-        return Err(Problem::new(Code::TenantSuspended, "this tenant is suspended"));
+        return Err(Problem::tenant_suspended());
     }
     Ok(role.allows(permission))
 }
@@ -79,9 +79,7 @@ pub struct RequestContext {
 impl RequestContext {
     /// The principal, or `401`.
     pub fn principal(&self) -> Result<&Principal, Problem> {
-        self.principal
-            .as_ref()
-            .ok_or_else(|| Problem::unauthenticated("this endpoint needs a credential: Authorization: Bearer <token>"))
+        self.principal.as_ref().ok_or_else(Problem::credential_required)
     }
 
     /// Whether the caller is the operator.
@@ -112,12 +110,7 @@ impl TenantContext {
     /// From a request context; `401` without principal, `400 tenant_required` without tenant.
     pub fn from_request_context(ctx: Arc<RequestContext>) -> Result<Self, Problem> {
         ctx.principal()?;
-        let tenant = ctx.tenant.clone().ok_or_else(|| {
-            Problem::new(
-                Code::TenantRequired,
-                "this endpoint needs a tenant: use /v1/tenants/{id}/…, a tenant subdomain, or the X-Tenant-ID header",
-            )
-        })?;
+        let tenant = ctx.tenant.clone().ok_or_else(Problem::tenant_required)?;
         let role = ctx.role.clone().ok_or_else(Problem::internal)?;
         Ok(Self { ctx, tenant, role })
     }

@@ -73,10 +73,6 @@ pub fn new_request_id() -> String {
     format!("req_{:032x}", rand::random::<u128>())
 }
 
-pub fn header<'a>(req: &'a Parts, name: &str) -> Option<&'a str> {
-    req.headers.get(name).and_then(|v| v.to_str().ok())
-}
-
 /// The bearer token, `Err` when an `Authorization` header is present but not a bearer.
 pub fn bearer(req: &Parts) -> Result<Option<&str>, Problem> {
     let Some(v) = req.headers.get(http::header::AUTHORIZATION) else {
@@ -95,14 +91,8 @@ pub fn bearer(req: &Parts) -> Result<Option<&str>, Problem> {
 
 async fn decide(edge: &Edge, req: &Parts, request_id: String) -> Result<RequestContext, Problem> {
     let info = RequestInfo {
-        path: req.uri.path(),
-        query: req.uri.query(),
-        host: header(req, "host").or_else(|| req.uri.host()),
-        tenant_header: header(req, "x-tenant-id"),
-        tenant_header_alias: header(req, "tenant-id"),
         bearer: bearer(req)?,
-        cost: None,
-        route: None,
+        ..RequestInfo::of(req)
     };
     edge.decide(&info, request_id).await
 }

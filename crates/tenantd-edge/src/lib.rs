@@ -15,9 +15,11 @@ pub mod keys;
 pub mod layer;
 pub mod pipeline;
 pub mod problem;
+pub mod upstream;
 
 pub use cache::{builtin_role, Change, Directory, DirectoryError, EdgeCache, KeyEntry, SecurityEvent, TenantEntry};
 pub use context::{Ctx, Principal, RequestContext, TenantContext};
 pub use layer::EdgeLayer;
 pub use pipeline::{Edge, EdgeConfig, EdgeMetrics, RequestInfo, RouteNeeds};
 pub use problem::Problem;
+pub use upstream::Upstream;

@@ -58,6 +58,22 @@ pub struct RequestInfo<'a> {
     pub route: Option<RouteNeeds<'a>>,
 }
 
+impl<'a> RequestInfo<'a> {
+    /// The tenant sources of a request (path, query, host, tenant headers); no bearer,
+    /// cost or route yet.
+    pub fn of(req: &'a http::request::Parts) -> Self {
+        let header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok());
+        Self {
+            path: req.uri.path(),
+            query: req.uri.query(),
+            host: header("host").or_else(|| req.uri.host()),
+            tenant_header: header("x-tenant-id"),
+            tenant_header_alias: header("tenant-id"),
+            ..Self::default()
+        }
+    }
+}
+
 /// What a gateway route demands before its request is admitted (CONTRACT §6): a
 /// principal acting for an active tenant, with `permission` if set; or, for a public
 /// route, only a tenant.
@@ -94,13 +110,6 @@ enum Authn {
 fn dir_err(e: crate::cache::DirectoryError) -> Problem {
     tracing::error!(error = %e, "directory lookup failed");
     Problem::new(Code::Unavailable, "the catalog is unavailable; try again shortly")
-}
-
-fn tenant_required() -> Problem {
-    Problem::new(
-        Code::TenantRequired,
-        "this request needs a tenant: use /v1/tenants/{id}/…, a tenant subdomain, or the X-Tenant-ID header",
-    )
 }
 
 fn parse_tenant(raw: &str) -> Result<TenantId, Problem> {
@@ -321,6 +330,26 @@ impl Edge {
         }
     }
 
+    /// Admits one request of `tenant` (with `key`'s own limits, if any) as `cost`
+    /// api_calls.
+    async fn admit_call(
+        &self,
+        tenant: &TenantEntry,
+        key: Option<&KeyEntry>,
+        cost: Option<u64>,
+    ) -> Result<Option<LimitState>, Problem> {
+        self.admit(&Ask {
+            tenant: tenant.id,
+            key: key.map(|k| k.id),
+            tenant_limits: &tenant.limits,
+            key_limits: key.map_or(&[][..], |k| &k.limits[..]),
+            resource: "api_calls",
+            cost: cost.unwrap_or(1),
+            failure: tenant.counter_failure,
+        })
+        .await
+    }
+
     /// Admits `ask`: `Ok(tightest limit)` or the 429 / 503 problem. Crossed thresholds
     /// are recorded as tenant events.
     pub async fn admit(&self, ask: &Ask<'_>) -> Result<Option<LimitState>, Problem> {
@@ -363,19 +392,9 @@ impl Edge {
             _ => return Err(Problem::new(Code::TenantNotFound, "tenant not found")),
         };
         if tenant.status != TenantStatus::Active {
-            return Err(Problem::new(Code::TenantSuspended, "this tenant is suspended"));
+            return Err(Problem::tenant_suspended());
         }
-        let limit = self
-            .admit(&Ask {
-                tenant: tenant.id,
-                key: None,
-                tenant_limits: &tenant.limits,
-                key_limits: &[],
-                resource: "api_calls",
-                cost: info.cost.unwrap_or(1),
-                failure: tenant.counter_failure,
-            })
-            .await?;
+        let limit = self.admit_call(&tenant, None, info.cost).await?;
         Ok(RequestContext {
             request_id,
             principal: None,
@@ -440,13 +459,10 @@ impl Edge {
         if let Some(route) = info.route {
             match (&principal, tenant_id) {
                 (None, Some(t)) if route.public => return self.decide_public(t, info, request_id).await,
-                (_, None) if route.public || principal.is_some() => return Err(tenant_required()),
-                (None, _) => {
-                    self.metrics.unauthenticated.fetch_add(1, Ordering::Relaxed);
-                    return Err(Problem::unauthenticated(
-                        "this route needs a credential: Authorization: Bearer <token>",
-                    ));
-                }
+                (_, None) if route.public || principal.is_some() => return Err(Problem::tenant_required()),
+                // As for tenantd's own endpoints: a missing credential is not a refused one
+                // (`tenantd_unauthenticated_total` counts those).
+                (None, _) => return Err(Problem::credential_required()),
                 _ => {}
             }
         }
@@ -486,7 +502,7 @@ impl Edge {
             // (operators excepted), and authorized before they count.
             if !principal.is_operator() {
                 if tenant.status != TenantStatus::Active {
-                    return Err(Problem::new(Code::TenantSuspended, "this tenant is suspended"));
+                    return Err(Problem::tenant_suspended());
                 }
                 if let Some(p) = route.permission.filter(|p| !role.allows(p)) {
                     return Err(Problem::forbidden(p));
@@ -499,19 +515,10 @@ impl Edge {
             None
         } else {
             let key = match &authn {
-                Authn::Key(k) => Some(k),
+                Authn::Key(k) => Some(&**k),
                 _ => None,
             };
-            self.admit(&Ask {
-                tenant: tenant.id,
-                key: key.map(|k| k.id),
-                tenant_limits: &tenant.limits,
-                key_limits: key.map_or(&[][..], |k| &k.limits[..]),
-                resource: "api_calls",
-                cost: info.cost.unwrap_or(1),
-                failure: tenant.counter_failure,
-            })
-            .await?
+            self.admit_call(&tenant, key, info.cost).await?
         };
         Ok(RequestContext {
             request_id,

@@ -50,6 +50,24 @@ impl Problem {
         Self::new(Code::Forbidden, format!("your role does not grant '{permission}'"))
     }
 
+    /// `401 unauthenticated` for a request that sent no credential where one is needed.
+    pub fn credential_required() -> Self {
+        Self::unauthenticated("this request needs a credential: Authorization: Bearer <token>")
+    }
+
+    /// `400 tenant_required`.
+    pub fn tenant_required() -> Self {
+        Self::new(
+            Code::TenantRequired,
+            "this request needs a tenant: use /v1/tenants/{id}/…, a tenant subdomain, or the X-Tenant-ID header",
+        )
+    }
+
+    /// `403 tenant_suspended`.
+    pub fn tenant_suspended() -> Self {
+        Self::new(Code::TenantSuspended, "this tenant is suspended")
+    }
+
     /// `403 tenant_mismatch`: the same words whether or not the other tenant exists.
     pub fn tenant_mismatch() -> Self {
         Self::new(

@@ -209,10 +209,9 @@ pub async fn prepare(cfg: Config) -> Result<State, StartError> {
         (Some(addr), Some(upstream)) => {
             let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
             let listener = bind(addr).await?;
-            let upstream = crate::gateway::Upstream::parse(upstream).map_err(StartError)?;
             let gw = crate::gateway::Gateway::new(
                 edge.clone(),
-                upstream,
+                upstream.clone(),
                 cfg.gateway.clone(),
                 cfg.config_path.clone(),
                 workers,

@@ -95,8 +95,8 @@ pub struct Config {
     pub listen: String,
     /// Gateway listener.
     pub gateway_listen: Option<String>,
-    /// Gateway upstream.
-    pub upstream: Option<String>,
+    /// Gateway upstream, parsed.
+    pub upstream: Option<tenantd_edge::Upstream>,
     /// Data directory.
     pub data_dir: PathBuf,
     /// Catalog URL.
@@ -182,7 +182,13 @@ impl Config {
         let c = Config {
             listen: a.listen.clone().or(f.listen).unwrap_or_else(|| "127.0.0.1:8080".into()),
             gateway_listen: a.gateway_listen.clone().or(f.gateway_listen),
-            upstream: a.upstream.clone().or(f.upstream),
+            upstream: a
+                .upstream
+                .clone()
+                .or(f.upstream)
+                .map(|u| tenantd_edge::Upstream::parse(&u))
+                .transpose()
+                .map_err(ConfigError)?,
             data_dir,
             database_url,
             redis_url: a.redis_url.clone().or(f.redis_url),
@@ -235,9 +241,6 @@ impl Config {
                         .into(),
                 ));
             }
-        }
-        if let Some(u) = &self.upstream {
-            crate::gateway::Upstream::parse(u).map_err(ConfigError)?;
         }
         tenantd_store::Backend::from_url(&self.database_url).map_err(|e| ConfigError(format!("database_url: {e}")))?;
         if !["json", "text"].contains(&self.log_format.as_str()) {

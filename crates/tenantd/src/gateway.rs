@@ -9,8 +9,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, State};
 use dashmap::DashMap;
 use http::header::{self, HeaderName};
-use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -23,8 +22,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tenantd_core::{Code, Permission, TenantId};
 use tenantd_edge::jwt::{Claims, CONTEXT_AUDIENCE, ISSUER};
-use tenantd_edge::layer::{bearer, header as header_str, new_request_id};
-use tenantd_edge::{Edge, Principal, Problem, RequestContext, RequestInfo, RouteNeeds};
+use tenantd_edge::layer::{bearer, new_request_id};
+use tenantd_edge::{Edge, Principal, Problem, RequestContext, RequestInfo, RouteNeeds, Upstream};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type ProxyBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
@@ -171,53 +170,6 @@ impl GatewaySettings {
     }
 }
 
-impl Default for GatewaySettings {
-    fn default() -> Self {
-        Self::from_file(GatewayFile::default()).expect("the defaults are valid")
-    }
-}
-
-/// Where requests go: `http://host:port` with an optional base path.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Upstream {
-    authority: Authority,
-    base_path: String,
-}
-
-impl Upstream {
-    /// Parses an `http://` URL (TLS to upstreams is not supported: run the gateway next
-    /// to its upstream, or terminate TLS in front of it).
-    pub fn parse(url: &str) -> Result<Self, String> {
-        let uri: Uri = url
-            .parse()
-            .map_err(|_| format!("upstream '{url}' is not a URL such as http://127.0.0.1:3000"))?;
-        if uri.scheme() != Some(&Scheme::HTTP) {
-            return Err(format!("upstream '{url}' must be an http:// URL"));
-        }
-        let authority = uri
-            .authority()
-            .cloned()
-            .ok_or_else(|| format!("upstream '{url}' has no host"))?;
-        if uri.query().is_some() {
-            return Err(format!("upstream '{url}' must not have a query"));
-        }
-        Ok(Self {
-            authority,
-            base_path: uri.path().trim_end_matches('/').to_string(),
-        })
-    }
-
-    fn uri(&self, pq: Option<&PathAndQuery>) -> Result<Uri, Problem> {
-        let pq = pq.map_or("/", PathAndQuery::as_str);
-        Uri::builder()
-            .scheme(Scheme::HTTP)
-            .authority(self.authority.clone())
-            .path_and_query(format!("{}{pq}", self.base_path))
-            .build()
-            .map_err(|_| Problem::invalid("the request path cannot be forwarded"))
-    }
-}
-
 /// Counters the gateway keeps (exposed at `/metrics`).
 #[derive(Debug, Default)]
 pub struct GatewayMetrics {
@@ -346,11 +298,6 @@ impl Gateway {
     /// The counters.
     pub fn metrics(&self) -> &GatewayMetrics {
         &self.metrics
-    }
-
-    /// The settings in force.
-    pub fn settings(&self) -> GatewaySettings {
-        self.live.load().settings.clone()
     }
 
     /// The gateway as an axum application (every path proxied).
@@ -513,15 +460,12 @@ impl Gateway {
 
     /// The `X-Tenant-Context` token for this principal, role and tenant: signed once and
     /// reused while it has at least 15 s left.
-    fn context_token(&self, ctx: &RequestContext) -> Option<HeaderValue> {
+    fn context_token(&self, ctx: &RequestContext, actor: Option<&str>) -> Option<HeaderValue> {
         let tenant = ctx.tenant.as_ref()?;
         let now = tenantd_core::now_secs();
         let key = TokenKey {
             tenant: tenant.id,
-            actor: ctx
-                .principal
-                .as_ref()
-                .map_or_else(|| "anonymous".into(), Principal::actor),
+            actor: actor.unwrap_or("anonymous").to_string(),
             role: ctx.role.as_ref().map(|r| r.name.clone()).unwrap_or_default(),
             plan: tenant.plan.clone(),
         };
@@ -576,29 +520,26 @@ impl Gateway {
         let (mut parts, body) = req.into_parts();
         let client_version = parts.version;
         let info = RequestInfo {
-            path: parts.uri.path(),
-            query: parts.uri.query(),
-            host: header_str(&parts, "host").or_else(|| parts.uri.host()),
-            tenant_header: header_str(&parts, "x-tenant-id"),
-            tenant_header_alias: header_str(&parts, "tenant-id"),
+            // A public route's Authorization header is the upstream's, not tenantd's.
             bearer: if needs.public { None } else { bearer(&parts)? },
             cost: Some(route.map_or(1, |r| r.cost)),
             route: Some(needs),
+            ..RequestInfo::of(&parts)
         };
         let ctx = self.edge.decide(&info, request_id.to_string()).await?;
+        // The edge gives every admitted gateway request a tenant.
         let tenant = ctx.tenant.as_ref().ok_or_else(Problem::internal)?;
-        if let Some(t) = &ctx.tenant {
-            tracing::Span::current().record("tenant_id", t.id.as_str());
-        }
+        tracing::Span::current().record("tenant_id", tenant.id.as_str());
         let upstream = match &tenant.upstream {
-            Some(u) => Upstream::parse(u).map_err(|e| {
+            Some(Ok(u)) => u,
+            Some(Err(e)) => {
                 tracing::error!(tenant_id = %tenant.id, error = %e, "the tenant's upstream setting is not usable");
-                Problem::new(
+                return Err(Problem::new(
                     Code::UpstreamUnavailable,
                     "the tenant's upstream is not configured correctly",
-                )
-            })?,
-            None => self.upstream.clone(),
+                ));
+            }
+            None => &self.upstream,
         };
         let uri = upstream.uri(parts.uri.path_and_query())?;
         let upgrade = wants_upgrade(&parts.headers)
@@ -666,14 +607,15 @@ impl Gateway {
             set("x-tenant-id", t.id.as_str());
             set("x-tenant-plan", &t.plan);
         }
-        if let Some(p) = &ctx.principal {
-            set("x-principal-id", &p.actor());
+        let actor = ctx.principal.as_ref().map(Principal::actor);
+        if let Some(a) = &actor {
+            set("x-principal-id", a);
         }
         if let Some(r) = &ctx.role {
             set("x-principal-role", &r.name);
         }
         set("x-request-id", request_id);
-        if let Some(tok) = self.context_token(ctx) {
+        if let Some(tok) = self.context_token(ctx, actor.as_deref()) {
             h.insert(HeaderName::from_static("x-tenant-context"), tok);
         }
     }
@@ -882,18 +824,6 @@ mod tests {
             let e = settings(text).unwrap_err();
             assert!(e.contains(wanted), "{text}: {e}");
         }
-    }
-
-    #[test]
-    fn upstreams_are_plain_http_urls_with_an_optional_base_path() {
-        let u = Upstream::parse("http://127.0.0.1:9000/base/").unwrap();
-        let pq: PathAndQuery = "/x?y=1".parse().unwrap();
-        assert_eq!(
-            u.uri(Some(&pq)).unwrap().to_string(),
-            "http://127.0.0.1:9000/base/x?y=1"
-        );
-        assert!(Upstream::parse("https://a.example").unwrap_err().contains("http://"));
-        assert!(Upstream::parse("not a url").is_err());
     }
 
     #[test]

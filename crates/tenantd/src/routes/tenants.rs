@@ -46,7 +46,7 @@ fn settings(
             let u = u
                 .as_str()
                 .ok_or_else(|| Problem::invalid("settings.upstream must be a string"))?;
-            crate::gateway::Upstream::parse(u).map_err(|e| Problem::invalid(format!("settings.{e}")))?;
+            tenantd_edge::Upstream::parse(u).map_err(|e| Problem::invalid(format!("settings.{e}")))?;
         }
     }
     Ok(Some(s))
