@@ -294,3 +294,41 @@ macro_rules! on_redis {
         }
     };
 }
+
+/// A port free at the time of asking (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A tenantd process and its API's URL, killed when dropped.
+pub struct Node(pub std::process::Child, pub String);
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Node {
+    /// Waits until the process answers `/healthz` (up to 30 s).
+    pub async fn ready(&self) {
+        let http = reqwest::Client::new();
+        for _ in 0..300 {
+            if http
+                .get(format!("{}/healthz", self.1))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+            {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("node {} did not start", self.1);
+    }
+}

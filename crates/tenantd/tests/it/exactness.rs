@@ -1,9 +1,9 @@
 //! Exactness: 64 concurrent clients against one tenant with limit L admit exactly L, per
 //! minute (sliding) and per hour (calendar), in process, in Redis mode, and across three
 //! tenantd processes sharing Redis. And what happens when Redis goes away and comes back.
-use crate::common::{spawn_app, start_with, Backend, TestApp, ADMIN};
+use crate::common::{free_port, spawn_app, start_with, Backend, Node, TestApp, ADMIN};
 use serde_json::json;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -133,22 +133,8 @@ async fn redis_counters_on_one_node_admit_exactly_l() {
     assert!(text.contains("tenantd_nodes 1"), "{text}");
 }
 
-/// A tenantd process, stopped when dropped.
-struct Node(Child, String);
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn node(db: &str, toml: &str, dir: &std::path::Path, n: usize) -> Node {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let cfg = dir.join(format!("node{n}.toml"));
     std::fs::write(&cfg, toml).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_tenantd"))
@@ -178,32 +164,15 @@ async fn three_processes_sharing_redis_admit_exactly_l() {
     // The first node creates the catalog; then the other two join it.
     let (_, dir) = tenantd_store::testing::fresh_sqlite();
     let mut nodes = vec![node(&db, &toml, &dir, 0)];
-    let http = reqwest::Client::new();
-    let ready = |url: String| {
-        let http = http.clone();
-        async move {
-            for _ in 0..300 {
-                if http
-                    .get(format!("{url}/healthz"))
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status() == 200)
-                {
-                    return;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-            panic!("node {url} did not start");
-        }
-    };
-    ready(nodes[0].1.clone()).await;
+    nodes[0].ready().await;
     nodes.push(node(&db, &toml, &dir, 1));
     nodes.push(node(&db, &toml, &dir, 2));
     for n in &nodes {
-        ready(n.1.clone()).await;
+        n.ready().await;
     }
     let urls: Vec<String> = nodes.iter().map(|n| n.1.clone()).collect();
     exact_on(&urls).await;
+    let http = reqwest::Client::new();
     // Every node counts all three by its next heartbeat (one a second).
     for url in &urls {
         let mut m = String::new();

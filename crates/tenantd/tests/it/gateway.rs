@@ -1,5 +1,5 @@
 //! The gateway (CONTRACT §6) against a real upstream HTTP server spawned in the test.
-use crate::common::{spawn_app, Backend, TestApp, ADMIN};
+use crate::common::{free_port, spawn_app, Backend, Node, TestApp, ADMIN};
 use axum::body::{Body, Bytes};
 use axum::extract::Request;
 use axum::response::Response;
@@ -669,24 +669,6 @@ async fn a_tenants_own_upstream_takes_its_traffic_and_only_operators_set_it() {
     assert_eq!(shared.hits.load(Ordering::SeqCst), 1);
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A tenantd process, killed when dropped.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// SIGHUP reloads a process whose file polling is off (`reload_poll_ms = 0`).
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -704,7 +686,7 @@ async fn sighup_reloads_the_gateway_routes_of_a_running_process() {
         format!("{base}[[gateway.routes]]\nprefix = \"/r\"\npermission = \"reports:write\"\n"),
     )
     .unwrap();
-    let child = Child(
+    let child = Node(
         std::process::Command::new(env!("CARGO_BIN_EXE_tenantd"))
             .args(["serve", "--listen", &format!("127.0.0.1:{api}")])
             .arg("--data-dir")
@@ -720,20 +702,11 @@ async fn sighup_reloads_the_gateway_routes_of_a_running_process() {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap(),
+        format!("http://127.0.0.1:{api}"),
     );
+    child.ready().await;
     let http = reqwest::Client::new();
-    let api = format!("http://127.0.0.1:{api}");
-    for _ in 0..300 {
-        if http
-            .get(format!("{api}/healthz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let api = child.1.clone();
     let post = |path: String, body: Value| {
         let http = http.clone();
         async move {
