@@ -193,6 +193,17 @@ pub(crate) struct Seen {
 }
 
 impl Seen {
+    /// A limit whose use is a counter that frees up only at `reset_ms` (0: a level that
+    /// never resets, where a retry may fit once others shrink it; worth trying in 1 s).
+    pub(crate) fn counted(check: Check, current: u64, reset_ms: i64) -> Self {
+        Seen {
+            check,
+            current,
+            reset_ms,
+            retry_ms: if reset_ms > 0 { reset_ms } else { 1000 },
+        }
+    }
+
     fn refuses(&self, cost: u64) -> bool {
         self.check.enforcement == Enforcement::Hard && self.check.limit.is_some_and(|l| self.current + cost > l)
     }
@@ -315,16 +326,14 @@ pub fn decide_counted(
     let seen: Vec<Seen> = limits
         .iter()
         .filter(|l| l.resource == resource && l.window == window)
-        .map(|l| Seen {
-            check: Check {
+        .map(|l| {
+            let check = Check {
                 scope: None,
                 window,
                 limit: l.limit,
                 enforcement: l.enforcement,
-            },
-            current,
-            reset_ms,
-            retry_ms: if reset_ms > 0 { reset_ms } else { 1000 },
+            };
+            Seen::counted(check, current, reset_ms)
         })
         .collect();
     ask.refusal(&seen, now_ms)

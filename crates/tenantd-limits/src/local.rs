@@ -309,12 +309,7 @@ fn see(st: &mut TenantState, ask: &Ask<'_>, now_ms: i64, out: &mut SmallVec<[See
                 let (p, end) = period(check.window, now_s);
                 // Levels never reset; a refused growth may fit after others shrink it.
                 let reset_ms = end.map_or(0, |e| e * 1000 - now_ms);
-                Seen {
-                    check,
-                    current: st.value(check.scope, ask.resource, check.window, p),
-                    reset_ms,
-                    retry_ms: if reset_ms > 0 { reset_ms } else { 1000 },
-                }
+                Seen::counted(check, st.value(check.scope, ask.resource, check.window, p), reset_ms)
             }
         },
     ));
