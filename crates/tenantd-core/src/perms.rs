@@ -154,7 +154,7 @@ impl BuiltinRole {
 }
 
 /// A role: a name and the permission patterns it grants (and, for built-ins, denies).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Role {
     /// The role's name, unique within a tenant.
     pub name: String,
@@ -164,7 +164,7 @@ pub struct Role {
     #[serde(rename = "permissions")]
     pub allow: Vec<Permission>,
     /// Patterns refused even when granted (built-in `admin` only).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deny: Vec<Permission>,
 }
 

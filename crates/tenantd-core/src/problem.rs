@@ -44,6 +44,37 @@ pub enum Code {
 }
 
 impl Code {
+    /// Every code.
+    pub const ALL: [Code; 19] = {
+        use Code::*;
+        [
+            InvalidRequest,
+            InvalidTenantId,
+            TenantRequired,
+            Unauthenticated,
+            Forbidden,
+            TenantMismatch,
+            TenantSuspended,
+            TenantNotFound,
+            NotFound,
+            MethodNotAllowed,
+            Conflict,
+            LastOwner,
+            PayloadTooLarge,
+            QuotaExceeded,
+            RateLimited,
+            Internal,
+            UpstreamUnavailable,
+            Unavailable,
+            UpstreamTimeout,
+        ]
+    };
+
+    /// The code a body's `code` member names.
+    pub fn parse(code: &str) -> Option<Code> {
+        Self::ALL.into_iter().find(|c| c.as_str() == code)
+    }
+
     /// The HTTP status code.
     pub fn status(self) -> u16 {
         use Code::*;
@@ -113,5 +144,20 @@ impl Code {
             Unavailable => "Service unavailable",
             UpstreamTimeout => "Upstream timeout",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Code;
+
+    #[test]
+    fn every_code_parses_back() {
+        for c in Code::ALL {
+            assert_eq!(Code::parse(c.as_str()), Some(c));
+        }
+        let distinct: std::collections::HashSet<_> = Code::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(distinct.len(), Code::ALL.len());
+        assert_eq!(Code::parse("teapot"), None);
     }
 }

@@ -5,9 +5,10 @@
 use crate::context::RequestContext;
 use crate::pipeline::{Edge, RequestInfo};
 use crate::problem::Problem;
+use crate::remote::RemoteEdge;
 use axum::body::Body;
 use http::request::Parts;
-use http::{HeaderValue, Request, Response};
+use http::{HeaderName, HeaderValue, Request, Response};
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -17,16 +18,32 @@ use std::time::Instant;
 use tower::{Layer, Service};
 use tracing::Instrument;
 
+/// Who decides: the pipeline in process, or a remote tenantd.
+#[derive(Clone)]
+enum Decider {
+    Local(Arc<Edge>),
+    Remote(Arc<RemoteEdge>),
+}
+
 /// Wraps a service with the edge pipeline.
 #[derive(Clone)]
 pub struct EdgeLayer {
-    edge: Arc<Edge>,
+    edge: Decider,
 }
 
 impl EdgeLayer {
-    /// A layer deciding with `edge`.
+    /// A layer deciding with `edge`, in process.
     pub fn new(edge: Arc<Edge>) -> Self {
-        Self { edge }
+        Self {
+            edge: Decider::Local(edge),
+        }
+    }
+
+    /// A layer asking a remote tenantd to decide each request.
+    pub fn remote(edge: RemoteEdge) -> Self {
+        Self {
+            edge: Decider::Remote(Arc::new(edge)),
+        }
     }
 }
 
@@ -43,7 +60,7 @@ impl<S> Layer<S> for EdgeLayer {
 /// The service [`EdgeLayer`] makes.
 #[derive(Clone)]
 pub struct EdgeService<S> {
-    edge: Arc<Edge>,
+    edge: Decider,
     inner: S,
 }
 
@@ -89,15 +106,31 @@ pub fn bearer(req: &Parts) -> Result<Option<&str>, Problem> {
     }
 }
 
-async fn decide(edge: &Edge, req: &Parts, request_id: String) -> Result<RequestContext, Problem> {
+/// The decision and the headers its response gets (the rate-limit fields).
+async fn decide(
+    edge: &Decider,
+    req: &Parts,
+    request_id: String,
+) -> Result<(RequestContext, Vec<(HeaderName, HeaderValue)>), Problem> {
     let info = RequestInfo {
         bearer: bearer(req)?,
         ..RequestInfo::of(req)
     };
-    edge.decide(&info, request_id).await
+    match edge {
+        Decider::Local(edge) => {
+            let ctx = edge.decide(&info, request_id).await?;
+            let headers = ctx
+                .limit
+                .as_ref()
+                .map(crate::problem::rate_limit_headers)
+                .unwrap_or_default();
+            Ok((ctx, headers))
+        }
+        Decider::Remote(remote) => remote.decide(&info, &request_id).await,
+    }
 }
 
-async fn handle<S>(edge: Arc<Edge>, mut inner: S, req: Request<Body>) -> Response<Body>
+async fn handle<S>(edge: Decider, mut inner: S, req: Request<Body>) -> Response<Body>
 where
     S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
 {
@@ -109,20 +142,17 @@ where
         let method = parts.method.clone();
         let path = parts.uri.path().to_string();
         let mut resp = match decide(&edge, &parts, request_id.clone()).await {
-            Ok(ctx) => {
+            Ok((ctx, headers)) => {
                 if let Some(t) = &ctx.tenant {
                     tracing::Span::current().record("tenant_id", t.id.as_str());
                 }
-                let limit = ctx.limit.clone();
                 parts.extensions.insert(Arc::new(ctx));
                 let mut r = match inner.call(Request::from_parts(parts, body)).await {
                     Ok(r) => r,
                     Err(never) => match never {},
                 };
-                if let Some(l) = &limit {
-                    for (k, v) in crate::problem::rate_limit_headers(l) {
-                        r.headers_mut().insert(k, v);
-                    }
+                for (k, v) in headers {
+                    r.headers_mut().insert(k, v);
                 }
                 r
             }

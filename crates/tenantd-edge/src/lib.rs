@@ -15,6 +15,7 @@ pub mod keys;
 pub mod layer;
 pub mod pipeline;
 pub mod problem;
+pub mod remote;
 pub mod upstream;
 
 pub use cache::{builtin_role, Change, Directory, DirectoryError, EdgeCache, KeyEntry, SecurityEvent, TenantEntry};
@@ -22,4 +23,5 @@ pub use context::{Ctx, Principal, RequestContext, TenantContext};
 pub use layer::EdgeLayer;
 pub use pipeline::{Edge, EdgeConfig, EdgeMetrics, RequestInfo, RouteNeeds};
 pub use problem::Problem;
+pub use remote::RemoteEdge;
 pub use upstream::Upstream;

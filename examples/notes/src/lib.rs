@@ -3,8 +3,10 @@
 //! the [`TenantContext`] it built. Each tenant's notes are kept apart by the tenant id
 //! from that context, never from the request.
 //!
-//! The edge reads the tenantd catalog this service shares with a tenantd server (the same
-//! SQLite file or PostgreSQL database), so keys, roles, plans and limits are tenantd's.
+//! The edge either reads the tenantd catalog this service shares with a tenantd server
+//! (the same SQLite file or PostgreSQL database: decisions in microseconds), or asks a
+//! remote tenantd to decide each request (`EdgeLayer::remote`: one round trip, no
+//! catalog access). Either way keys, roles, plans and limits are tenantd's.
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -31,11 +33,11 @@ pub struct Notes(Mutex<HashMap<TenantId, Vec<Note>>>);
 
 /// The service's routes behind tenantd's edge: `GET /notes` (`records:read`),
 /// `POST /notes` (`records:write`).
-pub fn router(edge: Arc<tenantd_edge::Edge>, notes: Arc<Notes>) -> Router {
+pub fn router(edge: EdgeLayer, notes: Arc<Notes>) -> Router {
     Router::new()
         .route("/notes", get(list).post(add))
         .with_state(notes)
-        .layer(EdgeLayer::new(edge))
+        .layer(edge)
 }
 
 async fn list(ctx: TenantContext, State(notes): State<Arc<Notes>>) -> Result<Json<Vec<Note>>, Problem> {

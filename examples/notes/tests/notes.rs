@@ -1,9 +1,11 @@
-//! The notes service on the same catalog as a tenantd server: tenantd's keys, roles and
-//! tenants decide every call, and no tenant sees another's notes.
+//! The notes service on the same catalog as a tenantd server, and against a remote
+//! tenantd: tenantd's keys, roles and tenants decide every call, and no tenant sees
+//! another's notes.
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use tenantd::config::{Config, FileConfig, ServeArgs};
+use tenantd_edge::{EdgeLayer, RemoteEdge};
 
 const ADMIN: &str = "example-operator-key-0123456789";
 
@@ -17,20 +19,40 @@ fn config(db_url: &str, dir: &std::path::Path) -> Config {
     Config::merge(&args, FileConfig::default(), Some(ADMIN.into())).expect("config")
 }
 
-/// A tenantd server and the notes service on one catalog; returns their base URLs.
-async fn start(db_url: &str, dir: &std::path::Path) -> (String, String) {
+/// How the notes service reaches tenantd.
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    /// It reads the server's catalog and decides in process.
+    SharedCatalog,
+    /// It asks the server to decide (`EdgeLayer::remote`).
+    Remote,
+}
+
+/// Serves the notes service behind `edge`; returns its base URL.
+async fn serve_notes(edge: EdgeLayer) -> String {
+    let notes = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let notes_url = format!("http://{}", notes.local_addr().unwrap());
+    let app = tenantd_example_notes::router(edge, Arc::default());
+    tokio::spawn(async move { axum::serve(notes, app).await });
+    notes_url
+}
+
+/// A tenantd server and the notes service; returns their base URLs.
+async fn start(db_url: &str, dir: &std::path::Path, mode: Mode) -> (String, String) {
     let cfg = config(db_url, dir);
     let listener = tenantd::app::bind(&cfg.listen).await.unwrap();
     let tenantd_url = format!("http://{}", listener.local_addr().unwrap());
     let state = tenantd::app::prepare(cfg).await.unwrap();
     tokio::spawn(tenantd::app::serve(state, listener, std::future::pending()));
 
-    let notes_state = tenantd::app::prepare(config(db_url, dir)).await.unwrap();
-    let notes = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let notes_url = format!("http://{}", notes.local_addr().unwrap());
-    let app = tenantd_example_notes::router(notes_state.edge.clone(), Arc::default());
-    tokio::spawn(async move { axum::serve(notes, app).await });
-    (tenantd_url, notes_url)
+    let edge = match mode {
+        Mode::SharedCatalog => {
+            let notes_state = tenantd::app::prepare(config(db_url, dir)).await.unwrap();
+            EdgeLayer::new(notes_state.edge.clone())
+        }
+        Mode::Remote => EdgeLayer::remote(RemoteEdge::new(&tenantd_url).unwrap()),
+    };
+    (tenantd_url, serve_notes(edge).await)
 }
 
 async fn admin(http: &reqwest::Client, url: String, body: Value) -> Value {
@@ -49,8 +71,8 @@ async fn key(http: &reqwest::Client, tenantd: &str, tenant: &str, role: &str) ->
     (k["id"].as_str().unwrap().into(), k["key"].as_str().unwrap().into())
 }
 
-async fn run(db_url: String, dir: std::path::PathBuf) {
-    let (tenantd, notes) = start(&db_url, &dir).await;
+async fn run(db_url: String, dir: std::path::PathBuf, mode: Mode) {
+    let (tenantd, notes) = start(&db_url, &dir, mode).await;
     let http = reqwest::Client::new();
     for t in ["acme", "globex"] {
         admin(
@@ -115,18 +137,146 @@ async fn run(db_url: String, dir: std::path::PathBuf) {
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["code"], "tenant_mismatch");
+    if mode == Mode::Remote {
+        remote_only(&http, &tenantd, &notes_url, &acme_id, &acme).await;
+    }
+}
+
+/// What only the remote mode shows: tenantd counted the calls, a revocation takes effect
+/// on the next call, and a spent quota answers 429 with the contract's fields.
+async fn remote_only(http: &reqwest::Client, tenantd: &str, notes_url: &str, acme_id: &str, acme: &str) {
+    let usage: Value = http
+        .get(format!("{tenantd}/v1/tenants/acme/usage"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let hour = usage["quotas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["resource"] == "api_calls" && q["window"] == "hour")
+        .unwrap_or_else(|| panic!("{usage}"));
+    // acme's member wrote and listed, its viewer listed and was refused a write by the
+    // handler (after admission): 4. The 401 and the mismatch were refused before.
+    assert_eq!(
+        hour["current"], 4,
+        "tenantd counted the service's admitted calls: {usage}"
+    );
+
+    // A hard limit of 2 a minute: a call past it gets 429 with every field.
+    let r = http
+        .patch(format!("{tenantd}/v1/tenants/acme"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"limits": [{"resource": "api_calls", "window": "minute", "limit": 2, "enforcement": "hard"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let mut refused = None;
+    for _ in 0..3 {
+        let r = http.get(notes_url).bearer_auth(acme).send().await.unwrap();
+        if r.status() == StatusCode::OK {
+            assert!(r.headers()["ratelimit-policy"]
+                .to_str()
+                .unwrap()
+                .contains("api_calls-minute"));
+        } else {
+            refused = Some(r);
+            break;
+        }
+    }
+    let r = refused.expect("the third call in a minute is refused");
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
+    assert_eq!(r.headers()["x-ratelimit-remaining"], "0");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "rate_limited");
+    assert_eq!(
+        (&body["quota"], &body["window"], &body["limit"], &body["current"]),
+        (&json!("api_calls"), &json!("minute"), &json!(2), &json!(2))
+    );
+    assert!(body["reset_at"].is_string() && body["request_id"].as_str().unwrap().starts_with("req_"));
+
+    // Revoked on tenantd: refused by the service from the next call on.
+    let r = http
+        .delete(format!("{tenantd}/v1/tenants/acme/keys/{acme_id}"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let r = http.get(notes_url).bearer_auth(acme).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    let body: Value = r.json().await.unwrap();
+    assert!(body["detail"].as_str().unwrap().contains("revoked"), "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notes_on_a_shared_sqlite_catalog() {
     let (url, dir) = tenantd_store::testing::fresh_sqlite();
-    run(url, dir).await;
+    run(url, dir, Mode::SharedCatalog).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notes_on_a_shared_postgresql_catalog() {
     let (_, dir) = tenantd_store::testing::fresh_sqlite();
     if let Some(url) = tenantd_store::testing::fresh_postgres("notes example").await {
-        run(url, dir).await;
+        run(url, dir, Mode::SharedCatalog).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notes_against_a_remote_tenantd() {
+    let (url, dir) = tenantd_store::testing::fresh_sqlite();
+    run(url, dir, Mode::Remote).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_tenantd_that_cannot_be_reached_refuses_with_503() {
+    // A port nothing listens on: the service refuses rather than let the call through.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let notes = serve_notes(EdgeLayer::remote(RemoteEdge::new(&url).unwrap())).await;
+    let r = reqwest::Client::new()
+        .get(format!("{notes}/notes"))
+        .bearer_auth("tnd_anything")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/problem+json"));
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "unavailable");
+    assert!(body["request_id"].as_str().unwrap().starts_with("req_"));
+
+    // A tenantd that does not answer in time: the same, after the timeout.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", silent.local_addr().unwrap());
+    let edge = RemoteEdge::new(&url)
+        .unwrap()
+        .with_timeout(std::time::Duration::from_millis(300));
+    let notes = serve_notes(EdgeLayer::remote(edge)).await;
+    let started = std::time::Instant::now();
+    let r = reqwest::Client::new()
+        .get(format!("{notes}/notes"))
+        .bearer_auth("tnd_anything")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(started.elapsed() >= std::time::Duration::from_millis(300));
+    drop(silent);
+    assert!(
+        RemoteEdge::new("https://tenantd.example").is_err(),
+        "only http:// is spoken"
+    );
 }

@@ -11,6 +11,7 @@ use utoipa_axum::routes;
 
 pub mod billing;
 pub mod domains;
+pub mod edge;
 pub mod identity;
 pub mod keys;
 pub mod members;
@@ -35,6 +36,7 @@ pub mod workspaces;
         (name = "identity", description = "Who am I, may I, tokens, audit"),
         (name = "usage", description = "Quotas, metered usage, leases, tenant events"),
         (name = "billing", description = "Invoices and the billing report"),
+        (name = "edge", description = "The edge decision, for services embedding tenantd's layer against a remote tenantd"),
     )
 )]
 pub struct ApiDoc;
@@ -96,6 +98,7 @@ pub fn api() -> OpenApiRouter<State> {
         .routes(routes!(usage::events))
         .routes(routes!(billing::tenant_invoice))
         .routes(routes!(billing::report))
+        .routes(routes!(edge::decide))
 }
 
 /// The OpenAPI document.

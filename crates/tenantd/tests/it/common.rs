@@ -184,6 +184,15 @@ impl TestApp {
     }
 
     /// Creates a tenant on `plan` owned by `owner@<id>.test`.
+    /// The tenant's current use of `resource` in `window`, from the server's counters.
+    pub async fn used(&self, tenant: &str, resource: &str, window: tenantd_core::Window) -> u64 {
+        self.state
+            .limiter
+            .current(tenantd_core::TenantId::parse(tenant).unwrap(), resource, window)
+            .await
+            .unwrap()
+    }
+
     pub async fn tenant(&self, id: &str, plan: &str) -> Value {
         self.post(
             "/v1/tenants",

@@ -57,6 +57,7 @@ async fn health_and_openapi_cover_every_route() {
         ("/v1/tenants/{id}/events", &["get"]),
         ("/v1/tenants/{id}/invoices/{period}", &["get"]),
         ("/v1/billing/{period}", &["get"]),
+        ("/v1/edge/decide", &["post"]),
     ];
     for (path, methods) in expected {
         let item = paths

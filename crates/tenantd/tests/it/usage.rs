@@ -39,14 +39,6 @@ fn quota<'a>(usage: &'a Value, resource: &str, window: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {resource}/{window} in {usage}"))
 }
 
-async fn used(app: &TestApp, tenant: &str, resource: &str, window: Window) -> u64 {
-    app.state
-        .limiter
-        .current(TenantId::parse(tenant).unwrap(), resource, window)
-        .await
-        .unwrap()
-}
-
 async fn the_quota_table_shows_every_limit_with_its_use(app: TestApp) {
     app.tenant("acme", "starter").await;
     app.tenant("beta", "free").await;
@@ -150,8 +142,8 @@ async fn idempotent_events_count_once_and_a_refused_batch_records_nothing(app: T
         .await
         .expect(200);
     assert_eq!(r.body, json!({"recorded": 3, "duplicates": 2}));
-    assert_eq!(used(&app, "acme", "orchestrations", day).await, 6);
-    assert_eq!(used(&app, "acme", "exports", Window::Month).await, 7);
+    assert_eq!(app.used("acme", "orchestrations", day).await, 6);
+    assert_eq!(app.used("acme", "exports", Window::Month).await, 7);
     // 6 + 5 > 10: refused whole, with the 429 fields; nothing of it is counted, not even
     // the exports in the same batch, and its idempotency key can be used again.
     let r = app
@@ -175,8 +167,8 @@ async fn idempotent_events_count_once_and_a_refused_batch_records_nothing(app: T
         (&json!("orchestrations"), &json!("day"), &json!(10), &json!(6))
     );
     assert!(r.headers.get("retry-after").is_some());
-    assert_eq!(used(&app, "acme", "orchestrations", day).await, 6);
-    assert_eq!(used(&app, "acme", "exports", Window::Month).await, 7);
+    assert_eq!(app.used("acme", "orchestrations", day).await, 6);
+    assert_eq!(app.used("acme", "exports", Window::Month).await, 7);
     let r = app
         .post(
             ev,
@@ -186,7 +178,7 @@ async fn idempotent_events_count_once_and_a_refused_batch_records_nothing(app: T
         .await
         .expect(200);
     assert_eq!(r.body["recorded"], 1);
-    assert_eq!(used(&app, "acme", "orchestrations", day).await, 10);
+    assert_eq!(app.used("acme", "orchestrations", day).await, 10);
     // Idempotency keys and counters are per tenant.
     let r = app
         .post(
@@ -197,7 +189,7 @@ async fn idempotent_events_count_once_and_a_refused_batch_records_nothing(app: T
         .await
         .expect(200);
     assert_eq!(r.body["recorded"], 1);
-    assert_eq!(used(&app, "beta", "orchestrations", day).await, 1);
+    assert_eq!(app.used("beta", "orchestrations", day).await, 1);
     app.post(ev, &beta_key, json!({"resource": "orchestrations", "quantity": 1}))
         .await
         .problem(403, "tenant_mismatch");
@@ -226,7 +218,7 @@ async fn idempotent_events_count_once_and_a_refused_batch_records_nothing(app: T
             r.body
         );
     }
-    assert_eq!(used(&app, "acme", "x", day).await, 0);
+    assert_eq!(app.used("acme", "x", day).await, 0);
     app.post(ev, &viewer, json!({"resource": "x", "quantity": 1}))
         .await
         .problem(403, "forbidden");
