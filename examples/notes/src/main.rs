@@ -1,4 +1,5 @@
-//! `tenantd-example-notes`: the notes service on `NOTES_LISTEN` (default 127.0.0.1:8090).
+//! `tenantd-example-notes`: the notes service on `NOTES_LISTEN` (default 127.0.0.1:8090),
+//! logging at `NOTES_LOG` (default `info`: a line per request).
 //!
 //! With `TENANTD_URL` (`http://host:port`) it asks that tenantd to decide each request.
 //! Without it, it reads the tenantd catalog at `TENANTD_DATABASE_URL` (default the
@@ -9,7 +10,8 @@ use tenantd_edge::{EdgeLayer, RemoteEdge};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tenantd::telemetry::init("text", "info");
+    let log = std::env::var("NOTES_LOG").unwrap_or_else(|_| "info".into());
+    tenantd::telemetry::init("text", &log);
     let addr = std::env::var("NOTES_LISTEN").unwrap_or_else(|_| "127.0.0.1:8090".into());
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     if let Ok(url) = std::env::var("TENANTD_URL") {
