@@ -31,6 +31,9 @@ pub enum StoreError {
     /// The change conflicts with what is stored.
     #[error("{0}")]
     Conflict(String),
+    /// A level (members, active keys) is at the maximum asked for; the count.
+    #[error("the tenant already has {0}, the most allowed")]
+    LevelReached(u64),
     /// The change would leave the tenant without an owner.
     #[error("a tenant must keep at least one owner")]
     LastOwner,
@@ -108,7 +111,14 @@ pub trait Catalog: Send + Sync + 'static {
     /// The tenant's members, one page, by user id.
     async fn list_members(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<Member>>;
     /// Adds a member (user created if new); `Conflict` if already a member.
-    async fn add_member(&self, tenant: &TenantId, email: &Email, role: &str) -> Result<Member>;
+    async fn add_member(&self, tenant: &TenantId, email: &Email, role: &str) -> Result<Member> {
+        self.add_member_within(tenant, email, role, None).await
+    }
+    /// [`Catalog::add_member`] only while the tenant has fewer than `max` members,
+    /// counted in the same transaction as the insert: nodes sharing the catalog together
+    /// never pass it. `LevelReached` with the count otherwise.
+    async fn add_member_within(&self, tenant: &TenantId, email: &Email, role: &str, max: Option<u64>)
+        -> Result<Member>;
     /// Changes a member's role; `LastOwner` if it would demote the last owner.
     async fn set_member_role(&self, tenant: &TenantId, user_id: &str, role: &str) -> Result<Member>;
     /// Removes a member; `LastOwner` if it is the last owner.
@@ -148,7 +158,13 @@ pub trait Catalog: Send + Sync + 'static {
 
     // --- API keys
     /// Stores a new key (its hash only).
-    async fn create_key(&self, key: &ApiKey) -> Result<()>;
+    async fn create_key(&self, key: &ApiKey) -> Result<()> {
+        self.create_key_within(key, None).await
+    }
+    /// [`Catalog::create_key`] only while the tenant has fewer than `max` active keys,
+    /// counted in the same transaction as the insert. `LevelReached` with the count
+    /// otherwise.
+    async fn create_key_within(&self, key: &ApiKey, max: Option<u64>) -> Result<()>;
     /// A key by id, whatever its tenant (the edge checks the tenant).
     async fn get_key(&self, id: &str) -> Result<Option<ApiKey>>;
     /// The tenant's keys, one page.

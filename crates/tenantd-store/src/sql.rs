@@ -223,6 +223,24 @@ impl SqlCatalog {
         Ok(())
     }
 
+    /// `LevelReached` unless the tenant has fewer than `max` of `what` (call after
+    /// [`Self::lock_tenant`], which serialises the tenant's writers on every node).
+    async fn below_level(tx: &mut Tx, tenant: &TenantId, what: Countable, max: Option<u64>) -> Result<()> {
+        let Some(max) = max else {
+            return Ok(());
+        };
+        let n: i64 = sqlx::query(what.count_sql())
+            .bind(tenant.as_str())
+            .fetch_one(&mut **tx)
+            .await?
+            .try_get("n")?;
+        let n = n.max(0) as u64;
+        if n >= max {
+            return Err(StoreError::LevelReached(n));
+        }
+        Ok(())
+    }
+
     async fn ensure_user_in(tx: &mut Tx, email: &Email) -> Result<User> {
         sqlx::query("INSERT INTO users (id, email, created_at) VALUES ($1, $2, $3) ON CONFLICT (email) DO NOTHING")
             .bind(new_id("usr"))
@@ -647,9 +665,16 @@ impl Catalog for SqlCatalog {
         Ok(paginate(items, page.limit, |m| m.user_id.clone()))
     }
 
-    async fn add_member(&self, tenant: &TenantId, email: &Email, role: &str) -> Result<Member> {
+    async fn add_member_within(
+        &self,
+        tenant: &TenantId,
+        email: &Email,
+        role: &str,
+        max: Option<u64>,
+    ) -> Result<Member> {
         let mut tx = self.pool.begin().await?;
         Self::lock_tenant(&mut tx, tenant).await?;
+        Self::below_level(&mut tx, tenant, Countable::Members, max).await?;
         let user = Self::ensure_user_in(&mut tx, email).await?;
         let r = sqlx::query("INSERT INTO memberships (tenant_id, user_id, role, created_at) VALUES ($1, $2, $3, $4)")
             .bind(tenant.as_str())
@@ -919,7 +944,12 @@ impl Catalog for SqlCatalog {
         .transpose()?)
     }
 
-    async fn create_key(&self, k: &ApiKey) -> Result<()> {
+    async fn create_key_within(&self, k: &ApiKey, max: Option<u64>) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        if max.is_some() {
+            Self::lock_tenant(&mut tx, &k.tenant_id).await?;
+            Self::below_level(&mut tx, &k.tenant_id, Countable::ActiveKeys, max).await?;
+        }
         sqlx::query(&format!(
             "INSERT INTO api_keys ({KEY_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
         ))
@@ -934,8 +964,9 @@ impl Catalog for SqlCatalog {
         .bind(k.created_at)
         .bind(k.revoked_at)
         .bind(k.last_used_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 

@@ -172,11 +172,7 @@ impl SqlCatalog {
     }
 
     pub(crate) async fn count_sql(&self, tenant: &TenantId, what: Countable) -> Result<u64> {
-        let sql = match what {
-            Countable::Members => "SELECT COUNT(*) AS n FROM memberships WHERE tenant_id = $1",
-            Countable::ActiveKeys => "SELECT COUNT(*) AS n FROM api_keys WHERE tenant_id = $1 AND revoked_at IS NULL",
-        };
-        let n: i64 = sqlx::query(sql)
+        let n: i64 = sqlx::query(what.count_sql())
             .bind(tenant.as_str())
             .fetch_one(self.pool())
             .await?
@@ -192,6 +188,16 @@ pub enum Countable {
     Members,
     /// API keys not revoked.
     ActiveKeys,
+}
+
+impl Countable {
+    /// The query counting it for tenant `$1`, as `n`.
+    pub(crate) fn count_sql(self) -> &'static str {
+        match self {
+            Countable::Members => "SELECT COUNT(*) AS n FROM memberships WHERE tenant_id = $1",
+            Countable::ActiveKeys => "SELECT COUNT(*) AS n FROM api_keys WHERE tenant_id = $1 AND revoked_at IS NULL",
+        }
+    }
 }
 
 /// Records that `tenant` is on `plan` from `at`. A change within the same second replaces

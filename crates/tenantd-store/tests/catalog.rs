@@ -1627,4 +1627,28 @@ async fn case_usage(c: &dyn Catalog) {
     c.revoke_key(&t, &k.id, tenantd_core::now_secs()).await.unwrap();
     assert_eq!(c.count(&t, Countable::ActiveKeys).await.unwrap(), 1);
     assert_eq!(c.count(&o, Countable::ActiveKeys).await.unwrap(), 0);
+
+    // Writes within a level: refused with the count at the maximum, and nothing written.
+    assert!(matches!(
+        c.add_member_within(&t, &email("no@use.example"), "member", Some(2))
+            .await,
+        Err(StoreError::LevelReached(2))
+    ));
+    assert_eq!(c.count(&t, Countable::Members).await.unwrap(), 2);
+    c.add_member_within(&t, &email("yes@use.example"), "member", Some(3))
+        .await
+        .unwrap();
+    assert_eq!(c.count(&t, Countable::Members).await.unwrap(), 3);
+    let extra = new_key("use", "extra", "member");
+    assert!(matches!(
+        c.create_key_within(&extra, Some(1)).await,
+        Err(StoreError::LevelReached(1))
+    ));
+    assert!(c.get_key(&extra.id).await.unwrap().is_none(), "nothing written");
+    // Revoked keys do not count; another tenant's level is its own.
+    c.create_key_within(&extra, Some(2)).await.unwrap();
+    c.create_key_within(&new_key("other", "first", "member"), Some(1))
+        .await
+        .unwrap();
+    assert_eq!(c.count(&t, Countable::ActiveKeys).await.unwrap(), 2);
 }

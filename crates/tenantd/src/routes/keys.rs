@@ -93,8 +93,12 @@ pub async fn create(
         revoked_at: None,
         last_used_at: None,
     };
-    let _level = crate::routes::usage::grow_level(&state, &ctx, "keys").await?;
-    state.catalog.create_key(&key).await?;
+    let level = crate::routes::usage::grow_level(&state, &ctx, "keys").await?;
+    state
+        .catalog
+        .create_key_within(&key, level.max)
+        .await
+        .map_err(|e| level.refused(&ctx, e))?;
     state
         .record(
             &ctx,

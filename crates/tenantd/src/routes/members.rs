@@ -72,8 +72,12 @@ pub async fn add(
     let email = Email::parse(&b.email)?;
     let role = known_role(&state, &ctx, &b.role).await?;
     may_grant(&ctx, &role)?;
-    let _level = crate::routes::usage::grow_level(&state, &ctx, "members").await?;
-    let m = state.catalog.add_member(ctx.tenant_id(), &email, &role.name).await?;
+    let level = crate::routes::usage::grow_level(&state, &ctx, "members").await?;
+    let m = state
+        .catalog
+        .add_member_within(ctx.tenant_id(), &email, &role.name, level.max)
+        .await
+        .map_err(|e| level.refused(&ctx, e))?;
     state
         .record(
             &ctx,

@@ -118,37 +118,76 @@ fn catalog_level(resource: &str) -> Option<Countable> {
     }
 }
 
+/// A catalog level about to grow by one, checked (see [`grow_level`]): hand [`Level::max`]
+/// to the catalog's write, and map its error with [`Level::refused`].
+pub struct Level {
+    /// This node's lock on the level, held until the write.
+    _guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+    /// The tightest hard limit: the catalog counts again as it writes, in the same
+    /// transaction, so nodes sharing the catalog together never pass it.
+    pub max: Option<u64>,
+    resource: &'static str,
+}
+
+impl Level {
+    /// The answer for a failed write: the level's `429` when the catalog found it full
+    /// (another node took the last place), the store's own error otherwise.
+    pub fn refused(&self, ctx: &TenantContext, e: tenantd_store::StoreError) -> crate::error::ApiError {
+        match e {
+            tenantd_store::StoreError::LevelReached(current) => match decide_level(ctx, self.resource, current) {
+                Err(p) => p.into(),
+                Ok(_) => Problem::internal().into(),
+            },
+            other => other.into(),
+        }
+    }
+}
+
+/// The limits engine's decision on one more of a catalog level that has `current`.
+fn decide_level(ctx: &TenantContext, resource: &str, current: u64) -> Result<Vec<tenantd_limits::Crossing>, Problem> {
+    let t = ctx.tenant();
+    match decide_counted(t.id, &t.limits, resource, Window::Total, current, 1, 0, now_ms()) {
+        Outcome::Refused { state: s, retry_after } => Err(Problem::limited(&s, retry_after)),
+        Outcome::Admitted { crossings, .. } => Ok(crossings),
+    }
+}
+
 /// Checks a catalog level that is about to grow by one (`members`, `keys`) with the
 /// limits engine's own decision: over a hard `total` limit is `429 quota_exceeded`, over
 /// a soft one is admitted, and crossing 80% or 100% records the tenant's event. The count
-/// is read from the catalog. When the level is limited, the returned guard holds the
-/// tenant's lock on it: keep it until the addition is written, so that two additions at
-/// once on this node cannot both take the last free place.
-pub async fn grow_level(
-    state: &State,
-    ctx: &TenantContext,
-    resource: &'static str,
-) -> ApiResult<Option<tokio::sync::OwnedMutexGuard<()>>> {
+/// is read from the catalog, and counted again by the catalog's write (with
+/// [`Level::max`]). This node's lock on the level is held until the write, so that two
+/// additions at once here report crossings once.
+pub async fn grow_level(state: &State, ctx: &TenantContext, resource: &'static str) -> ApiResult<Level> {
     let t = ctx.tenant();
+    let max = t
+        .limits
+        .iter()
+        .filter(|l| l.resource == resource && l.window == Window::Total && l.enforcement == Enforcement::Hard)
+        .filter_map(|l| l.limit)
+        .min();
     let limited = t
         .limits
         .iter()
         .any(|l| l.resource == resource && l.window == Window::Total && l.limit.is_some());
     let Some(what) = catalog_level(resource).filter(|_| limited) else {
-        return Ok(None);
+        return Ok(Level {
+            _guard: None,
+            max: None,
+            resource,
+        });
     };
     let lock = state.level_locks.entry((t.id, resource)).or_default().clone();
     let guard = lock.lock_owned().await;
     let current = state.catalog.count(&t.id, what).await?;
-    match decide_counted(t.id, &t.limits, resource, Window::Total, current, 1, 0, now_ms()) {
-        Outcome::Refused { state: s, retry_after } => Err(Problem::limited(&s, retry_after).into()),
-        Outcome::Admitted { crossings, .. } => {
-            for c in &crossings {
-                crate::directory::record_crossing(&*state.catalog, c).await;
-            }
-            Ok(Some(guard))
-        }
+    for c in &decide_level(ctx, resource, current)? {
+        crate::directory::record_crossing(&*state.catalog, c).await;
     }
+    Ok(Level {
+        _guard: Some(guard),
+        max,
+        resource,
+    })
 }
 
 /// One metered usage event.

@@ -121,6 +121,11 @@ pub async fn start_with(
 }
 
 impl TestApp {
+    /// Another node: a second server on the same catalog and data directory.
+    pub async fn second_node(&self) -> TestApp {
+        start(self.db_url.clone(), self.data_dir.clone(), self.toml.clone()).await
+    }
+
     /// Stops the server gracefully and starts a new one on the same catalog.
     pub async fn restart(mut self) -> TestApp {
         self.stop().await;

@@ -323,19 +323,23 @@ async fn leases_are_limited_released_and_free_themselves_on_expiry(app: TestApp)
     }
 }
 
-/// Ten additions at once against a level with few places left: exactly the free places
-/// are taken, the rest are 429, for members and for keys.
+/// Ten additions at once, spread over two nodes sharing the catalog, against a level
+/// with few places left: exactly the free places are taken, the rest are 429, for
+/// members and for keys. (Each node's own lock cannot see the other's additions: the
+/// catalog's write counts again.)
 async fn concurrent_additions_never_pass_a_level(app: TestApp) {
     // Free: 5 members, the owner is the first; 4 places left.
     app.tenant("acme", "free").await;
     metered_plan(&app).await;
     app.tenant("beta", "metered").await;
+    let other = app.second_node().await;
+    let nodes = [app.url.clone(), other.url.clone()];
     let http = reqwest::Client::new();
     let burst = |path: String, body: fn(usize) -> Value| {
         let mut set = tokio::task::JoinSet::new();
         for i in 0..10 {
             let req = http
-                .post(format!("{}{path}", app.url))
+                .post(format!("{}{path}", nodes[i % 2]))
                 .bearer_auth(ADMIN)
                 .json(&body(i));
             set.spawn(async move { req.send().await.unwrap().status().as_u16() });
