@@ -6,8 +6,8 @@
 //! configuration file is reloaded on SIGHUP or when the file changes.
 use arc_swap::ArcSwap;
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, State};
 use dashmap::DashMap;
+use futures_util::FutureExt;
 use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
@@ -217,45 +217,6 @@ impl Live {
     }
 }
 
-/// The client's address, as the acceptor saw it.
-#[derive(Debug, Clone, Copy)]
-struct Peer(SocketAddr);
-
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Handed>> for Peer {
-    fn connect_info(stream: axum::serve::IncomingStream<'_, Handed>) -> Self {
-        Peer(*stream.remote_addr())
-    }
-}
-
-/// One worker's share of the gateway's connections: those the acceptor hands it.
-struct Handed {
-    rx: tokio::sync::mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>,
-    addr: SocketAddr,
-}
-
-impl axum::serve::Listener for Handed {
-    type Io = tokio::net::TcpStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            match self.rx.recv().await {
-                // Registered with this worker's runtime from here on.
-                Some((s, peer)) => match tokio::net::TcpStream::from_std(s) {
-                    Ok(s) => return (s, peer),
-                    Err(e) => tracing::warn!(error = %e, "gateway connection dropped"),
-                },
-                // The acceptor has stopped: shutdown is under way.
-                None => std::future::pending::<()>().await,
-            }
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        Ok(self.addr)
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct TokenKey {
     tenant: TenantId,
@@ -300,16 +261,6 @@ impl Gateway {
         &self.metrics
     }
 
-    /// The gateway as an axum application (every path proxied).
-    pub fn router(self: &Arc<Self>) -> axum::Router {
-        axum::Router::new()
-            .fallback(handle)
-            .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
-                Problem::internal().render(&new_request_id())
-            }))
-            .with_state(self.clone())
-    }
-
     /// Serves on `listener` with one worker per upstream pool, each a thread with a
     /// single-threaded runtime, like nginx's workers: a request never wakes another
     /// thread. The acceptor (on the caller's runtime) hands connections to the workers in
@@ -320,14 +271,13 @@ impl Gateway {
         listener: tokio::net::TcpListener,
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
-        let addr = listener.local_addr()?;
         let mut senders = Vec::with_capacity(self.workers);
         let mut workers = Vec::with_capacity(self.workers);
         for i in 0..self.workers {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
             senders.push(tx);
             let gw = self.clone();
-            let mut stop = stop.clone();
+            let stop = stop.clone();
             workers.push(
                 std::thread::Builder::new()
                     .name(format!("tenantd-gateway-{i}"))
@@ -337,15 +287,7 @@ impl Gateway {
                             Ok(rt) => rt,
                             Err(e) => return tracing::error!(error = %e, worker = i, "gateway worker could not start"),
                         };
-                        rt.block_on(async move {
-                            let app = gw.router().into_make_service_with_connect_info::<Peer>();
-                            let served = axum::serve(Handed { rx, addr }, app).with_graceful_shutdown(async move {
-                                let _ = stop.wait_for(|s| *s).await;
-                            });
-                            if let Err(e) = served.await {
-                                tracing::error!(error = %e, worker = i, "gateway worker failed");
-                            }
-                        })
+                        rt.block_on(gw.worker(rx, stop, i))
                     })?,
             );
         }
@@ -377,6 +319,71 @@ impl Gateway {
             }
         });
         Ok(workers)
+    }
+
+    /// One worker: serves the connections the acceptor hands it, each with hyper's
+    /// HTTP/1.1 server (upgrades allowed), until `stop`; then lets them finish.
+    async fn worker(
+        self: Arc<Self>,
+        mut rx: tokio::sync::mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+        i: usize,
+    ) {
+        let mut conns = tokio::task::JoinSet::new();
+        loop {
+            let (s, peer) = tokio::select! {
+                handed = rx.recv() => match handed {
+                    Some(h) => h,
+                    None => break,
+                },
+                // Reap finished connections as they end.
+                Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+                _ = stop.wait_for(|s| *s) => break,
+            };
+            // Registered with this worker's runtime from here on.
+            let stream = match tokio::net::TcpStream::from_std(s) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, worker = i, "gateway connection dropped");
+                    continue;
+                }
+            };
+            let gw = self.clone();
+            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let gw = gw.clone();
+                async move {
+                    // A panic answers 500 for its request only; the connection and the
+                    // worker go on.
+                    let answered = std::panic::AssertUnwindSafe(handle(gw, peer, req.map(Body::new)))
+                        .catch_unwind()
+                        .await;
+                    Ok::<_, std::convert::Infallible>(answered.unwrap_or_else(|_| {
+                        tracing::error!("gateway request handler panicked");
+                        Problem::internal().render(&new_request_id())
+                    }))
+                }
+            });
+            let mut http1 = hyper::server::conn::http1::Builder::new();
+            // The request head must arrive within 30 s (slow clients hold no worker).
+            http1.timer(hyper_util::rt::TokioTimer::new());
+            let conn = http1.serve_connection(TokioIo::new(stream), service).with_upgrades();
+            let mut stop = stop.clone();
+            conns.spawn(async move {
+                let mut conn = std::pin::pin!(conn);
+                let ended = tokio::select! {
+                    ended = conn.as_mut() => ended,
+                    _ = async { drop(stop.wait_for(|s| *s).await) } => {
+                        // Finish the request in flight, then close.
+                        conn.as_mut().graceful_shutdown();
+                        conn.await
+                    }
+                };
+                if let Err(e) = ended {
+                    tracing::debug!(error = %e, "gateway connection ended with an error");
+                }
+            });
+        }
+        while conns.join_next().await.is_some() {}
     }
 
     /// Re-reads the `[gateway]` table of the configuration file. An invalid file changes
@@ -745,11 +752,7 @@ async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnU
     }
 }
 
-async fn handle(
-    State(gw): State<Arc<Gateway>>,
-    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
-    req: Request<Body>,
-) -> Response<Body> {
+async fn handle(gw: Arc<Gateway>, peer: SocketAddr, req: Request<Body>) -> Response<Body> {
     gw.metrics.requests.fetch_add(1, Ordering::Relaxed);
     let request_id = new_request_id();
     let start = Instant::now();
