@@ -674,7 +674,7 @@ async fn a_tenants_own_upstream_takes_its_traffic_and_only_operators_set_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_the_gateway_routes_of_a_running_process() {
     let up = upstream().await;
-    let (api, gw) = (free_port(), free_port());
+    let gw = free_port();
     let (_, dir) = tenantd_store::testing::fresh_sqlite();
     let path = dir.join("tenantd.toml");
     let base = format!(
@@ -686,48 +686,8 @@ async fn sighup_reloads_the_gateway_routes_of_a_running_process() {
         format!("{base}[[gateway.routes]]\nprefix = \"/r\"\npermission = \"reports:write\"\n"),
     )
     .unwrap();
-    let child = Node(
-        std::process::Command::new(env!("CARGO_BIN_EXE_tenantd"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{api}")])
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .arg("--config")
-            .arg(&path)
-            .env("TENANTD_ADMIN_KEY", ADMIN)
-            .env_remove("TENANTD_DATABASE_URL")
-            .env_remove("TENANTD_REDIS_URL")
-            .env_remove("TENANTD_GATEWAY_LISTEN")
-            .env_remove("TENANTD_UPSTREAM")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-        format!("http://127.0.0.1:{api}"),
-    );
-    child.ready().await;
+    let (child, key) = gateway_process(&dir, &path).await;
     let http = reqwest::Client::new();
-    let api = child.1.clone();
-    let post = |path: String, body: Value| {
-        let http = http.clone();
-        async move {
-            let r = http.post(path).bearer_auth(ADMIN).json(&body).send().await.unwrap();
-            assert!(r.status().is_success());
-            r.json::<Value>().await.unwrap()
-        }
-    };
-    post(
-        format!("{api}/v1/tenants"),
-        json!({"id": "acme", "plan": "professional", "owner_email": "o@acme.test"}),
-    )
-    .await;
-    let key = post(
-        format!("{api}/v1/tenants/acme/keys"),
-        json!({"name": "k", "role": "member"}),
-    )
-    .await["key"]
-        .as_str()
-        .unwrap()
-        .to_string();
     let status = || async {
         http.get(format!("http://127.0.0.1:{gw}/r"))
             .bearer_auth(&key)
@@ -755,6 +715,96 @@ async fn sighup_reloads_the_gateway_routes_of_a_running_process() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(now, 200, "SIGHUP reloaded the routes");
+}
+
+/// A tenantd process serving the gateway with the configuration file at `path`, and a
+/// member key of its tenant `acme`.
+async fn gateway_process(dir: &std::path::Path, path: &std::path::Path) -> (Node, String) {
+    let api = free_port();
+    let child = Node(
+        std::process::Command::new(env!("CARGO_BIN_EXE_tenantd"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{api}")])
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .arg("--config")
+            .arg(path)
+            .env("TENANTD_ADMIN_KEY", ADMIN)
+            .env_remove("TENANTD_DATABASE_URL")
+            .env_remove("TENANTD_REDIS_URL")
+            .env_remove("TENANTD_GATEWAY_LISTEN")
+            .env_remove("TENANTD_UPSTREAM")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+        format!("http://127.0.0.1:{api}"),
+    );
+    child.ready().await;
+    let http = reqwest::Client::new();
+    let post = |path: String, body: Value| {
+        let http = http.clone();
+        async move {
+            let r = http.post(path).bearer_auth(ADMIN).json(&body).send().await.unwrap();
+            assert!(r.status().is_success());
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let api = child.1.clone();
+    post(
+        format!("{api}/v1/tenants"),
+        json!({"id": "acme", "plan": "professional", "owner_email": "o@acme.test"}),
+    )
+    .await;
+    let key = post(
+        format!("{api}/v1/tenants/acme/keys"),
+        json!({"name": "k", "role": "member"}),
+    )
+    .await["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    (child, key)
+}
+
+/// SIGTERM while a request is in flight through the gateway: the request is answered,
+/// new connections are refused, and the process then exits cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_request_in_flight_finish_then_exits() {
+    let up = upstream().await;
+    let gw = free_port();
+    let (_, dir) = tenantd_store::testing::fresh_sqlite();
+    let path = dir.join("tenantd.toml");
+    std::fs::write(
+        &path,
+        format!("gateway_listen = \"127.0.0.1:{gw}\"\nupstream = \"{}\"\n", up.url),
+    )
+    .unwrap();
+    let (mut child, key) = gateway_process(&dir, &path).await;
+    let http = reqwest::Client::new();
+    // The upstream's /slow answers after 3 s.
+    let in_flight = tokio::spawn(http.get(format!("http://127.0.0.1:{gw}/slow")).bearer_auth(&key).send());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", gw)).await.is_err(),
+        "no new connections once shutting down"
+    );
+    let r = in_flight.await.unwrap().expect("the request in flight is answered");
+    assert_eq!(r.status(), 200);
+    let mut exited = None;
+    for _ in 0..100 {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            exited = Some(status);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(exited.expect("the process exits after its requests").success());
 }
 
 /// An HTTP/1.0 upstream does not change the client's protocol version.
