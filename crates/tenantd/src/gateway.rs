@@ -217,13 +217,67 @@ impl Live {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// Whom a cached context token is for. Looked up by borrowed parts
+/// ([`TokenKeyParts`]), so a request that finds its token allocates nothing.
+#[derive(Debug, Clone)]
 struct TokenKey {
     tenant: TenantId,
     actor: String,
     role: String,
     plan: String,
 }
+
+/// A [`TokenKey`]'s parts: an owned key and a request's borrowed parts hash and compare
+/// alike.
+trait TokenKeyParts {
+    fn parts(&self) -> (&TenantId, &str, &str, &str);
+}
+
+impl TokenKeyParts for TokenKey {
+    fn parts(&self) -> (&TenantId, &str, &str, &str) {
+        (&self.tenant, &self.actor, &self.role, &self.plan)
+    }
+}
+
+impl TokenKeyParts for (&TenantId, &str, &str, &str) {
+    fn parts(&self) -> (&TenantId, &str, &str, &str) {
+        *self
+    }
+}
+
+impl<'a> std::borrow::Borrow<dyn TokenKeyParts + 'a> for TokenKey {
+    fn borrow(&self) -> &(dyn TokenKeyParts + 'a) {
+        self
+    }
+}
+
+impl std::hash::Hash for dyn TokenKeyParts + '_ {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.parts().hash(h)
+    }
+}
+
+impl PartialEq for dyn TokenKeyParts + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn TokenKeyParts + '_ {}
+
+impl std::hash::Hash for TokenKey {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        (self as &dyn TokenKeyParts).hash(h)
+    }
+}
+
+impl PartialEq for TokenKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for TokenKey {}
 
 /// The gateway: the edge, the default upstream and the live settings.
 pub struct Gateway {
@@ -470,15 +524,22 @@ impl Gateway {
     fn context_token(&self, ctx: &RequestContext, actor: Option<&str>) -> Option<HeaderValue> {
         let tenant = ctx.tenant.as_ref()?;
         let now = tenantd_core::now_secs();
-        let key = TokenKey {
-            tenant: tenant.id,
-            actor: actor.unwrap_or("anonymous").to_string(),
-            role: ctx.role.as_ref().map(|r| r.name.clone()).unwrap_or_default(),
-            plan: tenant.plan.clone(),
-        };
-        if let Some(t) = self.tokens.get(&key).filter(|t| t.1 - now >= CONTEXT_TOKEN_MIN_LEFT) {
+        let actor = actor.unwrap_or("anonymous");
+        let role = ctx.role.as_ref().map_or("", |r| r.name.as_str());
+        let parts = (&tenant.id, actor, role, tenant.plan.as_str());
+        if let Some(t) = self
+            .tokens
+            .get(&parts as &dyn TokenKeyParts)
+            .filter(|t| t.1 - now >= CONTEXT_TOKEN_MIN_LEFT)
+        {
             return Some(t.0.clone());
         }
+        let key = TokenKey {
+            tenant: tenant.id,
+            actor: actor.to_string(),
+            role: role.to_string(),
+            plan: tenant.plan.clone(),
+        };
         let claims = Claims {
             iss: ISSUER.into(),
             sub: key.actor.clone(),
@@ -774,6 +835,39 @@ async fn handle(gw: Arc<Gateway>, peer: SocketAddr, req: Request<Body>) -> Respo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_context_token_is_found_by_its_borrowed_parts_and_only_by_them() {
+        let tokens: DashMap<TokenKey, i64> = DashMap::new();
+        let acme = TenantId::parse("acme").unwrap();
+        let key = |actor: &str, role: &str| TokenKey {
+            tenant: acme,
+            actor: actor.into(),
+            role: role.into(),
+            plan: "starter".into(),
+        };
+        tokens.insert(key("key_a", "member"), 1);
+        tokens.insert(key("key_a", "admin"), 2);
+        let find = |actor: &str, role: &str, plan: &str| {
+            let parts = (&acme, actor, role, plan);
+            tokens.get(&parts as &dyn TokenKeyParts).map(|v| *v)
+        };
+        assert_eq!(find("key_a", "member", "starter"), Some(1));
+        assert_eq!(find("key_a", "admin", "starter"), Some(2));
+        assert_eq!(find("key_b", "member", "starter"), None);
+        assert_eq!(
+            find("key_a", "member", "professional"),
+            None,
+            "a plan change signs anew"
+        );
+        let globex = TenantId::parse("globex").unwrap();
+        assert_eq!(
+            tokens
+                .get(&(&globex, "key_a", "member", "starter") as &dyn TokenKeyParts)
+                .map(|v| *v),
+            None
+        );
+    }
 
     fn settings(toml_text: &str) -> Result<GatewaySettings, String> {
         GatewaySettings::from_file(toml::from_str(toml_text).map_err(|e| e.to_string())?)
