@@ -267,35 +267,76 @@ impl Scope<'_> {
         Ok(tx)
     }
 
-    /// Creates or replaces the record; its version goes up by one.
-    pub async fn put(&self, collection: &str, id: &str, doc: &Value) -> Result<Record, DataError> {
+    /// Runs a write of `doc` (`$1`..`$6`: tenant, collection, id, document, its size, now;
+    /// `$7`: `expected` when given) that returns the record as written.
+    async fn write(
+        &self,
+        statement: &str,
+        collection: &str,
+        id: &str,
+        doc: &Value,
+        expected: Option<i64>,
+    ) -> Result<Option<Record>, DataError> {
         check_name("the collection", collection)?;
         check_name("the record id", id)?;
         let d = self.store.dialect;
         let text = serde_json::to_string(doc)?;
-        let now = now_secs();
+        let sql = format!(
+            "{} RETURNING collection, id, {} AS doc, version, created_at, updated_at",
+            statement.replace("{t}", d.table).replace("{doc_in}", d.doc_in),
+            d.doc_out
+        );
         let mut tx = self.begin().await?;
-        let row = sqlx::query(&format!(
+        let mut q = sqlx::query(&sql)
+            .bind(self.tenant.as_str())
+            .bind(collection)
+            .bind(id)
+            .bind(&text)
+            .bind(text.len() as i64)
+            .bind(now_secs());
+        if let Some(v) = expected {
+            q = q.bind(v);
+        }
+        let row = q.fetch_optional(&mut *tx).await?;
+        let r = row.as_ref().map(record).transpose()?;
+        tx.commit().await?;
+        Ok(r)
+    }
+
+    /// Creates or replaces the record; its version goes up by one.
+    pub async fn put(&self, collection: &str, id: &str, doc: &Value) -> Result<Record, DataError> {
+        self.write(
             "INSERT INTO {t} (tenant_id, collection, id, doc, version, size_bytes, created_at, updated_at) \
              VALUES ($1, $2, $3, {doc_in}, 1, $5, $6, $6) \
              ON CONFLICT (tenant_id, collection, id) DO UPDATE SET doc = excluded.doc, \
-             version = {t}.version + 1, size_bytes = excluded.size_bytes, updated_at = excluded.updated_at \
-             RETURNING collection, id, {doc_out} AS doc, version, created_at, updated_at",
-            t = d.table,
-            doc_in = d.doc_in,
-            doc_out = d.doc_out,
-        ))
-        .bind(self.tenant.as_str())
-        .bind(collection)
-        .bind(id)
-        .bind(&text)
-        .bind(text.len() as i64)
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await?;
-        let r = record(&row)?;
-        tx.commit().await?;
-        Ok(r)
+             version = {t}.version + 1, size_bytes = excluded.size_bytes, updated_at = excluded.updated_at",
+            collection,
+            id,
+            doc,
+            None,
+        )
+        .await?
+        .ok_or_else(|| DataError::Invalid("the record was not written".into()))
+    }
+
+    /// Replaces the record's document if its version is still `expected`; `None` when
+    /// the tenant has no such record or it has changed since.
+    pub async fn update(
+        &self,
+        collection: &str,
+        id: &str,
+        doc: &Value,
+        expected: i64,
+    ) -> Result<Option<Record>, DataError> {
+        self.write(
+            "UPDATE {t} SET doc = {doc_in}, version = version + 1, size_bytes = $5, updated_at = $6 \
+             WHERE tenant_id = $1 AND collection = $2 AND id = $3 AND version = $7",
+            collection,
+            id,
+            doc,
+            Some(expected),
+        )
+        .await
     }
 
     /// The record, if this tenant has it.

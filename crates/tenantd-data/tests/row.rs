@@ -39,6 +39,24 @@ async fn scoped_records_never_cross_tenants(store: &RowStore) {
     assert_eq!(ids(a.list("orders", None, 1).await.unwrap()), ["o1"]);
     assert_eq!(ids(a.list("orders", Some("o1"), 10).await.unwrap()), ["o2"]);
     assert!(a.list("other", None, 10).await.unwrap().is_empty());
+    // A conditional update: only at the expected version, and only the tenant's own.
+    let v2 = a
+        .update("orders", "o2", &json!({"total": 2}), 1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((v2.version, &v2.doc), (2, &json!({"total": 2})));
+    assert_eq!(
+        a.update("orders", "o2", &json!({"total": 3}), 1).await.unwrap(),
+        None,
+        "stale"
+    );
+    assert_eq!(
+        b.update("orders", "o2", &json!({"total": 3}), 2).await.unwrap(),
+        None,
+        "not globex's"
+    );
+    assert_eq!(doc(a.get("orders", "o2").await.unwrap()), Some(json!({"total": 2})));
     // Deleting another tenant's record deletes nothing.
     assert!(!b.delete("orders", "o2").await.unwrap());
     assert!(a.get("orders", "o2").await.unwrap().is_some());

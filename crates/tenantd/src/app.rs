@@ -17,6 +17,8 @@ use tokio::net::TcpListener;
 pub struct AppState {
     /// The catalog.
     pub catalog: Arc<dyn Catalog>,
+    /// Tenant data (the `row` tier's records).
+    pub data: tenantd_data::RowStore,
     /// The edge (cache, signer, counters).
     pub edge: Arc<Edge>,
     /// Admission and metering (the edge holds the same one).
@@ -165,6 +167,7 @@ pub async fn prepare(cfg: Config) -> Result<State, StartError> {
         None => None,
     };
     let catalog = open_catalog(&cfg).await?;
+    let data = open_data(&cfg).await?;
     let invalidations = catalog
         .subscribe()
         .await
@@ -231,6 +234,7 @@ pub async fn prepare(cfg: Config) -> Result<State, StartError> {
     }
     Ok(Arc::new(AppState {
         catalog,
+        data,
         edge,
         limiter,
         cfg: Arc::new(cfg),
@@ -239,6 +243,22 @@ pub async fn prepare(cfg: Config) -> Result<State, StartError> {
         gateway_addr,
         level_locks: dashmap::DashMap::new(),
     }))
+}
+
+/// Tenant data: on PostgreSQL in the catalog's database (connecting as a role that
+/// cannot bypass row-level security), on SQLite in `tenant-data.db` in the data directory.
+async fn open_data(cfg: &Config) -> Result<tenantd_data::RowStore, StartError> {
+    let url = match tenantd_store::Backend::from_url(&cfg.database_url) {
+        Ok(tenantd_store::Backend::Postgres) => cfg.database_url.clone(),
+        _ => {
+            std::fs::create_dir_all(&cfg.data_dir)
+                .map_err(|e| StartError(format!("cannot create {}: {e}", cfg.data_dir.display())))?;
+            format!("sqlite://{}", cfg.data_dir.join("tenant-data.db").display())
+        }
+    };
+    tenantd_data::RowStore::open(&url, cfg.data_database_url.as_deref())
+        .await
+        .map_err(|e| StartError(format!("tenant data: {e}")))
 }
 
 async fn ensure_default_tenant(cfg: &Config, catalog: &dyn Catalog) -> Result<TenantId, StartError> {

@@ -83,6 +83,7 @@ pub struct FileConfig {
     shutdown_grace_seconds: Option<u64>,
     max_body_bytes: Option<usize>,
     domain_verification_url: Option<String>,
+    data_database_url: Option<String>,
     oidc: Option<OidcFile>,
     /// `[gateway]`: routes, timeouts and body limit (reloadable).
     pub(crate) gateway: Option<crate::gateway::GatewayFile>,
@@ -134,6 +135,9 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Where a custom domain's proof is fetched; `{host}` is replaced by the domain.
     pub domain_verification_url: String,
+    /// Where tenant data connects on PostgreSQL (a role owning nothing and unable to
+    /// bypass row-level security); `None`: `tenantd_data` on the catalog's server.
+    pub data_database_url: Option<String>,
     /// External OpenID provider.
     pub oidc: Option<OidcFile>,
     /// The gateway's routes, timeouts and body limit.
@@ -217,6 +221,7 @@ impl Config {
             domain_verification_url: f
                 .domain_verification_url
                 .unwrap_or_else(|| "http://{host}/.well-known/tenantd-domain-verification".into()),
+            data_database_url: f.data_database_url,
             oidc: f.oidc,
             gateway: crate::gateway::GatewaySettings::from_file(f.gateway.unwrap_or_default()).map_err(ConfigError)?,
             config_path: None,
@@ -242,7 +247,16 @@ impl Config {
                 ));
             }
         }
-        tenantd_store::Backend::from_url(&self.database_url).map_err(|e| ConfigError(format!("database_url: {e}")))?;
+        let backend = tenantd_store::Backend::from_url(&self.database_url)
+            .map_err(|e| ConfigError(format!("database_url: {e}")))?;
+        if let Some(u) = &self.data_database_url {
+            let pg = |u: &str| u.starts_with("postgres://") || u.starts_with("postgresql://");
+            if backend != tenantd_store::Backend::Postgres || !pg(u) {
+                return Err(ConfigError(
+                    "data_database_url is for a PostgreSQL catalog, and must be a postgres:// URL".into(),
+                ));
+            }
+        }
         if !["json", "text"].contains(&self.log_format.as_str()) {
             return Err(ConfigError(format!(
                 "log_format '{}' must be json or text",

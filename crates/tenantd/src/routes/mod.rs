@@ -10,6 +10,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub mod billing;
+pub mod data;
 pub mod domains;
 pub mod edge;
 pub mod identity;
@@ -36,6 +37,7 @@ pub mod workspaces;
         (name = "identity", description = "Who am I, may I, tokens, audit"),
         (name = "usage", description = "Quotas, metered usage, leases, tenant events"),
         (name = "billing", description = "Invoices and the billing report"),
+        (name = "data", description = "Tenant data: JSON records in collections"),
         (name = "edge", description = "The edge decision, for services embedding tenantd's layer against a remote tenantd"),
     )
 )]
@@ -99,6 +101,8 @@ pub fn api() -> OpenApiRouter<State> {
         .routes(routes!(billing::tenant_invoice))
         .routes(routes!(billing::report))
         .routes(routes!(edge::decide))
+        .routes(routes!(data::list, data::create))
+        .routes(routes!(data::get, data::patch, data::delete))
 }
 
 /// The OpenAPI document.

@@ -58,6 +58,8 @@ async fn health_and_openapi_cover_every_route() {
         ("/v1/tenants/{id}/invoices/{period}", &["get"]),
         ("/v1/billing/{period}", &["get"]),
         ("/v1/edge/decide", &["post"]),
+        ("/v1/data/collections/{c}/records", &["get", "post"]),
+        ("/v1/data/collections/{c}/records/{rid}", &["get", "patch", "delete"]),
     ];
     for (path, methods) in expected {
         let item = paths

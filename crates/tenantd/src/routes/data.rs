@@ -1,0 +1,397 @@
+//! Tenant data (CONTRACT §7): JSON records in named collections, for the tenant of the
+//! request's context, at the `row` tier.
+use crate::app::State;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::Json;
+use axum::extract::{Path, State as S};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use http::{header, HeaderMap, HeaderValue, StatusCode};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+use tenantd_core::Code;
+use tenantd_data::{DataError, Record};
+use tenantd_edge::{Problem, TenantContext};
+
+/// Records scanned per batch while filtering a page.
+const SCAN_BATCH: u32 = 500;
+
+fn data_err(e: DataError) -> ApiError {
+    match e {
+        DataError::Invalid(m) => Problem::invalid(m).into(),
+        other => {
+            tracing::error!(error = %other, "tenant data failure");
+            Problem::internal().into()
+        }
+    }
+}
+
+fn etag(version: i64) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{version}\"")).unwrap_or_else(|_| HeaderValue::from_static("\"0\""))
+}
+
+fn body(r: &Record) -> Value {
+    json!({
+        "id": r.id,
+        "collection": r.collection,
+        "data": r.doc,
+        "version": r.version,
+        "created_at": tenantd_core::ts::format(r.created_at),
+        "updated_at": tenantd_core::ts::format(r.updated_at),
+    })
+}
+
+/// A record answer with its `ETag`.
+fn answer(status: StatusCode, r: &Record) -> Response {
+    let mut resp = (status, axum::Json(body(r))).into_response();
+    resp.headers_mut().insert(header::ETAG, etag(r.version));
+    resp
+}
+
+fn object(v: Value) -> Result<Map<String, Value>, Problem> {
+    match v {
+        Value::Object(m) => Ok(m),
+        _ => Err(Problem::invalid("the record must be a JSON object")),
+    }
+}
+
+/// `{c}` in the path.
+#[derive(Deserialize)]
+pub struct CollectionPath {
+    c: String,
+}
+
+/// `{c}` and `{rid}` in the path.
+#[derive(Deserialize)]
+pub struct RecordPath {
+    c: String,
+    rid: String,
+}
+
+/// Creates a record with a new id (`records:write`): `201` with the record and its `ETag`.
+#[utoipa::path(post, path = "/v1/data/collections/{c}/records", tag = "data", params(("c" = String, Path)), request_body(content = Object, description = "The record: a JSON object"), responses((status = 201, description = "`{\"id\",\"collection\",\"data\",\"version\",\"created_at\",\"updated_at\"}`, with `ETag`")))]
+pub async fn create(
+    S(state): S<State>,
+    ctx: TenantContext,
+    Path(p): Path<CollectionPath>,
+    Json(doc): Json<Value>,
+) -> ApiResult<Response> {
+    ctx.require("records:write")?;
+    let doc = Value::Object(object(doc)?);
+    let id = tenantd_store::new_id("rec");
+    let r = state
+        .data
+        .scope(*ctx.tenant_id())
+        .put(&p.c, &id, &doc)
+        .await
+        .map_err(data_err)?;
+    let mut resp = answer(StatusCode::CREATED, &r);
+    if let Ok(v) = HeaderValue::from_str(&format!("/v1/data/collections/{}/records/{}", r.collection, r.id)) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(resp)
+}
+
+/// A record (`records:read`), with its `ETag`.
+#[utoipa::path(get, path = "/v1/data/collections/{c}/records/{rid}", tag = "data", params(("c" = String, Path), ("rid" = String, Path)), responses((status = 200, description = "The record, with `ETag`"), (status = 404, description = "No such record for this tenant")))]
+pub async fn get(S(state): S<State>, ctx: TenantContext, Path(p): Path<RecordPath>) -> ApiResult<Response> {
+    ctx.require("records:read")?;
+    let r = state
+        .data
+        .scope(*ctx.tenant_id())
+        .get(&p.c, &p.rid)
+        .await
+        .map_err(data_err)?
+        .ok_or_else(|| Problem::not_found("record"))?;
+    Ok(answer(StatusCode::OK, &r))
+}
+
+/// One filter on a top-level field: `field=value`, or `field[gt|gte|lt|lte]=value`.
+#[derive(Debug, PartialEq)]
+struct Filter {
+    field: String,
+    op: Op,
+    value: Value,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Op {
+    Eq,
+    Gt,
+    Gte,
+    Lt,
+    Lte,
+}
+
+impl Filter {
+    fn parse(key: &str, raw: &str) -> Result<Self, Problem> {
+        let (field, op) = match key.split_once('[') {
+            None => (key, Op::Eq),
+            Some((field, rest)) => {
+                let op = match rest {
+                    "gt]" => Op::Gt,
+                    "gte]" => Op::Gte,
+                    "lt]" => Op::Lt,
+                    "lte]" => Op::Lte,
+                    _ => {
+                        return Err(Problem::invalid(format!(
+                            "filter '{key}': use field=value or field[gt|gte|lt|lte]=value"
+                        )))
+                    }
+                };
+                (field, op)
+            }
+        };
+        if field.is_empty() {
+            return Err(Problem::invalid(format!("filter '{key}' names no field")));
+        }
+        // A number, true, false or null as JSON; anything else is a string.
+        let value = serde_json::from_str::<Value>(raw)
+            .ok()
+            .filter(|v| !v.is_object() && !v.is_array() && !v.is_string())
+            .unwrap_or_else(|| Value::String(raw.to_string()));
+        Ok(Filter {
+            field: field.to_string(),
+            op,
+            value,
+        })
+    }
+
+    fn matches(&self, doc: &Value) -> bool {
+        let Some(v) = doc.get(&self.field) else {
+            return false;
+        };
+        if self.op == Op::Eq {
+            return match (v, &self.value) {
+                (Value::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
+                (a, b) => a == b,
+            };
+        }
+        let ord = match (v, &self.value) {
+            (Value::Number(a), Value::Number(b)) => a.as_f64().zip(b.as_f64()).and_then(|(a, b)| a.partial_cmp(&b)),
+            (Value::String(a), Value::String(b)) => Some(a.cmp(b)),
+            _ => None,
+        };
+        let Some(ord) = ord else {
+            return false;
+        };
+        match self.op {
+            Op::Gt => ord.is_gt(),
+            Op::Gte => ord.is_ge(),
+            Op::Lt => ord.is_lt(),
+            Op::Lte => ord.is_le(),
+            Op::Eq => ord.is_eq(),
+        }
+    }
+}
+
+fn decode_cursor(c: &str) -> Result<String, Problem> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(c)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| Problem::invalid("cursor is not one this server issued"))
+}
+
+/// The collection's records by id, a page at a time (`records:read`). `?limit=` (1 to
+/// 1000, default 50) and `?cursor=`; any other parameter filters on a top-level field:
+/// `status=paid`, `total[gte]=10` (`gt`, `gte`, `lt`, `lte`).
+#[utoipa::path(get, path = "/v1/data/collections/{c}/records", tag = "data", params(("c" = String, Path), ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)), responses((status = 200, description = "`{\"items\": [record], \"next_cursor\"?}`")))]
+pub async fn list(
+    S(state): S<State>,
+    ctx: TenantContext,
+    Path(p): Path<CollectionPath>,
+    crate::extract::Query(q): crate::extract::Query<BTreeMap<String, String>>,
+) -> ApiResult<axum::Json<Value>> {
+    ctx.require("records:read")?;
+    let limit = match q.get("limit") {
+        None => 50,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=1000).contains(l))
+            .ok_or_else(|| Problem::invalid("limit must be between 1 and 1000"))?,
+    };
+    let mut after = q.get("cursor").map(|c| decode_cursor(c)).transpose()?;
+    let filters = q
+        .iter()
+        .filter(|(k, _)| *k != "limit" && *k != "cursor")
+        .map(|(k, v)| Filter::parse(k, v))
+        .collect::<Result<Vec<_>, _>>()?;
+    let scope = state.data.scope(*ctx.tenant_id());
+    let mut items = Vec::new();
+    // Scan in id order until a page (and one more, to know there is a next) matches.
+    'scan: loop {
+        let batch = scope.list(&p.c, after.as_deref(), SCAN_BATCH).await.map_err(data_err)?;
+        let full = batch.len() == SCAN_BATCH as usize;
+        for r in batch {
+            after = Some(r.id.clone());
+            if filters.iter().all(|f| f.matches(&r.doc)) {
+                items.push(r);
+                if items.len() > limit {
+                    break 'scan;
+                }
+            }
+        }
+        if !full {
+            break;
+        }
+    }
+    let next_cursor = (items.len() > limit).then(|| {
+        items.truncate(limit);
+        items
+            .last()
+            .map(|r| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&r.id))
+    });
+    let mut out = json!({"items": items.iter().map(body).collect::<Vec<_>>()});
+    if let Some(Some(c)) = next_cursor {
+        out["next_cursor"] = Value::String(c);
+    }
+    Ok(axum::Json(out))
+}
+
+/// The version an `If-Match` header asks for: `"3"` (or `*`, any).
+fn if_match(headers: &HeaderMap) -> Result<Option<i64>, Problem> {
+    let Some(v) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let v = v.to_str().unwrap_or_default().trim();
+    if v == "*" {
+        return Ok(None);
+    }
+    v.strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .and_then(|v| v.parse::<i64>().ok())
+        .map(Some)
+        .ok_or_else(|| Problem::invalid("If-Match must be the record's ETag, such as \"3\""))
+}
+
+/// Changes a record with a JSON merge patch (RFC 7396: `null` removes a field)
+/// (`records:write`). With `If-Match`, only at that version: otherwise `409 conflict`.
+#[utoipa::path(patch, path = "/v1/data/collections/{c}/records/{rid}", tag = "data", params(("c" = String, Path), ("rid" = String, Path)), request_body(content = Object, description = "A JSON merge patch"), responses((status = 200, description = "The record, with its new `ETag`"), (status = 409, description = "The record changed since the `If-Match` version")))]
+pub async fn patch(
+    S(state): S<State>,
+    ctx: TenantContext,
+    Path(p): Path<RecordPath>,
+    headers: HeaderMap,
+    Json(patch): Json<Value>,
+) -> ApiResult<Response> {
+    ctx.require("records:write")?;
+    let patch = object(patch)?;
+    let wanted = if_match(&headers)?;
+    let scope = state.data.scope(*ctx.tenant_id());
+    let current = scope
+        .get(&p.c, &p.rid)
+        .await
+        .map_err(data_err)?
+        .ok_or_else(|| Problem::not_found("record"))?;
+    let changed = |now: i64| {
+        Problem::new(
+            Code::Conflict,
+            format!("the record has changed: its version is now {now}; read it again and retry"),
+        )
+    };
+    if wanted.is_some_and(|w| w != current.version) {
+        return Err(changed(current.version).into());
+    }
+    let mut doc = current.doc.clone();
+    if let Value::Object(m) = &mut doc {
+        for (k, v) in patch {
+            merge(m, k, v);
+        }
+    }
+    match scope
+        .update(&p.c, &p.rid, &doc, current.version)
+        .await
+        .map_err(data_err)?
+    {
+        Some(r) => Ok(answer(StatusCode::OK, &r)),
+        // Written by another request between the read and the write.
+        None => Err(changed(current.version + 1).into()),
+    }
+}
+
+/// RFC 7396 for one member.
+fn merge(target: &mut Map<String, Value>, key: String, patch: Value) {
+    match patch {
+        Value::Null => {
+            target.remove(&key);
+        }
+        Value::Object(p) => {
+            let slot = target.entry(key).or_insert_with(|| Value::Object(Map::new()));
+            if !slot.is_object() {
+                *slot = Value::Object(Map::new());
+            }
+            if let Value::Object(inner) = slot {
+                for (k, v) in p {
+                    merge(inner, k, v);
+                }
+            }
+        }
+        other => {
+            target.insert(key, other);
+        }
+    }
+}
+
+/// Deletes a record (`records:write`): `204`; `404` if this tenant has no such record.
+#[utoipa::path(delete, path = "/v1/data/collections/{c}/records/{rid}", tag = "data", params(("c" = String, Path), ("rid" = String, Path)), responses((status = 204, description = "Deleted"), (status = 404, description = "No such record for this tenant")))]
+pub async fn delete(S(state): S<State>, ctx: TenantContext, Path(p): Path<RecordPath>) -> ApiResult<StatusCode> {
+    ctx.require("records:write")?;
+    if state
+        .data
+        .scope(*ctx.tenant_id())
+        .delete(&p.c, &p.rid)
+        .await
+        .map_err(data_err)?
+    {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(Problem::not_found("record").into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_compare_numbers_strings_and_literals() {
+        let doc = json!({"status": "paid", "total": 12.5, "n": 3, "ok": true, "tags": ["a"]});
+        let f = |k: &str, v: &str| Filter::parse(k, v).unwrap().matches(&doc);
+        assert!(f("status", "paid") && !f("status", "open"));
+        assert!(f("total[gt]", "12") && f("total[gte]", "12.5") && !f("total[lt]", "12.5"));
+        assert!(f("n", "3") && f("n", "3.0") && f("n[lte]", "3"));
+        assert!(f("ok", "true") && !f("ok", "false"));
+        assert!(f("status[gte]", "o") && !f("status[gt]", "paid"));
+        assert!(
+            !f("missing", "x") && !f("total[gt]", "abc"),
+            "no field, or types that do not compare"
+        );
+        assert!(Filter::parse("total[between]", "1").is_err());
+        assert!(Filter::parse("[gt]", "1").is_err());
+    }
+
+    #[test]
+    fn merge_patch_follows_rfc_7396() {
+        let mut m = object(json!({"a": "b", "c": {"d": "e", "f": "g"}})).unwrap();
+        for (k, v) in object(json!({"a": "z", "c": {"f": null}, "n": {"x": 1}})).unwrap() {
+            merge(&mut m, k, v);
+        }
+        assert_eq!(Value::Object(m), json!({"a": "z", "c": {"d": "e"}, "n": {"x": 1}}));
+    }
+
+    #[test]
+    fn if_match_takes_the_etag() {
+        let h = |v: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(header::IF_MATCH, HeaderValue::from_str(v).unwrap());
+            if_match(&m)
+        };
+        assert_eq!(h("\"3\"").unwrap(), Some(3));
+        assert_eq!(h("*").unwrap(), None);
+        assert!(h("3").is_err() && h("W/\"3\"").is_err());
+        assert_eq!(if_match(&HeaderMap::new()).unwrap(), None);
+    }
+}
