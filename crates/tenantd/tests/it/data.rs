@@ -7,6 +7,7 @@ crate::both! {
     records_are_the_tenants_own;
     records_list_filter_and_page;
     records_change_only_at_the_version_asked;
+    random_operations_never_cross_tenants;
 }
 
 const ORDERS: &str = "/v1/data/collections/orders/records";
@@ -208,4 +209,189 @@ async fn records_change_only_at_the_version_asked(app: TestApp) {
         4
     );
     assert_eq!(app.get(&one, &key).await.expect(200).body["data"]["total"], 8);
+}
+
+/// A model-based isolation test: seeded random operations by random principals (a member
+/// and a viewer of each of 20 tenants) against an in-memory model of every tenant's
+/// records. Every answer must be the model's; no answer may carry another tenant's data;
+/// every attempt on another tenant's record answers as if it did not exist.
+async fn random_operations_never_cross_tenants(app: TestApp) {
+    use rand::{Rng, SeedableRng};
+    use std::collections::BTreeMap;
+    const TENANTS: usize = 20;
+    const OPS: usize = 2500;
+    let seed: u64 = std::env::var("TENANTD_MODEL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut keys = Vec::new();
+    for t in 0..TENANTS {
+        let id = format!("t{t:02}");
+        app.tenant(&id, "professional").await;
+        keys.push((
+            id.clone(),
+            app.key(&id, "member").await.1,
+            app.key(&id, "viewer").await.1,
+        ));
+    }
+    // (tenant, collection, id) -> (document, version)
+    let mut model: BTreeMap<(usize, &str, String), (Value, i64)> = BTreeMap::new();
+    let collections = ["a", "b"];
+    let url = |c: &str, id: Option<&str>| match id {
+        Some(id) => format!("/v1/data/collections/{c}/records/{id}"),
+        None => format!("/v1/data/collections/{c}/records"),
+    };
+    for step in 0..OPS {
+        let ctx = format!("seed {seed} (TENANTD_MODEL_SEED), step {step}");
+        let me = rng.gen_range(0..TENANTS);
+        let member = rng.gen_bool(0.7);
+        let key = if member { &keys[me].1 } else { &keys[me].2 };
+        let c = collections[rng.gen_range(0..2)];
+        // A known record of any tenant (or none yet).
+        let target = (!model.is_empty())
+            .then(|| model.keys().nth(rng.gen_range(0..model.len())).cloned())
+            .flatten();
+        let mine_data = |r: &Value| {
+            let owner = r["data"]["owner"].as_str().unwrap_or_default().to_string();
+            assert_eq!(owner, keys[me].0, "{ctx}: another tenant's data in {r}");
+        };
+        match rng.gen_range(0..6) {
+            0 => {
+                let doc = json!({"owner": keys[me].0, "n": rng.gen_range(0..100)});
+                let r = app.post(&url(c, None), key, doc.clone()).await;
+                if member {
+                    let r = r.expect(201);
+                    mine_data(&r.body);
+                    model.insert((me, c, r.body["id"].as_str().unwrap().to_string()), (doc, 1));
+                } else {
+                    r.problem(403, "forbidden");
+                }
+            }
+            1 => {
+                let Some((t, c, id)) = target else { continue };
+                let r = app.get(&url(c, Some(&id)), key).await;
+                if t == me {
+                    let r = r.expect(200);
+                    mine_data(&r.body);
+                    assert_eq!(r.body["data"], model[&(t, c, id.clone())].0, "{ctx}");
+                } else {
+                    r.problem(404, "not_found");
+                }
+            }
+            2 => {
+                let n = rng.gen_range(0..100);
+                let r = app.get(&format!("{}?n[gte]={n}", url(c, None)), key).await.expect(200);
+                let mut got: Vec<String> = r.body["items"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|i| {
+                        mine_data(i);
+                        i["id"].as_str().unwrap().to_string()
+                    })
+                    .collect();
+                got.sort();
+                let want: Vec<String> = model
+                    .iter()
+                    .filter(|((t, mc, _), (d, _))| *t == me && *mc == c && d["n"].as_i64().unwrap() >= n)
+                    .map(|((_, _, id), _)| id.clone())
+                    .take(50)
+                    .collect();
+                assert_eq!(got, want, "{ctx}");
+            }
+            3 => {
+                let Some((t, c, id)) = target else { continue };
+                let stale = rng.gen_bool(0.2);
+                let version = model[&(t, c, id.clone())].1 - i64::from(stale);
+                let tag = format!("\"{version}\"");
+                let n = rng.gen_range(0..100);
+                let r = app
+                    .call(
+                        "PATCH",
+                        &url(c, Some(&id)),
+                        Some(key),
+                        Some(json!({"n": n})),
+                        &[("If-Match", &tag)],
+                    )
+                    .await;
+                // The caller's role is checked first: it says nothing about the record.
+                match (t == me, member, stale) {
+                    (_, false, _) => {
+                        r.problem(403, "forbidden");
+                    }
+                    (false, true, _) => {
+                        r.problem(404, "not_found");
+                    }
+                    (true, true, true) => {
+                        r.problem(409, "conflict");
+                    }
+                    (true, true, false) => {
+                        let r = r.expect(200);
+                        mine_data(&r.body);
+                        let entry = model.get_mut(&(t, c, id)).unwrap();
+                        entry.0["n"] = json!(n);
+                        entry.1 += 1;
+                        assert_eq!(
+                            (&r.body["data"], r.body["version"].as_i64()),
+                            (&entry.0, Some(entry.1)),
+                            "{ctx}"
+                        );
+                    }
+                }
+            }
+            4 => {
+                let Some((t, c, id)) = target else { continue };
+                let r = app.delete(&url(c, Some(&id)), key).await;
+                match (t == me, member) {
+                    (_, false) => {
+                        r.problem(403, "forbidden");
+                    }
+                    (false, true) => {
+                        r.problem(404, "not_found");
+                    }
+                    (true, true) => {
+                        r.expect(204);
+                        model.remove(&(t, c, id));
+                    }
+                }
+            }
+            _ => {
+                // Naming another tenant next to one's own credential.
+                let other = (me + rng.gen_range(1..TENANTS)) % TENANTS;
+                let r = app
+                    .call(
+                        "GET",
+                        &url(c, None),
+                        Some(key),
+                        None,
+                        &[("X-Tenant-ID", &keys[other].0)],
+                    )
+                    .await;
+                r.problem(403, "tenant_mismatch");
+            }
+        }
+    }
+    // In the end every tenant holds exactly the model's records.
+    for (t, (id, member, _)) in keys.iter().enumerate() {
+        for c in collections {
+            let r = app
+                .get(&format!("{}?limit=1000", url(c, None)), member)
+                .await
+                .expect(200);
+            let mut got: Vec<(String, Value)> = r.body["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| (i["id"].as_str().unwrap().to_string(), i["data"].clone()))
+                .collect();
+            got.sort_by(|a, b| a.0.cmp(&b.0));
+            let want: Vec<(String, Value)> = model
+                .iter()
+                .filter(|((mt, mc, _), _)| *mt == t && *mc == c)
+                .map(|((_, _, rid), (d, _))| (rid.clone(), d.clone()))
+                .collect();
+            assert_eq!(got, want, "seed {seed}: tenant {id}, collection {c}");
+        }
+    }
 }
