@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Records read and written through tenantd's HTTP API against the same statements straight
+# over sqlx, on PostgreSQL with the same row-level security, in one run on one machine:
+#
+#   (a) direct: crates/tenantd-data/examples/direct.rs, CONNECTIONS tasks going through
+#       the row tier's scope (a transaction setting tenantd.tenant_id, then the
+#       statement), as the tenantd_data role;
+#   (b) HTTP: wrk with CONNECTIONS connections and an API key: the edge pipeline (key,
+#       role, admission, metering), then the same statements.
+#
+# get: one record read again and again (GET …/records/{id}); put: a new record each time
+# (POST …/records). Prints operations/s for each and the ratio (b)/(a) (target >= 0.8).
+# Needs wrk, curl and PostgreSQL: TENANTD_BENCH_DATABASE_URL (default
+# postgres://postgres@127.0.0.1:5432/test; a database named tenantd_bench_records is made
+# there and dropped after). Settings: DURATION (10, seconds), CONNECTIONS (32), THREADS (2).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+for tool in wrk curl psql; do
+  command -v "$tool" >/dev/null || { echo "bench/records.sh: $tool is not installed" >&2; exit 2; }
+done
+DURATION=${DURATION:-10}
+CONNECTIONS=${CONNECTIONS:-32}
+THREADS=${THREADS:-2}
+BASE=${TENANTD_BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}
+DB_URL="${BASE%/*}/tenantd_bench_records"
+ADMIN=bench-operator-key-0123456789
+PORT=18321
+echo "building tenantd and the direct reader (release)…" >&2
+cargo build --release -q -p tenantd
+cargo build --release -q -p tenantd-data --example direct
+WORK=$(mktemp -d)
+TPID=
+cleanup() {
+  [ -n "$TPID" ] && kill "$TPID" 2>/dev/null
+  wait 2>/dev/null || true
+  psql -q "$BASE" -c "DROP DATABASE IF EXISTS tenantd_bench_records" >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+psql -q "$BASE" -c "DROP DATABASE IF EXISTS tenantd_bench_records" >/dev/null
+psql -q "$BASE" -c "CREATE DATABASE tenantd_bench_records" >/dev/null
+
+TENANTD_ADMIN_KEY=$ADMIN target/release/tenantd serve --listen "127.0.0.1:$PORT" --database-url "$DB_URL" \
+  --data-dir "$WORK/tenantd" --log warn >"$WORK/tenantd.log" 2>&1 &
+TPID=$!
+for _ in $(seq 100); do curl -sf "127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
+api="http://127.0.0.1:$PORT/v1" auth="Authorization: Bearer $ADMIN" json='Content-Type: application/json'
+curl -sf -X POST "$api/plans" -H "$auth" -H "$json" -d '{"id":"bench","name":"Bench","limits":[
+  {"resource":"api_calls","window":"hour","limit":1000000000,"enforcement":"hard"}]}' >/dev/null
+curl -sf -X POST "$api/tenants" -H "$auth" -H "$json" \
+  -d '{"id":"bench","plan":"bench","owner_email":"o@bench.test"}' >/dev/null
+KEY=$(curl -sf -X POST "$api/tenants/bench/keys" -H "$auth" -H "$json" -d '{"name":"wrk","role":"member"}' \
+  | sed -E 's/.*"key":"([^"]+)".*/\1/')
+RID=$(curl -s -X POST "$api/data/collections/orders/records" -H "Authorization: Bearer $KEY" -H "$json" \
+  -d '{"customer":"c-17","total":120,"status":"open","lines":[{"sku":"a","qty":2},{"sku":"b","qty":1}]}' \
+  | tee "$WORK/record.json" | sed -E 's/.*"id":"(rec_[a-z0-9]+)".*/\1/')
+case "$RID" in rec_*) ;; *) echo "bench/records.sh: the record was not created: $(cat "$WORK/record.json")" >&2; exit 1 ;; esac
+
+echo "$(date -u +%FT%TZ)  $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
+echo "$CONNECTIONS connections, ${DURATION}s per run"
+cat >"$WORK/post.lua" <<LUA
+wrk.method = "POST"
+wrk.body = '{"customer":"c-17","total":120,"status":"open","lines":[{"sku":"a","qty":2},{"sku":"b","qty":1}]}'
+wrk.headers["Content-Type"] = "application/json"
+LUA
+http() { # URL [wrk args]: operations/s, non-2xx
+  local url=$1; shift
+  wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" -H "Authorization: Bearer $KEY" "$@" "$url" >"$WORK/wrk.txt"
+  echo "$(awk '/Requests\/sec/ {print $2}' "$WORK/wrk.txt") $(awk '/Non-2xx/ {print $5}' "$WORK/wrk.txt" | grep . || echo 0)"
+}
+records="http://127.0.0.1:$PORT/v1/data/collections/orders/records"
+printf '%-5s %14s %14s %9s %8s\n' op "direct ops/s" "HTTP ops/s" "(b)/(a)" non-2xx
+for op in get put; do
+  DIRECT=$(target/release/examples/direct "$op" "$DB_URL" bench orders "$RID" "$CONNECTIONS" "$DURATION")
+  if [ "$op" = get ]; then read -r HTTP NON2XX < <(http "$records/$RID"); else read -r HTTP NON2XX < <(http "$records" -s "$WORK/post.lua"); fi
+  awk -v op="$op" -v a="$DIRECT" -v b="$HTTP" -v n="$NON2XX" 'BEGIN { printf "%-5s %14.0f %14.0f %9.2f %8s\n", op, a, b, b / a, n }'
+done
+echo "target: (b)/(a) >= 0.8"
