@@ -331,6 +331,25 @@ mod tests {
     }
 
     #[test]
+    fn the_data_role_url_is_for_a_postgresql_catalog_only() {
+        let pg = ServeArgs {
+            database_url: Some("postgres://tenantd@db/tenantd".into()),
+            ..Default::default()
+        };
+        let data = |url: &str| file(&format!("data_database_url = \"{url}\""));
+        let c = Config::merge(&pg, data("postgres://tenantd_data:s@db/tenantd"), None).unwrap();
+        assert_eq!(c.data_database_url.as_deref(), Some("postgres://tenantd_data:s@db/tenantd"));
+        assert_eq!(Config::merge(&pg, FileConfig::default(), None).unwrap().data_database_url, None);
+        for (args, url) in [
+            (&pg, "sqlite://elsewhere.db"),
+            (&ServeArgs::default(), "postgres://tenantd_data@db/tenantd"),
+        ] {
+            let e = Config::merge(args, data(url), None).unwrap_err().to_string();
+            assert!(e.contains("data_database_url"), "{e}");
+        }
+    }
+
+    #[test]
     fn bad_values_are_named() {
         let a = ServeArgs {
             listen: Some("nowhere".into()),
