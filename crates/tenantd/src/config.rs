@@ -338,8 +338,16 @@ mod tests {
         };
         let data = |url: &str| file(&format!("data_database_url = \"{url}\""));
         let c = Config::merge(&pg, data("postgres://tenantd_data:s@db/tenantd"), None).unwrap();
-        assert_eq!(c.data_database_url.as_deref(), Some("postgres://tenantd_data:s@db/tenantd"));
-        assert_eq!(Config::merge(&pg, FileConfig::default(), None).unwrap().data_database_url, None);
+        assert_eq!(
+            c.data_database_url.as_deref(),
+            Some("postgres://tenantd_data:s@db/tenantd")
+        );
+        assert_eq!(
+            Config::merge(&pg, FileConfig::default(), None)
+                .unwrap()
+                .data_database_url,
+            None
+        );
         for (args, url) in [
             (&pg, "sqlite://elsewhere.db"),
             (&ServeArgs::default(), "postgres://tenantd_data@db/tenantd"),
