@@ -16,7 +16,7 @@ mod usage;
 
 pub use domains::Domain;
 pub use model::*;
-pub use sql::{Backend, SqlCatalog};
+pub use sql::{decode_cursor, paginate, Backend, SqlCatalog};
 pub use tenantd_core::usage::{CounterRow, TenantEvent};
 pub use usage::Countable;
 

@@ -59,7 +59,8 @@ fn encode_cursor(s: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
 }
 
-pub(crate) fn decode_cursor(c: &str) -> Result<String> {
+/// The key a cursor from [`paginate`] carries.
+pub fn decode_cursor(c: &str) -> Result<String> {
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(c)
         .ok()
@@ -68,7 +69,7 @@ pub(crate) fn decode_cursor(c: &str) -> Result<String> {
 }
 
 /// Cuts a fetched `limit + 1` rows down to a page, with a cursor made from the last item.
-pub(crate) fn paginate<T>(mut items: Vec<T>, limit: u32, key: impl Fn(&T) -> String) -> Page<T> {
+pub fn paginate<T>(mut items: Vec<T>, limit: u32, key: impl Fn(&T) -> String) -> Page<T> {
     let next_cursor = if items.len() > limit as usize {
         items.truncate(limit as usize);
         items.last().map(|t| encode_cursor(&key(t)))

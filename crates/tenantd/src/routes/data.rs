@@ -5,7 +5,6 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::Json;
 use axum::extract::{Path, State as S};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -162,36 +161,21 @@ impl Filter {
         let Some(v) = doc.get(&self.field) else {
             return false;
         };
-        if self.op == Op::Eq {
-            return match (v, &self.value) {
-                (Value::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
-                (a, b) => a == b,
-            };
-        }
         let ord = match (v, &self.value) {
             (Value::Number(a), Value::Number(b)) => a.as_f64().zip(b.as_f64()).and_then(|(a, b)| a.partial_cmp(&b)),
             (Value::String(a), Value::String(b)) => Some(a.cmp(b)),
+            // true, false and null only compare equal.
+            (a, b) if self.op == Op::Eq => return a == b,
             _ => None,
         };
-        let Some(ord) = ord else {
-            return false;
-        };
-        match self.op {
-            Op::Gt => ord.is_gt(),
-            Op::Gte => ord.is_ge(),
-            Op::Lt => ord.is_lt(),
-            Op::Lte => ord.is_le(),
-            Op::Eq => ord.is_eq(),
-        }
+        ord.is_some_and(|o| match self.op {
+            Op::Eq => o.is_eq(),
+            Op::Gt => o.is_gt(),
+            Op::Gte => o.is_ge(),
+            Op::Lt => o.is_lt(),
+            Op::Lte => o.is_le(),
+        })
     }
-}
-
-fn decode_cursor(c: &str) -> Result<String, Problem> {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(c)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .ok_or_else(|| Problem::invalid("cursor is not one this server issued"))
 }
 
 /// The collection's records by id, a page at a time (`records:read`). `?limit=` (1 to
@@ -203,17 +187,12 @@ pub async fn list(
     ctx: TenantContext,
     Path(p): Path<CollectionPath>,
     crate::extract::Query(q): crate::extract::Query<BTreeMap<String, String>>,
-) -> ApiResult<axum::Json<Value>> {
+) -> ApiResult<axum::Json<tenantd_store::Page<Value>>> {
     ctx.require("records:read")?;
-    let limit = match q.get("limit") {
-        None => 50,
-        Some(l) => l
-            .parse::<usize>()
-            .ok()
-            .filter(|l| (1..=1000).contains(l))
-            .ok_or_else(|| Problem::invalid("limit must be between 1 and 1000"))?,
-    };
-    let mut after = q.get("cursor").map(|c| decode_cursor(c)).transpose()?;
+    // A limit that is not a number is out of range, as 0 is.
+    let limit = q.get("limit").map(|l| l.parse::<u32>().unwrap_or(0));
+    let page = crate::extract::page(limit, q.get("cursor").cloned())?;
+    let mut after = page.after.as_deref().map(tenantd_store::decode_cursor).transpose()?;
     let filters = q
         .iter()
         .filter(|(k, _)| *k != "limit" && *k != "cursor")
@@ -222,33 +201,20 @@ pub async fn list(
     let scope = state.data.scope(*ctx.tenant_id());
     let mut items = Vec::new();
     // Scan in id order until a page (and one more, to know there is a next) matches.
-    'scan: loop {
+    while items.len() <= page.limit as usize {
         let batch = scope.list(&p.c, after.as_deref(), SCAN_BATCH).await.map_err(data_err)?;
-        let full = batch.len() == SCAN_BATCH as usize;
-        for r in batch {
-            after = Some(r.id.clone());
-            if filters.iter().all(|f| f.matches(&r.doc)) {
-                items.push(r);
-                if items.len() > limit {
-                    break 'scan;
-                }
-            }
-        }
-        if !full {
+        let last = batch.len() < SCAN_BATCH as usize;
+        after = batch.last().map(|r| r.id.clone());
+        items.extend(batch.into_iter().filter(|r| filters.iter().all(|f| f.matches(&r.doc))));
+        if last {
             break;
         }
     }
-    let next_cursor = (items.len() > limit).then(|| {
-        items.truncate(limit);
-        items
-            .last()
-            .map(|r| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&r.id))
-    });
-    let mut out = json!({"items": items.iter().map(body).collect::<Vec<_>>()});
-    if let Some(Some(c)) = next_cursor {
-        out["next_cursor"] = Value::String(c);
-    }
-    Ok(axum::Json(out))
+    let found = tenantd_store::paginate(items, page.limit, |r| r.id.clone());
+    Ok(axum::Json(tenantd_store::Page {
+        items: found.items.iter().map(body).collect(),
+        next_cursor: found.next_cursor,
+    }))
 }
 
 /// The version an `If-Match` header asks for: `"3"` (or `*`, any).
@@ -286,16 +252,17 @@ pub async fn patch(
         .await
         .map_err(data_err)?
         .ok_or_else(|| Problem::not_found("record"))?;
-    let changed = |now: i64| {
-        Problem::new(
-            Code::Conflict,
-            format!("the record has changed: its version is now {now}; read it again and retry"),
-        )
-    };
     if wanted.is_some_and(|w| w != current.version) {
-        return Err(changed(current.version).into());
+        return Err(Problem::new(
+            Code::Conflict,
+            format!(
+                "the record has changed: its version is now {}; read it again and retry",
+                current.version
+            ),
+        )
+        .into());
     }
-    let mut doc = current.doc.clone();
+    let mut doc = current.doc;
     if let Value::Object(m) = &mut doc {
         for (k, v) in patch {
             merge(m, k, v);
@@ -308,7 +275,11 @@ pub async fn patch(
     {
         Some(r) => Ok(answer(StatusCode::OK, &r)),
         // Written by another request between the read and the write.
-        None => Err(changed(current.version + 1).into()),
+        None => Err(Problem::new(
+            Code::Conflict,
+            "the record changed while this patch was applied; read it again and retry",
+        )
+        .into()),
     }
 }
 
