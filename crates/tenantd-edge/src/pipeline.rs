@@ -74,6 +74,10 @@ impl<'a> RequestInfo<'a> {
     }
 }
 
+/// The most one request may cost in `api_calls` (a gateway route's `cost`, or a remote
+/// decision's).
+pub const MAX_COST: u64 = 1_000_000;
+
 /// What a gateway route demands before its request is admitted (CONTRACT §6): a
 /// principal acting for an active tenant, with `permission` if set; or, for a public
 /// route, only a tenant.

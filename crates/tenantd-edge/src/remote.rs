@@ -36,30 +36,20 @@ pub struct DecideRequest {
     /// The path, without query.
     pub path: String,
     /// The query string, if any.
-    #[serde(default)]
     pub query: Option<String>,
     /// The `Host` header.
-    #[serde(default)]
     pub host: Option<String>,
     /// `X-Tenant-ID`.
-    #[serde(default)]
     pub tenant_header: Option<String>,
     /// `Tenant-ID`.
-    #[serde(default)]
     pub tenant_header_alias: Option<String>,
     /// The caller's bearer token.
-    #[serde(default)]
     pub bearer: Option<String>,
     /// What the request costs in `api_calls` (default 1).
-    #[serde(default)]
     pub cost: Option<u64>,
     /// A permission the caller's role must grant before the request counts.
-    #[serde(default)]
     pub permission: Option<String>,
 }
-
-/// The most a single request may cost (as for gateway routes).
-pub const MAX_COST: u64 = 1_000_000;
 
 impl DecideRequest {
     /// The request `info` describes, under `request_id`.
@@ -91,8 +81,11 @@ impl DecideRequest {
         if !self.path.starts_with('/') {
             return Err(Problem::invalid("path must start with '/'"));
         }
-        if self.cost.is_some_and(|c| c > MAX_COST) {
-            return Err(Problem::invalid(format!("cost must be at most {MAX_COST}")));
+        if self.cost.is_some_and(|c| c > crate::pipeline::MAX_COST) {
+            return Err(Problem::invalid(format!(
+                "cost must be at most {}",
+                crate::pipeline::MAX_COST
+            )));
         }
         if let Some(p) = &self.permission {
             tenantd_core::Permission::parse(p).map_err(|e| Problem::invalid(format!("permission: {e}")))?;
@@ -306,11 +299,7 @@ impl DecideResponse {
                 }
                 let mut p = Problem::new(code, detail);
                 p.extra = body;
-                // Set again by rendering.
-                p.headers = headers(h)
-                    .into_iter()
-                    .filter(|(k, _)| *k != header::WWW_AUTHENTICATE)
-                    .collect();
+                p.headers = headers(h);
                 Err(p)
             }
             DecideResponse::Admitted { context, headers: h } => {
@@ -383,9 +372,9 @@ impl RemoteEdge {
         let base = Upstream::parse(base)?;
         let pq = http::uri::PathAndQuery::from_static("/v1/edge/decide");
         let url = base.uri(Some(&pq)).map_err(|e| e.detail)?;
+        // Connecting counts against the decision's timeout.
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(2)));
         let client = Client::builder(hyper_util::rt::TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build(connector);

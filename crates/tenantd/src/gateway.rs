@@ -23,6 +23,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tenantd_core::{Code, Permission, TenantId};
 use tenantd_edge::jwt::{Claims, CONTEXT_AUDIENCE, ISSUER};
 use tenantd_edge::layer::{bearer, new_request_id};
+use tenantd_edge::pipeline::MAX_COST;
 use tenantd_edge::{Edge, Principal, Problem, RequestContext, RequestInfo, RouteNeeds, Upstream};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -104,9 +105,6 @@ pub struct GatewaySettings {
     pub reload_poll: Duration,
 }
 
-/// The largest cost a route may set.
-const MAX_ROUTE_COST: u64 = 1_000_000;
-
 impl GatewaySettings {
     /// Validates the `[gateway]` table; the error names the offending key.
     pub fn from_file(f: GatewayFile) -> Result<Self, String> {
@@ -128,8 +126,8 @@ impl GatewaySettings {
                 Permission::parse(p).map_err(|e| format!("{at}.permission: {}", e.0))?;
             }
             let cost = r.cost.unwrap_or(1);
-            if cost > MAX_ROUTE_COST {
-                return Err(format!("{at}.cost must be at most {MAX_ROUTE_COST}"));
+            if cost > MAX_COST {
+                return Err(format!("{at}.cost must be at most {MAX_COST}"));
             }
             if r.public && r.permission.is_some() {
                 return Err(format!("{at}: a public route cannot demand a permission"));
