@@ -94,11 +94,8 @@ pub async fn create(
         last_used_at: None,
     };
     let level = crate::routes::usage::grow_level(&state, &ctx, "keys").await?;
-    state
-        .catalog
-        .create_key_within(&key, level.max)
-        .await
-        .map_err(|e| level.refused(&ctx, e))?;
+    let written = state.catalog.create_key_within(&key, level.max).await;
+    level.settle(&state, &ctx, written).await?;
     state
         .record(
             &ctx,

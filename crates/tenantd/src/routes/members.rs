@@ -73,11 +73,11 @@ pub async fn add(
     let role = known_role(&state, &ctx, &b.role).await?;
     may_grant(&ctx, &role)?;
     let level = crate::routes::usage::grow_level(&state, &ctx, "members").await?;
-    let m = state
+    let written = state
         .catalog
         .add_member_within(ctx.tenant_id(), &email, &role.name, level.max)
-        .await
-        .map_err(|e| level.refused(&ctx, e))?;
+        .await;
+    let m = level.settle(&state, &ctx, written).await?;
     state
         .record(
             &ctx,

@@ -119,26 +119,40 @@ fn catalog_level(resource: &str) -> Option<Countable> {
 }
 
 /// A catalog level about to grow by one, checked (see [`grow_level`]): hand [`Level::max`]
-/// to the catalog's write, and map its error with [`Level::refused`].
+/// to the catalog's write, then its result to [`Level::settle`].
 pub struct Level {
-    /// This node's lock on the level, held until the write.
+    /// This node's lock on the level, held until the write is settled.
     _guard: Option<tokio::sync::OwnedMutexGuard<()>>,
     /// The tightest hard limit: the catalog counts again as it writes, in the same
     /// transaction, so nodes sharing the catalog together never pass it.
     pub max: Option<u64>,
     resource: &'static str,
+    /// Thresholds the growth crosses, recorded once it is written.
+    crossings: Vec<tenantd_limits::Crossing>,
 }
 
 impl Level {
-    /// The answer for a failed write: the level's `429` when the catalog found it full
-    /// (another node took the last place), the store's own error otherwise.
-    pub fn refused(&self, ctx: &TenantContext, e: tenantd_store::StoreError) -> crate::error::ApiError {
-        match e {
-            tenantd_store::StoreError::LevelReached(current) => match decide_level(ctx, self.resource, current) {
-                Err(p) => p.into(),
-                Ok(_) => Problem::internal().into(),
+    /// The write's answer: on success the crossings are recorded; a catalog that found
+    /// the level full (another node took the last place) is the level's `429`; other
+    /// errors are the store's.
+    pub async fn settle<T>(
+        self,
+        state: &State,
+        ctx: &TenantContext,
+        written: Result<T, tenantd_store::StoreError>,
+    ) -> ApiResult<T> {
+        match written {
+            Ok(v) => {
+                for c in &self.crossings {
+                    crate::directory::record_crossing(&*state.catalog, c).await;
+                }
+                Ok(v)
+            }
+            Err(tenantd_store::StoreError::LevelReached(current)) => match decide_level(ctx, self.resource, current) {
+                Err(p) => Err(p.into()),
+                Ok(_) => Err(Problem::internal().into()),
             },
-            other => other.into(),
+            Err(e) => Err(e.into()),
         }
     }
 }
@@ -154,40 +168,35 @@ fn decide_level(ctx: &TenantContext, resource: &str, current: u64) -> Result<Vec
 
 /// Checks a catalog level that is about to grow by one (`members`, `keys`) with the
 /// limits engine's own decision: over a hard `total` limit is `429 quota_exceeded`, over
-/// a soft one is admitted, and crossing 80% or 100% records the tenant's event. The count
-/// is read from the catalog, and counted again by the catalog's write (with
-/// [`Level::max`]). This node's lock on the level is held until the write, so that two
-/// additions at once here report crossings once.
+/// a soft one is admitted, and crossing 80% or 100% records the tenant's event once the
+/// growth is written. The count is read from the catalog, and counted again by the
+/// catalog's write (with [`Level::max`]). This node's lock on the level is held until
+/// [`Level::settle`], so that two additions at once here report crossings once.
 pub async fn grow_level(state: &State, ctx: &TenantContext, resource: &'static str) -> ApiResult<Level> {
     let t = ctx.tenant();
+    let on_level = |l: &&tenantd_core::Limit| l.resource == resource && l.window == Window::Total;
     let max = t
         .limits
         .iter()
-        .filter(|l| l.resource == resource && l.window == Window::Total && l.enforcement == Enforcement::Hard)
+        .filter(on_level)
+        .filter(|l| l.enforcement == Enforcement::Hard)
         .filter_map(|l| l.limit)
         .min();
-    let limited = t
-        .limits
-        .iter()
-        .any(|l| l.resource == resource && l.window == Window::Total && l.limit.is_some());
-    let Some(what) = catalog_level(resource).filter(|_| limited) else {
-        return Ok(Level {
-            _guard: None,
-            max: None,
-            resource,
-        });
-    };
-    let lock = state.level_locks.entry((t.id, resource)).or_default().clone();
-    let guard = lock.lock_owned().await;
-    let current = state.catalog.count(&t.id, what).await?;
-    for c in &decide_level(ctx, resource, current)? {
-        crate::directory::record_crossing(&*state.catalog, c).await;
-    }
-    Ok(Level {
-        _guard: Some(guard),
+    let limited = t.limits.iter().filter(on_level).any(|l| l.limit.is_some());
+    let mut level = Level {
+        _guard: None,
         max,
         resource,
-    })
+        crossings: Vec::new(),
+    };
+    let Some(what) = catalog_level(resource).filter(|_| limited) else {
+        return Ok(level);
+    };
+    let lock = state.level_locks.entry((t.id, resource)).or_default().clone();
+    level._guard = Some(lock.lock_owned().await);
+    let current = state.catalog.count(&t.id, what).await?;
+    level.crossings = decide_level(ctx, resource, current)?;
+    Ok(level)
 }
 
 /// One metered usage event.
