@@ -230,12 +230,7 @@ impl SqlCatalog {
         let Some(max) = max else {
             return Ok(());
         };
-        let n: i64 = sqlx::query(what.count_sql())
-            .bind(tenant.as_str())
-            .fetch_one(&mut **tx)
-            .await?
-            .try_get("n")?;
-        let n = n.max(0) as u64;
+        let n = what.count_in(&mut **tx, tenant).await?;
         if n >= max {
             return Err(StoreError::LevelReached(n));
         }
@@ -1192,7 +1187,7 @@ impl Catalog for SqlCatalog {
     }
 
     async fn count(&self, tenant: &TenantId, what: Countable) -> Result<u64> {
-        self.count_sql(tenant, what).await
+        what.count_in(&self.pool, tenant).await
     }
 
     async fn add_domain(&self, tenant: &TenantId, host: &str, token: &str) -> Result<crate::Domain> {

@@ -170,15 +170,6 @@ impl SqlCatalog {
             .map(|r| Ok((r.try_get("at")?, r.try_get("plan_id")?)))
             .collect()
     }
-
-    pub(crate) async fn count_sql(&self, tenant: &TenantId, what: Countable) -> Result<u64> {
-        let n: i64 = sqlx::query(what.count_sql())
-            .bind(tenant.as_str())
-            .fetch_one(self.pool())
-            .await?
-            .try_get("n")?;
-        Ok(n.max(0) as u64)
-    }
 }
 
 /// Levels counted from the catalog itself.
@@ -191,12 +182,22 @@ pub enum Countable {
 }
 
 impl Countable {
-    /// The query counting it for tenant `$1`, as `n`.
-    pub(crate) fn count_sql(self) -> &'static str {
-        match self {
+    /// The tenant's count, read through `e` (the pool, or a write's transaction).
+    pub(crate) async fn count_in<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
+        self,
+        e: E,
+        tenant: &TenantId,
+    ) -> Result<u64> {
+        let sql = match self {
             Countable::Members => "SELECT COUNT(*) AS n FROM memberships WHERE tenant_id = $1",
             Countable::ActiveKeys => "SELECT COUNT(*) AS n FROM api_keys WHERE tenant_id = $1 AND revoked_at IS NULL",
-        }
+        };
+        let n: i64 = sqlx::query(sql)
+            .bind(tenant.as_str())
+            .fetch_one(e)
+            .await?
+            .try_get("n")?;
+        Ok(n.max(0) as u64)
     }
 }
 
