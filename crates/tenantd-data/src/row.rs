@@ -316,7 +316,8 @@ impl Scope<'_> {
             None,
         )
         .await?
-        .ok_or_else(|| DataError::Invalid("the record was not written".into()))
+        // An upsert always returns its row.
+        .ok_or(DataError::Db(sqlx::Error::RowNotFound))
     }
 
     /// Replaces the record's document if its version is still `expected`; `None` when
