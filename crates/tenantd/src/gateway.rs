@@ -215,67 +215,40 @@ impl Live {
     }
 }
 
-/// Whom a cached context token is for. Looked up by borrowed parts
-/// ([`TokenKeyParts`]), so a request that finds its token allocates nothing.
-#[derive(Debug, Clone)]
-struct TokenKey {
-    tenant: TenantId,
-    actor: String,
-    role: String,
-    plan: String,
+/// Whom a cached context token is for: tenant, actor, role, plan.
+type TokenParts<'a> = (&'a TenantId, &'a str, &'a str, &'a str);
+
+/// A cached token: whom it is for (owned), the token, its expiry (Unix seconds).
+type CachedToken = ((TenantId, String, String, String), HeaderValue, i64);
+
+/// Context tokens by a hash of whom they are for. A hit compares the stored parts, so a
+/// request that finds its token allocates nothing, and a hash collision only signs anew.
+#[derive(Default)]
+struct TokenCache {
+    seed: std::collections::hash_map::RandomState,
+    map: DashMap<u64, CachedToken>,
 }
 
-/// A [`TokenKey`]'s parts: an owned key and a request's borrowed parts hash and compare
-/// alike.
-trait TokenKeyParts {
-    fn parts(&self) -> (&TenantId, &str, &str, &str);
-}
+impl TokenCache {
+    /// The token for `parts` while it has at least `CONTEXT_TOKEN_MIN_LEFT` left at `now`.
+    fn get(&self, parts: TokenParts<'_>, now: i64) -> Option<HeaderValue> {
+        use std::hash::BuildHasher;
+        let e = self.map.get(&self.seed.hash_one(parts))?;
+        let (k, token, exp) = &*e;
+        let same = (&k.0, k.1.as_str(), k.2.as_str(), k.3.as_str()) == parts;
+        (same && exp - now >= CONTEXT_TOKEN_MIN_LEFT).then(|| token.clone())
+    }
 
-impl TokenKeyParts for TokenKey {
-    fn parts(&self) -> (&TenantId, &str, &str, &str) {
-        (&self.tenant, &self.actor, &self.role, &self.plan)
+    fn put(&self, parts: TokenParts<'_>, token: HeaderValue, exp: i64) {
+        use std::hash::BuildHasher;
+        if self.map.len() >= CONTEXT_TOKENS_MAX {
+            self.map.clear();
+        }
+        let (t, a, r, p) = parts;
+        let owned = (*t, a.to_string(), r.to_string(), p.to_string());
+        self.map.insert(self.seed.hash_one(parts), (owned, token, exp));
     }
 }
-
-impl TokenKeyParts for (&TenantId, &str, &str, &str) {
-    fn parts(&self) -> (&TenantId, &str, &str, &str) {
-        *self
-    }
-}
-
-impl<'a> std::borrow::Borrow<dyn TokenKeyParts + 'a> for TokenKey {
-    fn borrow(&self) -> &(dyn TokenKeyParts + 'a) {
-        self
-    }
-}
-
-impl std::hash::Hash for dyn TokenKeyParts + '_ {
-    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
-        self.parts().hash(h)
-    }
-}
-
-impl PartialEq for dyn TokenKeyParts + '_ {
-    fn eq(&self, other: &Self) -> bool {
-        self.parts() == other.parts()
-    }
-}
-
-impl Eq for dyn TokenKeyParts + '_ {}
-
-impl std::hash::Hash for TokenKey {
-    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
-        (self as &dyn TokenKeyParts).hash(h)
-    }
-}
-
-impl PartialEq for TokenKey {
-    fn eq(&self, other: &Self) -> bool {
-        self.parts() == other.parts()
-    }
-}
-
-impl Eq for TokenKey {}
 
 /// The gateway: the edge, the default upstream and the live settings.
 pub struct Gateway {
@@ -283,7 +256,7 @@ pub struct Gateway {
     upstream: Upstream,
     live: ArcSwap<Live>,
     workers: usize,
-    tokens: DashMap<TokenKey, (HeaderValue, i64)>,
+    tokens: TokenCache,
     config_path: Option<PathBuf>,
     metrics: GatewayMetrics,
 }
@@ -302,7 +275,7 @@ impl Gateway {
             upstream,
             live: ArcSwap::from_pointee(Live::new(settings, workers)),
             workers,
-            tokens: DashMap::new(),
+            tokens: TokenCache::default(),
             config_path,
             metrics: GatewayMetrics::default(),
         }
@@ -525,22 +498,12 @@ impl Gateway {
         let actor = actor.unwrap_or("anonymous");
         let role = ctx.role.as_ref().map_or("", |r| r.name.as_str());
         let parts = (&tenant.id, actor, role, tenant.plan.as_str());
-        if let Some(t) = self
-            .tokens
-            .get(&parts as &dyn TokenKeyParts)
-            .filter(|t| t.1 - now >= CONTEXT_TOKEN_MIN_LEFT)
-        {
-            return Some(t.0.clone());
+        if let Some(t) = self.tokens.get(parts, now) {
+            return Some(t);
         }
-        let key = TokenKey {
-            tenant: tenant.id,
-            actor: actor.to_string(),
-            role: role.to_string(),
-            plan: tenant.plan.clone(),
-        };
         let claims = Claims {
             iss: ISSUER.into(),
-            sub: key.actor.clone(),
+            sub: actor.to_string(),
             email: match &ctx.principal {
                 Some(Principal::User { email, .. }) => email.clone(),
                 _ => String::new(),
@@ -555,10 +518,7 @@ impl Gateway {
             aud: Some(CONTEXT_AUDIENCE.into()),
         };
         let value = HeaderValue::from_str(&self.edge.signer().sign(&claims)).ok()?;
-        if self.tokens.len() >= CONTEXT_TOKENS_MAX {
-            self.tokens.clear();
-        }
-        self.tokens.insert(key, (value.clone(), claims.exp));
+        self.tokens.put(parts, value.clone(), claims.exp);
         Some(value)
     }
 
@@ -835,35 +795,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_context_token_is_found_by_its_borrowed_parts_and_only_by_them() {
-        let tokens: DashMap<TokenKey, i64> = DashMap::new();
+    fn a_context_token_is_found_by_whom_it_is_for_and_only_while_fresh() {
+        let cache = TokenCache::default();
         let acme = TenantId::parse("acme").unwrap();
-        let key = |actor: &str, role: &str| TokenKey {
-            tenant: acme,
-            actor: actor.into(),
-            role: role.into(),
-            plan: "starter".into(),
-        };
-        tokens.insert(key("key_a", "member"), 1);
-        tokens.insert(key("key_a", "admin"), 2);
-        let find = |actor: &str, role: &str, plan: &str| {
-            let parts = (&acme, actor, role, plan);
-            tokens.get(&parts as &dyn TokenKeyParts).map(|v| *v)
-        };
-        assert_eq!(find("key_a", "member", "starter"), Some(1));
-        assert_eq!(find("key_a", "admin", "starter"), Some(2));
-        assert_eq!(find("key_b", "member", "starter"), None);
+        let globex = TenantId::parse("globex").unwrap();
+        let tok = |s: &'static str| HeaderValue::from_static(s);
+        let now = 1_000;
+        cache.put((&acme, "key_a", "member", "starter"), tok("m"), now + 60);
+        cache.put((&acme, "key_a", "admin", "starter"), tok("a"), now + 60);
+        let find = |t: &TenantId, actor: &str, role: &str, plan: &str, at: i64| cache.get((t, actor, role, plan), at);
+        assert_eq!(find(&acme, "key_a", "member", "starter", now), Some(tok("m")));
+        assert_eq!(find(&acme, "key_a", "admin", "starter", now), Some(tok("a")));
+        assert_eq!(find(&acme, "key_b", "member", "starter", now), None);
         assert_eq!(
-            find("key_a", "member", "professional"),
+            find(&acme, "key_a", "member", "professional", now),
             None,
             "a plan change signs anew"
         );
-        let globex = TenantId::parse("globex").unwrap();
+        assert_eq!(find(&globex, "key_a", "member", "starter", now), None);
         assert_eq!(
-            tokens
-                .get(&(&globex, "key_a", "member", "starter") as &dyn TokenKeyParts)
-                .map(|v| *v),
-            None
+            find(&acme, "key_a", "member", "starter", now + 45),
+            Some(tok("m")),
+            "15 s left"
+        );
+        assert_eq!(
+            find(&acme, "key_a", "member", "starter", now + 46),
+            None,
+            "less than 15 s left"
         );
     }
 
