@@ -57,15 +57,7 @@ for port in $LOCAL_PORT $REMOTE_PORT; do
     || { echo "bench/edge-remote.sh: the notes service on $port refuses the key" >&2; exit 1; }
 done
 
-us() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) print n; else if (v ~ /ms$/) print n * 1000; else if (v ~ /s$/) print n * 1000000; else print n }'; }
-load() {
-  local name=$1 url=$2 out="$WORK/$1.wrk"
-  wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -H "Authorization: Bearer $KEY" "$url" >"$out"
-  echo "$(awk '/Requests\/sec/ {print $2}' "$out") $(us "$(awk '$1=="50%" {print $2}' "$out")") \
-$(us "$(awk '$1=="99%" {print $2}' "$out")") $(awk '/Non-2xx/ {print $5}' "$out" | grep . || echo 0)" >>"$WORK/r-$name"
-}
-median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
-col() { awk -v c="$2" '{ print $c }' "$WORK/r-$1" | median; }
+. bench/wrk-lib.sh
 
 echo "$(date -u +%FT%TZ)  $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
 echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION, GET /notes with an API key, $ROUNDS round(s)"
