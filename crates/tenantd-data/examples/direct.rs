@@ -1,6 +1,6 @@
 //! The row tier's records straight over sqlx, for `bench/records.sh`: the same statements
 //! tenantd's API runs (a transaction that sets `tenantd.tenant_id`, then the scoped
-//! statement), under the same row-level security, from `CONCURRENCY` tasks for
+//! statements, with the storage level for writes), under the same row-level security, from `CONCURRENCY` tasks for
 //! `SECONDS`. `get` reads record `ID` (as `GET …/records/{rid}`); `put` creates a new
 //! record each time (as `POST …/records`). Prints operations per second.
 //!
@@ -8,8 +8,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tenantd_core::TenantId;
-use tenantd_data::RowStore;
+use tenantd_core::{Isolation, TenantId};
+use tenantd_data::{DataOptions, DataStore};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -24,7 +24,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let doc = serde_json::json!({"customer": "c-17", "total": 120, "status": "open",
         "lines": [{"sku": "a", "qty": 2}, {"sku": "b", "qty": 1}]});
-    let store = Arc::new(RowStore::open(url, None).await?);
+    let store = Arc::new(DataStore::open(DataOptions::new(url.as_str())).await?);
     let tenant = TenantId::parse(tenant)?;
     let deadline = Instant::now() + Duration::from_secs(seconds.parse()?);
     let done = Arc::new(AtomicU64::new(0));
@@ -35,13 +35,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tasks.push(tokio::spawn(async move {
             let mut n = 0u64;
             while Instant::now() < deadline {
-                let scope = store.scope(tenant);
+                let scope = store.scope(tenant, Some(Isolation::Row)).await.expect("placed");
                 if put {
                     n += 1;
-                    let r = scope.put(&collection, &format!("direct_{task}_{n}"), &doc).await;
+                    let r = scope
+                        .put_record(&collection, &format!("direct_{task}_{n}"), &doc, None)
+                        .await;
                     assert!(r.is_ok(), "the record is written: {r:?}");
                 } else {
-                    let r = scope.get(&collection, &id).await;
+                    let r = scope.get_record(&collection, &id).await;
                     assert!(matches!(r, Ok(Some(_))), "the record is readable: {r:?}");
                 }
                 done.fetch_add(1, Ordering::Relaxed);

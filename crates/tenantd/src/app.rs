@@ -17,8 +17,8 @@ use tokio::net::TcpListener;
 pub struct AppState {
     /// The catalog.
     pub catalog: Arc<dyn Catalog>,
-    /// Tenant data (the `row` tier's records).
-    pub data: tenantd_data::RowStore,
+    /// Tenant data at every tier.
+    pub data: Arc<tenantd_data::DataStore>,
     /// The edge (cache, signer, counters).
     pub edge: Arc<Edge>,
     /// Admission and metering (the edge holds the same one).
@@ -245,9 +245,10 @@ pub async fn prepare(cfg: Config) -> Result<State, StartError> {
     }))
 }
 
-/// Tenant data: on PostgreSQL in the catalog's database (connecting as a role that
-/// cannot bypass row-level security), on SQLite in `tenant-data.db` in the data directory.
-async fn open_data(cfg: &Config) -> Result<tenantd_data::RowStore, StartError> {
+/// Tenant data: on PostgreSQL the row tier in the catalog's database (connecting as a
+/// role that cannot bypass row-level security), schemas there and databases on
+/// `data_servers`; on SQLite `tenant-data.db` and `tenants/<id>.db` in the data directory.
+pub async fn open_data(cfg: &Config) -> Result<Arc<tenantd_data::DataStore>, StartError> {
     let url = match tenantd_store::Backend::from_url(&cfg.database_url) {
         Ok(tenantd_store::Backend::Postgres) => cfg.database_url.clone(),
         _ => {
@@ -256,8 +257,16 @@ async fn open_data(cfg: &Config) -> Result<tenantd_data::RowStore, StartError> {
             format!("sqlite://{}", cfg.data_dir.join("tenant-data.db").display())
         }
     };
-    tenantd_data::RowStore::open(&url, cfg.data_database_url.as_deref())
+    let opts = tenantd_data::DataOptions {
+        app_url: cfg.data_database_url.clone(),
+        servers: cfg.data_servers.clone(),
+        dir: Some(cfg.data_dir.clone()),
+        move_grace: std::time::Duration::from_secs(cfg.data_move_grace_seconds),
+        ..tenantd_data::DataOptions::new(url)
+    };
+    tenantd_data::DataStore::open(opts)
         .await
+        .map(Arc::new)
         .map_err(|e| StartError(format!("tenant data: {e}")))
 }
 
@@ -319,6 +328,18 @@ impl AppState {
         if let Err(e) = self.catalog.publish(&change.topic()).await {
             tracing::error!(error = %e, topic = %change.topic(), "could not publish a cache invalidation");
         }
+    }
+
+    /// Starts moving a tenant's data to another tier, in the background: progress is
+    /// at its placement (`GET /v1/tenants/{id}/placement`).
+    pub fn move_data(&self, tenant: TenantId, tier: tenantd_core::Isolation) {
+        let data = self.data.clone();
+        tokio::spawn(async move {
+            match data.move_tenant(tenant, tier).await {
+                Ok(p) => tracing::info!(tenant_id = %tenant, location = %p.location, "tenant data moved"),
+                Err(e) => tracing::error!(tenant_id = %tenant, error = %e, "tenant data not moved"),
+            }
+        });
     }
 
     /// Writes metered usage to the catalog; a failure is logged and retried next time.
@@ -463,7 +484,28 @@ pub fn background(state: &State) -> Background {
             }
         })
     });
-    Background(std::iter::once(flusher).chain(usage_flusher).chain(refresher).collect())
+    // Tier moves a crash interrupted are undone, then started again.
+    let recovery = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            match state.data.recover().await {
+                Ok(moves) => {
+                    for (tenant, tier) in moves {
+                        tracing::warn!(tenant_id = %tenant, "restarting an interrupted tier move");
+                        state.move_data(tenant, tier);
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "could not look for interrupted tier moves"),
+            }
+        })
+    };
+    Background(
+        [flusher, recovery]
+            .into_iter()
+            .chain(usage_flusher)
+            .chain(refresher)
+            .collect(),
+    )
 }
 
 /// Resolves on SIGTERM or SIGINT.

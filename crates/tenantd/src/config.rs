@@ -84,6 +84,9 @@ pub struct FileConfig {
     max_body_bytes: Option<usize>,
     domain_verification_url: Option<String>,
     data_database_url: Option<String>,
+    data_servers: Option<Vec<String>>,
+    data_move_grace_seconds: Option<u64>,
+    max_blob_bytes: Option<u64>,
     oidc: Option<OidcFile>,
     /// `[gateway]`: routes, timeouts and body limit (reloadable).
     pub(crate) gateway: Option<crate::gateway::GatewayFile>,
@@ -138,6 +141,12 @@ pub struct Config {
     /// Where tenant data connects on PostgreSQL (a role owning nothing and unable to
     /// bypass row-level security); `None`: `tenantd_data` on the catalog's server.
     pub data_database_url: Option<String>,
+    /// PostgreSQL servers (owner URLs) for `database`-tier tenants; empty: the catalog's.
+    pub data_servers: Vec<String>,
+    /// How long a moved tenant's old copy is kept after the switch.
+    pub data_move_grace_seconds: u64,
+    /// The largest blob accepted.
+    pub max_blob_bytes: u64,
     /// External OpenID provider.
     pub oidc: Option<OidcFile>,
     /// The gateway's routes, timeouts and body limit.
@@ -222,6 +231,9 @@ impl Config {
                 .domain_verification_url
                 .unwrap_or_else(|| "http://{host}/.well-known/tenantd-domain-verification".into()),
             data_database_url: f.data_database_url,
+            data_servers: f.data_servers.unwrap_or_default(),
+            data_move_grace_seconds: f.data_move_grace_seconds.unwrap_or(3),
+            max_blob_bytes: f.max_blob_bytes.unwrap_or(1 << 30),
             oidc: f.oidc,
             gateway: crate::gateway::GatewaySettings::from_file(f.gateway.unwrap_or_default()).map_err(ConfigError)?,
             config_path: None,
@@ -256,6 +268,17 @@ impl Config {
                     "data_database_url is for a PostgreSQL catalog, and must be a postgres:// URL".into(),
                 ));
             }
+        }
+        if !self.data_servers.is_empty() {
+            let pg = |u: &str| u.starts_with("postgres://") || u.starts_with("postgresql://");
+            if backend != tenantd_store::Backend::Postgres || !self.data_servers.iter().all(|u| pg(u)) {
+                return Err(ConfigError(
+                    "data_servers is for a PostgreSQL catalog, and lists postgres:// URLs".into(),
+                ));
+            }
+        }
+        if self.max_blob_bytes == 0 {
+            return Err(ConfigError("max_blob_bytes must be at least 1".into()));
         }
         if !["json", "text"].contains(&self.log_format.as_str()) {
             return Err(ConfigError(format!(

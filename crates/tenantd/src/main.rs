@@ -22,8 +22,19 @@ struct Cli {
 enum Command {
     /// Runs the server.
     Serve(ServeArgs),
-    /// Applies catalog migrations and exits.
-    Migrate(ServeArgs),
+    /// Applies catalog migrations and exits; with --tenants, also every tenant's data
+    /// schema or database.
+    Migrate {
+        #[command(flatten)]
+        args: ServeArgs,
+        /// Also migrate every tenant's schema or database (resumable: run it again after
+        /// a crash and it carries on).
+        #[arg(long)]
+        tenants: bool,
+        /// How many tenants to migrate at once.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+    },
     /// Operator commands on tenants (calls a running server).
     Tenant {
         #[command(flatten)]
@@ -76,17 +87,53 @@ async fn serve(args: ServeArgs) -> ExitCode {
     }
 }
 
-async fn migrate(args: ServeArgs) -> ExitCode {
+async fn migrate(args: ServeArgs, tenants: bool, concurrency: usize) -> ExitCode {
     let cfg = match Config::load(&args) {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    match tenantd::app::open_catalog(&cfg).await {
-        Ok(_) => {
-            eprintln!("tenantd: catalog migrated");
+    if let Err(e) = tenantd::app::open_catalog(&cfg).await {
+        return fail(e);
+    }
+    eprintln!("tenantd: catalog migrated");
+    if !tenants {
+        return ExitCode::SUCCESS;
+    }
+    let data = match tenantd::app::open_data(&cfg).await {
+        Ok(d) => d,
+        Err(e) => return fail(e),
+    };
+    let started = std::time::Instant::now();
+    let step = std::sync::atomic::AtomicUsize::new(0);
+    let report = data
+        .migrate_all(concurrency, |done, total, name, r| {
+            if let Err(e) = r {
+                eprintln!("tenantd: {name}: {e}");
+            }
+            // A line per 5% (and the last), not per tenant.
+            let pct = done * 20 / total.max(1);
+            if pct > step.load(std::sync::atomic::Ordering::Relaxed) || done == total {
+                step.store(pct, std::sync::atomic::Ordering::Relaxed);
+                eprintln!("tenantd: migrated {done}/{total} data locations");
+            }
+        })
+        .await;
+    match report {
+        Ok(r) if r.failed.is_empty() => {
+            eprintln!(
+                "tenantd: tenant data migrated: {} locations, {} migrations applied, in {:.1} s",
+                r.locations,
+                r.applied,
+                started.elapsed().as_secs_f64()
+            );
             ExitCode::SUCCESS
         }
-        Err(e) => fail(e),
+        Ok(r) => fail(format!(
+            "{} of {} data locations failed to migrate (run again to retry them)",
+            r.failed.len(),
+            r.locations
+        )),
+        Err(e) => fail(format!("tenant data: {e}")),
     }
 }
 
@@ -106,7 +153,11 @@ fn main() -> ExitCode {
         };
         match cli.command {
             Command::Serve(a) => serve(a).await,
-            Command::Migrate(a) => migrate(a).await,
+            Command::Migrate {
+                args,
+                tenants,
+                concurrency,
+            } => migrate(args, tenants, concurrency).await,
             Command::Tenant { remote, cmd } => run(tenantd::cli::tenant(&remote, cmd).await),
             Command::Key { remote, cmd } => run(tenantd::cli::key(&remote, cmd).await),
             Command::Usage { remote, tenant } => run(tenantd::cli::usage(&remote, &tenant).await),

@@ -1,24 +1,31 @@
-//! Tenant data (CONTRACT §7): JSON records in named collections, for the tenant of the
-//! request's context, at the `row` tier.
+//! Tenant data (CONTRACT §7): JSON records in named collections, blobs and a cache,
+//! for the tenant of the request's context, wherever its placement puts it.
 use crate::app::State;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Json;
+use crate::routes::usage::StorageLevel;
 use axum::extract::{Path, State as S};
 use axum::response::{IntoResponse, Response};
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
-use tenantd_core::Code;
-use tenantd_data::{DataError, Record};
+use tenantd_core::{Code, PlanId};
+use tenantd_data::{DataError, Record, Scope};
 use tenantd_edge::{Problem, TenantContext};
 
 /// Records scanned per batch while filtering a page.
 const SCAN_BATCH: u32 = 500;
 
-fn data_err(e: DataError) -> ApiError {
+/// The data plane's error as the API's.
+pub fn data_err(e: DataError) -> ApiError {
     match e {
         DataError::Invalid(m) => Problem::invalid(m).into(),
+        DataError::Moving => {
+            let mut p = Problem::new(Code::Unavailable, DataError::Moving.to_string());
+            p.headers.push((header::RETRY_AFTER, HeaderValue::from(5)));
+            p.into()
+        }
         other => {
             tracing::error!(error = %other, "tenant data failure");
             Problem::internal().into()
@@ -39,6 +46,19 @@ fn body(r: &Record) -> Value {
         "created_at": tenantd_core::ts::format(r.created_at),
         "updated_at": tenantd_core::ts::format(r.updated_at),
     })
+}
+
+/// The calling tenant's data: at its placement, or (the first time) placed at its
+/// plan's tier.
+pub async fn scope<'a>(state: &'a State, ctx: &TenantContext) -> ApiResult<Scope<'a>> {
+    let tenant = *ctx.tenant_id();
+    match state.data.scope(tenant, None).await {
+        Err(DataError::NotPlaced) => {
+            let plan = state.catalog.get_plan(&PlanId::parse(&ctx.tenant().plan)?).await?;
+            state.data.scope(tenant, Some(plan.isolation)).await.map_err(data_err)
+        }
+        r => r.map_err(data_err),
+    }
 }
 
 /// A record answer with its `ETag`.
@@ -79,12 +99,9 @@ pub async fn create(
     ctx.require("records:write")?;
     let doc = Value::Object(object(doc)?);
     let id = tenantd_store::new_id("rec");
-    let r = state
-        .data
-        .scope(*ctx.tenant_id())
-        .put(&p.c, &id, &doc)
-        .await
-        .map_err(data_err)?;
+    let level = StorageLevel::of(&state, &ctx).await?;
+    let written = scope(&state, &ctx).await?.put_record(&p.c, &id, &doc, level.max).await;
+    let r = level.settle(&state, &ctx, written).await?;
     let mut resp = answer(StatusCode::CREATED, &r);
     if let Ok(v) = HeaderValue::from_str(&format!("/v1/data/collections/{}/records/{}", r.collection, r.id)) {
         resp.headers_mut().insert(header::LOCATION, v);
@@ -96,10 +113,9 @@ pub async fn create(
 #[utoipa::path(get, path = "/v1/data/collections/{c}/records/{rid}", tag = "data", params(("c" = String, Path), ("rid" = String, Path)), responses((status = 200, description = "The record, with `ETag`"), (status = 404, description = "No such record for this tenant")))]
 pub async fn get(S(state): S<State>, ctx: TenantContext, Path(p): Path<RecordPath>) -> ApiResult<Response> {
     ctx.require("records:read")?;
-    let r = state
-        .data
-        .scope(*ctx.tenant_id())
-        .get(&p.c, &p.rid)
+    let r = scope(&state, &ctx)
+        .await?
+        .get_record(&p.c, &p.rid)
         .await
         .map_err(data_err)?
         .ok_or_else(|| Problem::not_found("record"))?;
@@ -198,11 +214,14 @@ pub async fn list(
         .filter(|(k, _)| *k != "limit" && *k != "cursor")
         .map(|(k, v)| Filter::parse(k, v))
         .collect::<Result<Vec<_>, _>>()?;
-    let scope = state.data.scope(*ctx.tenant_id());
+    let scope = scope(&state, &ctx).await?;
     let mut items = Vec::new();
     // Scan in id order until a page (and one more, to know there is a next) matches.
     while items.len() <= page.limit as usize {
-        let batch = scope.list(&p.c, after.as_deref(), SCAN_BATCH).await.map_err(data_err)?;
+        let batch = scope
+            .list_records(&p.c, after.as_deref(), SCAN_BATCH)
+            .await
+            .map_err(data_err)?;
         let last = batch.len() < SCAN_BATCH as usize;
         after = batch.last().map(|r| r.id.clone());
         items.extend(batch.into_iter().filter(|r| filters.iter().all(|f| f.matches(&r.doc))));
@@ -246,9 +265,9 @@ pub async fn patch(
     ctx.require("records:write")?;
     let patch = object(patch)?;
     let wanted = if_match(&headers)?;
-    let scope = state.data.scope(*ctx.tenant_id());
+    let scope = scope(&state, &ctx).await?;
     let current = scope
-        .get(&p.c, &p.rid)
+        .get_record(&p.c, &p.rid)
         .await
         .map_err(data_err)?
         .ok_or_else(|| Problem::not_found("record"))?;
@@ -268,11 +287,16 @@ pub async fn patch(
             merge(m, k, v);
         }
     }
-    match scope
-        .update(&p.c, &p.rid, &doc, current.version)
+    let level = StorageLevel::of(&state, &ctx).await?;
+    let written = match scope
+        .update_record(&p.c, &p.rid, &doc, current.version, level.max)
         .await
-        .map_err(data_err)?
+        .transpose()
     {
+        None => None,
+        Some(w) => Some(level.settle(&state, &ctx, w).await?),
+    };
+    match written {
         Some(r) => Ok(answer(StatusCode::OK, &r)),
         // Written by another request between the read and the write.
         None => Err(Problem::new(
@@ -310,13 +334,8 @@ fn merge(target: &mut Map<String, Value>, key: String, patch: Value) {
 #[utoipa::path(delete, path = "/v1/data/collections/{c}/records/{rid}", tag = "data", params(("c" = String, Path), ("rid" = String, Path)), responses((status = 204, description = "Deleted"), (status = 404, description = "No such record for this tenant")))]
 pub async fn delete(S(state): S<State>, ctx: TenantContext, Path(p): Path<RecordPath>) -> ApiResult<StatusCode> {
     ctx.require("records:write")?;
-    if state
-        .data
-        .scope(*ctx.tenant_id())
-        .delete(&p.c, &p.rid)
-        .await
-        .map_err(data_err)?
-    {
+    let deleted = scope(&state, &ctx).await?.delete_record(&p.c, &p.rid).await;
+    if deleted.map_err(data_err)?.value {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(Problem::not_found("record").into())

@@ -10,6 +10,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub mod billing;
+pub mod blobs;
+pub mod cache;
 pub mod data;
 pub mod domains;
 pub mod edge;
@@ -37,7 +39,7 @@ pub mod workspaces;
         (name = "identity", description = "Who am I, may I, tokens, audit"),
         (name = "usage", description = "Quotas, metered usage, leases, tenant events"),
         (name = "billing", description = "Invoices and the billing report"),
-        (name = "data", description = "Tenant data: JSON records in collections"),
+        (name = "data", description = "Tenant data: JSON records in collections, blobs and a cache"),
         (name = "edge", description = "The edge decision, for services embedding tenantd's layer against a remote tenantd"),
     )
 )]
@@ -103,11 +105,20 @@ pub fn api() -> OpenApiRouter<State> {
         .routes(routes!(edge::decide))
         .routes(routes!(data::list, data::create))
         .routes(routes!(data::get, data::patch, data::delete))
+        .routes(routes!(blobs::list))
+        .routes(routes!(blobs::put, blobs::get, blobs::delete))
+        .routes(routes!(cache::delete_many))
+        .routes(routes!(cache::put, cache::get, cache::delete))
+        .routes(routes!(tenants::placement))
 }
 
-/// The OpenAPI document.
+/// The OpenAPI document. A route's catch-all parameter (`{*path}`, which may hold `/`)
+/// is written `{path}` there, as OpenAPI spells every path parameter.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api().split_for_parts().1
+    let mut doc = api().split_for_parts().1;
+    let paths = std::mem::take(&mut doc.paths.paths);
+    doc.paths.paths = paths.into_iter().map(|(k, v)| (k.replace("{*", "{"), v)).collect();
+    doc
 }
 
 async fn not_found() -> Problem {

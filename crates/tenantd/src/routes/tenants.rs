@@ -110,6 +110,15 @@ pub async fn create(
     match state.catalog.create_tenant(&new).await? {
         Created::New(t) => {
             state.changed(Change::Tenant(t.id.as_str())).await;
+            // Its data's place, at its plan's tier (retried on first use if this fails).
+            match state.catalog.get_plan(&new.plan).await {
+                Ok(plan) => {
+                    if let Err(e) = state.data.place(&t.id, plan.isolation).await {
+                        tracing::error!(tenant_id = %t.id, error = %e, "the new tenant's data was not placed; it will be on first use");
+                    }
+                }
+                Err(e) => tracing::error!(tenant_id = %t.id, error = %e, "the new tenant's plan could not be read"),
+            }
             state
                 .audit(
                     Some(&t.id),
@@ -160,6 +169,30 @@ pub async fn list(S(state): S<State>, ctx: Ctx, Query(q): Query<ListQuery>) -> A
 pub async fn get(S(state): S<State>, ctx: TenantContext) -> ApiResult<axum::Json<Tenant>> {
     ctx.require("tenant:read")?;
     Ok(axum::Json(state.catalog.get_tenant(ctx.tenant_id()).await?))
+}
+
+/// Where the tenant's data lives, and the progress of its last tier move
+/// (`tenant:read`). A tenant whose data was never used shows its plan's tier with
+/// `"state": "unplaced"`.
+#[utoipa::path(get, path = "/v1/tenants/{id}/placement", tag = "tenants", params(("id" = String, Path)), responses((status = 200, description = "`{\"tenant_id\",\"tier\",\"location\",\"state\",\"move\"?,\"updated_at\"}`")))]
+pub async fn placement(S(state): S<State>, ctx: TenantContext) -> ApiResult<axum::Json<serde_json::Value>> {
+    ctx.require("tenant:read")?;
+    let id = ctx.tenant_id();
+    let p = state.data.placement(id).await.map_err(crate::routes::data::data_err)?;
+    Ok(axum::Json(match p {
+        Some(p) => serde_json::json!({
+            "tenant_id": p.tenant_id,
+            "tier": p.tier,
+            "location": p.location,
+            "state": p.state,
+            "move": p.progress,
+            "updated_at": tenantd_core::ts::format(p.updated_at),
+        }),
+        None => {
+            let plan = state.catalog.get_plan(&PlanId::parse(&ctx.tenant().plan)?).await?;
+            serde_json::json!({"tenant_id": id, "tier": plan.isolation, "location": null, "state": "unplaced", "move": null})
+        }
+    }))
 }
 
 /// `PATCH /v1/tenants/{id}` body.
@@ -217,6 +250,18 @@ pub async fn patch(
     };
     let t = state.catalog.update_tenant(ctx.tenant_id(), &patch).await?;
     state.changed(Change::Tenant(t.id.as_str())).await;
+    // A plan at another tier moves the tenant's data there, online.
+    if let Some(plan) = &patch.plan {
+        let tier = state.catalog.get_plan(plan).await?.isolation;
+        let placed = state
+            .data
+            .placement(&t.id)
+            .await
+            .map_err(crate::routes::data::data_err)?;
+        if placed.is_some_and(|p| p.tier != tier) {
+            state.move_data(t.id, tier);
+        }
+    }
     state
         .record(
             &ctx,

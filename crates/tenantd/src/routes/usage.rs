@@ -59,6 +59,7 @@ async fn usage_of(state: &State, ctx: &TenantContext) -> ApiResult<Usage> {
     for l in t.limits.iter() {
         let current = match catalog_level(&l.resource).filter(|_| l.window == Window::Total) {
             Some(what) => state.catalog.count(&t.id, what).await?,
+            None if l.resource == STORAGE && l.window == Window::Total => storage_level(state, ctx).await?,
             None => state
                 .limiter
                 .current(t.id, &l.resource, l.window)
@@ -197,6 +198,107 @@ pub async fn grow_level(state: &State, ctx: &TenantContext, resource: &'static s
     let current = state.catalog.count(&t.id, what).await?;
     level.crossings = decide_level(ctx, resource, current)?;
     Ok(level)
+}
+
+/// The level the data plane keeps: bytes of a tenant's records, blobs and cache.
+pub const STORAGE: &str = "storage_bytes";
+
+/// `storage_bytes` the tenant's app metered itself (usage events), which counts toward
+/// the same limits as the data plane's bytes.
+async fn metered_storage(state: &State, tenant: tenantd_core::TenantId) -> ApiResult<u64> {
+    Ok(state
+        .limiter
+        .current(tenant, STORAGE, Window::Total)
+        .await
+        .map_err(Problem::from)?)
+}
+
+/// The tenant's `storage_bytes`: the data plane's bytes and what its app metered.
+pub async fn storage_level(state: &State, ctx: &TenantContext) -> ApiResult<u64> {
+    let stored = crate::routes::data::scope(state, ctx)
+        .await?
+        .used()
+        .await
+        .map_err(crate::routes::data::data_err)?;
+    Ok(stored.saturating_add(metered_storage(state, ctx.tenant().id).await?))
+}
+
+/// A data-plane write's storage check: [`StorageLevel::max`] is the level the data
+/// plane may not grow past (checked in the write's own transaction, so that nodes
+/// together never pass it), and [`StorageLevel::settle`] turns its result into the
+/// answer.
+pub struct StorageLevel {
+    metered: u64,
+    /// The tightest hard `storage_bytes` limit, less what the app metered.
+    pub max: Option<u64>,
+}
+
+impl StorageLevel {
+    /// The limits on the calling tenant's storage.
+    pub async fn of(state: &State, ctx: &TenantContext) -> ApiResult<Self> {
+        let t = ctx.tenant();
+        let hard = t
+            .limits
+            .iter()
+            .filter(|l| l.resource == STORAGE && l.window == Window::Total && l.enforcement == Enforcement::Hard)
+            .filter_map(|l| l.limit)
+            .min();
+        let limited = t
+            .limits
+            .iter()
+            .any(|l| l.resource == STORAGE && l.window == Window::Total && l.limit.is_some());
+        let metered = if limited {
+            metered_storage(state, t.id).await?
+        } else {
+            0
+        };
+        Ok(Self {
+            metered,
+            max: hard.map(|h| h.saturating_sub(metered)),
+        })
+    }
+
+    /// A write's result: on success the 80% / 100% crossings it made are recorded; a
+    /// write the hard limit refused is `429 quota_exceeded` (nothing was written); a
+    /// tier move that kept the write waiting too long is `503`.
+    pub async fn settle<T>(
+        &self,
+        state: &State,
+        ctx: &TenantContext,
+        written: Result<tenantd_data::Written<T>, tenantd_data::DataError>,
+    ) -> ApiResult<T> {
+        let t = ctx.tenant();
+        match written {
+            Ok(w) => {
+                if w.after > w.before {
+                    let before = w.before.saturating_add(self.metered);
+                    if let Outcome::Admitted { crossings, .. } = decide_counted(
+                        t.id,
+                        &t.limits,
+                        STORAGE,
+                        Window::Total,
+                        before,
+                        w.after - w.before,
+                        0,
+                        now_ms(),
+                    ) {
+                        for c in &crossings {
+                            crate::directory::record_crossing(&*state.catalog, c).await;
+                        }
+                    }
+                }
+                Ok(w.value)
+            }
+            Err(tenantd_data::DataError::LevelReached { used, wanted }) => {
+                let current = used.saturating_add(self.metered);
+                match decide_counted(t.id, &t.limits, STORAGE, Window::Total, current, wanted, 0, now_ms()) {
+                    Outcome::Refused { state: s, retry_after } => Err(Problem::limited(&s, retry_after).into()),
+                    Outcome::Admitted { .. } => Err(Problem::internal().into()),
+                }
+            }
+            Err(e) => Err(crate::routes::data::data_err(e)),
+        }
+    }
 }
 
 /// One metered usage event.

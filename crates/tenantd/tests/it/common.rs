@@ -35,6 +35,20 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// The response's status and headers, and its body as JSON (a string when it is not
+    /// JSON; `Null` when empty).
+    pub async fn of(resp: reqwest::Response) -> Self {
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap();
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        Reply { status, headers, body }
+    }
+
     /// Asserts the status, printing the body when it differs.
     #[track_caller]
     pub fn expect(self, status: u16) -> Self {
@@ -163,16 +177,21 @@ impl TestApp {
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let resp = req.send().await.expect("request");
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let text = resp.text().await.unwrap();
-        let body = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
-        Reply { status, headers, body }
+        Reply::of(req.send().await.expect("request")).await
+    }
+
+    /// `PUT` of raw bytes with a content type.
+    pub async fn put_bytes(&self, path: &str, token: &str, body: Vec<u8>, content_type: &str) -> Reply {
+        let resp = self
+            .http
+            .put(format!("{}{path}", self.url))
+            .bearer_auth(token)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("request");
+        Reply::of(resp).await
     }
 
     pub async fn get(&self, path: &str, token: &str) -> Reply {

@@ -8,6 +8,10 @@ crate::both! {
     records_list_filter_and_page;
     records_change_only_at_the_version_asked;
     random_operations_never_cross_tenants;
+    blobs_stream_up_and_down;
+    cache_expires_and_deletes_by_prefix_and_tag;
+    storage_limits_refuse_writes_past_them;
+    a_plan_change_moves_the_tenants_data;
 }
 
 const ORDERS: &str = "/v1/data/collections/orders/records";
@@ -226,9 +230,11 @@ async fn random_operations_never_cross_tenants(app: TestApp) {
         .unwrap_or_else(rand::random);
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut keys = Vec::new();
+    // Every tier: starter is row, professional schema, enterprise database.
+    let plans = ["starter", "professional", "enterprise"];
     for t in 0..TENANTS {
         let id = format!("t{t:02}");
-        app.tenant(&id, "professional").await;
+        app.tenant(&id, plans[t % 3]).await;
         keys.push((
             id.clone(),
             app.key(&id, "member").await.1,
@@ -237,6 +243,10 @@ async fn random_operations_never_cross_tenants(app: TestApp) {
     }
     // (tenant, collection, id) -> (document, version)
     let mut model: BTreeMap<(usize, &str, String), (Value, i64)> = BTreeMap::new();
+    // (tenant, path) -> content; (tenant, key) -> value
+    let mut blobs: BTreeMap<(usize, String), String> = BTreeMap::new();
+    let mut cache: BTreeMap<(usize, String), Value> = BTreeMap::new();
+    let pick = |rng: &mut rand::rngs::StdRng, n: usize| rng.gen_range(0..n.max(1));
     let collections = ["a", "b"];
     let url = |c: &str, id: Option<&str>| match id {
         Some(id) => format!("/v1/data/collections/{c}/records/{id}"),
@@ -256,7 +266,7 @@ async fn random_operations_never_cross_tenants(app: TestApp) {
             let owner = r["data"]["owner"].as_str().unwrap_or_default().to_string();
             assert_eq!(owner, keys[me].0, "{ctx}: another tenant's data in {r}");
         };
-        match rng.gen_range(0..6) {
+        match rng.gen_range(0..10) {
             0 => {
                 let doc = json!({"owner": keys[me].0, "n": rng.gen_range(0..100)});
                 let r = app.post(&url(c, None), key, doc.clone()).await;
@@ -356,6 +366,78 @@ async fn random_operations_never_cross_tenants(app: TestApp) {
                     }
                 }
             }
+            6 => {
+                let path = format!("p{}/f{}", rng.gen_range(0..3), rng.gen_range(0..4));
+                let content = format!("{}:{}", keys[me].0, rng.gen_range(0..1000));
+                let r = app
+                    .put_bytes(
+                        &format!("/v1/data/blobs/{path}"),
+                        key,
+                        content.clone().into_bytes(),
+                        "text/plain",
+                    )
+                    .await;
+                if member {
+                    let fresh = !blobs.contains_key(&(me, path.clone()));
+                    r.expect(if fresh { 201 } else { 200 });
+                    blobs.insert((me, path), content);
+                } else {
+                    r.problem(403, "forbidden");
+                }
+            }
+            7 => {
+                // Any tenant's path: the caller gets its own blob there, if it has one.
+                let Some((_, path)) = blobs.keys().nth(pick(&mut rng, blobs.len())) else {
+                    continue;
+                };
+                let r = app.get(&format!("/v1/data/blobs/{path}"), key).await;
+                match blobs.get(&(me, path.clone())) {
+                    Some(content) => {
+                        let r = r.expect(200);
+                        assert_eq!(r.body, Value::String(content.clone()), "{ctx}");
+                        assert_eq!(r.headers["content-type"], "text/plain");
+                    }
+                    None => {
+                        r.problem(404, "not_found");
+                    }
+                }
+            }
+            8 => {
+                let k = format!("k{}", rng.gen_range(0..5));
+                let v = json!({"owner": keys[me].0, "n": rng.gen_range(0..100)});
+                let r = app
+                    .call(
+                        "PUT",
+                        &format!("/v1/data/cache/{k}"),
+                        Some(key),
+                        Some(json!({"value": v})),
+                        &[],
+                    )
+                    .await;
+                if member {
+                    r.expect(200);
+                    cache.insert((me, k), v);
+                } else {
+                    r.problem(403, "forbidden");
+                }
+            }
+            9 => {
+                // Any tenant's key: the caller gets its own entry there, if it has one.
+                let Some((_, k)) = cache.keys().nth(pick(&mut rng, cache.len())) else {
+                    continue;
+                };
+                let r = app.get(&format!("/v1/data/cache/{k}"), key).await;
+                match cache.get(&(me, k.clone())) {
+                    Some(own) => {
+                        let r = r.expect(200);
+                        assert_eq!(&r.body["value"], own, "{ctx}");
+                        assert_eq!(r.body["value"]["owner"], keys[me].0.as_str(), "{ctx}");
+                    }
+                    None => {
+                        r.problem(404, "not_found");
+                    }
+                }
+            }
             _ => {
                 // Naming another tenant next to one's own credential.
                 let other = (me + rng.gen_range(1..TENANTS)) % TENANTS;
@@ -393,5 +475,393 @@ async fn random_operations_never_cross_tenants(app: TestApp) {
                 .collect();
             assert_eq!(got, want, "seed {seed}: tenant {id}, collection {c}");
         }
+        let r = app.get("/v1/data/blobs?limit=1000", member).await.expect(200);
+        let got: Vec<&str> = r.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["path"].as_str().unwrap())
+            .collect();
+        let want: Vec<&str> = blobs
+            .keys()
+            .filter(|(bt, _)| *bt == t)
+            .map(|(_, p)| p.as_str())
+            .collect();
+        assert_eq!(got, want, "seed {seed}: tenant {id}'s blobs");
+        let tier = app
+            .get(&format!("/v1/tenants/{id}/placement"), ADMIN)
+            .await
+            .expect(200)
+            .body["tier"]
+            .clone();
+        assert_eq!(tier, ["row", "schema", "database"][t % 3], "seed {seed}: tenant {id}");
     }
+}
+
+async fn blobs_stream_up_and_down(app: TestApp) {
+    app.tenant("acme", "starter").await;
+    app.tenant("globex", "starter").await;
+    let (_, acme) = app.key("acme", "member").await;
+    let (_, viewer) = app.key("acme", "viewer").await;
+    let (_, globex) = app.key("globex", "member").await;
+    // Three times the API's JSON body limit (1 MiB), in chunks of 256 KiB.
+    let big: Vec<u8> = (0..3 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let r = app
+        .put_bytes("/v1/data/blobs/img/big.bin", &acme, big.clone(), "image/png")
+        .await
+        .expect(201);
+    assert_eq!(
+        (&r.body["size_bytes"], &r.body["version"]),
+        (&json!(big.len()), &json!(1))
+    );
+    assert_eq!(r.body["content_type"], "image/png");
+    assert_eq!(r.body["sha256"].as_str().unwrap().len(), 64);
+    let got = reqwest::Client::new()
+        .get(format!("{}/v1/data/blobs/img/big.bin", app.url))
+        .bearer_auth(&viewer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.headers()["content-type"], "image/png");
+    assert_eq!(got.headers()["content-length"], big.len().to_string().as_str());
+    assert_eq!(got.headers()["etag"], "\"1\"");
+    assert!(got.bytes().await.unwrap() == big, "the same bytes back");
+    let r = app
+        .put_bytes("/v1/data/blobs/img/big.bin", &acme, b"small".to_vec(), "text/plain")
+        .await
+        .expect(200);
+    assert_eq!(r.body["version"], 2, "replaced");
+    assert_eq!(
+        app.get("/v1/data/blobs/img/big.bin", &acme).await.expect(200).body,
+        "small"
+    );
+    for p in ["img/a.txt", "img/b.txt", "doc/c.txt"] {
+        app.put_bytes(
+            &format!("/v1/data/blobs/{p}"),
+            &acme,
+            p.as_bytes().to_vec(),
+            "text/plain",
+        )
+        .await
+        .expect(201);
+    }
+    app.put_bytes("/v1/data/blobs/img/a.txt", &globex, b"globex".to_vec(), "text/plain")
+        .await
+        .expect(201);
+    let paths = |r: &Value| -> Vec<String> {
+        r["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["path"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let page = app
+        .get("/v1/data/blobs?prefix=img/&limit=2", &acme)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(paths(&page), ["img/a.txt", "img/b.txt"]);
+    let next = format!(
+        "/v1/data/blobs?prefix=img/&limit=2&cursor={}",
+        page["next_cursor"].as_str().unwrap()
+    );
+    let page = app.get(&next, &acme).await.expect(200).body;
+    assert_eq!(
+        (paths(&page), &page["next_cursor"]),
+        (vec!["img/big.bin".to_string()], &Value::Null)
+    );
+    assert_eq!(
+        paths(&app.get("/v1/data/blobs", &globex).await.expect(200).body),
+        ["img/a.txt"]
+    );
+    assert_eq!(
+        app.get("/v1/data/blobs/img/a.txt", &globex).await.expect(200).body,
+        "globex"
+    );
+    app.get("/v1/data/blobs/doc/c.txt", &globex)
+        .await
+        .problem(404, "not_found");
+    app.delete("/v1/data/blobs/doc/c.txt", &globex)
+        .await
+        .problem(404, "not_found");
+    // Roles and bad input change nothing.
+    app.put_bytes("/v1/data/blobs/x", &viewer, b"x".to_vec(), "text/plain")
+        .await
+        .problem(403, "forbidden");
+    app.delete("/v1/data/blobs/doc/c.txt", &viewer)
+        .await
+        .problem(403, "forbidden");
+    app.put_bytes("/v1/data/blobs/a//b", &acme, b"x".to_vec(), "text/plain")
+        .await
+        .problem(400, "invalid_request");
+    app.get("/v1/data/blobs?bogus=1", &acme)
+        .await
+        .problem(400, "invalid_request");
+    assert_eq!(paths(&app.get("/v1/data/blobs", &acme).await.expect(200).body).len(), 4);
+    app.delete("/v1/data/blobs/doc/c.txt", &acme).await.expect(204);
+    app.get("/v1/data/blobs/doc/c.txt", &acme)
+        .await
+        .problem(404, "not_found");
+    app.get("/v1/data/blobs/img/a.txt", &globex).await.expect(200);
+}
+
+async fn cache_expires_and_deletes_by_prefix_and_tag(app: TestApp) {
+    let app = &app;
+    app.tenant("acme", "starter").await;
+    app.tenant("globex", "starter").await;
+    let (_, acme) = app.key("acme", "member").await;
+    let (_, viewer) = app.key("acme", "viewer").await;
+    let (_, globex) = app.key("globex", "member").await;
+    let put = |key: &str, token: &str, body: Value| {
+        let (path, token) = (format!("/v1/data/cache/{key}"), token.to_string());
+        async move { app.call("PUT", &path, Some(&token), Some(body), &[]).await }
+    };
+    let r = put("user:1", &acme, json!({"value": {"name": "Ada"}, "tags": ["users"]}))
+        .await
+        .expect(200);
+    assert_eq!(
+        (&r.body["value"], &r.body["expires_at"]),
+        (&json!({"name": "Ada"}), &Value::Null)
+    );
+    put(
+        "user:2",
+        &acme,
+        json!({"value": 2, "tags": ["users", "vip"], "ttl_seconds": 3600}),
+    )
+    .await
+    .expect(200);
+    put("page:1", &acme, json!({"value": "p", "tags": ["vip"]}))
+        .await
+        .expect(200);
+    put("brief", &acme, json!({"value": 0, "ttl_seconds": 1}))
+        .await
+        .expect(200);
+    put("user:1", &globex, json!({"value": "globex's", "tags": ["users"]}))
+        .await
+        .expect(200);
+    let got = app.get("/v1/data/cache/user:2", &viewer).await.expect(200).body;
+    assert_eq!((&got["value"], &got["tags"]), (&json!(2), &json!(["users", "vip"])));
+    assert!(got["expires_at"].is_string());
+    app.get("/v1/data/cache/user:2", &globex)
+        .await
+        .problem(404, "not_found");
+    assert_eq!(
+        app.get("/v1/data/cache/user:1", &globex).await.expect(200).body["value"],
+        "globex's"
+    );
+    // Bad input and roles change nothing.
+    for bad in [
+        json!({"value": 1, "ttl_seconds": 0}),
+        json!({"value": 1, "tags": ["a,b"]}),
+        json!({"tags": []}),
+        json!({"value": 1, "x": 1}),
+    ] {
+        put("user:1", &acme, bad).await.problem(400, "invalid_request");
+    }
+    put("user:1", &viewer, json!({"value": 9}))
+        .await
+        .problem(403, "forbidden");
+    app.delete("/v1/data/cache?tag=vip", &viewer)
+        .await
+        .problem(403, "forbidden");
+    app.delete("/v1/data/cache", &acme)
+        .await
+        .problem(400, "invalid_request");
+    app.delete("/v1/data/cache?tag=vip&prefix=a", &acme)
+        .await
+        .problem(400, "invalid_request");
+    assert_eq!(
+        app.get("/v1/data/cache/user:1", &acme).await.expect(200).body["value"],
+        json!({"name": "Ada"})
+    );
+    // Deletes by tag, by prefix, by key; the other tenant's entries stay.
+    assert_eq!(
+        app.delete("/v1/data/cache?tag=vip", &globex).await.expect(200).body["deleted"],
+        0
+    );
+    assert_eq!(
+        app.delete("/v1/data/cache?tag=vip", &acme).await.expect(200).body["deleted"],
+        2
+    );
+    app.get("/v1/data/cache/page:1", &acme).await.problem(404, "not_found");
+    assert_eq!(
+        app.delete("/v1/data/cache?prefix=user:", &acme).await.expect(200).body["deleted"],
+        1
+    );
+    app.get("/v1/data/cache/user:1", &acme).await.problem(404, "not_found");
+    assert_eq!(
+        app.get("/v1/data/cache/user:1", &globex).await.expect(200).body["value"],
+        "globex's"
+    );
+    app.delete("/v1/data/cache/user:1", &globex).await.expect(204);
+    app.delete("/v1/data/cache/user:1", &globex)
+        .await
+        .problem(404, "not_found");
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    app.get("/v1/data/cache/brief", &acme).await.problem(404, "not_found");
+}
+
+fn storage(usage: &Value) -> &Value {
+    usage["quotas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["resource"] == "storage_bytes")
+        .unwrap()
+}
+
+async fn storage_limits_refuse_writes_past_them(app: TestApp) {
+    app.tenant("acme", "starter").await;
+    app.tenant("globex", "starter").await;
+    let limit = json!([{"resource": "storage_bytes", "window": "total", "limit": 100, "enforcement": "hard"}]);
+    app.patch("/v1/tenants/acme", ADMIN, json!({"limits": limit}))
+        .await
+        .expect(200);
+    let (_, acme) = app.key("acme", "member").await;
+    let (_, globex) = app.key("globex", "member").await;
+    let u = app.get("/v1/tenant/usage", &acme).await.expect(200).body;
+    assert_eq!(
+        (&storage(&u)["current"], &storage(&u)["limit"]),
+        (&json!(0), &json!(100))
+    );
+    // 40 bytes of record, 30 of blob, 20 of cache entry (key and value).
+    let doc = json!({"pad": "x".repeat(30)});
+    assert_eq!(doc.to_string().len(), 40);
+    let rec = app.post(ORDERS, &acme, doc).await.expect(201).body;
+    app.put_bytes("/v1/data/blobs/f", &acme, vec![1; 30], "application/octet-stream")
+        .await
+        .expect(201);
+    app.call(
+        "PUT",
+        "/v1/data/cache/kk",
+        Some(&acme),
+        Some(json!({"value": "y".repeat(16)})),
+        &[],
+    )
+    .await
+    .expect(200);
+    let u = app.get("/v1/tenant/usage", &acme).await.expect(200).body;
+    assert_eq!(storage(&u)["current"], 90);
+    // Past the limit: 429 with the contract's fields, and nothing written.
+    let r = app
+        .put_bytes("/v1/data/blobs/g", &acme, vec![1; 11], "application/octet-stream")
+        .await;
+    let r = r.problem(429, "quota_exceeded");
+    assert_eq!(
+        (&r.body["quota"], &r.body["limit"]),
+        (&json!("storage_bytes"), &json!(100))
+    );
+    assert_eq!((&r.body["current"], &r.body["window"]), (&json!(90), &json!("total")));
+    app.get("/v1/data/blobs/g", &acme).await.problem(404, "not_found");
+    app.post(ORDERS, &acme, json!({"pad": "y".repeat(10)}))
+        .await
+        .problem(429, "quota_exceeded");
+    app.call(
+        "PUT",
+        "/v1/data/cache/k2",
+        Some(&acme),
+        Some(json!({"value": "z".repeat(20)})),
+        &[],
+    )
+    .await
+    .problem(429, "quota_exceeded");
+    assert_eq!(
+        app.get(ORDERS, &acme).await.expect(200).body["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let u = app.get("/v1/tenant/usage", &acme).await.expect(200).body;
+    assert_eq!(storage(&u)["current"], 90, "nothing was counted");
+    // Another tenant is not limited by acme's storage.
+    app.put_bytes("/v1/data/blobs/g", &globex, vec![1; 500], "application/octet-stream")
+        .await
+        .expect(201);
+    // Deleting frees room; 80% and 100% were crossed once each, as events.
+    app.delete(&format!("{ORDERS}/{}", rec["id"].as_str().unwrap()), &acme)
+        .await
+        .expect(204);
+    app.put_bytes("/v1/data/blobs/g", &acme, vec![1; 50], "application/octet-stream")
+        .await
+        .expect(201);
+    let u = app.get("/v1/tenant/usage", &acme).await.expect(200).body;
+    assert_eq!(storage(&u)["current"], 100);
+    let events = app.get("/v1/tenants/acme/events", ADMIN).await.expect(200).body;
+    let kinds: Vec<&str> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["data"]["resource"] == "storage_bytes")
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"quota.warning") && kinds.contains(&"quota.exceeded"),
+        "{events}"
+    );
+}
+
+async fn a_plan_change_moves_the_tenants_data(app: TestApp) {
+    let app = &app;
+    app.tenant("acme", "starter").await;
+    app.tenant("globex", "starter").await;
+    let (_, acme) = app.key("acme", "member").await;
+    let (_, globex) = app.key("globex", "member").await;
+    let placement = |who: &'static str| async move {
+        app.get(&format!("/v1/tenants/{who}/placement"), ADMIN)
+            .await
+            .expect(200)
+            .body
+    };
+    let p = placement("acme").await;
+    assert_eq!(
+        (&p["tier"], &p["location"], &p["state"]),
+        (&json!("row"), &json!("shared"), &json!("placed"))
+    );
+    let rec = app.post(ORDERS, &acme, json!({"n": 1})).await.expect(201).body;
+    let one = format!("{ORDERS}/{}", rec["id"].as_str().unwrap());
+    app.put_bytes("/v1/data/blobs/f.txt", &acme, b"content".to_vec(), "text/plain")
+        .await
+        .expect(201);
+    app.post(ORDERS, &globex, json!({"n": 2})).await.expect(201);
+    for (plan, tier) in [
+        ("enterprise", "database"),
+        ("professional", "schema"),
+        ("starter", "row"),
+    ] {
+        app.patch("/v1/tenants/acme", ADMIN, json!({"plan": plan}))
+            .await
+            .expect(200);
+        let mut p = placement("acme").await;
+        for _ in 0..200 {
+            if p["tier"] == tier && p["state"] == "placed" && p["move"]["phase"] == "done" {
+                break;
+            }
+            // Reads keep working during the move.
+            assert_eq!(app.get(&one, &acme).await.expect(200).body["data"], json!({"n": 1}));
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            p = placement("acme").await;
+        }
+        assert_eq!((&p["tier"], &p["move"]["phase"]), (&json!(tier), &json!("done")), "{p}");
+        // SQLite's schema and database tiers are one file: nothing to copy between them.
+        if p["move"]["from"] != p["location"] {
+            assert_eq!(p["move"]["verified"]["records"]["rows"], 1, "{p}");
+        }
+        assert_eq!(app.get(&one, &acme).await.expect(200).body["data"], json!({"n": 1}));
+        assert_eq!(app.get("/v1/data/blobs/f.txt", &acme).await.expect(200).body, "content");
+        app.get(&one, &globex).await.problem(404, "not_found");
+        assert_eq!(
+            app.get(ORDERS, &globex).await.expect(200).body["items"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+    // Only the operator and the tenant's own people see a placement.
+    app.get("/v1/tenants/acme/placement", &globex)
+        .await
+        .problem(403, "tenant_mismatch");
 }

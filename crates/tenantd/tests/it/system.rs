@@ -60,6 +60,11 @@ async fn health_and_openapi_cover_every_route() {
         ("/v1/edge/decide", &["post"]),
         ("/v1/data/collections/{c}/records", &["get", "post"]),
         ("/v1/data/collections/{c}/records/{rid}", &["get", "patch", "delete"]),
+        ("/v1/data/blobs", &["get"]),
+        ("/v1/data/blobs/{path}", &["get", "put", "delete"]),
+        ("/v1/data/cache", &["delete"]),
+        ("/v1/data/cache/{key}", &["get", "put", "delete"]),
+        ("/v1/tenants/{id}/placement", &["get"]),
     ];
     for (path, methods) in expected {
         let item = paths

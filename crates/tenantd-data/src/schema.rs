@@ -1,0 +1,191 @@
+//! The tables a location holds, as numbered migrations, and how they are applied.
+//!
+//! Every location (the row tier's shared schema, a tenant's own schema, a tenant's own
+//! database) has the same tables, each led by `tenant_id`; on PostgreSQL each also has
+//! row-level security on `tenantd.tenant_id` and grants to [`APP_ROLE`](crate::APP_ROLE)
+//! only. A location records the migrations it has in `data_migrations`, in the same
+//! transaction as the migration, so a crash leaves each location at a whole version.
+use crate::DataError;
+use sqlx::Row;
+use tenantd_core::now_secs;
+
+/// The data tables (the storage level last).
+pub(crate) const TABLES: [&str; 5] = ["records", "blobs", "blob_chunks", "cache_entries", "storage"];
+
+/// One migration: its version and its statements for each database.
+pub(crate) struct Migration {
+    pub version: i64,
+    pub postgres: &'static str,
+    pub sqlite: &'static str,
+}
+
+/// All migrations, in order. Add new ones at the end; never edit one that shipped.
+pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    postgres: r#"
+CREATE TABLE IF NOT EXISTS records (
+    tenant_id text NOT NULL, collection text NOT NULL, id text NOT NULL,
+    doc jsonb NOT NULL, version bigint NOT NULL, size_bytes bigint NOT NULL,
+    created_at bigint NOT NULL, updated_at bigint NOT NULL,
+    PRIMARY KEY (tenant_id, collection, id));
+CREATE TABLE IF NOT EXISTS blobs (
+    tenant_id text NOT NULL, path text NOT NULL, blob_id text NOT NULL,
+    content_type text NOT NULL, size_bytes bigint NOT NULL, sha256 text NOT NULL,
+    version bigint NOT NULL, created_at bigint NOT NULL, updated_at bigint NOT NULL,
+    PRIMARY KEY (tenant_id, path));
+CREATE TABLE IF NOT EXISTS blob_chunks (
+    tenant_id text NOT NULL, blob_id text NOT NULL, seq bigint NOT NULL,
+    data bytea NOT NULL, created_at bigint NOT NULL,
+    PRIMARY KEY (tenant_id, blob_id, seq));
+CREATE TABLE IF NOT EXISTS cache_entries (
+    tenant_id text NOT NULL, key text NOT NULL, value text NOT NULL, tags text NOT NULL,
+    expires_at bigint, size_bytes bigint NOT NULL, version bigint NOT NULL,
+    updated_at bigint NOT NULL,
+    PRIMARY KEY (tenant_id, key));
+CREATE INDEX IF NOT EXISTS cache_entries_expiry ON cache_entries (tenant_id, expires_at);
+CREATE TABLE IF NOT EXISTS storage (
+    tenant_id text PRIMARY KEY, bytes bigint NOT NULL, frozen bigint NOT NULL);
+"#,
+    sqlite: r#"
+CREATE TABLE IF NOT EXISTS records (
+    tenant_id TEXT NOT NULL, collection TEXT NOT NULL, id TEXT NOT NULL,
+    doc TEXT NOT NULL, version INTEGER NOT NULL, size_bytes INTEGER NOT NULL,
+    created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, collection, id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS blobs (
+    tenant_id TEXT NOT NULL, path TEXT NOT NULL, blob_id TEXT NOT NULL,
+    content_type TEXT NOT NULL, size_bytes INTEGER NOT NULL, sha256 TEXT NOT NULL,
+    version INTEGER NOT NULL, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, path)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS blob_chunks (
+    tenant_id TEXT NOT NULL, blob_id TEXT NOT NULL, seq INTEGER NOT NULL,
+    data BLOB NOT NULL, created_at INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, blob_id, seq));
+CREATE TABLE IF NOT EXISTS cache_entries (
+    tenant_id TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, tags TEXT NOT NULL,
+    expires_at INTEGER, size_bytes INTEGER NOT NULL, version INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, key)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS cache_entries_expiry ON cache_entries (tenant_id, expires_at);
+CREATE TABLE IF NOT EXISTS storage (
+    tenant_id TEXT PRIMARY KEY, bytes INTEGER NOT NULL, frozen INTEGER NOT NULL);
+"#,
+}];
+
+/// Creates [`APP_ROLE`](crate::APP_ROLE) on a server when it is missing (no password,
+/// no privilege beyond logging in).
+pub(crate) const CREATE_APP_ROLE: &str = r#"
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'tenantd_data') THEN
+        CREATE ROLE tenantd_data LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE;
+    END IF;
+EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+END $$;
+"#;
+
+/// `name` as a quoted PostgreSQL identifier.
+pub(crate) fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Row-level security and the app role's grants on every table of `schema`.
+fn secure(schema: &str) -> String {
+    let mut sql = format!("GRANT USAGE ON SCHEMA {} TO tenantd_data;\n", ident(schema));
+    for t in TABLES {
+        sql.push_str(&format!(
+            "ALTER TABLE {t} ENABLE ROW LEVEL SECURITY;
+ALTER TABLE {t} FORCE ROW LEVEL SECURITY;
+DROP POLICY IF EXISTS tenant_isolation ON {t};
+CREATE POLICY tenant_isolation ON {t}
+    USING (tenant_id = current_setting('tenantd.tenant_id', true))
+    WITH CHECK (tenant_id = current_setting('tenantd.tenant_id', true));
+GRANT SELECT, INSERT, UPDATE, DELETE ON {t} TO tenantd_data;
+"
+        ));
+    }
+    sql
+}
+
+/// A stable lock number for preparing `schema` (`pg_advisory_xact_lock`).
+fn lock_key(schema: &str) -> i64 {
+    // FNV-1a: stable across processes and builds.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in schema.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    h as i64
+}
+
+/// Brings a location up to the newest migration, with the owner's connection: on
+/// PostgreSQL in `schema` (created when missing), on SQLite in the file. Returns how
+/// many migrations it applied. Safe to run from several processes at once.
+pub(crate) fn migrate<'a>(
+    pool: &'a sqlx::AnyPool,
+    schema: Option<&'a str>,
+) -> futures_util::future::BoxFuture<'a, Result<usize, DataError>> {
+    // Boxed: the compiler cannot otherwise prove the future `Send` for every caller.
+    Box::pin(migrate_in(pool, schema))
+}
+
+async fn migrate_in(pool: &sqlx::AnyPool, schema: Option<&str>) -> Result<usize, DataError> {
+    let mut tx = pool.begin().await?;
+    if let Some(s) = schema {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(lock_key(s))
+            .execute(&mut *tx)
+            .await?;
+        let create = format!("{CREATE_APP_ROLE}\nCREATE SCHEMA IF NOT EXISTS {};", ident(s));
+        sqlx::Executor::execute(&mut *tx, create.as_str()).await?;
+        sqlx::query("SELECT set_config('search_path', $1, true)")
+            .bind(ident(s))
+            .execute(&mut *tx)
+            .await?;
+    }
+    sqlx::Executor::execute(
+        &mut *tx,
+        "CREATE TABLE IF NOT EXISTS data_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+    )
+    .await?;
+    let rows = sqlx::query("SELECT version FROM data_migrations")
+        .fetch_all(&mut *tx)
+        .await?;
+    let mut have = Vec::with_capacity(rows.len());
+    for r in &rows {
+        have.push(r.try_get::<i64, _>("version")?);
+    }
+    let pending: Vec<&Migration> = MIGRATIONS.iter().filter(|m| !have.contains(&m.version)).collect();
+    let mut applied = 0;
+    for m in pending {
+        let sql = if schema.is_some() { m.postgres } else { m.sqlite };
+        sqlx::Executor::execute(&mut *tx, sql).await?;
+        sqlx::query("INSERT INTO data_migrations (version, applied_at) VALUES ($1, $2)")
+            .bind(m.version)
+            .bind(now_secs())
+            .execute(&mut *tx)
+            .await?;
+        applied += 1;
+    }
+    if let Some(s) = schema {
+        if applied > 0 {
+            let sql = secure(s);
+            sqlx::Executor::execute(&mut *tx, sql.as_str()).await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_quoted_and_lock_keys_stable() {
+        assert_eq!(ident("tenant_acme"), "\"tenant_acme\"");
+        assert_eq!(ident("a\"b"), "\"a\"\"b\"");
+        assert_eq!(lock_key("tenant_data"), lock_key("tenant_data"));
+        assert_ne!(lock_key("tenant_a"), lock_key("tenant_b"));
+        assert!(secure("s").contains("FORCE ROW LEVEL SECURITY"));
+    }
+}

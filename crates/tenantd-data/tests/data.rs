@@ -1,0 +1,662 @@
+//! The data plane on SQLite and PostgreSQL, at every tier: scoped data never crosses
+//! tenants; on PostgreSQL the database itself refuses a query that forgets the tenant;
+//! storage is counted and limited; tenants move between tiers online with nothing lost.
+use serde_json::json;
+use sqlx::{Connection, Row};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tenantd_core::{Isolation, TenantId};
+use tenantd_data::{new_blob_id, with_user, Blob, CacheSelector, DataError, DataOptions, DataStore, Record, APP_ROLE};
+
+fn tenant(id: &str) -> TenantId {
+    TenantId::parse(id).unwrap()
+}
+
+async fn postgres(test: &str) -> Option<String> {
+    tenantd_store::testing::fresh_postgres(test).await
+}
+
+fn sqlite() -> DataOptions {
+    let (_, dir) = tenantd_store::testing::fresh_sqlite();
+    DataOptions {
+        move_grace: Duration::from_millis(50),
+        ..DataOptions::new(format!("sqlite://{}", dir.join("tenant-data.db").display()))
+    }
+}
+
+fn pg(url: &str) -> DataOptions {
+    DataOptions {
+        move_grace: Duration::from_millis(50),
+        ..DataOptions::new(url)
+    }
+}
+
+const TIERS: [Isolation; 3] = [Isolation::Row, Isolation::Schema, Isolation::Database];
+
+/// Records of two tenants at the given tiers never cross.
+async fn scoped_records_never_cross_tenants(store: &DataStore, ta: Isolation, tb: Isolation) {
+    let (ida, idb) = (tenant("acme"), tenant("globex"));
+    store.place(&ida, ta).await.unwrap();
+    store.place(&idb, tb).await.unwrap();
+    let a = store.scope(ida, None).await.unwrap();
+    let b = store.scope(idb, None).await.unwrap();
+    let r = a
+        .put_record("orders", "o1", &json!({"total": 5}), None)
+        .await
+        .unwrap()
+        .value;
+    assert_eq!((r.version, &r.doc), (1, &json!({"total": 5})));
+    let r = a
+        .put_record("orders", "o1", &json!({"total": 6, "items": [1, 2]}), None)
+        .await
+        .unwrap()
+        .value;
+    assert_eq!(r.version, 2, "a write raises the version");
+    assert!(r.created_at <= r.updated_at);
+    a.put_record("orders", "o2", &json!({"total": 1}), None).await.unwrap();
+    // The same collection and id for another tenant is another record.
+    b.put_record("orders", "o1", &json!({"total": 99}), None).await.unwrap();
+    let doc = |r: Option<Record>| r.map(|r| r.doc);
+    assert_eq!(
+        doc(a.get_record("orders", "o1").await.unwrap()),
+        Some(json!({"total": 6, "items": [1, 2]}))
+    );
+    assert_eq!(
+        doc(b.get_record("orders", "o1").await.unwrap()),
+        Some(json!({"total": 99}))
+    );
+    assert_eq!(
+        b.get_record("orders", "o2").await.unwrap(),
+        None,
+        "acme's o2 is not globex's"
+    );
+    let ids = |v: Vec<Record>| v.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    assert_eq!(ids(a.list_records("orders", None, 100).await.unwrap()), ["o1", "o2"]);
+    assert_eq!(ids(b.list_records("orders", None, 100).await.unwrap()), ["o1"]);
+    assert_eq!(ids(a.list_records("orders", None, 1).await.unwrap()), ["o1"]);
+    assert_eq!(ids(a.list_records("orders", Some("o1"), 10).await.unwrap()), ["o2"]);
+    assert!(a.list_records("other", None, 10).await.unwrap().is_empty());
+    // A conditional update: only at the expected version, and only the tenant's own.
+    let v2 = a
+        .update_record("orders", "o2", &json!({"total": 2}), 1, None)
+        .await
+        .unwrap()
+        .unwrap()
+        .value;
+    assert_eq!((v2.version, &v2.doc), (2, &json!({"total": 2})));
+    assert!(
+        a.update_record("orders", "o2", &json!({"total": 3}), 1, None)
+            .await
+            .unwrap()
+            .is_none(),
+        "stale"
+    );
+    assert!(
+        b.update_record("orders", "o2", &json!({"total": 3}), 2, None)
+            .await
+            .unwrap()
+            .is_none(),
+        "not globex's"
+    );
+    assert_eq!(
+        doc(a.get_record("orders", "o2").await.unwrap()),
+        Some(json!({"total": 2}))
+    );
+    // Deleting another tenant's record deletes nothing.
+    assert!(!b.delete_record("orders", "o2").await.unwrap().value);
+    assert!(a.get_record("orders", "o2").await.unwrap().is_some());
+    assert!(a.delete_record("orders", "o2").await.unwrap().value);
+    assert!(!a.delete_record("orders", "o2").await.unwrap().value);
+    assert_eq!(
+        doc(b.get_record("orders", "o1").await.unwrap()),
+        Some(json!({"total": 99}))
+    );
+    for (c, id) in [("", "x"), ("a b", "x"), ("orders", "../x")] {
+        assert!(
+            matches!(a.put_record(c, id, &json!({}), None).await, Err(DataError::Invalid(_))),
+            "{c}/{id}"
+        );
+    }
+    store.remove(&ida).await.unwrap();
+    store.remove(&idb).await.unwrap();
+    assert!(store.placement(&ida).await.unwrap().is_none());
+}
+
+async fn every_pair_of_tiers(store: &DataStore) {
+    for ta in TIERS {
+        for tb in TIERS {
+            scoped_records_never_cross_tenants(store, ta, tb).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn scoped_records_at_every_tier_on_sqlite() {
+    every_pair_of_tiers(&DataStore::open(sqlite()).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn scoped_records_at_every_tier_on_postgresql() {
+    if let Some(url) = postgres("scoped records at every tier").await {
+        every_pair_of_tiers(&DataStore::open(pg(&url)).await.unwrap()).await;
+    }
+}
+
+/// Connected straight to PostgreSQL as the data plane's role: without a tenant a query
+/// sees nothing; with acme's it sees only acme's rows and can change no one else's.
+#[tokio::test]
+async fn row_level_security_is_the_backstop() {
+    let Some(url) = postgres("row tier backstop").await else {
+        return;
+    };
+    let store = DataStore::open(pg(&url)).await.unwrap();
+    let acme = store.scope(tenant("acme"), Some(Isolation::Row)).await.unwrap();
+    acme.put_record("c", "1", &json!({"n": 1}), None).await.unwrap();
+    acme.put_record("c", "2", &json!({"n": 2}), None).await.unwrap();
+    let globex = store.scope(tenant("globex"), Some(Isolation::Row)).await.unwrap();
+    globex.put_record("c", "1", &json!({"n": 3}), None).await.unwrap();
+
+    let mut conn = sqlx::AnyConnection::connect(&with_user(&url, APP_ROLE).unwrap())
+        .await
+        .unwrap();
+    let count = "SELECT COUNT(*) AS n FROM tenant_data.records";
+    let n: i64 = sqlx::query(count).fetch_one(&mut conn).await.unwrap().get("n");
+    assert_eq!(n, 0, "a query without a tenant sees no rows");
+
+    let mut tx = conn.begin().await.unwrap();
+    sqlx::query("SELECT set_config('tenantd.tenant_id', 'acme', true)")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let seen: Vec<String> = sqlx::query("SELECT tenant_id FROM tenant_data.records")
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get("tenant_id"))
+        .collect();
+    assert_eq!(seen, ["acme", "acme"], "acme's context sees acme's rows only");
+    for sql in [
+        "UPDATE tenant_data.records SET version = 100 WHERE tenant_id = 'globex'",
+        "DELETE FROM tenant_data.records WHERE tenant_id = 'globex'",
+    ] {
+        let n = sqlx::query(sql).execute(&mut *tx).await.unwrap().rows_affected();
+        assert_eq!(n, 0, "{sql}");
+    }
+    tx.commit().await.unwrap();
+
+    // Writing a row for another tenant, turning the policy off, or dropping FORCE: refused.
+    let mut tx = conn.begin().await.unwrap();
+    sqlx::query("SELECT set_config('tenantd.tenant_id', 'acme', true)")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let insert =
+        sqlx::query("INSERT INTO tenant_data.records VALUES ('globex', 'c', '9', CAST('{}' AS jsonb), 1, 2, 0, 0)")
+            .execute(&mut *tx)
+            .await;
+    assert!(insert.unwrap_err().to_string().contains("row-level security"));
+    tx.rollback().await.unwrap();
+    for sql in [
+        "ALTER TABLE tenant_data.records NO FORCE ROW LEVEL SECURITY",
+        "DROP POLICY tenant_isolation ON tenant_data.records",
+    ] {
+        assert!(sqlx::query(sql).execute(&mut conn).await.is_err(), "{sql}");
+    }
+    sqlx::raw_sql("SET row_security = off")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        sqlx::query(count).fetch_one(&mut conn).await.is_err(),
+        "with row security off a query is refused, not answered"
+    );
+
+    // Globex's row is untouched.
+    let g = globex.get_record("c", "1").await.unwrap().unwrap();
+    assert_eq!((g.version, g.doc), (1, json!({"n": 3})));
+}
+
+/// A role that could read across tenants is refused before anything is served.
+#[tokio::test]
+async fn a_role_that_could_bypass_the_backstop_is_refused() {
+    let Some(url) = postgres("row tier unsafe role").await else {
+        return;
+    };
+    // The test database's own user owns the tables (and is a superuser here).
+    let opts = DataOptions {
+        app_url: Some(url.clone()),
+        ..pg(&url)
+    };
+    let err = DataStore::open(opts).await.err().expect("refused");
+    assert!(matches!(err, DataError::Unsafe(_)));
+    assert!(err.to_string().contains(APP_ROLE), "{err}");
+}
+
+/// The owner's connection, for what only a test (or a crash) does.
+async fn owner(opts: &DataOptions) -> sqlx::AnyConnection {
+    sqlx::any::install_default_drivers();
+    sqlx::AnyConnection::connect(&opts.url).await.unwrap()
+}
+
+fn placements(opts: &DataOptions) -> &'static str {
+    if opts.url.starts_with("sqlite") {
+        "placements"
+    } else {
+        "tenant_data.placements"
+    }
+}
+
+/// Uploads `parts` as a blob at `path`.
+async fn upload(s: &tenantd_data::Scope<'_>, path: &str, parts: &[&[u8]], max: Option<u64>) -> Result<Blob, DataError> {
+    let id = new_blob_id();
+    for (n, p) in parts.iter().enumerate() {
+        s.stage_chunk(&id, n as i64, p).await?;
+    }
+    let blob = Blob {
+        path: path.into(),
+        blob_id: id,
+        content_type: "text/plain".into(),
+        size_bytes: parts.iter().map(|p| p.len() as i64).sum(),
+        sha256: "x".into(),
+        version: 0,
+        created_at: 0,
+        updated_at: 0,
+    };
+    s.commit_blob(&blob, parts.len() as i64, max).await.map(|w| w.value)
+}
+
+async fn read(s: &tenantd_data::Scope<'_>, b: &Blob) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut seq = 0;
+    while let Some(c) = s.chunk(b, seq).await.unwrap() {
+        out.extend(c);
+        seq += 1;
+    }
+    out
+}
+
+/// Blobs and cache entries of two tenants never cross; blobs keep their chunks in
+/// order; the cache expires, and deletes by key, prefix and tag.
+async fn blobs_and_cache_never_cross_tenants(store: &DataStore, tier: Isolation) {
+    let (ida, idb) = (tenant("acme"), tenant("globex"));
+    let a = store.scope(ida, Some(tier)).await.unwrap();
+    let b = store.scope(idb, Some(Isolation::Row)).await.unwrap();
+    let ba = upload(&a, "docs/one.txt", &[b"hello ", b"blob ", b"world"], None)
+        .await
+        .unwrap();
+    assert_eq!((ba.size_bytes, ba.version), (16, 1));
+    assert_eq!(read(&a, &ba).await, b"hello blob world");
+    upload(&a, "docs/two.txt", &[b"2"], None).await.unwrap();
+    upload(&a, "img/x.png", &[b"png"], None).await.unwrap();
+    upload(&b, "docs/one.txt", &[b"globex's"], None).await.unwrap();
+    let paths = |v: Vec<Blob>| v.into_iter().map(|b| b.path).collect::<Vec<_>>();
+    assert_eq!(
+        paths(a.list_blobs("docs/", None, 10).await.unwrap()),
+        ["docs/one.txt", "docs/two.txt"]
+    );
+    assert_eq!(
+        paths(a.list_blobs("", Some("docs/two.txt"), 10).await.unwrap()),
+        ["img/x.png"]
+    );
+    assert_eq!(paths(b.list_blobs("", None, 10).await.unwrap()), ["docs/one.txt"]);
+    // Globex cannot read acme's chunks even with acme's blob in hand.
+    assert_eq!(b.chunk(&ba, 0).await.unwrap(), None);
+    assert_eq!(
+        read(&b, &b.get_blob("docs/one.txt").await.unwrap().unwrap()).await,
+        b"globex's"
+    );
+    // Replacing a blob drops the old content; an incomplete upload is refused.
+    let again = upload(&a, "docs/one.txt", &[b"v2"], None).await.unwrap();
+    assert_eq!(again.version, 2);
+    assert_eq!(a.chunk(&ba, 0).await.unwrap(), None, "the old chunks are gone");
+    let id = new_blob_id();
+    a.stage_chunk(&id, 0, b"part").await.unwrap();
+    let partial = Blob {
+        blob_id: id,
+        ..again.clone()
+    };
+    assert!(matches!(
+        a.commit_blob(&partial, 2, None).await,
+        Err(DataError::Invalid(_))
+    ));
+    assert!(!b.delete_blob("img/x.png").await.unwrap().value, "not globex's");
+    assert!(a.delete_blob("img/x.png").await.unwrap().value);
+    assert!(a.get_blob("img/x.png").await.unwrap().is_none());
+
+    let tags = |t: &[&str]| t.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    a.put_cache("user:1", &json!({"n": 1}), None, &tags(&["users"]), None)
+        .await
+        .unwrap();
+    a.put_cache("user:2", &json!(2), None, &tags(&["users", "vip"]), None)
+        .await
+        .unwrap();
+    a.put_cache("page:1", &json!("p"), None, &tags(&["vip"]), None)
+        .await
+        .unwrap();
+    a.put_cache("short", &json!(0), Some(1), &[], None).await.unwrap();
+    b.put_cache("user:1", &json!("globex"), None, &tags(&["users"]), None)
+        .await
+        .unwrap();
+    let e = a.get_cache("user:2").await.unwrap().unwrap();
+    assert_eq!((e.value, e.tags), (json!(2), tags(&["users", "vip"])));
+    assert_eq!(b.get_cache("user:2").await.unwrap(), None);
+    assert_eq!(
+        b.delete_cache(CacheSelector::Tag("vip")).await.unwrap().value,
+        0,
+        "globex has no vip"
+    );
+    assert_eq!(a.delete_cache(CacheSelector::Tag("vip")).await.unwrap().value, 2);
+    assert!(a.get_cache("page:1").await.unwrap().is_none());
+    assert_eq!(a.delete_cache(CacheSelector::Prefix("user:")).await.unwrap().value, 1);
+    assert_eq!(b.get_cache("user:1").await.unwrap().unwrap().value, json!("globex"));
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(a.get_cache("short").await.unwrap(), None, "expired");
+    store.remove(&ida).await.unwrap();
+    store.remove(&idb).await.unwrap();
+}
+
+/// Records, blobs and cache count toward the tenant's storage level; a write past the
+/// maximum is refused and writes nothing; shrinking and deleting free bytes.
+async fn storage_is_counted_and_limited(store: &DataStore, tier: Isolation) {
+    let t = tenant("acme");
+    let s = store.scope(t, Some(tier)).await.unwrap();
+    let w = s.put_record("c", "1", &json!({"x": "y"}), None).await.unwrap();
+    assert_eq!((w.before, w.after), (0, 9), "{{\"x\":\"y\"}} is 9 bytes");
+    upload(&s, "f", &[b"12345"], None).await.unwrap();
+    let w = s.put_cache("k", &json!(1), None, &[], None).await.unwrap();
+    assert_eq!((w.before, w.after), (14, 16), "key and value");
+    assert_eq!(s.used().await.unwrap(), 16);
+    // Full: growth is refused and nothing is written; shrinking is allowed.
+    let refused = s.put_record("c", "2", &json!({}), Some(16)).await;
+    assert!(
+        matches!(refused, Err(DataError::LevelReached { used: 16, wanted: 2 })),
+        "{refused:?}"
+    );
+    assert!(s.get_record("c", "2").await.unwrap().is_none());
+    assert!(matches!(
+        upload(&s, "g", &[b"1"], Some(16)).await,
+        Err(DataError::LevelReached { .. })
+    ));
+    assert!(s.get_blob("g").await.unwrap().is_none());
+    assert!(matches!(
+        s.put_cache("k2", &json!(1), None, &[], Some(16)).await,
+        Err(DataError::LevelReached { .. })
+    ));
+    let w = s.put_record("c", "1", &json!({}), Some(16)).await.unwrap();
+    assert_eq!((w.before, w.after), (16, 9));
+    assert_eq!(s.delete_blob("f").await.unwrap().after, 4);
+    assert_eq!(s.delete_cache(CacheSelector::Key("k")).await.unwrap().after, 2);
+    assert_eq!(s.used().await.unwrap(), 2);
+    store.remove(&t).await.unwrap();
+}
+
+#[tokio::test]
+async fn blobs_cache_and_storage_on_sqlite() {
+    let store = DataStore::open(sqlite()).await.unwrap();
+    for tier in TIERS {
+        storage_is_counted_and_limited(&store, tier).await;
+    }
+    blobs_and_cache_never_cross_tenants(&store, Isolation::Database).await;
+}
+
+#[tokio::test]
+async fn blobs_cache_and_storage_on_postgresql() {
+    if let Some(url) = postgres("blobs, cache and storage").await {
+        let store = DataStore::open(pg(&url)).await.unwrap();
+        for tier in TIERS {
+            storage_is_counted_and_limited(&store, tier).await;
+        }
+        blobs_and_cache_never_cross_tenants(&store, Isolation::Schema).await;
+    }
+}
+
+/// A tenant with records, blobs and cache moves row → database → row while a writer
+/// and a reader run: every acknowledged write is there at the end, every read
+/// succeeded, the other tenant is untouched, and the old copies are gone.
+async fn a_tenant_moves_between_tiers_online(opts: DataOptions) {
+    let store = Arc::new(DataStore::open(opts.clone()).await.unwrap());
+    let (t, other) = (tenant("acme"), tenant("globex"));
+    let s = store.scope(t, Some(Isolation::Row)).await.unwrap();
+    for i in 0..300 {
+        s.put_record("seed", &format!("r{i:04}"), &json!({"i": i}), None)
+            .await
+            .unwrap();
+    }
+    let blob = upload(&s, "big.bin", &[&[7u8; 300_000], &[9u8; 1000]], None)
+        .await
+        .unwrap();
+    s.put_cache("k", &json!("v"), None, &[], None).await.unwrap();
+    let used = s.used().await.unwrap();
+    drop(s);
+    store
+        .scope(other, Some(Isolation::Row))
+        .await
+        .unwrap()
+        .put_record("seed", "g", &json!({"g": 1}), None)
+        .await
+        .unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let (store, stop, written) = (store.clone(), stop.clone(), written.clone());
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let s = store.scope(t, None).await.unwrap();
+                s.put_record("live", &format!("w{n:06}"), &json!({"n": n}), None)
+                    .await
+                    .unwrap();
+                n += 1;
+                written.store(n, Ordering::Relaxed);
+            }
+            n
+        })
+    };
+    let reader = {
+        let (store, stop) = (store.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut reads = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let s = store.scope(t, None).await.unwrap();
+                let r = s.get_record("seed", "r0123").await.unwrap();
+                assert_eq!(r.map(|r| r.doc), Some(json!({"i": 123})), "a read during the move");
+                reads += 1;
+            }
+            reads
+        })
+    };
+    let row_location = store.placement(&t).await.unwrap().unwrap().location;
+    for (to, tier_name) in [(Isolation::Database, "database"), (Isolation::Row, "row")] {
+        let before = written.load(Ordering::Relaxed);
+        let p = store.move_tenant(t, to).await.unwrap();
+        assert_eq!((p.tier, p.state.as_str()), (to, "placed"), "moved to {tier_name}");
+        let done = store.placement(&t).await.unwrap().unwrap();
+        let progress = done.progress.unwrap();
+        assert_eq!(progress["phase"], "done", "{progress}");
+        assert_eq!(progress["verified"]["blob_chunks"]["rows"], 2, "{progress}");
+        assert!(progress["rows_copied"].as_u64().unwrap() >= 304, "{progress}");
+        assert!(written.load(Ordering::Relaxed) > before, "writes went on");
+    }
+    stop.store(true, Ordering::Relaxed);
+    let n = writer.await.unwrap();
+    assert!(reader.await.unwrap() > 0);
+    let p = store.placement(&t).await.unwrap().unwrap();
+    assert_eq!(p.location, row_location, "back in the shared tables");
+
+    let s = store.scope(t, None).await.unwrap();
+    let mut live = Vec::new();
+    let mut after = None;
+    loop {
+        let page = s.list_records("live", after.as_deref(), 1000).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().map(|r| r.id.clone());
+        live.extend(page.into_iter().map(|r| r.doc["n"].as_u64().unwrap()));
+    }
+    assert_eq!(live, (0..n).collect::<Vec<_>>(), "every acknowledged write, once");
+    assert_eq!(s.list_records("seed", None, 1000).await.unwrap().len(), 300);
+    let b = s.get_blob("big.bin").await.unwrap().unwrap();
+    assert_eq!((b.version, b.size_bytes), (blob.version, 301_000));
+    let content = read(&s, &b).await;
+    assert!(content[..300_000].iter().all(|x| *x == 7) && content[300_000..].iter().all(|x| *x == 9));
+    assert_eq!(s.get_cache("k").await.unwrap().unwrap().value, json!("v"));
+    let live_bytes: u64 = (0..n).map(|i| json!({"n": i}).to_string().len() as u64).sum();
+    assert_eq!(
+        s.used().await.unwrap(),
+        used + live_bytes,
+        "the storage level moved along"
+    );
+    let g = store
+        .scope(other, None)
+        .await
+        .unwrap()
+        .get_record("seed", "g")
+        .await
+        .unwrap();
+    assert_eq!(g.map(|r| r.doc), Some(json!({"g": 1})), "the other tenant is untouched");
+    store.remove(&t).await.unwrap();
+    store.remove(&other).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_tenant_moves_between_tiers_online_on_sqlite() {
+    let opts = sqlite();
+    let file = std::path::PathBuf::from(opts.url.trim_start_matches("sqlite://"))
+        .parent()
+        .unwrap()
+        .join("tenants/acme.db");
+    a_tenant_moves_between_tiers_online(opts).await;
+    assert!(
+        !file.exists(),
+        "the database tier's file is dropped after the move back"
+    );
+}
+
+#[tokio::test]
+async fn a_tenant_moves_between_tiers_online_on_postgresql() {
+    if let Some(url) = postgres("tier moves").await {
+        a_tenant_moves_between_tiers_online(pg(&url)).await;
+        let mut c = owner(&pg(&url)).await;
+        let dbs: i64 = sqlx::query("SELECT COUNT(*) AS n FROM pg_database WHERE datname LIKE 'td\\_%\\_acme'")
+            .fetch_one(&mut c)
+            .await
+            .unwrap()
+            .get("n");
+        assert_eq!(dbs, 0, "the tenant's database is dropped after the move back");
+    }
+}
+
+/// `migrate_all` creates what a placement names but a crash left missing, and a second
+/// run has nothing left to do.
+async fn migrations_resume(opts: DataOptions) {
+    let store = DataStore::open(opts.clone()).await.unwrap();
+    for i in 0..6 {
+        let tier = if i % 2 == 0 {
+            Isolation::Schema
+        } else {
+            Isolation::Database
+        };
+        store.place(&tenant(&format!("t{i}")), tier).await.unwrap();
+    }
+    let location = if opts.url.starts_with("sqlite") {
+        "file:tenants/ghost.db"
+    } else {
+        "schema:tenant_ghost"
+    };
+    let mut c = owner(&opts).await;
+    sqlx::query(&format!(
+        "INSERT INTO {} (tenant_id, tier, location, state, updated_at) VALUES ('ghost', 'schema', $1, 'placed', 0)",
+        placements(&opts)
+    ))
+    .bind(location)
+    .execute(&mut c)
+    .await
+    .unwrap();
+    let calls = std::sync::Mutex::new(Vec::new());
+    let r = store
+        .migrate_all(3, |done, total, name, res| {
+            assert!(res.is_ok(), "{name}: {res:?}");
+            calls.lock().unwrap().push((done, total));
+        })
+        .await
+        .unwrap();
+    assert!(r.failed.is_empty());
+    assert_eq!(r.applied, 1, "only the ghost's location was missing");
+    let calls = calls.into_inner().unwrap();
+    assert_eq!(calls.last(), Some(&(r.locations, r.locations)));
+    assert_eq!(calls.len(), r.locations);
+    let again = store.migrate_all(3, |_, _, _, _| {}).await.unwrap();
+    assert_eq!((again.applied, again.failed.len()), (0, 0));
+    let ghost = store.scope(tenant("ghost"), None).await.unwrap();
+    ghost.put_record("c", "1", &json!({}), None).await.unwrap();
+    for i in 0..6 {
+        store.remove(&tenant(&format!("t{i}"))).await.unwrap();
+    }
+    store.remove(&tenant("ghost")).await.unwrap();
+}
+
+#[tokio::test]
+async fn migrations_resume_on_sqlite() {
+    migrations_resume(sqlite()).await;
+}
+
+#[tokio::test]
+async fn migrations_resume_on_postgresql() {
+    if let Some(url) = postgres("tenant migrations").await {
+        migrations_resume(pg(&url)).await;
+    }
+}
+
+/// A move a crash interrupted (the tenant frozen where it was) is undone at the next
+/// start: the tenant is thawed there, and the move is handed back to be started again.
+async fn an_interrupted_move_is_recovered(opts: DataOptions) {
+    let store = DataStore::open(opts.clone()).await.unwrap();
+    let t = tenant("acme");
+    let s = store.scope(t, Some(Isolation::Row)).await.unwrap();
+    s.put_record("c", "1", &json!({"n": 1}), None).await.unwrap();
+    drop(s);
+    let mut c = owner(&opts).await;
+    let storage = if opts.url.starts_with("sqlite") {
+        "storage"
+    } else {
+        "tenant_data.storage"
+    };
+    sqlx::query(&format!("UPDATE {storage} SET frozen = 1 WHERE tenant_id = 'acme'"))
+        .execute(&mut c)
+        .await
+        .unwrap();
+    sqlx::query(&format!(
+        "UPDATE {} SET state = 'moving', target = 'somewhere:else' WHERE tenant_id = 'acme'",
+        placements(&opts)
+    ))
+    .execute(&mut c)
+    .await
+    .unwrap();
+    drop(store);
+    let store = DataStore::open(opts).await.unwrap();
+    let moves = store.recover().await.unwrap();
+    assert_eq!(moves, vec![(t, Isolation::Database)]);
+    let p = store.placement(&t).await.unwrap().unwrap();
+    assert_eq!((p.tier, p.state.as_str()), (Isolation::Row, "placed"));
+    assert_eq!(p.progress.unwrap()["phase"], "interrupted");
+    let s = store.scope(t, None).await.unwrap();
+    s.put_record("c", "2", &json!({"n": 2}), None).await.expect("thawed");
+    assert_eq!(s.list_records("c", None, 10).await.unwrap().len(), 2);
+    assert!(store.recover().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn an_interrupted_move_is_recovered_on_sqlite() {
+    an_interrupted_move_is_recovered(sqlite()).await;
+}
+
+#[tokio::test]
+async fn an_interrupted_move_is_recovered_on_postgresql() {
+    if let Some(url) = postgres("interrupted moves").await {
+        an_interrupted_move_is_recovered(pg(&url)).await;
+    }
+}

@@ -1,0 +1,275 @@
+//! Blobs (CONTRACT §7): content streamed up and down in chunks, its content type kept,
+//! listed by prefix; counted toward `storage_bytes`.
+use crate::app::State;
+use crate::error::ApiResult;
+use crate::routes::data::{data_err, scope};
+use crate::routes::usage::StorageLevel;
+use axum::body::Body;
+use axum::extract::{Path, State as S};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use http::{header, HeaderMap, HeaderValue, StatusCode};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tenantd_core::Code;
+use tenantd_data::{check_blob_path, new_blob_id, Blob};
+use tenantd_edge::{Problem, TenantContext};
+
+/// Bytes per stored chunk: what is held in memory per upload or download.
+const CHUNK: usize = 256 * 1024;
+
+/// `{*path}`.
+#[derive(Deserialize)]
+pub struct BlobPath {
+    path: String,
+}
+
+fn describe(b: &Blob) -> Value {
+    json!({
+        "path": b.path,
+        "content_type": b.content_type,
+        "size_bytes": b.size_bytes,
+        "sha256": b.sha256,
+        "version": b.version,
+        "created_at": tenantd_core::ts::format(b.created_at),
+        "updated_at": tenantd_core::ts::format(b.updated_at),
+    })
+}
+
+fn etag(v: i64) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{v}\"")).unwrap_or_else(|_| HeaderValue::from_static("\"0\""))
+}
+
+fn checked(path: &str) -> Result<(), Problem> {
+    check_blob_path(path).map_err(|e| Problem::invalid(e.to_string()))
+}
+
+/// Stores a blob (`blobs:write`), streamed: the body is read and stored a chunk at a
+/// time, never whole. Its `Content-Type` is kept (default `application/octet-stream`).
+/// `201` when new, `200` when it replaced one, with `ETag`; `413` past
+/// `max_blob_bytes`; `429` when it would pass a hard `storage_bytes` limit (nothing is
+/// stored).
+#[utoipa::path(put, path = "/v1/data/blobs/{*path}", tag = "data", params(("path" = String, Path, description = "1 to 1024 bytes, '/'-separated")), request_body(content = Vec<u8>, content_type = "application/octet-stream"), responses((status = 201, description = "`{\"path\",\"content_type\",\"size_bytes\",\"sha256\",\"version\",\"created_at\",\"updated_at\"}`"), (status = 200, description = "Replaced"), (status = 413, description = "Larger than max_blob_bytes"), (status = 429, description = "Over the storage limit")))]
+pub async fn put(
+    S(state): S<State>,
+    ctx: TenantContext,
+    Path(p): Path<BlobPath>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    ctx.require("blobs:write")?;
+    checked(&p.path)?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 255)
+        .unwrap_or("application/octet-stream")
+        .to_string();
+    let max_blob = state.cfg.max_blob_bytes;
+    let too_large = || {
+        Problem::new(
+            Code::PayloadTooLarge,
+            format!("a blob may be at most {max_blob} bytes (max_blob_bytes)"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max_blob) {
+        return Err(too_large().into());
+    }
+    let level = StorageLevel::of(&state, &ctx).await?;
+    let scope = scope(&state, &ctx).await?;
+    // A declared length past the limit is refused before anything is read.
+    if let (Some(n), Some(max)) = (declared, level.max) {
+        let used = scope.used().await.map_err(data_err)?;
+        if used.saturating_add(n) > max {
+            let refused = Err(tenantd_data::DataError::LevelReached { used, wanted: n });
+            level.settle::<()>(&state, &ctx, refused).await?;
+        }
+    }
+    let blob_id = new_blob_id();
+    let stored = upload(&scope, &blob_id, body, max_blob, level.max).await;
+    let (size, sha256, chunks) = match stored {
+        Ok(v) => v,
+        Err(e) => {
+            if let Err(d) = scope.discard_chunks(&blob_id).await {
+                tracing::warn!(error = %d, "a refused upload's chunks were not removed");
+            }
+            return Err(match e {
+                Refused::TooLarge => too_large().into(),
+                Refused::OverLevel(wanted) => {
+                    let used = scope.used().await.map_err(data_err)?;
+                    let refused = Err(tenantd_data::DataError::LevelReached { used, wanted });
+                    match level.settle::<()>(&state, &ctx, refused).await {
+                        Err(e) => e,
+                        Ok(()) => Problem::internal().into(),
+                    }
+                }
+                Refused::Other(p) => p.into(),
+            });
+        }
+    };
+    let new = Blob {
+        path: p.path,
+        blob_id: blob_id.clone(),
+        content_type,
+        size_bytes: size as i64,
+        sha256,
+        version: 0,
+        created_at: 0,
+        updated_at: 0,
+    };
+    let written = scope.commit_blob(&new, chunks, level.max).await;
+    if written.is_err() {
+        if let Err(d) = scope.discard_chunks(&blob_id).await {
+            tracing::warn!(error = %d, "a refused upload's chunks were not removed");
+        }
+    }
+    let b = level.settle(&state, &ctx, written).await?;
+    let status = if b.version == 1 {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let mut resp = (status, axum::Json(describe(&b))).into_response();
+    resp.headers_mut().insert(header::ETAG, etag(b.version));
+    Ok(resp)
+}
+
+/// Why an upload stopped.
+enum Refused {
+    /// Larger than `max_blob_bytes`.
+    TooLarge,
+    /// Larger (this many bytes so far) than the storage limit allows.
+    OverLevel(u64),
+    Other(Problem),
+}
+
+/// Reads the body a chunk at a time into staged chunks; returns its size, SHA-256 and
+/// how many chunks.
+async fn upload(
+    scope: &tenantd_data::Scope<'_>,
+    blob_id: &str,
+    body: Body,
+    max_blob: u64,
+    max_level: Option<u64>,
+) -> Result<(u64, String, i64), Refused> {
+    let mut stream = body.into_data_stream();
+    let mut buf: Vec<u8> = Vec::with_capacity(CHUNK);
+    let mut hash = ring::digest::Context::new(&ring::digest::SHA256);
+    let (mut size, mut seq) = (0u64, 0i64);
+    let fail = |e: tenantd_data::DataError| Refused::Other(data_err(e).0);
+    loop {
+        let next = stream.next().await;
+        let last = next.is_none();
+        if let Some(frame) = next {
+            let bytes =
+                frame.map_err(|e| Refused::Other(Problem::invalid(format!("the body could not be read: {e}"))))?;
+            size += bytes.len() as u64;
+            if size > max_blob {
+                return Err(Refused::TooLarge);
+            }
+            if max_level.is_some_and(|m| size > m) {
+                return Err(Refused::OverLevel(size));
+            }
+            hash.update(&bytes);
+            buf.extend_from_slice(&bytes);
+        }
+        while buf.len() >= CHUNK || (last && !buf.is_empty()) {
+            let n = buf.len().min(CHUNK);
+            scope.stage_chunk(blob_id, seq, &buf[..n]).await.map_err(fail)?;
+            buf.drain(..n);
+            seq += 1;
+        }
+        if last {
+            return Ok((size, hex::encode(hash.finish()), seq));
+        }
+    }
+}
+
+/// A blob's content (`blobs:read`), streamed, with its `Content-Type`, `Content-Length`
+/// and `ETag`.
+#[utoipa::path(get, path = "/v1/data/blobs/{*path}", tag = "data", params(("path" = String, Path)), responses((status = 200, description = "The content"), (status = 404, description = "No such blob for this tenant")))]
+pub async fn get(S(state): S<State>, ctx: TenantContext, Path(p): Path<BlobPath>) -> ApiResult<Response> {
+    ctx.require("blobs:read")?;
+    checked(&p.path)?;
+    let b = scope(&state, &ctx)
+        .await?
+        .get_blob(&p.path)
+        .await
+        .map_err(data_err)?
+        .ok_or_else(|| Problem::not_found("blob"))?;
+    let tenant = *ctx.tenant_id();
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(&b.content_type).unwrap_or(HeaderValue::from_static("application/octet-stream")),
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(b.size_bytes));
+    headers.insert(header::ETAG, etag(b.version));
+    let chunks = futures_util::stream::unfold((state, b, 0i64), move |(state, b, seq)| async move {
+        let next = match state.data.scope(tenant, None).await {
+            Ok(s) => s.chunk(&b, seq).await,
+            Err(e) => Err(e),
+        };
+        match next {
+            Ok(Some(data)) => Some((Ok(axum::body::Bytes::from(data)), (state, b, seq + 1))),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::error!(error = %e, "a blob download failed part-way");
+                Some((Err(std::io::Error::other(e.to_string())), (state, b, i64::MAX)))
+            }
+        }
+    });
+    Ok((StatusCode::OK, headers, Body::from_stream(chunks)).into_response())
+}
+
+/// Deletes a blob (`blobs:write`): `204`; `404` if this tenant has none at that path.
+#[utoipa::path(delete, path = "/v1/data/blobs/{*path}", tag = "data", params(("path" = String, Path)), responses((status = 204, description = "Deleted"), (status = 404, description = "No such blob for this tenant")))]
+pub async fn delete(S(state): S<State>, ctx: TenantContext, Path(p): Path<BlobPath>) -> ApiResult<StatusCode> {
+    ctx.require("blobs:write")?;
+    checked(&p.path)?;
+    let deleted = scope(&state, &ctx).await?.delete_blob(&p.path).await;
+    if deleted.map_err(data_err)?.value {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(Problem::not_found("blob").into())
+    }
+}
+
+/// `GET /v1/data/blobs` query.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListBlobs {
+    /// Only paths starting with this.
+    prefix: Option<String>,
+    /// 1 to 1000, default 50.
+    limit: Option<u32>,
+    /// From the previous page.
+    cursor: Option<String>,
+}
+
+/// The tenant's blobs by path, a page at a time (`blobs:read`), optionally only those
+/// under `?prefix=`.
+#[utoipa::path(get, path = "/v1/data/blobs", tag = "data", params(ListBlobs), responses((status = 200, description = "`{\"items\": [blob], \"next_cursor\"?}`")))]
+pub async fn list(
+    S(state): S<State>,
+    ctx: TenantContext,
+    crate::extract::Query(q): crate::extract::Query<ListBlobs>,
+) -> ApiResult<axum::Json<tenantd_store::Page<Value>>> {
+    ctx.require("blobs:read")?;
+    let page = crate::extract::page(q.limit, q.cursor)?;
+    let after = page.after.as_deref().map(tenantd_store::decode_cursor).transpose()?;
+    let found = scope(&state, &ctx)
+        .await?
+        .list_blobs(q.prefix.as_deref().unwrap_or(""), after.as_deref(), page.limit + 1)
+        .await
+        .map_err(data_err)?;
+    let found = tenantd_store::paginate(found, page.limit, |b| b.path.clone());
+    Ok(axum::Json(tenantd_store::Page {
+        items: found.items.iter().map(describe).collect(),
+        next_cursor: found.next_cursor,
+    }))
+}

@@ -1,0 +1,152 @@
+//! The tenant's cache (CONTRACT §7): JSON values with a TTL and tags, deleted by key,
+//! prefix or tag; counted toward `storage_bytes`.
+use crate::app::State;
+use crate::error::ApiResult;
+use crate::extract::Json;
+use crate::routes::data::{data_err, scope};
+use crate::routes::usage::StorageLevel;
+use axum::extract::{Path, State as S};
+use http::StatusCode;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tenantd_data::{check_cache_key, check_tag, CacheEntry, CacheSelector};
+use tenantd_edge::{Problem, TenantContext};
+
+/// The longest TTL: a year.
+const MAX_TTL: u64 = 365 * 24 * 3600;
+/// The most tags on one entry.
+const MAX_TAGS: usize = 32;
+
+/// `{*key}`.
+#[derive(Deserialize)]
+pub struct KeyPath {
+    key: String,
+}
+
+fn checked(key: &str) -> Result<(), Problem> {
+    check_cache_key(key).map_err(|e| Problem::invalid(e.to_string()))
+}
+
+fn body(e: &CacheEntry) -> Value {
+    json!({
+        "key": e.key,
+        "value": e.value,
+        "tags": e.tags,
+        "expires_at": e.expires_at.map(tenantd_core::ts::format),
+        "updated_at": tenantd_core::ts::format(e.updated_at),
+    })
+}
+
+/// `PUT /v1/data/cache/{key}` body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PutCache {
+    /// Any JSON value.
+    value: Value,
+    /// 1 to 31,536,000; without it the entry stays until deleted.
+    ttl_seconds: Option<u64>,
+    /// Up to 32 tags (1 to 64 letters, digits, '_', '-', '.' or ':'), to delete by.
+    #[serde(default)]
+    tags: Vec<String>,
+}
+
+/// Sets a cache entry (`cache:write`): `200` with the entry; `429` when it would pass
+/// a hard `storage_bytes` limit (nothing is written). Expired entries are removed, and
+/// stop counting, as the tenant writes.
+#[utoipa::path(put, path = "/v1/data/cache/{*key}", tag = "data", params(("key" = String, Path)), request_body = PutCache, responses((status = 200, description = "`{\"key\",\"value\",\"tags\",\"expires_at\",\"updated_at\"}`"), (status = 429, description = "Over the storage limit")))]
+pub async fn put(
+    S(state): S<State>,
+    ctx: TenantContext,
+    Path(p): Path<KeyPath>,
+    Json(b): Json<PutCache>,
+) -> ApiResult<axum::Json<Value>> {
+    ctx.require("cache:write")?;
+    checked(&p.key)?;
+    if b.ttl_seconds.is_some_and(|t| t == 0 || t > MAX_TTL) {
+        return Err(Problem::invalid(format!("ttl_seconds must be 1 to {MAX_TTL}")).into());
+    }
+    if b.tags.len() > MAX_TAGS {
+        return Err(Problem::invalid(format!("at most {MAX_TAGS} tags")).into());
+    }
+    for t in &b.tags {
+        check_tag(t).map_err(|e| Problem::invalid(e.to_string()))?;
+    }
+    let level = StorageLevel::of(&state, &ctx).await?;
+    let written = scope(&state, &ctx)
+        .await?
+        .put_cache(&p.key, &b.value, b.ttl_seconds, &b.tags, level.max)
+        .await;
+    let e = level.settle(&state, &ctx, written).await?;
+    Ok(axum::Json(body(&e)))
+}
+
+/// A cache entry that has not expired (`cache:read`).
+#[utoipa::path(get, path = "/v1/data/cache/{*key}", tag = "data", params(("key" = String, Path)), responses((status = 200, description = "The entry"), (status = 404, description = "No such entry, or it expired")))]
+pub async fn get(S(state): S<State>, ctx: TenantContext, Path(p): Path<KeyPath>) -> ApiResult<axum::Json<Value>> {
+    ctx.require("cache:read")?;
+    checked(&p.key)?;
+    let e = scope(&state, &ctx)
+        .await?
+        .get_cache(&p.key)
+        .await
+        .map_err(data_err)?
+        .ok_or_else(|| Problem::not_found("cache entry"))?;
+    Ok(axum::Json(body(&e)))
+}
+
+/// Deletes a cache entry (`cache:write`): `204`; `404` if there is none.
+#[utoipa::path(delete, path = "/v1/data/cache/{*key}", tag = "data", params(("key" = String, Path)), responses((status = 204, description = "Deleted"), (status = 404, description = "No such entry")))]
+pub async fn delete(S(state): S<State>, ctx: TenantContext, Path(p): Path<KeyPath>) -> ApiResult<StatusCode> {
+    ctx.require("cache:write")?;
+    checked(&p.key)?;
+    let n = scope(&state, &ctx)
+        .await?
+        .delete_cache(CacheSelector::Key(&p.key))
+        .await
+        .map_err(data_err)?
+        .value;
+    if n > 0 {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(Problem::not_found("cache entry").into())
+    }
+}
+
+/// `DELETE /v1/data/cache` query: exactly one of the two.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteMany {
+    /// Every key starting with this (1 to 512 bytes).
+    prefix: Option<String>,
+    /// Every entry with this tag.
+    tag: Option<String>,
+}
+
+/// Deletes every entry under `?prefix=` or with `?tag=` (`cache:write`):
+/// `{"deleted": n}`.
+#[utoipa::path(delete, path = "/v1/data/cache", tag = "data", params(DeleteMany), responses((status = 200, description = "`{\"deleted\": n}`")))]
+pub async fn delete_many(
+    S(state): S<State>,
+    ctx: TenantContext,
+    crate::extract::Query(q): crate::extract::Query<DeleteMany>,
+) -> ApiResult<axum::Json<Value>> {
+    ctx.require("cache:write")?;
+    let which = match (&q.prefix, &q.tag) {
+        (Some(p), None) => {
+            checked(p)?;
+            CacheSelector::Prefix(p)
+        }
+        (None, Some(t)) => {
+            check_tag(t).map_err(|e| Problem::invalid(e.to_string()))?;
+            CacheSelector::Tag(t)
+        }
+        _ => return Err(Problem::invalid("give exactly one of ?prefix= and ?tag=").into()),
+    };
+    let n = scope(&state, &ctx)
+        .await?
+        .delete_cache(which)
+        .await
+        .map_err(data_err)?
+        .value;
+    Ok(axum::Json(json!({"deleted": n})))
+}
