@@ -34,6 +34,9 @@ pub struct AppState {
     /// Per tenant and catalog level (`members`, `keys`): held from a growth's check to its
     /// write (see `routes::usage::grow_level`).
     pub level_locks: dashmap::DashMap<(TenantId, &'static str), Arc<tokio::sync::Mutex<()>>>,
+    /// Each tenant's data-plane storage level after its latest write, not yet written to
+    /// the catalog as the day's snapshot (for invoices).
+    pub storage_levels: dashmap::DashMap<TenantId, u64>,
 }
 
 /// The handle handlers get.
@@ -242,6 +245,7 @@ pub async fn prepare(cfg: Config) -> Result<State, StartError> {
         gateway_listener: std::sync::Mutex::new(gateway_listener),
         gateway_addr,
         level_locks: dashmap::DashMap::new(),
+        storage_levels: dashmap::DashMap::new(),
     }))
 }
 
@@ -346,6 +350,47 @@ impl AppState {
     pub async fn flush_usage(&self) {
         if let Err(e) = self.limiter.flush().await {
             tracing::warn!(error = %e, "could not write usage; will retry");
+        }
+        self.flush_storage_levels().await;
+    }
+
+    /// Notes a tenant's data-plane storage level after a write, for the day's snapshot
+    /// (written at the next usage flush, or now when `usage_flush_ms` is 0).
+    pub async fn note_storage(&self, tenant: TenantId, bytes: u64) {
+        self.storage_levels.insert(tenant, bytes);
+        if self.cfg.usage_flush_ms == 0 {
+            self.flush_storage_levels().await;
+        }
+    }
+
+    /// Writes the noted storage levels as today's snapshots (`storage_bytes:data`); on
+    /// failure they are kept for the next flush, unless a newer level came meanwhile.
+    async fn flush_storage_levels(&self) {
+        let levels: Vec<(TenantId, u64)> = self.storage_levels.iter().map(|e| (*e.key(), *e.value())).collect();
+        if levels.is_empty() {
+            return;
+        }
+        let day = tenantd_core::Window::Day
+            .period(tenantd_core::now_secs())
+            .map_or(0, |(start, _)| start);
+        let rows: Vec<tenantd_core::usage::CounterRow> = levels
+            .iter()
+            .map(|(tenant, bytes)| tenantd_core::usage::CounterRow {
+                tenant: *tenant,
+                scope: None,
+                resource: crate::billing::DATA_STORAGE.into(),
+                window: tenantd_core::Window::Total,
+                period: day,
+                value: *bytes,
+            })
+            .collect();
+        match self.catalog.set_levels(&rows).await {
+            Ok(()) => {
+                for (tenant, bytes) in levels {
+                    self.storage_levels.remove_if(&tenant, |_, v| *v == bytes);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not write storage snapshots; will retry"),
         }
     }
 

@@ -225,14 +225,15 @@ pub async fn inputs(
         .map(|r| r.value)
         .sum();
     // Snapshots are `total` rows with a day as period (the live level is period 0),
-    // ordered by the catalog.
-    let storage: Vec<(i64, u64)> = catalog
-        .counters_in(tenant, Window::Total, 1, end)
-        .await?
-        .into_iter()
-        .filter(|r| r.resource == "storage_bytes")
-        .map(|r| (r.period, r.value))
-        .collect();
+    // ordered by the catalog: what the tenant's app metered, and the data plane's bytes.
+    let rows = catalog.counters_in(tenant, Window::Total, 1, end).await?;
+    let series = |resource: &str| -> Vec<(i64, u64)> {
+        rows.iter()
+            .filter(|r| r.resource == resource)
+            .map(|r| (r.period, r.value))
+            .collect()
+    };
+    let storage = add_levels(&series("storage_bytes"), &series(DATA_STORAGE));
     Ok(Inputs {
         tenant: *tenant,
         year,
@@ -243,6 +244,22 @@ pub async fn inputs(
         storage,
         now,
     })
+}
+
+/// The data plane's storage level snapshots: a resource name no app can meter (`:` is
+/// not allowed in one), billed with `storage_bytes`.
+pub const DATA_STORAGE: &str = "storage_bytes:data";
+
+/// Two series of level snapshots `(day, level)`, each ordered by day, as one: on each
+/// day either changed, the sum of both levels as of that day.
+fn add_levels(a: &[(i64, u64)], b: &[(i64, u64)]) -> Vec<(i64, u64)> {
+    let at = |s: &[(i64, u64)], day: i64| s.iter().rev().find(|(d, _)| *d <= day).map_or(0, |(_, v)| *v);
+    let mut days: Vec<i64> = a.iter().chain(b).map(|(d, _)| *d).collect();
+    days.sort_unstable();
+    days.dedup();
+    days.into_iter()
+        .map(|d| (d, at(a, d).saturating_add(at(b, d))))
+        .collect()
 }
 
 #[cfg(test)]
@@ -285,6 +302,18 @@ mod tests {
 
     const OCT_1: i64 = 1_790_812_800; // 2026-10-01T00:00:00Z
     const NOV_1: i64 = OCT_1 + 31 * DAY;
+
+    #[test]
+    fn metered_and_stored_levels_add_up_day_by_day() {
+        let metered = [(10, 5), (30, 7)];
+        let stored = [(20, 100), (30, 50), (40, 0)];
+        assert_eq!(
+            add_levels(&metered, &stored),
+            vec![(10, 5), (20, 105), (30, 57), (40, 7)]
+        );
+        assert_eq!(add_levels(&[], &stored), stored.to_vec());
+        assert!(add_levels(&[], &[]).is_empty());
+    }
 
     #[test]
     fn the_dates_are_what_the_figures_assume() {

@@ -270,6 +270,9 @@ impl StorageLevel {
         let t = ctx.tenant();
         match written {
             Ok(w) => {
+                if w.after != w.before {
+                    state.note_storage(t.id, w.after).await;
+                }
                 if w.after > w.before {
                     let before = w.before.saturating_add(self.metered);
                     if let Outcome::Admitted { crossings, .. } = decide_counted(

@@ -11,6 +11,7 @@ crate::both! {
     blobs_stream_up_and_down;
     cache_expires_and_deletes_by_prefix_and_tag;
     storage_limits_refuse_writes_past_them;
+    stored_bytes_are_billed;
     a_plan_change_moves_the_tenants_data;
 }
 
@@ -864,4 +865,48 @@ async fn a_plan_change_moves_the_tenants_data(app: TestApp) {
     app.get("/v1/tenants/acme/placement", &globex)
         .await
         .problem(403, "tenant_mismatch");
+}
+
+async fn stored_bytes_are_billed(app: TestApp) {
+    app.tenant("acme", "starter").await;
+    // A soft 10-byte allowance: 100 stored bytes are 90 above it, every day.
+    let limit = json!([{"resource": "storage_bytes", "window": "total", "limit": 10, "enforcement": "soft"}]);
+    app.patch("/v1/tenants/acme", ADMIN, json!({"limits": limit}))
+        .await
+        .expect(200);
+    let (_, key) = app.key("acme", "member").await;
+    app.put_bytes("/v1/data/blobs/f", &key, vec![0; 100], "application/octet-stream")
+        .await
+        .expect(201);
+    app.state.flush_usage().await;
+    let tenant = tenantd_core::TenantId::parse("acme").unwrap();
+    let snapshots: Vec<(String, u64)> = app
+        .state
+        .catalog
+        .counters_in(&tenant, tenantd_core::Window::Total, 1, i64::MAX)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.resource, r.value))
+        .collect();
+    assert_eq!(
+        snapshots,
+        [("storage_bytes:data".to_string(), 100)],
+        "today's snapshot of the stored bytes"
+    );
+    let (y, m) = tenantd_core::ts::year_month(tenantd_core::now_secs());
+    let inv = app
+        .get(&format!("/v1/tenants/acme/invoices/{y}-{m:02}"), ADMIN)
+        .await
+        .expect(200)
+        .body;
+    let storage = inv["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["description"].as_str().unwrap().starts_with("Storage above the plan"));
+    assert!(
+        storage.is_some(),
+        "the stored bytes above the allowance are billed: {inv}"
+    );
 }
