@@ -216,6 +216,28 @@ async fn row_level_security_is_the_backstop() {
     // Globex's row is untouched.
     let g = globex.get_record("c", "1").await.unwrap().unwrap();
     assert_eq!((g.version, g.doc), (1, json!({"n": 3})));
+
+    // A tenant's own schema has the same backstop inside: without its context, or with
+    // another tenant's, the data role sees none of its rows.
+    let initech = store.scope(tenant("initech"), Some(Isolation::Schema)).await.unwrap();
+    initech.put_record("c", "1", &json!({"n": 4}), None).await.unwrap();
+    let mut conn = sqlx::AnyConnection::connect(&with_user(&url, APP_ROLE).unwrap())
+        .await
+        .unwrap();
+    let count = "SELECT COUNT(*) AS n FROM \"tenant_initech\".records";
+    for who in [None, Some("acme"), Some("initech")] {
+        let mut tx = conn.begin().await.unwrap();
+        if let Some(who) = who {
+            sqlx::query("SELECT set_config('tenantd.tenant_id', $1, true)")
+                .bind(who)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+        }
+        let n: i64 = sqlx::query(count).fetch_one(&mut *tx).await.unwrap().get("n");
+        assert_eq!(n, i64::from(who == Some("initech")), "as {who:?}");
+        tx.rollback().await.unwrap();
+    }
 }
 
 /// A role that could read across tenants is refused before anything is served.

@@ -601,6 +601,23 @@ async fn blobs_stream_up_and_down(app: TestApp) {
         .await
         .problem(400, "invalid_request");
     assert_eq!(paths(&app.get("/v1/data/blobs", &acme).await.expect(200).body).len(), 4);
+    // A suspended tenant's blobs and cache are neither read nor written.
+    app.post("/v1/tenants/acme/suspend", ADMIN, json!({"reason": "test"}))
+        .await
+        .expect(200);
+    app.get("/v1/data/blobs/doc/c.txt", &acme)
+        .await
+        .problem(403, "tenant_suspended");
+    app.put_bytes("/v1/data/blobs/x", &acme, b"x".to_vec(), "text/plain")
+        .await
+        .problem(403, "tenant_suspended");
+    app.call("PUT", "/v1/data/cache/k", Some(&acme), Some(json!({"value": 1})), &[])
+        .await
+        .problem(403, "tenant_suspended");
+    app.get("/v1/data/cache/k", &acme)
+        .await
+        .problem(403, "tenant_suspended");
+    app.post("/v1/tenants/acme/resume", ADMIN, json!({})).await.expect(200);
     app.delete("/v1/data/blobs/doc/c.txt", &acme).await.expect(204);
     app.get("/v1/data/blobs/doc/c.txt", &acme)
         .await
