@@ -334,16 +334,47 @@ impl AppState {
         }
     }
 
-    /// Starts moving a tenant's data to another tier, in the background: progress is
-    /// at its placement (`GET /v1/tenants/{id}/placement`).
-    pub fn move_data(&self, tenant: TenantId, tier: tenantd_core::Isolation) {
-        let data = self.data.clone();
+    /// Moves a tenant's data, in the background, to the tier of the plan it is on
+    /// (progress at `GET /v1/tenants/{id}/placement`). If the plan changes again
+    /// meanwhile, or a move is already running, it follows up until the placement
+    /// matches the plan.
+    pub fn move_data(self: &Arc<Self>, tenant: TenantId) {
+        let state = self.clone();
         tokio::spawn(async move {
-            match data.move_tenant(tenant, tier).await {
-                Ok(p) => tracing::info!(tenant_id = %tenant, location = %p.location, "tenant data moved"),
-                Err(e) => tracing::error!(tenant_id = %tenant, error = %e, "tenant data not moved"),
+            for _ in 0..10 {
+                let tier = match state.plan_tier(&tenant).await {
+                    Ok(t) => t,
+                    Err(e) => {
+                        tracing::error!(tenant_id = %tenant, error = %e, "tenant data not moved: its plan could not be read");
+                        return;
+                    }
+                };
+                match state.data.placement(&tenant).await {
+                    Ok(Some(p)) if p.state == "moving" => {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        continue;
+                    }
+                    Ok(Some(p)) if p.tier != tier => {}
+                    // Placed at the plan's tier, or never used (placed on first use).
+                    Ok(_) => return,
+                    Err(e) => tracing::error!(tenant_id = %tenant, error = %e, "could not read a placement"),
+                }
+                match state.data.move_tenant(tenant, tier).await {
+                    Ok(p) => tracing::info!(tenant_id = %tenant, location = %p.location, "tenant data moved"),
+                    Err(e) => {
+                        tracing::error!(tenant_id = %tenant, error = %e, "tenant data not moved; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
             }
         });
+    }
+
+    /// The isolation tier of the tenant's plan.
+    async fn plan_tier(&self, tenant: &TenantId) -> Result<tenantd_core::Isolation, String> {
+        let t = self.catalog.get_tenant(tenant).await.map_err(|e| e.to_string())?;
+        let plan = tenantd_core::PlanId::parse(&t.plan).map_err(|e| e.to_string())?;
+        Ok(self.catalog.get_plan(&plan).await.map_err(|e| e.to_string())?.isolation)
     }
 
     /// Writes metered usage to the catalog; a failure is logged and retried next time.
@@ -535,9 +566,9 @@ pub fn background(state: &State) -> Background {
         tokio::spawn(async move {
             match state.data.recover().await {
                 Ok(moves) => {
-                    for (tenant, tier) in moves {
+                    for (tenant, _) in moves {
                         tracing::warn!(tenant_id = %tenant, "restarting an interrupted tier move");
-                        state.move_data(tenant, tier);
+                        state.move_data(tenant);
                     }
                 }
                 Err(e) => tracing::error!(error = %e, "could not look for interrupted tier moves"),

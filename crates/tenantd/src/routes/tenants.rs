@@ -251,16 +251,8 @@ pub async fn patch(
     let t = state.catalog.update_tenant(ctx.tenant_id(), &patch).await?;
     state.changed(Change::Tenant(t.id.as_str())).await;
     // A plan at another tier moves the tenant's data there, online.
-    if let Some(plan) = &patch.plan {
-        let tier = state.catalog.get_plan(plan).await?.isolation;
-        let placed = state
-            .data
-            .placement(&t.id)
-            .await
-            .map_err(crate::routes::data::data_err)?;
-        if placed.is_some_and(|p| p.tier != tier) {
-            state.move_data(t.id, tier);
-        }
+    if patch.plan.is_some() {
+        state.move_data(t.id);
     }
     state
         .record(

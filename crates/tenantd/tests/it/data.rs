@@ -878,6 +878,24 @@ async fn a_plan_change_moves_the_tenants_data(app: TestApp) {
             1
         );
     }
+    // Two plan changes in a row, the second while the first move runs: the data ends
+    // at the last plan's tier.
+    app.patch("/v1/tenants/acme", ADMIN, json!({"plan": "enterprise"}))
+        .await
+        .expect(200);
+    app.patch("/v1/tenants/acme", ADMIN, json!({"plan": "professional"}))
+        .await
+        .expect(200);
+    let mut p = placement("acme").await;
+    for _ in 0..400 {
+        if p["tier"] == "schema" && p["state"] == "placed" && p["move"]["phase"] == "done" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        p = placement("acme").await;
+    }
+    assert_eq!((&p["tier"], &p["state"]), (&json!("schema"), &json!("placed")), "{p}");
+    assert_eq!(app.get(&one, &acme).await.expect(200).body["data"], json!({"n": 1}));
     // Only the operator and the tenant's own people see a placement.
     app.get("/v1/tenants/acme/placement", &globex)
         .await
