@@ -682,3 +682,37 @@ async fn an_interrupted_move_is_recovered_on_postgresql() {
         an_interrupted_move_is_recovered(pg(&url)).await;
     }
 }
+
+/// `database`-tier tenants spread over the configured servers, each new one to the
+/// server holding the fewest. (Two names for this machine's one server stand for two.)
+#[tokio::test]
+async fn tenant_databases_spread_over_the_data_servers() {
+    let Some(url) = postgres("data servers").await else {
+        return;
+    };
+    let other = url.replacen("127.0.0.1", "localhost", 1);
+    if other == url {
+        eprintln!("skipped tenant_databases_spread_over_the_data_servers: the test URL does not name 127.0.0.1");
+        return;
+    }
+    let server = |u: &str| format!("{}/postgres", u.rsplit_once('/').unwrap().0);
+    let opts = DataOptions {
+        servers: vec![server(&url), server(&other)],
+        ..pg(&url)
+    };
+    let store = DataStore::open(opts).await.unwrap();
+    let mut hosts = Vec::new();
+    for i in 0..4 {
+        let t = tenant(&format!("big{i}"));
+        let p = store.place(&t, Isolation::Database).await.unwrap();
+        hosts.push(p.location.split('/').next().unwrap().to_string());
+        let s = store.scope(t, None).await.unwrap();
+        s.put_record("c", "1", &json!({"i": i}), None).await.unwrap();
+        assert_eq!(s.get_record("c", "1").await.unwrap().unwrap().doc, json!({"i": i}));
+    }
+    assert_eq!(hosts.iter().filter(|h| h.contains("127.0.0.1")).count(), 2, "{hosts:?}");
+    assert_eq!(hosts.iter().filter(|h| h.contains("localhost")).count(), 2, "{hosts:?}");
+    for i in 0..4 {
+        store.remove(&tenant(&format!("big{i}"))).await.unwrap();
+    }
+}
