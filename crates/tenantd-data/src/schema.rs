@@ -129,6 +129,29 @@ pub(crate) fn migrate<'a>(
 }
 
 async fn migrate_in(pool: &sqlx::AnyPool, schema: Option<&str>) -> Result<usize, DataError> {
+    // Up to date already (the common case): no lock, no DDL.
+    let table = match schema {
+        Some(s) => format!("{}.data_migrations", ident(s)),
+        None => "data_migrations".to_string(),
+    };
+    let present = match schema {
+        Some(_) => "SELECT CAST(COUNT(*) AS bigint) FROM pg_class WHERE oid = to_regclass($1)",
+        None => "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = $1",
+    };
+    if sqlx::query_scalar::<_, i64>(present)
+        .bind(&table)
+        .fetch_one(pool)
+        .await?
+        > 0
+    {
+        let newest = MIGRATIONS.last().map_or(0, |m| m.version);
+        let have: Option<i64> = sqlx::query_scalar(&format!("SELECT MAX(version) FROM {table}"))
+            .fetch_one(pool)
+            .await?;
+        if have.unwrap_or(0) >= newest {
+            return Ok(0);
+        }
+    }
     let mut tx = pool.begin().await?;
     if let Some(s) = schema {
         sqlx::query("SELECT pg_advisory_xact_lock($1)")

@@ -107,7 +107,8 @@ struct Placed {
 /// Tenant data at every tier.
 pub struct DataStore {
     home: Arc<Location>,
-    /// The owner's connections to the placement table.
+    /// The owner's connections: the placement table, and on PostgreSQL the shared and
+    /// per-tenant schemas' migrations.
     admin: AnyPool,
     backend: Backend,
     placed: RwLock<HashMap<TenantId, Placed>>,
@@ -253,7 +254,7 @@ impl DataStore {
             };
             let pool = AnyPoolOptions::new().max_connections(16).connect(&app_url).await?;
             refuse_unsafe_role(&pool).await?;
-            let admin = AnyPoolOptions::new().max_connections(4).connect(url).await?;
+            let admin = AnyPoolOptions::new().max_connections(8).connect(url).await?;
             let servers = if opts.servers.is_empty() {
                 vec![url.to_string()]
             } else {
@@ -457,19 +458,16 @@ impl DataStore {
     async fn prepare(&self, name: &str) -> Result<usize, DataError> {
         if name == SHARED {
             return match &self.backend {
-                Backend::Postgres { owner, .. } => {
-                    let conn = owner_pool(owner).await?;
-                    migrate(&conn, Some(SHARED_SCHEMA)).await
-                }
+                Backend::Postgres { .. } => migrate(&self.admin, Some(SHARED_SCHEMA)).await,
                 Backend::Sqlite { .. } => migrate(&self.home.pool, None).await,
             };
         }
         if let Some(schema) = name.strip_prefix("schema:") {
-            let Backend::Postgres { owner, .. } = &self.backend else {
+            if !matches!(self.backend, Backend::Postgres { .. }) {
                 return Err(DataError::Invalid("a schema location needs PostgreSQL".into()));
-            };
-            let conn = owner_pool(owner).await?;
-            return migrate(&conn, Some(schema)).await;
+            }
+            // The owner's pool on the catalog's database, where tenant schemas live.
+            return migrate(&self.admin, Some(schema)).await;
         }
         if let Some(rest) = name.strip_prefix("database:") {
             let (host, db) = rest
@@ -826,11 +824,8 @@ impl DataStore {
         }
         let loc = self.locations.lock().await.remove(name);
         if let Some(schema) = name.strip_prefix("schema:") {
-            if let Backend::Postgres { owner, .. } = &self.backend {
-                let conn = owner_pool(owner).await?;
-                let drop = format!("DROP SCHEMA IF EXISTS {} CASCADE", ident(schema));
-                sqlx::raw_sql(&drop).execute(&conn).await?;
-            }
+            let drop = format!("DROP SCHEMA IF EXISTS {} CASCADE", ident(schema));
+            sqlx::raw_sql(&drop).execute(&self.admin).await?;
             return Ok(());
         }
         if let Some(l) = loc {

@@ -437,7 +437,8 @@ async fn blobs_cache_and_storage_on_postgresql() {
 /// A tenant with records, blobs and cache moves row → database → row while a writer
 /// and a reader run: every acknowledged write is there at the end, every read
 /// succeeded, the other tenant is untouched, and the old copies are gone.
-async fn a_tenant_moves_between_tiers_online(opts: DataOptions) {
+/// Returns the locations the tenant passed through.
+async fn a_tenant_moves_between_tiers_online(opts: DataOptions) -> Vec<String> {
     let store = Arc::new(DataStore::open(opts.clone()).await.unwrap());
     let (t, other) = (tenant("acme"), tenant("globex"));
     let s = store.scope(t, Some(Isolation::Row)).await.unwrap();
@@ -491,9 +492,11 @@ async fn a_tenant_moves_between_tiers_online(opts: DataOptions) {
         })
     };
     let row_location = store.placement(&t).await.unwrap().unwrap().location;
+    let mut visited = vec![row_location.clone()];
     for (to, tier_name) in [(Isolation::Database, "database"), (Isolation::Row, "row")] {
         let before = written.load(Ordering::Relaxed);
         let p = store.move_tenant(t, to).await.unwrap();
+        visited.push(p.location.clone());
         assert_eq!((p.tier, p.state.as_str()), (to, "placed"), "moved to {tier_name}");
         let done = store.placement(&t).await.unwrap().unwrap();
         let progress = done.progress.unwrap();
@@ -542,6 +545,7 @@ async fn a_tenant_moves_between_tiers_online(opts: DataOptions) {
     assert_eq!(g.map(|r| r.doc), Some(json!({"g": 1})), "the other tenant is untouched");
     store.remove(&t).await.unwrap();
     store.remove(&other).await.unwrap();
+    visited
 }
 
 #[tokio::test]
@@ -561,9 +565,12 @@ async fn a_tenant_moves_between_tiers_online_on_sqlite() {
 #[tokio::test]
 async fn a_tenant_moves_between_tiers_online_on_postgresql() {
     if let Some(url) = postgres("tier moves").await {
-        a_tenant_moves_between_tiers_online(pg(&url)).await;
+        let visited = a_tenant_moves_between_tiers_online(pg(&url)).await;
+        let db = visited[1].rsplit_once('/').unwrap().1.to_string();
+        assert!(db.starts_with("td_") && db.ends_with("_acme"), "{visited:?}");
         let mut c = owner(&pg(&url)).await;
-        let dbs: i64 = sqlx::query("SELECT COUNT(*) AS n FROM pg_database WHERE datname LIKE 'td\\_%\\_acme'")
+        let dbs: i64 = sqlx::query("SELECT COUNT(*) AS n FROM pg_database WHERE datname = $1")
+            .bind(&db)
             .fetch_one(&mut c)
             .await
             .unwrap()
