@@ -723,3 +723,54 @@ async fn tenant_databases_spread_over_the_data_servers() {
         store.remove(&tenant(&format!("big{i}"))).await.unwrap();
     }
 }
+
+/// Many writers of one tenant at once, some replacing the same keys: the storage level
+/// is exact, and a hard maximum is never passed.
+async fn concurrent_writes_keep_the_level_exact(opts: DataOptions) {
+    let store = Arc::new(DataStore::open(opts).await.unwrap());
+    let t = tenant("acme");
+    store.place(&t, Isolation::Row).await.unwrap();
+    // Each new record is 11 bytes, the shared cache entry 7 ("shared" and one digit);
+    // 8 writers × 20 new records, with room for exactly 100 of them.
+    let doc = |n: usize| json!({"n": format!("{n:03}")});
+    assert_eq!(doc(1).to_string().len(), 11);
+    let max = Some(1_107);
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut ok = 0;
+            for i in 0..20 {
+                let s = store.scope(t, None).await.unwrap();
+                match s.put_record("c", &format!("w{w}_{i}"), &doc(i), max).await {
+                    Ok(_) => ok += 1,
+                    Err(DataError::LevelReached { .. }) => {}
+                    Err(e) => panic!("{e}"),
+                }
+                // Every writer also rewrites one shared key, at the same size.
+                s.put_cache("shared", &json!(w), None, &[], None).await.unwrap();
+            }
+            ok
+        }));
+    }
+    let mut written = 0;
+    for t in tasks {
+        written += t.await.unwrap();
+    }
+    assert_eq!(written, 100, "exactly as many as fit");
+    let s = store.scope(t, None).await.unwrap();
+    assert_eq!(s.list_records("c", None, 1000).await.unwrap().len(), 100);
+    assert_eq!(s.used().await.unwrap(), 1_107);
+}
+
+#[tokio::test]
+async fn concurrent_writes_keep_the_level_exact_on_sqlite() {
+    concurrent_writes_keep_the_level_exact(sqlite()).await;
+}
+
+#[tokio::test]
+async fn concurrent_writes_keep_the_level_exact_on_postgresql() {
+    if let Some(url) = postgres("concurrent storage writes").await {
+        concurrent_writes_keep_the_level_exact(pg(&url)).await;
+    }
+}
