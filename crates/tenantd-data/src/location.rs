@@ -89,18 +89,6 @@ pub(crate) struct Location {
     pub search_path: Option<String>,
 }
 
-/// `before + delta`, refused when it grows past `max`.
-fn level(before: i64, old: i64, new: i64, max: Option<u64>) -> Result<(i64, i64), DataError> {
-    let after = before - old + new;
-    if after > before && max.is_some_and(|m| after > m as i64) {
-        return Err(DataError::LevelReached {
-            used: before.max(0) as u64,
-            wanted: (after - before) as u64,
-        });
-    }
-    Ok((before, after))
-}
-
 fn record(row: &AnyRow) -> Result<Record, DataError> {
     let doc: String = row.try_get("doc")?;
     Ok(Record {
@@ -169,50 +157,59 @@ impl Location {
         Ok(tx)
     }
 
-    /// A write transaction: the tenant's storage row locked, with its level. `Moving`
-    /// while a tier move has frozen the tenant's writes here.
-    async fn begin_write(&self, tenant: &TenantId) -> Result<(Tx, i64), DataError> {
-        let mut tx = self.begin(tenant).await?;
-        loop {
-            let row = sqlx::query(&self.sql("SELECT bytes, frozen FROM storage WHERE tenant_id = $1 {lock}"))
+    /// Ends a write: adds `delta` to the tenant's storage level and commits. The
+    /// tenant's `storage` row is locked only from here to the commit, so writes of one
+    /// tenant overlap up to this point. Refused (and rolled back, so nothing is written):
+    /// growth past `max` (`LevelReached`), and any write while a tier move has frozen
+    /// the tenant here (`Moving`).
+    async fn settle<T>(
+        &self,
+        mut tx: Tx,
+        tenant: &TenantId,
+        delta: i64,
+        max: Option<u64>,
+        value: T,
+    ) -> Result<Written<T>, DataError> {
+        let limit = max.filter(|_| delta > 0).map(|m| m.min(i64::MAX as u64) as i64);
+        let sql = match limit {
+            Some(_) => "UPDATE storage SET bytes = bytes + $2 WHERE tenant_id = $1 AND frozen = 0 AND bytes + $2 <= $3 RETURNING bytes",
+            None => "UPDATE storage SET bytes = bytes + $2 WHERE tenant_id = $1 AND frozen = 0 RETURNING bytes",
+        };
+        for _ in 0..2 {
+            let mut q = sqlx::query_scalar::<_, i64>(sql).bind(tenant.as_str()).bind(delta);
+            if let Some(l) = limit {
+                q = q.bind(l);
+            }
+            if let Some(after) = q.fetch_optional(&mut *tx).await? {
+                tx.commit().await?;
+                return Ok(Written {
+                    value,
+                    before: (after - delta).max(0) as u64,
+                    after: after.max(0) as u64,
+                });
+            }
+            // Frozen, full, or the tenant's first write here.
+            let row = sqlx::query("SELECT bytes, frozen FROM storage WHERE tenant_id = $1")
                 .bind(tenant.as_str())
                 .fetch_optional(&mut *tx)
                 .await?;
             match row {
                 Some(r) if r.try_get::<i64, _>("frozen")? != 0 => return Err(DataError::Moving),
-                Some(r) => return Ok((tx, r.try_get("bytes")?)),
+                Some(r) => {
+                    return Err(DataError::LevelReached {
+                        used: r.try_get::<i64, _>("bytes")?.max(0) as u64,
+                        wanted: delta.max(0) as u64,
+                    })
+                }
                 None => {
-                    sqlx::query(
-                        "INSERT INTO storage (tenant_id, bytes, frozen) VALUES ($1, 0, 0) ON CONFLICT (tenant_id) DO NOTHING",
-                    )
-                    .bind(tenant.as_str())
-                    .execute(&mut *tx)
-                    .await?;
+                    sqlx::query("INSERT INTO storage (tenant_id, bytes, frozen) VALUES ($1, 0, 0) ON CONFLICT (tenant_id) DO NOTHING")
+                        .bind(tenant.as_str())
+                        .execute(&mut *tx)
+                        .await?;
                 }
             }
         }
-    }
-
-    /// Sets the level the write left and commits it.
-    async fn finish<T>(
-        mut tx: Tx,
-        tenant: &TenantId,
-        (before, after): (i64, i64),
-        value: T,
-    ) -> Result<Written<T>, DataError> {
-        if after != before {
-            sqlx::query("UPDATE storage SET bytes = $2 WHERE tenant_id = $1")
-                .bind(tenant.as_str())
-                .bind(after)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(Written {
-            value,
-            before: before.max(0) as u64,
-            after: after.max(0) as u64,
-        })
+        Err(DataError::Db(sqlx::Error::RowNotFound))
     }
 
     /// The tenant's storage level here.
@@ -228,24 +225,6 @@ impl Location {
         Ok(n.unwrap_or(0).max(0) as u64)
     }
 
-    async fn old_size(
-        &self,
-        tx: &mut Tx,
-        sql: &str,
-        tenant: &TenantId,
-        a: &str,
-        b: Option<&str>,
-    ) -> Result<Option<(i64, AnyRow)>, DataError> {
-        let mut q = sqlx::query(sql).bind(tenant.as_str()).bind(a);
-        if let Some(b) = b {
-            q = q.bind(b);
-        }
-        match q.fetch_optional(&mut **tx).await? {
-            Some(r) => Ok(Some((r.try_get("size_bytes")?, r))),
-            None => Ok(None),
-        }
-    }
-
     // ---- records ----
 
     /// Creates or replaces a record (`expected`: only at that version; `None` returned
@@ -259,40 +238,66 @@ impl Location {
         expected: Option<i64>,
         max: Option<u64>,
     ) -> Result<Option<Written<Record>>, DataError> {
-        let (mut tx, used) = self.begin_write(tenant).await?;
-        let old = self
-            .old_size(
-                &mut tx,
-                "SELECT size_bytes, version FROM records WHERE tenant_id = $1 AND collection = $2 AND id = $3",
-                tenant,
-                collection,
-                Some(id),
-            )
-            .await?;
-        if let Some(want) = expected {
-            match &old {
-                Some((_, r)) if r.try_get::<i64, _>("version")? == want => {}
-                _ => return Ok(None),
+        let size = doc.len() as i64;
+        let now = now_secs();
+        let mut tx = self.begin(tenant).await?;
+        // A new record: inserted here, or found (and locked) by the next statement if
+        // another write inserted it first.
+        for _ in 0..3 {
+            if expected.is_none() {
+                let inserted = sqlx::query(&self.sql(
+                    "INSERT INTO records (tenant_id, collection, id, doc, version, size_bytes, created_at, updated_at) \
+                     VALUES ($1, $2, $3, {doc_in}, 1, $5, $6, $6) \
+                     ON CONFLICT (tenant_id, collection, id) DO NOTHING RETURNING {cols}",
+                ))
+                .bind(tenant.as_str())
+                .bind(collection)
+                .bind(id)
+                .bind(doc)
+                .bind(size)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some(row) = inserted {
+                    let r = record(&row)?;
+                    return self.settle(tx, tenant, size, max, r).await.map(Some);
+                }
             }
+            let prior = sqlx::query(&self.sql(
+                "SELECT size_bytes, version FROM records WHERE tenant_id = $1 AND collection = $2 AND id = $3 {lock}",
+            ))
+            .bind(tenant.as_str())
+            .bind(collection)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(prior) = prior else {
+                if expected.is_some() {
+                    return Ok(None);
+                }
+                // Deleted between the two statements: insert again.
+                continue;
+            };
+            if expected.is_some_and(|want| prior.try_get::<i64, _>("version").ok() != Some(want)) {
+                return Ok(None);
+            }
+            let row = sqlx::query(&self.sql(
+                "UPDATE records SET doc = {doc_in}, version = version + 1, size_bytes = $5, updated_at = $6 \
+                 WHERE tenant_id = $1 AND collection = $2 AND id = $3 RETURNING {cols}",
+            ))
+            .bind(tenant.as_str())
+            .bind(collection)
+            .bind(id)
+            .bind(doc)
+            .bind(size)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            let delta = size - prior.try_get::<i64, _>("size_bytes")?;
+            let r = record(&row)?;
+            return self.settle(tx, tenant, delta, max, r).await.map(Some);
         }
-        let lv = level(used, old.as_ref().map_or(0, |o| o.0), doc.len() as i64, max)?;
-        let row = sqlx::query(&self.sql(
-            "INSERT INTO records (tenant_id, collection, id, doc, version, size_bytes, created_at, updated_at) \
-             VALUES ($1, $2, $3, {doc_in}, 1, $5, $6, $6) \
-             ON CONFLICT (tenant_id, collection, id) DO UPDATE SET doc = excluded.doc, \
-             version = records.version + 1, size_bytes = excluded.size_bytes, updated_at = excluded.updated_at \
-             RETURNING {cols}",
-        ))
-        .bind(tenant.as_str())
-        .bind(collection)
-        .bind(id)
-        .bind(doc)
-        .bind(doc.len() as i64)
-        .bind(now_secs())
-        .fetch_one(&mut *tx)
-        .await?;
-        let r = record(&row)?;
-        Self::finish(tx, tenant, lv, r).await.map(Some)
+        Err(DataError::Db(sqlx::Error::RowNotFound))
     }
 
     /// A record.
@@ -338,18 +343,17 @@ impl Location {
         collection: &str,
         id: &str,
     ) -> Result<Written<bool>, DataError> {
-        let (mut tx, used) = self.begin_write(tenant).await?;
-        let freed: Option<i64> = sqlx::query(
+        let mut tx = self.begin(tenant).await?;
+        let freed: Option<i64> = sqlx::query_scalar(
             "DELETE FROM records WHERE tenant_id = $1 AND collection = $2 AND id = $3 RETURNING size_bytes",
         )
         .bind(tenant.as_str())
         .bind(collection)
         .bind(id)
         .fetch_optional(&mut *tx)
-        .await?
-        .map(|r| r.try_get("size_bytes"))
-        .transpose()?;
-        Self::finish(tx, tenant, (used, used - freed.unwrap_or(0)), freed.is_some()).await
+        .await?;
+        self.settle(tx, tenant, -freed.unwrap_or(0), None, freed.is_some())
+            .await
     }
 
     // ---- blobs ----
@@ -387,8 +391,8 @@ impl Location {
         Ok(())
     }
 
-    /// Makes an uploaded blob (`new`, its chunks staged) the content of its path,
-    /// replacing any earlier one.
+    /// Makes an uploaded blob (`new`, its `chunks` chunks staged) the content of its
+    /// path, replacing any earlier one.
     pub async fn commit_blob(
         &self,
         tenant: &TenantId,
@@ -396,7 +400,7 @@ impl Location {
         chunks: i64,
         max: Option<u64>,
     ) -> Result<Written<Blob>, DataError> {
-        let (mut tx, used) = self.begin_write(tenant).await?;
+        let mut tx = self.begin(tenant).await?;
         let staged: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM blob_chunks WHERE tenant_id = $1 AND blob_id = $2")
             .bind(tenant.as_str())
             .bind(&new.blob_id)
@@ -407,37 +411,52 @@ impl Location {
                 "the upload is incomplete ({staged} of {chunks} parts stored); upload it again"
             )));
         }
-        let old = self
-            .old_size(
-                &mut tx,
-                "SELECT size_bytes, blob_id FROM blobs WHERE tenant_id = $1 AND path = $2",
-                tenant,
-                &new.path,
-                None,
-            )
+        let now = now_secs();
+        for _ in 0..3 {
+            let inserted = sqlx::query(&format!(
+                "INSERT INTO blobs (tenant_id, path, blob_id, content_type, size_bytes, sha256, version, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $7) ON CONFLICT (tenant_id, path) DO NOTHING RETURNING {BLOB_COLS}"
+            ))
+            .bind(tenant.as_str())
+            .bind(&new.path)
+            .bind(&new.blob_id)
+            .bind(&new.content_type)
+            .bind(new.size_bytes)
+            .bind(&new.sha256)
+            .bind(now)
+            .fetch_optional(&mut *tx)
             .await?;
-        let lv = level(used, old.as_ref().map_or(0, |o| o.0), new.size_bytes, max)?;
-        let row = sqlx::query(&format!(
-            "INSERT INTO blobs (tenant_id, path, blob_id, content_type, size_bytes, sha256, version, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $7) \
-             ON CONFLICT (tenant_id, path) DO UPDATE SET blob_id = excluded.blob_id, content_type = excluded.content_type, \
-             size_bytes = excluded.size_bytes, sha256 = excluded.sha256, version = blobs.version + 1, updated_at = excluded.updated_at \
-             RETURNING {BLOB_COLS}"
-        ))
-        .bind(tenant.as_str())
-        .bind(&new.path)
-        .bind(&new.blob_id)
-        .bind(&new.content_type)
-        .bind(new.size_bytes)
-        .bind(&new.sha256)
-        .bind(now_secs())
-        .fetch_one(&mut *tx)
-        .await?;
-        if let Some((_, r)) = &old {
-            Self::delete_chunks(&mut tx, tenant, &r.try_get::<String, _>("blob_id")?).await?;
+            if let Some(row) = inserted {
+                let b = blob(&row)?;
+                return self.settle(tx, tenant, new.size_bytes, max, b).await;
+            }
+            let prior = sqlx::query(
+                &self.sql("SELECT size_bytes, blob_id FROM blobs WHERE tenant_id = $1 AND path = $2 {lock}"),
+            )
+            .bind(tenant.as_str())
+            .bind(&new.path)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(prior) = prior else { continue };
+            let row = sqlx::query(&format!(
+                "UPDATE blobs SET blob_id = $3, content_type = $4, size_bytes = $5, sha256 = $6, \
+                 version = version + 1, updated_at = $7 WHERE tenant_id = $1 AND path = $2 RETURNING {BLOB_COLS}"
+            ))
+            .bind(tenant.as_str())
+            .bind(&new.path)
+            .bind(&new.blob_id)
+            .bind(&new.content_type)
+            .bind(new.size_bytes)
+            .bind(&new.sha256)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            Self::delete_chunks(&mut tx, tenant, &prior.try_get::<String, _>("blob_id")?).await?;
+            let delta = new.size_bytes - prior.try_get::<i64, _>("size_bytes")?;
+            let b = blob(&row)?;
+            return self.settle(tx, tenant, delta, max, b).await;
         }
-        let b = blob(&row)?;
-        Self::finish(tx, tenant, lv, b).await
+        Err(DataError::Db(sqlx::Error::RowNotFound))
     }
 
     /// A blob's description.
@@ -493,7 +512,7 @@ impl Location {
 
     /// Deletes a blob and its content; `false` when there is none.
     pub async fn delete_blob(&self, tenant: &TenantId, path: &str) -> Result<Written<bool>, DataError> {
-        let (mut tx, used) = self.begin_write(tenant).await?;
+        let mut tx = self.begin(tenant).await?;
         let gone = sqlx::query("DELETE FROM blobs WHERE tenant_id = $1 AND path = $2 RETURNING size_bytes, blob_id")
             .bind(tenant.as_str())
             .bind(path)
@@ -504,7 +523,7 @@ impl Location {
             freed = r.try_get("size_bytes")?;
             Self::delete_chunks(&mut tx, tenant, &r.try_get::<String, _>("blob_id")?).await?;
         }
-        Self::finish(tx, tenant, (used, used - freed), gone.is_some()).await
+        self.settle(tx, tenant, -freed, None, gone.is_some()).await
     }
 
     // ---- cache ----
@@ -534,43 +553,57 @@ impl Location {
         max: Option<u64>,
     ) -> Result<Written<CacheEntry>, DataError> {
         let now = now_secs();
-        let (mut tx, used) = self.begin_write(tenant).await?;
-        let used = used - Self::sweep_expired(&mut tx, tenant, now).await?;
-        let old = self
-            .old_size(
-                &mut tx,
-                "SELECT size_bytes FROM cache_entries WHERE tenant_id = $1 AND key = $2",
-                tenant,
-                key,
-                None,
-            )
-            .await?;
         let size = (key.len() + value.len()) as i64;
-        let lv = level(used, old.as_ref().map_or(0, |o| o.0), size, max)?;
         let tags = if tags.is_empty() {
             String::new()
         } else {
             format!(",{},", tags.join(","))
         };
-        let row = sqlx::query(&format!(
-            "INSERT INTO cache_entries (tenant_id, key, value, tags, expires_at, size_bytes, version, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, 1, $7) \
-             ON CONFLICT (tenant_id, key) DO UPDATE SET value = excluded.value, tags = excluded.tags, \
-             expires_at = excluded.expires_at, size_bytes = excluded.size_bytes, \
-             version = cache_entries.version + 1, updated_at = excluded.updated_at \
-             RETURNING {CACHE_COLS}"
-        ))
-        .bind(tenant.as_str())
-        .bind(key)
-        .bind(value)
-        .bind(tags)
-        .bind(expires_at)
-        .bind(size)
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await?;
-        let e = cache_entry(&row)?;
-        Self::finish(tx, tenant, lv, e).await
+        let mut tx = self.begin(tenant).await?;
+        let freed = Self::sweep_expired(&mut tx, tenant, now).await?;
+        for _ in 0..3 {
+            let inserted = sqlx::query(&format!(
+                "INSERT INTO cache_entries (tenant_id, key, value, tags, expires_at, size_bytes, version, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, 1, $7) ON CONFLICT (tenant_id, key) DO NOTHING RETURNING {CACHE_COLS}"
+            ))
+            .bind(tenant.as_str())
+            .bind(key)
+            .bind(value)
+            .bind(&tags)
+            .bind(expires_at)
+            .bind(size)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(row) = inserted {
+                let e = cache_entry(&row)?;
+                return self.settle(tx, tenant, size - freed, max, e).await;
+            }
+            let prior: Option<i64> = sqlx::query_scalar(
+                &self.sql("SELECT size_bytes FROM cache_entries WHERE tenant_id = $1 AND key = $2 {lock}"),
+            )
+            .bind(tenant.as_str())
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(old) = prior else { continue };
+            let row = sqlx::query(&format!(
+                "UPDATE cache_entries SET value = $3, tags = $4, expires_at = $5, size_bytes = $6, \
+                 version = version + 1, updated_at = $7 WHERE tenant_id = $1 AND key = $2 RETURNING {CACHE_COLS}"
+            ))
+            .bind(tenant.as_str())
+            .bind(key)
+            .bind(value)
+            .bind(&tags)
+            .bind(expires_at)
+            .bind(size)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            let e = cache_entry(&row)?;
+            return self.settle(tx, tenant, size - old - freed, max, e).await;
+        }
+        Err(DataError::Db(sqlx::Error::RowNotFound))
     }
 
     /// A cache entry that has not expired.
@@ -592,8 +625,8 @@ impl Location {
     /// Deletes cache entries; returns how many live ones it removed.
     pub async fn delete_cache(&self, tenant: &TenantId, which: CacheSelector<'_>) -> Result<Written<u64>, DataError> {
         let now = now_secs();
-        let (mut tx, used) = self.begin_write(tenant).await?;
-        let used = used - Self::sweep_expired(&mut tx, tenant, now).await?;
+        let mut tx = self.begin(tenant).await?;
+        let expired = Self::sweep_expired(&mut tx, tenant, now).await?;
         let (cond, arg, n) = match which {
             CacheSelector::Key(k) => ("key = $2", k.to_string(), 0),
             CacheSelector::Prefix(p) => (
@@ -616,23 +649,7 @@ impl Location {
         }
         let sizes = q.fetch_all(&mut *tx).await?;
         let freed: i64 = sizes.iter().sum();
-        Self::finish(tx, tenant, (used, used - freed), sizes.len() as u64).await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_level_refuses_growth_past_its_maximum_only() {
-        assert_eq!(level(10, 0, 5, Some(15)).unwrap(), (10, 15));
-        assert!(matches!(
-            level(10, 0, 6, Some(15)),
-            Err(DataError::LevelReached { used: 10, wanted: 6 })
-        ));
-        // Shrinking is always allowed, even above the maximum.
-        assert_eq!(level(20, 8, 2, Some(15)).unwrap(), (20, 14));
-        assert_eq!(level(10, 0, 1_000, None).unwrap(), (10, 1_010));
+        self.settle(tx, tenant, -(freed + expired), None, sizes.len() as u64)
+            .await
     }
 }
