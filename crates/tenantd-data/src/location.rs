@@ -144,17 +144,23 @@ impl Location {
             .replace("{lock}", if self.pg { "FOR UPDATE" } else { "" })
     }
 
-    /// A transaction for `tenant`.
+    /// A transaction for `tenant`. On PostgreSQL its first statement sets the tenant
+    /// and the tier's schema for this transaction only, sent with `BEGIN` in one round
+    /// trip (as literals: a tenant id is only `a-z`, `0-9` and `-`, and a schema is
+    /// tenantd's own name; quotes are doubled all the same).
     pub async fn begin(&self, tenant: &TenantId) -> Result<Tx, DataError> {
-        let mut tx = self.pool.begin().await?;
-        if let Some(path) = &self.search_path {
-            sqlx::query("SELECT set_config('tenantd.tenant_id', $1, true), set_config('search_path', $2, true)")
-                .bind(tenant.as_str())
-                .bind(path)
-                .execute(&mut *tx)
-                .await?;
+        match &self.search_path {
+            Some(path) => {
+                let lit = |v: &str| format!("'{}'", v.replace('\'', "''"));
+                let begin = format!(
+                    "BEGIN; SELECT set_config('tenantd.tenant_id', {}, true), set_config('search_path', {}, true)",
+                    lit(tenant.as_str()),
+                    lit(path)
+                );
+                Ok(self.pool.begin_with(begin).await?)
+            }
+            None => Ok(self.pool.begin().await?),
         }
-        Ok(tx)
     }
 
     /// Ends a write: adds `delta` to the tenant's storage level and commits. The
