@@ -368,14 +368,18 @@ impl Location {
     /// blob is committed.
     pub async fn stage_chunk(&self, tenant: &TenantId, blob_id: &str, seq: i64, data: &[u8]) -> Result<(), DataError> {
         let mut tx = self.begin(tenant).await?;
-        sqlx::query("INSERT INTO blob_chunks (tenant_id, blob_id, seq, data, created_at) VALUES ($1, $2, $3, $4, $5)")
-            .bind(tenant.as_str())
-            .bind(blob_id)
-            .bind(seq)
-            .bind(data)
-            .bind(now_secs())
-            .execute(&mut *tx)
-            .await?;
+        // A chunk a tier move copied already is left as it is (the same bytes).
+        sqlx::query(
+            "INSERT INTO blob_chunks (tenant_id, blob_id, seq, data, created_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (tenant_id, blob_id, seq) DO NOTHING",
+        )
+        .bind(tenant.as_str())
+        .bind(blob_id)
+        .bind(seq)
+        .bind(data)
+        .bind(now_secs())
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }

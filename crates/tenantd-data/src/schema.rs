@@ -107,59 +107,87 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON {t} TO tenantd_data;
     sql
 }
 
-/// A stable lock number for preparing `schema` (`pg_advisory_xact_lock`).
-fn lock_key(schema: &str) -> i64 {
-    // FNV-1a: stable across processes and builds.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in schema.bytes() {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-    }
-    h as i64
-}
+/// Serialises the data plane's DDL on a PostgreSQL database (migrations that change
+/// something, and drops): concurrent DDL on the catalogs can fail ("tuple concurrently
+/// deleted"), and a location must not be checked while it is being dropped.
+pub(crate) const DDL_LOCK: i64 = 0x7465_6e61_6e74_6402;
 
 /// Brings a location up to the newest migration, with the owner's connection: on
-/// PostgreSQL in `schema` (created when missing), on SQLite in the file. Returns how
-/// many migrations it applied. Safe to run from several processes at once.
+/// PostgreSQL in `schema`, on SQLite in the file. A missing schema is created only when
+/// `create`; otherwise it is `Moving` (the tenant's data has moved on, and a request that
+/// came late must not bring the old place back). Returns how many migrations it applied.
+/// Safe to run from several processes at once.
 pub(crate) fn migrate<'a>(
     pool: &'a sqlx::AnyPool,
     schema: Option<&'a str>,
+    create: bool,
 ) -> futures_util::future::BoxFuture<'a, Result<usize, DataError>> {
     // Boxed: the compiler cannot otherwise prove the future `Send` for every caller.
-    Box::pin(migrate_in(pool, schema))
+    Box::pin(migrate_in(pool, schema, create))
 }
 
-async fn migrate_in(pool: &sqlx::AnyPool, schema: Option<&str>) -> Result<usize, DataError> {
-    // Up to date already (the common case): no lock, no DDL.
+/// Whether the location is there and at the newest version, checked while no drop or
+/// migration runs.
+async fn up_to_date(pool: &sqlx::AnyPool, schema: Option<&str>, create: bool) -> Result<bool, DataError> {
+    let mut tx = pool.begin().await?;
     let table = match schema {
-        Some(s) => format!("{}.data_migrations", ident(s)),
+        Some(s) => {
+            sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
+                .bind(DDL_LOCK)
+                .execute(&mut *tx)
+                .await?;
+            let there: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pg_namespace WHERE nspname = $1")
+                .bind(s)
+                .fetch_one(&mut *tx)
+                .await?;
+            if there == 0 {
+                return if create { Ok(false) } else { Err(DataError::Moving) };
+            }
+            format!("{}.data_migrations", ident(s))
+        }
         None => "data_migrations".to_string(),
     };
     let present = match schema {
         Some(_) => "SELECT CAST(COUNT(*) AS bigint) FROM pg_class WHERE oid = to_regclass($1)",
         None => "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = $1",
     };
+    let mut current = false;
     if sqlx::query_scalar::<_, i64>(present)
         .bind(&table)
-        .fetch_one(pool)
+        .fetch_one(&mut *tx)
         .await?
         > 0
     {
         let newest = MIGRATIONS.last().map_or(0, |m| m.version);
         let have: Option<i64> = sqlx::query_scalar(&format!("SELECT MAX(version) FROM {table}"))
-            .fetch_one(pool)
+            .fetch_one(&mut *tx)
             .await?;
-        if have.unwrap_or(0) >= newest {
-            return Ok(0);
-        }
+        current = have.unwrap_or(0) >= newest;
+    }
+    tx.commit().await?;
+    Ok(current)
+}
+
+async fn migrate_in(pool: &sqlx::AnyPool, schema: Option<&str>, create: bool) -> Result<usize, DataError> {
+    // Up to date already (the common case): no DDL.
+    if up_to_date(pool, schema, create).await? {
+        return Ok(0);
     }
     let mut tx = pool.begin().await?;
     if let Some(s) = schema {
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(lock_key(s))
+            .bind(DDL_LOCK)
             .execute(&mut *tx)
             .await?;
-        let create = format!("{CREATE_APP_ROLE}\nCREATE SCHEMA IF NOT EXISTS {};", ident(s));
-        sqlx::Executor::execute(&mut *tx, create.as_str()).await?;
+        let there: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pg_namespace WHERE nspname = $1")
+            .bind(s)
+            .fetch_one(&mut *tx)
+            .await?;
+        if there == 0 && !create {
+            return Err(DataError::Moving);
+        }
+        let ddl = format!("{CREATE_APP_ROLE}\nCREATE SCHEMA IF NOT EXISTS {};", ident(s));
+        sqlx::Executor::execute(&mut *tx, ddl.as_str()).await?;
         sqlx::query("SELECT set_config('search_path', $1, true)")
             .bind(ident(s))
             .execute(&mut *tx)
@@ -204,11 +232,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn identifiers_are_quoted_and_lock_keys_stable() {
+    fn identifiers_are_quoted() {
         assert_eq!(ident("tenant_acme"), "\"tenant_acme\"");
         assert_eq!(ident("a\"b"), "\"a\"\"b\"");
-        assert_eq!(lock_key("tenant_data"), lock_key("tenant_data"));
-        assert_ne!(lock_key("tenant_a"), lock_key("tenant_b"));
         assert!(secure("s").contains("FORCE ROW LEVEL SECURITY"));
     }
 }

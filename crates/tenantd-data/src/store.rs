@@ -3,7 +3,7 @@
 //! per-tenant migrations.
 use crate::copy::{Val, COPIED};
 use crate::location::{Blob, CacheEntry, CacheSelector, Location, Record};
-use crate::schema::{ident, migrate, CREATE_APP_ROLE};
+use crate::schema::{ident, migrate, CREATE_APP_ROLE, DDL_LOCK};
 use crate::{check_name, DataError, Written, APP_ROLE};
 use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, StreamExt};
@@ -224,10 +224,12 @@ async fn owner_pool(url: &str) -> Result<AnyPool, sqlx::Error> {
     AnyPoolOptions::new().max_connections(1).connect(url).await
 }
 
-async fn sqlite_pool(path: &std::path::Path) -> Result<AnyPool, DataError> {
+/// A file's pool; the file is created only when `create`.
+async fn sqlite_pool(path: &std::path::Path, create: bool) -> Result<AnyPool, DataError> {
+    let mode = if create { "rwc" } else { "rw" };
     Ok(AnyPoolOptions::new()
         .max_connections(1)
-        .connect(&format!("sqlite://{}?mode=rwc", path.display()))
+        .connect(&format!("sqlite://{}?mode={mode}", path.display()))
         .await?)
 }
 
@@ -240,7 +242,7 @@ impl DataStore {
         let url = opts.url.as_str();
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let owner = owner_pool(url).await?;
-            migrate(&owner, Some(SHARED_SCHEMA)).await?;
+            migrate(&owner, Some(SHARED_SCHEMA), true).await?;
             sqlx::raw_sql(
                 "CREATE TABLE IF NOT EXISTS tenant_data.placements (tenant_id text PRIMARY KEY, tier text NOT NULL, \
                  location text NOT NULL, state text NOT NULL, target text, progress text, updated_at bigint NOT NULL)",
@@ -283,8 +285,8 @@ impl DataStore {
             )));
         };
         let file = PathBuf::from(file.split('?').next().unwrap_or(file));
-        let pool = sqlite_pool(&file).await?;
-        migrate(&pool, None).await?;
+        let pool = sqlite_pool(&file, true).await?;
+        migrate(&pool, None, true).await?;
         sqlx::raw_sql(
             "CREATE TABLE IF NOT EXISTS placements (tenant_id TEXT PRIMARY KEY, tier TEXT NOT NULL, \
              location TEXT NOT NULL, state TEXT NOT NULL, target TEXT, progress TEXT, updated_at INTEGER NOT NULL)",
@@ -453,13 +455,14 @@ impl DataStore {
             })
     }
 
-    /// Creates (when missing) and migrates a location with the owner's credentials;
-    /// returns how many migrations it applied.
-    async fn prepare(&self, name: &str) -> Result<usize, DataError> {
+    /// Migrates a location with the owner's credentials, creating it when missing if
+    /// `create` (otherwise a missing one is `Moving`: its tenant has moved on); returns
+    /// how many migrations it applied.
+    async fn prepare(&self, name: &str, create: bool) -> Result<usize, DataError> {
         if name == SHARED {
             return match &self.backend {
-                Backend::Postgres { .. } => migrate(&self.admin, Some(SHARED_SCHEMA)).await,
-                Backend::Sqlite { .. } => migrate(&self.home.pool, None).await,
+                Backend::Postgres { .. } => migrate(&self.admin, Some(SHARED_SCHEMA), true).await,
+                Backend::Sqlite { .. } => migrate(&self.home.pool, None, true).await,
             };
         }
         if let Some(schema) = name.strip_prefix("schema:") {
@@ -467,7 +470,7 @@ impl DataStore {
                 return Err(DataError::Invalid("a schema location needs PostgreSQL".into()));
             }
             // The owner's pool on the catalog's database, where tenant schemas live.
-            return migrate(&self.admin, Some(schema)).await;
+            return migrate(&self.admin, Some(schema), create).await;
         }
         if let Some(rest) = name.strip_prefix("database:") {
             let (host, db) = rest
@@ -480,6 +483,9 @@ impl DataStore {
                 .fetch_optional(&conn)
                 .await?
                 .is_some();
+            if !exists && !create {
+                return Err(DataError::Moving);
+            }
             if !exists {
                 let create = format!("CREATE DATABASE {}", ident(db));
                 let created = sqlx::raw_sql(&create).execute(&conn).await;
@@ -502,7 +508,7 @@ impl DataStore {
             conn.close().await;
             let u = Url::parse(server)?;
             let conn = owner_pool(&u.with(u.user, db)).await?;
-            let n = migrate(&conn, Some(SHARED_SCHEMA)).await;
+            let n = migrate(&conn, Some(SHARED_SCHEMA), create).await;
             conn.close().await;
             return n;
         }
@@ -512,8 +518,11 @@ impl DataStore {
                 std::fs::create_dir_all(parent)
                     .map_err(|e| DataError::Invalid(format!("cannot create {}: {e}", parent.display())))?;
             }
-            let pool = sqlite_pool(&path).await?;
-            let n = migrate(&pool, None).await?;
+            if !create && !path.exists() {
+                return Err(DataError::Moving);
+            }
+            let pool = sqlite_pool(&path, create).await?;
+            let n = migrate(&pool, None, create).await?;
             pool.close().await;
             return Ok(n);
         }
@@ -529,12 +538,12 @@ impl DataStore {
 
     /// The app role's connections to a location (migrated to the newest version the
     /// first time this process opens it).
-    async fn open_location(&self, name: &str) -> Result<Arc<Location>, DataError> {
+    async fn open_location(&self, name: &str, create: bool) -> Result<Arc<Location>, DataError> {
         let mut locations = self.locations.lock().await;
         if let Some(l) = locations.get(name) {
             return Ok(l.clone());
         }
-        self.prepare(name).await?;
+        self.prepare(name, create).await?;
         let loc = if let Some(schema) = name.strip_prefix("schema:") {
             Location {
                 name: name.to_string(),
@@ -567,7 +576,7 @@ impl DataStore {
         } else {
             Location {
                 name: name.to_string(),
-                pool: sqlite_pool(&self.file_of(name)?).await?,
+                pool: sqlite_pool(&self.file_of(name)?, false).await?,
                 pg: false,
                 search_path: None,
             }
@@ -585,7 +594,7 @@ impl DataStore {
             return Ok(p);
         }
         let name = self.location_for(tenant, tier).await?;
-        self.open_location(&name).await?;
+        self.open_location(&name, true).await?;
         sqlx::query(&format!(
             "INSERT INTO {} (tenant_id, tier, location, state, updated_at) VALUES ($1, $2, $3, 'placed', $4) \
              ON CONFLICT (tenant_id) DO NOTHING",
@@ -602,14 +611,30 @@ impl DataStore {
             .ok_or_else(|| DataError::Invalid("the placement vanished as it was written".into()))
     }
 
-    /// Where the tenant's data is now, read from the placement table.
+    /// Where the tenant's data is now, read from the placement table. A location that
+    /// is gone by the time it is opened (a move switched and dropped it meanwhile) is
+    /// looked up again.
     async fn locate(&self, tenant: &TenantId, wanted: Option<Isolation>) -> Result<Arc<Location>, DataError> {
-        let p = match (self.placement(tenant).await?, wanted) {
-            (Some(p), _) => p,
-            (None, Some(tier)) => self.place(tenant, tier).await?,
-            (None, None) => return Err(DataError::NotPlaced),
+        let mut attempts = 0;
+        let loc = loop {
+            let p = match (self.placement(tenant).await?, wanted) {
+                (Some(p), _) => p,
+                (None, Some(tier)) => self.place(tenant, tier).await?,
+                (None, None) => return Err(DataError::NotPlaced),
+            };
+            match self.open_location(&p.location, false).await {
+                // Gone, or failing as it is dropped: unless the tenant is still there.
+                Err(e @ (DataError::Moving | DataError::Db(_))) if attempts < 50 => {
+                    attempts += 1;
+                    let now = self.placement(tenant).await?;
+                    if matches!(e, DataError::Db(_)) && now.is_some_and(|n| n.location == p.location) {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                other => break other?,
+            }
         };
-        let loc = self.open_location(&p.location).await?;
         self.placed.write().unwrap_or_else(|e| e.into_inner()).insert(
             *tenant,
             Placed {
@@ -674,30 +699,23 @@ impl DataStore {
         }
         if target == from.location {
             // SQLite's schema and database tiers are the same file.
-            return self
-                .finish_move(
-                    &tenant,
-                    to,
-                    &target,
-                    json!({"phase": "done", "from": from.location, "to": target}),
-                )
-                .await;
+            let progress = json!({"phase": "done", "from": from.location, "to": target});
+            return self.finish_move(&tenant, to, &target, progress, None).await;
         }
         match self.copy_over(&tenant, &from.location, &target).await {
             Ok(progress) => {
-                let p = self.finish_move(&tenant, to, &target, progress.clone()).await?;
-                tokio::time::sleep(self.grace).await;
-                if let Err(e) = self.drop_copy(&tenant, &from.location).await {
-                    tracing::error!(tenant = %tenant, location = %from.location, error = %e, "the old copy of a moved tenant was not dropped");
-                }
-                let mut done = progress;
-                done["phase"] = json!("done");
-                self.set_progress(&tenant, &done).await;
-                Ok(p)
+                let p = self
+                    .finish_move(&tenant, to, &target, progress.clone(), Some(&from.location))
+                    .await?;
+                self.end_move(&tenant, Some(&from.location), progress).await?;
+                Ok(Placement {
+                    state: "placed".into(),
+                    ..p
+                })
             }
             Err(e) => {
                 tracing::error!(tenant = %tenant, error = %e, "tier move failed; the tenant stays where it was");
-                if let Ok(src) = self.open_location(&from.location).await {
+                if let Ok(src) = self.open_location(&from.location, false).await {
                     if let Err(e) = src.set_frozen(&tenant, false).await {
                         tracing::error!(tenant = %tenant, error = %e, "a failed move could not thaw the tenant's writes");
                     }
@@ -725,8 +743,8 @@ impl DataStore {
 
     /// Copies, freezes, syncs and verifies; returns the progress to record.
     async fn copy_over(&self, tenant: &TenantId, from: &str, to: &str) -> Result<Value, DataError> {
-        let src = self.open_location(from).await?;
-        let dst = self.open_location(to).await?;
+        let src = self.open_location(from, false).await?;
+        let dst = self.open_location(to, true).await?;
         dst.clear(tenant, false).await?;
         let mut total = 0u64;
         for t in &COPIED {
@@ -790,21 +808,27 @@ impl DataStore {
         Ok(progress)
     }
 
+    /// Switches the placement to the new location. `dropping`: the old copy (at that
+    /// location) is still to be dropped, and until it is no other move may start (so
+    /// that the drop can never touch a place the tenant has moved back to).
     async fn finish_move(
         &self,
         tenant: &TenantId,
         tier: Isolation,
         location: &str,
         progress: Value,
+        dropping: Option<&str>,
     ) -> Result<Placement, DataError> {
         sqlx::query(&format!(
-            "UPDATE {} SET tier = $2, location = $3, state = 'placed', target = NULL, progress = $4, updated_at = $5 \
+            "UPDATE {} SET tier = $2, location = $3, state = $4, target = $5, progress = $6, updated_at = $7 \
              WHERE tenant_id = $1",
             self.placements()
         ))
         .bind(tenant.as_str())
         .bind(tier_name(tier))
         .bind(location)
+        .bind(if dropping.is_some() { "dropping" } else { "placed" })
+        .bind(dropping)
         .bind(progress.to_string())
         .bind(now_secs())
         .execute(&self.admin)
@@ -816,6 +840,27 @@ impl DataStore {
             .ok_or_else(|| DataError::Invalid("the placement vanished during the move".into()))
     }
 
+    /// Drops the old copy of a switched move, after the grace period, and ends the move.
+    async fn end_move(&self, tenant: &TenantId, old: Option<&str>, mut progress: Value) -> Result<(), DataError> {
+        tokio::time::sleep(self.grace).await;
+        if let Some(old) = old {
+            if let Err(e) = self.drop_copy(tenant, old).await {
+                tracing::error!(tenant = %tenant, location = %old, error = %e, "the old copy of a moved tenant was not dropped");
+            }
+        }
+        progress["phase"] = json!("done");
+        sqlx::query(&format!(
+            "UPDATE {} SET state = 'placed', target = NULL, progress = $2, updated_at = $3 WHERE tenant_id = $1",
+            self.placements()
+        ))
+        .bind(tenant.as_str())
+        .bind(progress.to_string())
+        .bind(now_secs())
+        .execute(&self.admin)
+        .await?;
+        Ok(())
+    }
+
     /// Drops a tenant's copy at a location it no longer lives at.
     async fn drop_copy(&self, tenant: &TenantId, name: &str) -> Result<(), DataError> {
         if name == SHARED {
@@ -824,8 +869,14 @@ impl DataStore {
         }
         let loc = self.locations.lock().await.remove(name);
         if let Some(schema) = name.strip_prefix("schema:") {
+            let mut tx = self.admin.begin().await?;
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(DDL_LOCK)
+                .execute(&mut *tx)
+                .await?;
             let drop = format!("DROP SCHEMA IF EXISTS {} CASCADE", ident(schema));
-            sqlx::raw_sql(&drop).execute(&self.admin).await?;
+            sqlx::Executor::execute(&mut *tx, drop.as_str()).await?;
+            tx.commit().await?;
             return Ok(());
         }
         if let Some(l) = loc {
@@ -854,11 +905,12 @@ impl DataStore {
     }
 
     /// After a crash: moves that were under way are undone (their tenants thawed where
-    /// they were); returns each such tenant with the tier it was moving to, so that the
-    /// caller can start the move again.
+    /// they were, the partial copies dropped); returns each such tenant with the tier it
+    /// was moving to, so that the caller can start the move again. Moves that had
+    /// switched get their old copy dropped.
     pub async fn recover(&self) -> Result<Vec<(TenantId, Isolation)>, DataError> {
         let rows = sqlx::query(&format!(
-            "SELECT tenant_id, location, target FROM {} WHERE state = 'moving'",
+            "SELECT tenant_id, location, state, target, progress FROM {} WHERE state <> 'placed'",
             self.placements()
         ))
         .fetch_all(&self.admin)
@@ -869,7 +921,18 @@ impl DataStore {
             let tenant = TenantId::parse(&id).map_err(|e| DataError::Invalid(e.to_string()))?;
             let location: String = r.try_get("location")?;
             let target: Option<String> = r.try_get("target")?;
-            self.open_location(&location).await?.set_frozen(&tenant, false).await?;
+            if r.try_get::<String, _>("state")? == "dropping" {
+                let progress: Option<String> = r.try_get("progress")?;
+                let progress = progress
+                    .and_then(|p| serde_json::from_str(&p).ok())
+                    .unwrap_or(json!({}));
+                self.end_move(&tenant, target.as_deref(), progress).await?;
+                continue;
+            }
+            self.open_location(&location, false)
+                .await?
+                .set_frozen(&tenant, false)
+                .await?;
             if let Some(t) = target.filter(|t| *t != location) {
                 if let Err(e) = self.drop_copy(&tenant, &t).await {
                     tracing::warn!(tenant = %tenant, error = %e, "an interrupted move's partial copy was not dropped");
@@ -923,7 +986,7 @@ impl DataStore {
         let mut done = 0;
         let mut results = futures_util::stream::iter(names)
             .map(|name| async move {
-                let r = self.prepare(&name).await;
+                let r = self.prepare(&name, true).await;
                 (name, r)
             })
             .buffer_unordered(concurrency.max(1));
@@ -1074,13 +1137,20 @@ impl Scope<'_> {
     /// Makes an upload (its `chunks` chunks staged by this scope) the blob at its path.
     pub async fn commit_blob(&self, blob: &Blob, chunks: i64, max: Option<u64>) -> Result<Written<Blob>, DataError> {
         let t = self.tenant;
-        let staged_at = self.loc.name.as_str();
+        let staged = &self.loc;
         self.run(|l| {
             async move {
-                if l.name != staged_at {
-                    return Err(DataError::Invalid(
-                        "the tenant's data moved to another tier during the upload; upload it again".into(),
-                    ));
+                if l.name != staged.name {
+                    // The tenant moved during the upload: the chunks go along from the
+                    // old copy (kept for the grace period) before the commit.
+                    for seq in 0..chunks {
+                        let data = staged.chunk(&t, &blob.blob_id, seq).await?.ok_or_else(|| {
+                            DataError::Invalid(
+                                "the tenant's data moved to another tier during the upload; upload it again".into(),
+                            )
+                        })?;
+                        l.stage_chunk(&t, &blob.blob_id, seq, &data).await?;
+                    }
                 }
                 l.commit_blob(&t, blob, chunks, max).await
             }
@@ -1152,8 +1222,8 @@ impl Scope<'_> {
 fn _send_checks(s: &'static DataStore, t: &'static TenantId) {
     fn is_send<T: Send>(_: T) {}
     is_send(s.placement(t));
-    is_send(s.prepare("x"));
-    is_send(s.open_location("x"));
+    is_send(s.prepare("x", true));
+    is_send(s.open_location("x", false));
     is_send(s.locate(t, None));
 }
 

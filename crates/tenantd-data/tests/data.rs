@@ -774,3 +774,57 @@ async fn concurrent_writes_keep_the_level_exact_on_postgresql() {
         concurrent_writes_keep_the_level_exact(pg(&url)).await;
     }
 }
+
+/// While a switched move waits to drop the old copy, no other move may start: the drop
+/// must never touch a place the tenant has just moved back to.
+async fn no_move_starts_while_the_old_copy_waits_to_be_dropped(opts: DataOptions) {
+    let opts = DataOptions {
+        move_grace: Duration::from_millis(600),
+        ..opts
+    };
+    let store = Arc::new(DataStore::open(opts).await.unwrap());
+    let t = tenant("acme");
+    let s = store.scope(t, Some(Isolation::Row)).await.unwrap();
+    s.put_record("c", "1", &json!({"n": 1}), None).await.unwrap();
+    drop(s);
+    let mover = {
+        let store = store.clone();
+        tokio::spawn(async move { store.move_tenant(t, Isolation::Database).await })
+    };
+    let mut state = String::new();
+    for _ in 0..200 {
+        state = store.placement(&t).await.unwrap().unwrap().state;
+        if state == "dropping" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(state, "dropping");
+    let second = store.move_tenant(t, Isolation::Row).await;
+    assert!(
+        matches!(&second, Err(DataError::Invalid(m)) if m.contains("under way")),
+        "{second:?}"
+    );
+    let p = mover.await.unwrap().unwrap();
+    assert_eq!((p.tier, p.state.as_str()), (Isolation::Database, "placed"));
+    let back = store.move_tenant(t, Isolation::Row).await.unwrap();
+    assert_eq!(back.tier, Isolation::Row);
+    let s = store.scope(t, None).await.unwrap();
+    assert_eq!(s.get_record("c", "1").await.unwrap().unwrap().doc, json!({"n": 1}));
+    s.put_record("c", "2", &json!({"n": 2}), None)
+        .await
+        .expect("not frozen");
+    store.remove(&t).await.unwrap();
+}
+
+#[tokio::test]
+async fn no_move_starts_while_the_old_copy_waits_to_be_dropped_on_sqlite() {
+    no_move_starts_while_the_old_copy_waits_to_be_dropped(sqlite()).await;
+}
+
+#[tokio::test]
+async fn no_move_starts_while_the_old_copy_waits_to_be_dropped_on_postgresql() {
+    if let Some(url) = postgres("moves while dropping").await {
+        no_move_starts_while_the_old_copy_waits_to_be_dropped(pg(&url)).await;
+    }
+}

@@ -350,7 +350,7 @@ impl AppState {
                     }
                 };
                 match state.data.placement(&tenant).await {
-                    Ok(Some(p)) if p.state == "moving" => {
+                    Ok(Some(p)) if p.state != "placed" => {
                         tokio::time::sleep(Duration::from_millis(500)).await;
                         continue;
                     }

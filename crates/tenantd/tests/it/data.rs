@@ -248,6 +248,9 @@ async fn random_operations_never_cross_tenants(app: TestApp) {
     let mut blobs: BTreeMap<(usize, String), String> = BTreeMap::new();
     let mut cache: BTreeMap<(usize, String), Value> = BTreeMap::new();
     let pick = |rng: &mut rand::rngs::StdRng, n: usize| rng.gen_range(0..n.max(1));
+    // Each tenant's plan (an index into `plans`): now and then one changes, and its data
+    // moves to the new tier while the operations go on.
+    let mut plan_of: Vec<usize> = (0..TENANTS).map(|t| t % 3).collect();
     let collections = ["a", "b"];
     let url = |c: &str, id: Option<&str>| match id {
         Some(id) => format!("/v1/data/collections/{c}/records/{id}"),
@@ -259,6 +262,18 @@ async fn random_operations_never_cross_tenants(app: TestApp) {
         let member = rng.gen_bool(0.7);
         let key = if member { &keys[me].1 } else { &keys[me].2 };
         let c = collections[rng.gen_range(0..2)];
+        if rng.gen_ratio(1, 250) {
+            let (who, plan) = (rng.gen_range(0..TENANTS), rng.gen_range(0..3));
+            app.patch(
+                &format!("/v1/tenants/{}", keys[who].0),
+                ADMIN,
+                json!({"plan": plans[plan]}),
+            )
+            .await
+            .expect(200);
+            plan_of[who] = plan;
+            continue;
+        }
         // A known record of any tenant (or none yet).
         let target = (!model.is_empty())
             .then(|| model.keys().nth(rng.gen_range(0..model.len())).cloned())
@@ -455,7 +470,24 @@ async fn random_operations_never_cross_tenants(app: TestApp) {
             }
         }
     }
-    // In the end every tenant holds exactly the model's records.
+    // Every move done, each tenant is at its plan's tier...
+    let tiers = ["row", "schema", "database"];
+    for (t, (id, _, _)) in keys.iter().enumerate() {
+        let mut p = Value::Null;
+        for _ in 0..400 {
+            p = app
+                .get(&format!("/v1/tenants/{id}/placement"), ADMIN)
+                .await
+                .expect(200)
+                .body;
+            if p["tier"] == tiers[plan_of[t]] && p["state"] == "placed" {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(p["tier"], tiers[plan_of[t]], "seed {seed}: tenant {id}: {p}");
+    }
+    // ...and holds exactly the model's records and blobs.
     for (t, (id, member, _)) in keys.iter().enumerate() {
         for c in collections {
             let r = app
@@ -489,13 +521,6 @@ async fn random_operations_never_cross_tenants(app: TestApp) {
             .map(|(_, p)| p.as_str())
             .collect();
         assert_eq!(got, want, "seed {seed}: tenant {id}'s blobs");
-        let tier = app
-            .get(&format!("/v1/tenants/{id}/placement"), ADMIN)
-            .await
-            .expect(200)
-            .body["tier"]
-            .clone();
-        assert_eq!(tier, ["row", "schema", "database"][t % 3], "seed {seed}: tenant {id}");
     }
 }
 
