@@ -107,10 +107,16 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON {t} TO tenantd_data;
     sql
 }
 
-/// Serialises the data plane's DDL on a PostgreSQL database (migrations that change
-/// something, and drops): concurrent DDL on the catalogs can fail ("tuple concurrently
-/// deleted"), and a location must not be checked while it is being dropped.
-pub(crate) const DDL_LOCK: i64 = 0x7465_6e61_6e74_6402;
+/// The advisory lock of one schema's DDL (its migrations, and its drop): a location
+/// must not be checked, migrated or created again while it is being dropped. Stable
+/// across processes and builds (FNV-1a of the name).
+pub(crate) fn ddl_lock(schema: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in schema.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    h as i64
+}
 
 /// Brings a location up to the newest migration, with the owner's connection: on
 /// PostgreSQL in `schema`, on SQLite in the file. A missing schema is created only when
@@ -133,7 +139,7 @@ async fn up_to_date(pool: &sqlx::AnyPool, schema: Option<&str>, create: bool) ->
     let table = match schema {
         Some(s) => {
             sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
-                .bind(DDL_LOCK)
+                .bind(ddl_lock(s))
                 .execute(&mut *tx)
                 .await?;
             let there: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pg_namespace WHERE nspname = $1")
@@ -176,7 +182,7 @@ async fn migrate_in(pool: &sqlx::AnyPool, schema: Option<&str>, create: bool) ->
     let mut tx = pool.begin().await?;
     if let Some(s) = schema {
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(DDL_LOCK)
+            .bind(ddl_lock(s))
             .execute(&mut *tx)
             .await?;
         let there: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pg_namespace WHERE nspname = $1")
@@ -235,6 +241,8 @@ mod tests {
     fn identifiers_are_quoted() {
         assert_eq!(ident("tenant_acme"), "\"tenant_acme\"");
         assert_eq!(ident("a\"b"), "\"a\"\"b\"");
+        assert_eq!(ddl_lock("tenant_data"), ddl_lock("tenant_data"));
+        assert_ne!(ddl_lock("tenant_a"), ddl_lock("tenant_b"));
         assert!(secure("s").contains("FORCE ROW LEVEL SECURITY"));
     }
 }

@@ -3,7 +3,7 @@
 //! per-tenant migrations.
 use crate::copy::{Val, COPIED};
 use crate::location::{Blob, CacheEntry, CacheSelector, Location, Record};
-use crate::schema::{ident, migrate, CREATE_APP_ROLE, DDL_LOCK};
+use crate::schema::{ddl_lock, ident, migrate, CREATE_APP_ROLE};
 use crate::{check_name, DataError, Written, APP_ROLE};
 use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, StreamExt};
@@ -871,7 +871,7 @@ impl DataStore {
         if let Some(schema) = name.strip_prefix("schema:") {
             let mut tx = self.admin.begin().await?;
             sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(DDL_LOCK)
+                .bind(ddl_lock(schema))
                 .execute(&mut *tx)
                 .await?;
             let drop = format!("DROP SCHEMA IF EXISTS {} CASCADE", ident(schema));
