@@ -126,6 +126,11 @@ pub fn check_tag(tag: &str) -> Result<(), DataError> {
     }
 }
 
+/// How many data-plane migrations this build has (each location records those it has).
+pub fn migrations() -> usize {
+    schema::MIGRATIONS.len()
+}
+
 /// A new id for an upload's chunks.
 pub fn new_blob_id() -> String {
     format!("blb_{:032x}", rand::random::<u128>())

@@ -384,6 +384,23 @@ impl Location {
         Ok(())
     }
 
+    /// Deletes the chunks of uploads that were never committed (the process stopped
+    /// mid-upload) and are older than `before` (Unix seconds); returns how many.
+    pub async fn sweep_abandoned_uploads(&self, tenant: &TenantId, before: i64) -> Result<u64, DataError> {
+        let mut tx = self.begin(tenant).await?;
+        let n = sqlx::query(
+            "DELETE FROM blob_chunks WHERE tenant_id = $1 AND created_at < $2 AND NOT EXISTS \
+             (SELECT 1 FROM blobs WHERE blobs.tenant_id = blob_chunks.tenant_id AND blobs.blob_id = blob_chunks.blob_id)",
+        )
+        .bind(tenant.as_str())
+        .bind(before)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(n)
+    }
+
     /// Removes an upload's chunks (refused, failed, or replaced).
     pub async fn discard_chunks(&self, tenant: &TenantId, blob_id: &str) -> Result<(), DataError> {
         let mut tx = self.begin(tenant).await?;

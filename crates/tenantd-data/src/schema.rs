@@ -20,9 +20,10 @@ pub(crate) struct Migration {
 }
 
 /// All migrations, in order. Add new ones at the end; never edit one that shipped.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    postgres: r#"
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        postgres: r#"
 CREATE TABLE IF NOT EXISTS records (
     tenant_id text NOT NULL, collection text NOT NULL, id text NOT NULL,
     doc jsonb NOT NULL, version bigint NOT NULL, size_bytes bigint NOT NULL,
@@ -46,7 +47,7 @@ CREATE INDEX IF NOT EXISTS cache_entries_expiry ON cache_entries (tenant_id, exp
 CREATE TABLE IF NOT EXISTS storage (
     tenant_id text PRIMARY KEY, bytes bigint NOT NULL, frozen bigint NOT NULL);
 "#,
-    sqlite: r#"
+        sqlite: r#"
 CREATE TABLE IF NOT EXISTS records (
     tenant_id TEXT NOT NULL, collection TEXT NOT NULL, id TEXT NOT NULL,
     doc TEXT NOT NULL, version INTEGER NOT NULL, size_bytes INTEGER NOT NULL,
@@ -70,7 +71,20 @@ CREATE INDEX IF NOT EXISTS cache_entries_expiry ON cache_entries (tenant_id, exp
 CREATE TABLE IF NOT EXISTS storage (
     tenant_id TEXT PRIMARY KEY, bytes INTEGER NOT NULL, frozen INTEGER NOT NULL);
 "#,
-}];
+    },
+    // Finding uploads that were never committed: chunks by age, blobs by chunk id.
+    Migration {
+        version: 2,
+        postgres: r#"
+CREATE INDEX IF NOT EXISTS blob_chunks_age ON blob_chunks (tenant_id, created_at);
+CREATE INDEX IF NOT EXISTS blobs_blob_id ON blobs (tenant_id, blob_id);
+"#,
+        sqlite: r#"
+CREATE INDEX IF NOT EXISTS blob_chunks_age ON blob_chunks (tenant_id, created_at);
+CREATE INDEX IF NOT EXISTS blobs_blob_id ON blobs (tenant_id, blob_id);
+"#,
+    },
+];
 
 /// Creates [`APP_ROLE`](crate::APP_ROLE) on a server when it is missing (no password,
 /// no privilege beyond logging in).

@@ -1159,6 +1159,16 @@ impl Scope<'_> {
         .await
     }
 
+    /// Deletes the chunks of this tenant's uploads that were never committed and are
+    /// older than `age` (an upload still running that long is refused at its commit);
+    /// returns how many chunks.
+    pub async fn sweep_abandoned_uploads(&self, age: Duration) -> Result<u64, DataError> {
+        let t = self.tenant;
+        let before = now_secs().saturating_sub(age.as_secs().min(i64::MAX as u64) as i64);
+        self.run(|l| async move { l.sweep_abandoned_uploads(&t, before).await }.boxed())
+            .await
+    }
+
     /// A blob's description.
     pub async fn get_blob(&self, path: &str) -> Result<Option<Blob>, DataError> {
         let t = self.tenant;

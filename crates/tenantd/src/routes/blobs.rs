@@ -18,6 +18,9 @@ use tenantd_edge::{Problem, TenantContext};
 /// Bytes per stored chunk: what is held in memory per upload or download.
 const CHUNK: usize = 256 * 1024;
 
+/// An upload not committed for this long is abandoned: its chunks are removed.
+const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 /// `{*path}`.
 #[derive(Deserialize)]
 pub struct BlobPath {
@@ -128,6 +131,15 @@ pub async fn put(
         }
     }
     let b = level.settle(&state, &ctx, written).await?;
+    // Now and then, the chunks of this tenant's uploads that never finished (a process
+    // stopped mid-upload) are removed.
+    if rand::random::<u8>() < 8 {
+        match scope.sweep_abandoned_uploads(ABANDONED_AFTER).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(tenant_id = %ctx.tenant_id(), chunks = n, "removed abandoned uploads"),
+            Err(e) => tracing::warn!(error = %e, "could not remove abandoned uploads"),
+        }
+    }
     let status = if b.version == 1 {
         StatusCode::CREATED
     } else {
