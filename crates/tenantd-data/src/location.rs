@@ -79,6 +79,44 @@ pub enum CacheSelector<'a> {
     Tag(&'a str),
 }
 
+/// One statement parameter of a keyed write.
+#[derive(Clone, Copy)]
+enum Arg<'a> {
+    Text(&'a str),
+    Int(i64),
+    OptInt(Option<i64>),
+}
+
+type Query<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+fn bind<'q>(mut q: Query<'q>, args: &[Arg<'q>]) -> Query<'q> {
+    for a in args {
+        q = match *a {
+            Arg::Text(v) => q.bind(v),
+            Arg::Int(v) => q.bind(v),
+            Arg::OptInt(v) => q.bind(v),
+        };
+    }
+    q
+}
+
+/// A keyed write: the row written, and the row it replaced (its `size_bytes` and what
+/// `lock` selected), if any.
+struct Put {
+    row: AnyRow,
+    prior: Option<AnyRow>,
+}
+
+impl Put {
+    /// How much the write changed the tenant's storage.
+    fn delta(&self, size: i64) -> Result<i64, DataError> {
+        match &self.prior {
+            Some(p) => Ok(size - p.try_get::<i64, _>("size_bytes")?),
+            None => Ok(size),
+        }
+    }
+}
+
 /// A place tenant data lives.
 pub(crate) struct Location {
     /// As the placement table names it.
@@ -231,6 +269,48 @@ impl Location {
         Ok(n.unwrap_or(0).max(0) as u64)
     }
 
+    /// Writes the row of one key so that its size delta is exact under concurrent
+    /// writes: `insert` (`… ON CONFLICT … DO NOTHING RETURNING …`) when the key is free;
+    /// otherwise `lock` (`SELECT size_bytes, … {lock}` on the key: the first `key` of
+    /// `args`) and, if `accept` takes that row, `update` (`… RETURNING …`). `insert` and
+    /// `update` take all of `args`. `None`: no `insert` and no row, or `accept` refused.
+    #[allow(clippy::too_many_arguments)]
+    async fn put_keyed(
+        &self,
+        tx: &mut Tx,
+        insert: Option<&str>,
+        lock: &str,
+        update: &str,
+        args: &[Arg<'_>],
+        key: usize,
+        accept: impl Fn(&AnyRow) -> bool,
+    ) -> Result<Option<Put>, DataError> {
+        let lock = self.sql(lock);
+        // A row deleted between the insert and the lock: insert again.
+        for _ in 0..3 {
+            if let Some(insert) = insert {
+                if let Some(row) = bind(sqlx::query(insert), args).fetch_optional(&mut **tx).await? {
+                    return Ok(Some(Put { row, prior: None }));
+                }
+            }
+            let Some(prior) = bind(sqlx::query(&lock), &args[..key]).fetch_optional(&mut **tx).await? else {
+                if insert.is_none() {
+                    return Ok(None);
+                }
+                continue;
+            };
+            if !accept(&prior) {
+                return Ok(None);
+            }
+            let row = bind(sqlx::query(update), args).fetch_one(&mut **tx).await?;
+            return Ok(Some(Put {
+                row,
+                prior: Some(prior),
+            }));
+        }
+        Err(DataError::Db(sqlx::Error::RowNotFound))
+    }
+
     // ---- records ----
 
     /// Creates or replaces a record (`expected`: only at that version; `None` returned
@@ -245,65 +325,38 @@ impl Location {
         max: Option<u64>,
     ) -> Result<Option<Written<Record>>, DataError> {
         let size = doc.len() as i64;
-        let now = now_secs();
         let mut tx = self.begin(tenant).await?;
-        // A new record: inserted here, or found (and locked) by the next statement if
-        // another write inserted it first.
-        for _ in 0..3 {
-            if expected.is_none() {
-                let inserted = sqlx::query(&self.sql(
-                    "INSERT INTO records (tenant_id, collection, id, doc, version, size_bytes, created_at, updated_at) \
-                     VALUES ($1, $2, $3, {doc_in}, 1, $5, $6, $6) \
-                     ON CONFLICT (tenant_id, collection, id) DO NOTHING RETURNING {cols}",
-                ))
-                .bind(tenant.as_str())
-                .bind(collection)
-                .bind(id)
-                .bind(doc)
-                .bind(size)
-                .bind(now)
-                .fetch_optional(&mut *tx)
-                .await?;
-                if let Some(row) = inserted {
-                    let r = record(&row)?;
-                    return self.settle(tx, tenant, size, max, r).await.map(Some);
-                }
-            }
-            let prior = sqlx::query(&self.sql(
+        let insert = self.sql(
+            "INSERT INTO records (tenant_id, collection, id, doc, version, size_bytes, created_at, updated_at) \
+             VALUES ($1, $2, $3, {doc_in}, 1, $5, $6, $6) \
+             ON CONFLICT (tenant_id, collection, id) DO NOTHING RETURNING {cols}",
+        );
+        let update = self.sql(
+            "UPDATE records SET doc = {doc_in}, version = version + 1, size_bytes = $5, updated_at = $6 \
+             WHERE tenant_id = $1 AND collection = $2 AND id = $3 RETURNING {cols}",
+        );
+        let args = [
+            Arg::Text(tenant.as_str()),
+            Arg::Text(collection),
+            Arg::Text(id),
+            Arg::Text(doc),
+            Arg::Int(size),
+            Arg::Int(now_secs()),
+        ];
+        let put = self
+            .put_keyed(
+                &mut tx,
+                expected.is_none().then_some(insert.as_str()),
                 "SELECT size_bytes, version FROM records WHERE tenant_id = $1 AND collection = $2 AND id = $3 {lock}",
-            ))
-            .bind(tenant.as_str())
-            .bind(collection)
-            .bind(id)
-            .fetch_optional(&mut *tx)
+                &update,
+                &args,
+                3,
+                |prior| expected.is_none_or(|want| prior.try_get::<i64, _>("version").ok() == Some(want)),
+            )
             .await?;
-            let Some(prior) = prior else {
-                if expected.is_some() {
-                    return Ok(None);
-                }
-                // Deleted between the two statements: insert again.
-                continue;
-            };
-            if expected.is_some_and(|want| prior.try_get::<i64, _>("version").ok() != Some(want)) {
-                return Ok(None);
-            }
-            let row = sqlx::query(&self.sql(
-                "UPDATE records SET doc = {doc_in}, version = version + 1, size_bytes = $5, updated_at = $6 \
-                 WHERE tenant_id = $1 AND collection = $2 AND id = $3 RETURNING {cols}",
-            ))
-            .bind(tenant.as_str())
-            .bind(collection)
-            .bind(id)
-            .bind(doc)
-            .bind(size)
-            .bind(now)
-            .fetch_one(&mut *tx)
-            .await?;
-            let delta = size - prior.try_get::<i64, _>("size_bytes")?;
-            let r = record(&row)?;
-            return self.settle(tx, tenant, delta, max, r).await.map(Some);
-        }
-        Err(DataError::Db(sqlx::Error::RowNotFound))
+        let Some(put) = put else { return Ok(None) };
+        let (delta, r) = (put.delta(size)?, record(&put.row)?);
+        self.settle(tx, tenant, delta, max, r).await.map(Some)
     }
 
     /// A record.
@@ -438,52 +491,38 @@ impl Location {
                 "the upload is incomplete ({staged} of {chunks} parts stored); upload it again"
             )));
         }
-        let now = now_secs();
-        for _ in 0..3 {
-            let inserted = sqlx::query(&format!(
-                "INSERT INTO blobs (tenant_id, path, blob_id, content_type, size_bytes, sha256, version, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $7) ON CONFLICT (tenant_id, path) DO NOTHING RETURNING {BLOB_COLS}"
-            ))
-            .bind(tenant.as_str())
-            .bind(&new.path)
-            .bind(&new.blob_id)
-            .bind(&new.content_type)
-            .bind(new.size_bytes)
-            .bind(&new.sha256)
-            .bind(now)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some(row) = inserted {
-                let b = blob(&row)?;
-                return self.settle(tx, tenant, new.size_bytes, max, b).await;
-            }
-            let prior = sqlx::query(
-                &self.sql("SELECT size_bytes, blob_id FROM blobs WHERE tenant_id = $1 AND path = $2 {lock}"),
+        let args = [
+            Arg::Text(tenant.as_str()),
+            Arg::Text(&new.path),
+            Arg::Text(&new.blob_id),
+            Arg::Text(&new.content_type),
+            Arg::Int(new.size_bytes),
+            Arg::Text(&new.sha256),
+            Arg::Int(now_secs()),
+        ];
+        let put = self
+            .put_keyed(
+                &mut tx,
+                Some(&format!(
+                    "INSERT INTO blobs (tenant_id, path, blob_id, content_type, size_bytes, sha256, version, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $7) ON CONFLICT (tenant_id, path) DO NOTHING RETURNING {BLOB_COLS}"
+                )),
+                "SELECT size_bytes, blob_id FROM blobs WHERE tenant_id = $1 AND path = $2 {lock}",
+                &format!(
+                    "UPDATE blobs SET blob_id = $3, content_type = $4, size_bytes = $5, sha256 = $6, \
+                     version = version + 1, updated_at = $7 WHERE tenant_id = $1 AND path = $2 RETURNING {BLOB_COLS}"
+                ),
+                &args,
+                2,
+                |_| true,
             )
-            .bind(tenant.as_str())
-            .bind(&new.path)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(prior) = prior else { continue };
-            let row = sqlx::query(&format!(
-                "UPDATE blobs SET blob_id = $3, content_type = $4, size_bytes = $5, sha256 = $6, \
-                 version = version + 1, updated_at = $7 WHERE tenant_id = $1 AND path = $2 RETURNING {BLOB_COLS}"
-            ))
-            .bind(tenant.as_str())
-            .bind(&new.path)
-            .bind(&new.blob_id)
-            .bind(&new.content_type)
-            .bind(new.size_bytes)
-            .bind(&new.sha256)
-            .bind(now)
-            .fetch_one(&mut *tx)
-            .await?;
+            .await?
+            .ok_or(DataError::Db(sqlx::Error::RowNotFound))?;
+        if let Some(prior) = &put.prior {
             Self::delete_chunks(&mut tx, tenant, &prior.try_get::<String, _>("blob_id")?).await?;
-            let delta = new.size_bytes - prior.try_get::<i64, _>("size_bytes")?;
-            let b = blob(&row)?;
-            return self.settle(tx, tenant, delta, max, b).await;
         }
-        Err(DataError::Db(sqlx::Error::RowNotFound))
+        let (delta, b) = (put.delta(new.size_bytes)?, blob(&put.row)?);
+        self.settle(tx, tenant, delta, max, b).await
     }
 
     /// A blob's description.
@@ -588,49 +627,35 @@ impl Location {
         };
         let mut tx = self.begin(tenant).await?;
         let freed = Self::sweep_expired(&mut tx, tenant, now).await?;
-        for _ in 0..3 {
-            let inserted = sqlx::query(&format!(
-                "INSERT INTO cache_entries (tenant_id, key, value, tags, expires_at, size_bytes, version, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, 1, $7) ON CONFLICT (tenant_id, key) DO NOTHING RETURNING {CACHE_COLS}"
-            ))
-            .bind(tenant.as_str())
-            .bind(key)
-            .bind(value)
-            .bind(&tags)
-            .bind(expires_at)
-            .bind(size)
-            .bind(now)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some(row) = inserted {
-                let e = cache_entry(&row)?;
-                return self.settle(tx, tenant, size - freed, max, e).await;
-            }
-            let prior: Option<i64> = sqlx::query_scalar(
-                &self.sql("SELECT size_bytes FROM cache_entries WHERE tenant_id = $1 AND key = $2 {lock}"),
+        let args = [
+            Arg::Text(tenant.as_str()),
+            Arg::Text(key),
+            Arg::Text(value),
+            Arg::Text(&tags),
+            Arg::OptInt(expires_at),
+            Arg::Int(size),
+            Arg::Int(now),
+        ];
+        let put = self
+            .put_keyed(
+                &mut tx,
+                Some(&format!(
+                    "INSERT INTO cache_entries (tenant_id, key, value, tags, expires_at, size_bytes, version, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, 1, $7) ON CONFLICT (tenant_id, key) DO NOTHING RETURNING {CACHE_COLS}"
+                )),
+                "SELECT size_bytes FROM cache_entries WHERE tenant_id = $1 AND key = $2 {lock}",
+                &format!(
+                    "UPDATE cache_entries SET value = $3, tags = $4, expires_at = $5, size_bytes = $6, \
+                     version = version + 1, updated_at = $7 WHERE tenant_id = $1 AND key = $2 RETURNING {CACHE_COLS}"
+                ),
+                &args,
+                2,
+                |_| true,
             )
-            .bind(tenant.as_str())
-            .bind(key)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(old) = prior else { continue };
-            let row = sqlx::query(&format!(
-                "UPDATE cache_entries SET value = $3, tags = $4, expires_at = $5, size_bytes = $6, \
-                 version = version + 1, updated_at = $7 WHERE tenant_id = $1 AND key = $2 RETURNING {CACHE_COLS}"
-            ))
-            .bind(tenant.as_str())
-            .bind(key)
-            .bind(value)
-            .bind(&tags)
-            .bind(expires_at)
-            .bind(size)
-            .bind(now)
-            .fetch_one(&mut *tx)
-            .await?;
-            let e = cache_entry(&row)?;
-            return self.settle(tx, tenant, size - old - freed, max, e).await;
-        }
-        Err(DataError::Db(sqlx::Error::RowNotFound))
+            .await?
+            .ok_or(DataError::Db(sqlx::Error::RowNotFound))?;
+        let (delta, e) = (put.delta(size)? - freed, cache_entry(&put.row)?);
+        self.settle(tx, tenant, delta, max, e).await
     }
 
     /// A cache entry that has not expired.
