@@ -149,22 +149,48 @@ impl Level {
                 }
                 Ok(v)
             }
-            Err(tenantd_store::StoreError::LevelReached(current)) => match decide_level(ctx, self.resource, current) {
-                Err(p) => Err(p.into()),
-                Ok(_) => Err(Problem::internal().into()),
-            },
+            Err(tenantd_store::StoreError::LevelReached(current)) => {
+                Err(refusal(ctx, self.resource, current, 1).into())
+            }
             Err(e) => Err(e.into()),
         }
     }
 }
 
-/// The limits engine's decision on one more of a catalog level that has `current`.
-fn decide_level(ctx: &TenantContext, resource: &str, current: u64) -> Result<Vec<tenantd_limits::Crossing>, Problem> {
+/// The limits engine's decision on a level that has `current` growing by `cost`: the
+/// thresholds it crosses, or the `429` of a hard limit.
+fn decide_level(
+    ctx: &TenantContext,
+    resource: &str,
+    current: u64,
+    cost: u64,
+) -> Result<Vec<tenantd_limits::Crossing>, Problem> {
     let t = ctx.tenant();
-    match decide_counted(t.id, &t.limits, resource, Window::Total, current, 1, 0, now_ms()) {
+    match decide_counted(t.id, &t.limits, resource, Window::Total, current, cost, 0, now_ms()) {
         Outcome::Refused { state: s, retry_after } => Err(Problem::limited(&s, retry_after)),
         Outcome::Admitted { crossings, .. } => Ok(crossings),
     }
+}
+
+/// The answer to a write a level's store refused: the level's `429` (a `500` if the
+/// limits engine, asked again, would admit it).
+fn refusal(ctx: &TenantContext, resource: &str, current: u64, cost: u64) -> Problem {
+    decide_level(ctx, resource, current, cost)
+        .err()
+        .unwrap_or_else(Problem::internal)
+}
+
+/// A level's tightest hard `total` limit, and whether any limit applies to it at all.
+fn level_limits(ctx: &TenantContext, resource: &str) -> (Option<u64>, bool) {
+    let on_level = |l: &&tenantd_core::Limit| l.resource == resource && l.window == Window::Total;
+    let limits = &ctx.tenant().limits;
+    let max = limits
+        .iter()
+        .filter(on_level)
+        .filter(|l| l.enforcement == Enforcement::Hard)
+        .filter_map(|l| l.limit)
+        .min();
+    (max, limits.iter().filter(on_level).any(|l| l.limit.is_some()))
 }
 
 /// Checks a catalog level that is about to grow by one (`members`, `keys`) with the
@@ -175,15 +201,7 @@ fn decide_level(ctx: &TenantContext, resource: &str, current: u64) -> Result<Vec
 /// [`Level::settle`], so that two additions at once here report crossings once.
 pub async fn grow_level(state: &State, ctx: &TenantContext, resource: &'static str) -> ApiResult<Level> {
     let t = ctx.tenant();
-    let on_level = |l: &&tenantd_core::Limit| l.resource == resource && l.window == Window::Total;
-    let max = t
-        .limits
-        .iter()
-        .filter(on_level)
-        .filter(|l| l.enforcement == Enforcement::Hard)
-        .filter_map(|l| l.limit)
-        .min();
-    let limited = t.limits.iter().filter(on_level).any(|l| l.limit.is_some());
+    let (max, limited) = level_limits(ctx, resource);
     let mut level = Level {
         _guard: None,
         max,
@@ -196,7 +214,7 @@ pub async fn grow_level(state: &State, ctx: &TenantContext, resource: &'static s
     let lock = state.level_locks.entry((t.id, resource)).or_default().clone();
     level._guard = Some(lock.lock_owned().await);
     let current = state.catalog.count(&t.id, what).await?;
-    level.crossings = decide_level(ctx, resource, current)?;
+    level.crossings = decide_level(ctx, resource, current, 1)?;
     Ok(level)
 }
 
@@ -236,19 +254,9 @@ pub struct StorageLevel {
 impl StorageLevel {
     /// The limits on the calling tenant's storage.
     pub async fn of(state: &State, ctx: &TenantContext) -> ApiResult<Self> {
-        let t = ctx.tenant();
-        let hard = t
-            .limits
-            .iter()
-            .filter(|l| l.resource == STORAGE && l.window == Window::Total && l.enforcement == Enforcement::Hard)
-            .filter_map(|l| l.limit)
-            .min();
-        let limited = t
-            .limits
-            .iter()
-            .any(|l| l.resource == STORAGE && l.window == Window::Total && l.limit.is_some());
+        let (hard, limited) = level_limits(ctx, STORAGE);
         let metered = if limited {
-            metered_storage(state, t.id).await?
+            metered_storage(state, ctx.tenant().id).await?
         } else {
             0
         };
@@ -275,29 +283,16 @@ impl StorageLevel {
                 }
                 if w.after > w.before {
                     let before = w.before.saturating_add(self.metered);
-                    if let Outcome::Admitted { crossings, .. } = decide_counted(
-                        t.id,
-                        &t.limits,
-                        STORAGE,
-                        Window::Total,
-                        before,
-                        w.after - w.before,
-                        0,
-                        now_ms(),
-                    ) {
-                        for c in &crossings {
-                            crate::directory::record_crossing(&*state.catalog, c).await;
-                        }
+                    // The store wrote it under the hard limit, so the engine admits it too:
+                    // this only finds the 80% / 100% crossings.
+                    for c in decide_level(ctx, STORAGE, before, w.after - w.before).unwrap_or_default() {
+                        crate::directory::record_crossing(&*state.catalog, &c).await;
                     }
                 }
                 Ok(w.value)
             }
             Err(tenantd_data::DataError::LevelReached { used, wanted }) => {
-                let current = used.saturating_add(self.metered);
-                match decide_counted(t.id, &t.limits, STORAGE, Window::Total, current, wanted, 0, now_ms()) {
-                    Outcome::Refused { state: s, retry_after } => Err(Problem::limited(&s, retry_after).into()),
-                    Outcome::Admitted { .. } => Err(Problem::internal().into()),
-                }
+                Err(refusal(ctx, STORAGE, used.saturating_add(self.metered), wanted).into())
             }
             Err(e) => Err(crate::routes::data::data_err(e)),
         }
