@@ -17,10 +17,35 @@ pub use plan::{CounterFailure, Enforcement, Isolation, Limit, Plan, Window};
 pub use problem::Code;
 pub use tenant::{StatusError, TenantStatus};
 
+/// A database URL without its password (`postgres://user:***@host/db`), for messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => match url[s + 3..at].split_once(':') {
+            Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+            None => url.to_string(),
+        },
+        _ => url.to_string(),
+    }
+}
+
 /// Seconds since the Unix epoch, now.
 pub fn now_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_url_loses_only_its_password() {
+        assert_eq!(
+            super::redact_url("postgres://a:secret@h:1/db?x=1"),
+            "postgres://a:***@h:1/db?x=1"
+        );
+        for kept in ["postgres://a@h/db", "sqlite://x.db", "not a url"] {
+            assert_eq!(super::redact_url(kept), kept);
+        }
+    }
 }

@@ -167,6 +167,25 @@ pub enum Isolation {
     Database,
 }
 
+impl Isolation {
+    /// Every tier.
+    pub const ALL: [Isolation; 3] = [Isolation::Row, Isolation::Schema, Isolation::Database];
+
+    /// The name used in JSON and storage.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Isolation::Row => "row",
+            Isolation::Schema => "schema",
+            Isolation::Database => "database",
+        }
+    }
+
+    /// The tier with this name.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == name)
+    }
+}
+
 /// One limit: resource × window × limit × enforcement.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -393,6 +412,15 @@ impl Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn isolation_names_match_serde() {
+        for t in Isolation::ALL {
+            assert_eq!(serde_json::to_value(t).unwrap(), t.as_str());
+            assert_eq!(Isolation::parse(t.as_str()), Some(t));
+        }
+        assert_eq!(Isolation::parse("shared"), None);
+    }
 
     #[test]
     fn month_periods_stay_right_when_a_thread_moves_between_months() {

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
-use tenantd_core::{now_secs, Isolation, TenantId};
+use tenantd_core::{now_secs, redact_url, Isolation, TenantId};
 
 /// The row tier's location.
 const SHARED: &str = "shared";
@@ -129,7 +129,7 @@ impl<'a> Url<'a> {
     fn parse(url: &'a str) -> Result<Self, DataError> {
         let (scheme, rest) = url
             .split_once("://")
-            .ok_or_else(|| DataError::Invalid(format!("'{}' is not a database URL", redact(url))))?;
+            .ok_or_else(|| DataError::Invalid(format!("'{}' is not a database URL", redact_url(url))))?;
         let (rest, query) = match rest.find('?') {
             Some(q) => (&rest[..q], &rest[q..]),
             None => (rest, ""),
@@ -151,17 +151,6 @@ impl<'a> Url<'a> {
     fn with(&self, user: Option<&str>, db: &str) -> String {
         let user = user.map(|u| format!("{u}@")).unwrap_or_default();
         format!("{}://{user}{}/{db}{}", self.scheme, self.host, self.query)
-    }
-}
-
-/// `url` without its password.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => match url[s + 3..at].split_once(':') {
-            Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
-            None => url.to_string(),
-        },
-        _ => url.to_string(),
     }
 }
 
@@ -200,23 +189,8 @@ async fn refuse_unsafe_role(pool: &AnyPool) -> Result<(), DataError> {
     }
 }
 
-fn tier_name(t: Isolation) -> &'static str {
-    match t {
-        Isolation::Row => "row",
-        Isolation::Schema => "schema",
-        Isolation::Database => "database",
-    }
-}
-
 fn parse_tier(s: &str) -> Result<Isolation, DataError> {
-    match s {
-        "row" => Ok(Isolation::Row),
-        "schema" => Ok(Isolation::Schema),
-        "database" => Ok(Isolation::Database),
-        other => Err(DataError::Invalid(format!(
-            "unknown tier '{other}' in the placement table"
-        ))),
-    }
+    Isolation::parse(s).ok_or_else(|| DataError::Invalid(format!("unknown tier '{s}' in the placement table")))
 }
 
 /// One connection with the owner's credentials, for preparing and dropping locations.
@@ -281,7 +255,7 @@ impl DataStore {
         let Some(file) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) else {
             return Err(DataError::Invalid(format!(
                 "'{}' is neither a postgres:// nor a sqlite:// URL",
-                redact(url)
+                redact_url(url)
             )));
         };
         let file = PathBuf::from(file.split('?').next().unwrap_or(file));
@@ -601,7 +575,7 @@ impl DataStore {
             self.placements()
         ))
         .bind(tenant.as_str())
-        .bind(tier_name(tier))
+        .bind(tier.as_str())
         .bind(&name)
         .bind(now_secs())
         .execute(&self.admin)
@@ -825,7 +799,7 @@ impl DataStore {
             self.placements()
         ))
         .bind(tenant.as_str())
-        .bind(tier_name(tier))
+        .bind(tier.as_str())
         .bind(location)
         .bind(if dropping.is_some() { "dropping" } else { "placed" })
         .bind(dropping)
@@ -1254,6 +1228,5 @@ mod tests {
         assert!(with_user("not a url", "r").is_err());
         let u = Url::parse("postgres://a:b@h:1/db?x=1").unwrap();
         assert_eq!(u.with(u.user, "other"), "postgres://a:b@h:1/other?x=1");
-        assert_eq!(redact("postgres://a:b@h:1/db"), "postgres://a:***@h:1/db");
     }
 }

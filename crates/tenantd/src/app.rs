@@ -47,29 +47,18 @@ pub type State = Arc<AppState>;
 #[error("{0}")]
 pub struct StartError(pub String);
 
-fn redact(url: &str) -> String {
-    // postgres://user:password@host/db → postgres://user:***@host/db
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            match creds.split_once(':') {
-                Some((user, _)) => format!("{}{}:***{}", &url[..s + 3], user, &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
-}
-
 /// Opens and migrates the catalog.
 pub async fn open_catalog(cfg: &Config) -> Result<Arc<dyn Catalog>, StartError> {
-    let c = SqlCatalog::connect(&cfg.database_url)
-        .await
-        .map_err(|e| StartError(format!("cannot open the catalog at {}: {e}", redact(&cfg.database_url))))?;
+    let c = SqlCatalog::connect(&cfg.database_url).await.map_err(|e| {
+        StartError(format!(
+            "cannot open the catalog at {}: {e}",
+            tenantd_core::redact_url(&cfg.database_url)
+        ))
+    })?;
     c.migrate().await.map_err(|e| {
         StartError(format!(
             "cannot migrate the catalog at {}: {e}",
-            redact(&cfg.database_url)
+            tenantd_core::redact_url(&cfg.database_url)
         ))
     })?;
     Ok(Arc::new(c))

@@ -2,7 +2,7 @@
 //! listed by prefix; counted toward `storage_bytes`.
 use crate::app::State;
 use crate::error::ApiResult;
-use crate::routes::data::{data_err, scope};
+use crate::routes::data::{data_err, etag, scope};
 use crate::routes::usage::StorageLevel;
 use axum::body::Body;
 use axum::extract::{Path, State as S};
@@ -39,14 +39,6 @@ fn describe(b: &Blob) -> Value {
     })
 }
 
-fn etag(v: i64) -> HeaderValue {
-    HeaderValue::from_str(&format!("\"{v}\"")).unwrap_or_else(|_| HeaderValue::from_static("\"0\""))
-}
-
-fn checked(path: &str) -> Result<(), Problem> {
-    check_blob_path(path).map_err(|e| Problem::invalid(e.to_string()))
-}
-
 /// Stores a blob (`blobs:write`), streamed: the body is read and stored a chunk at a
 /// time, never whole. Its `Content-Type` is kept (default `application/octet-stream`).
 /// `201` when new, `200` when it replaced one, with `ETag`; `413` past
@@ -61,7 +53,7 @@ pub async fn put(
     body: Body,
 ) -> ApiResult<Response> {
     ctx.require("blobs:write")?;
-    checked(&p.path)?;
+    check_blob_path(&p.path).map_err(data_err)?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -206,7 +198,7 @@ async fn upload(
 #[utoipa::path(get, path = "/v1/data/blobs/{*path}", tag = "data", params(("path" = String, Path)), responses((status = 200, description = "The content"), (status = 404, description = "No such blob for this tenant")))]
 pub async fn get(S(state): S<State>, ctx: TenantContext, Path(p): Path<BlobPath>) -> ApiResult<Response> {
     ctx.require("blobs:read")?;
-    checked(&p.path)?;
+    check_blob_path(&p.path).map_err(data_err)?;
     let b = scope(&state, &ctx)
         .await?
         .get_blob(&p.path)
@@ -242,7 +234,7 @@ pub async fn get(S(state): S<State>, ctx: TenantContext, Path(p): Path<BlobPath>
 #[utoipa::path(delete, path = "/v1/data/blobs/{*path}", tag = "data", params(("path" = String, Path)), responses((status = 204, description = "Deleted"), (status = 404, description = "No such blob for this tenant")))]
 pub async fn delete(S(state): S<State>, ctx: TenantContext, Path(p): Path<BlobPath>) -> ApiResult<StatusCode> {
     ctx.require("blobs:write")?;
-    checked(&p.path)?;
+    check_blob_path(&p.path).map_err(data_err)?;
     let deleted = scope(&state, &ctx).await?.delete_blob(&p.path).await;
     if deleted.map_err(data_err)?.value {
         Ok(StatusCode::NO_CONTENT)

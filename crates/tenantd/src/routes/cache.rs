@@ -23,10 +23,6 @@ pub struct KeyPath {
     key: String,
 }
 
-fn checked(key: &str) -> Result<(), Problem> {
-    check_cache_key(key).map_err(|e| Problem::invalid(e.to_string()))
-}
-
 fn body(e: &CacheEntry) -> Value {
     json!({
         "key": e.key,
@@ -61,7 +57,7 @@ pub async fn put(
     Json(b): Json<PutCache>,
 ) -> ApiResult<axum::Json<Value>> {
     ctx.require("cache:write")?;
-    checked(&p.key)?;
+    check_cache_key(&p.key).map_err(data_err)?;
     if b.ttl_seconds.is_some_and(|t| t == 0 || t > MAX_TTL) {
         return Err(Problem::invalid(format!("ttl_seconds must be 1 to {MAX_TTL}")).into());
     }
@@ -69,7 +65,7 @@ pub async fn put(
         return Err(Problem::invalid(format!("at most {MAX_TAGS} tags")).into());
     }
     for t in &b.tags {
-        check_tag(t).map_err(|e| Problem::invalid(e.to_string()))?;
+        check_tag(t).map_err(data_err)?;
     }
     let level = StorageLevel::of(&state, &ctx).await?;
     let written = scope(&state, &ctx)
@@ -84,7 +80,7 @@ pub async fn put(
 #[utoipa::path(get, path = "/v1/data/cache/{*key}", tag = "data", params(("key" = String, Path)), responses((status = 200, description = "The entry"), (status = 404, description = "No such entry, or it expired")))]
 pub async fn get(S(state): S<State>, ctx: TenantContext, Path(p): Path<KeyPath>) -> ApiResult<axum::Json<Value>> {
     ctx.require("cache:read")?;
-    checked(&p.key)?;
+    check_cache_key(&p.key).map_err(data_err)?;
     let e = scope(&state, &ctx)
         .await?
         .get_cache(&p.key)
@@ -98,7 +94,7 @@ pub async fn get(S(state): S<State>, ctx: TenantContext, Path(p): Path<KeyPath>)
 #[utoipa::path(delete, path = "/v1/data/cache/{*key}", tag = "data", params(("key" = String, Path)), responses((status = 204, description = "Deleted"), (status = 404, description = "No such entry")))]
 pub async fn delete(S(state): S<State>, ctx: TenantContext, Path(p): Path<KeyPath>) -> ApiResult<StatusCode> {
     ctx.require("cache:write")?;
-    checked(&p.key)?;
+    check_cache_key(&p.key).map_err(data_err)?;
     let n = scope(&state, &ctx)
         .await?
         .delete_cache(CacheSelector::Key(&p.key))
@@ -133,11 +129,11 @@ pub async fn delete_many(
     ctx.require("cache:write")?;
     let which = match (&q.prefix, &q.tag) {
         (Some(p), None) => {
-            checked(p)?;
+            check_cache_key(p).map_err(data_err)?;
             CacheSelector::Prefix(p)
         }
         (None, Some(t)) => {
-            check_tag(t).map_err(|e| Problem::invalid(e.to_string()))?;
+            check_tag(t).map_err(data_err)?;
             CacheSelector::Tag(t)
         }
         _ => return Err(Problem::invalid("give exactly one of ?prefix= and ?tag=").into()),

@@ -33,7 +33,8 @@ pub fn data_err(e: DataError) -> ApiError {
     }
 }
 
-fn etag(version: i64) -> HeaderValue {
+/// A version as an `ETag` (`"3"`).
+pub fn etag(version: i64) -> HeaderValue {
     HeaderValue::from_str(&format!("\"{version}\"")).unwrap_or_else(|_| HeaderValue::from_static("\"0\""))
 }
 
