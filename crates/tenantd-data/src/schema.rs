@@ -19,6 +19,12 @@ pub(crate) struct Migration {
     pub sqlite: &'static str,
 }
 
+/// Migration 2, the same on both databases.
+const UPLOAD_INDEXES: &str = "
+CREATE INDEX IF NOT EXISTS blob_chunks_age ON blob_chunks (tenant_id, created_at);
+CREATE INDEX IF NOT EXISTS blobs_blob_id ON blobs (tenant_id, blob_id);
+";
+
 /// All migrations, in order. Add new ones at the end; never edit one that shipped.
 pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -75,14 +81,8 @@ CREATE TABLE IF NOT EXISTS storage (
     // Finding uploads that were never committed: chunks by age, blobs by chunk id.
     Migration {
         version: 2,
-        postgres: r#"
-CREATE INDEX IF NOT EXISTS blob_chunks_age ON blob_chunks (tenant_id, created_at);
-CREATE INDEX IF NOT EXISTS blobs_blob_id ON blobs (tenant_id, blob_id);
-"#,
-        sqlite: r#"
-CREATE INDEX IF NOT EXISTS blob_chunks_age ON blob_chunks (tenant_id, created_at);
-CREATE INDEX IF NOT EXISTS blobs_blob_id ON blobs (tenant_id, blob_id);
-"#,
+        postgres: UPLOAD_INDEXES,
+        sqlite: UPLOAD_INDEXES,
     },
 ];
 
