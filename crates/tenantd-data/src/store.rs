@@ -114,6 +114,9 @@ pub struct DataStore {
     placed: RwLock<HashMap<TenantId, Placed>>,
     locations: tokio::sync::Mutex<HashMap<String, Arc<Location>>>,
     grace: Duration,
+    /// Migrations `open` applied to the shared location, reported by the first
+    /// `migrate_all`.
+    home_applied: std::sync::atomic::AtomicUsize,
 }
 
 /// A URL's parts: `scheme`, `user[:password]`, `host[:port]`, database, `?query`.
@@ -216,7 +219,7 @@ impl DataStore {
         let url = opts.url.as_str();
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let owner = owner_pool(url).await?;
-            migrate(&owner, Some(SHARED_SCHEMA), true).await?;
+            let applied = migrate(&owner, Some(SHARED_SCHEMA), true).await?;
             sqlx::raw_sql(
                 "CREATE TABLE IF NOT EXISTS tenant_data.placements (tenant_id text PRIMARY KEY, tier text NOT NULL, \
                  location text NOT NULL, state text NOT NULL, target text, progress text, updated_at bigint NOT NULL)",
@@ -250,6 +253,7 @@ impl DataStore {
                     servers,
                 },
                 opts.move_grace,
+                applied,
             ));
         }
         let Some(file) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) else {
@@ -260,7 +264,7 @@ impl DataStore {
         };
         let file = PathBuf::from(file.split('?').next().unwrap_or(file));
         let pool = sqlite_pool(&file, true).await?;
-        migrate(&pool, None, true).await?;
+        let applied = migrate(&pool, None, true).await?;
         sqlx::raw_sql(
             "CREATE TABLE IF NOT EXISTS placements (tenant_id TEXT PRIMARY KEY, tier TEXT NOT NULL, \
              location TEXT NOT NULL, state TEXT NOT NULL, target TEXT, progress TEXT, updated_at INTEGER NOT NULL)",
@@ -281,10 +285,11 @@ impl DataStore {
             pool,
             Backend::Sqlite { dir },
             opts.move_grace,
+            applied,
         ))
     }
 
-    fn new(home: Location, admin: AnyPool, backend: Backend, grace: Duration) -> Self {
+    fn new(home: Location, admin: AnyPool, backend: Backend, grace: Duration, home_applied: usize) -> Self {
         let home = Arc::new(home);
         let mut locations = HashMap::new();
         locations.insert(SHARED.to_string(), home.clone());
@@ -295,6 +300,7 @@ impl DataStore {
             placed: RwLock::new(HashMap::new()),
             locations: tokio::sync::Mutex::new(locations),
             grace,
+            home_applied: home_applied.into(),
         }
     }
 
@@ -960,7 +966,12 @@ impl DataStore {
         let mut done = 0;
         let mut results = futures_util::stream::iter(names)
             .map(|name| async move {
-                let r = self.prepare(&name, true).await;
+                let opened = if name == SHARED {
+                    self.home_applied.swap(0, std::sync::atomic::Ordering::Relaxed)
+                } else {
+                    0
+                };
+                let r = self.prepare(&name, true).await.map(|n| n + opened);
                 (name, r)
             })
             .buffer_unordered(concurrency.max(1));

@@ -616,8 +616,8 @@ async fn migrations_resume(opts: DataOptions) {
     assert!(r.failed.is_empty());
     assert_eq!(
         r.applied,
-        tenantd_data::migrations(),
-        "only the ghost's location was missing"
+        2 * tenantd_data::migrations(),
+        "the shared location's (when the store opened) and the ghost's, which was missing"
     );
     let calls = calls.into_inner().unwrap();
     assert_eq!(calls.last(), Some(&(r.locations, r.locations)));

@@ -381,6 +381,29 @@ mod tests {
     }
 
     #[test]
+    fn data_servers_and_the_blob_limit_are_checked() {
+        let pg = ServeArgs {
+            database_url: Some("postgres://tenantd@db/tenantd".into()),
+            ..Default::default()
+        };
+        let c = Config::merge(&pg, file("data_servers = [\"postgres://a@db2/postgres\"]"), None).unwrap();
+        assert_eq!(c.data_servers, ["postgres://a@db2/postgres"]);
+        assert_eq!((c.max_blob_bytes, c.data_move_grace_seconds), (1 << 30, 3));
+        for (args, toml, named) in [
+            (&pg, "data_servers = [\"mysql://db2/x\"]", "data_servers"),
+            (
+                &ServeArgs::default(),
+                "data_servers = [\"postgres://a@db2/postgres\"]",
+                "data_servers",
+            ),
+            (&ServeArgs::default(), "max_blob_bytes = 0", "max_blob_bytes"),
+        ] {
+            let e = Config::merge(args, file(toml), None).unwrap_err().to_string();
+            assert!(e.contains(named), "{toml}: {e}");
+        }
+    }
+
+    #[test]
     fn bad_values_are_named() {
         let a = ServeArgs {
             listen: Some("nowhere".into()),

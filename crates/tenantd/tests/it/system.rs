@@ -187,6 +187,29 @@ fn start_up_failures_are_one_line_and_exit_2() {
 }
 
 #[test]
+fn migrate_tenants_reports_progress_and_is_idempotent() {
+    let dir = std::env::temp_dir().join(format!("tenantd-migrate-{}", std::process::id()));
+    let run = || {
+        bin()
+            .args(["migrate", "--tenants", "--concurrency", "2", "--data-dir"])
+            .arg(&dir)
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    let err = String::from_utf8_lossy(&first.stderr);
+    assert_eq!(first.status.code(), Some(0), "{err}");
+    assert!(err.contains("tenantd: catalog migrated"), "{err}");
+    assert!(err.contains("tenantd: migrated 1/1 data locations"), "{err}");
+    assert!(err.contains("1 locations, 2 migrations applied"), "{err}");
+    let again = run();
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert_eq!(again.status.code(), Some(0), "{err}");
+    assert!(err.contains("1 locations, 0 migrations applied"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn sigterm_stops_cleanly_and_the_cli_drives_the_api() {
     let dir = std::env::temp_dir().join(format!("tenantd-sig-{}", std::process::id()));
     let port = {
