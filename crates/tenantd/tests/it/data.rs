@@ -12,6 +12,8 @@ crate::both! {
     cache_expires_and_deletes_by_prefix_and_tag;
     storage_limits_refuse_writes_past_them;
     stored_bytes_are_billed;
+    blobs_past_max_blob_bytes_are_refused, "max_blob_bytes = 1000";
+    a_tenant_without_a_placement_is_placed_on_first_use;
     a_plan_change_moves_the_tenants_data;
 }
 
@@ -969,4 +971,68 @@ async fn stored_bytes_are_billed(app: TestApp) {
         storage.is_some(),
         "the stored bytes above the allowance are billed: {inv}"
     );
+}
+
+/// A chunked upload of `len` bytes (no `Content-Length`), over a raw connection; the
+/// status code of the answer.
+async fn put_chunked(app: &TestApp, path: &str, key: &str, len: usize) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(app.url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let head = format!(
+        "PUT {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    for part in vec![b'x'; len].chunks(300) {
+        let sent = conn.write_all(format!("{:x}\r\n", part.len()).as_bytes()).await;
+        if sent.is_err() || conn.write_all(part).await.is_err() || conn.write_all(b"\r\n").await.is_err() {
+            break; // refused before the end: the server may close early
+        }
+    }
+    let _ = conn.write_all(b"0\r\n\r\n").await;
+    let mut answer = String::new();
+    let _ = conn.read_to_string(&mut answer).await;
+    answer.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+async fn blobs_past_max_blob_bytes_are_refused(app: TestApp) {
+    app.tenant("acme", "starter").await;
+    let (_, key) = app.key("acme", "member").await;
+    // Declared too large: refused before anything is read.
+    app.put_bytes("/v1/data/blobs/big", &key, vec![0; 1001], "application/octet-stream")
+        .await
+        .problem(413, "payload_too_large");
+    // Undeclared (chunked) and too large: refused while reading, nothing kept.
+    assert_eq!(put_chunked(&app, "/v1/data/blobs/big", &key, 1500).await, 413);
+    app.get("/v1/data/blobs/big", &key).await.problem(404, "not_found");
+    let u = app.get("/v1/tenant/usage", &key).await.expect(200).body;
+    assert_eq!(storage(&u)["current"], 0);
+    // At the limit, both ways: stored.
+    assert_eq!(put_chunked(&app, "/v1/data/blobs/big", &key, 1000).await, 201);
+    app.put_bytes("/v1/data/blobs/other", &key, vec![0; 1000], "application/octet-stream")
+        .await
+        .expect(201);
+    assert_eq!(
+        app.get("/v1/data/blobs/big", &key).await.expect(200).body,
+        "x".repeat(1000)
+    );
+}
+
+async fn a_tenant_without_a_placement_is_placed_on_first_use(app: TestApp) {
+    // As a tenant made before the data plane existed, or whose placement failed.
+    app.tenant("acme", "professional").await;
+    let id = tenantd_core::TenantId::parse("acme").unwrap();
+    app.state.data.remove(&id).await.unwrap();
+    let p = app.get("/v1/tenants/acme/placement", ADMIN).await.expect(200).body;
+    assert_eq!(
+        (&p["tier"], &p["state"], &p["location"]),
+        (&json!("schema"), &json!("unplaced"), &Value::Null),
+        "{p}"
+    );
+    let (_, key) = app.key("acme", "member").await;
+    app.post(ORDERS, &key, json!({"n": 1})).await.expect(201);
+    let p = app.get("/v1/tenants/acme/placement", ADMIN).await.expect(200).body;
+    assert_eq!((&p["tier"], &p["state"]), (&json!("schema"), &json!("placed")), "{p}");
 }
