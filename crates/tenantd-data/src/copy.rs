@@ -1,7 +1,7 @@
 //! What a tier move needs of a location: a tenant's rows of each table, a page at a
 //! time, written elsewhere; their keys and versions, to bring a copy up to date; their
 //! count and checksum, to verify it; and the freeze on the tenant's writes.
-use crate::location::Location;
+use crate::location::{bind, Arg, Location};
 use crate::DataError;
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -149,15 +149,15 @@ impl Table {
     }
 }
 
-fn bind<'q>(
-    q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
-    v: &'q Val,
-) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
-    match v {
-        Val::Null => q.bind(None::<i64>),
-        Val::Int(i) => q.bind(*i),
-        Val::Text(s) => q.bind(s.as_str()),
-        Val::Bytes(b) => q.bind(b.as_slice()),
+impl Val {
+    /// As a statement parameter.
+    fn arg(&self) -> Arg<'_> {
+        match self {
+            Val::Null => Arg::OptInt(None),
+            Val::Int(i) => Arg::Int(*i),
+            Val::Text(s) => Arg::Text(s),
+            Val::Bytes(b) => Arg::Bytes(b),
+        }
     }
 }
 
@@ -183,10 +183,10 @@ impl Location {
             table.batch
         );
         let mut tx = self.begin(tenant).await?;
-        let mut q = sqlx::query(&sql).bind(tenant.as_str());
-        for v in after.unwrap_or(&[]) {
-            q = bind(q, v);
-        }
+        let q = bind(
+            sqlx::query(&sql).bind(tenant.as_str()),
+            after.unwrap_or(&[]).iter().map(Val::arg),
+        );
         let rows = q.fetch_all(&mut *tx).await?;
         tx.commit().await?;
         rows.iter().map(|r| table.read(r)).collect()
@@ -221,10 +221,7 @@ impl Location {
         );
         let mut tx = self.begin(tenant).await?;
         for row in rows {
-            let mut q = sqlx::query(&sql).bind(tenant.as_str());
-            for v in row {
-                q = bind(q, v);
-            }
+            let q = bind(sqlx::query(&sql).bind(tenant.as_str()), row.iter().map(Val::arg));
             q.execute(&mut *tx).await?;
         }
         tx.commit().await?;
@@ -272,10 +269,7 @@ impl Location {
         let mut tx = self.begin(tenant).await?;
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {
-            let mut q = sqlx::query(&sql).bind(tenant.as_str());
-            for v in key.iter() {
-                q = bind(q, v);
-            }
+            let q = bind(sqlx::query(&sql).bind(tenant.as_str()), key.iter().map(Val::arg));
             if let Some(r) = q.fetch_optional(&mut *tx).await? {
                 out.push(table.read(&r)?);
             }
@@ -295,10 +289,7 @@ impl Location {
         let sql = format!("DELETE FROM {} WHERE tenant_id = $1 AND {cols} = {params}", table.name);
         let mut tx = self.begin(tenant).await?;
         for key in keys {
-            let mut q = sqlx::query(&sql).bind(tenant.as_str());
-            for v in key.iter() {
-                q = bind(q, v);
-            }
+            let q = bind(sqlx::query(&sql).bind(tenant.as_str()), key.iter().map(Val::arg));
             q.execute(&mut *tx).await?;
         }
         tx.commit().await?;

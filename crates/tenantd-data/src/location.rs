@@ -79,22 +79,25 @@ pub enum CacheSelector<'a> {
     Tag(&'a str),
 }
 
-/// One statement parameter of a keyed write.
+/// One statement parameter.
 #[derive(Clone, Copy)]
-enum Arg<'a> {
+pub(crate) enum Arg<'a> {
     Text(&'a str),
     Int(i64),
     OptInt(Option<i64>),
+    Bytes(&'a [u8]),
 }
 
-type Query<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+pub(crate) type Query<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
 
-fn bind<'q>(mut q: Query<'q>, args: &[Arg<'q>]) -> Query<'q> {
+/// `q` with these parameters bound, in order.
+pub(crate) fn bind<'q>(mut q: Query<'q>, args: impl IntoIterator<Item = Arg<'q>>) -> Query<'q> {
     for a in args {
-        q = match *a {
+        q = match a {
             Arg::Text(v) => q.bind(v),
             Arg::Int(v) => q.bind(v),
             Arg::OptInt(v) => q.bind(v),
+            Arg::Bytes(v) => q.bind(v),
         };
     }
     q
@@ -289,11 +292,17 @@ impl Location {
         // A row deleted between the insert and the lock: insert again.
         for _ in 0..3 {
             if let Some(insert) = insert {
-                if let Some(row) = bind(sqlx::query(insert), args).fetch_optional(&mut **tx).await? {
+                if let Some(row) = bind(sqlx::query(insert), args.iter().copied())
+                    .fetch_optional(&mut **tx)
+                    .await?
+                {
                     return Ok(Some(Put { row, prior: None }));
                 }
             }
-            let Some(prior) = bind(sqlx::query(&lock), &args[..key]).fetch_optional(&mut **tx).await? else {
+            let Some(prior) = bind(sqlx::query(&lock), args[..key].iter().copied())
+                .fetch_optional(&mut **tx)
+                .await?
+            else {
                 if insert.is_none() {
                     return Ok(None);
                 }
@@ -302,7 +311,9 @@ impl Location {
             if !accept(&prior) {
                 return Ok(None);
             }
-            let row = bind(sqlx::query(update), args).fetch_one(&mut **tx).await?;
+            let row = bind(sqlx::query(update), args.iter().copied())
+                .fetch_one(&mut **tx)
+                .await?;
             return Ok(Some(Put {
                 row,
                 prior: Some(prior),
