@@ -80,49 +80,43 @@ pub async fn put(
     if let (Some(n), Some(max)) = (declared, level.max) {
         let used = scope.used().await.map_err(data_err)?;
         if used.saturating_add(n) > max {
-            let refused = Err(tenantd_data::DataError::LevelReached { used, wanted: n });
-            level.settle::<()>(&state, &ctx, refused).await?;
+            return Err(level.refuse(&ctx, used, n));
         }
     }
     let blob_id = new_blob_id();
-    let stored = upload(&scope, &blob_id, body, max_blob, level.max).await;
-    let (size, sha256, chunks) = match stored {
-        Ok(v) => v,
+    let stored: ApiResult<Blob> = async {
+        let (size, sha256, chunks) = match upload(&scope, &blob_id, body, max_blob, level.max).await {
+            Ok(v) => v,
+            Err(Refused::TooLarge) => return Err(too_large().into()),
+            Err(Refused::OverLevel(wanted)) => {
+                let used = scope.used().await.map_err(data_err)?;
+                return Err(level.refuse(&ctx, used, wanted));
+            }
+            Err(Refused::Other(p)) => return Err(p.into()),
+        };
+        let new = Blob {
+            path: p.path,
+            blob_id: blob_id.clone(),
+            content_type,
+            size_bytes: size as i64,
+            sha256,
+            version: 0,
+            created_at: 0,
+            updated_at: 0,
+        };
+        let written = scope.commit_blob(&new, chunks, level.max).await;
+        level.settle(&state, &ctx, written).await
+    }
+    .await;
+    let b = match stored {
+        Ok(b) => b,
         Err(e) => {
             if let Err(d) = scope.discard_chunks(&blob_id).await {
                 tracing::warn!(error = %d, "a refused upload's chunks were not removed");
             }
-            return Err(match e {
-                Refused::TooLarge => too_large().into(),
-                Refused::OverLevel(wanted) => {
-                    let used = scope.used().await.map_err(data_err)?;
-                    let refused = Err(tenantd_data::DataError::LevelReached { used, wanted });
-                    match level.settle::<()>(&state, &ctx, refused).await {
-                        Err(e) => e,
-                        Ok(()) => Problem::internal().into(),
-                    }
-                }
-                Refused::Other(p) => p.into(),
-            });
+            return Err(e);
         }
     };
-    let new = Blob {
-        path: p.path,
-        blob_id: blob_id.clone(),
-        content_type,
-        size_bytes: size as i64,
-        sha256,
-        version: 0,
-        created_at: 0,
-        updated_at: 0,
-    };
-    let written = scope.commit_blob(&new, chunks, level.max).await;
-    if written.is_err() {
-        if let Err(d) = scope.discard_chunks(&blob_id).await {
-            tracing::warn!(error = %d, "a refused upload's chunks were not removed");
-        }
-    }
-    let b = level.settle(&state, &ctx, written).await?;
     // Now and then, the chunks of this tenant's uploads that never finished (a process
     // stopped mid-upload) are removed.
     if rand::random::<u8>() < 8 {

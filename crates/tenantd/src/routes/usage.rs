@@ -266,6 +266,11 @@ impl StorageLevel {
         })
     }
 
+    /// The `429` for a write of `wanted` more bytes when the data plane holds `used`.
+    pub fn refuse(&self, ctx: &TenantContext, used: u64, wanted: u64) -> crate::error::ApiError {
+        refusal(ctx, STORAGE, used.saturating_add(self.metered), wanted).into()
+    }
+
     /// A write's result: on success the 80% / 100% crossings it made are recorded; a
     /// write the hard limit refused is `429 quota_exceeded` (nothing was written); a
     /// tier move that kept the write waiting too long is `503`.
@@ -291,9 +296,7 @@ impl StorageLevel {
                 }
                 Ok(w.value)
             }
-            Err(tenantd_data::DataError::LevelReached { used, wanted }) => {
-                Err(refusal(ctx, STORAGE, used.saturating_add(self.metered), wanted).into())
-            }
+            Err(tenantd_data::DataError::LevelReached { used, wanted }) => Err(self.refuse(ctx, used, wanted)),
             Err(e) => Err(crate::routes::data::data_err(e)),
         }
     }
