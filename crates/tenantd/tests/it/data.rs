@@ -800,6 +800,11 @@ async fn storage_limits_refuse_writes_past_them(app: TestApp) {
     );
     assert_eq!((&r.body["current"], &r.body["window"]), (&json!(90), &json!("total")));
     app.get("/v1/data/blobs/g", &acme).await.problem(404, "not_found");
+    // Undeclared (chunked) uploads: one larger than the whole limit is stopped while
+    // it is read, a small one past the level at its commit; neither is kept.
+    assert_eq!(put_chunked(&app, "/v1/data/blobs/g", &acme, 150).await, 429);
+    assert_eq!(put_chunked(&app, "/v1/data/blobs/g", &acme, 11).await, 429);
+    app.get("/v1/data/blobs/g", &acme).await.problem(404, "not_found");
     app.post(ORDERS, &acme, json!({"pad": "y".repeat(10)}))
         .await
         .problem(429, "quota_exceeded");
