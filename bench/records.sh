@@ -9,7 +9,9 @@
 #       role, admission, metering), then the same statements.
 #
 # get: one record read again and again (GET …/records/{id}); put: a new record each time
-# (POST …/records). Prints operations/s for each and the ratio (b)/(a) (target >= 0.8).
+# (POST …/records). Prints operations/s for each, the ratio (b)/(a) (target >= 0.8), and
+# the CPU time per operation of the client (the direct reader, or tenantd) and of
+# PostgreSQL; then GET /v1/me's rate, the HTTP path without the database.
 # Needs wrk, curl and PostgreSQL: TENANTD_BENCH_DATABASE_URL (default
 # postgres://postgres@127.0.0.1:5432/test; a database named tenantd_bench_records is made
 # there and dropped after). Settings: DURATION (10, seconds), CONNECTIONS (32), THREADS (2).
@@ -69,10 +71,43 @@ http() { # URL [wrk args]: operations/s, non-2xx
   echo "$(awk '/Requests\/sec/ {print $2}' "$WORK/wrk.txt") $(awk '/Non-2xx/ {print $5}' "$WORK/wrk.txt" | grep . || echo 0)"
 }
 records="http://127.0.0.1:$PORT/v1/data/collections/orders/records"
-printf '%-5s %14s %14s %9s %8s\n' op "direct ops/s" "HTTP ops/s" "(b)/(a)" non-2xx
+# CPU time (µs) a process, or PostgreSQL's backends for the bench database, use between
+# two samples: utime + stime in clock ticks.
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+pg_ticks() { for p in $(pgrep -f "postgres: .*tenantd_bench_records"); do ticks "$p"; done | awk '{s += $1} END {print s + 0}'; }
+HZ=$(getconf CLK_TCK)
+# Runs "$@" in the background (its output in $WORK/run.txt); samples the CPU of process
+# $1 (or of the run itself when $1 is -) and of PostgreSQL from 1 s in to 1 s before the
+# end; prints "ops/s client-µs/op postgres-µs/op" (ops/s from the run's own output).
+measured() {
+  local pid=$1; shift
+  "$@" >"$WORK/run.txt" &
+  local run=$!
+  [ "$pid" = - ] && pid=$run
+  sleep 1
+  local c0 p0 c1 p1; c0=$(ticks "$pid"); p0=$(pg_ticks)
+  sleep $((DURATION - 2))
+  c1=$(ticks "$pid"); p1=$(pg_ticks)
+  wait "$run"
+  local ops; ops=$(awk '/Requests\/sec/ {print $2; exit} /^[0-9.]+$/ {print; exit}' "$WORK/run.txt")
+  awk -v o="$ops" -v c=$((c1 - c0)) -v p=$((p1 - p0)) -v hz="$HZ" -v s=$((DURATION - 2)) \
+    'BEGIN { n = o * s; printf "%s %.0f %.0f\n", o, c * 1e6 / hz / n, p * 1e6 / hz / n }'
+}
+wrk_run() { wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" -H "Authorization: Bearer $KEY" "$@"; }
+printf '%-5s %14s %14s %9s   %s\n' op "direct ops/s" "HTTP ops/s" "(b)/(a)" "CPU µs/op: direct client, tenantd; PostgreSQL direct, HTTP"
 for op in get put; do
-  DIRECT=$(target/release/examples/direct "$op" "$DB_URL" bench orders "$RID" "$CONNECTIONS" "$DURATION")
-  if [ "$op" = get ]; then read -r HTTP NON2XX < <(http "$records/$RID"); else read -r HTTP NON2XX < <(http "$records" -s "$WORK/post.lua"); fi
-  awk -v op="$op" -v a="$DIRECT" -v b="$HTTP" -v n="$NON2XX" 'BEGIN { printf "%-5s %14.0f %14.0f %9.2f %8s\n", op, a, b, b / a, n }'
+  read -r DIRECT DC DP < <(measured - target/release/examples/direct "$op" "$DB_URL" bench orders "$RID" "$CONNECTIONS" "$DURATION")
+  if [ "$op" = get ]; then
+    read -r HTTP HC HP < <(measured "$TPID" wrk_run "$records/$RID")
+  else
+    read -r HTTP HC HP < <(measured "$TPID" wrk_run -s "$WORK/post.lua" "$records")
+  fi
+  NON2XX=$(awk '/Non-2xx/ {print $5}' "$WORK/run.txt" | grep . || echo 0)
+  [ "$NON2XX" = 0 ] || echo "bench/records.sh: $NON2XX answers of $op were not 2xx" >&2
+  awk -v op="$op" -v a="$DIRECT" -v b="$HTTP" -v dc="$DC" -v hc="$HC" -v dp="$DP" -v hp="$HP" \
+    'BEGIN { printf "%-5s %14.0f %14.0f %9.2f   %s, %s; %s, %s\n", op, a, b, b / a, dc, hc, dp, hp }'
 done
+# The HTTP path without the database: the edge pipeline and GET /v1/me.
+read -r ME MC _ < <(measured "$TPID" wrk_run "http://127.0.0.1:$PORT/v1/me")
+printf 'GET /v1/me (no database): %.0f requests/s, tenantd %s µs/request\n' "$ME" "$MC"
 echo "target: (b)/(a) >= 0.8"
