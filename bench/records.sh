@@ -9,12 +9,16 @@
 #       role, admission, metering), then the same statements.
 #
 # get: one record read again and again (GET …/records/{id}); put: a new record each time
-# (POST …/records). Prints operations/s for each, the ratio (b)/(a) (target >= 0.8), and
-# the CPU time per operation of the client (the direct reader, or tenantd) and of
-# PostgreSQL; then GET /v1/me's rate, the HTTP path without the database.
+# (POST …/records). Both sides use a pool of POOL connections (tenantd's data_pool_size).
+# Runs ROUNDS rounds, each (a) then (b) for get, then for put, and prints per round the
+# operations/s of each, the ratio (b)/(a) (target >= 0.8), and the CPU time per operation
+# of the client (the direct reader, or tenantd) and of PostgreSQL; then the median ratio
+# of each operation (one run on a shared 2-core machine varies by ±0.05), and GET /v1/me's
+# rate, the HTTP path without the database.
 # Needs wrk, curl and PostgreSQL: TENANTD_BENCH_DATABASE_URL (default
 # postgres://postgres@127.0.0.1:5432/test; a database named tenantd_bench_records is made
-# there and dropped after). Settings: DURATION (10, seconds), CONNECTIONS (32), THREADS (2).
+# there and dropped after). Settings: DURATION (10, seconds), CONNECTIONS (32), THREADS (2),
+# ROUNDS (3), POOL (16).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for tool in wrk curl psql; do
@@ -23,6 +27,8 @@ done
 DURATION=${DURATION:-10}
 CONNECTIONS=${CONNECTIONS:-32}
 THREADS=${THREADS:-2}
+ROUNDS=${ROUNDS:-3}
+POOL=${POOL:-16}
 BASE=${TENANTD_BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}
 DB_URL="${BASE%/*}/tenantd_bench_records"
 ADMIN=bench-operator-key-0123456789
@@ -42,8 +48,9 @@ trap cleanup EXIT
 psql -q "$BASE" -c "DROP DATABASE IF EXISTS tenantd_bench_records" >/dev/null
 psql -q "$BASE" -c "CREATE DATABASE tenantd_bench_records" >/dev/null
 
-TENANTD_ADMIN_KEY=$ADMIN target/release/tenantd serve --listen "127.0.0.1:$PORT" --database-url "$DB_URL" \
-  --data-dir "$WORK/tenantd" --log warn >"$WORK/tenantd.log" 2>&1 &
+echo "data_pool_size = $POOL" >"$WORK/tenantd.toml"
+TENANTD_ADMIN_KEY=$ADMIN target/release/tenantd serve --config "$WORK/tenantd.toml" --listen "127.0.0.1:$PORT" \
+  --database-url "$DB_URL" --data-dir "$WORK/tenantd" --log warn >"$WORK/tenantd.log" 2>&1 &
 TPID=$!
 for _ in $(seq 100); do curl -sf "127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
 api="http://127.0.0.1:$PORT/v1" auth="Authorization: Bearer $ADMIN" json='Content-Type: application/json'
@@ -59,7 +66,7 @@ RID=$(curl -s -X POST "$api/data/collections/orders/records" -H "Authorization: 
 case "$RID" in rec_*) ;; *) echo "bench/records.sh: the record was not created: $(cat "$WORK/record.json")" >&2; exit 1 ;; esac
 
 echo "$(date -u +%FT%TZ)  $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
-echo "$CONNECTIONS connections, ${DURATION}s per run"
+echo "$CONNECTIONS connections, a pool of $POOL, ${DURATION}s per run, $ROUNDS rounds"
 cat >"$WORK/post.lua" <<LUA
 wrk.method = "POST"
 wrk.body = '{"customer":"c-17","total":120,"status":"open","lines":[{"sku":"a","qty":2},{"sku":"b","qty":1}]}'
@@ -94,18 +101,28 @@ measured() {
     'BEGIN { n = o * s; printf "%s %.0f %.0f\n", o, c * 1e6 / hz / n, p * 1e6 / hz / n }'
 }
 wrk_run() { wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" -H "Authorization: Bearer $KEY" "$@"; }
-printf '%-5s %14s %14s %9s   %s\n' op "direct ops/s" "HTTP ops/s" "(b)/(a)" "CPU µs/op: direct client, tenantd; PostgreSQL direct, HTTP"
+printf '%-5s %5s %14s %14s %9s   %s\n' op round "direct ops/s" "HTTP ops/s" "(b)/(a)" \
+  "CPU µs/op: direct client, tenantd; PostgreSQL direct, HTTP"
+for round in $(seq "$ROUNDS"); do
+  for op in get put; do
+    read -r DIRECT DC DP < <(measured - target/release/examples/direct "$op" "$DB_URL" bench orders "$RID" \
+      "$CONNECTIONS" "$DURATION" "$POOL")
+    if [ "$op" = get ]; then
+      read -r HTTP HC HP < <(measured "$TPID" wrk_run "$records/$RID")
+    else
+      read -r HTTP HC HP < <(measured "$TPID" wrk_run -s "$WORK/post.lua" "$records")
+    fi
+    NON2XX=$(awk '/Non-2xx/ {print $5}' "$WORK/run.txt" | grep . || echo 0)
+    [ "$NON2XX" = 0 ] || echo "bench/records.sh: $NON2XX answers of $op were not 2xx" >&2
+    awk -v op="$op" -v r="$round" -v a="$DIRECT" -v b="$HTTP" -v dc="$DC" -v hc="$HC" -v dp="$DP" -v hp="$HP" \
+      'BEGIN { printf "%-5s %5s %14.0f %14.0f %9.2f   %s, %s; %s, %s\n", op, r, a, b, b / a, dc, hc, dp, hp }' \
+      | tee -a "$WORK/rounds.txt"
+  done
+done
 for op in get put; do
-  read -r DIRECT DC DP < <(measured - target/release/examples/direct "$op" "$DB_URL" bench orders "$RID" "$CONNECTIONS" "$DURATION")
-  if [ "$op" = get ]; then
-    read -r HTTP HC HP < <(measured "$TPID" wrk_run "$records/$RID")
-  else
-    read -r HTTP HC HP < <(measured "$TPID" wrk_run -s "$WORK/post.lua" "$records")
-  fi
-  NON2XX=$(awk '/Non-2xx/ {print $5}' "$WORK/run.txt" | grep . || echo 0)
-  [ "$NON2XX" = 0 ] || echo "bench/records.sh: $NON2XX answers of $op were not 2xx" >&2
-  awk -v op="$op" -v a="$DIRECT" -v b="$HTTP" -v dc="$DC" -v hc="$HC" -v dp="$DP" -v hp="$HP" \
-    'BEGIN { printf "%-5s %14.0f %14.0f %9.2f   %s, %s; %s, %s\n", op, a, b, b / a, dc, hc, dp, hp }'
+  awk -v op="$op" '$1 == op {print $5}' "$WORK/rounds.txt" | sort -n \
+    | awk -v op="$op" '{v[NR] = $1} END {m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2;
+      printf "%s: median (b)/(a) %.2f over %d rounds (lowest %.2f, highest %.2f)\n", op, m, NR, v[1], v[NR]}'
 done
 # The HTTP path without the database: the edge pipeline and GET /v1/me.
 read -r ME MC _ < <(measured "$TPID" wrk_run "http://127.0.0.1:$PORT/v1/me")

@@ -2,9 +2,10 @@
 //! tenantd's API runs (a transaction that sets `tenantd.tenant_id`, then the scoped
 //! statements, with the storage level for writes), under the same row-level security, from `CONCURRENCY` tasks for
 //! `SECONDS`. `get` reads record `ID` (as `GET …/records/{rid}`); `put` creates a new
-//! record each time (as `POST …/records`). Prints operations per second.
+//! record each time (as `POST …/records`). `POOL` is the pool's size (tenantd's
+//! `data_pool_size`; default 16). Prints operations per second.
 //!
-//! `cargo run --release -p tenantd-data --example direct -- get|put URL TENANT COLLECTION ID CONCURRENCY SECONDS`
+//! `cargo run --release -p tenantd-data --example direct -- get|put URL TENANT COLLECTION ID CONCURRENCY SECONDS [POOL]`
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,8 +15,12 @@ use tenantd_data::{DataOptions, DataStore};
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [mode, url, tenant, collection, id, concurrency, seconds] = args.as_slice() else {
-        return Err("usage: direct get|put URL TENANT COLLECTION ID CONCURRENCY SECONDS".into());
+    let (args, pool) = match args.as_slice() {
+        [rest @ .., pool] if rest.len() == 7 => (rest, pool.parse()?),
+        all => (all, tenantd_data::DEFAULT_POOL_SIZE),
+    };
+    let [mode, url, tenant, collection, id, concurrency, seconds] = args else {
+        return Err("usage: direct get|put URL TENANT COLLECTION ID CONCURRENCY SECONDS [POOL]".into());
     };
     let put = match mode.as_str() {
         "get" => false,
@@ -24,7 +29,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let doc = serde_json::json!({"customer": "c-17", "total": 120, "status": "open",
         "lines": [{"sku": "a", "qty": 2}, {"sku": "b", "qty": 1}]});
-    let store = Arc::new(DataStore::open(DataOptions::new(url.as_str())).await?);
+    let opts = DataOptions {
+        pool_size: pool,
+        ..DataOptions::new(url.as_str())
+    };
+    let store = Arc::new(DataStore::open(opts).await?);
     let tenant = TenantId::parse(tenant)?;
     let deadline = Instant::now() + Duration::from_secs(seconds.parse()?);
     let done = Arc::new(AtomicU64::new(0));

@@ -21,7 +21,7 @@ mod schema;
 mod store;
 
 pub use location::{Blob, CacheEntry, CacheSelector, Record};
-pub use store::{with_user, DataOptions, DataStore, MigrateReport, Placement, Scope};
+pub use store::{with_user, DataOptions, DataStore, MigrateReport, Placement, Scope, DEFAULT_POOL_SIZE};
 
 /// The PostgreSQL role the data plane connects as: it owns nothing and cannot bypass
 /// row-level security. tenantd creates it (without a password) when it is missing.
@@ -54,6 +54,10 @@ pub enum DataError {
     /// The database failed.
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
+    /// A pooled connection had been closed by the server when a transaction began on
+    /// it; nothing ran. [`Scope`](crate::Scope) retries these on another connection.
+    #[error("database connection lost: {0}")]
+    Lost(sqlx::Error),
     /// A stored document did not parse.
     #[error("corrupt stored document: {0}")]
     Corrupt(#[from] serde_json::Error),

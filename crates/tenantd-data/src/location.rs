@@ -8,8 +8,12 @@
 //! move freezes writes (`frozen`).
 use crate::{DataError, Written};
 use serde::Serialize;
+use sqlx::any::AnyPoolOptions;
 use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 use tenantd_core::{now_secs, TenantId};
 
 type Tx = sqlx::Transaction<'static, sqlx::Any>;
@@ -128,6 +132,68 @@ pub(crate) struct Location {
     pub pg: bool,
     /// The quoted schema (PostgreSQL).
     pub search_path: Option<String>,
+    /// When `pool` last lost a connection (shared with the pool's `before_acquire`).
+    pub lost: Arc<Lost>,
+}
+
+/// How long a pooled connection may sit idle and still be handed out without a ping.
+const TRUSTED_IDLE: Duration = Duration::from_secs(10);
+
+/// When a pool last found one of its connections closed by the server (a restart,
+/// `pg_terminate_backend`, a proxy's idle timeout): its other connections idle since
+/// then may be closed too, and are pinged before use.
+#[derive(Debug, Default)]
+pub(crate) struct Lost(AtomicU64);
+
+impl Lost {
+    /// Nanoseconds since the first call (never 0, which means "never lost").
+    fn now() -> u64 {
+        static EPOCH: OnceLock<Instant> = OnceLock::new();
+        u64::try_from(EPOCH.get_or_init(Instant::now).elapsed().as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+
+    fn mark(&self) {
+        self.0.store(Self::now(), Ordering::Relaxed);
+    }
+
+    /// Whether a connection idle for `idle` was idle when the last loss was found.
+    fn suspects(&self, idle: Duration) -> bool {
+        let at = self.0.load(Ordering::Relaxed);
+        at != 0 && Duration::from_nanos(Self::now().saturating_sub(at)) < idle
+    }
+}
+
+/// Options of a pool that tenant requests use, with at most `max` connections. sqlx
+/// pings a connection when it goes back to the pool (always) and, by default, again when
+/// it is taken out: two extra round trips around every transaction. Here the second
+/// ping is made only for a connection idle longer than [`TRUSTED_IDLE`], or idle since
+/// the pool last `lost` a connection; a transaction that still meets a closed one fails
+/// at its `BEGIN` ([`DataError::Lost`]), where retrying is safe.
+pub(crate) fn request_pool(max: u32, lost: Arc<Lost>) -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .max_connections(max.max(1))
+        .test_before_acquire(false)
+        .before_acquire(move |conn, meta| {
+            let check = meta.idle_for > TRUSTED_IDLE || lost.suspects(meta.idle_for);
+            Box::pin(async move {
+                if check {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        })
+}
+
+/// Whether `e` says the connection itself is gone (closed, reset, or the server shut
+/// the session down), as opposed to a statement failing.
+fn connection_lost(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(d) => d.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")),
+        _ => false,
+    }
 }
 
 fn record(row: &AnyRow) -> Result<Record, DataError> {
@@ -198,10 +264,18 @@ impl Location {
                     lit(tenant.as_str()),
                     lit(path)
                 );
-                Ok(self.pool.begin_with(begin).await?)
+                self.pool.begin_with(begin).await
             }
-            None => Ok(self.pool.begin().await?),
+            None => self.pool.begin().await,
         }
+        .map_err(|e| {
+            if connection_lost(&e) {
+                self.lost.mark();
+                DataError::Lost(e)
+            } else {
+                e.into()
+            }
+        })
     }
 
     /// Ends a write: adds `delta` to the tenant's storage level and commits. The

@@ -2,7 +2,7 @@
 //! connections to every location, scopes that reach one tenant's data, tier moves and
 //! per-tenant migrations.
 use crate::copy::{Val, COPIED};
-use crate::location::{Blob, CacheEntry, CacheSelector, Location, Record};
+use crate::location::{request_pool, Blob, CacheEntry, CacheSelector, Location, Lost, Record};
 use crate::schema::{ddl_lock, ident, migrate, CREATE_APP_ROLE};
 use crate::{check_name, DataError, Written, APP_ROLE};
 use futures_util::future::BoxFuture;
@@ -25,6 +25,12 @@ const SHARED_SCHEMA: &str = "tenant_data";
 const PLACEMENT_TTL: Duration = Duration::from_secs(1);
 /// How long a write waits for a tier move's freeze to end.
 const FREEZE_WAIT: Duration = Duration::from_secs(30);
+/// How often an operation is retried after meeting a connection the server had closed
+/// (each retry pings the connections idle since then first).
+const LOST_RETRIES: u32 = 2;
+
+/// [`DataOptions::pool_size`]'s default.
+pub const DEFAULT_POOL_SIZE: u32 = 16;
 
 /// How to open the data store.
 #[derive(Debug, Clone)]
@@ -43,6 +49,9 @@ pub struct DataOptions {
     /// How long a moved tenant's old copy is kept after the switch, so that reads in
     /// flight (and nodes whose placement is a moment old) finish there.
     pub move_grace: Duration,
+    /// PostgreSQL: connections of the row and schema tiers' pool (one per node). Keep it
+    /// near twice the database server's cores: more only queue inside PostgreSQL.
+    pub pool_size: u32,
 }
 
 impl DataOptions {
@@ -54,6 +63,7 @@ impl DataOptions {
             servers: Vec::new(),
             dir: None,
             move_grace: Duration::from_secs(3),
+            pool_size: DEFAULT_POOL_SIZE,
         }
     }
 }
@@ -231,7 +241,8 @@ impl DataStore {
                 Some(u) => u.clone(),
                 None => with_user(url, APP_ROLE)?,
             };
-            let pool = AnyPoolOptions::new().max_connections(16).connect(&app_url).await?;
+            let lost = Arc::<Lost>::default();
+            let pool = request_pool(opts.pool_size, lost.clone()).connect(&app_url).await?;
             refuse_unsafe_role(&pool).await?;
             let admin = AnyPoolOptions::new().max_connections(8).connect(url).await?;
             let servers = if opts.servers.is_empty() {
@@ -245,6 +256,7 @@ impl DataStore {
                     pool,
                     pg: true,
                     search_path: Some(ident(SHARED_SCHEMA)),
+                    lost,
                 },
                 admin,
                 Backend::Postgres {
@@ -281,6 +293,7 @@ impl DataStore {
                 pool: pool.clone(),
                 pg: false,
                 search_path: None,
+                lost: Arc::default(),
             },
             pool,
             Backend::Sqlite { dir },
@@ -530,6 +543,7 @@ impl DataStore {
                 pool: self.home.pool.clone(),
                 pg: true,
                 search_path: Some(ident(schema)),
+                lost: self.home.lost.clone(),
             }
         } else if let Some(rest) = name.strip_prefix("database:") {
             let (host, db) = rest
@@ -540,8 +554,8 @@ impl DataStore {
                 Backend::Postgres { app: Some(app), .. } => server.with(Url::parse(app)?.user, db),
                 _ => server.with(Some(APP_ROLE), db),
             };
-            let pool = AnyPoolOptions::new()
-                .max_connections(4)
+            let lost = Arc::<Lost>::default();
+            let pool = request_pool(4, lost.clone())
                 .min_connections(0)
                 .idle_timeout(Duration::from_secs(60))
                 .connect(&url)
@@ -552,6 +566,7 @@ impl DataStore {
                 pool,
                 pg: true,
                 search_path: Some(ident(SHARED_SCHEMA)),
+                lost,
             }
         } else {
             Location {
@@ -559,6 +574,7 @@ impl DataStore {
                 pool: sqlite_pool(&self.file_of(name)?, false).await?,
                 pg: false,
                 search_path: None,
+                lost: Arc::default(),
             }
         };
         let loc = Arc::new(loc);
@@ -1008,15 +1024,19 @@ impl Scope<'_> {
     }
 
     /// Runs `op` at the tenant's location; on a freeze, again at its location after
-    /// the move; on a database error, once more if the tenant has moved meanwhile.
+    /// the move; on a connection found closed at `BEGIN`, again on another; on a
+    /// database error, once more if the tenant has moved meanwhile.
     async fn run<'f, T, F>(&self, op: F) -> Result<T, DataError>
     where
         F: Fn(Arc<Location>) -> BoxFuture<'f, Result<T, DataError>>,
     {
         let mut loc = self.loc.clone();
         let deadline = Instant::now() + FREEZE_WAIT;
+        let mut lost = 0;
         loop {
             match op(loc.clone()).await {
+                Err(DataError::Lost(_)) if lost < LOST_RETRIES => lost += 1,
+                Err(DataError::Lost(e)) => return Err(DataError::Db(e)),
                 Err(DataError::Moving) if Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     loc = self.store.locate(&self.tenant, None).await?;

@@ -907,3 +907,61 @@ async fn abandoned_uploads_are_swept_on_postgresql() {
         abandoned_uploads_are_swept(pg(&url)).await;
     }
 }
+
+/// Connections the server closed while they sat in the pool (a restart, an idle timeout,
+/// `pg_terminate_backend`) cost no request: a transaction that meets one fails at its
+/// `BEGIN`, where nothing has run, and runs again on a connection that works.
+#[tokio::test]
+async fn connections_the_server_closed_cost_no_request() {
+    let Some(url) = postgres("closed connections").await else {
+        return;
+    };
+    let opts = pg(&url);
+    let store = DataStore::open(opts.clone()).await.unwrap();
+    let mut owner = owner(&opts).await;
+    let home: String = sqlx::query_scalar("SELECT CAST(current_database() AS text)")
+        .fetch_one(&mut owner)
+        .await
+        .unwrap();
+    for (id, tier) in [("acme", Isolation::Row), ("globex", Isolation::Database)] {
+        let p = store.place(&tenant(id), tier).await.unwrap();
+        let db = match p.location.rsplit_once('/') {
+            Some((_, db)) => db.to_string(),
+            None => home.clone(),
+        };
+        let s = store.scope(tenant(id), None).await.unwrap();
+        s.put_record("c", "1", &json!({"n": 1}), None).await.unwrap();
+        let reads = || futures_util::future::join_all((0..16).map(|_| s.get_record("c", "1")));
+        // Every connection of the pool is opened, then closed by the server.
+        for r in reads().await {
+            assert!(r.unwrap().is_some());
+        }
+        let sessions = "FROM pg_stat_activity WHERE usename = CAST($1 AS name) AND datname = CAST($2 AS name)";
+        let closed: i64 = sqlx::query_scalar(&format!(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) {sessions}) AS t"
+        ))
+        .bind(APP_ROLE)
+        .bind(&db)
+        .fetch_one(&mut owner)
+        .await
+        .unwrap();
+        assert!(closed >= 2, "{tier:?}: only {closed} pooled connections were open");
+        for _ in 0..100 {
+            let left: i64 = sqlx::query_scalar(&format!("SELECT count(*) {sessions}"))
+                .bind(APP_ROLE)
+                .bind(&db)
+                .fetch_one(&mut owner)
+                .await
+                .unwrap();
+            if left == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for r in reads().await {
+            assert_eq!(r.unwrap().unwrap().doc, json!({"n": 1}), "{tier:?}");
+        }
+        let w = s.put_record("c", "2", &json!({"n": 2}), None).await.unwrap();
+        assert_eq!(w.value.version, 1, "{tier:?}");
+    }
+}

@@ -255,6 +255,7 @@ pub async fn open_data(cfg: &Config) -> Result<Arc<tenantd_data::DataStore>, Sta
         servers: cfg.data_servers.clone(),
         dir: Some(cfg.data_dir.clone()),
         move_grace: std::time::Duration::from_secs(cfg.data_move_grace_seconds),
+        pool_size: cfg.data_pool_size,
         ..tenantd_data::DataOptions::new(url)
     };
     tenantd_data::DataStore::open(opts)

@@ -86,6 +86,7 @@ pub struct FileConfig {
     data_database_url: Option<String>,
     data_servers: Option<Vec<String>>,
     data_move_grace_seconds: Option<u64>,
+    data_pool_size: Option<u32>,
     max_blob_bytes: Option<u64>,
     oidc: Option<OidcFile>,
     /// `[gateway]`: routes, timeouts and body limit (reloadable).
@@ -145,6 +146,8 @@ pub struct Config {
     pub data_servers: Vec<String>,
     /// How long a moved tenant's old copy is kept after the switch.
     pub data_move_grace_seconds: u64,
+    /// Connections of the tenant data pool (row and schema tiers) on PostgreSQL.
+    pub data_pool_size: u32,
     /// The largest blob accepted.
     pub max_blob_bytes: u64,
     /// External OpenID provider.
@@ -233,6 +236,7 @@ impl Config {
             data_database_url: f.data_database_url,
             data_servers: f.data_servers.unwrap_or_default(),
             data_move_grace_seconds: f.data_move_grace_seconds.unwrap_or(3),
+            data_pool_size: f.data_pool_size.unwrap_or(tenantd_data::DEFAULT_POOL_SIZE),
             max_blob_bytes: f.max_blob_bytes.unwrap_or(1 << 30),
             oidc: f.oidc,
             gateway: crate::gateway::GatewaySettings::from_file(f.gateway.unwrap_or_default()).map_err(ConfigError)?,
@@ -276,6 +280,12 @@ impl Config {
                     "data_servers is for a PostgreSQL catalog, and lists postgres:// URLs".into(),
                 ));
             }
+        }
+        if !(1..=1000).contains(&self.data_pool_size) {
+            return Err(ConfigError(format!(
+                "data_pool_size {} must be from 1 to 1000",
+                self.data_pool_size
+            )));
         }
         if self.max_blob_bytes == 0 {
             return Err(ConfigError("max_blob_bytes must be at least 1".into()));
@@ -381,14 +391,23 @@ mod tests {
     }
 
     #[test]
-    fn data_servers_and_the_blob_limit_are_checked() {
+    fn data_servers_the_pool_and_the_blob_limit_are_checked() {
         let pg = ServeArgs {
             database_url: Some("postgres://tenantd@db/tenantd".into()),
             ..Default::default()
         };
         let c = Config::merge(&pg, file("data_servers = [\"postgres://a@db2/postgres\"]"), None).unwrap();
         assert_eq!(c.data_servers, ["postgres://a@db2/postgres"]);
-        assert_eq!((c.max_blob_bytes, c.data_move_grace_seconds), (1 << 30, 3));
+        assert_eq!(
+            (c.max_blob_bytes, c.data_move_grace_seconds, c.data_pool_size),
+            (1 << 30, 3, 16)
+        );
+        assert_eq!(
+            Config::merge(&pg, file("data_pool_size = 4"), None)
+                .unwrap()
+                .data_pool_size,
+            4
+        );
         for (args, toml, named) in [
             (&pg, "data_servers = [\"mysql://db2/x\"]", "data_servers"),
             (
@@ -397,6 +416,8 @@ mod tests {
                 "data_servers",
             ),
             (&ServeArgs::default(), "max_blob_bytes = 0", "max_blob_bytes"),
+            (&pg, "data_pool_size = 0", "data_pool_size"),
+            (&pg, "data_pool_size = 1001", "data_pool_size"),
         ] {
             let e = Config::merge(args, file(toml), None).unwrap_err().to_string();
             assert!(e.contains(named), "{toml}: {e}");

@@ -7,8 +7,8 @@ use crate::routes::usage::StorageLevel;
 use axum::extract::{Path, State as S};
 use axum::response::{IntoResponse, Response};
 use http::{header, HeaderMap, HeaderValue, StatusCode};
-use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use tenantd_core::{Code, PlanId};
 use tenantd_data::{DataError, Record, Scope};
@@ -38,15 +38,27 @@ pub fn etag(version: i64) -> HeaderValue {
     HeaderValue::from_str(&format!("\"{version}\"")).unwrap_or_else(|_| HeaderValue::from_static("\"0\""))
 }
 
-fn body(r: &Record) -> Value {
-    json!({
-        "id": r.id,
-        "collection": r.collection,
-        "data": r.doc,
-        "version": r.version,
-        "created_at": tenantd_core::ts::format(r.created_at),
-        "updated_at": tenantd_core::ts::format(r.updated_at),
-    })
+/// A record as the API shows it, serialized straight from the [`Record`] (no copy of
+/// its document).
+#[derive(Serialize)]
+struct Body<'a> {
+    collection: &'a str,
+    created_at: String,
+    data: &'a Value,
+    id: &'a str,
+    updated_at: String,
+    version: i64,
+}
+
+fn body(r: &Record) -> Body<'_> {
+    Body {
+        collection: &r.collection,
+        created_at: tenantd_core::ts::format(r.created_at),
+        data: &r.doc,
+        id: &r.id,
+        updated_at: tenantd_core::ts::format(r.updated_at),
+        version: r.version,
+    }
 }
 
 /// The calling tenant's data: at its placement, or (the first time) placed at its
@@ -204,7 +216,7 @@ pub async fn list(
     ctx: TenantContext,
     Path(p): Path<CollectionPath>,
     crate::extract::Query(q): crate::extract::Query<BTreeMap<String, String>>,
-) -> ApiResult<axum::Json<tenantd_store::Page<Value>>> {
+) -> ApiResult<Response> {
     ctx.require("records:read")?;
     // A limit that is not a number is out of range, as 0 is.
     let limit = q.get("limit").map(|l| l.parse::<u32>().unwrap_or(0));
@@ -234,7 +246,8 @@ pub async fn list(
     Ok(axum::Json(tenantd_store::Page {
         items: found.items.iter().map(body).collect(),
         next_cursor: found.next_cursor,
-    }))
+    })
+    .into_response())
 }
 
 /// The version an `If-Match` header asks for: `"3"` (or `*`, any).
@@ -346,6 +359,7 @@ pub async fn delete(S(state): S<State>, ctx: TenantContext, Path(p): Path<Record
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn filters_compare_numbers_strings_and_literals() {
