@@ -12,7 +12,9 @@
 # The upstream is an nginx instance of its own, answering a small JSON body. Every
 # contender gets the same connections, duration, request and upstream; none is refused (the
 # limits are out of reach). Prints requests/s and p50/p99 for each, the ratio (c)/(b)
-# (target >= 1.0) and the p50 each proxy adds over (a) (target < 100 us for tenantd).
+# (target >= 1.0) and the p50 each proxy adds over (a) (target < 100 us for tenantd), and
+# the CPU time each proxy's processes use per request (from /proc; 2 cores are shared by
+# wrk, the upstream and the proxy, so a proxy's rate follows its CPU per request).
 #
 # Needs wrk, nginx and curl (Debian: apt-get install wrk nginx-light curl).
 # Settings: DURATION (10s), CONNECTIONS (32), THREADS (2), ROUNDS (1; the contenders
@@ -123,12 +125,12 @@ echo "$(date -u +%FT%TZ)  $(nproc) cores, $(awk -F': ' '/model name/ {print $2; 
 echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION, GET /items with an API key, $ROUNDS round(s)"
 for r in $(seq "$ROUNDS"); do
   load direct "http://127.0.0.1:$UP_PORT/items"
-  load nginx "http://127.0.0.1:$NGINX_PORT/items"
-  load tenantd "http://127.0.0.1:$GW_PORT/items"
+  load nginx "http://127.0.0.1:$NGINX_PORT/items" $(pgrep -P "$(cat "$WORK/proxy.pid")")
+  load tenantd "http://127.0.0.1:$GW_PORT/items" "$TPID"
 done
-printf '%-28s %12s %10s %10s %8s\n' contender req/s p50_us p99_us non-2xx
+printf '%-28s %12s %10s %10s %8s %14s\n' contender req/s p50_us p99_us non-2xx proxy_cpu_us
 for c in direct nginx tenantd; do
-  printf '%-28s %12s %10s %10s %8s\n' "$c" "$(col $c 1)" "$(col $c 2)" "$(col $c 3)" "$(col $c 4)"
+  printf '%-28s %12s %10s %10s %8s %14s\n' "$c" "$(col $c 1)" "$(col $c 2)" "$(col $c 3)" "$(col $c 4)" "$(col $c 5)"
 done
 awk -v c="$(col tenantd 1)" -v b="$(col nginx 1)" -v tc="$(col tenantd 2)" -v nb="$(col nginx 2)" -v a="$(col direct 2)" 'BEGIN {
   printf "(c)/(b) throughput: %.2f   (target >= 1.0)\n", c / b
