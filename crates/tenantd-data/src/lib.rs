@@ -54,10 +54,6 @@ pub enum DataError {
     /// The database failed.
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
-    /// A pooled connection had been closed by the server when a transaction began on
-    /// it; nothing ran. [`Scope`](crate::Scope) retries these on another connection.
-    #[error("database connection lost: {0}")]
-    Lost(sqlx::Error),
     /// A stored document did not parse.
     #[error("corrupt stored document: {0}")]
     Corrupt(#[from] serde_json::Error),

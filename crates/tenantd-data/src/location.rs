@@ -138,6 +138,9 @@ pub(crate) struct Location {
 
 /// How long a pooled connection may sit idle and still be handed out without a ping.
 const TRUSTED_IDLE: Duration = Duration::from_secs(10);
+/// How often a transaction is begun again after meeting a connection the server had
+/// closed (each time, the connections idle since then are pinged first).
+const LOST_RETRIES: u32 = 2;
 
 /// When a pool last found one of its connections closed by the server (a restart,
 /// `pg_terminate_backend`, a proxy's idle timeout): its other connections idle since
@@ -169,8 +172,8 @@ impl Lost {
 /// pings a connection when it goes back to the pool (always) and, by default, again when
 /// it is taken out: two extra round trips around every transaction. Here the second
 /// ping is made only for a connection idle longer than [`TRUSTED_IDLE`], or idle since
-/// the pool last `lost` a connection; a transaction that still meets a closed one fails
-/// at its `BEGIN` ([`DataError::Lost`]), where retrying is safe.
+/// the pool last `lost` a connection. A transaction that still meets a closed one fails
+/// at its `BEGIN`, where nothing has run, and [`Location::begin`] begins it again.
 pub(crate) fn request_pool(max: u32, lost: Arc<Lost>) -> AnyPoolOptions {
     AnyPoolOptions::new()
         .max_connections(max.max(1))
@@ -255,27 +258,36 @@ impl Location {
     /// and the tier's schema for this transaction only, sent with `BEGIN` in one round
     /// trip (as literals: a tenant id is only `a-z`, `0-9` and `-`, and a schema is
     /// tenantd's own name; quotes are doubled all the same).
+    ///
+    /// A connection the server had closed meanwhile (a restart, `pg_terminate_backend`,
+    /// a proxy's idle timeout) fails here, before anything ran: the transaction is begun
+    /// again, on a connection that works.
     pub async fn begin(&self, tenant: &TenantId) -> Result<Tx, DataError> {
-        match &self.search_path {
-            Some(path) => {
-                let lit = |v: &str| format!("'{}'", v.replace('\'', "''"));
-                let begin = format!(
-                    "BEGIN; SELECT set_config('tenantd.tenant_id', {}, true), set_config('search_path', {}, true)",
-                    lit(tenant.as_str()),
-                    lit(path)
-                );
-                self.pool.begin_with(begin).await
+        let mut retries = 0;
+        loop {
+            let begun = match &self.search_path {
+                Some(path) => {
+                    let lit = |v: &str| format!("'{}'", v.replace('\'', "''"));
+                    let begin = format!(
+                        "BEGIN; SELECT set_config('tenantd.tenant_id', {}, true), set_config('search_path', {}, true)",
+                        lit(tenant.as_str()),
+                        lit(path)
+                    );
+                    self.pool.begin_with(begin).await
+                }
+                None => self.pool.begin().await,
+            };
+            match begun {
+                Err(e) if connection_lost(&e) => {
+                    self.lost.mark();
+                    if retries == LOST_RETRIES {
+                        return Err(e.into());
+                    }
+                    retries += 1;
+                }
+                r => return Ok(r?),
             }
-            None => self.pool.begin().await,
         }
-        .map_err(|e| {
-            if connection_lost(&e) {
-                self.lost.mark();
-                DataError::Lost(e)
-            } else {
-                e.into()
-            }
-        })
     }
 
     /// Ends a write: adds `delta` to the tenant's storage level and commits. The

@@ -25,9 +25,6 @@ const SHARED_SCHEMA: &str = "tenant_data";
 const PLACEMENT_TTL: Duration = Duration::from_secs(1);
 /// How long a write waits for a tier move's freeze to end.
 const FREEZE_WAIT: Duration = Duration::from_secs(30);
-/// How often an operation is retried after meeting a connection the server had closed
-/// (each retry pings the connections idle since then first).
-const LOST_RETRIES: u32 = 2;
 
 /// [`DataOptions::pool_size`]'s default.
 pub const DEFAULT_POOL_SIZE: u32 = 16;
@@ -1024,19 +1021,15 @@ impl Scope<'_> {
     }
 
     /// Runs `op` at the tenant's location; on a freeze, again at its location after
-    /// the move; on a connection found closed at `BEGIN`, again on another; on a
-    /// database error, once more if the tenant has moved meanwhile.
+    /// the move; on a database error, once more if the tenant has moved meanwhile.
     async fn run<'f, T, F>(&self, op: F) -> Result<T, DataError>
     where
         F: Fn(Arc<Location>) -> BoxFuture<'f, Result<T, DataError>>,
     {
         let mut loc = self.loc.clone();
         let deadline = Instant::now() + FREEZE_WAIT;
-        let mut lost = 0;
         loop {
             match op(loc.clone()).await {
-                Err(DataError::Lost(_)) if lost < LOST_RETRIES => lost += 1,
-                Err(DataError::Lost(e)) => return Err(DataError::Db(e)),
                 Err(DataError::Moving) if Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     loc = self.store.locate(&self.tenant, None).await?;

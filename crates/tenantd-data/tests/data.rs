@@ -910,7 +910,8 @@ async fn abandoned_uploads_are_swept_on_postgresql() {
 
 /// Connections the server closed while they sat in the pool (a restart, an idle timeout,
 /// `pg_terminate_backend`) cost no request: a transaction that meets one fails at its
-/// `BEGIN`, where nothing has run, and runs again on a connection that works.
+/// `BEGIN`, where nothing has run, and begins again on a connection that works. Reads,
+/// writes and upload chunks (staged outside the scope's retries) alike.
 #[tokio::test]
 async fn connections_the_server_closed_cost_no_request() {
     let Some(url) = postgres("closed connections").await else {
@@ -932,36 +933,51 @@ async fn connections_the_server_closed_cost_no_request() {
         let s = store.scope(tenant(id), None).await.unwrap();
         s.put_record("c", "1", &json!({"n": 1}), None).await.unwrap();
         let reads = || futures_util::future::join_all((0..16).map(|_| s.get_record("c", "1")));
+        let chunks = || futures_util::future::join_all((0..16).map(|_| s.stage_chunk("upload", 0, b"x")));
         // Every connection of the pool is opened, then closed by the server.
         for r in reads().await {
             assert!(r.unwrap().is_some());
         }
-        let sessions = "FROM pg_stat_activity WHERE usename = CAST($1 AS name) AND datname = CAST($2 AS name)";
-        let closed: i64 = sqlx::query_scalar(&format!(
-            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) {sessions}) AS t"
-        ))
-        .bind(APP_ROLE)
-        .bind(&db)
-        .fetch_one(&mut owner)
-        .await
-        .unwrap();
-        assert!(closed >= 2, "{tier:?}: only {closed} pooled connections were open");
-        for _ in 0..100 {
-            let left: i64 = sqlx::query_scalar(&format!("SELECT count(*) {sessions}"))
-                .bind(APP_ROLE)
-                .bind(&db)
-                .fetch_one(&mut owner)
-                .await
-                .unwrap();
-            if left == 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        close_sessions(&mut owner, &db, tier).await;
         for r in reads().await {
             assert_eq!(r.unwrap().unwrap().doc, json!({"n": 1}), "{tier:?}");
         }
         let w = s.put_record("c", "2", &json!({"n": 2}), None).await.unwrap();
         assert_eq!(w.value.version, 1, "{tier:?}");
+        for r in reads().await {
+            r.unwrap();
+        }
+        close_sessions(&mut owner, &db, tier).await;
+        for r in chunks().await {
+            r.unwrap();
+        }
+        s.discard_chunks("upload").await.unwrap();
+    }
+}
+
+/// Closes the app role's sessions on database `db` (at least 2), as the server does on a
+/// restart, and waits until they are gone.
+async fn close_sessions(owner: &mut sqlx::AnyConnection, db: &str, tier: Isolation) {
+    let sessions = "FROM pg_stat_activity WHERE usename = CAST($1 AS name) AND datname = CAST($2 AS name)";
+    let closed: i64 = sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) {sessions}) AS t"
+    ))
+    .bind(APP_ROLE)
+    .bind(db)
+    .fetch_one(&mut *owner)
+    .await
+    .unwrap();
+    assert!(closed >= 2, "{tier:?}: only {closed} pooled connections were open");
+    for _ in 0..100 {
+        let left: i64 = sqlx::query_scalar(&format!("SELECT count(*) {sessions}"))
+            .bind(APP_ROLE)
+            .bind(db)
+            .fetch_one(&mut *owner)
+            .await
+            .unwrap();
+        if left == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
