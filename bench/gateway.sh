@@ -128,9 +128,10 @@ for r in $(seq "$ROUNDS"); do
   load nginx "http://127.0.0.1:$NGINX_PORT/items" $(pgrep -P "$(cat "$WORK/proxy.pid")")
   load tenantd "http://127.0.0.1:$GW_PORT/items" "$TPID"
 done
-printf '%-28s %12s %10s %10s %8s %14s\n' contender req/s p50_us p99_us non-2xx proxy_cpu_us
+printf '%-12s %12s %8s %8s %8s %14s %10s %10s\n' contender req/s p50_us p99_us non-2xx proxy_cpu_us user_us sys_us
 for c in direct nginx tenantd; do
-  printf '%-28s %12s %10s %10s %8s %14s\n' "$c" "$(col $c 1)" "$(col $c 2)" "$(col $c 3)" "$(col $c 4)" "$(col $c 5)"
+  printf '%-12s %12s %8s %8s %8s %14s %10s %10s\n' "$c" "$(col $c 1)" "$(col $c 2)" "$(col $c 3)" "$(col $c 4)" \
+    "$(col $c 5)" "$(col $c 6)" "$(col $c 7)"
 done
 awk -v c="$(col tenantd 1)" -v b="$(col nginx 1)" -v tc="$(col tenantd 2)" -v nb="$(col nginx 2)" -v a="$(col direct 2)" 'BEGIN {
   printf "(c)/(b) throughput: %.2f   (target >= 1.0)\n", c / b
