@@ -230,7 +230,7 @@ pub async fn delete(S(state): S<State>, ctx: TenantContext, Path(p): Path<BlobPa
     ctx.require("blobs:write")?;
     check_blob_path(&p.path).map_err(data_err)?;
     let deleted = scope(&state, &ctx).await?.delete_blob(&p.path).await;
-    if deleted.map_err(data_err)?.value {
+    if crate::routes::usage::freed(&state, &ctx, deleted).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(Problem::not_found("blob").into())

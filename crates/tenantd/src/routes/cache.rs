@@ -4,7 +4,7 @@ use crate::app::State;
 use crate::error::ApiResult;
 use crate::extract::Json;
 use crate::routes::data::{data_err, scope};
-use crate::routes::usage::StorageLevel;
+use crate::routes::usage::{freed, StorageLevel};
 use axum::extract::{Path, State as S};
 use http::StatusCode;
 use serde::Deserialize;
@@ -95,13 +95,11 @@ pub async fn get(S(state): S<State>, ctx: TenantContext, Path(p): Path<KeyPath>)
 pub async fn delete(S(state): S<State>, ctx: TenantContext, Path(p): Path<KeyPath>) -> ApiResult<StatusCode> {
     ctx.require("cache:write")?;
     check_cache_key(&p.key).map_err(data_err)?;
-    let n = scope(&state, &ctx)
+    let deleted = scope(&state, &ctx)
         .await?
         .delete_cache(CacheSelector::Key(&p.key))
-        .await
-        .map_err(data_err)?
-        .value;
-    if n > 0 {
+        .await;
+    if freed(&state, &ctx, deleted).await? > 0 {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(Problem::not_found("cache entry").into())
@@ -138,11 +136,6 @@ pub async fn delete_many(
         }
         _ => return Err(Problem::invalid("give exactly one of ?prefix= and ?tag=").into()),
     };
-    let n = scope(&state, &ctx)
-        .await?
-        .delete_cache(which)
-        .await
-        .map_err(data_err)?
-        .value;
-    Ok(axum::Json(json!({"deleted": n})))
+    let deleted = scope(&state, &ctx).await?.delete_cache(which).await;
+    Ok(axum::Json(json!({"deleted": freed(&state, &ctx, deleted).await?})))
 }

@@ -349,7 +349,7 @@ fn merge(target: &mut Map<String, Value>, key: String, patch: Value) {
 pub async fn delete(S(state): S<State>, ctx: TenantContext, Path(p): Path<RecordPath>) -> ApiResult<StatusCode> {
     ctx.require("records:write")?;
     let deleted = scope(&state, &ctx).await?.delete_record(&p.c, &p.rid).await;
-    if deleted.map_err(data_err)?.value {
+    if crate::routes::usage::freed(&state, &ctx, deleted).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(Problem::not_found("record").into())

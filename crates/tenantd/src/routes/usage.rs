@@ -280,12 +280,9 @@ impl StorageLevel {
         ctx: &TenantContext,
         written: Result<tenantd_data::Written<T>, tenantd_data::DataError>,
     ) -> ApiResult<T> {
-        let t = ctx.tenant();
         match written {
             Ok(w) => {
-                if w.after != w.before {
-                    state.note_storage(t.id, w.after).await;
-                }
+                note_storage(state, ctx, &w).await;
                 if w.after > w.before {
                     let before = w.before.saturating_add(self.metered);
                     // The store wrote it under the hard limit, so the engine admits it too:
@@ -300,6 +297,26 @@ impl StorageLevel {
             Err(e) => Err(crate::routes::data::data_err(e)),
         }
     }
+}
+
+/// Notes a data-plane write's new storage level for the day's snapshot (invoices), if
+/// it changed.
+async fn note_storage<T>(state: &State, ctx: &TenantContext, w: &tenantd_data::Written<T>) {
+    if w.after != w.before {
+        state.note_storage(ctx.tenant().id, w.after).await;
+    }
+}
+
+/// A data-plane delete's result (it only frees storage, so no limit applies), with the
+/// tenant's new storage level noted for the day's snapshot.
+pub async fn freed<T>(
+    state: &State,
+    ctx: &TenantContext,
+    written: Result<tenantd_data::Written<T>, tenantd_data::DataError>,
+) -> ApiResult<T> {
+    let w = written.map_err(crate::routes::data::data_err)?;
+    note_storage(state, ctx, &w).await;
+    Ok(w.value)
 }
 
 /// One metered usage event.

@@ -945,22 +945,21 @@ async fn stored_bytes_are_billed(app: TestApp) {
     app.put_bytes("/v1/data/blobs/f", &key, vec![0; 100], "application/octet-stream")
         .await
         .expect(201);
-    app.state.flush_usage().await;
     let tenant = tenantd_core::TenantId::parse("acme").unwrap();
-    let snapshots: Vec<(String, u64)> = app
-        .state
-        .catalog
-        .counters_in(&tenant, tenantd_core::Window::Total, 1, i64::MAX)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| (r.resource, r.value))
-        .collect();
-    assert_eq!(
-        snapshots,
-        [("storage_bytes:data".to_string(), 100)],
-        "today's snapshot of the stored bytes"
-    );
+    // Today's snapshots, after the usage flush.
+    let snapshots = || async {
+        app.state.flush_usage().await;
+        app.state
+            .catalog
+            .counters_in(&tenant, tenantd_core::Window::Total, 1, i64::MAX)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.resource, r.value))
+            .collect::<Vec<_>>()
+    };
+    let stored = |n: u64| vec![("storage_bytes:data".to_string(), n)];
+    assert_eq!(snapshots().await, stored(100), "today's snapshot of the stored bytes");
     let (y, m) = tenantd_core::ts::year_month(tenantd_core::now_secs());
     let inv = app
         .get(&format!("/v1/tenants/acme/invoices/{y}-{m:02}"), ADMIN)
@@ -975,6 +974,30 @@ async fn stored_bytes_are_billed(app: TestApp) {
     assert!(
         storage.is_some(),
         "the stored bytes above the allowance are billed: {inv}"
+    );
+    // Deletes free storage, and today's snapshot follows them down.
+    app.delete("/v1/data/blobs/f", &key).await.expect(204);
+    assert_eq!(snapshots().await, stored(0), "a deleted blob is no longer billed");
+    let r = app
+        .post("/v1/data/collections/c/records", &key, json!({"n": 1}))
+        .await
+        .expect(201);
+    app.call("PUT", "/v1/data/cache/k", Some(&key), Some(json!({"value": "v"})), &[])
+        .await
+        .expect(200);
+    let level = snapshots().await[0].1;
+    assert!(level > 0, "a record and a cache entry are stored");
+    app.delete(
+        &format!("/v1/data/collections/c/records/{}", r.body["id"].as_str().unwrap()),
+        &key,
+    )
+    .await
+    .expect(204);
+    app.delete("/v1/data/cache?prefix=k", &key).await.expect(200);
+    assert_eq!(
+        snapshots().await,
+        stored(0),
+        "deleted records and cache entries are no longer billed"
     );
 }
 
