@@ -18,58 +18,68 @@ use tenantd_core::{now_secs, TenantId};
 
 type Tx = sqlx::Transaction<'static, sqlx::Any>;
 
+// Serialized as the API answers them: times in RFC 3339, fields in alphabetical order
+// (as the API has always written them).
+
 /// One JSON record of a tenant's collection.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Record {
     /// Its collection.
     pub collection: String,
+    /// Unix seconds.
+    #[serde(serialize_with = "tenantd_core::ts::ser")]
+    pub created_at: i64,
+    /// The document.
+    #[serde(rename = "data")]
+    pub doc: serde_json::Value,
     /// Its id within the collection.
     pub id: String,
-    /// The document.
-    pub doc: serde_json::Value,
+    /// Unix seconds.
+    #[serde(serialize_with = "tenantd_core::ts::ser")]
+    pub updated_at: i64,
     /// 1 when created, one more on each write (the ETag).
     pub version: i64,
-    /// Unix seconds.
-    pub created_at: i64,
-    /// Unix seconds.
-    pub updated_at: i64,
 }
 
 /// A blob's description (its content is read a chunk at a time).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Blob {
-    /// Its path.
-    pub path: String,
     /// Where its chunks are.
     #[serde(skip)]
     pub blob_id: String,
     /// The content type it was stored with.
     pub content_type: String,
-    /// Its length.
-    pub size_bytes: i64,
+    /// Unix seconds.
+    #[serde(serialize_with = "tenantd_core::ts::ser")]
+    pub created_at: i64,
+    /// Its path.
+    pub path: String,
     /// SHA-256 of its content, in hex.
     pub sha256: String,
+    /// Its length.
+    pub size_bytes: i64,
+    /// Unix seconds.
+    #[serde(serialize_with = "tenantd_core::ts::ser")]
+    pub updated_at: i64,
     /// 1 when created, one more on each replacement.
     pub version: i64,
-    /// Unix seconds.
-    pub created_at: i64,
-    /// Unix seconds.
-    pub updated_at: i64,
 }
 
 /// One cache entry.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CacheEntry {
+    /// Unix seconds when it expires, if it does.
+    #[serde(serialize_with = "tenantd_core::ts::ser_opt")]
+    pub expires_at: Option<i64>,
     /// Its key.
     pub key: String,
-    /// The value.
-    pub value: serde_json::Value,
     /// Its tags.
     pub tags: Vec<String>,
-    /// Unix seconds when it expires, if it does.
-    pub expires_at: Option<i64>,
     /// Unix seconds.
+    #[serde(serialize_with = "tenantd_core::ts::ser")]
     pub updated_at: i64,
+    /// The value.
+    pub value: serde_json::Value,
 }
 
 /// Which cache entries a delete removes.

@@ -65,21 +65,23 @@ impl DataOptions {
     }
 }
 
-/// Where one tenant's data lives, as `GET /v1/tenants/{id}/placement` shows it.
+/// Where one tenant's data lives, serialized as `GET /v1/tenants/{id}/placement`
+/// answers it (fields in alphabetical order).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Placement {
+    /// Where: `shared`, `schema:<name>`, `database:<host:port>/<name>`, `file:<path>`.
+    pub location: String,
+    /// The last (or running) move: phase, rows copied, target, error.
+    #[serde(rename = "move")]
+    pub progress: Option<Value>,
+    /// `placed`, or `moving` while a tier move runs.
+    pub state: String,
     /// The tenant.
     pub tenant_id: String,
     /// Its tier.
     pub tier: Isolation,
-    /// Where: `shared`, `schema:<name>`, `database:<host:port>/<name>`, `file:<path>`.
-    pub location: String,
-    /// `placed`, or `moving` while a tier move runs.
-    pub state: String,
-    /// The last (or running) move: phase, rows copied, target, error.
-    #[serde(rename = "move", skip_serializing_if = "Option::is_none")]
-    pub progress: Option<Value>,
     /// Unix seconds.
+    #[serde(serialize_with = "tenantd_core::ts::ser")]
     pub updated_at: i64,
 }
 

@@ -10,7 +10,6 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 use serde::Deserialize;
-use serde_json::{json, Value};
 use tenantd_core::Code;
 use tenantd_data::{check_blob_path, new_blob_id, Blob};
 use tenantd_edge::{Problem, TenantContext};
@@ -25,18 +24,6 @@ const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(24 *
 #[derive(Deserialize)]
 pub struct BlobPath {
     path: String,
-}
-
-fn describe(b: &Blob) -> Value {
-    json!({
-        "path": b.path,
-        "content_type": b.content_type,
-        "size_bytes": b.size_bytes,
-        "sha256": b.sha256,
-        "version": b.version,
-        "created_at": tenantd_core::ts::format(b.created_at),
-        "updated_at": tenantd_core::ts::format(b.updated_at),
-    })
 }
 
 /// Stores a blob (`blobs:write`), streamed: the body is read and stored a chunk at a
@@ -131,7 +118,7 @@ pub async fn put(
     } else {
         StatusCode::OK
     };
-    let mut resp = (status, axum::Json(describe(&b))).into_response();
+    let mut resp = (status, axum::Json(&b)).into_response();
     resp.headers_mut().insert(header::ETAG, etag(b.version));
     Ok(resp)
 }
@@ -256,7 +243,7 @@ pub async fn list(
     S(state): S<State>,
     ctx: TenantContext,
     crate::extract::Query(q): crate::extract::Query<ListBlobs>,
-) -> ApiResult<axum::Json<tenantd_store::Page<Value>>> {
+) -> ApiResult<axum::Json<tenantd_store::Page<Blob>>> {
     ctx.require("blobs:read")?;
     let page = crate::extract::page(q.limit, q.cursor)?;
     let after = page.after.as_deref().map(tenantd_store::decode_cursor).transpose()?;
@@ -265,9 +252,7 @@ pub async fn list(
         .list_blobs(q.prefix.as_deref().unwrap_or(""), after.as_deref(), page.limit + 1)
         .await
         .map_err(data_err)?;
-    let found = tenantd_store::paginate(found, page.limit, |b| b.path.clone());
-    Ok(axum::Json(tenantd_store::Page {
-        items: found.items.iter().map(describe).collect(),
-        next_cursor: found.next_cursor,
-    }))
+    Ok(axum::Json(tenantd_store::paginate(found, page.limit, |b| {
+        b.path.clone()
+    })))
 }

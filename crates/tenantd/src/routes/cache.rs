@@ -23,16 +23,6 @@ pub struct KeyPath {
     key: String,
 }
 
-fn body(e: &CacheEntry) -> Value {
-    json!({
-        "key": e.key,
-        "value": e.value,
-        "tags": e.tags,
-        "expires_at": e.expires_at.map(tenantd_core::ts::format),
-        "updated_at": tenantd_core::ts::format(e.updated_at),
-    })
-}
-
 /// `PUT /v1/data/cache/{key}` body.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -55,7 +45,7 @@ pub async fn put(
     ctx: TenantContext,
     Path(p): Path<KeyPath>,
     Json(b): Json<PutCache>,
-) -> ApiResult<axum::Json<Value>> {
+) -> ApiResult<axum::Json<CacheEntry>> {
     ctx.require("cache:write")?;
     check_cache_key(&p.key).map_err(data_err)?;
     if b.ttl_seconds.is_some_and(|t| t == 0 || t > MAX_TTL) {
@@ -73,12 +63,12 @@ pub async fn put(
         .put_cache(&p.key, &b.value, b.ttl_seconds, &b.tags, level.max)
         .await;
     let e = level.settle(&state, &ctx, written).await?;
-    Ok(axum::Json(body(&e)))
+    Ok(axum::Json(e))
 }
 
 /// A cache entry that has not expired (`cache:read`).
 #[utoipa::path(get, path = "/v1/data/cache/{*key}", tag = "data", params(("key" = String, Path)), responses((status = 200, description = "The entry"), (status = 404, description = "No such entry, or it expired")))]
-pub async fn get(S(state): S<State>, ctx: TenantContext, Path(p): Path<KeyPath>) -> ApiResult<axum::Json<Value>> {
+pub async fn get(S(state): S<State>, ctx: TenantContext, Path(p): Path<KeyPath>) -> ApiResult<axum::Json<CacheEntry>> {
     ctx.require("cache:read")?;
     check_cache_key(&p.key).map_err(data_err)?;
     let e = scope(&state, &ctx)
@@ -87,7 +77,7 @@ pub async fn get(S(state): S<State>, ctx: TenantContext, Path(p): Path<KeyPath>)
         .await
         .map_err(data_err)?
         .ok_or_else(|| Problem::not_found("cache entry"))?;
-    Ok(axum::Json(body(&e)))
+    Ok(axum::Json(e))
 }
 
 /// Deletes a cache entry (`cache:write`): `204`; `404` if there is none.

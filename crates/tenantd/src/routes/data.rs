@@ -7,7 +7,7 @@ use crate::routes::usage::StorageLevel;
 use axum::extract::{Path, State as S};
 use axum::response::{IntoResponse, Response};
 use http::{header, HeaderMap, HeaderValue, StatusCode};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use tenantd_core::{Code, PlanId};
@@ -38,29 +38,6 @@ pub fn etag(version: i64) -> HeaderValue {
     HeaderValue::from_str(&format!("\"{version}\"")).unwrap_or_else(|_| HeaderValue::from_static("\"0\""))
 }
 
-/// A record as the API shows it, serialized straight from the [`Record`] (no copy of
-/// its document).
-#[derive(Serialize)]
-struct Body<'a> {
-    collection: &'a str,
-    created_at: String,
-    data: &'a Value,
-    id: &'a str,
-    updated_at: String,
-    version: i64,
-}
-
-fn body(r: &Record) -> Body<'_> {
-    Body {
-        collection: &r.collection,
-        created_at: tenantd_core::ts::format(r.created_at),
-        data: &r.doc,
-        id: &r.id,
-        updated_at: tenantd_core::ts::format(r.updated_at),
-        version: r.version,
-    }
-}
-
 /// The calling tenant's data: at its placement, or (the first time) placed at its
 /// plan's tier.
 pub async fn scope<'a>(state: &'a State, ctx: &TenantContext) -> ApiResult<Scope<'a>> {
@@ -76,7 +53,7 @@ pub async fn scope<'a>(state: &'a State, ctx: &TenantContext) -> ApiResult<Scope
 
 /// A record answer with its `ETag`.
 fn answer(status: StatusCode, r: &Record) -> Response {
-    let mut resp = (status, axum::Json(body(r))).into_response();
+    let mut resp = (status, axum::Json(r)).into_response();
     resp.headers_mut().insert(header::ETAG, etag(r.version));
     resp
 }
@@ -216,7 +193,7 @@ pub async fn list(
     ctx: TenantContext,
     Path(p): Path<CollectionPath>,
     crate::extract::Query(q): crate::extract::Query<BTreeMap<String, String>>,
-) -> ApiResult<Response> {
+) -> ApiResult<axum::Json<tenantd_store::Page<Record>>> {
     ctx.require("records:read")?;
     // A limit that is not a number is out of range, as 0 is.
     let limit = q.get("limit").map(|l| l.parse::<u32>().unwrap_or(0));
@@ -243,11 +220,7 @@ pub async fn list(
         }
     }
     let found = tenantd_store::paginate(items, page.limit, |r| r.id.clone());
-    Ok(axum::Json(tenantd_store::Page {
-        items: found.items.iter().map(body).collect(),
-        next_cursor: found.next_cursor,
-    })
-    .into_response())
+    Ok(axum::Json(found))
 }
 
 /// The version an `If-Match` header asks for: `"3"` (or `*`, any).

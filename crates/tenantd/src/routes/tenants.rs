@@ -180,14 +180,7 @@ pub async fn placement(S(state): S<State>, ctx: TenantContext) -> ApiResult<axum
     let id = ctx.tenant_id();
     let p = state.data.placement(id).await.map_err(crate::routes::data::data_err)?;
     Ok(axum::Json(match p {
-        Some(p) => serde_json::json!({
-            "tenant_id": p.tenant_id,
-            "tier": p.tier,
-            "location": p.location,
-            "state": p.state,
-            "move": p.progress,
-            "updated_at": tenantd_core::ts::format(p.updated_at),
-        }),
+        Some(p) => serde_json::json!(p),
         None => {
             let plan = state.catalog.get_plan(&PlanId::parse(&ctx.tenant().plan)?).await?;
             serde_json::json!({"tenant_id": id, "tier": plan.isolation, "location": null, "state": "unplaced", "move": null})
