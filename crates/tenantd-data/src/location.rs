@@ -11,8 +11,9 @@ use serde::Serialize;
 use sqlx::any::AnyPoolOptions;
 use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, LazyLock, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 use tenantd_core::{now_secs, TenantId};
 
@@ -246,22 +247,43 @@ fn cache_entry(row: &AnyRow) -> Result<CacheEntry, DataError> {
     })
 }
 
-const RECORD_COLS: &str = "collection, id, {doc_out} AS doc, version, created_at, updated_at";
-const BLOB_COLS: &str = "path, blob_id, content_type, size_bytes, sha256, version, created_at, updated_at";
-const CACHE_COLS: &str = "key, value, tags, expires_at, updated_at";
+/// `template` in PostgreSQL's (`pg`) or SQLite's spelling: `{record_cols}`,
+/// `{blob_cols}` and `{cache_cols}` are the columns the row readers take, `{doc_in}` is
+/// parameter `$4` as a document, `{lock}` locks the selected row, `{instr}` finds a
+/// substring.
+fn resolve(template: &str, pg: bool) -> String {
+    let pick = |postgres, sqlite| if pg { postgres } else { sqlite };
+    template
+        .replace(
+            "{record_cols}",
+            "collection, id, {doc_out} AS doc, version, created_at, updated_at",
+        )
+        .replace(
+            "{blob_cols}",
+            "path, blob_id, content_type, size_bytes, sha256, version, created_at, updated_at",
+        )
+        .replace("{cache_cols}", "key, value, tags, expires_at, updated_at")
+        .replace("{doc_in}", pick("CAST($4 AS jsonb)", "$4"))
+        .replace("{doc_out}", pick("CAST(doc AS text)", "doc"))
+        .replace("{lock}", pick("FOR UPDATE", ""))
+        .replace("{instr}", pick("strpos", "instr"))
+}
 
 impl Location {
-    /// `sql` with this database's spelling of the document column.
-    fn sql(&self, sql: &str) -> String {
-        let (doc_in, doc_out) = if self.pg {
-            ("CAST($4 AS jsonb)", "CAST(doc AS text)")
-        } else {
-            ("$4", "doc")
-        };
-        sql.replace("{cols}", RECORD_COLS)
-            .replace("{doc_in}", doc_in)
-            .replace("{doc_out}", doc_out)
-            .replace("{lock}", if self.pg { "FOR UPDATE" } else { "" })
+    /// A statement in this database's spelling ([`resolve`]). Each template is resolved
+    /// once per process and database, not on every call.
+    fn sql(&self, template: &'static str) -> &'static str {
+        type Resolved = RwLock<HashMap<(usize, bool), &'static str>>;
+        static RESOLVED: LazyLock<Resolved> = LazyLock::new(Resolved::default);
+        // Keyed by where the template is: one entry per statement in this file.
+        let key = (template.as_ptr() as usize, self.pg);
+        if let Some(s) = RESOLVED.read().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return s;
+        }
+        let mut resolved = RESOLVED.write().unwrap_or_else(|e| e.into_inner());
+        resolved
+            .entry(key)
+            .or_insert_with(|| Box::leak(resolve(template, self.pg).into_boxed_str()))
     }
 
     /// A transaction for `tenant`. On PostgreSQL its first statement sets the tenant
@@ -373,18 +395,19 @@ impl Location {
     /// otherwise `lock` (`SELECT size_bytes, … {lock}` on the key: the first `key` of
     /// `args`) and, if `accept` takes that row, `update` (`… RETURNING …`). `insert` and
     /// `update` take all of `args`. `None`: no `insert` and no row, or `accept` refused.
+    /// The three are templates ([`resolve`]).
     #[allow(clippy::too_many_arguments)]
     async fn put_keyed(
         &self,
         tx: &mut Tx,
-        insert: Option<&str>,
-        lock: &str,
-        update: &str,
+        insert: Option<&'static str>,
+        lock: &'static str,
+        update: &'static str,
         args: &[Arg<'_>],
         key: usize,
         accept: impl Fn(&AnyRow) -> bool,
     ) -> Result<Option<Put>, DataError> {
-        let lock = self.sql(lock);
+        let (insert, lock, update) = (insert.map(|i| self.sql(i)), self.sql(lock), self.sql(update));
         // A row deleted between the insert and the lock: insert again.
         for _ in 0..3 {
             if let Some(insert) = insert {
@@ -395,7 +418,7 @@ impl Location {
                     return Ok(Some(Put { row, prior: None }));
                 }
             }
-            let Some(prior) = bind(sqlx::query(&lock), args[..key].iter().copied())
+            let Some(prior) = bind(sqlx::query(lock), args[..key].iter().copied())
                 .fetch_optional(&mut **tx)
                 .await?
             else {
@@ -433,15 +456,6 @@ impl Location {
     ) -> Result<Option<Written<Record>>, DataError> {
         let size = doc.len() as i64;
         let mut tx = self.begin(tenant).await?;
-        let insert = self.sql(
-            "INSERT INTO records (tenant_id, collection, id, doc, version, size_bytes, created_at, updated_at) \
-             VALUES ($1, $2, $3, {doc_in}, 1, $5, $6, $6) \
-             ON CONFLICT (tenant_id, collection, id) DO NOTHING RETURNING {cols}",
-        );
-        let update = self.sql(
-            "UPDATE records SET doc = {doc_in}, version = version + 1, size_bytes = $5, updated_at = $6 \
-             WHERE tenant_id = $1 AND collection = $2 AND id = $3 RETURNING {cols}",
-        );
         let args = [
             Arg::Text(tenant.as_str()),
             Arg::Text(collection),
@@ -453,9 +467,14 @@ impl Location {
         let put = self
             .put_keyed(
                 &mut tx,
-                expected.is_none().then_some(insert.as_str()),
+                expected.is_none().then_some(
+                    "INSERT INTO records (tenant_id, collection, id, doc, version, size_bytes, created_at, updated_at) \
+                     VALUES ($1, $2, $3, {doc_in}, 1, $5, $6, $6) \
+                     ON CONFLICT (tenant_id, collection, id) DO NOTHING RETURNING {record_cols}",
+                ),
                 "SELECT size_bytes, version FROM records WHERE tenant_id = $1 AND collection = $2 AND id = $3 {lock}",
-                &update,
+                "UPDATE records SET doc = {doc_in}, version = version + 1, size_bytes = $5, updated_at = $6 \
+                 WHERE tenant_id = $1 AND collection = $2 AND id = $3 RETURNING {record_cols}",
                 &args,
                 3,
                 |prior| expected.is_none_or(|want| prior.try_get::<i64, _>("version").ok() == Some(want)),
@@ -469,13 +488,14 @@ impl Location {
     /// A record.
     pub async fn get_record(&self, tenant: &TenantId, collection: &str, id: &str) -> Result<Option<Record>, DataError> {
         let mut tx = self.begin(tenant).await?;
-        let row =
-            sqlx::query(&self.sql("SELECT {cols} FROM records WHERE tenant_id = $1 AND collection = $2 AND id = $3"))
-                .bind(tenant.as_str())
-                .bind(collection)
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let row = sqlx::query(
+            self.sql("SELECT {record_cols} FROM records WHERE tenant_id = $1 AND collection = $2 AND id = $3"),
+        )
+        .bind(tenant.as_str())
+        .bind(collection)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
         tx.commit().await?;
         row.as_ref().map(record).transpose()
     }
@@ -489,13 +509,13 @@ impl Location {
         limit: u32,
     ) -> Result<Vec<Record>, DataError> {
         let mut tx = self.begin(tenant).await?;
-        let rows = sqlx::query(&self.sql(&format!(
-            "SELECT {{cols}} FROM records WHERE tenant_id = $1 AND collection = $2 AND id > $3 ORDER BY id LIMIT {}",
-            limit.clamp(1, 1000)
-        )))
+        let rows = sqlx::query(self.sql(
+            "SELECT {record_cols} FROM records WHERE tenant_id = $1 AND collection = $2 AND id > $3 ORDER BY id LIMIT $4",
+        ))
         .bind(tenant.as_str())
         .bind(collection)
         .bind(after)
+        .bind(i64::from(limit.clamp(1, 1000)))
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -610,15 +630,13 @@ impl Location {
         let put = self
             .put_keyed(
                 &mut tx,
-                Some(&format!(
+                Some(
                     "INSERT INTO blobs (tenant_id, path, blob_id, content_type, size_bytes, sha256, version, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $7) ON CONFLICT (tenant_id, path) DO NOTHING RETURNING {BLOB_COLS}"
-                )),
-                "SELECT size_bytes, blob_id FROM blobs WHERE tenant_id = $1 AND path = $2 {lock}",
-                &format!(
-                    "UPDATE blobs SET blob_id = $3, content_type = $4, size_bytes = $5, sha256 = $6, \
-                     version = version + 1, updated_at = $7 WHERE tenant_id = $1 AND path = $2 RETURNING {BLOB_COLS}"
+                     VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $7) ON CONFLICT (tenant_id, path) DO NOTHING RETURNING {blob_cols}",
                 ),
+                "SELECT size_bytes, blob_id FROM blobs WHERE tenant_id = $1 AND path = $2 {lock}",
+                "UPDATE blobs SET blob_id = $3, content_type = $4, size_bytes = $5, sha256 = $6, \
+                 version = version + 1, updated_at = $7 WHERE tenant_id = $1 AND path = $2 RETURNING {blob_cols}",
                 &args,
                 2,
                 |_| true,
@@ -635,13 +653,11 @@ impl Location {
     /// A blob's description.
     pub async fn get_blob(&self, tenant: &TenantId, path: &str) -> Result<Option<Blob>, DataError> {
         let mut tx = self.begin(tenant).await?;
-        let row = sqlx::query(&format!(
-            "SELECT {BLOB_COLS} FROM blobs WHERE tenant_id = $1 AND path = $2"
-        ))
-        .bind(tenant.as_str())
-        .bind(path)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let row = sqlx::query(self.sql("SELECT {blob_cols} FROM blobs WHERE tenant_id = $1 AND path = $2"))
+            .bind(tenant.as_str())
+            .bind(path)
+            .fetch_optional(&mut *tx)
+            .await?;
         tx.commit().await?;
         row.as_ref().map(blob).transpose()
     }
@@ -668,15 +684,15 @@ impl Location {
         limit: u32,
     ) -> Result<Vec<Blob>, DataError> {
         let mut tx = self.begin(tenant).await?;
-        let rows = sqlx::query(&format!(
-            "SELECT {BLOB_COLS} FROM blobs WHERE tenant_id = $1 AND substr(path, 1, CAST($2 AS integer)) = $3 AND path > $4 \
-             ORDER BY path LIMIT {}",
-            limit.clamp(1, 1000)
+        let rows = sqlx::query(self.sql(
+            "SELECT {blob_cols} FROM blobs WHERE tenant_id = $1 AND substr(path, 1, CAST($2 AS integer)) = $3 \
+             AND path > $4 ORDER BY path LIMIT $5",
         ))
         .bind(tenant.as_str())
         .bind(prefix.chars().count() as i64)
         .bind(prefix)
         .bind(after)
+        .bind(i64::from(limit.clamp(1, 1000)))
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -746,15 +762,13 @@ impl Location {
         let put = self
             .put_keyed(
                 &mut tx,
-                Some(&format!(
+                Some(
                     "INSERT INTO cache_entries (tenant_id, key, value, tags, expires_at, size_bytes, version, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, 1, $7) ON CONFLICT (tenant_id, key) DO NOTHING RETURNING {CACHE_COLS}"
-                )),
-                "SELECT size_bytes FROM cache_entries WHERE tenant_id = $1 AND key = $2 {lock}",
-                &format!(
-                    "UPDATE cache_entries SET value = $3, tags = $4, expires_at = $5, size_bytes = $6, \
-                     version = version + 1, updated_at = $7 WHERE tenant_id = $1 AND key = $2 RETURNING {CACHE_COLS}"
+                     VALUES ($1, $2, $3, $4, $5, $6, 1, $7) ON CONFLICT (tenant_id, key) DO NOTHING RETURNING {cache_cols}",
                 ),
+                "SELECT size_bytes FROM cache_entries WHERE tenant_id = $1 AND key = $2 {lock}",
+                "UPDATE cache_entries SET value = $3, tags = $4, expires_at = $5, size_bytes = $6, \
+                 version = version + 1, updated_at = $7 WHERE tenant_id = $1 AND key = $2 RETURNING {cache_cols}",
                 &args,
                 2,
                 |_| true,
@@ -768,9 +782,9 @@ impl Location {
     /// A cache entry that has not expired.
     pub async fn get_cache(&self, tenant: &TenantId, key: &str) -> Result<Option<CacheEntry>, DataError> {
         let mut tx = self.begin(tenant).await?;
-        let row = sqlx::query(&format!(
-            "SELECT {CACHE_COLS} FROM cache_entries WHERE tenant_id = $1 AND key = $2 \
-             AND (expires_at IS NULL OR expires_at > $3)"
+        let row = sqlx::query(self.sql(
+            "SELECT {cache_cols} FROM cache_entries WHERE tenant_id = $1 AND key = $2 \
+             AND (expires_at IS NULL OR expires_at > $3)",
         ))
         .bind(tenant.as_str())
         .bind(key)
@@ -786,23 +800,27 @@ impl Location {
         let now = now_secs();
         let mut tx = self.begin(tenant).await?;
         let expired = Self::sweep_expired(&mut tx, tenant, now).await?;
-        let (cond, arg, n) = match which {
-            CacheSelector::Key(k) => ("key = $2", k.to_string(), 0),
+        let (sql, arg, n) = match which {
+            CacheSelector::Key(k) => (
+                "DELETE FROM cache_entries WHERE tenant_id = $1 AND key = $2 RETURNING size_bytes",
+                k.to_string(),
+                0,
+            ),
             CacheSelector::Prefix(p) => (
-                "substr(key, 1, CAST($3 AS integer)) = $2",
+                "DELETE FROM cache_entries WHERE tenant_id = $1 AND substr(key, 1, CAST($3 AS integer)) = $2 \
+                 RETURNING size_bytes",
                 p.to_string(),
                 p.chars().count() as i64,
             ),
-            CacheSelector::Tag(t) => ("instr(tags, $2) > 0", format!(",{t},"), 0),
+            CacheSelector::Tag(t) => (
+                "DELETE FROM cache_entries WHERE tenant_id = $1 AND {instr}(tags, $2) > 0 RETURNING size_bytes",
+                format!(",{t},"),
+                0,
+            ),
         };
-        // PostgreSQL has `strpos` where SQLite has `instr`.
-        let cond = if self.pg {
-            cond.replace("instr(", "strpos(")
-        } else {
-            cond.to_string()
-        };
-        let sql = format!("DELETE FROM cache_entries WHERE tenant_id = $1 AND {cond} RETURNING size_bytes");
-        let mut q = sqlx::query_scalar::<_, i64>(&sql).bind(tenant.as_str()).bind(arg);
+        let mut q = sqlx::query_scalar::<_, i64>(self.sql(sql))
+            .bind(tenant.as_str())
+            .bind(arg);
         if n > 0 {
             q = q.bind(n);
         }
