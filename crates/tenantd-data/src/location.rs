@@ -3,9 +3,9 @@
 //!
 //! Every statement names the tenant, and on PostgreSQL runs in a transaction that sets
 //! `tenantd.tenant_id` (for row-level security) and the `search_path` (for the tier).
-//! Every write first locks the tenant's `storage` row: writes of one tenant are
-//! serialised there, which keeps the storage level exact across nodes and is how a tier
-//! move freezes writes (`frozen`).
+//! Every write ends by adding its bytes to the tenant's `storage` row, which it holds
+//! from that statement to the commit ([`Location::settle`]): that keeps the storage
+//! level exact across nodes, and is how a tier move freezes writes (`frozen`).
 use crate::{DataError, Written};
 use serde::Serialize;
 use sqlx::any::AnyPoolOptions;
