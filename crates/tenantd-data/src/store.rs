@@ -201,6 +201,16 @@ async fn refuse_unsafe_role(pool: &AnyPool) -> Result<(), DataError> {
     }
 }
 
+/// A `database:<host>/<db>` location's server host and database; `None` for another
+/// kind of location.
+fn database_at(name: &str) -> Option<Result<(&str, &str), DataError>> {
+    let rest = name.strip_prefix("database:")?;
+    Some(
+        rest.split_once('/')
+            .ok_or_else(|| DataError::Invalid(format!("bad location '{name}'"))),
+    )
+}
+
 fn parse_tier(s: &str) -> Result<Isolation, DataError> {
     Isolation::parse(s).ok_or_else(|| DataError::Invalid(format!("unknown tier '{s}' in the placement table")))
 }
@@ -382,9 +392,7 @@ impl DataStore {
                     let n = rows
                         .iter()
                         .filter_map(|r| r.try_get::<String, _>("location").ok())
-                        .filter(|l| {
-                            l.strip_prefix("database:").and_then(|l| l.split_once('/')).map(|p| p.0) == Some(host)
-                        })
+                        .filter(|l| database_at(l).and_then(Result::ok).map(|(h, _)| h) == Some(host))
                         .count();
                     counts.push((n, host));
                 }
@@ -464,10 +472,8 @@ impl DataStore {
             // The owner's pool on the catalog's database, where tenant schemas live.
             return migrate(&self.admin, Some(schema), create).await;
         }
-        if let Some(rest) = name.strip_prefix("database:") {
-            let (host, db) = rest
-                .split_once('/')
-                .ok_or_else(|| DataError::Invalid(format!("bad location '{name}'")))?;
+        if let Some(at) = database_at(name) {
+            let (host, db) = at?;
             let server = self.server_of(host)?;
             let conn = owner_pool(server).await?;
             let exists = sqlx::query("SELECT 1 AS x FROM pg_database WHERE datname = $1")
@@ -544,10 +550,8 @@ impl DataStore {
                 search_path: Some(ident(schema)),
                 lost: self.home.lost.clone(),
             }
-        } else if let Some(rest) = name.strip_prefix("database:") {
-            let (host, db) = rest
-                .split_once('/')
-                .ok_or_else(|| DataError::Invalid(format!("bad location '{name}'")))?;
+        } else if let Some(at) = database_at(name) {
+            let (host, db) = at?;
             let server = Url::parse(self.server_of(host)?)?;
             let url = match &self.backend {
                 Backend::Postgres { app: Some(app), .. } => server.with(Url::parse(app)?.user, db),
@@ -718,19 +722,8 @@ impl DataStore {
                 if let Err(e) = self.drop_copy(&tenant, &target).await {
                     tracing::warn!(tenant = %tenant, error = %e, "a failed move's partial copy was not dropped");
                 }
-                sqlx::query(&format!(
-                    "UPDATE {} SET state = 'placed', target = NULL, updated_at = $2 WHERE tenant_id = $1",
-                    self.placements()
-                ))
-                .bind(tenant.as_str())
-                .bind(now_secs())
-                .execute(&self.admin)
-                .await?;
-                self.set_progress(
-                    &tenant,
-                    &json!({"phase": "failed", "from": from.location, "to": target, "error": e.to_string()}),
-                )
-                .await;
+                let failed = json!({"phase": "failed", "from": from.location, "to": target, "error": e.to_string()});
+                self.settle_placement(&tenant, &failed).await?;
                 Err(e)
             }
         }
@@ -844,6 +837,12 @@ impl DataStore {
             }
         }
         progress["phase"] = json!("done");
+        self.settle_placement(tenant, &progress).await
+    }
+
+    /// Marks the tenant's placement as settled where it is (no move under way), with
+    /// `progress` as its last move's.
+    async fn settle_placement(&self, tenant: &TenantId, progress: &Value) -> Result<(), DataError> {
         sqlx::query(&format!(
             "UPDATE {} SET state = 'placed', target = NULL, progress = $2, updated_at = $3 WHERE tenant_id = $1",
             self.placements()
@@ -877,10 +876,8 @@ impl DataStore {
         if let Some(l) = loc {
             l.pool.close().await;
         }
-        if let Some(rest) = name.strip_prefix("database:") {
-            let (host, db) = rest
-                .split_once('/')
-                .ok_or_else(|| DataError::Invalid(format!("bad location '{name}'")))?;
+        if let Some(at) = database_at(name) {
+            let (host, db) = at?;
             let conn = owner_pool(self.server_of(host)?).await?;
             let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", ident(db));
             sqlx::raw_sql(&drop).execute(&conn).await?;
@@ -900,10 +897,10 @@ impl DataStore {
     }
 
     /// After a crash: moves that were under way are undone (their tenants thawed where
-    /// they were, the partial copies dropped); returns each such tenant with the tier it
-    /// was moving to, so that the caller can start the move again. Moves that had
-    /// switched get their old copy dropped.
-    pub async fn recover(&self) -> Result<Vec<(TenantId, Isolation)>, DataError> {
+    /// they were, the partial copies dropped); returns those tenants, so that the caller
+    /// can move them again to their plan's tier. Moves that had switched get their old
+    /// copy dropped.
+    pub async fn recover(&self) -> Result<Vec<TenantId>, DataError> {
         let rows = sqlx::query(&format!(
             "SELECT tenant_id, location, state, target, progress FROM {} WHERE state <> 'placed'",
             self.placements()
@@ -932,24 +929,10 @@ impl DataStore {
                 if let Err(e) = self.drop_copy(&tenant, &t).await {
                     tracing::warn!(tenant = %tenant, error = %e, "an interrupted move's partial copy was not dropped");
                 }
-                let tier = if t == SHARED {
-                    Isolation::Row
-                } else if t.starts_with("schema:") {
-                    Isolation::Schema
-                } else {
-                    Isolation::Database
-                };
-                out.push((tenant, tier));
+                out.push(tenant);
             }
-            sqlx::query(&format!(
-                "UPDATE {} SET state = 'placed', target = NULL, progress = $2, updated_at = $3 WHERE tenant_id = $1",
-                self.placements()
-            ))
-            .bind(tenant.as_str())
-            .bind(json!({"phase": "interrupted", "from": location}).to_string())
-            .bind(now_secs())
-            .execute(&self.admin)
-            .await?;
+            self.settle_placement(&tenant, &json!({"phase": "interrupted", "from": location}))
+                .await?;
         }
         Ok(out)
     }

@@ -703,7 +703,7 @@ async fn an_interrupted_move_is_recovered(opts: DataOptions) {
     drop(store);
     let store = DataStore::open(opts).await.unwrap();
     let moves = store.recover().await.unwrap();
-    assert_eq!(moves, vec![(t, Isolation::Database)]);
+    assert_eq!(moves, vec![t]);
     let p = store.placement(&t).await.unwrap().unwrap();
     assert_eq!((p.tier, p.state.as_str()), (Isolation::Row, "placed"));
     assert_eq!(p.progress.unwrap()["phase"], "interrupted");

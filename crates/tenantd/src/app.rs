@@ -556,7 +556,7 @@ pub fn background(state: &State) -> Background {
         tokio::spawn(async move {
             match state.data.recover().await {
                 Ok(moves) => {
-                    for (tenant, _) in moves {
+                    for tenant in moves {
                         tracing::warn!(tenant_id = %tenant, "restarting an interrupted tier move");
                         state.move_data(tenant);
                     }
