@@ -17,6 +17,11 @@ pub use plan::{CounterFailure, Enforcement, Isolation, Limit, Plan, Window};
 pub use problem::Code;
 pub use tenant::{StatusError, TenantStatus};
 
+/// Whether a database URL is PostgreSQL's (`postgres://` or `postgresql://`).
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
 /// A database URL without its password (`postgres://user:***@host/db`), for messages.
 pub fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {

@@ -236,7 +236,7 @@ impl DataStore {
     pub async fn open(opts: DataOptions) -> Result<Self, DataError> {
         sqlx::any::install_default_drivers();
         let url = opts.url.as_str();
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        if tenantd_core::is_postgres_url(url) {
             let owner = owner_pool(url).await?;
             let applied = migrate(&owner, Some(SHARED_SCHEMA), true).await?;
             sqlx::raw_sql(

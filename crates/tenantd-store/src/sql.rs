@@ -27,7 +27,7 @@ impl Backend {
     pub fn from_url(url: &str) -> Result<Self> {
         if url.starts_with("sqlite:") {
             Ok(Self::Sqlite)
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        } else if tenantd_core::is_postgres_url(url) {
             Ok(Self::Postgres)
         } else {
             Err(StoreError::Invalid(format!(

@@ -265,21 +265,20 @@ impl Config {
         }
         let backend = tenantd_store::Backend::from_url(&self.database_url)
             .map_err(|e| ConfigError(format!("database_url: {e}")))?;
+        let pg = tenantd_core::is_postgres_url;
         if let Some(u) = &self.data_database_url {
-            let pg = |u: &str| u.starts_with("postgres://") || u.starts_with("postgresql://");
             if backend != tenantd_store::Backend::Postgres || !pg(u) {
                 return Err(ConfigError(
                     "data_database_url is for a PostgreSQL catalog, and must be a postgres:// URL".into(),
                 ));
             }
         }
-        if !self.data_servers.is_empty() {
-            let pg = |u: &str| u.starts_with("postgres://") || u.starts_with("postgresql://");
-            if backend != tenantd_store::Backend::Postgres || !self.data_servers.iter().all(|u| pg(u)) {
-                return Err(ConfigError(
-                    "data_servers is for a PostgreSQL catalog, and lists postgres:// URLs".into(),
-                ));
-            }
+        if !self.data_servers.is_empty()
+            && (backend != tenantd_store::Backend::Postgres || !self.data_servers.iter().all(|u| pg(u)))
+        {
+            return Err(ConfigError(
+                "data_servers is for a PostgreSQL catalog, and lists postgres:// URLs".into(),
+            ));
         }
         if !(1..=1000).contains(&self.data_pool_size) {
             return Err(ConfigError(format!(
