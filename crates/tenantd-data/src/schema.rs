@@ -6,85 +6,68 @@
 //! only. A location records the migrations it has in `data_migrations`, in the same
 //! transaction as the migration, so a crash leaves each location at a whole version.
 use crate::DataError;
-use sqlx::Row;
 use tenantd_core::now_secs;
 
 /// The data tables (the storage level last).
 pub(crate) const TABLES: [&str; 5] = ["records", "blobs", "blob_chunks", "cache_entries", "storage"];
 
-/// One migration: its version and its statements for each database.
+/// One migration: its version and its statements, with `{json}`, `{bytes}` and
+/// `{without_rowid}` where the two databases differ ([`spelled`]).
 pub(crate) struct Migration {
     pub version: i64,
-    pub postgres: &'static str,
-    pub sqlite: &'static str,
+    pub sql: &'static str,
 }
 
-/// Migration 2, the same on both databases.
-const UPLOAD_INDEXES: &str = "
-CREATE INDEX IF NOT EXISTS blob_chunks_age ON blob_chunks (tenant_id, created_at);
-CREATE INDEX IF NOT EXISTS blobs_blob_id ON blobs (tenant_id, blob_id);
-";
-
-/// All migrations, in order. Add new ones at the end; never edit one that shipped.
+/// All migrations, in order. Add new ones at the end; never change what one creates
+/// once it has shipped (migration 1 was written once per database until it was folded
+/// into one template, creating the same columns with the same affinities).
 pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
-        postgres: r#"
+        sql: r#"
 CREATE TABLE IF NOT EXISTS records (
     tenant_id text NOT NULL, collection text NOT NULL, id text NOT NULL,
-    doc jsonb NOT NULL, version bigint NOT NULL, size_bytes bigint NOT NULL,
+    doc {json} NOT NULL, version bigint NOT NULL, size_bytes bigint NOT NULL,
     created_at bigint NOT NULL, updated_at bigint NOT NULL,
-    PRIMARY KEY (tenant_id, collection, id));
+    PRIMARY KEY (tenant_id, collection, id)){without_rowid};
 CREATE TABLE IF NOT EXISTS blobs (
     tenant_id text NOT NULL, path text NOT NULL, blob_id text NOT NULL,
     content_type text NOT NULL, size_bytes bigint NOT NULL, sha256 text NOT NULL,
     version bigint NOT NULL, created_at bigint NOT NULL, updated_at bigint NOT NULL,
-    PRIMARY KEY (tenant_id, path));
+    PRIMARY KEY (tenant_id, path)){without_rowid};
 CREATE TABLE IF NOT EXISTS blob_chunks (
     tenant_id text NOT NULL, blob_id text NOT NULL, seq bigint NOT NULL,
-    data bytea NOT NULL, created_at bigint NOT NULL,
+    data {bytes} NOT NULL, created_at bigint NOT NULL,
     PRIMARY KEY (tenant_id, blob_id, seq));
 CREATE TABLE IF NOT EXISTS cache_entries (
     tenant_id text NOT NULL, key text NOT NULL, value text NOT NULL, tags text NOT NULL,
     expires_at bigint, size_bytes bigint NOT NULL, version bigint NOT NULL,
     updated_at bigint NOT NULL,
-    PRIMARY KEY (tenant_id, key));
+    PRIMARY KEY (tenant_id, key)){without_rowid};
 CREATE INDEX IF NOT EXISTS cache_entries_expiry ON cache_entries (tenant_id, expires_at);
 CREATE TABLE IF NOT EXISTS storage (
     tenant_id text PRIMARY KEY, bytes bigint NOT NULL, frozen bigint NOT NULL);
-"#,
-        sqlite: r#"
-CREATE TABLE IF NOT EXISTS records (
-    tenant_id TEXT NOT NULL, collection TEXT NOT NULL, id TEXT NOT NULL,
-    doc TEXT NOT NULL, version INTEGER NOT NULL, size_bytes INTEGER NOT NULL,
-    created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,
-    PRIMARY KEY (tenant_id, collection, id)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS blobs (
-    tenant_id TEXT NOT NULL, path TEXT NOT NULL, blob_id TEXT NOT NULL,
-    content_type TEXT NOT NULL, size_bytes INTEGER NOT NULL, sha256 TEXT NOT NULL,
-    version INTEGER NOT NULL, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,
-    PRIMARY KEY (tenant_id, path)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS blob_chunks (
-    tenant_id TEXT NOT NULL, blob_id TEXT NOT NULL, seq INTEGER NOT NULL,
-    data BLOB NOT NULL, created_at INTEGER NOT NULL,
-    PRIMARY KEY (tenant_id, blob_id, seq));
-CREATE TABLE IF NOT EXISTS cache_entries (
-    tenant_id TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, tags TEXT NOT NULL,
-    expires_at INTEGER, size_bytes INTEGER NOT NULL, version INTEGER NOT NULL,
-    updated_at INTEGER NOT NULL,
-    PRIMARY KEY (tenant_id, key)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS cache_entries_expiry ON cache_entries (tenant_id, expires_at);
-CREATE TABLE IF NOT EXISTS storage (
-    tenant_id TEXT PRIMARY KEY, bytes INTEGER NOT NULL, frozen INTEGER NOT NULL);
 "#,
     },
     // Finding uploads that were never committed: chunks by age, blobs by chunk id.
     Migration {
         version: 2,
-        postgres: UPLOAD_INDEXES,
-        sqlite: UPLOAD_INDEXES,
+        sql: "
+CREATE INDEX IF NOT EXISTS blob_chunks_age ON blob_chunks (tenant_id, created_at);
+CREATE INDEX IF NOT EXISTS blobs_blob_id ON blobs (tenant_id, blob_id);
+",
     },
 ];
+
+/// A migration's statements for PostgreSQL (`pg`) or SQLite: documents are `jsonb` or
+/// `TEXT`, bytes `bytea` or `BLOB`, and SQLite's keyed tables are `WITHOUT ROWID`.
+/// (`bigint` and `text` have the integer and text affinities on SQLite.)
+fn spelled(sql: &str, pg: bool) -> String {
+    let pick = |postgres, sqlite| if pg { postgres } else { sqlite };
+    sql.replace("{json}", pick("jsonb", "TEXT"))
+        .replace("{bytes}", pick("bytea", "BLOB"))
+        .replace("{without_rowid}", pick("", " WITHOUT ROWID"))
+}
 
 /// Creates [`APP_ROLE`](crate::APP_ROLE) on a server when it is missing (no password,
 /// no privilege beyond logging in).
@@ -156,11 +139,7 @@ async fn up_to_date(pool: &sqlx::AnyPool, schema: Option<&str>, create: bool) ->
                 .bind(ddl_lock(s))
                 .execute(&mut *tx)
                 .await?;
-            let there: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pg_namespace WHERE nspname = $1")
-                .bind(s)
-                .fetch_one(&mut *tx)
-                .await?;
-            if there == 0 {
+            if !schema_exists(&mut tx, s).await? {
                 return if create { Ok(false) } else { Err(DataError::Moving) };
             }
             format!("{}.data_migrations", ident(s))
@@ -188,6 +167,15 @@ async fn up_to_date(pool: &sqlx::AnyPool, schema: Option<&str>, create: bool) ->
     Ok(current)
 }
 
+/// Whether schema `s` exists.
+async fn schema_exists(tx: &mut sqlx::Transaction<'static, sqlx::Any>, s: &str) -> Result<bool, DataError> {
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pg_namespace WHERE nspname = $1")
+        .bind(s)
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(n > 0)
+}
+
 async fn migrate_in(pool: &sqlx::AnyPool, schema: Option<&str>, create: bool) -> Result<usize, DataError> {
     // Up to date already (the common case): no DDL.
     if up_to_date(pool, schema, create).await? {
@@ -199,11 +187,7 @@ async fn migrate_in(pool: &sqlx::AnyPool, schema: Option<&str>, create: bool) ->
             .bind(ddl_lock(s))
             .execute(&mut *tx)
             .await?;
-        let there: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pg_namespace WHERE nspname = $1")
-            .bind(s)
-            .fetch_one(&mut *tx)
-            .await?;
-        if there == 0 && !create {
+        if !create && !schema_exists(&mut tx, s).await? {
             return Err(DataError::Moving);
         }
         let ddl = format!("{CREATE_APP_ROLE}\nCREATE SCHEMA IF NOT EXISTS {};", ident(s));
@@ -218,18 +202,14 @@ async fn migrate_in(pool: &sqlx::AnyPool, schema: Option<&str>, create: bool) ->
         "CREATE TABLE IF NOT EXISTS data_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
     )
     .await?;
-    let rows = sqlx::query("SELECT version FROM data_migrations")
+    let have: Vec<i64> = sqlx::query_scalar("SELECT version FROM data_migrations")
         .fetch_all(&mut *tx)
         .await?;
-    let mut have = Vec::with_capacity(rows.len());
-    for r in &rows {
-        have.push(r.try_get::<i64, _>("version")?);
-    }
     let pending: Vec<&Migration> = MIGRATIONS.iter().filter(|m| !have.contains(&m.version)).collect();
     let mut applied = 0;
     for m in pending {
-        let sql = if schema.is_some() { m.postgres } else { m.sqlite };
-        sqlx::Executor::execute(&mut *tx, sql).await?;
+        let sql = spelled(m.sql, schema.is_some());
+        sqlx::Executor::execute(&mut *tx, sql.as_str()).await?;
         sqlx::query("INSERT INTO data_migrations (version, applied_at) VALUES ($1, $2)")
             .bind(m.version)
             .bind(now_secs())
@@ -258,5 +238,14 @@ mod tests {
         assert_eq!(ddl_lock("tenant_data"), ddl_lock("tenant_data"));
         assert_ne!(ddl_lock("tenant_a"), ddl_lock("tenant_b"));
         assert!(secure("s").contains("FORCE ROW LEVEL SECURITY"));
+    }
+
+    #[test]
+    fn migrations_are_spelled_for_each_database() {
+        let (pg, lite) = (spelled(MIGRATIONS[0].sql, true), spelled(MIGRATIONS[0].sql, false));
+        assert!(pg.contains("doc jsonb") && pg.contains("data bytea") && !pg.contains("ROWID"));
+        assert!(lite.contains("doc TEXT") && lite.contains("data BLOB"));
+        assert_eq!(lite.matches("WITHOUT ROWID").count(), 3);
+        assert!(!pg.contains('{') && !lite.contains('{'), "every placeholder is filled");
     }
 }
