@@ -109,8 +109,13 @@ impl Table {
         row[..self.keys].to_vec()
     }
 
-    fn key_cols(&self) -> impl Iterator<Item = &'static str> + '_ {
-        self.cols[..self.keys].iter().map(|c| c.0)
+    /// The key columns: `k1, k2`.
+    fn key_list(&self) -> String {
+        self.cols[..self.keys]
+            .iter()
+            .map(|c| c.0)
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     fn select(&self, pg: bool) -> String {
@@ -126,12 +131,11 @@ impl Table {
 
     /// `(k1, k2)` and `($n, $n+1)`.
     fn key_tuple(&self, first: usize) -> (String, String) {
-        let cols = self.key_cols().collect::<Vec<_>>().join(", ");
         let params = (0..self.keys)
             .map(|i| format!("${}", first + i))
             .collect::<Vec<_>>()
             .join(", ");
-        (format!("({cols})"), format!("({params})"))
+        (format!("({})", self.key_list()), format!("({params})"))
     }
 
     fn read(&self, row: &AnyRow) -> Result<Vec<Val>, DataError> {
@@ -170,7 +174,7 @@ impl Location {
         after: Option<&[Val]>,
     ) -> Result<Vec<Vec<Val>>, DataError> {
         let (cols, params) = table.key_tuple(2);
-        let order = table.key_cols().collect::<Vec<_>>().join(", ");
+        let order = table.key_list();
         let cond = if after.is_some() {
             format!("AND {cols} > {params}")
         } else {
@@ -217,7 +221,7 @@ impl Location {
             t = table.name,
             names = names.join(", "),
             values = values.join(", "),
-            keys = table.key_cols().collect::<Vec<_>>().join(", "),
+            keys = table.key_list(),
         );
         let mut tx = self.begin(tenant).await?;
         for row in rows {
@@ -235,9 +239,9 @@ impl Location {
         tenant: &TenantId,
         table: &Table,
     ) -> Result<BTreeMap<Vec<Val>, i64>, DataError> {
-        let keys = table.key_cols().collect::<Vec<_>>().join(", ");
         let sql = format!(
-            "SELECT {keys}, {} AS v FROM {} WHERE tenant_id = $1",
+            "SELECT {}, {} AS v FROM {} WHERE tenant_id = $1",
+            table.key_list(),
             table.version.unwrap_or("0"),
             table.name
         );
@@ -326,10 +330,10 @@ impl Location {
                 }
                 n += 1;
             }
-            if page.len() < table.batch as usize {
+            if page.len() < table.batch() {
                 break;
             }
-            after = page.last().map(|r| r[..table.keys].to_vec());
+            after = page.last().map(|r| table.key_of(r));
         }
         Ok((n, hex::encode(hash.finish())))
     }
@@ -353,15 +357,22 @@ impl Location {
     /// Sets the tenant's storage level here (a move's copy), unfrozen.
     pub(crate) async fn set_storage(&self, tenant: &TenantId, bytes: i64) -> Result<(), DataError> {
         let mut tx = self.begin(tenant).await?;
+        Self::store_level(&mut tx, tenant, bytes, false).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Writes the tenant's storage row: `bytes`, and whether its writes are frozen.
+    async fn store_level(tx: &mut Tx, tenant: &TenantId, bytes: i64, frozen: bool) -> Result<(), DataError> {
         sqlx::query(
-            "INSERT INTO storage (tenant_id, bytes, frozen) VALUES ($1, $2, 0) \
-             ON CONFLICT (tenant_id) DO UPDATE SET bytes = excluded.bytes, frozen = 0",
+            "INSERT INTO storage (tenant_id, bytes, frozen) VALUES ($1, $2, $3) \
+             ON CONFLICT (tenant_id) DO UPDATE SET bytes = excluded.bytes, frozen = excluded.frozen",
         )
         .bind(tenant.as_str())
         .bind(bytes)
-        .execute(&mut *tx)
+        .bind(i64::from(frozen))
+        .execute(&mut **tx)
         .await?;
-        tx.commit().await?;
         Ok(())
     }
 
@@ -375,14 +386,7 @@ impl Location {
                 .execute(&mut *tx)
                 .await?;
         }
-        sqlx::query(
-            "INSERT INTO storage (tenant_id, bytes, frozen) VALUES ($1, 0, $2) \
-             ON CONFLICT (tenant_id) DO UPDATE SET bytes = 0, frozen = excluded.frozen",
-        )
-        .bind(tenant.as_str())
-        .bind(i64::from(keep_frozen))
-        .execute(&mut *tx)
-        .await?;
+        Self::store_level(&mut tx, tenant, 0, keep_frozen).await?;
         tx.commit().await?;
         Ok(())
     }
