@@ -10,7 +10,7 @@ use http::{header, HeaderMap, HeaderValue, StatusCode};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
-use tenantd_core::{Code, PlanId};
+use tenantd_core::Code;
 use tenantd_data::{DataError, Record, Scope};
 use tenantd_edge::{Problem, TenantContext};
 
@@ -44,8 +44,8 @@ pub async fn scope<'a>(state: &'a State, ctx: &TenantContext) -> ApiResult<Scope
     let tenant = *ctx.tenant_id();
     match state.data.scope(tenant, None).await {
         Err(DataError::NotPlaced) => {
-            let plan = state.catalog.get_plan(&PlanId::parse(&ctx.tenant().plan)?).await?;
-            state.data.scope(tenant, Some(plan.isolation)).await.map_err(data_err)
+            let tier = state.isolation_of(&ctx.tenant().plan).await?;
+            state.data.scope(tenant, Some(tier)).await.map_err(data_err)
         }
         r => r.map_err(data_err),
     }

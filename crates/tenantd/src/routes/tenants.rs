@@ -182,8 +182,8 @@ pub async fn placement(S(state): S<State>, ctx: TenantContext) -> ApiResult<axum
     Ok(axum::Json(match p {
         Some(p) => serde_json::json!(p),
         None => {
-            let plan = state.catalog.get_plan(&PlanId::parse(&ctx.tenant().plan)?).await?;
-            serde_json::json!({"tenant_id": id, "tier": plan.isolation, "location": null, "state": "unplaced", "move": null})
+            let tier = state.isolation_of(&ctx.tenant().plan).await?;
+            serde_json::json!({"tenant_id": id, "tier": tier, "location": null, "state": "unplaced", "move": null})
         }
     }))
 }
