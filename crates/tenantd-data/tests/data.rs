@@ -156,6 +156,10 @@ async fn row_level_security_is_the_backstop() {
     acme.put_record("c", "2", &json!({"n": 2}), None).await.unwrap();
     let globex = store.scope(tenant("globex"), Some(Isolation::Row)).await.unwrap();
     globex.put_record("c", "1", &json!({"n": 3}), None).await.unwrap();
+    for s in [&acme, &globex] {
+        upload(s, "f", &[b"content"], None).await.unwrap();
+        s.put_cache("k", &json!(1), None, &[], None).await.unwrap();
+    }
 
     let mut conn = sqlx::AnyConnection::connect(&with_user(&url, APP_ROLE).unwrap())
         .await
@@ -163,6 +167,29 @@ async fn row_level_security_is_the_backstop() {
     let count = "SELECT COUNT(*) AS n FROM tenant_data.records";
     let n: i64 = sqlx::query(count).fetch_one(&mut conn).await.unwrap().get("n");
     assert_eq!(n, 0, "a query without a tenant sees no rows");
+    // Every table of the row tier: nothing without a tenant, only acme's as acme.
+    for table in ["records", "blobs", "blob_chunks", "cache_entries", "storage"] {
+        let q = format!("SELECT tenant_id FROM tenant_data.{table}");
+        let rows = sqlx::query(&q).fetch_all(&mut conn).await.unwrap();
+        assert!(rows.is_empty(), "{table}: a query without a tenant sees no rows");
+        let mut tx = conn.begin().await.unwrap();
+        sqlx::query("SELECT set_config('tenantd.tenant_id', 'acme', true)")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let seen: Vec<String> = sqlx::query(&q)
+            .fetch_all(&mut *tx)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get("tenant_id"))
+            .collect();
+        assert!(
+            !seen.is_empty() && seen.iter().all(|t| t == "acme"),
+            "{table}: {seen:?}"
+        );
+        tx.rollback().await.unwrap();
+    }
 
     let mut tx = conn.begin().await.unwrap();
     sqlx::query("SELECT set_config('tenantd.tenant_id', 'acme', true)")
@@ -202,15 +229,22 @@ async fn row_level_security_is_the_backstop() {
         "ALTER TABLE tenant_data.records NO FORCE ROW LEVEL SECURITY",
         "DROP POLICY tenant_isolation ON tenant_data.records",
     ] {
-        assert!(sqlx::query(sql).execute(&mut conn).await.is_err(), "{sql}");
+        let e = sqlx::query(sql).execute(&mut conn).await.unwrap_err().to_string();
+        assert!(e.contains("must be owner"), "{sql}: {e}");
     }
     sqlx::raw_sql("SET row_security = off")
         .execute(&mut conn)
         .await
         .unwrap();
+    let e = sqlx::query(count)
+        .fetch_one(&mut conn)
+        .await
+        .err()
+        .expect("refused")
+        .to_string();
     assert!(
-        sqlx::query(count).fetch_one(&mut conn).await.is_err(),
-        "with row security off a query is refused, not answered"
+        e.contains("row-level security"),
+        "with row security off a query is refused, not answered: {e}"
     );
 
     // Globex's row is untouched.
