@@ -335,6 +335,15 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn a_write_held_too_long_by_a_tier_move_is_503_with_retry_after() {
+        let p = data_err(DataError::Moving).0;
+        assert_eq!(p.code.status(), 503);
+        assert_eq!(p.headers, [(header::RETRY_AFTER, HeaderValue::from(5))]);
+        assert_eq!(data_err(DataError::Invalid("bad".into())).0.code.status(), 400);
+        assert_eq!(data_err(DataError::NotPlaced).0.code.status(), 500);
+    }
+
+    #[test]
     fn filters_compare_numbers_strings_and_literals() {
         let doc = json!({"status": "paid", "total": 12.5, "n": 3, "ok": true, "tags": ["a"]});
         let f = |k: &str, v: &str| Filter::parse(k, v).unwrap().matches(&doc);

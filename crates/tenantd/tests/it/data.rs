@@ -644,6 +644,28 @@ async fn blobs_stream_up_and_down(app: TestApp) {
     app.get("/v1/data/cache/k", &acme)
         .await
         .problem(403, "tenant_suspended");
+    // Every other data route too; and naming acme next to globex's key is refused on
+    // each of them.
+    let record = format!("{ORDERS}/rec_x");
+    let routes: [(&str, &str, Option<Value>); 9] = [
+        ("GET", "/v1/data/blobs", None),
+        ("DELETE", "/v1/data/blobs/doc/c.txt", None),
+        ("DELETE", "/v1/data/cache/k", None),
+        ("DELETE", "/v1/data/cache?prefix=k", None),
+        ("GET", ORDERS, None),
+        ("POST", ORDERS, Some(json!({"n": 1}))),
+        ("GET", &record, None),
+        ("PATCH", &record, Some(json!({"n": 2}))),
+        ("DELETE", &record, None),
+    ];
+    for (method, path, body) in &routes {
+        app.call(method, path, Some(&acme), body.clone(), &[])
+            .await
+            .problem(403, "tenant_suspended");
+        app.call(method, path, Some(&globex), body.clone(), &[("X-Tenant-ID", "acme")])
+            .await
+            .problem(403, "tenant_mismatch");
+    }
     app.post("/v1/tenants/acme/resume", ADMIN, json!({})).await.expect(200);
     app.delete("/v1/data/blobs/doc/c.txt", &acme).await.expect(204);
     app.get("/v1/data/blobs/doc/c.txt", &acme)
