@@ -34,6 +34,27 @@ fn pg(url: &str) -> DataOptions {
 
 const TIERS: [Isolation; 3] = [Isolation::Row, Isolation::Schema, Isolation::Database];
 
+/// Tests `<name>::sqlite` and `<name>::postgresql`, each running `name(options)` on that
+/// database (the PostgreSQL one skipped, with a line saying why, without
+/// `TENANTD_TEST_DATABASE_URL`).
+macro_rules! on_both {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$name(super::sqlite()).await;
+            }
+
+            #[tokio::test]
+            async fn postgresql() {
+                if let Some(url) = super::postgres(stringify!($name)).await {
+                    super::$name(super::pg(&url)).await;
+                }
+            }
+        }
+    };
+}
+
 /// Records of two tenants at the given tiers never cross.
 async fn scoped_records_never_cross_tenants(store: &DataStore, ta: Isolation, tb: Isolation) {
     let (ida, idb) = (tenant("acme"), tenant("globex"));
@@ -697,17 +718,7 @@ async fn migrations_resume(opts: DataOptions) {
     store.remove(&tenant("ghost")).await.unwrap();
 }
 
-#[tokio::test]
-async fn migrations_resume_on_sqlite() {
-    migrations_resume(sqlite()).await;
-}
-
-#[tokio::test]
-async fn migrations_resume_on_postgresql() {
-    if let Some(url) = postgres("tenant migrations").await {
-        migrations_resume(pg(&url)).await;
-    }
-}
+on_both!(migrations_resume);
 
 /// A move a crash interrupted (the tenant frozen where it was) is undone at the next
 /// start: the tenant is thawed there, and the move is handed back to be started again.
@@ -747,17 +758,7 @@ async fn an_interrupted_move_is_recovered(opts: DataOptions) {
     assert!(store.recover().await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn an_interrupted_move_is_recovered_on_sqlite() {
-    an_interrupted_move_is_recovered(sqlite()).await;
-}
-
-#[tokio::test]
-async fn an_interrupted_move_is_recovered_on_postgresql() {
-    if let Some(url) = postgres("interrupted moves").await {
-        an_interrupted_move_is_recovered(pg(&url)).await;
-    }
-}
+on_both!(an_interrupted_move_is_recovered);
 
 /// `database`-tier tenants spread over the configured servers, each new one to the
 /// server holding the fewest. (Two names for this machine's one server stand for two.)
@@ -836,17 +837,7 @@ async fn concurrent_writes_keep_the_level_exact(opts: DataOptions) {
     assert_eq!(s.used().await.unwrap(), 1_107);
 }
 
-#[tokio::test]
-async fn concurrent_writes_keep_the_level_exact_on_sqlite() {
-    concurrent_writes_keep_the_level_exact(sqlite()).await;
-}
-
-#[tokio::test]
-async fn concurrent_writes_keep_the_level_exact_on_postgresql() {
-    if let Some(url) = postgres("concurrent storage writes").await {
-        concurrent_writes_keep_the_level_exact(pg(&url)).await;
-    }
-}
+on_both!(concurrent_writes_keep_the_level_exact);
 
 /// While a switched move waits to drop the old copy, no other move may start: the drop
 /// must never touch a place the tenant has just moved back to.
@@ -890,17 +881,7 @@ async fn no_move_starts_while_the_old_copy_waits_to_be_dropped(opts: DataOptions
     store.remove(&t).await.unwrap();
 }
 
-#[tokio::test]
-async fn no_move_starts_while_the_old_copy_waits_to_be_dropped_on_sqlite() {
-    no_move_starts_while_the_old_copy_waits_to_be_dropped(sqlite()).await;
-}
-
-#[tokio::test]
-async fn no_move_starts_while_the_old_copy_waits_to_be_dropped_on_postgresql() {
-    if let Some(url) = postgres("moves while dropping").await {
-        no_move_starts_while_the_old_copy_waits_to_be_dropped(pg(&url)).await;
-    }
-}
+on_both!(no_move_starts_while_the_old_copy_waits_to_be_dropped);
 
 /// Chunks of an upload that never committed are removed once old enough; a committed
 /// blob's chunks, however old, stay.
@@ -955,17 +936,7 @@ async fn abandoned_uploads_are_swept(opts: DataOptions) {
     ));
 }
 
-#[tokio::test]
-async fn abandoned_uploads_are_swept_on_sqlite() {
-    abandoned_uploads_are_swept(sqlite()).await;
-}
-
-#[tokio::test]
-async fn abandoned_uploads_are_swept_on_postgresql() {
-    if let Some(url) = postgres("abandoned uploads").await {
-        abandoned_uploads_are_swept(pg(&url)).await;
-    }
-}
+on_both!(abandoned_uploads_are_swept);
 
 /// Connections the server closed while they sat in the pool (a restart, an idle timeout,
 /// `pg_terminate_backend`) cost no request: a transaction that meets one fails at its
