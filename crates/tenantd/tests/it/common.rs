@@ -180,6 +180,23 @@ impl TestApp {
         Reply::of(req.send().await.expect("request")).await
     }
 
+    /// The types of the tenant's events (`quota.warning`, `quota.exceeded`) about
+    /// `resource` (`None`: all of them), oldest first, as the operator reads them.
+    pub async fn quota_events(&self, tenant: &str, resource: Option<&str>) -> Vec<String> {
+        let events = self
+            .get(&format!("/v1/tenants/{tenant}/events"), ADMIN)
+            .await
+            .expect(200)
+            .body;
+        events["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| resource.is_none_or(|r| e["data"]["resource"] == r))
+            .map(|e| e["type"].as_str().unwrap().to_string())
+            .collect()
+    }
+
     /// `PUT` of raw bytes with a content type.
     pub async fn put_bytes(&self, path: &str, token: &str, body: Vec<u8>, content_type: &str) -> Reply {
         let resp = self

@@ -869,15 +869,10 @@ async fn storage_limits_refuse_writes_past_them(app: TestApp) {
         .expect(201);
     let u = app.get("/v1/tenant/usage", &acme).await.expect(200).body;
     assert_eq!(storage(&u)["current"], 100);
-    let events = app.get("/v1/tenants/acme/events", ADMIN).await.expect(200).body;
-    let kinds: Vec<&str> = events["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["data"]["resource"] == "storage_bytes")
-        .map(|e| e["type"].as_str().unwrap())
-        .collect();
-    assert_eq!(kinds, ["quota.warning", "quota.warning", "quota.exceeded"], "{events}");
+    assert_eq!(
+        app.quota_events("acme", Some("storage_bytes")).await,
+        ["quota.warning", "quota.warning", "quota.exceeded"]
+    );
 }
 
 async fn a_plan_change_moves_the_tenants_data(app: TestApp) {

@@ -424,15 +424,10 @@ async fn members_and_keys_are_levels_checked_when_they_grow(app: TestApp) {
         .expect(204);
     app.post("/v1/tenants/beta/keys", ADMIN, body).await.expect(201);
     // The crossings were recorded.
-    let evs = app.get("/v1/tenants/acme/events", ADMIN).await.expect(200).body;
-    let kinds: Vec<&str> = evs["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["data"]["resource"] == "members")
-        .map(|e| e["type"].as_str().unwrap())
-        .collect();
-    assert_eq!(kinds, vec!["quota.warning", "quota.exceeded"]);
+    assert_eq!(
+        app.quota_events("acme", Some("members")).await,
+        ["quota.warning", "quota.exceeded"]
+    );
     // A soft level admits past its limit; its thresholds are recorded once.
     app.tenant("gamma", "free").await;
     app.patch(
@@ -451,14 +446,10 @@ async fn members_and_keys_are_levels_checked_when_they_grow(app: TestApp) {
         .await
         .expect(201);
     }
-    let evs = app.get("/v1/tenants/gamma/events", ADMIN).await.expect(200).body;
-    let kinds: Vec<&str> = evs["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["type"].as_str().unwrap())
-        .collect();
-    assert_eq!(kinds, vec!["quota.warning", "quota.exceeded"]);
+    assert_eq!(
+        app.quota_events("gamma", None).await,
+        ["quota.warning", "quota.exceeded"]
+    );
 }
 
 crate::on_redis!(
