@@ -11,6 +11,7 @@ crate::both! {
     blobs_stream_up_and_down;
     cache_expires_and_deletes_by_prefix_and_tag;
     storage_limits_refuse_writes_past_them;
+    metered_and_stored_bytes_share_one_limit;
     stored_bytes_are_billed;
     blobs_past_max_blob_bytes_are_refused, "max_blob_bytes = 1000";
     a_tenant_without_a_placement_is_placed_on_first_use;
@@ -954,6 +955,36 @@ async fn a_plan_change_moves_the_tenants_data(app: TestApp) {
     app.get("/v1/tenants/acme/placement", &globex)
         .await
         .problem(403, "tenant_mismatch");
+}
+
+/// `storage_bytes` the tenant's app meters itself (usage events) and the bytes the data
+/// plane stores count toward the same limits.
+async fn metered_and_stored_bytes_share_one_limit(app: TestApp) {
+    app.tenant("acme", "starter").await;
+    let limit = json!([{"resource": "storage_bytes", "window": "total", "limit": 100, "enforcement": "hard"}]);
+    app.patch("/v1/tenants/acme", ADMIN, json!({"limits": limit}))
+        .await
+        .expect(200);
+    let (_, key) = app.key("acme", "member").await;
+    app.post(
+        "/v1/tenants/acme/usage/events",
+        &key,
+        json!({"resource": "storage_bytes", "quantity": 60}),
+    )
+    .await
+    .expect(200);
+    // 60 metered: 41 stored bytes would pass 100, 40 fit.
+    let r = app
+        .put_bytes("/v1/data/blobs/f", &key, vec![1; 41], "application/octet-stream")
+        .await;
+    let r = r.problem(429, "quota_exceeded");
+    assert_eq!((&r.body["current"], &r.body["limit"]), (&json!(60), &json!(100)));
+    app.put_bytes("/v1/data/blobs/f", &key, vec![1; 40], "application/octet-stream")
+        .await
+        .expect(201);
+    let u = app.get("/v1/tenant/usage", &key).await.expect(200).body;
+    assert_eq!(storage(&u)["current"], 100, "metered and stored, together");
+    app.post(ORDERS, &key, json!({})).await.problem(429, "quota_exceeded");
 }
 
 async fn stored_bytes_are_billed(app: TestApp) {
