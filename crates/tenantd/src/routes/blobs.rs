@@ -216,12 +216,8 @@ pub async fn get(S(state): S<State>, ctx: TenantContext, Path(p): Path<BlobPath>
 pub async fn delete(S(state): S<State>, ctx: TenantContext, Path(p): Path<BlobPath>) -> ApiResult<StatusCode> {
     ctx.require("blobs:write")?;
     check_blob_path(&p.path).map_err(data_err)?;
-    let deleted = scope(&state, &ctx).await?.delete_blob(&p.path).await;
-    if crate::routes::usage::freed(&state, &ctx, deleted).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(Problem::not_found("blob").into())
-    }
+    let written = scope(&state, &ctx).await?.delete_blob(&p.path).await;
+    crate::routes::usage::deleted(&state, &ctx, written, "blob").await
 }
 
 /// `GET /v1/data/blobs` query.

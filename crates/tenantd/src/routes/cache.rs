@@ -4,7 +4,7 @@ use crate::app::State;
 use crate::error::ApiResult;
 use crate::extract::Json;
 use crate::routes::data::{data_err, scope};
-use crate::routes::usage::{freed, StorageLevel};
+use crate::routes::usage::{deleted, freed, StorageLevel};
 use axum::extract::{Path, State as S};
 use http::StatusCode;
 use serde::Deserialize;
@@ -85,15 +85,16 @@ pub async fn get(S(state): S<State>, ctx: TenantContext, Path(p): Path<KeyPath>)
 pub async fn delete(S(state): S<State>, ctx: TenantContext, Path(p): Path<KeyPath>) -> ApiResult<StatusCode> {
     ctx.require("cache:write")?;
     check_cache_key(&p.key).map_err(data_err)?;
-    let deleted = scope(&state, &ctx)
+    let written = scope(&state, &ctx)
         .await?
         .delete_cache(CacheSelector::Key(&p.key))
-        .await;
-    if freed(&state, &ctx, deleted).await? > 0 {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(Problem::not_found("cache entry").into())
-    }
+        .await
+        .map(|w| tenantd_data::Written {
+            value: w.value > 0,
+            before: w.before,
+            after: w.after,
+        });
+    deleted(&state, &ctx, written, "cache entry").await
 }
 
 /// `DELETE /v1/data/cache` query: exactly one of the two.

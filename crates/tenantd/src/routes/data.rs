@@ -321,12 +321,8 @@ fn merge(target: &mut Map<String, Value>, key: String, patch: Value) {
 #[utoipa::path(delete, path = "/v1/data/collections/{c}/records/{rid}", tag = "data", params(("c" = String, Path), ("rid" = String, Path)), responses((status = 204, description = "Deleted"), (status = 404, description = "No such record for this tenant")))]
 pub async fn delete(S(state): S<State>, ctx: TenantContext, Path(p): Path<RecordPath>) -> ApiResult<StatusCode> {
     ctx.require("records:write")?;
-    let deleted = scope(&state, &ctx).await?.delete_record(&p.c, &p.rid).await;
-    if crate::routes::usage::freed(&state, &ctx, deleted).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(Problem::not_found("record").into())
-    }
+    let written = scope(&state, &ctx).await?.delete_record(&p.c, &p.rid).await;
+    crate::routes::usage::deleted(&state, &ctx, written, "record").await
 }
 
 #[cfg(test)]

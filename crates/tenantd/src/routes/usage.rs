@@ -319,6 +319,21 @@ pub async fn freed<T>(
     Ok(w.value)
 }
 
+/// A delete of one thing: `204`, or `404` naming `what` when there was none; the freed
+/// storage is noted ([`freed`]).
+pub async fn deleted(
+    state: &State,
+    ctx: &TenantContext,
+    written: Result<tenantd_data::Written<bool>, tenantd_data::DataError>,
+    what: &str,
+) -> ApiResult<http::StatusCode> {
+    if freed(state, ctx, written).await? {
+        Ok(http::StatusCode::NO_CONTENT)
+    } else {
+        Err(Problem::not_found(what).into())
+    }
+}
+
 /// One metered usage event.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
