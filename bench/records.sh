@@ -2,19 +2,24 @@
 # Records read and written through tenantd's HTTP API against the same statements straight
 # over sqlx, on PostgreSQL with the same row-level security, in one run on one machine:
 #
-#   (a) direct: crates/tenantd-data/examples/direct.rs, CONNECTIONS tasks going through
-#       the row tier's scope (a transaction setting tenantd.tenant_id, then the
-#       statement), as the tenantd_data role;
+#   (a) sqlx: crates/tenantd-data/examples/direct.rs sqlx-get|sqlx-put, CONNECTIONS tasks
+#       on a sqlx PgPool with sqlx's defaults, each operation a transaction that sets
+#       tenantd.tenant_id and the search_path with set_config, then tenantd's statement
+#       (and, for a write, tenantd's storage-row update), as the tenantd_data role: the
+#       application the issue compares against (target (b)/(a) >= 0.8);
+#   (c) crate: the same example's get|put, tenantd's own data crate in-process (its pool,
+#       which skips sqlx's ping before use, and its BEGIN sent with the set_config): what
+#       the HTTP API itself costs is (b)/(c);
 #   (b) HTTP: wrk with CONNECTIONS connections and an API key: the edge pipeline (key,
-#       role, admission, metering), then the same statements.
+#       role, admission, metering), then the data crate.
 #
 # get: one record read again and again (GET …/records/{id}); put: a new record each time
-# (POST …/records). Both sides use a pool of POOL connections (tenantd's data_pool_size).
-# Runs ROUNDS rounds, each (a) then (b) for get, then for put, and prints per round the
-# operations/s of each, the ratio (b)/(a) (target >= 0.8), and the CPU time per operation
-# of the client (the direct reader, or tenantd) and of PostgreSQL; then the median ratio
-# of each operation (one run on a shared 2-core machine varies by ±0.05), and GET /v1/me's
-# rate, the HTTP path without the database.
+# (POST …/records). All use a pool of POOL connections (tenantd's data_pool_size).
+# Runs ROUNDS rounds, each (a), (c), (b) for get, then for put, and prints per round the
+# operations/s of each, the ratios (b)/(a) and (b)/(c), and the CPU time per operation
+# of the client (the sqlx client, the crate client, tenantd) and of PostgreSQL (same
+# order); then the median of each ratio (one run on a shared 2-core machine varies by
+# ±0.05), and GET /v1/me's rate, the HTTP path without the database.
 # Needs wrk, curl and PostgreSQL: TENANTD_BENCH_DATABASE_URL (default
 # postgres://postgres@127.0.0.1:5432/test; a database named tenantd_bench_records is made
 # there and dropped after). Settings: DURATION (10, seconds), CONNECTIONS (32), THREADS (2),
@@ -101,12 +106,13 @@ measured() {
     'BEGIN { n = o * s; printf "%s %.0f %.0f\n", o, c * 1e6 / hz / n, p * 1e6 / hz / n }'
 }
 wrk_run() { wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" -H "Authorization: Bearer $KEY" "$@"; }
-printf '%-5s %5s %14s %14s %9s   %s\n' op round "direct ops/s" "HTTP ops/s" "(b)/(a)" \
-  "CPU µs/op: direct client, tenantd; PostgreSQL direct, HTTP"
+printf '%-5s %5s %11s %11s %11s %8s %8s   %s\n' op round "sqlx ops/s" "crate ops/s" "HTTP ops/s" \
+  "(b)/(a)" "(b)/(c)" "CPU µs/op: sqlx client, crate client, tenantd; PostgreSQL (same order)"
+direct() { measured - target/release/examples/direct "$1" "$DB_URL" bench orders "$RID" "$CONNECTIONS" "$DURATION" "$POOL"; }
 for round in $(seq "$ROUNDS"); do
   for op in get put; do
-    read -r DIRECT DC DP < <(measured - target/release/examples/direct "$op" "$DB_URL" bench orders "$RID" \
-      "$CONNECTIONS" "$DURATION" "$POOL")
+    read -r SQLX SC SP < <(direct "sqlx-$op")
+    read -r CRATE CC CP < <(direct "$op")
     if [ "$op" = get ]; then
       read -r HTTP HC HP < <(measured "$TPID" wrk_run "$records/$RID")
     else
@@ -114,15 +120,19 @@ for round in $(seq "$ROUNDS"); do
     fi
     NON2XX=$(awk '/Non-2xx/ {print $5}' "$WORK/run.txt" | grep . || echo 0)
     [ "$NON2XX" = 0 ] || echo "bench/records.sh: $NON2XX answers of $op were not 2xx" >&2
-    awk -v op="$op" -v r="$round" -v a="$DIRECT" -v b="$HTTP" -v dc="$DC" -v hc="$HC" -v dp="$DP" -v hp="$HP" \
-      'BEGIN { printf "%-5s %5s %14.0f %14.0f %9.2f   %s, %s; %s, %s\n", op, r, a, b, b / a, dc, hc, dp, hp }' \
-      | tee -a "$WORK/rounds.txt"
+    awk -v op="$op" -v r="$round" -v a="$SQLX" -v c="$CRATE" -v b="$HTTP" -v ac="$SC" -v cc="$CC" -v bc="$HC" \
+      -v ap="$SP" -v cp="$CP" -v bp="$HP" \
+      'BEGIN { printf "%-5s %5s %11.0f %11.0f %11.0f %8.2f %8.2f   %s, %s, %s; %s, %s, %s\n",
+        op, r, a, c, b, b / a, b / c, ac, cc, bc, ap, cp, bp }' | tee -a "$WORK/rounds.txt"
   done
 done
 for op in get put; do
-  awk -v op="$op" '$1 == op {print $5}' "$WORK/rounds.txt" | sort -n \
-    | awk -v op="$op" '{v[NR] = $1} END {m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2;
-      printf "%s: median (b)/(a) %.2f over %d rounds (lowest %.2f, highest %.2f)\n", op, m, NR, v[1], v[NR]}'
+  for col in 6 7; do
+    awk -v op="$op" -v c="$col" '$1 == op {print $c}' "$WORK/rounds.txt" | sort -n \
+      | awk -v op="$op" -v name="$([ $col = 6 ] && echo '(b)/(a), HTTP against sqlx' || echo '(b)/(c), HTTP against the crate')" \
+        '{v[NR] = $1} END {m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2;
+        printf "%s: median %s %.2f over %d rounds (lowest %.2f, highest %.2f)\n", op, name, m, NR, v[1], v[NR]}'
+  done
 done
 # The HTTP path without the database: the edge pipeline and GET /v1/me.
 read -r ME MC _ < <(measured "$TPID" wrk_run "http://127.0.0.1:$PORT/v1/me")
