@@ -106,6 +106,8 @@ pub fn builtin_role(name: &str) -> Option<Arc<Role>> {
 pub enum Change<'a> {
     /// A tenant's plan or status.
     Tenant(&'a str),
+    /// A tenant purged: it, its keys and its custom roles are gone.
+    Purged(&'a str),
     /// An API key (revoked, rotated).
     Key(&'a str),
     /// A tenant's custom role `(tenant, name)`.
@@ -121,6 +123,7 @@ impl Change<'_> {
     pub fn topic(&self) -> String {
         match self {
             Change::Tenant(t) => format!("tenant:{t}"),
+            Change::Purged(t) => format!("purged:{t}"),
             Change::Key(k) => format!("key:{k}"),
             Change::Role(t, n) => format!("role:{t}/{n}"),
             Change::Domain(h) => format!("domain:{h}"),
@@ -133,6 +136,7 @@ impl Change<'_> {
         let (kind, rest) = topic.split_once(':')?;
         match kind {
             "tenant" => Some(Change::Tenant(rest)),
+            "purged" => Some(Change::Purged(rest)),
             "key" => Some(Change::Key(rest)),
             "role" => rest.split_once('/').map(|(t, n)| Change::Role(t, n)),
             "domain" => Some(Change::Domain(rest)),
@@ -234,6 +238,12 @@ impl EdgeCache {
                 // Deleted tenants' domains name nobody; restored ones name them again.
                 self.domains_stale.store(true, Ordering::Release);
             }
+            Change::Purged(t) => {
+                self.forget(Change::Tenant(t));
+                self.keys.retain(|_, k| k.tenant.as_str() != t);
+                let prefix = role_key(t, "");
+                self.roles.retain(|k, _| !k.starts_with(&prefix));
+            }
             Change::Key(k) => self.forget_key(k),
             Change::Role(t, n) => self.forget_role(t, n),
             Change::Domain(_) => self.domains_stale.store(true, Ordering::Release),
@@ -307,6 +317,7 @@ mod tests {
     fn topics_round_trip_and_unknown_ones_clear() {
         for c in [
             Change::Tenant("acme"),
+            Change::Purged("acme"),
             Change::Key("key_x"),
             Change::Role("acme", "rep"),
             Change::Domain("a.example"),
@@ -346,5 +357,43 @@ mod tests {
         assert!(cache.tenant("gamma").is_none() && cache.tenant("beta").is_some());
         cache.apply(Some("something:new"));
         assert!(cache.tenant("beta").is_none());
+    }
+
+    #[test]
+    fn a_purge_forgets_the_tenant_its_keys_and_its_roles_only() {
+        let cache = EdgeCache::default();
+        let key = |id: &str, tenant: &str| KeyEntry {
+            id: KeyId::parse(id).unwrap(),
+            tenant: TenantId::parse(tenant).unwrap(),
+            hash: [0; 32],
+            role: "member".into(),
+            expires_at: None,
+            revoked: false,
+            last_used: AtomicI64::new(0),
+            limits: Arc::from(Vec::new()),
+        };
+        for (tenant, k) in [
+            ("acme", "key_aaaaaaaaaaaaaaaaaaaa"),
+            ("acme-2", "key_bbbbbbbbbbbbbbbbbbbb"),
+        ] {
+            cache.put_tenant(TenantEntry {
+                id: TenantId::parse(tenant).unwrap(),
+                plan: "free".into(),
+                status: TenantStatus::Deleted,
+                limits: Arc::from(Vec::new()),
+                counter_failure: Default::default(),
+                upstream: None,
+            });
+            cache.put_key(key(k, tenant));
+            cache.put_role(tenant, Role::custom("auditor".into(), Vec::new()));
+        }
+        cache.apply(Some("purged:acme"));
+        assert!(cache.tenant("acme").is_none());
+        assert!(cache.key(&KeyId::parse("key_aaaaaaaaaaaaaaaaaaaa").unwrap()).is_none());
+        assert!(cache.role("acme", "auditor").is_none());
+        // A tenant whose id merely starts the same keeps everything.
+        assert!(cache.tenant("acme-2").is_some());
+        assert!(cache.key(&KeyId::parse("key_bbbbbbbbbbbbbbbbbbbb").unwrap()).is_some());
+        assert!(cache.role("acme-2", "auditor").is_some());
     }
 }

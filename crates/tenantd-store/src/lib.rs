@@ -90,12 +90,23 @@ pub trait Catalog: Send + Sync + 'static {
     /// Changes name, plan, settings or limit overrides.
     async fn update_tenant(&self, id: &TenantId, patch: &TenantPatch) -> Result<Tenant>;
     /// Applies a lifecycle transition (suspend with a reason, resume, delete, restore).
+    /// A deleted tenant whose retention has ended (`purge_after` passed) cannot be
+    /// restored: `Conflict`.
     async fn transition_tenant(
         &self,
         id: &TenantId,
         t: tenantd_core::tenant::Transition,
         reason: Option<&str>,
     ) -> Result<Tenant>;
+    /// Operator-wide: deleted tenants whose retention ended by `now` (Unix seconds),
+    /// longest overdue first, up to `limit`.
+    async fn purgeable_tenants(&self, now: i64, limit: u32) -> Result<Vec<TenantId>>;
+    /// Removes every row of a deleted tenant whose retention ended by `now`, in one
+    /// transaction: the tenant, its members, roles, workspaces, API keys, domains,
+    /// usage, events and audit trail, and the users who belonged to no other tenant.
+    /// Answers how many rows went. `NotFound` if there is no such tenant (purged
+    /// already); `Conflict` if it is not deleted or its retention has not ended.
+    async fn purge_tenant(&self, id: &TenantId, now: i64) -> Result<u64>;
 
     // --- users and members
     /// The user with this email, created if new.

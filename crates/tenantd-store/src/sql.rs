@@ -557,10 +557,11 @@ impl Catalog for SqlCatalog {
     async fn transition_tenant(&self, id: &TenantId, tr: Transition, reason: Option<&str>) -> Result<Tenant> {
         let mut tx = self.pool.begin().await?;
         Self::lock_tenant(&mut tx, id).await?;
-        let r = sqlx::query("SELECT status, status_reason, status_before_delete FROM tenants WHERE id = $1")
-            .bind(id.as_str())
-            .fetch_one(&mut *tx)
-            .await?;
+        let r =
+            sqlx::query("SELECT status, status_reason, status_before_delete, purge_after FROM tenants WHERE id = $1")
+                .bind(id.as_str())
+                .fetch_one(&mut *tx)
+                .await?;
         let status: String = r.try_get("status")?;
         let current =
             TenantStatus::parse(&status).ok_or_else(|| StoreError::Invalid(format!("stored status '{status}'")))?;
@@ -576,6 +577,13 @@ impl Catalog for SqlCatalog {
                 before = Some(current.as_str().to_string());
             }
             Transition::Restore => {
+                let due: Option<i64> = r.try_get("purge_after")?;
+                if let Some(due) = due.filter(|&d| d <= now) {
+                    return Err(StoreError::Conflict(format!(
+                        "the tenant's retention period ended at {}; it is being purged and cannot be restored",
+                        tenantd_core::ts::format(due)
+                    )));
+                }
                 // Come back as it was before deletion, suspension included.
                 let prev: Option<String> = r.try_get("status_before_delete")?;
                 if prev.as_deref() == Some("suspended") {
@@ -596,6 +604,81 @@ impl Catalog for SqlCatalog {
             .await?;
         tx.commit().await?;
         self.get_tenant(id).await
+    }
+
+    async fn purgeable_tenants(&self, now: i64, limit: u32) -> Result<Vec<TenantId>> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM tenants WHERE status = $1 AND purge_after <= $2 ORDER BY purge_after, id LIMIT $3",
+        )
+        .bind(TenantStatus::Deleted.as_str())
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        ids.iter()
+            .map(|id| TenantId::parse(id).map_err(|e| StoreError::Invalid(format!("stored tenant id '{id}': {e}"))))
+            .collect()
+    }
+
+    async fn purge_tenant(&self, id: &TenantId, now: i64) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        Self::lock_tenant(&mut tx, id).await?;
+        let r = sqlx::query("SELECT status, purge_after FROM tenants WHERE id = $1")
+            .bind(id.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+        let (status, due): (String, Option<i64>) = (r.try_get("status")?, r.try_get("purge_after")?);
+        if status != TenantStatus::Deleted.as_str() {
+            return Err(StoreError::Conflict(format!("the tenant is {status}, not deleted")));
+        }
+        if due.is_none_or(|due| due > now) {
+            return Err(StoreError::Conflict(
+                "the tenant's retention period has not ended".into(),
+            ));
+        }
+        let users: Vec<String> = sqlx::query_scalar("SELECT user_id FROM memberships WHERE tenant_id = $1")
+            .bind(id.as_str())
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut rows = 0;
+        // Children before their parents; the tenant's row last.
+        for table in [
+            "workspace_members",
+            "workspaces",
+            "memberships",
+            "roles",
+            "api_keys",
+            "domains",
+            "usage_counters",
+            "usage_idempotency",
+            "tenant_events",
+            "plan_history",
+            "audit_events",
+        ] {
+            rows += sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = $1"))
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        rows += sqlx::query("DELETE FROM tenants WHERE id = $1")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        for user in users {
+            rows += sqlx::query(
+                "DELETE FROM users WHERE id = $1 \
+                 AND NOT EXISTS (SELECT 1 FROM memberships WHERE user_id = $1) \
+                 AND NOT EXISTS (SELECT 1 FROM workspace_members WHERE user_id = $1)",
+            )
+            .bind(&user)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(rows)
     }
 
     async fn ensure_user(&self, email: &Email) -> Result<User> {

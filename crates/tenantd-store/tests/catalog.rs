@@ -86,6 +86,7 @@ both_backends! {
     case_operator_key => sqlite_operator_key, postgres_operator_key;
     case_concurrent_owner_demotions => sqlite_concurrent_owner_demotions, postgres_concurrent_owner_demotions;
     case_usage => sqlite_usage, postgres_usage;
+    case_purge => sqlite_purge, postgres_purge;
 }
 
 // ---------------------------------------------------------------- helpers
@@ -1651,4 +1652,145 @@ async fn case_usage(c: &dyn Catalog) {
         .await
         .unwrap();
     assert_eq!(c.count(&t, Countable::ActiveKeys).await.unwrap(), 2);
+}
+
+// ---------------------------------------------------------------- purge
+
+/// Every catalog table that holds a tenant's rows, with how many `tenant` has in each.
+async fn rows_of(c: &SqlCatalog, tenant: &str) -> Vec<(&'static str, i64)> {
+    let mut counts = Vec::new();
+    for (table, column) in [
+        ("tenants", "id"),
+        ("memberships", "tenant_id"),
+        ("roles", "tenant_id"),
+        ("workspaces", "tenant_id"),
+        ("workspace_members", "tenant_id"),
+        ("api_keys", "tenant_id"),
+        ("audit_events", "tenant_id"),
+        ("domains", "tenant_id"),
+        ("usage_counters", "tenant_id"),
+        ("usage_idempotency", "tenant_id"),
+        ("tenant_events", "tenant_id"),
+        ("plan_history", "tenant_id"),
+    ] {
+        let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table} WHERE {column} = $1"))
+            .bind(tenant)
+            .fetch_one(c.pool())
+            .await
+            .unwrap();
+        counts.push((table, n));
+    }
+    counts
+}
+
+/// Gives `tenant` a row in every catalog table: a member shared with `other`, a member of
+/// its own, a role, a workspace with a member, a key, a domain, usage, an idempotency key,
+/// an event and an audit event.
+async fn fill_tenant(c: &SqlCatalog, tenant: &str, other_owner: &str) {
+    let t = tid(tenant);
+    c.add_member(&t, &email(other_owner), "admin").await.unwrap();
+    let solo = format!("solo@{tenant}.example");
+    c.add_member(&t, &email(&solo), "member").await.unwrap();
+    let perms = vec![Permission::parse("audit:read").unwrap()];
+    c.create_role(&t, &Role::custom("auditor".into(), perms)).await.unwrap();
+    c.create_workspace(&t, "ws", "Workspace").await.unwrap();
+    c.add_workspace_member(&t, "ws", &email(&solo), "member").await.unwrap();
+    c.create_key(&new_key(tenant, "ci", "member")).await.unwrap();
+    c.add_domain(&t, &format!("app.{tenant}.example"), "token")
+        .await
+        .unwrap();
+    c.add_counters(&[CounterRow {
+        tenant: t,
+        scope: None,
+        resource: "api_calls".into(),
+        window: Window::Month,
+        period: 1_000,
+        value: 7,
+    }])
+    .await
+    .unwrap();
+    assert_eq!(c.claim_idempotency(&t, &["idem-1".into()]).await.unwrap(), [true]);
+    c.record_event(&t, "quota.warning", &serde_json::json!({"resource": "api_calls"}))
+        .await
+        .unwrap();
+    c.record_audit(&NewAuditEvent {
+        tenant_id: Some(tenant.into()),
+        actor: "operator".into(),
+        action: "tenant.updated".into(),
+        detail: serde_json::json!({}),
+        request_id: "req-1".into(),
+    })
+    .await
+    .unwrap();
+}
+
+async fn case_purge(c: &SqlCatalog) {
+    let now = tenantd_core::now_secs();
+    let month = 31 * 86_400;
+    mk_tenant(c, "gone", "starter", "owner@gone.example").await;
+    mk_tenant(c, "kept", "starter", "owner@kept.example").await;
+    fill_tenant(c, "gone", "owner@kept.example").await;
+    fill_tenant(c, "kept", "owner@gone.example").await;
+    let kept_rows = rows_of(c, "kept").await;
+    assert!(
+        rows_of(c, "gone").await.iter().all(|(_, n)| *n > 0),
+        "the test gives the tenant a row in every table: {:?}",
+        rows_of(c, "gone").await
+    );
+    let gone = tid("gone");
+
+    // Only a deleted tenant past its retention is purged; refusals change nothing.
+    assert_err!(c.purge_tenant(&gone, now + month).await, StoreError::Conflict(_));
+    c.transition_tenant(&gone, Transition::Delete, None).await.unwrap();
+    assert!(c.purgeable_tenants(now, 10).await.unwrap().is_empty());
+    match c.purge_tenant(&gone, now).await {
+        Err(StoreError::Conflict(m)) => assert_eq!(m, "the tenant's retention period has not ended"),
+        other => panic!("purge in retention: {other:?}"),
+    }
+    assert_eq!(c.get_tenant(&gone).await.unwrap().status, TenantStatus::Deleted);
+    assert_eq!(c.purgeable_tenants(now + month, 10).await.unwrap(), [gone]);
+    assert_err!(
+        c.purge_tenant(&tid("nobody"), now + month).await,
+        StoreError::NotFound(_)
+    );
+
+    // Once the retention has ended, the tenant cannot be restored.
+    sqlx::query("UPDATE tenants SET purge_after = $1 WHERE id = 'gone'")
+        .bind(now - 1)
+        .execute(c.pool())
+        .await
+        .unwrap();
+    match c.transition_tenant(&gone, Transition::Restore, None).await {
+        Err(StoreError::Conflict(m)) => assert!(m.contains("cannot be restored"), "{m}"),
+        other => panic!("restore after retention: {other:?}"),
+    }
+    assert_eq!(c.get_tenant(&gone).await.unwrap().status, TenantStatus::Deleted);
+    assert_eq!(c.purgeable_tenants(now, 10).await.unwrap(), [gone]);
+
+    let removed = c.purge_tenant(&gone, now).await.unwrap();
+    let left = rows_of(c, "gone").await;
+    assert!(left.iter().all(|(_, n)| *n == 0), "rows left: {left:?}");
+    // The tenant, 3 memberships, a role, a workspace, its member, a key, an audit event,
+    // a domain, a counter, an idempotency key, an event, its plan history; and the one
+    // user who belonged to nothing else.
+    assert_eq!(removed, 14 + 1);
+    assert_err!(c.get_tenant(&gone).await, StoreError::NotFound(_));
+    assert_err!(c.purge_tenant(&gone, now).await, StoreError::NotFound(_));
+    assert!(c.purgeable_tenants(now + month, 10).await.unwrap().is_empty());
+    // Users who belong to another tenant stay; the one who belonged only to it goes.
+    assert_eq!(c.find_user_by_email(&email("solo@gone.example")).await.unwrap(), None);
+    for kept in ["owner@gone.example", "owner@kept.example", "solo@kept.example"] {
+        assert!(c.find_user_by_email(&email(kept)).await.unwrap().is_some(), "{kept}");
+    }
+    // The other tenant, which shared a member with it, lost nothing.
+    assert_eq!(rows_of(c, "kept").await, kept_rows);
+
+    // The id is free again, and a new tenant under it inherits nothing.
+    mk_tenant(c, "gone", "free", "new@gone.example").await;
+    let fresh = rows_of(c, "gone").await;
+    let expected: Vec<(&str, i64)> = fresh
+        .iter()
+        .map(|(t, _)| (*t, i64::from(["tenants", "memberships", "plan_history"].contains(t))))
+        .collect();
+    assert_eq!(fresh, expected);
 }

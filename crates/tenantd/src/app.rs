@@ -360,6 +360,47 @@ impl AppState {
         });
     }
 
+    /// Purges the deleted tenants whose retention ended by `now` (Unix seconds): first
+    /// their data (records, blobs, cache; a schema or database is dropped), then every
+    /// catalog row of theirs, then this node's and the other nodes' cached copies; an
+    /// operator-wide audit event `tenant.purged` records each. A tenant whose data is
+    /// being moved, or whose purge fails, is logged and left for the next round (once its
+    /// retention has ended it can no longer be restored, so nothing can bring it back
+    /// meanwhile). Answers the tenants purged.
+    pub async fn purge_due(&self, now: i64) -> Vec<TenantId> {
+        const BATCH: u32 = 100;
+        let due = match self.catalog.purgeable_tenants(now, BATCH).await {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::error!(error = %e, "could not list the deleted tenants due for purging");
+                return Vec::new();
+            }
+        };
+        let mut purged = Vec::new();
+        for (i, tenant) in due.iter().enumerate() {
+            if let Err(e) = self.data.remove(tenant).await {
+                tracing::warn!(tenant_id = %tenant, error = %e, "a deleted tenant's data was not purged; retrying next round");
+                continue;
+            }
+            let rows = match self.catalog.purge_tenant(tenant, now).await {
+                Ok(rows) => rows,
+                // Another node purged it meanwhile.
+                Err(tenantd_store::StoreError::NotFound(_)) => continue,
+                Err(e) => {
+                    tracing::warn!(tenant_id = %tenant, error = %e, "a deleted tenant's catalog rows were not purged; retrying next round");
+                    continue;
+                }
+            };
+            self.storage_levels.remove(tenant);
+            self.changed(tenantd_edge::Change::Purged(tenant.as_str())).await;
+            let detail = serde_json::json!({"tenant_id": tenant.as_str(), "catalog_rows": rows});
+            self.audit(None, "system", "tenant.purged", detail, "").await;
+            tracing::info!(tenant_id = %tenant, catalog_rows = rows, done = i + 1, due = due.len(), "purged a deleted tenant");
+            purged.push(*tenant);
+        }
+        purged
+    }
+
     /// The isolation tier of the tenant's plan.
     async fn plan_tier(&self, tenant: &TenantId) -> Result<tenantd_core::Isolation, String> {
         let t = self.catalog.get_tenant(tenant).await.map_err(|e| e.to_string())?;
@@ -505,7 +546,8 @@ pub async fn serve_app(
 }
 
 /// The server's periodic work, stopped when dropped: writing API keys' last use and
-/// metered usage to the catalog, and refreshing the OpenID JWKS. A service embedding the
+/// metered usage to the catalog, purging deleted tenants past their retention, and
+/// refreshing the OpenID JWKS. A service embedding the
 /// edge (see `examples/notes`) runs it too.
 pub struct Background(Vec<tokio::task::JoinHandle<()>>);
 
@@ -555,6 +597,18 @@ pub fn background(state: &State) -> Background {
             }
         })
     });
+    let purger = (state.cfg.purge_interval_seconds > 0).then(|| {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(state.cfg.purge_interval_seconds));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                // A full batch: more may be due.
+                while state.purge_due(tenantd_core::now_secs()).await.len() == 100 {}
+            }
+        })
+    });
     // Tier moves a crash interrupted are undone, then started again.
     let recovery = {
         let state = state.clone();
@@ -574,6 +628,7 @@ pub fn background(state: &State) -> Background {
         [flusher, recovery]
             .into_iter()
             .chain(usage_flusher)
+            .chain(purger)
             .chain(refresher)
             .collect(),
     )

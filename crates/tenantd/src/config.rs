@@ -79,6 +79,7 @@ pub struct FileConfig {
     token_ttl_seconds: Option<i64>,
     key_usage_flush_seconds: Option<u64>,
     usage_flush_ms: Option<u64>,
+    purge_interval_seconds: Option<u64>,
     redis_prefix: Option<String>,
     shutdown_grace_seconds: Option<u64>,
     max_body_bytes: Option<usize>,
@@ -131,6 +132,8 @@ pub struct Config {
     /// How often metered usage is written to the catalog (ms); 0 writes it before each
     /// answer (synchronous).
     pub usage_flush_ms: u64,
+    /// How often deleted tenants whose retention ended are purged (seconds); 0 never.
+    pub purge_interval_seconds: u64,
     /// Prefix of every Redis key tenantd writes (several deployments may share a Redis).
     pub redis_prefix: String,
     /// How long shutdown waits for requests in flight.
@@ -227,6 +230,7 @@ impl Config {
             token_ttl_seconds: f.token_ttl_seconds.unwrap_or(900),
             key_usage_flush_seconds: f.key_usage_flush_seconds.unwrap_or(5),
             usage_flush_ms: f.usage_flush_ms.unwrap_or(1000),
+            purge_interval_seconds: f.purge_interval_seconds.unwrap_or(3600),
             redis_prefix: f.redis_prefix.unwrap_or_else(|| "tenantd:".into()),
             shutdown_grace_seconds: f.shutdown_grace_seconds.unwrap_or(30),
             max_body_bytes: f.max_body_bytes.unwrap_or(1 << 20),
@@ -421,6 +425,18 @@ mod tests {
             let e = Config::merge(args, file(toml), None).unwrap_err().to_string();
             assert!(e.contains(named), "{toml}: {e}");
         }
+    }
+
+    #[test]
+    fn the_purge_interval_defaults_to_an_hour_and_0_turns_it_off() {
+        let merged = |toml| Config::merge(&ServeArgs::default(), file(toml), None).unwrap();
+        assert_eq!(merged("").purge_interval_seconds, 3600);
+        assert_eq!(merged("purge_interval_seconds = 0").purge_interval_seconds, 0);
+        assert_eq!(merged("purge_interval_seconds = 60").purge_interval_seconds, 60);
+        let e = toml::from_str::<FileConfig>("purge_interval_seconds = -1")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("purge_interval_seconds"), "{e}");
     }
 
     #[test]

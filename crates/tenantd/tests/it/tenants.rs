@@ -1,11 +1,12 @@
 use crate::common::{TestApp, ADMIN};
-use serde_json::json;
+use serde_json::{json, Value};
 
 crate::both! {
     create_is_idempotent_and_validated;
     list_filters_and_pages;
     patch_changes_fields_by_permission;
     lifecycle_transitions_are_checked;
+    deleted_tenants_are_purged_after_retention;
     plans_are_seeded_and_editable;
 }
 
@@ -307,24 +308,14 @@ async fn lifecycle_transitions_are_checked(app: TestApp) {
         (Some("suspended"), Some("fraud"))
     );
     // Lifecycle actions are audited as the operator's.
-    let audit = app
-        .get("/v1/tenants/acme/audit?actor=operator", ADMIN)
-        .await
-        .expect(200)
-        .body;
-    let actions: Vec<&str> = audit["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["action"].as_str().unwrap())
-        .collect();
+    let actions = audit_actions(&app, "/v1/tenants/acme/audit?actor=operator").await;
     for a in [
         "tenant.suspended",
         "tenant.resumed",
         "tenant.restored",
         "tenant.created",
     ] {
-        assert!(actions.contains(&a), "{a} missing from {actions:?}");
+        assert!(actions.iter().any(|x| x == a), "{a} missing from {actions:?}");
     }
 }
 
@@ -372,4 +363,112 @@ async fn plans_are_seeded_and_editable(app: TestApp) {
     app.delete("/v1/plans/nope", ADMIN).await.problem(404, "not_found");
     let (_, key) = app.key("acme", "owner").await;
     app.get("/v1/plans", &key).await.problem(403, "forbidden");
+}
+
+/// After its 30 days of retention, a deleted tenant is purged: its data on any tier, its
+/// keys and catalog rows; other tenants keep everything, and a new tenant under the same
+/// id finds nothing of the old one.
+async fn deleted_tenants_are_purged_after_retention(app: TestApp) {
+    const ORDERS: &str = "/v1/data/collections/orders/records";
+    // One on the database tier (its own SQLite file or PostgreSQL database), one in the
+    // shared tables, and one that stays.
+    let tenants = [("gone-db", "enterprise"), ("gone-row", "starter"), ("kept", "starter")];
+    let mut keys = Vec::new();
+    let mut records = Vec::new();
+    for (id, plan) in tenants {
+        app.tenant(id, plan).await;
+        let (_, key) = app.key(id, "member").await;
+        let rec = app.post(ORDERS, &key, json!({"of": id})).await.expect(201).body;
+        records.push(format!("{ORDERS}/{}", rec["id"].as_str().unwrap()));
+        app.put_bytes("/v1/data/blobs/a.txt", &key, id.as_bytes().to_vec(), "text/plain")
+            .await
+            .expect(201);
+        keys.push(key);
+    }
+    let db_file = app.data_dir.join("tenants/gone-db.db");
+    let sqlite = app.db_url.starts_with("sqlite:");
+    assert_eq!(db_file.exists(), sqlite, "the database tier's file on SQLite");
+    let now = tenantd_core::now_secs();
+    app.delete("/v1/tenants/gone-db", ADMIN).await.expect(200);
+    app.delete("/v1/tenants/gone-row", ADMIN).await.expect(200);
+
+    // In retention: nothing is purged, and the operator still sees them.
+    assert!(app.state.purge_due(now).await.is_empty());
+    app.get("/v1/tenants/gone-row", ADMIN).await.expect(200);
+    let purged = app.state.purge_due(now + 31 * 86_400).await;
+    let purged: Vec<&str> = purged.iter().map(|t| t.as_str()).collect();
+    assert_eq!(purged, ["gone-db", "gone-row"]);
+    assert!(app.state.purge_due(now + 31 * 86_400).await.is_empty(), "purged once");
+
+    for (i, id) in ["gone-db", "gone-row"].into_iter().enumerate() {
+        // Gone for operators too, with its keys and its data.
+        app.get(&format!("/v1/tenants/{id}"), ADMIN)
+            .await
+            .problem(404, "tenant_not_found");
+        app.get(&records[i], &keys[i]).await.problem(401, "unauthenticated");
+        let tenant = tenantd_core::TenantId::parse(id).unwrap();
+        assert_eq!(app.state.data.placement(&tenant).await.unwrap(), None, "{id}");
+    }
+    assert!(!db_file.exists(), "the tenant's SQLite file is deleted");
+    let deleted = app.get("/v1/tenants?status=deleted", ADMIN).await.expect(200).body;
+    assert_eq!(deleted["items"], json!([]));
+    // The purge is in the operator's audit trail, under no tenant.
+    let audit = app.get("/v1/audit?action=tenant.purged", ADMIN).await.expect(200).body;
+    let ids: Vec<(&Value, &Value, &Value)> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (&e["tenant_id"], &e["actor"], &e["detail"]["tenant_id"]))
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            (&Value::Null, &json!("system"), &json!("gone-row")),
+            (&Value::Null, &json!("system"), &json!("gone-db"))
+        ]
+    );
+
+    // The tenant that stayed kept its record and blob.
+    assert_eq!(
+        app.get(&records[2], &keys[2]).await.expect(200).body["data"],
+        json!({"of": "kept"})
+    );
+    assert_eq!(
+        app.get("/v1/data/blobs/a.txt", &keys[2]).await.expect(200).body,
+        json!("kept")
+    );
+    // New tenants under the old ids start empty.
+    for (i, (id, plan)) in tenants[..2].iter().enumerate() {
+        app.tenant(id, plan).await;
+        let (_, key) = app.key(id, "member").await;
+        app.get(&records[i], &key).await.problem(404, "not_found");
+        assert_eq!(app.get(ORDERS, &key).await.expect(200).body["items"], json!([]));
+        assert_eq!(
+            app.get("/v1/data/blobs", &key).await.expect(200).body["items"],
+            json!([])
+        );
+        let members = app
+            .get(&format!("/v1/tenants/{id}/members"), ADMIN)
+            .await
+            .expect(200)
+            .body;
+        assert_eq!(members["items"].as_array().unwrap().len(), 1, "only the new owner");
+        let actions = audit_actions(&app, &format!("/v1/tenants/{id}/audit")).await;
+        assert_eq!(
+            actions,
+            ["key.created", "tenant.created"],
+            "{id}: only the new tenant's trail"
+        );
+    }
+}
+
+/// The actions of the audit events `path` lists, as the operator reads them.
+async fn audit_actions(app: &TestApp, path: &str) -> Vec<String> {
+    let audit = app.get(path, ADMIN).await.expect(200).body;
+    audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap().to_string())
+        .collect()
 }
