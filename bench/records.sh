@@ -86,7 +86,10 @@ records="http://127.0.0.1:$PORT/v1/data/collections/orders/records"
 # CPU time (µs) a process, or PostgreSQL's backends for the bench database, use between
 # two samples: utime + stime in clock ticks.
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
-pg_ticks() { for p in $(pgrep -f "postgres: .*tenantd_bench_records"); do ticks "$p"; done | awk '{s += $1} END {print s + 0}'; }
+# PostgreSQL's: "pid ticks" per backend, and the ticks between two such samples (a
+# backend that started meanwhile counts whole; one that ended is not seen).
+pg_sample() { for p in $(pgrep -f "postgres: .*tenantd_bench_records"); do echo "$p $(ticks "$p")"; done; }
+pg_delta() { awk 'NR == FNR {t0[$1] = $2; next} {s += $2 - ($1 in t0 ? t0[$1] : 0)} END {print s + 0}' "$1" "$2"; }
 HZ=$(getconf CLK_TCK)
 # Runs "$@" in the background (its output in $WORK/run.txt); samples the CPU of process
 # $1 (or of the run itself when $1 is -) and of PostgreSQL from 1 s in to 1 s before the
@@ -97,12 +100,12 @@ measured() {
   local run=$!
   [ "$pid" = - ] && pid=$run
   sleep 1
-  local c0 p0 c1 p1; c0=$(ticks "$pid"); p0=$(pg_ticks)
+  local c0 c1; c0=$(ticks "$pid"); pg_sample >"$WORK/pg0"
   sleep $((DURATION - 2))
-  c1=$(ticks "$pid"); p1=$(pg_ticks)
+  c1=$(ticks "$pid"); pg_sample >"$WORK/pg1"
   wait "$run"
   local ops; ops=$(awk '/Requests\/sec/ {print $2; exit} /^[0-9.]+$/ {print; exit}' "$WORK/run.txt")
-  awk -v o="$ops" -v c=$((c1 - c0)) -v p=$((p1 - p0)) -v hz="$HZ" -v s=$((DURATION - 2)) \
+  awk -v o="$ops" -v c=$((c1 - c0)) -v p="$(pg_delta "$WORK/pg0" "$WORK/pg1")" -v hz="$HZ" -v s=$((DURATION - 2)) \
     'BEGIN { n = o * s; printf "%s %.0f %.0f\n", o, c * 1e6 / hz / n, p * 1e6 / hz / n }'
 }
 wrk_run() { wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" -H "Authorization: Bearer $KEY" "$@"; }
