@@ -7,6 +7,7 @@ crate::both! {
     patch_changes_fields_by_permission;
     lifecycle_transitions_are_checked;
     deleted_tenants_are_purged_after_retention;
+    the_purger_runs_every_purge_interval_seconds, "purge_interval_seconds = 1";
     plans_are_seeded_and_editable;
 }
 
@@ -471,4 +472,41 @@ async fn audit_actions(app: &TestApp, path: &str) -> Vec<String> {
         .iter()
         .map(|e| e["action"].as_str().unwrap().to_string())
         .collect()
+}
+
+/// The background purge runs on its own every `purge_interval_seconds`, and once the
+/// retention has ended a restore is refused.
+async fn the_purger_runs_every_purge_interval_seconds(app: TestApp) {
+    app.tenant("acme", "starter").await;
+    app.tenant("globex", "starter").await;
+    app.delete("/v1/tenants/acme", ADMIN).await.expect(200);
+    app.delete("/v1/tenants/globex", ADMIN).await.expect(200);
+    // Rounds pass; nothing is due yet.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    app.get("/v1/tenants/acme", ADMIN).await.expect(200);
+    // acme's retention ends (as if 30 days had passed).
+    let catalog = tenantd_store::SqlCatalog::connect(&app.db_url).await.unwrap();
+    sqlx::query("UPDATE tenants SET purge_after = $1 WHERE id = 'acme'")
+        .bind(tenantd_core::now_secs() - 1)
+        .execute(catalog.pool())
+        .await
+        .unwrap();
+    let mut last = app.post("/v1/tenants/acme/restore", ADMIN, json!({})).await;
+    for _ in 0..100 {
+        if last.status == 404 {
+            break;
+        }
+        assert_eq!(last.status, 409, "restore after retention: {}", last.body);
+        assert!(last.body["detail"].as_str().unwrap().contains("cannot be restored"));
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        last = app.post("/v1/tenants/acme/restore", ADMIN, json!({})).await;
+    }
+    last.problem(404, "tenant_not_found");
+    // The tenant still in retention is untouched, and can still be restored.
+    let t = app
+        .post("/v1/tenants/globex/restore", ADMIN, json!({}))
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(t["status"], "active");
 }
