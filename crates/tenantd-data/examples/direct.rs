@@ -99,7 +99,9 @@ impl Client {
                     .bind(now)
                     .fetch_optional(&mut *tx)
                     .await?;
-                row.ok_or("the record id was taken")?;
+                // Read back as the crate reads it.
+                let row = row.ok_or("the record id was taken")?;
+                let _doc: serde_json::Value = serde_json::from_str(&row.doc)?;
                 let bytes: Option<i64> = sqlx::query_scalar(SETTLE)
                     .bind(tenant.as_str())
                     .bind(text.len() as i64)

@@ -402,6 +402,38 @@ impl DataStore {
         })
     }
 
+    /// Forgets what this node holds of a tenant another node removed: its cached
+    /// placement, and the connections to its own schema, database or file, so that a new
+    /// tenant under the same id is placed and prepared afresh here.
+    pub async fn forget(&self, tenant: &TenantId) {
+        self.placed.write().unwrap_or_else(|e| e.into_inner()).remove(tenant);
+        let own_db = self.database_name(tenant).ok().map(|db| format!("/{db}"));
+        let mut own = Vec::new();
+        for tier in [Isolation::Schema, Isolation::Database] {
+            if let (Isolation::Schema, Backend::Postgres { .. }) | (_, Backend::Sqlite { .. }) = (tier, &self.backend) {
+                if let Ok(name) = self.location_for(tenant, tier).await {
+                    own.push(name);
+                }
+            }
+        }
+        let mut locations = self.locations.lock().await;
+        let names: Vec<String> = locations
+            .keys()
+            .filter(|n| {
+                own.contains(n) || (n.starts_with("database:") && own_db.as_deref().is_some_and(|d| n.ends_with(d)))
+            })
+            .cloned()
+            .collect();
+        for name in names {
+            if let Some(l) = locations.remove(&name) {
+                // A schema shares the row tier's pool.
+                if !name.starts_with("schema:") {
+                    l.pool.close().await;
+                }
+            }
+        }
+    }
+
     /// A tenant's database name: `td_<deployment>_<tenant>`, where `<deployment>` (8 hex
     /// digits) is derived from the catalog's server and database, so that deployments
     /// sharing a server (and tests running side by side) never share a tenant database.
@@ -427,10 +459,10 @@ impl DataStore {
             return Err(DataError::Moving);
         }
         self.drop_copy(tenant, &p.location).await?;
-        if p.location == SHARED {
-            // No tombstone needed: the placement goes too.
-            self.home.clear(tenant, false).await?;
-        }
+        // The shared tables too, wherever it is placed: a move off the row tier leaves
+        // its storage row there frozen, which would turn away a new tenant under the
+        // same id. No tombstone is needed: the placement goes too.
+        self.home.clear(tenant, false).await?;
         sqlx::query(&format!("DELETE FROM {} WHERE tenant_id = $1", self.placements()))
             .bind(tenant.as_str())
             .execute(&self.admin)

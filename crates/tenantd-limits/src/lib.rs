@@ -451,6 +451,17 @@ impl Limiter {
         }
     }
 
+    /// Drops everything this node and Redis hold of a purged tenant's counters and
+    /// leases, so that a new tenant under the same id starts from nothing. Its unflushed
+    /// usage is dropped too.
+    pub async fn forget(&self, tenant: TenantId) -> Result<(), String> {
+        self.local.forget(tenant);
+        match &self.shared {
+            Some(s) => s.forget(tenant).await,
+            None => Ok(()),
+        }
+    }
+
     /// Writes unflushed usage to the store.
     pub async fn flush(&self) -> Result<usize, String> {
         self.local.flush().await

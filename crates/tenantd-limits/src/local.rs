@@ -391,8 +391,13 @@ impl Local {
         Ok(())
     }
 
+    /// Drops a purged tenant's counters and leases (its slot).
+    pub(crate) fn forget(&self, tenant: TenantId) {
+        self.slots.remove(&tenant);
+    }
+
     /// Runs `f` on the tenant's state under its lock (the slot must exist: slots are
-    /// never removed once made).
+    /// removed only when the tenant is purged).
     fn with<R>(&self, tenant: TenantId, f: impl FnOnce(&mut TenantState) -> R) -> Result<R, AdmitError> {
         let slot = self
             .slots

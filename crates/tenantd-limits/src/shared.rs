@@ -583,6 +583,43 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// Deletes a purged tenant's keys (`{prefix}{tenant}:…`) from Redis, and its state in
+    /// the outage fallback.
+    pub async fn forget(&self, tenant: TenantId) -> Result<(), String> {
+        self.inner.fallback_engine().engine.forget(tenant);
+        let conn = self.inner.conn().await?;
+        // MATCH is a glob: the prefix's own glob characters are escaped.
+        let mut pattern = String::new();
+        for c in self.inner.tenant_key(tenant).chars() {
+            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+                pattern.push('\\');
+            }
+            pattern.push(c);
+        }
+        pattern.push('*');
+        let mut cursor = 0u64;
+        loop {
+            let cmd = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .to_owned();
+            let (next, keys): (u64, Vec<String>) = call(cmd.query_async(&mut conn.clone())).await?;
+            if !keys.is_empty() {
+                let del = redis::cmd("DEL").arg(&keys).to_owned();
+                call::<i64>(del.query_async(&mut conn.clone())).await?;
+            }
+            if next == 0 {
+                return Ok(());
+            }
+            cursor = next;
+        }
+    }
+}
+
 impl Inner {
     fn tenant_key(&self, t: TenantId) -> String {
         format!("{}{{{}}}:", self.prefix, t)

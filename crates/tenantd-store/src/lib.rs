@@ -98,12 +98,13 @@ pub trait Catalog: Send + Sync + 'static {
         t: tenantd_core::tenant::Transition,
         reason: Option<&str>,
     ) -> Result<Tenant>;
-    /// Operator-wide: deleted tenants whose retention ended by `now` (Unix seconds),
-    /// longest overdue first, up to `limit`.
-    async fn purgeable_tenants(&self, now: i64, limit: u32) -> Result<Vec<TenantId>>;
+    /// Operator-wide: deleted tenants whose retention ended by `now` (Unix seconds), by
+    /// id, after `after`, up to `limit`.
+    async fn purgeable_tenants(&self, now: i64, after: Option<&TenantId>, limit: u32) -> Result<Vec<TenantId>>;
     /// Removes every row of a deleted tenant whose retention ended by `now`, in one
     /// transaction: the tenant, its members, roles, workspaces, API keys, domains,
     /// usage, events and audit trail, and the users who belonged to no other tenant.
+    /// Its `security.*` audit events stay for the operator, under no tenant.
     /// Answers how many rows went. `NotFound` if there is no such tenant (purged
     /// already); `Conflict` if it is not deleted or its retention has not ended.
     async fn purge_tenant(&self, id: &TenantId, now: i64) -> Result<u64>;

@@ -606,12 +606,13 @@ impl Catalog for SqlCatalog {
         self.get_tenant(id).await
     }
 
-    async fn purgeable_tenants(&self, now: i64, limit: u32) -> Result<Vec<TenantId>> {
+    async fn purgeable_tenants(&self, now: i64, after: Option<&TenantId>, limit: u32) -> Result<Vec<TenantId>> {
         let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM tenants WHERE status = $1 AND purge_after <= $2 ORDER BY purge_after, id LIMIT $3",
+            "SELECT id FROM tenants WHERE status = $1 AND purge_after <= $2 AND id > $3 ORDER BY id LIMIT $4",
         )
         .bind(TenantStatus::Deleted.as_str())
         .bind(now)
+        .bind(after.map_or("", TenantId::as_str))
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
@@ -639,6 +640,12 @@ impl Catalog for SqlCatalog {
         let users: Vec<String> = sqlx::query_scalar("SELECT user_id FROM memberships WHERE tenant_id = $1")
             .bind(id.as_str())
             .fetch_all(&mut *tx)
+            .await?;
+        // Security events (a cross-tenant attempt filed under the caller's tenant) stay in
+        // the operator's trail, under no tenant.
+        sqlx::query("UPDATE audit_events SET tenant_id = NULL WHERE tenant_id = $1 AND action LIKE 'security.%'")
+            .bind(id.as_str())
+            .execute(&mut *tx)
             .await?;
         let mut rows = 0;
         // Children before their parents; the tenant's row last.

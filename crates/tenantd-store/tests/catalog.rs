@@ -1713,15 +1713,17 @@ async fn fill_tenant(c: &SqlCatalog, tenant: &str, other_owner: &str) {
     c.record_event(&t, "quota.warning", &serde_json::json!({"resource": "api_calls"}))
         .await
         .unwrap();
-    c.record_audit(&NewAuditEvent {
-        tenant_id: Some(tenant.into()),
-        actor: "operator".into(),
-        action: "tenant.updated".into(),
-        detail: serde_json::json!({}),
-        request_id: "req-1".into(),
-    })
-    .await
-    .unwrap();
+    for action in ["tenant.updated", "security.cross_tenant_attempt"] {
+        c.record_audit(&NewAuditEvent {
+            tenant_id: Some(tenant.into()),
+            actor: "operator".into(),
+            action: action.into(),
+            detail: serde_json::json!({}),
+            request_id: format!("req-{tenant}"),
+        })
+        .await
+        .unwrap();
+    }
 }
 
 async fn case_purge(c: &SqlCatalog) {
@@ -1742,13 +1744,24 @@ async fn case_purge(c: &SqlCatalog) {
     // Only a deleted tenant past its retention is purged; refusals change nothing.
     assert_err!(c.purge_tenant(&gone, now + month).await, StoreError::Conflict(_));
     c.transition_tenant(&gone, Transition::Delete, None).await.unwrap();
-    assert!(c.purgeable_tenants(now, 10).await.unwrap().is_empty());
+    assert!(c.purgeable_tenants(now, None, 10).await.unwrap().is_empty());
     match c.purge_tenant(&gone, now).await {
         Err(StoreError::Conflict(m)) => assert_eq!(m, "the tenant's retention period has not ended"),
         other => panic!("purge in retention: {other:?}"),
     }
     assert_eq!(c.get_tenant(&gone).await.unwrap().status, TenantStatus::Deleted);
-    assert_eq!(c.purgeable_tenants(now + month, 10).await.unwrap(), [gone]);
+    assert_eq!(c.purgeable_tenants(now + month, None, 10).await.unwrap(), [gone]);
+    // Paged by id.
+    assert!(c
+        .purgeable_tenants(now + month, Some(&gone), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        c.purgeable_tenants(now + month, Some(&tid("a")), 10).await.unwrap(),
+        [gone]
+    );
+    assert_eq!(c.purgeable_tenants(now + month, None, 0).await.unwrap(), []);
     assert_err!(
         c.purge_tenant(&tid("nobody"), now + month).await,
         StoreError::NotFound(_)
@@ -1765,7 +1778,7 @@ async fn case_purge(c: &SqlCatalog) {
         other => panic!("restore after retention: {other:?}"),
     }
     assert_eq!(c.get_tenant(&gone).await.unwrap().status, TenantStatus::Deleted);
-    assert_eq!(c.purgeable_tenants(now, 10).await.unwrap(), [gone]);
+    assert_eq!(c.purgeable_tenants(now, None, 10).await.unwrap(), [gone]);
 
     let removed = c.purge_tenant(&gone, now).await.unwrap();
     let left = rows_of(c, "gone").await;
@@ -1774,9 +1787,16 @@ async fn case_purge(c: &SqlCatalog) {
     // a domain, a counter, an idempotency key, an event, its plan history; and the one
     // user who belonged to nothing else.
     assert_eq!(removed, 14 + 1);
+    // Its security event stays in the operator's trail, under no tenant.
+    let kept: Vec<(Option<String>, String)> =
+        sqlx::query_as("SELECT tenant_id, action FROM audit_events WHERE request_id = 'req-gone'")
+            .fetch_all(c.pool())
+            .await
+            .unwrap();
+    assert_eq!(kept, [(None, "security.cross_tenant_attempt".to_string())]);
     assert_err!(c.get_tenant(&gone).await, StoreError::NotFound(_));
     assert_err!(c.purge_tenant(&gone, now).await, StoreError::NotFound(_));
-    assert!(c.purgeable_tenants(now + month, 10).await.unwrap().is_empty());
+    assert!(c.purgeable_tenants(now + month, None, 10).await.unwrap().is_empty());
     // Users who belong to another tenant stay; the one who belonged only to it goes.
     assert_eq!(c.find_user_by_email(&email("solo@gone.example")).await.unwrap(), None);
     for kept in ["owner@gone.example", "owner@kept.example", "solo@kept.example"] {

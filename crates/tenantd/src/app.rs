@@ -217,10 +217,15 @@ pub async fn prepare(cfg: Config) -> Result<State, StartError> {
     };
     let gateway_addr = gateway_listener.as_ref().and_then(|l| l.local_addr().ok());
     if let Some(mut rx) = invalidations {
-        let edge = edge.clone();
+        let (edge, data, limiter) = (edge.clone(), data.clone(), limiter.clone());
         tokio::spawn(async move {
             while let Some(topic) = rx.recv().await {
                 edge.cache().apply(topic.as_deref());
+                if let Some(tenantd_edge::Change::Purged(t)) = topic.as_deref().and_then(tenantd_edge::Change::parse) {
+                    if let Ok(t) = TenantId::parse(t) {
+                        forget_purged(&data, &limiter, t).await;
+                    }
+                }
             }
         });
     }
@@ -236,6 +241,15 @@ pub async fn prepare(cfg: Config) -> Result<State, StartError> {
         level_locks: dashmap::DashMap::new(),
         storage_levels: dashmap::DashMap::new(),
     }))
+}
+
+/// Forgets this node's state of a purged tenant: its cached placement and connections,
+/// and its counters (here and in Redis), so a new tenant under its id starts afresh.
+async fn forget_purged(data: &tenantd_data::DataStore, limiter: &tenantd_limits::Limiter, tenant: TenantId) {
+    data.forget(&tenant).await;
+    if let Err(e) = limiter.forget(tenant).await {
+        tracing::warn!(tenant_id = %tenant, error = %e, "a purged tenant's counters were not all removed");
+    }
 }
 
 /// Tenant data: on PostgreSQL the row tier in the catalog's database (connecting as a
@@ -360,45 +374,66 @@ impl AppState {
         });
     }
 
-    /// Purges the deleted tenants whose retention ended by `now` (Unix seconds): first
-    /// their data (records, blobs, cache; a schema or database is dropped), then every
-    /// catalog row of theirs, then this node's and the other nodes' cached copies; an
-    /// operator-wide audit event `tenant.purged` records each. A tenant whose data is
-    /// being moved, or whose purge fails, is logged and left for the next round (once its
-    /// retention has ended it can no longer be restored, so nothing can bring it back
-    /// meanwhile). Answers the tenants purged.
+    /// Purges every deleted tenant whose retention ended by `now` (Unix seconds), 100 at
+    /// a time by id: first its data (records, blobs, cache; a schema or database is
+    /// dropped), then every catalog row of it, then its data once more (what a request
+    /// placed meanwhile), then what this node and the others cached of it (placement,
+    /// connections, counters, keys, roles); an operator-wide audit event `tenant.purged`
+    /// records each. A tenant whose data is being moved, or whose purge fails, is logged
+    /// and left for the next round (once its retention has ended it can no longer be
+    /// restored, so nothing can bring it back meanwhile). Answers the tenants purged.
     pub async fn purge_due(&self, now: i64) -> Vec<TenantId> {
         const BATCH: u32 = 100;
-        let due = match self.catalog.purgeable_tenants(now, BATCH).await {
-            Ok(due) => due,
-            Err(e) => {
-                tracing::error!(error = %e, "could not list the deleted tenants due for purging");
-                return Vec::new();
-            }
-        };
         let mut purged = Vec::new();
-        for (i, tenant) in due.iter().enumerate() {
-            if let Err(e) = self.data.remove(tenant).await {
-                tracing::warn!(tenant_id = %tenant, error = %e, "a deleted tenant's data was not purged; retrying next round");
-                continue;
-            }
-            let rows = match self.catalog.purge_tenant(tenant, now).await {
-                Ok(rows) => rows,
-                // Another node purged it meanwhile.
-                Err(tenantd_store::StoreError::NotFound(_)) => continue,
+        let mut after = None;
+        loop {
+            let due = match self.catalog.purgeable_tenants(now, after.as_ref(), BATCH).await {
+                Ok(due) => due,
                 Err(e) => {
-                    tracing::warn!(tenant_id = %tenant, error = %e, "a deleted tenant's catalog rows were not purged; retrying next round");
-                    continue;
+                    tracing::error!(error = %e, "could not list the deleted tenants due for purging");
+                    return purged;
                 }
             };
-            self.storage_levels.remove(tenant);
-            self.changed(tenantd_edge::Change::Purged(tenant.as_str())).await;
-            let detail = serde_json::json!({"tenant_id": tenant.as_str(), "catalog_rows": rows});
-            self.audit(None, "system", "tenant.purged", detail, "").await;
-            tracing::info!(tenant_id = %tenant, catalog_rows = rows, done = i + 1, due = due.len(), "purged a deleted tenant");
-            purged.push(*tenant);
+            for tenant in &due {
+                if self.purge(tenant, now).await {
+                    purged.push(*tenant);
+                    tracing::info!(tenant_id = %tenant, purged = purged.len(), "purged a deleted tenant");
+                }
+            }
+            match due.last() {
+                Some(last) if due.len() == BATCH as usize => after = Some(*last),
+                _ => return purged,
+            }
         }
-        purged
+    }
+
+    /// Purges one deleted tenant past its retention ([`AppState::purge_due`]); `false`
+    /// when it was left for the next round or another node purged it.
+    async fn purge(&self, tenant: &TenantId, now: i64) -> bool {
+        if let Err(e) = self.data.remove(tenant).await {
+            tracing::warn!(tenant_id = %tenant, error = %e, "a deleted tenant's data was not purged; retrying next round");
+            return false;
+        }
+        let rows = match self.catalog.purge_tenant(tenant, now).await {
+            Ok(rows) => rows,
+            // Another node purged it meanwhile.
+            Err(tenantd_store::StoreError::NotFound(_)) => return false,
+            Err(e) => {
+                tracing::warn!(tenant_id = %tenant, error = %e, "a deleted tenant's catalog rows were not purged; retrying next round");
+                return false;
+            }
+        };
+        // Data an operator's request placed between the two steps (the tenant is unknown
+        // from here on, so nothing can place it again).
+        if let Err(e) = self.data.remove(tenant).await {
+            tracing::error!(tenant_id = %tenant, error = %e, "data written to a tenant while it was purged was not removed");
+        }
+        self.storage_levels.remove(tenant);
+        forget_purged(&self.data, &self.limiter, *tenant).await;
+        self.changed(tenantd_edge::Change::Purged(tenant.as_str())).await;
+        let detail = serde_json::json!({"tenant_id": tenant.as_str(), "catalog_rows": rows});
+        self.audit(None, "system", "tenant.purged", detail, "").await;
+        true
     }
 
     /// The isolation tier of the tenant's plan.
@@ -604,8 +639,7 @@ pub fn background(state: &State) -> Background {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                // A full batch: more may be due.
-                while state.purge_due(tenantd_core::now_secs()).await.len() == 100 {}
+                state.purge_due(tenantd_core::now_secs()).await;
             }
         })
     });

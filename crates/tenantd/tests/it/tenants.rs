@@ -11,6 +11,9 @@ crate::both! {
     plans_are_seeded_and_editable;
 }
 
+// With the counters in Redis, the purge deletes the tenant's keys there too.
+crate::on_redis!(deleted_tenants_are_purged_after_retention);
+
 async fn create_is_idempotent_and_validated(app: TestApp) {
     let body = json!({"id": "Acme", "name": "Acme Inc", "plan": "starter", "owner_email": "Ann@Acme.test", "settings": {"region": "eu"}});
     let t = app.post("/v1/tenants", ADMIN, body.clone()).await.expect(201).body;
@@ -367,13 +370,25 @@ async fn plans_are_seeded_and_editable(app: TestApp) {
 }
 
 /// After its 30 days of retention, a deleted tenant is purged: its data on any tier, its
-/// keys and catalog rows; other tenants keep everything, and a new tenant under the same
-/// id finds nothing of the old one.
+/// keys, counters and catalog rows, on this node and (PostgreSQL) on a second one; other
+/// tenants keep everything, and a new tenant under the same id finds nothing of the old
+/// one and works normally.
 async fn deleted_tenants_are_purged_after_retention(app: TestApp) {
     const ORDERS: &str = "/v1/data/collections/orders/records";
-    // One on the database tier (its own SQLite file or PostgreSQL database), one in the
-    // shared tables, and one that stays.
-    let tenants = [("gone-db", "enterprise"), ("gone-row", "starter"), ("kept", "starter")];
+    // On PostgreSQL a second node, which hears of the purge through the catalog.
+    let other = match app.db_url.starts_with("postgres") {
+        true => Some(app.second_node().await),
+        false => None,
+    };
+    let node2 = other.as_ref().unwrap_or(&app);
+    // One on the database tier (its own SQLite file or PostgreSQL database), one moved
+    // there from the shared tables, one in the shared tables, and one that stays.
+    let tenants = [
+        ("gone-db", "enterprise"),
+        ("moved", "starter"),
+        ("gone-row", "starter"),
+        ("kept", "starter"),
+    ];
     let mut keys = Vec::new();
     let mut records = Vec::new();
     for (id, plan) in tenants {
@@ -386,27 +401,58 @@ async fn deleted_tenants_are_purged_after_retention(app: TestApp) {
             .expect(201);
         keys.push(key);
     }
+    app.patch("/v1/tenants/moved", ADMIN, json!({"plan": "enterprise"}))
+        .await
+        .expect(200);
+    for _ in 0..200 {
+        let p = app.get("/v1/tenants/moved/placement", ADMIN).await.expect(200).body;
+        if p["tier"] == "database" && p["state"] == "placed" && p["move"]["phase"] == "done" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let p = app.get("/v1/tenants/moved/placement", ADMIN).await.expect(200).body;
+    assert_eq!((&p["tier"], &p["move"]["phase"]), (&json!("database"), &json!("done")));
+    // The second node serves (and caches) the tenants to be purged.
+    for i in 0..3 {
+        assert_eq!(
+            node2.get(&records[i], &keys[i]).await.expect(200).body["data"]["of"],
+            tenants[i].0
+        );
+    }
     let db_file = app.data_dir.join("tenants/gone-db.db");
     let sqlite = app.db_url.starts_with("sqlite:");
     assert_eq!(db_file.exists(), sqlite, "the database tier's file on SQLite");
+    let month = tenantd_core::Window::Month;
+    assert!(app.used("gone-row", "api_calls", month).await >= 2);
     let now = tenantd_core::now_secs();
-    app.delete("/v1/tenants/gone-db", ADMIN).await.expect(200);
-    app.delete("/v1/tenants/gone-row", ADMIN).await.expect(200);
+    for id in ["gone-db", "moved", "gone-row"] {
+        app.delete(&format!("/v1/tenants/{id}"), ADMIN).await.expect(200);
+    }
 
     // In retention: nothing is purged, and the operator still sees them.
     assert!(app.state.purge_due(now).await.is_empty());
     app.get("/v1/tenants/gone-row", ADMIN).await.expect(200);
     let purged = app.state.purge_due(now + 31 * 86_400).await;
     let purged: Vec<&str> = purged.iter().map(|t| t.as_str()).collect();
-    assert_eq!(purged, ["gone-db", "gone-row"]);
+    assert_eq!(purged, ["gone-db", "gone-row", "moved"]);
     assert!(app.state.purge_due(now + 31 * 86_400).await.is_empty(), "purged once");
 
-    for (i, id) in ["gone-db", "gone-row"].into_iter().enumerate() {
-        // Gone for operators too, with its keys and its data.
+    for (i, (id, _)) in tenants[..3].iter().enumerate() {
+        // Gone for operators too, with its keys and its data, on both nodes.
         app.get(&format!("/v1/tenants/{id}"), ADMIN)
             .await
             .problem(404, "tenant_not_found");
         app.get(&records[i], &keys[i]).await.problem(401, "unauthenticated");
+        let mut refused = node2.get(&records[i], &keys[i]).await;
+        for _ in 0..50 {
+            if refused.status == 401 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            refused = node2.get(&records[i], &keys[i]).await;
+        }
+        refused.problem(401, "unauthenticated");
         let tenant = tenantd_core::TenantId::parse(id).unwrap();
         assert_eq!(app.state.data.placement(&tenant).await.unwrap(), None, "{id}");
     }
@@ -415,39 +461,44 @@ async fn deleted_tenants_are_purged_after_retention(app: TestApp) {
     assert_eq!(deleted["items"], json!([]));
     // The purge is in the operator's audit trail, under no tenant.
     let audit = app.get("/v1/audit?action=tenant.purged", ADMIN).await.expect(200).body;
-    let ids: Vec<(&Value, &Value, &Value)> = audit["items"]
+    let events: Vec<Value> = audit["items"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| (&e["tenant_id"], &e["actor"], &e["detail"]["tenant_id"]))
+        .map(|e| json!([e["tenant_id"], e["actor"], e["detail"]["tenant_id"]]))
         .collect();
     assert_eq!(
-        ids,
-        [
-            (&Value::Null, &json!("system"), &json!("gone-row")),
-            (&Value::Null, &json!("system"), &json!("gone-db"))
-        ]
+        events,
+        ["moved", "gone-row", "gone-db"].map(|id| json!([null, "system", id]))
     );
 
     // The tenant that stayed kept its record and blob.
     assert_eq!(
-        app.get(&records[2], &keys[2]).await.expect(200).body["data"],
+        app.get(&records[3], &keys[3]).await.expect(200).body["data"],
         json!({"of": "kept"})
     );
     assert_eq!(
-        app.get("/v1/data/blobs/a.txt", &keys[2]).await.expect(200).body,
+        app.get("/v1/data/blobs/a.txt", &keys[3]).await.expect(200).body,
         json!("kept")
     );
-    // New tenants under the old ids start empty.
-    for (i, (id, plan)) in tenants[..2].iter().enumerate() {
-        app.tenant(id, plan).await;
+    // New tenants under the old ids start empty, and work, on both nodes: "moved" is back
+    // in the shared tables its old self left frozen; "gone-db" gets a new database.
+    for (i, (id, _)) in tenants[..3].iter().enumerate() {
+        let plan = if *id == "gone-db" { "enterprise" } else { "starter" };
+        // Provisioned by the second node, whatever it cached of the old tenant.
+        node2.tenant(id, plan).await;
+        assert_eq!(app.used(id, "api_calls", month).await, 0, "{id}: no usage carried over");
         let (_, key) = app.key(id, "member").await;
-        app.get(&records[i], &key).await.problem(404, "not_found");
-        assert_eq!(app.get(ORDERS, &key).await.expect(200).body["items"], json!([]));
-        assert_eq!(
-            app.get("/v1/data/blobs", &key).await.expect(200).body["items"],
-            json!([])
-        );
+        for node in [node2, &app] {
+            node.get(&records[i], &key).await.problem(404, "not_found");
+            assert_eq!(
+                node.get("/v1/data/blobs", &key).await.expect(200).body["items"],
+                json!([])
+            );
+        }
+        let listed = node2.get(ORDERS, &key).await.expect(200).body;
+        assert_eq!(listed["items"], json!([]), "{id}");
+        node2.post(ORDERS, &key, json!({"new": id})).await.expect(201);
         let members = app
             .get(&format!("/v1/tenants/{id}/members"), ADMIN)
             .await
@@ -461,17 +512,6 @@ async fn deleted_tenants_are_purged_after_retention(app: TestApp) {
             "{id}: only the new tenant's trail"
         );
     }
-}
-
-/// The actions of the audit events `path` lists, as the operator reads them.
-async fn audit_actions(app: &TestApp, path: &str) -> Vec<String> {
-    let audit = app.get(path, ADMIN).await.expect(200).body;
-    audit["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["action"].as_str().unwrap().to_string())
-        .collect()
 }
 
 /// The background purge runs on its own every `purge_interval_seconds`, and once the
@@ -509,4 +549,15 @@ async fn the_purger_runs_every_purge_interval_seconds(app: TestApp) {
         .expect(200)
         .body;
     assert_eq!(t["status"], "active");
+}
+
+/// The actions of the audit events `path` lists, as the operator reads them.
+async fn audit_actions(app: &TestApp, path: &str) -> Vec<String> {
+    let audit = app.get(path, ADMIN).await.expect(200).body;
+    audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap().to_string())
+        .collect()
 }
