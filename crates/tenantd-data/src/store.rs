@@ -166,6 +166,16 @@ impl<'a> Url<'a> {
     }
 }
 
+/// The location of a tenant's own SQLite file (its schema and database tiers there).
+fn file_location(tenant: &TenantId) -> String {
+    format!("file:tenants/{tenant}.db")
+}
+
+/// The location of a tenant's own schema on PostgreSQL.
+fn schema_location(tenant: &TenantId) -> String {
+    format!("schema:tenant_{}", tenant.as_str().replace('-', "_"))
+}
+
 /// `url` with its user replaced by `user` (and no password): how tenantd reaches
 /// PostgreSQL as [`APP_ROLE`] when no URL is given for it.
 pub fn with_user(url: &str, user: &str) -> Result<String, DataError> {
@@ -374,10 +384,8 @@ impl DataStore {
     async fn location_for(&self, tenant: &TenantId, tier: Isolation) -> Result<String, DataError> {
         Ok(match (tier, &self.backend) {
             (Isolation::Row, _) => SHARED.to_string(),
-            (_, Backend::Sqlite { .. }) => format!("file:tenants/{tenant}.db"),
-            (Isolation::Schema, Backend::Postgres { .. }) => {
-                format!("schema:tenant_{}", tenant.as_str().replace('-', "_"))
-            }
+            (_, Backend::Sqlite { .. }) => file_location(tenant),
+            (Isolation::Schema, Backend::Postgres { .. }) => schema_location(tenant),
             (Isolation::Database, Backend::Postgres { servers, .. }) => {
                 // The server holding the fewest tenant databases.
                 let rows = sqlx::query(&format!(
@@ -407,23 +415,14 @@ impl DataStore {
     /// tenant under the same id is placed and prepared afresh here.
     pub async fn forget(&self, tenant: &TenantId) {
         self.placed.write().unwrap_or_else(|e| e.into_inner()).remove(tenant);
-        let own_db = self.database_name(tenant).ok().map(|db| format!("/{db}"));
-        let mut own = Vec::new();
-        for tier in [Isolation::Schema, Isolation::Database] {
-            if let (Isolation::Schema, Backend::Postgres { .. }) | (_, Backend::Sqlite { .. }) = (tier, &self.backend) {
-                if let Ok(name) = self.location_for(tenant, tier).await {
-                    own.push(name);
-                }
-            }
-        }
+        let (file, schema) = (file_location(tenant), schema_location(tenant));
+        // Its database, on whichever server: `database:{host}/{its name}`.
+        let db = self.database_name(tenant).ok().map(|db| format!("/{db}"));
+        let own = |n: &str| {
+            n == file || n == schema || (n.starts_with("database:") && db.as_deref().is_some_and(|d| n.ends_with(d)))
+        };
         let mut locations = self.locations.lock().await;
-        let names: Vec<String> = locations
-            .keys()
-            .filter(|n| {
-                own.contains(n) || (n.starts_with("database:") && own_db.as_deref().is_some_and(|d| n.ends_with(d)))
-            })
-            .cloned()
-            .collect();
+        let names: Vec<String> = locations.keys().filter(|n| own(n)).cloned().collect();
         for name in names {
             if let Some(l) = locations.remove(&name) {
                 // A schema shares the row tier's pool.

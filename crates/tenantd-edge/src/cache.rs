@@ -251,13 +251,16 @@ impl EdgeCache {
         }
     }
 
-    /// Applies a topic heard from another node; `None` (or a topic this version does not
-    /// know) empties the cache, since something may have been missed.
-    pub fn apply(&self, topic: Option<&str>) {
-        match topic.and_then(Change::parse) {
+    /// Applies a topic heard from another node, and answers the change it named; `None`
+    /// (or a topic this version does not know) empties the cache, since something may
+    /// have been missed.
+    pub fn apply<'t>(&self, topic: Option<&'t str>) -> Option<Change<'t>> {
+        let change = topic.and_then(Change::parse);
+        match change {
             Some(c) => self.forget(c),
             None => self.clear(),
         }
+        change
     }
 
     /// Empties the cache.
@@ -355,7 +358,7 @@ mod tests {
         });
         cache.apply(Some("plan:starter"));
         assert!(cache.tenant("gamma").is_none() && cache.tenant("beta").is_some());
-        cache.apply(Some("something:new"));
+        assert_eq!(cache.apply(Some("something:new")), None);
         assert!(cache.tenant("beta").is_none());
     }
 
@@ -387,7 +390,7 @@ mod tests {
             cache.put_key(key(k, tenant));
             cache.put_role(tenant, Role::custom("auditor".into(), Vec::new()));
         }
-        cache.apply(Some("purged:acme"));
+        assert_eq!(cache.apply(Some("purged:acme")), Some(Change::Purged("acme")));
         assert!(cache.tenant("acme").is_none());
         assert!(cache.key(&KeyId::parse("key_aaaaaaaaaaaaaaaaaaaa").unwrap()).is_none());
         assert!(cache.role("acme", "auditor").is_none());

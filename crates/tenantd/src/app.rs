@@ -220,11 +220,8 @@ pub async fn prepare(cfg: Config) -> Result<State, StartError> {
         let (edge, data, limiter) = (edge.clone(), data.clone(), limiter.clone());
         tokio::spawn(async move {
             while let Some(topic) = rx.recv().await {
-                edge.cache().apply(topic.as_deref());
-                if let Some(tenantd_edge::Change::Purged(t)) = topic.as_deref().and_then(tenantd_edge::Change::parse) {
-                    if let Ok(t) = TenantId::parse(t) {
-                        forget_purged(&data, &limiter, t).await;
-                    }
+                if let Some(change) = edge.cache().apply(topic.as_deref()) {
+                    forget_purged(&data, &limiter, change).await;
                 }
             }
         });
@@ -243,12 +240,20 @@ pub async fn prepare(cfg: Config) -> Result<State, StartError> {
     }))
 }
 
-/// Forgets this node's state of a purged tenant: its cached placement and connections,
-/// and its counters (here and in Redis), so a new tenant under its id starts afresh.
-async fn forget_purged(data: &tenantd_data::DataStore, limiter: &tenantd_limits::Limiter, tenant: TenantId) {
-    data.forget(&tenant).await;
-    if let Err(e) = limiter.forget(tenant).await {
-        tracing::warn!(tenant_id = %tenant, error = %e, "a purged tenant's counters were not all removed");
+/// After the edge's cache has dropped what `change` made stale (whether this node made the
+/// change or heard of it): for a purged tenant, its cached placement and connections and
+/// its counters (here and in Redis), so a new tenant under its id starts afresh.
+async fn forget_purged(
+    data: &tenantd_data::DataStore,
+    limiter: &tenantd_limits::Limiter,
+    change: tenantd_edge::Change<'_>,
+) {
+    if let tenantd_edge::Change::Purged(t) = change {
+        let Ok(tenant) = TenantId::parse(t) else { return };
+        data.forget(&tenant).await;
+        if let Err(e) = limiter.forget(tenant).await {
+            tracing::warn!(tenant_id = %tenant, error = %e, "a purged tenant's counters were not all removed");
+        }
     }
 }
 
@@ -333,6 +338,7 @@ impl AppState {
     /// Drops what `change` made stale from this node's cache and tells the other nodes.
     pub async fn changed(&self, change: tenantd_edge::Change<'_>) {
         self.edge.cache().forget(change);
+        forget_purged(&self.data, &self.limiter, change).await;
         if let Err(e) = self.catalog.publish(&change.topic()).await {
             tracing::error!(error = %e, topic = %change.topic(), "could not publish a cache invalidation");
         }
@@ -429,7 +435,6 @@ impl AppState {
             tracing::error!(tenant_id = %tenant, error = %e, "data written to a tenant while it was purged was not removed");
         }
         self.storage_levels.remove(tenant);
-        forget_purged(&self.data, &self.limiter, *tenant).await;
         self.changed(tenantd_edge::Change::Purged(tenant.as_str())).await;
         let detail = serde_json::json!({"tenant_id": tenant.as_str(), "catalog_rows": rows});
         self.audit(None, "system", "tenant.purged", detail, "").await;
