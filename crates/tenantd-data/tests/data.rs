@@ -166,6 +166,23 @@ async fn scoped_records_at_every_tier_on_postgresql() {
 
 /// Connected straight to PostgreSQL as the data plane's role: without a tenant a query
 /// sees nothing; with acme's it sees only acme's rows and can change no one else's.
+/// A transaction on `conn` in `tenant`'s context, as tenantd sets it.
+async fn as_tenant<'c>(conn: &'c mut sqlx::AnyConnection, tenant: &str) -> sqlx::Transaction<'c, sqlx::Any> {
+    let mut tx = conn.begin().await.unwrap();
+    sqlx::query("SELECT set_config('tenantd.tenant_id', $1, true)")
+        .bind(tenant)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx
+}
+
+/// The `tenant_id` of each row `sql` returns.
+async fn tenant_ids(tx: &mut sqlx::Transaction<'_, sqlx::Any>, sql: &str) -> Vec<String> {
+    let rows = sqlx::query(sql).fetch_all(&mut **tx).await.unwrap();
+    rows.iter().map(|r| r.get("tenant_id")).collect()
+}
+
 #[tokio::test]
 async fn row_level_security_is_the_backstop() {
     let Some(url) = postgres("row tier backstop").await else {
@@ -193,18 +210,8 @@ async fn row_level_security_is_the_backstop() {
         let q = format!("SELECT tenant_id FROM tenant_data.{table}");
         let rows = sqlx::query(&q).fetch_all(&mut conn).await.unwrap();
         assert!(rows.is_empty(), "{table}: a query without a tenant sees no rows");
-        let mut tx = conn.begin().await.unwrap();
-        sqlx::query("SELECT set_config('tenantd.tenant_id', 'acme', true)")
-            .execute(&mut *tx)
-            .await
-            .unwrap();
-        let seen: Vec<String> = sqlx::query(&q)
-            .fetch_all(&mut *tx)
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get("tenant_id"))
-            .collect();
+        let mut tx = as_tenant(&mut conn, "acme").await;
+        let seen = tenant_ids(&mut tx, &q).await;
         assert!(
             !seen.is_empty() && seen.iter().all(|t| t == "acme"),
             "{table}: {seen:?}"
@@ -212,18 +219,8 @@ async fn row_level_security_is_the_backstop() {
         tx.rollback().await.unwrap();
     }
 
-    let mut tx = conn.begin().await.unwrap();
-    sqlx::query("SELECT set_config('tenantd.tenant_id', 'acme', true)")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    let seen: Vec<String> = sqlx::query("SELECT tenant_id FROM tenant_data.records")
-        .fetch_all(&mut *tx)
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get("tenant_id"))
-        .collect();
+    let mut tx = as_tenant(&mut conn, "acme").await;
+    let seen = tenant_ids(&mut tx, "SELECT tenant_id FROM tenant_data.records").await;
     assert_eq!(seen, ["acme", "acme"], "acme's context sees acme's rows only");
     for sql in [
         "UPDATE tenant_data.records SET version = 100 WHERE tenant_id = 'globex'",
@@ -235,11 +232,7 @@ async fn row_level_security_is_the_backstop() {
     tx.commit().await.unwrap();
 
     // Writing a row for another tenant, turning the policy off, or dropping FORCE: refused.
-    let mut tx = conn.begin().await.unwrap();
-    sqlx::query("SELECT set_config('tenantd.tenant_id', 'acme', true)")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    let mut tx = as_tenant(&mut conn, "acme").await;
     let insert =
         sqlx::query("INSERT INTO tenant_data.records VALUES ('globex', 'c', '9', CAST('{}' AS jsonb), 1, 2, 0, 0)")
             .execute(&mut *tx)
