@@ -599,27 +599,34 @@ impl Drop for Background {
     }
 }
 
+/// Runs `work` for `state` now and then every `period` (a late round delays the next ones
+/// rather than bunching them up).
+fn every<F, Fut>(state: &State, period: Duration, work: F) -> tokio::task::JoinHandle<()>
+where
+    F: Fn(State) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let state = state.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            work(state.clone()).await;
+        }
+    })
+}
+
 /// Starts the [`Background`] work for `state`.
 pub fn background(state: &State) -> Background {
-    let flusher = {
-        let state = state.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(state.cfg.key_usage_flush_seconds));
-            loop {
-                tick.tick().await;
-                state.flush_key_usage().await;
-            }
-        })
-    };
+    let flusher = every(
+        state,
+        Duration::from_secs(state.cfg.key_usage_flush_seconds),
+        |s| async move { s.flush_key_usage().await },
+    );
     let usage_flusher = (state.cfg.usage_flush_ms > 0).then(|| {
-        let state = state.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(state.cfg.usage_flush_ms));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                state.flush_usage().await;
-            }
+        every(state, Duration::from_millis(state.cfg.usage_flush_ms), |s| async move {
+            s.flush_usage().await
         })
     });
     let refresher = state.cfg.oidc.clone().filter(|o| o.jwks_url.is_some()).map(|o| {
@@ -638,15 +645,13 @@ pub fn background(state: &State) -> Background {
         })
     });
     let purger = (state.cfg.purge_interval_seconds > 0).then(|| {
-        let state = state.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(state.cfg.purge_interval_seconds));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                state.purge_due(tenantd_core::now_secs()).await;
-            }
-        })
+        every(
+            state,
+            Duration::from_secs(state.cfg.purge_interval_seconds),
+            |s| async move {
+                s.purge_due(tenantd_core::now_secs()).await;
+            },
+        )
     });
     // Tier moves a crash interrupted are undone, then started again.
     let recovery = {
