@@ -7,6 +7,7 @@ pub mod ids;
 pub mod perms;
 pub mod plan;
 pub mod problem;
+pub mod secret;
 pub mod tenant;
 pub mod ts;
 pub mod usage;

@@ -29,8 +29,8 @@ const FREEZE_WAIT: Duration = Duration::from_secs(30);
 /// [`DataOptions::pool_size`]'s default.
 pub const DEFAULT_POOL_SIZE: u32 = 16;
 
-/// How to open the data store.
-#[derive(Debug, Clone)]
+/// How to open the data store. Its `Debug` masks the URLs' passwords.
+#[derive(Clone)]
 pub struct DataOptions {
     /// `postgres://…` (the owner's credentials: it prepares schemas, databases and the
     /// app role) or `sqlite://…/tenant-data.db` (the row tier's file).
@@ -49,6 +49,20 @@ pub struct DataOptions {
     /// PostgreSQL: connections of the row and schema tiers' pool (one per node). Keep it
     /// near twice the database server's cores: more only queue inside PostgreSQL.
     pub pool_size: u32,
+}
+
+impl std::fmt::Debug for DataOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redact = tenantd_core::redact_url;
+        f.debug_struct("DataOptions")
+            .field("url", &redact(&self.url))
+            .field("app_url", &self.app_url.as_deref().map(redact))
+            .field("servers", &self.servers.iter().map(|u| redact(u)).collect::<Vec<_>>())
+            .field("dir", &self.dir)
+            .field("move_grace", &self.move_grace)
+            .field("pool_size", &self.pool_size)
+            .finish()
+    }
 }
 
 impl DataOptions {

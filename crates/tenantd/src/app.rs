@@ -104,7 +104,7 @@ async fn operator_key_hash(cfg: &Config, catalog: &dyn Catalog) -> Result<[u8; 3
             Ok(false) => {}
             Err(e) => return Err(StartError(format!("cannot retire the generated operator key: {e}"))),
         }
-        return Ok(tenantd_edge::keys::hash(k));
+        return Ok(tenantd_edge::keys::hash(k.expose()));
     }
     let err = |e: tenantd_store::StoreError| StartError(format!("cannot read the operator key: {e}"));
     if let Some(h) = catalog.operator_key_hash().await.map_err(err)? {
@@ -262,7 +262,7 @@ async fn forget_purged(
 /// `data_servers`; on SQLite `tenant-data.db` and `tenants/<id>.db` in the data directory.
 pub async fn open_data(cfg: &Config) -> Result<Arc<tenantd_data::DataStore>, StartError> {
     let url = match tenantd_store::Backend::from_url(&cfg.database_url) {
-        Ok(tenantd_store::Backend::Postgres) => cfg.database_url.clone(),
+        Ok(tenantd_store::Backend::Postgres) => cfg.database_url.to_string(),
         _ => {
             std::fs::create_dir_all(&cfg.data_dir)
                 .map_err(|e| StartError(format!("cannot create {}: {e}", cfg.data_dir.display())))?;
@@ -270,8 +270,8 @@ pub async fn open_data(cfg: &Config) -> Result<Arc<tenantd_data::DataStore>, Sta
         }
     };
     let opts = tenantd_data::DataOptions {
-        app_url: cfg.data_database_url.clone(),
-        servers: cfg.data_servers.clone(),
+        app_url: cfg.data_database_url.as_deref().map(str::to_string),
+        servers: cfg.data_servers.iter().map(|u| u.to_string()).collect(),
         dir: Some(cfg.data_dir.clone()),
         move_grace: std::time::Duration::from_secs(cfg.data_move_grace_seconds),
         pool_size: cfg.data_pool_size,

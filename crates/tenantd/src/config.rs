@@ -2,6 +2,7 @@
 //! then `TENANTD_*` environment variables, then flags. Validated once, at load.
 use serde::Deserialize;
 use std::path::PathBuf;
+use tenantd_core::secret::{Secret, SecretUrl};
 
 /// Flags of `tenantd serve` and `tenantd migrate`; each has an environment twin.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -23,10 +24,10 @@ pub struct ServeArgs {
     pub data_dir: Option<PathBuf>,
     /// Catalog database URL [default: sqlite://<data-dir>/catalog.db]; postgres://… selects PostgreSQL.
     #[arg(long, env = "TENANTD_DATABASE_URL")]
-    pub database_url: Option<String>,
+    pub database_url: Option<SecretUrl>,
     /// Redis URL for shared counters [default: none, in-process counters].
     #[arg(long, env = "TENANTD_REDIS_URL")]
-    pub redis_url: Option<String>,
+    pub redis_url: Option<SecretUrl>,
     /// Base domain: `{tenant}.{base-domain}` hosts name the tenant.
     #[arg(long, env = "TENANTD_BASE_DOMAIN")]
     pub base_domain: Option<String>,
@@ -66,8 +67,8 @@ pub struct FileConfig {
     gateway_listen: Option<String>,
     upstream: Option<String>,
     data_dir: Option<PathBuf>,
-    database_url: Option<String>,
-    redis_url: Option<String>,
+    database_url: Option<SecretUrl>,
+    redis_url: Option<SecretUrl>,
     base_domain: Option<String>,
     multi_tenancy: Option<bool>,
     default_tenant: Option<String>,
@@ -84,8 +85,8 @@ pub struct FileConfig {
     shutdown_grace_seconds: Option<u64>,
     max_body_bytes: Option<usize>,
     domain_verification_url: Option<String>,
-    data_database_url: Option<String>,
-    data_servers: Option<Vec<String>>,
+    data_database_url: Option<SecretUrl>,
+    data_servers: Option<Vec<SecretUrl>>,
     data_move_grace_seconds: Option<u64>,
     data_pool_size: Option<u32>,
     max_blob_bytes: Option<u64>,
@@ -105,10 +106,10 @@ pub struct Config {
     pub upstream: Option<tenantd_edge::Upstream>,
     /// Data directory.
     pub data_dir: PathBuf,
-    /// Catalog URL.
-    pub database_url: String,
+    /// Catalog URL (its password never shows in `Debug`).
+    pub database_url: SecretUrl,
     /// Redis URL.
-    pub redis_url: Option<String>,
+    pub redis_url: Option<SecretUrl>,
     /// Base domain for subdomain resolution.
     pub base_domain: Option<String>,
     /// Multi-tenant (true) or single-tenant mode.
@@ -144,9 +145,9 @@ pub struct Config {
     pub domain_verification_url: String,
     /// Where tenant data connects on PostgreSQL (a role owning nothing and unable to
     /// bypass row-level security); `None`: `tenantd_data` on the catalog's server.
-    pub data_database_url: Option<String>,
+    pub data_database_url: Option<SecretUrl>,
     /// PostgreSQL servers (owner URLs) for `database`-tier tenants; empty: the catalog's.
-    pub data_servers: Vec<String>,
+    pub data_servers: Vec<SecretUrl>,
     /// How long a moved tenant's old copy is kept after the switch.
     pub data_move_grace_seconds: u64,
     /// Connections of the tenant data pool (row and schema tiers) on PostgreSQL.
@@ -159,8 +160,8 @@ pub struct Config {
     pub gateway: crate::gateway::GatewaySettings,
     /// The configuration file, re-read when the gateway reloads.
     pub config_path: Option<PathBuf>,
-    /// `TENANTD_ADMIN_KEY`, never printed.
-    pub admin_key: Option<String>,
+    /// `TENANTD_ADMIN_KEY`, never printed (`Debug` shows `[redacted]`).
+    pub admin_key: Option<Secret>,
 }
 
 /// Why configuration could not be loaded.
@@ -197,7 +198,7 @@ impl Config {
             .database_url
             .clone()
             .or(f.database_url)
-            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("catalog.db").display()));
+            .unwrap_or_else(|| SecretUrl::new(format!("sqlite://{}", data_dir.join("catalog.db").display())));
         let c = Config {
             listen: a.listen.clone().or(f.listen).unwrap_or_else(|| "127.0.0.1:8080".into()),
             gateway_listen: a.gateway_listen.clone().or(f.gateway_listen),
@@ -245,7 +246,7 @@ impl Config {
             oidc: f.oidc,
             gateway: crate::gateway::GatewaySettings::from_file(f.gateway.unwrap_or_default()).map_err(ConfigError)?,
             config_path: None,
-            admin_key,
+            admin_key: admin_key.map(Secret::new),
         };
         c.validate()?;
         Ok(c)
@@ -320,7 +321,7 @@ impl Config {
                 return Err(ConfigError("[oidc] needs exactly one of jwks_url and jwks_file".into()));
             }
         }
-        if let Some(k) = &self.admin_key {
+        if let Some(k) = self.admin_key.as_ref().map(Secret::expose) {
             if k.starts_with(tenantd_edge::keys::KEY_PREFIX) || k.bytes().filter(|b| *b == b'.').count() == 2 {
                 return Err(ConfigError(
                     "TENANTD_ADMIN_KEY must not look like an API key (tdk_…) or a JWT".into(),
@@ -391,6 +392,32 @@ mod tests {
             let e = Config::merge(args, data(url), None).unwrap_err().to_string();
             assert!(e.contains("data_database_url"), "{e}");
         }
+    }
+
+    #[test]
+    fn debug_output_holds_no_secret() {
+        let args = ServeArgs {
+            database_url: Some("postgres://tenantd:db-password-1@db/tenantd".into()),
+            redis_url: Some("redis://:redis-password-2@cache:6379".into()),
+            ..Default::default()
+        };
+        let f = file("data_servers = [\"postgres://owner:server-password-3@db2/postgres\"]\ndata_database_url = \"postgres://app:app-password-4@db/tenantd\"");
+        let c = Config::merge(&args, f, Some("operator-key-that-is-secret".into())).unwrap();
+        let shown = format!("{c:?} {args:?}");
+        for secret in [
+            "db-password-1",
+            "redis-password-2",
+            "server-password-3",
+            "app-password-4",
+            "operator-key-that-is-secret",
+        ] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("postgres://tenantd:***@db/tenantd"), "{shown}");
+        assert_eq!(
+            c.admin_key.as_ref().map(Secret::expose),
+            Some("operator-key-that-is-secret")
+        );
     }
 
     #[test]

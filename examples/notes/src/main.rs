@@ -23,7 +23,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Ok(());
     }
     let args = ServeArgs {
-        database_url: std::env::var("TENANTD_DATABASE_URL").ok(),
+        database_url: std::env::var("TENANTD_DATABASE_URL")
+            .ok()
+            .map(tenantd_core::secret::SecretUrl::new),
         ..Default::default()
     };
     let cfg = Config::merge(&args, FileConfig::default(), std::env::var("TENANTD_ADMIN_KEY").ok())?;

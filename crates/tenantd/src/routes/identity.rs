@@ -59,6 +59,8 @@ pub async fn authorize(
     let tenant = TenantId::parse_with(&b.tenant_id, true)?;
     tenantd_core::Permission::parse(&b.permission).map_err(|e| Problem::invalid(e.to_string()))?;
     let no = || axum::Json(serde_json::json!({"allowed": false, "role": null}));
+    // A guest stays read-only inside its workspaces, whatever role it holds there.
+    let mut read_only = false;
     let role_name = match principal {
         Principal::Operator => Some("owner".to_string()),
         Principal::Key { tenant: own, .. } if *own == tenant => ctx.role.as_ref().map(|r| r.name.clone()),
@@ -67,11 +69,14 @@ pub async fn authorize(
             let tenant_role = state.catalog.member_role(&tenant, id).await?;
             match (&b.workspace_id, tenant_role) {
                 // Within a workspace its own role applies; a guest has none outside it.
-                (Some(ws), Some(r)) => state
-                    .catalog
-                    .workspace_role(&tenant, ws, id)
-                    .await?
-                    .or(if r == "guest" { None } else { Some(r) }),
+                (Some(ws), Some(r)) => {
+                    read_only = r == "guest";
+                    state
+                        .catalog
+                        .workspace_role(&tenant, ws, id)
+                        .await?
+                        .or(if read_only { None } else { Some(r) })
+                }
                 (None, r) => r,
                 (Some(_), None) => None,
             }
@@ -94,13 +99,9 @@ pub async fn authorize(
                 .unwrap_or_else(|| tenantd_core::Role::custom(role_name.clone(), vec![])),
         ),
     };
-    let allowed = evaluate(
-        principal.is_operator(),
-        t.status,
-        &role,
-        &b.permission.to_ascii_lowercase(),
-    )
-    .unwrap_or(false);
+    let permission = b.permission.to_ascii_lowercase();
+    let allowed = evaluate(principal.is_operator(), t.status, &role, &permission).unwrap_or(false)
+        && (!read_only || crate::routes::workspaces::guest_ceiling().allows(&permission));
     Ok(axum::Json(serde_json::json!({"allowed": allowed, "role": role_name})))
 }
 

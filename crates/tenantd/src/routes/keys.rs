@@ -142,9 +142,9 @@ pub async fn revoke(S(state): S<State>, ctx: TenantContext, Path(p): Path<KeyPat
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Replaces a key's secret (`keys:manage`): the old secret stops working at once, the new
-/// one is returned once.
-#[utoipa::path(post, path = "/v1/tenants/{id}/keys/{key_id}/rotate", tag = "keys", params(("id" = String, Path), ("key_id" = String, Path)), responses((status = 200, description = "The key with its new `key`"), (status = 409, description = "Revoked")))]
+/// Replaces a key's secret (`keys:manage`, and a role the caller could grant itself): the
+/// old secret stops working at once, the new one is returned once.
+#[utoipa::path(post, path = "/v1/tenants/{id}/keys/{key_id}/rotate", tag = "keys", params(("id" = String, Path), ("key_id" = String, Path)), responses((status = 200, description = "The key with its new `key`"), (status = 403, description = "The key's role is one the caller could not grant"), (status = 409, description = "Revoked")))]
 pub async fn rotate(
     S(state): S<State>,
     ctx: TenantContext,
@@ -152,6 +152,15 @@ pub async fn rotate(
 ) -> ApiResult<axum::Json<serde_json::Value>> {
     ctx.require("keys:manage")?;
     let g = keys::regenerate(&p.key_id).ok_or_else(|| Problem::not_found("api key"))?;
+    // The new secret carries the key's role: only a caller who could grant that role
+    // may receive it (an admin rotating an owner's key would become an owner).
+    let held = state
+        .catalog
+        .get_key(&p.key_id)
+        .await?
+        .filter(|k| k.tenant_id == *ctx.tenant_id())
+        .ok_or_else(|| Problem::not_found("api key"))?;
+    may_grant(&ctx, &*known_role(&state, &ctx, &held.role).await?)?;
     let k = state
         .catalog
         .rotate_key(ctx.tenant_id(), &p.key_id, &g.prefix, &g.hash_hex)

@@ -145,6 +145,13 @@ pub async fn add_member(
     let email = Email::parse(&b.email)?;
     let role = known_role(&state, &ctx, &b.role).await?;
     may_grant(&ctx, &role)?;
+    if tenant_role_of(&state, &ctx, &email).await?.as_deref() == Some("guest") && !role.is_within(&guest_ceiling()) {
+        return Err(Problem::invalid(format!(
+            "role: a guest is read-only, and '{}' can change things; give a guest viewer (or guest) in a workspace",
+            role.name
+        ))
+        .into());
+    }
     let m = state
         .catalog
         .add_workspace_member(ctx.tenant_id(), &p.ws, &email, &role.name)
@@ -157,4 +164,17 @@ pub async fn add_member(
         )
         .await;
     Ok((StatusCode::CREATED, axum::Json(m)))
+}
+
+/// The most a guest may do, in any workspace: read (the `viewer` role).
+pub fn guest_ceiling() -> tenantd_core::Role {
+    tenantd_core::BuiltinRole::Viewer.role()
+}
+
+/// The tenant role of the user with `email`, if a member.
+async fn tenant_role_of(state: &State, ctx: &TenantContext, email: &Email) -> ApiResult<Option<String>> {
+    match state.catalog.find_user_by_email(email).await? {
+        Some(u) => Ok(state.catalog.member_role(ctx.tenant_id(), &u.id).await?),
+        None => Ok(None),
+    }
 }

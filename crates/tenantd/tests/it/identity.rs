@@ -380,7 +380,7 @@ async fn jwks_from_a_url() {
     // An unreachable JWKS URL is a start-up error naming it.
     let (db, dir) = tenantd_store::testing::fresh_sqlite();
     let args = tenantd::config::ServeArgs {
-        database_url: Some(db),
+        database_url: Some(db.as_str().into()),
         data_dir: Some(dir),
         ..Default::default()
     };

@@ -4,6 +4,7 @@ use serde_json::json;
 crate::both! {
     keys_are_shown_once_and_revoked_at_once;
     key_expiry_and_limits;
+    no_caller_gets_a_key_stronger_than_it_could_grant;
 }
 
 async fn keys_are_shown_once_and_revoked_at_once(app: TestApp) {
@@ -171,4 +172,57 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     false
+}
+
+/// The finding: an admin key could rotate an owner key and receive the owner's new
+/// secret, then add owners and delete the tenant. Creating or rotating a key whose role
+/// the caller could not grant is `403 forbidden`, and changes nothing.
+async fn no_caller_gets_a_key_stronger_than_it_could_grant(app: TestApp) {
+    app.tenant("acme", "free").await;
+    let (owner_id, owner) = app.key("acme", "owner").await;
+    let (_, admin) = app.key("acme", "admin").await;
+    let (member_id, member) = app.key("acme", "member").await;
+    let r = app
+        .post(&format!("/v1/tenants/acme/keys/{owner_id}/rotate"), &admin, json!({}))
+        .await
+        .problem(403, "forbidden");
+    assert!(!r.body.to_string().contains("tdk_"), "{}", r.body);
+    // The owner's secret still works, unchanged.
+    app.get("/v1/me", &owner).await.expect(200);
+    app.post("/v1/tenants/acme/keys", &admin, json!({"name": "x", "role": "owner"}))
+        .await
+        .problem(403, "forbidden");
+    // A custom role with everything is more than an admin holds too.
+    app.post(
+        "/v1/tenants/acme/roles",
+        ADMIN,
+        json!({"name": "everything", "permissions": ["*"]}),
+    )
+    .await
+    .expect(201);
+    let (all_id, _) = app.key("acme", "everything").await;
+    app.post(&format!("/v1/tenants/acme/keys/{all_id}/rotate"), &admin, json!({}))
+        .await
+        .problem(403, "forbidden");
+    // What the admin could grant, it may rotate; the owner and the operator rotate all.
+    let r = app
+        .post(&format!("/v1/tenants/acme/keys/{member_id}/rotate"), &admin, json!({}))
+        .await
+        .expect(200);
+    app.get("/v1/me", &member).await.problem(401, "unauthenticated");
+    app.get("/v1/me", r.body["key"].as_str().unwrap()).await.expect(200);
+    app.post(&format!("/v1/tenants/acme/keys/{all_id}/rotate"), &owner, json!({}))
+        .await
+        .expect(200);
+    app.post(&format!("/v1/tenants/acme/keys/{owner_id}/rotate"), ADMIN, json!({}))
+        .await
+        .expect(200);
+    // The admin never became an owner: it cannot add one.
+    app.post(
+        "/v1/tenants/acme/members",
+        &admin,
+        json!({"email": "new@acme.test", "role": "owner"}),
+    )
+    .await
+    .problem(403, "forbidden");
 }

@@ -5,6 +5,7 @@ crate::both! {
     members_and_the_last_owner;
     roles_only_narrow;
     custom_roles_and_workspaces;
+    a_guest_stays_read_only_inside_its_workspaces;
 }
 
 async fn members_and_the_last_owner(app: TestApp) {
@@ -365,4 +366,71 @@ async fn custom_roles_and_workspaces(app: TestApp) {
     app.get("/v1/tenants/acme/workspaces/design", &admin)
         .await
         .problem(404, "not_found");
+}
+
+/// The finding: a guest could be given `admin` inside a workspace, where a guest is
+/// read-only. It is refused, and a member demoted to guest keeps only reads there.
+async fn a_guest_stays_read_only_inside_its_workspaces(app: TestApp) {
+    app.tenant("acme", "free").await;
+    let (_, admin) = app.key("acme", "admin").await;
+    app.post("/v1/tenants/acme/workspaces", &admin, json!({"id": "design"}))
+        .await
+        .expect(201);
+    let (_, guest) = app.user("acme", "g@acme.test", "guest").await;
+    let add = |email: &'static str, role: &'static str| {
+        app.post(
+            "/v1/tenants/acme/workspaces/design/members",
+            &admin,
+            json!({"email": email, "role": role}),
+        )
+    };
+    for role in ["admin", "member", "owner"] {
+        let r = add("g@acme.test", role).await;
+        let r = if role == "owner" {
+            r.problem(403, "forbidden")
+        } else {
+            r.problem(400, "invalid_request")
+        };
+        assert!(r.body["detail"].as_str().unwrap().contains(role), "{}", r.body);
+    }
+    // By the operator too: it is the guest's limit, not the caller's.
+    app.post(
+        "/v1/tenants/acme/workspaces/design/members",
+        ADMIN,
+        json!({"email": "g@acme.test", "role": "admin"}),
+    )
+    .await
+    .problem(400, "invalid_request");
+    add("g@acme.test", "viewer").await.expect(201);
+    assert_eq!(may(&app, &guest, "records:read").await, true);
+    assert_eq!(may(&app, &guest, "records:write").await, false);
+    // A member with admin in the workspace, demoted to guest: reads only, there too.
+    let (bob_id, _) = app.user("acme", "bob@acme.test", "member").await;
+    add("bob@acme.test", "admin").await.expect(201);
+    let bob = app.token_for("acme", &bob_id).await;
+    assert_eq!(may(&app, &bob, "records:write").await, true);
+    app.patch(
+        &format!("/v1/tenants/acme/members/{bob_id}"),
+        ADMIN,
+        json!({"role": "guest"}),
+    )
+    .await
+    .expect(200);
+    let bob = app.token_for("acme", &bob_id).await;
+    assert_eq!(may(&app, &bob, "records:read").await, true);
+    assert_eq!(may(&app, &bob, "records:write").await, false);
+    assert_eq!(may(&app, &bob, "members:manage").await, false);
+}
+
+/// `/v1/authorize`'s answer for `token` doing `permission` in workspace `design` of acme.
+async fn may(app: &TestApp, token: &str, permission: &str) -> serde_json::Value {
+    app.post(
+        "/v1/authorize",
+        token,
+        json!({"tenant_id": "acme", "permission": permission, "workspace_id": "design"}),
+    )
+    .await
+    .expect(200)
+    .body["allowed"]
+        .clone()
 }
