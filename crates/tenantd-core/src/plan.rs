@@ -211,9 +211,18 @@ impl Limit {
         }
     }
 
-    /// Checks the resource name (1–64 of `a-z0-9_-.`).
+    /// Checks the resource name (1–64 of `a-z0-9_-.`) and the limit (at most
+    /// [`crate::usage::MAX_COUNT`], where counters stop).
     pub fn validate(&self) -> Result<(), String> {
-        validate_resource(&self.resource)
+        validate_resource(&self.resource)?;
+        match self.limit {
+            Some(l) if l > crate::usage::MAX_COUNT => Err(format!(
+                "the limit of {} must be at most {} (2^53 - 1), or null for unlimited",
+                self.resource,
+                crate::usage::MAX_COUNT
+            )),
+            _ => Ok(()),
+        }
     }
 }
 

@@ -2,6 +2,16 @@
 //! window and calendar period.
 use crate::{KeyId, TenantId, Window};
 
+/// The largest count tenantd keeps: 2^53 − 1, the largest integer that JSON readers,
+/// Redis's Lua and a BIGINT all hold exactly. A usage event's `quantity` is at most this,
+/// and every counter stops here instead of wrapping (CONTRACT §4).
+pub const MAX_COUNT: u64 = (1 << 53) - 1;
+
+/// `a + b`, stopping at [`MAX_COUNT`]: the one way every counter grows.
+pub fn saturating_count(a: u64, b: u64) -> u64 {
+    a.saturating_add(b).min(MAX_COUNT)
+}
+
 /// A persisted counter, or a delta to add to one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CounterRow {
@@ -34,4 +44,18 @@ pub struct TenantEvent {
     /// When (Unix seconds).
     #[serde(serialize_with = "crate::ts::ser")]
     pub at: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_stop_at_the_maximum_instead_of_wrapping() {
+        assert_eq!(saturating_count(1, 2), 3);
+        assert_eq!(saturating_count(MAX_COUNT - 1, 1), MAX_COUNT);
+        assert_eq!(saturating_count(MAX_COUNT, 1), MAX_COUNT);
+        assert_eq!(saturating_count(u64::MAX - 100, 200), MAX_COUNT);
+        assert_eq!(MAX_COUNT, 9_007_199_254_740_991);
+    }
 }

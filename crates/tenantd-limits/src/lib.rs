@@ -15,12 +15,13 @@
 
 mod local;
 mod shared;
+mod state;
 
 pub use local::Local;
 use serde::Serialize;
 pub use shared::{Shared, SharedMetrics};
 use std::sync::Arc;
-use tenantd_core::usage::CounterRow;
+use tenantd_core::usage::{saturating_count, CounterRow};
 use tenantd_core::{CounterFailure, Enforcement, KeyId, Limit, TenantId, Window};
 
 /// Where calendar counters are persisted (the catalog).
@@ -159,6 +160,41 @@ impl Outcome {
     }
 }
 
+/// One ask as a [`Reservation`] keeps it: what was counted, and under which limits.
+#[derive(Debug, Clone)]
+pub(crate) struct Held {
+    pub resource: String,
+    pub cost: u64,
+    pub checks: Vec<Check>,
+}
+
+impl Held {
+    fn of(ask: &Ask<'_>) -> Self {
+        Held {
+            resource: ask.resource.to_string(),
+            cost: ask.cost,
+            checks: ask.checks().collect(),
+        }
+    }
+}
+
+/// Use that was admitted and counted for admission, but that the caller writes to the
+/// store itself, in the transaction that makes it durable (usage events, whose
+/// idempotency keys commit with their counts: CONTRACT §4). Nothing of it is queued for
+/// the flusher. If the caller's write fails, [`Limiter::take_back`] uncounts it.
+#[derive(Debug)]
+pub struct Reservation {
+    pub(crate) tenant: TenantId,
+    pub(crate) at_ms: i64,
+    pub(crate) held: Vec<Held>,
+    /// Counted in Redis (taken back there too), not by an outage's fallback.
+    pub(crate) in_redis: bool,
+    /// The deltas to add to the stored counters, in the caller's transaction.
+    pub deltas: Vec<CounterRow>,
+    /// The day's value of every level it grew, for the same transaction.
+    pub levels: Vec<CounterRow>,
+}
+
 /// Why no decision could be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AdmitError {
@@ -205,7 +241,8 @@ impl Seen {
     }
 
     fn refuses(&self, cost: u64) -> bool {
-        self.check.enforcement == Enforcement::Hard && self.check.limit.is_some_and(|l| self.current + cost > l)
+        self.check.enforcement == Enforcement::Hard
+            && self.check.limit.is_some_and(|l| self.current.saturating_add(cost) > l)
     }
 
     /// The limit as it stands with `current` used.
@@ -273,7 +310,7 @@ impl Ask<'_> {
     /// The admitted outcome once an engine has committed the cost to every limit: the
     /// tightest limit (least left, then soonest reset) and the tenant's thresholds crossed.
     pub(crate) fn admitted(&self, seen: &[Seen], now_ms: i64) -> Outcome {
-        let after = |s: &Seen| s.current + self.cost;
+        let after = |s: &Seen| saturating_count(s.current, self.cost);
         let tightest = seen
             .iter()
             .filter_map(|s| s.check.limit.map(|l| (l.saturating_sub(after(s)), s)))
@@ -392,6 +429,25 @@ impl Limiter {
     /// Decides `ask` now.
     pub async fn admit(&self, ask: &Ask<'_>) -> Result<Outcome, AdmitError> {
         self.admit_all(std::slice::from_ref(ask)).await
+    }
+
+    /// Decides several asks of one tenant, for distinct resources, together, like
+    /// [`Limiter::admit_all`]; admitted, their use is counted for admission but left to
+    /// the caller to store, durably, with the [`Reservation`]'s rows.
+    pub async fn reserve(&self, asks: &[Ask<'_>]) -> Result<(Outcome, Option<Reservation>), AdmitError> {
+        let now = now_ms();
+        match &self.shared {
+            None => Box::pin(self.local.reserve_at(asks, now)).await,
+            Some(s) => Box::pin(s.reserve(asks, now)).await,
+        }
+    }
+
+    /// Uncounts a reservation whose write failed, where its windows are still current.
+    pub async fn take_back(&self, r: Reservation) {
+        match &self.shared {
+            Some(s) => s.take_back(&r).await,
+            None => self.local.take_back(&r, true),
+        }
     }
 
     /// Decides several asks of one tenant, for distinct resources, together.

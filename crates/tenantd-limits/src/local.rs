@@ -1,255 +1,12 @@
 //! The in-process engine: one small state per tenant behind its own lock, loaded from the
 //! store on first use, its deltas flushed back in batches.
-use crate::{now_ms, AdmitError, Ask, Check, CounterStore, Outcome, Seen};
+use crate::state::{cell_of, commit, deltas, level_snapshots, period, see, take_back, Lease, Persist, TenantState};
+use crate::{now_ms, AdmitError, Ask, CounterStore, Held, Outcome, Reservation};
 use dashmap::DashMap;
 use smallvec::SmallVec;
-use std::collections::{HashSet, VecDeque};
-use std::sync::{Arc, Mutex, OnceLock};
-use tenantd_core::usage::CounterRow;
+use std::sync::{Arc, Mutex};
+use tenantd_core::usage::{saturating_count, CounterRow};
 use tenantd_core::{KeyId, Limit, TenantId, Window};
-
-/// Buckets per sliding window.
-const BUCKETS: i64 = 100;
-
-/// Distinct resource names shared before new ones get their own copy.
-const INTERNED: usize = 4096;
-
-/// A resource name shared by every tenant's counters of it, so that finding a counter
-/// compares bytes that stay in cache rather than one copy per tenant.
-fn intern(name: &str) -> Arc<str> {
-    static NAMES: OnceLock<Mutex<HashSet<Arc<str>>>> = OnceLock::new();
-    let mut names = NAMES
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    if let Some(n) = names.get(name) {
-        return n.clone();
-    }
-    let n: Arc<str> = name.into();
-    if names.len() < INTERNED {
-        names.insert(n.clone());
-    }
-    n
-}
-
-#[derive(Debug)]
-struct Counter {
-    scope: Option<KeyId>,
-    resource: Arc<str>,
-    window: Window,
-    period: i64,
-    value: u64,
-    /// Added since the last flush.
-    unflushed: u64,
-}
-
-impl Counter {
-    fn add(&mut self, n: u64) {
-        self.value += n;
-        self.unflushed += n;
-    }
-}
-
-/// A sliding log of `(bucket, count)`: a bucket leaves the window only once all of it is
-/// older than the window, so the count never under-states use.
-#[derive(Debug)]
-struct RateLog {
-    scope: Option<KeyId>,
-    resource: Arc<str>,
-    window: Window,
-    buckets: VecDeque<(i64, u64)>,
-    sum: u64,
-}
-
-impl RateLog {
-    fn granule(len_ms: i64) -> i64 {
-        (len_ms / BUCKETS).max(1)
-    }
-    fn prune(&mut self, now_ms: i64, len_ms: i64) {
-        let g = Self::granule(len_ms);
-        while let Some(&(b, n)) = self.buckets.front() {
-            if (b + 1) * g <= now_ms - len_ms {
-                self.buckets.pop_front();
-                self.sum -= n;
-            } else {
-                break;
-            }
-        }
-    }
-    fn add(&mut self, now_ms: i64, len_ms: i64, n: u64) {
-        let b = now_ms.div_euclid(Self::granule(len_ms));
-        match self.buckets.back_mut() {
-            Some((last, c)) if *last == b => *c += n,
-            _ => self.buckets.push_back((b, n)),
-        }
-        self.sum += n;
-    }
-    /// Milliseconds until the oldest bucket leaves the window.
-    fn reset_ms(&self, now_ms: i64, len_ms: i64) -> i64 {
-        let g = Self::granule(len_ms);
-        self.buckets
-            .front()
-            .map_or(len_ms, |&(b, _)| ((b + 1) * g + len_ms - now_ms).max(1))
-    }
-    /// Milliseconds until `cost` more fits under `limit`.
-    fn retry_ms(&self, now_ms: i64, len_ms: i64, limit: u64, cost: u64) -> i64 {
-        if cost > limit {
-            return len_ms;
-        }
-        let g = Self::granule(len_ms);
-        let mut sum = self.sum;
-        for &(b, n) in &self.buckets {
-            sum -= n;
-            if sum + cost <= limit {
-                return ((b + 1) * g + len_ms - now_ms).max(1);
-            }
-        }
-        len_ms
-    }
-}
-
-#[derive(Debug)]
-struct Lease {
-    id: String,
-    resource: Box<str>,
-    expires_ms: i64,
-}
-
-/// One calendar period of the tenant's own counter.
-#[derive(Debug, Clone, Copy, Default)]
-struct Cell {
-    period: i64,
-    end: i64,
-    value: u64,
-    unflushed: u64,
-}
-
-/// The tenant's own hour, day, week and month counters of one resource: its usage
-/// record, written by every admitted request. Kept apart from the other counters so a
-/// request finds all four with one name comparison, and computes a period only when
-/// the last one ends.
-#[derive(Debug)]
-struct Calendar {
-    resource: Arc<str>,
-    /// In [`Window::CALENDAR`] order.
-    cells: [Cell; 4],
-}
-
-/// The position of a calendar window in [`Calendar::cells`].
-fn cell_of(window: Window) -> Option<usize> {
-    Window::CALENDAR.iter().position(|w| *w == window)
-}
-
-/// A tenant's counters. The usual tenant has one resource with a calendar and perhaps a
-/// rate limit: those are held inline, so a decision reads few cache lines.
-#[derive(Debug, Default)]
-struct TenantState {
-    calendars: SmallVec<[Calendar; 1]>,
-    /// Key-scoped counters, levels, and finished periods not yet flushed.
-    counters: Vec<Counter>,
-    rates: SmallVec<[RateLog; 1]>,
-    leases: Vec<Lease>,
-    /// The store's counters have been added.
-    loaded: bool,
-    /// Queued for the flusher.
-    dirty: bool,
-}
-
-impl TenantState {
-    /// The tenant's calendar of `resource`, its periods moved on to the ones containing
-    /// `now_s` (a finished period's unflushed use waits in `counters` for the flusher).
-    fn calendar(&mut self, resource: &str, now_s: i64) -> &mut Calendar {
-        let i = match self.calendars.iter().position(|c| &*c.resource == resource) {
-            Some(i) => i,
-            None => {
-                self.calendars.push(Calendar {
-                    resource: intern(resource),
-                    cells: [Cell::default(); 4],
-                });
-                self.calendars.len() - 1
-            }
-        };
-        let cal = &mut self.calendars[i];
-        for (cell, w) in cal.cells.iter_mut().zip(Window::CALENDAR) {
-            if now_s >= cell.end {
-                if cell.unflushed > 0 {
-                    self.counters.push(Counter {
-                        scope: None,
-                        resource: cal.resource.clone(),
-                        window: w,
-                        period: cell.period,
-                        value: cell.value,
-                        unflushed: cell.unflushed,
-                    });
-                }
-                let (start, end) = period(w, now_s);
-                *cell = Cell {
-                    period: start,
-                    end: end.unwrap_or(i64::MAX),
-                    value: 0,
-                    unflushed: 0,
-                };
-            }
-        }
-        &mut self.calendars[i]
-    }
-    fn counter(&mut self, scope: Option<KeyId>, resource: &str, window: Window, period: i64) -> &mut Counter {
-        let i = match self
-            .counters
-            .iter()
-            .position(|c| c.window == window && c.period == period && c.scope == scope && &*c.resource == resource)
-        {
-            Some(i) => i,
-            None => {
-                self.counters.push(Counter {
-                    scope,
-                    resource: intern(resource),
-                    window,
-                    period,
-                    value: 0,
-                    unflushed: 0,
-                });
-                self.counters.len() - 1
-            }
-        };
-        &mut self.counters[i]
-    }
-    fn value(&self, scope: Option<KeyId>, resource: &str, window: Window, period: i64) -> u64 {
-        if let (None, Some(i)) = (scope, cell_of(window)) {
-            return self
-                .calendars
-                .iter()
-                .find(|c| &*c.resource == resource)
-                .map(|c| c.cells[i])
-                .filter(|c| c.period == period)
-                .map_or(0, |c| c.value);
-        }
-        self.counters
-            .iter()
-            .find(|c| c.window == window && c.period == period && c.scope == scope && &*c.resource == resource)
-            .map_or(0, |c| c.value)
-    }
-    fn rate(&mut self, scope: Option<KeyId>, resource: &str, window: Window) -> &mut RateLog {
-        let i = match self
-            .rates
-            .iter()
-            .position(|r| r.window == window && r.scope == scope && &*r.resource == resource)
-        {
-            Some(i) => i,
-            None => {
-                self.rates.push(RateLog {
-                    scope,
-                    resource: intern(resource),
-                    window,
-                    buckets: VecDeque::new(),
-                    sum: 0,
-                });
-                self.rates.len() - 1
-            }
-        };
-        &mut self.rates[i]
-    }
-}
 
 /// Held inline in the map: the hot path takes the map's read guard and the tenant's lock,
 /// and follows no pointer.
@@ -268,72 +25,6 @@ pub struct Local {
     dirty: Mutex<Vec<TenantId>>,
     /// Deltas a failed flush could not write, retried first next time.
     pending: Mutex<Vec<CounterRow>>,
-}
-
-/// The `(start, end)` of `window`'s current period; levels have one period, 0.
-pub(crate) fn period(window: Window, now_s: i64) -> (i64, Option<i64>) {
-    match window.period(now_s) {
-        Some((s, e)) => (s, Some(e)),
-        None => (0, None),
-    }
-}
-
-/// What the tenant's state holds for each limit of `ask`, before it, appended to `out`.
-fn see(st: &mut TenantState, ask: &Ask<'_>, now_ms: i64, out: &mut SmallVec<[Seen; 4]>) {
-    let now_s = now_ms.div_euclid(1000);
-    // The tenant's calendar, moved on to the current periods (the commit writes it anyway).
-    let cells = st.calendar(ask.resource, now_s).cells;
-    out.extend(ask.checks().map(
-        |check| match (check.window.rate_ms(), check.scope, cell_of(check.window)) {
-            (Some(len), ..) => {
-                let log = st.rate(check.scope, ask.resource, check.window);
-                log.prune(now_ms, len);
-                let retry_ms = check.limit.map_or(0, |l| log.retry_ms(now_ms, len, l, ask.cost));
-                Seen {
-                    check,
-                    current: log.sum,
-                    reset_ms: log.reset_ms(now_ms, len),
-                    retry_ms,
-                }
-            }
-            (None, None, Some(i)) => {
-                let reset_ms = cells[i].end * 1000 - now_ms;
-                Seen {
-                    check,
-                    current: cells[i].value,
-                    reset_ms,
-                    retry_ms: reset_ms,
-                }
-            }
-            (None, ..) => {
-                let (p, end) = period(check.window, now_s);
-                // Levels never reset; a refused growth may fit after others shrink it.
-                let reset_ms = end.map_or(0, |e| e * 1000 - now_ms);
-                Seen::counted(check, st.value(check.scope, ask.resource, check.window, p), reset_ms)
-            }
-        },
-    ));
-}
-
-/// Counts `ask`: the tenant's calendar counters always (they are the usage record), the
-/// key's and the levels where a limit asks for them, and (with `rates`) the sliding logs.
-fn commit(st: &mut TenantState, ask: &Ask<'_>, checks: impl Iterator<Item = Check>, now_ms: i64, rates: bool) {
-    let now_s = now_ms.div_euclid(1000);
-    for cell in st.calendar(ask.resource, now_s).cells.iter_mut() {
-        cell.value += ask.cost;
-        cell.unflushed += ask.cost;
-    }
-    for c in checks {
-        match c.window.rate_ms() {
-            Some(len) if rates => st.rate(c.scope, ask.resource, c.window).add(now_ms, len, ask.cost),
-            Some(_) => {}
-            None if c.scope.is_some() || c.window == Window::Total => {
-                st.counter(c.scope, ask.resource, c.window, period(c.window, now_s).0)
-                    .add(ask.cost);
-            }
-            None => {}
-        }
-    }
 }
 
 impl Local {
@@ -380,8 +71,14 @@ impl Local {
                     // store, and the per-request scans stay short.
                     for r in rows.into_iter().filter(|r| period(r.window, now_s).0 == r.period) {
                         match (r.scope, cell_of(r.window)) {
-                            (None, Some(i)) => st.calendar(&r.resource, now_s).cells[i].value += r.value,
-                            _ => st.counter(r.scope, &r.resource, r.window, r.period).value += r.value,
+                            (None, Some(i)) => {
+                                let cell = &mut st.calendar(&r.resource, now_s).cells[i];
+                                cell.value = saturating_count(cell.value, r.value);
+                            }
+                            _ => {
+                                let c = st.counter(r.scope, &r.resource, r.window, r.period);
+                                c.value = saturating_count(c.value, r.value);
+                            }
                         }
                     }
                     st.loaded = true;
@@ -437,8 +134,37 @@ impl Local {
             return Ok(Outcome::nothing());
         };
         debug_assert!(asks.iter().all(|a| a.tenant == first.tenant));
-        self.loaded(first.tenant, now_ms, |st| self.decide(st, asks, now_ms))
+        self.loaded(first.tenant, now_ms, |st| self.decide(st, asks, now_ms, Persist::Flush))
             .await
+    }
+
+    /// Decides `asks` together like [`Local::admit_all_at`], leaving the admitted use to
+    /// the caller to store (see [`Reservation`]).
+    pub(crate) async fn reserve_at(
+        &self,
+        asks: &[Ask<'_>],
+        now_ms: i64,
+    ) -> Result<(Outcome, Option<Reservation>), AdmitError> {
+        let Some(first) = asks.first() else {
+            return Ok((Outcome::nothing(), None));
+        };
+        self.loaded(first.tenant, now_ms, |st| {
+            let out = self.decide(st, asks, now_ms, Persist::Caller);
+            let kept = matches!(out, Outcome::Admitted { .. }).then(|| reservation(st, first.tenant, asks, now_ms));
+            (out, kept)
+        })
+        .await
+    }
+
+    /// Uncounts a reservation (with `rates`: its sliding logs too, when this engine
+    /// decided it rather than only recording it).
+    pub(crate) fn take_back(&self, r: &Reservation, rates: bool) {
+        // A tenant purged meanwhile has no counters left to take back.
+        let _ = self.with(r.tenant, |st| {
+            for h in &r.held {
+                take_back(st, h, r.at_ms, rates);
+            }
+        });
     }
 
     /// Decides `asks` without awaiting when their tenant's counters are loaded (the hot
@@ -447,11 +173,11 @@ impl Local {
     pub fn admit_loaded(&self, asks: &[Ask<'_>], now_ms: i64) -> Option<Outcome> {
         let slot = self.slots.get(&asks.first()?.tenant)?;
         let mut st = slot.st.lock().unwrap_or_else(|e| e.into_inner());
-        st.loaded.then(|| self.decide(&mut st, asks, now_ms))
+        st.loaded.then(|| self.decide(&mut st, asks, now_ms, Persist::Flush))
     }
 
     /// Checks every limit of `asks` and commits all or none.
-    fn decide(&self, st: &mut TenantState, asks: &[Ask<'_>], now_ms: i64) -> Outcome {
+    fn decide(&self, st: &mut TenantState, asks: &[Ask<'_>], now_ms: i64, persist: Persist) -> Outcome {
         // Every ask's limits in one vector, each ask's ending at its entry of `ends`: no
         // allocation and no copies for the usual one or two asks.
         let mut seen = SmallVec::new();
@@ -472,9 +198,17 @@ impl Local {
             }))
         };
         for (ask, part) in parts() {
-            commit(st, ask, part.iter().map(|s| s.check), now_ms, true);
+            commit(
+                st,
+                ask.resource,
+                ask.cost,
+                part.iter().map(|s| s.check),
+                now_ms,
+                true,
+                persist,
+            );
         }
-        if let Some(first) = asks.first() {
+        if let (Some(first), Persist::Flush) = (asks.first(), persist) {
             self.mark_dirty(first.tenant, st);
         }
         match asks {
@@ -486,14 +220,42 @@ impl Local {
     /// Records use another engine admitted (Redis mode): the counters that are the
     /// tenant's usage record, flushed to the store like in-process ones.
     pub async fn record_at(&self, asks: &[Ask<'_>], now_ms: i64) -> Result<(), AdmitError> {
+        self.record_as(asks, now_ms, Persist::Flush).await.map(drop)
+    }
+
+    /// [`Local::record_at`] for use the caller stores itself: its [`Reservation`]
+    /// (`in_redis`: Redis counted it too), `None` for no asks.
+    pub(crate) async fn record_reserved(
+        &self,
+        asks: &[Ask<'_>],
+        now_ms: i64,
+        in_redis: bool,
+    ) -> Result<Option<Reservation>, AdmitError> {
+        let r = self.record_as(asks, now_ms, Persist::Caller).await?;
+        Ok(r.map(|r| Reservation { in_redis, ..r }))
+    }
+
+    /// Counts `asks` in the record; with [`Persist::Caller`], their reservation.
+    async fn record_as(
+        &self,
+        asks: &[Ask<'_>],
+        now_ms: i64,
+        persist: Persist,
+    ) -> Result<Option<Reservation>, AdmitError> {
         let Some(first) = asks.first() else {
-            return Ok(());
+            return Ok(None);
         };
         self.loaded(first.tenant, now_ms, |st| {
             for ask in asks {
-                commit(st, ask, ask.checks(), now_ms, false);
+                commit(st, ask.resource, ask.cost, ask.checks(), now_ms, false, persist);
             }
-            self.mark_dirty(first.tenant, st);
+            match persist {
+                Persist::Flush => {
+                    self.mark_dirty(first.tenant, st);
+                    None
+                }
+                Persist::Caller => Some(reservation(st, first.tenant, asks, now_ms)),
+            }
         })
         .await
     }
@@ -693,6 +455,23 @@ impl Local {
     }
 }
 
+/// The reservation of `asks`, just counted in `st` at `now_ms`: the store's deltas and
+/// the levels' new values.
+fn reservation(st: &TenantState, tenant: TenantId, asks: &[Ask<'_>], now_ms: i64) -> Reservation {
+    let held: Vec<Held> = asks.iter().map(Held::of).collect();
+    Reservation {
+        tenant,
+        at_ms: now_ms,
+        deltas: held.iter().flat_map(|h| deltas(tenant, h, now_ms)).collect(),
+        levels: held
+            .iter()
+            .flat_map(|h| level_snapshots(st, tenant, h, now_ms))
+            .collect(),
+        held,
+        in_redis: false,
+    }
+}
+
 pub(crate) fn new_lease_id() -> String {
     format!("lse_{:024x}", rand::random::<u128>() >> 32)
 }
@@ -849,6 +628,122 @@ mod tests {
         assert!(!admitted(
             &again.admit_at(&ask("acme", &limits, &[], None), t).await.unwrap()
         ));
+    }
+
+    /// The current value of `resource` in `window`, as the engine reports it.
+    async fn current(l: &Local, resource: &str, window: Window, t: i64) -> u64 {
+        current_of(l, "acme", resource, window, t).await
+    }
+
+    async fn current_of(l: &Local, tenant: &str, resource: &str, window: Window, t: i64) -> u64 {
+        l.current(TenantId::parse(tenant).unwrap(), resource, window, t)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn counts_saturate_instead_of_wrapping() {
+        use tenantd_core::usage::MAX_COUNT;
+        let store = Arc::new(Mem::default());
+        let hourly = lim("api_calls", Window::Hour, 400, Enforcement::Hard);
+        let limits = [
+            lim("api_calls", Window::Minute, MAX_COUNT, Enforcement::Soft),
+            lim("api_calls", Window::Month, 1000, Enforcement::Soft),
+            lim("storage_bytes", Window::Total, 10, Enforcement::Soft),
+        ];
+        let t = now_ms();
+        let l = Local::new(store.clone());
+        let big = |resource: &'static str, cost: u64| Ask {
+            resource,
+            cost,
+            ..ask("acme", &limits, &[], None)
+        };
+        for cost in [MAX_COUNT - 100, 200, u64::MAX - 10] {
+            for resource in ["api_calls", "storage_bytes"] {
+                assert!(admitted(&l.admit_at(&big(resource, cost), t).await.unwrap()));
+            }
+        }
+        for (resource, window) in [
+            ("api_calls", Window::Month),
+            ("api_calls", Window::Minute),
+            ("storage_bytes", Window::Total),
+        ] {
+            assert_eq!(
+                current(&l, resource, window, t).await,
+                MAX_COUNT,
+                "{resource} {window:?}"
+            );
+        }
+        l.flush().await.unwrap();
+        let stored: u64 = store
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.resource == "api_calls" && r.window == Window::Month)
+            .map(|r| r.value)
+            .sum();
+        assert_eq!(stored, MAX_COUNT, "the flushed delta saturates too");
+        // A hard limit stays shut: a sum that wrapped would have let these in.
+        let hard = [hourly];
+        let of = |cost: u64| Ask {
+            cost,
+            ..ask("globex", &hard, &[], None)
+        };
+        assert!(admitted(&l.admit_at(&of(400), t).await.unwrap()));
+        assert!(!admitted(&l.admit_at(&of(u64::MAX - 100), t).await.unwrap()));
+        assert!(!admitted(&l.admit_at(&of(1), t).await.unwrap()));
+        assert_eq!(current_of(&l, "globex", "api_calls", Window::Hour, t).await, 400);
+    }
+
+    #[tokio::test]
+    async fn a_reservation_counts_for_admission_is_left_to_the_caller_and_can_be_taken_back() {
+        let store = Arc::new(Mem::default());
+        let limits = [
+            lim("orchestrations", Window::Minute, 5, Enforcement::Hard),
+            lim("orchestrations", Window::Month, 5, Enforcement::Hard),
+            lim("storage_bytes", Window::Total, 100, Enforcement::Soft),
+        ];
+        let t = now_ms();
+        let l = Local::new(store.clone());
+        let of = |resource: &'static str, cost: u64| Ask {
+            resource,
+            cost,
+            ..ask("acme", &limits, &[], None)
+        };
+        let (out, kept) = l
+            .reserve_at(&[of("orchestrations", 3), of("storage_bytes", 40)], t)
+            .await
+            .unwrap();
+        assert!(admitted(&out));
+        let r = kept.expect("admitted, so reserved");
+        // What the caller stores: the four calendar periods of each resource, and the level.
+        let month = r
+            .deltas
+            .iter()
+            .find(|d| d.resource == "orchestrations" && d.window == Window::Month)
+            .unwrap();
+        assert_eq!(month.value, 3);
+        assert_eq!(r.deltas.iter().filter(|d| d.resource == "orchestrations").count(), 4);
+        assert!(r
+            .deltas
+            .iter()
+            .any(|d| d.resource == "storage_bytes" && d.window == Window::Total && d.value == 40));
+        assert_eq!(r.levels.len(), 1);
+        assert_eq!(r.levels[0].value, 40);
+        // Counted for admission, but nothing for the flusher.
+        assert!(!admitted(&l.admit_at(&of("orchestrations", 3), t).await.unwrap()));
+        assert_eq!(l.flush().await.unwrap(), 0);
+        assert!(store.0.lock().unwrap().is_empty());
+        // Taken back, the place is free again: in the calendar and in the sliding minute.
+        l.take_back(&r, true);
+        assert_eq!(current(&l, "orchestrations", Window::Month, t).await, 0);
+        assert_eq!(current(&l, "orchestrations", Window::Minute, t).await, 0);
+        assert_eq!(current(&l, "storage_bytes", Window::Total, t).await, 0);
+        assert!(admitted(&l.admit_at(&of("orchestrations", 5), t).await.unwrap()));
+        // A refused reservation holds nothing.
+        let (out, kept) = l.reserve_at(&[of("orchestrations", 1)], t).await.unwrap();
+        assert!(!admitted(&out) && kept.is_none());
     }
 
     #[tokio::test]

@@ -5,21 +5,32 @@
 //! what was left when Redis was last seen. A heartbeat every second counts the live nodes
 //! and notices when Redis is back; what the nodes admitted meanwhile is then added to the
 //! shared counters.
-use crate::local::{new_lease_id, period, Local};
-use crate::{AdmitError, Ask, Check, CounterStore, Outcome, Seen};
+use crate::local::{new_lease_id, Local};
+use crate::state::period;
+use crate::{AdmitError, Ask, Check, CounterStore, Outcome, Reservation, Seen};
 use dashmap::DashMap;
 use redis::aio::ConnectionManager;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
-use tenantd_core::usage::CounterRow;
+use tenantd_core::usage::{saturating_count, CounterRow, MAX_COUNT};
 use tenantd_core::{CounterFailure, Enforcement, KeyId, Limit, TenantId, Window};
+
+/// What every script that writes a count starts with: counts stop at 2^53 − 1
+/// (`MAX_COUNT`) and are written with all their digits (a Lua number passed to Redis as
+/// it is would be written in `%.14g`, losing digits past the 14th).
+const COUNTS: &str = r#"
+local MAX = 9007199254740991
+local function int(v) return string.format('%.0f', v) end
+local function grow(v, n) return math.min(v + n, MAX) end
+"#;
 
 /// Checks every limit and commits all or none. KEYS: one per check. ARGV[1] = now (ms);
 /// then 7 per check: kind (`r` sliding log, `c` counter), limit (-1 = none), hard (1/0),
 /// cost, floor (a counter's value when its key is missing), expire-at (Unix s, 0 = never)
 /// and the rate window's length (ms). Returns the index (1-based) of a refusing check or 0,
 /// then per check: current, reset (ms) and retry (ms) (-1 where the caller knows them).
+/// Counts saturate at `MAX`.
 const ADMIT: &str = r#"
 local now = tonumber(ARGV[1])
 local n = #KEYS
@@ -67,7 +78,7 @@ for i = 1, n do
     if v then cur = tonumber(v) else cur = floor end
     if hard and limit >= 0 and cur + cost > limit and refuse == 0 then refuse = i end
   end
-  out[#out + 1] = cur
+  out[#out + 1] = math.min(cur, MAX)
   out[#out + 1] = reset
   out[#out + 1] = retry
 end
@@ -79,15 +90,39 @@ for i = 1, n do
   local b = 1 + (i - 1) * 7
   local cost, floor, exp, len = tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5]), tonumber(ARGV[b + 6]), tonumber(ARGV[b + 7])
   if logs[i] then
-    redis.call('HINCRBY', KEYS[i], math.floor(now / logs[i]), cost)
+    local field = int(math.floor(now / logs[i]))
+    local c = tonumber(redis.call('HGET', KEYS[i], field) or '0')
+    redis.call('HSET', KEYS[i], field, int(grow(c, cost)))
     redis.call('PEXPIRE', KEYS[i], len * 2)
   else
-    if redis.call('EXISTS', KEYS[i]) == 0 then redis.call('SET', KEYS[i], floor) end
-    redis.call('INCRBY', KEYS[i], cost)
+    local v = redis.call('GET', KEYS[i])
+    local cur = floor
+    if v then cur = tonumber(v) end
+    redis.call('SET', KEYS[i], int(grow(cur, cost)))
     if exp > 0 then redis.call('EXPIREAT', KEYS[i], exp) end
   end
 end
 return out
+"#;
+
+/// Takes back a reservation's counts where they still are. KEYS: its counters and logs;
+/// ARGV per key: kind (`r`/`c`), cost, and the log's bucket (empty for counters).
+const TAKE_BACK: &str = r#"
+for i = 1, #KEYS do
+  local b = (i - 1) * 3
+  local kind, cost, field = ARGV[b + 1], tonumber(ARGV[b + 2]), ARGV[b + 3]
+  local v
+  if kind == 'r' then v = redis.call('HGET', KEYS[i], field) else v = redis.call('GET', KEYS[i]) end
+  if v then
+    local left = int(math.max(tonumber(v) - cost, 0))
+    if kind == 'r' then
+      redis.call('HSET', KEYS[i], field, left)
+    else
+      redis.call('SET', KEYS[i], left, 'KEEPTTL')
+    end
+  end
+end
+return #KEYS
 "#;
 
 /// Takes a lease. KEYS[1] = the resource's lease set, KEYS[2] = lease → resource hash.
@@ -128,10 +163,11 @@ return 0
 const RECONCILE: &str = r#"
 for i = 1, #KEYS do
   local b = (i - 1) * 3
-  if redis.call('EXISTS', KEYS[i]) == 0 then
+  local v = redis.call('GET', KEYS[i])
+  if not v then
     redis.call('SET', KEYS[i], ARGV[b + 1])
   else
-    redis.call('INCRBY', KEYS[i], ARGV[b + 2])
+    redis.call('SET', KEYS[i], int(grow(tonumber(v), tonumber(ARGV[b + 2]))))
   end
   local exp = tonumber(ARGV[b + 3])
   if exp > 0 then redis.call('EXPIREAT', KEYS[i], exp) end
@@ -201,6 +237,7 @@ struct Inner {
     acquire: redis::Script,
     release: redis::Script,
     reconcile: redis::Script,
+    take_back: redis::Script,
     metrics: SharedMetrics,
     /// The last value seen of each shared counter: what a fallback shares out.
     last: DashMap<String, u64>,
@@ -239,10 +276,11 @@ impl Shared {
             conn: Mutex::new(None),
             prefix: prefix.to_string(),
             node: format!("{:016x}", rand::random::<u64>()),
-            admit: redis::Script::new(ADMIT),
+            admit: redis::Script::new(&format!("{COUNTS}{ADMIT}")),
             acquire: redis::Script::new(ACQUIRE),
             release: redis::Script::new(RELEASE),
-            reconcile: redis::Script::new(RECONCILE),
+            reconcile: redis::Script::new(&format!("{COUNTS}{RECONCILE}")),
+            take_back: redis::Script::new(&format!("{COUNTS}{TAKE_BACK}")),
             metrics: SharedMetrics::default(),
             last: DashMap::new(),
             fallback: Mutex::new(Fallback::new()),
@@ -271,33 +309,56 @@ impl Shared {
     /// plan's failure policy when Redis is unreachable. Admitted use is also recorded in
     /// this node's record (flushed to the catalog).
     pub async fn admit_all(&self, asks: &[Ask<'_>], now_ms: i64) -> Result<Outcome, AdmitError> {
-        let Some(first) = asks.first() else {
-            return Ok(Outcome::nothing());
-        };
-        let out = match self.up() {
-            true => match self.eval_admit(asks, now_ms).await {
-                Ok(out) => Some(out),
-                Err(e) => {
-                    self.inner.down(&e);
-                    None
-                }
-            },
-            false => None,
-        };
-        let out = match out {
-            Some(out) => out,
-            None => {
-                self.inner.metrics.fallbacks.fetch_add(1, Ordering::Relaxed);
-                match first.failure {
-                    CounterFailure::FailClosed => return Err(AdmitError::Unavailable),
-                    CounterFailure::FailOpenLocal => self.fallback_admit(asks, now_ms).await?,
-                }
-            }
-        };
+        let (out, _) = self.decide(asks, now_ms).await?;
         if matches!(out, Outcome::Admitted { .. }) {
             self.inner.record.record_at(asks, now_ms).await?;
         }
         Ok(out)
+    }
+
+    /// [`Shared::admit_all`] for use the caller stores itself (see [`Reservation`]).
+    pub(crate) async fn reserve(
+        &self,
+        asks: &[Ask<'_>],
+        now_ms: i64,
+    ) -> Result<(Outcome, Option<Reservation>), AdmitError> {
+        let (out, in_redis) = self.decide(asks, now_ms).await?;
+        let kept = match out {
+            Outcome::Admitted { .. } => self.inner.record.record_reserved(asks, now_ms, in_redis).await?,
+            _ => None,
+        };
+        Ok((out, kept))
+    }
+
+    /// Uncounts a reservation: in this node's record, and in Redis when Redis counted it
+    /// (an outage's fallback share keeps what it admitted).
+    pub(crate) async fn take_back(&self, r: &Reservation) {
+        self.inner.record.take_back(r, false);
+        if !r.in_redis {
+            return;
+        }
+        if let Err(e) = self.eval_take_back(r).await {
+            tracing::warn!(error = %e, tenant_id = %r.tenant, "could not take back usage counted in Redis");
+            self.inner.down(&e);
+        }
+    }
+
+    /// The decision, and whether Redis made it (rather than an outage's fallback).
+    async fn decide(&self, asks: &[Ask<'_>], now_ms: i64) -> Result<(Outcome, bool), AdmitError> {
+        let Some(first) = asks.first() else {
+            return Ok((Outcome::nothing(), false));
+        };
+        if self.up() {
+            match self.eval_admit(asks, now_ms).await {
+                Ok(out) => return Ok((out, true)),
+                Err(e) => self.inner.down(&e),
+            }
+        }
+        self.inner.metrics.fallbacks.fetch_add(1, Ordering::Relaxed);
+        match first.failure {
+            CounterFailure::FailClosed => Err(AdmitError::Unavailable),
+            CounterFailure::FailOpenLocal => Ok((self.fallback_admit(asks, now_ms).await?, false)),
+        }
     }
 
     fn up(&self) -> bool {
@@ -307,10 +368,15 @@ impl Shared {
     /// Every check of `asks` plus the tenant's calendar counters (always shared: they
     /// are what the quota table shows on any node).
     fn plan(asks: &[Ask<'_>]) -> Vec<(usize, Check)> {
+        Self::plan_of(asks.iter().map(|a| a.checks()))
+    }
+
+    /// [`Shared::plan`] of each ask's checks.
+    fn plan_of<I: IntoIterator<Item = Check>>(asks: impl Iterator<Item = I>) -> Vec<(usize, Check)> {
         let mut out = Vec::new();
-        for (i, ask) in asks.iter().enumerate() {
+        for (i, checks) in asks.enumerate() {
             let start = out.len();
-            out.extend(ask.checks().map(|c| (i, c)));
+            out.extend(checks.into_iter().map(|c| (i, c)));
             for w in Window::CALENDAR {
                 if !out[start..].iter().any(|(_, c)| c.scope.is_none() && c.window == w) {
                     out.push((
@@ -326,6 +392,23 @@ impl Shared {
             }
         }
         out
+    }
+
+    /// Runs the take-back script on every counter and log a reservation counted.
+    async fn eval_take_back(&self, r: &Reservation) -> Result<(), String> {
+        let at_s = r.at_ms.div_euclid(1000);
+        let checks = Self::plan_of(r.held.iter().map(|h| h.checks.iter().copied()));
+        let mut inv = self.inner.take_back.prepare_invoke();
+        for (i, c) in &checks {
+            let h = &r.held[*i];
+            inv.key(self.inner.counter_key(r.tenant, c.scope, &h.resource, c.window, at_s));
+            match c.window.rate_ms() {
+                Some(len) => inv.arg("r").arg(h.cost).arg(r.at_ms.div_euclid((len / 100).max(1))),
+                None => inv.arg("c").arg(h.cost).arg(""),
+            };
+        }
+        let conn = self.inner.conn().await?;
+        call(inv.invoke_async::<i64>(&mut conn.clone())).await.map(drop)
     }
 
     async fn eval_admit(&self, asks: &[Ask<'_>], now_ms: i64) -> Result<Outcome, String> {
@@ -360,7 +443,7 @@ impl Shared {
             inv.arg(kind)
                 .arg(c.limit.map_or(-1, |l| l as i64))
                 .arg(u8::from(c.enforcement == Enforcement::Hard))
-                .arg(ask.cost)
+                .arg(ask.cost.min(MAX_COUNT))
                 .arg(floor)
                 .arg(exp)
                 .arg(len);
@@ -383,7 +466,11 @@ impl Shared {
                 (None, (_, None)) => (0, 1000),
             };
             if c.limit.is_some() {
-                let after = if refused == 0 { current + asks[*i].cost } else { current };
+                let after = if refused == 0 {
+                    saturating_count(current, asks[*i].cost)
+                } else {
+                    current
+                };
                 self.inner.last.insert(keys[n].clone(), after);
             }
             seens[*i].push(Seen {

@@ -18,7 +18,7 @@ pub use domains::Domain;
 pub use model::*;
 pub use sql::{decode_cursor, paginate, Backend, SqlCatalog};
 pub use tenantd_core::usage::{CounterRow, TenantEvent};
-pub use usage::Countable;
+pub use usage::{Countable, UsageWrite};
 
 use tenantd_core::{Email, Plan, PlanId, StatusError, TenantId};
 
@@ -228,10 +228,10 @@ pub trait Catalog: Send + Sync + 'static {
     ) -> Result<Vec<CounterRow>>;
     /// Adds deltas to counters (creating them), in one transaction.
     async fn add_counters(&self, deltas: &[CounterRow]) -> Result<()>;
-    /// Claims idempotency keys; `true` for each key not seen before.
-    async fn claim_idempotency(&self, tenant: &TenantId, keys: &[String]) -> Result<Vec<bool>>;
-    /// Releases keys claimed for events that were then refused.
-    async fn release_idempotency(&self, tenant: &TenantId, keys: &[String]) -> Result<()>;
+    /// Begins recording a batch of the tenant's usage events: claims their idempotency
+    /// keys (sorted, without repeats) in a transaction that commits only with their
+    /// counts ([`UsageWrite`]).
+    async fn begin_usage(&self, tenant: &TenantId, keys: &[String]) -> Result<Box<dyn UsageWrite>>;
     /// Stores a tenant event.
     async fn record_event(&self, tenant: &TenantId, kind: &str, data: &serde_json::Value) -> Result<()>;
     /// The tenant's events, oldest first.

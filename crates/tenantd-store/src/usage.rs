@@ -1,7 +1,7 @@
 //! Usage counters, idempotency keys of usage events, tenant events and plan history.
 use crate::{Page, PageRequest, Result, SqlCatalog, StoreError};
 use sqlx::Row;
-use tenantd_core::usage::{CounterRow, TenantEvent};
+use tenantd_core::usage::{CounterRow, TenantEvent, MAX_COUNT};
 use tenantd_core::{now_secs, KeyId, TenantId, Window};
 
 fn scope_str(s: &Option<KeyId>) -> String {
@@ -49,32 +49,15 @@ impl SqlCatalog {
     }
 
     pub(crate) async fn add_counters_sql(&self, deltas: &[CounterRow]) -> Result<()> {
-        self.upsert_counters(deltas, "usage_counters.value + excluded.value")
-            .await
+        let mut tx = self.pool().begin().await?;
+        upsert_counters(&mut tx, deltas, Upsert::Add).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     pub(crate) async fn set_levels_sql(&self, levels: &[CounterRow]) -> Result<()> {
-        self.upsert_counters(levels, "excluded.value").await
-    }
-
-    /// Inserts rows in one transaction; an existing row's value becomes `update`.
-    async fn upsert_counters(&self, rows: &[CounterRow], update: &str) -> Result<()> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        let sql = format!("INSERT INTO usage_counters (tenant_id, scope, resource, win, period_start, value) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, scope, resource, win, period_start) DO UPDATE SET value = {update}");
         let mut tx = self.pool().begin().await?;
-        for d in rows {
-            sqlx::query(&sql)
-                .bind(d.tenant.as_str())
-                .bind(scope_str(&d.scope))
-                .bind(&d.resource)
-                .bind(d.window.as_str())
-                .bind(d.period)
-                .bind(d.value as i64)
-                .execute(&mut *tx)
-                .await?;
-        }
+        upsert_counters(&mut tx, levels, Upsert::Set).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -86,10 +69,11 @@ impl SqlCatalog {
         Ok(())
     }
 
-    pub(crate) async fn claim_idempotency_sql(&self, tenant: &TenantId, keys: &[String]) -> Result<Vec<bool>> {
+    pub(crate) async fn begin_usage_sql(&self, tenant: &TenantId, keys: &[String]) -> Result<Box<dyn UsageWrite>> {
         let mut tx = self.pool().begin().await?;
-        let mut out = Vec::with_capacity(keys.len());
+        let mut fresh = Vec::with_capacity(keys.len());
         let now = now_secs();
+        // Keys come sorted, so two writers of overlapping batches lock them in one order.
         for k in keys {
             let n = sqlx::query(
                 "INSERT INTO usage_idempotency (tenant_id, idem_key, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
@@ -100,33 +84,19 @@ impl SqlCatalog {
             .execute(&mut *tx)
             .await?
             .rows_affected();
-            out.push(n == 1);
+            fresh.push(n == 1);
         }
-        tx.commit().await?;
-        Ok(out)
-    }
-
-    pub(crate) async fn release_idempotency_sql(&self, tenant: &TenantId, keys: &[String]) -> Result<()> {
-        let mut tx = self.pool().begin().await?;
-        for k in keys {
-            sqlx::query("DELETE FROM usage_idempotency WHERE tenant_id = $1 AND idem_key = $2")
-                .bind(tenant.as_str())
-                .bind(k)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        Ok(Box::new(SqlUsageWrite {
+            tx,
+            tenant: *tenant,
+            fresh,
+        }))
     }
 
     pub(crate) async fn record_event_sql(&self, tenant: &TenantId, kind: &str, data: &serde_json::Value) -> Result<()> {
-        sqlx::query("INSERT INTO tenant_events (tenant_id, type, data, at) VALUES ($1, $2, $3, $4)")
-            .bind(tenant.as_str())
-            .bind(kind)
-            .bind(data.to_string())
-            .bind(now_secs())
-            .execute(self.pool())
-            .await?;
+        let mut tx = self.pool().begin().await?;
+        insert_event(&mut tx, tenant, kind, data).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -170,6 +140,106 @@ impl SqlCatalog {
             .map(|r| Ok((r.try_get("at")?, r.try_get("plan_id")?)))
             .collect()
     }
+}
+
+/// A batch of usage events being recorded: their idempotency keys are claimed in a
+/// transaction that stays open until [`UsageWrite::commit`] adds their counts in it, so
+/// an acknowledged event, its key and its count are stored together or not at all
+/// (CONTRACT §4). Dropped without a commit, nothing is stored. A writer claiming a key
+/// another open write holds waits for that one to end.
+#[async_trait::async_trait]
+pub trait UsageWrite: Send {
+    /// For each key asked for, whether this write claimed it (it was not seen before).
+    fn fresh(&self) -> &[bool];
+    /// Adds `deltas` to the counters, sets the day's `levels`, stores the tenant's
+    /// `events` (`(type, data)`), and commits everything with the keys.
+    async fn commit(
+        self: Box<Self>,
+        deltas: &[CounterRow],
+        levels: &[CounterRow],
+        events: &[(&str, serde_json::Value)],
+    ) -> Result<()>;
+}
+
+struct SqlUsageWrite {
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    tenant: TenantId,
+    fresh: Vec<bool>,
+}
+
+#[async_trait::async_trait]
+impl UsageWrite for SqlUsageWrite {
+    fn fresh(&self) -> &[bool] {
+        &self.fresh
+    }
+
+    async fn commit(
+        mut self: Box<Self>,
+        deltas: &[CounterRow],
+        levels: &[CounterRow],
+        events: &[(&str, serde_json::Value)],
+    ) -> Result<()> {
+        upsert_counters(&mut self.tx, deltas, Upsert::Add).await?;
+        upsert_counters(&mut self.tx, levels, Upsert::Set).await?;
+        for (kind, data) in events {
+            insert_event(&mut self.tx, &self.tenant, kind, data).await?;
+        }
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// What an upsert does to a counter that exists.
+#[derive(Clone, Copy)]
+enum Upsert {
+    /// Adds the row's value, stopping at [`MAX_COUNT`].
+    Add,
+    /// Replaces it (a level's snapshot).
+    Set,
+}
+
+/// Writes counter rows in `tx`.
+async fn upsert_counters(tx: &mut sqlx::Transaction<'_, sqlx::Any>, rows: &[CounterRow], how: Upsert) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    // Both sides are at most MAX_COUNT, so the sum fits a BIGINT before it is capped.
+    let update = match how {
+        Upsert::Add => format!(
+            "CASE WHEN usage_counters.value + excluded.value > {MAX_COUNT} THEN {MAX_COUNT} ELSE usage_counters.value + excluded.value END"
+        ),
+        Upsert::Set => "excluded.value".to_string(),
+    };
+    let sql = format!("INSERT INTO usage_counters (tenant_id, scope, resource, win, period_start, value) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, scope, resource, win, period_start) DO UPDATE SET value = {update}");
+    for d in rows {
+        sqlx::query(&sql)
+            .bind(d.tenant.as_str())
+            .bind(scope_str(&d.scope))
+            .bind(&d.resource)
+            .bind(d.window.as_str())
+            .bind(d.period)
+            .bind(d.value.min(MAX_COUNT) as i64)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Stores a tenant event in `tx`.
+async fn insert_event(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    tenant: &TenantId,
+    kind: &str,
+    data: &serde_json::Value,
+) -> Result<()> {
+    sqlx::query("INSERT INTO tenant_events (tenant_id, type, data, at) VALUES ($1, $2, $3, $4)")
+        .bind(tenant.as_str())
+        .bind(kind)
+        .bind(data.to_string())
+        .bind(now_secs())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 /// Levels counted from the catalog itself.

@@ -1540,22 +1540,63 @@ async fn case_usage(c: &dyn Catalog) {
     );
     assert!(c.counters_in(&t, Window::Day, 501, 1_000).await.unwrap().is_empty());
 
-    // Idempotency keys: claimed once per tenant; released ones can be claimed again.
-    let keys = vec!["a".to_string(), "b".to_string()];
-    assert_eq!(c.claim_idempotency(&t, &keys).await.unwrap(), vec![true, true]);
-    assert_eq!(
-        c.claim_idempotency(&t, &["b".into(), "c".into()]).await.unwrap(),
-        vec![false, true]
-    );
-    assert_eq!(
-        c.claim_idempotency(&o, &keys).await.unwrap(),
-        vec![true, true],
-        "per tenant"
-    );
-    c.release_idempotency(&t, &["a".into()]).await.unwrap();
-    assert_eq!(c.claim_idempotency(&t, &keys).await.unwrap(), vec![true, false]);
+    // Counters stop at 2^53 - 1 (MAX_COUNT) instead of wrapping, or going negative in a
+    // BIGINT.
+    let max = tenantd_core::usage::MAX_COUNT;
+    for v in [max - 100, 200, max] {
+        c.add_counters(&[row(t, None, Window::Week, 7_000, v)]).await.unwrap();
+    }
+    let week = |rows: Vec<CounterRow>| rows.into_iter().find(|r| r.window == Window::Week).unwrap().value;
+    assert_eq!(week(c.load_counters(&t, 7_000).await.unwrap()), max);
 
-    // Events: per tenant, oldest first, in pages.
+    // Idempotency keys: claimed once per tenant, and only by a write that commits; a
+    // write dropped without committing stores neither its keys nor its counts.
+    let keys = vec!["a".to_string(), "b".to_string()];
+    let w = c.begin_usage(&t, &keys).await.unwrap();
+    assert_eq!(w.fresh(), [true, true]);
+    drop(w);
+    let w = c.begin_usage(&t, &keys).await.unwrap();
+    assert_eq!(w.fresh(), [true, true], "a dropped write released its keys");
+    let delta = row(t, None, Window::Week, 14_000, 4);
+    let level = CounterRow {
+        resource: "storage_bytes".into(),
+        ..row(t, None, Window::Total, 86_400, 77)
+    };
+    w.commit(
+        std::slice::from_ref(&delta),
+        std::slice::from_ref(&level),
+        &[("quota.warning", serde_json::json!({"n": "with the count"}))],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        week(c.load_counters(&t, 14_000).await.unwrap()),
+        4,
+        "the count committed with the keys"
+    );
+    let w = c.begin_usage(&t, &["b".into(), "c".into()]).await.unwrap();
+    assert_eq!(w.fresh(), [false, true]);
+    w.commit(&[], &[], &[]).await.unwrap();
+    let w = c.begin_usage(&o, &keys).await.unwrap();
+    assert_eq!(w.fresh(), [true, true], "per tenant");
+    drop(w);
+    let w = c.begin_usage(&t, &keys).await.unwrap();
+    assert_eq!(w.fresh(), [false, false]);
+    drop(w);
+    let first = c
+        .list_events(&t, &PageRequest { limit: 10, after: None })
+        .await
+        .unwrap();
+    assert_eq!(first.items.len(), 1);
+    assert_eq!(first.items[0].data["n"], "with the count");
+    c.counters_in(&t, Window::Total, 86_400, 86_401)
+        .await
+        .unwrap()
+        .iter()
+        .find(|r| r.resource == "storage_bytes" && r.value == 77)
+        .expect("the level snapshot committed too");
+
+    // Events: per tenant, oldest first, in pages (after the one the usage write stored).
     for i in 0..3 {
         c.record_event(&t, "quota.warning", &serde_json::json!({"n": i}))
             .await
@@ -1566,7 +1607,7 @@ async fn case_usage(c: &dyn Catalog) {
         .unwrap();
     let p1 = c.list_events(&t, &PageRequest { limit: 2, after: None }).await.unwrap();
     assert_eq!(p1.items.len(), 2);
-    assert_eq!(p1.items[0].data["n"], 0);
+    assert_eq!(p1.items[1].data["n"], 0);
     let p2 = c
         .list_events(
             &t,
@@ -1579,7 +1620,7 @@ async fn case_usage(c: &dyn Catalog) {
         .unwrap();
     assert_eq!(
         (p2.items.len(), p2.items[0].data["n"].as_i64(), p2.next_cursor),
-        (1, Some(2), None)
+        (2, Some(1), None)
     );
     assert!(p2.items.iter().all(|e| e.tenant_id == t && e.kind == "quota.warning"));
 
@@ -1709,7 +1750,12 @@ async fn fill_tenant(c: &SqlCatalog, tenant: &str, other_owner: &str) {
     }])
     .await
     .unwrap();
-    assert_eq!(c.claim_idempotency(&t, &["idem-1".into()]).await.unwrap(), [true]);
+    c.begin_usage(&t, &["idem-1".into()])
+        .await
+        .unwrap()
+        .commit(&[], &[], &[])
+        .await
+        .unwrap();
     c.record_event(&t, "quota.warning", &serde_json::json!({"resource": "api_calls"}))
         .await
         .unwrap();

@@ -116,6 +116,15 @@ impl Directory for CatalogDirectory {
 
 /// Stores a `quota.warning` / `quota.exceeded` event in the tenant's events.
 pub async fn record_crossing(catalog: &dyn Catalog, c: &tenantd_limits::Crossing) {
+    let (kind, data) = crossing_event(c);
+    if let Err(e) = catalog.record_event(&c.tenant, kind, &data).await {
+        tracing::error!(error = %e, kind = c.kind, "could not record a quota event");
+    }
+    log_crossing(c);
+}
+
+/// A crossing as the tenant event that records it: `(type, data)`.
+pub fn crossing_event(c: &tenantd_limits::Crossing) -> (&'static str, serde_json::Value) {
     let data = serde_json::json!({
         "resource": c.state.resource,
         "window": c.state.window,
@@ -124,8 +133,10 @@ pub async fn record_crossing(catalog: &dyn Catalog, c: &tenantd_limits::Crossing
         "enforcement": c.state.enforcement,
         "reset_at": tenantd_core::ts::format(c.state.reset_at),
     });
-    if let Err(e) = catalog.record_event(&c.tenant, c.kind, &data).await {
-        tracing::error!(error = %e, kind = c.kind, "could not record a quota event");
-    }
+    (c.kind, data)
+}
+
+/// The log line of a crossing once its event is stored.
+pub fn log_crossing(c: &tenantd_limits::Crossing) {
     tracing::info!(tenant_id = %c.tenant, kind = c.kind, resource = %c.state.resource, window = c.state.window.as_str(), "quota threshold crossed");
 }

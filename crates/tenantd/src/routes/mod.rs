@@ -22,6 +22,7 @@ pub mod plans;
 pub mod system;
 pub mod tenants;
 pub mod usage;
+pub mod usage_events;
 pub mod workspaces;
 
 /// The OpenAPI document's fixed part; paths come from the router.
@@ -96,7 +97,7 @@ pub fn api() -> OpenApiRouter<State> {
         .routes(routes!(identity::audit))
         .routes(routes!(usage::mine))
         .routes(routes!(usage::get))
-        .routes(routes!(usage::record))
+        .routes(routes!(usage_events::record))
         .routes(routes!(usage::take_lease))
         .routes(routes!(usage::release_lease))
         .routes(routes!(usage::events))

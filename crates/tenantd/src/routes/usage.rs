@@ -1,4 +1,5 @@
-//! Usage: the quota table, metered usage events, leases and the tenant's events.
+//! Usage: the quota table, leases and the tenant's events (metered usage events are in
+//! [`crate::routes::usage_events`]).
 use crate::app::State;
 use crate::error::ApiResult;
 use crate::extract::{Json, PageQuery, Query};
@@ -10,9 +11,8 @@ use std::collections::BTreeMap;
 use tenantd_core::plan::validate_resource;
 use tenantd_core::usage::TenantEvent;
 use tenantd_core::{now_secs, Enforcement, PlanId, Window};
-use tenantd_edge::{Principal, Problem, TenantContext};
+use tenantd_edge::{Problem, TenantContext};
 use tenantd_limits::{decide_counted, now_ms, Outcome};
-use tenantd_limits::{Ask, CATALOG_LEVELS};
 use tenantd_store::{Countable, Page};
 
 /// One row of the quota table.
@@ -332,121 +332,6 @@ pub async fn deleted(
     } else {
         Err(Problem::not_found(what).into())
     }
-}
-
-/// One metered usage event.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct UsageEvent {
-    /// What was used (`orchestrations`, `storage_bytes`, …; not `members` or `keys`,
-    /// which tenantd counts itself).
-    resource: String,
-    /// How much, at least 1.
-    quantity: u64,
-    /// The same key never counts twice for this tenant (1 to 200 characters).
-    idempotency_key: Option<String>,
-}
-
-/// At most this many events per request.
-pub const MAX_EVENTS: usize = 1000;
-
-fn parse_events(body: Value) -> Result<Vec<UsageEvent>, Problem> {
-    let (items, many) = match body {
-        Value::Array(a) => (a, true),
-        other => (vec![other], false),
-    };
-    if items.is_empty() || items.len() > MAX_EVENTS {
-        return Err(Problem::invalid(format!(
-            "send 1 to {MAX_EVENTS} events, as one object or a list"
-        )));
-    }
-    let mut out = Vec::with_capacity(items.len());
-    for (n, v) in items.into_iter().enumerate() {
-        let at = if many { format!("event {n}: ") } else { String::new() };
-        let e: UsageEvent =
-            serde_json::from_value(v).map_err(|e| Problem::invalid(format!("invalid body: {at}{e}")))?;
-        validate_resource(&e.resource).map_err(|m| Problem::invalid(format!("{at}{m}")))?;
-        if CATALOG_LEVELS.contains(&e.resource.as_str()) {
-            return Err(Problem::invalid(format!(
-                "{at}'{}' is counted by tenantd itself and cannot be metered",
-                e.resource
-            )));
-        }
-        if e.quantity == 0 {
-            return Err(Problem::invalid(format!("{at}quantity must be at least 1")));
-        }
-        if let Some(k) = &e.idempotency_key {
-            if k.is_empty() || k.len() > 200 {
-                return Err(Problem::invalid(format!(
-                    "{at}idempotency_key must be 1 to 200 characters"
-                )));
-            }
-        }
-        out.push(e);
-    }
-    Ok(out)
-}
-
-/// Records metered use (`usage:write`): one event or a list. The batch is admitted as a
-/// whole against every limit of each resource (a hard limit refuses all of it with 429
-/// and records nothing); events whose idempotency key was seen before are skipped.
-#[utoipa::path(post, path = "/v1/tenants/{id}/usage/events", tag = "usage", params(("id" = String, Path)), request_body = UsageEvent, responses((status = 200, description = "`{\"recorded\": n, \"duplicates\": n}`"), (status = 429, description = "A hard limit refused the batch; nothing was recorded")))]
-pub async fn record(S(state): S<State>, ctx: TenantContext, Json(body): Json<Value>) -> ApiResult<axum::Json<Value>> {
-    ctx.require("usage:write")?;
-    let events = parse_events(body)?;
-    let tenant = *ctx.tenant_id();
-    // Keys repeated inside the batch count once; keys seen before count not at all.
-    let mut keys: Vec<String> = events.iter().filter_map(|e| e.idempotency_key.clone()).collect();
-    keys.sort_unstable();
-    keys.dedup();
-    let fresh = state.catalog.claim_idempotency(&tenant, &keys).await?;
-    let claimed: Vec<String> = keys
-        .iter()
-        .zip(&fresh)
-        .filter(|(_, f)| **f)
-        .map(|(k, _)| k.clone())
-        .collect();
-    // Each newly claimed key counts for its first event only.
-    let mut uncounted: std::collections::HashSet<&str> = claimed.iter().map(String::as_str).collect();
-    let mut totals: BTreeMap<&str, u64> = BTreeMap::new();
-    let (mut recorded, mut duplicates) = (0u64, 0u64);
-    for e in &events {
-        let counts = match &e.idempotency_key {
-            None => true,
-            Some(k) => uncounted.remove(k.as_str()),
-        };
-        if counts {
-            let t = totals.entry(e.resource.as_str()).or_default();
-            *t = t.saturating_add(e.quantity);
-            recorded += 1;
-        } else {
-            duplicates += 1;
-        }
-    }
-    let key = match ctx.principal() {
-        Principal::Key { id, .. } => Some(*id),
-        _ => None,
-    };
-    let key_limits = ctx.request().key_limits.clone();
-    let asks: Vec<Ask<'_>> = totals
-        .iter()
-        .map(|(resource, cost)| Ask {
-            tenant,
-            key,
-            tenant_limits: &ctx.tenant().limits,
-            key_limits: key_limits.as_deref().unwrap_or(&[]),
-            resource,
-            cost: *cost,
-            failure: ctx.tenant().counter_failure,
-        })
-        .collect();
-    if let Err(p) = state.edge.admit_all(&asks).await {
-        if let Err(e) = state.catalog.release_idempotency(&tenant, &claimed).await {
-            tracing::error!(error = %e, "idempotency keys of a refused batch not released");
-        }
-        return Err(p.into());
-    }
-    Ok(axum::Json(json!({"recorded": recorded, "duplicates": duplicates})))
 }
 
 /// `POST /v1/tenants/{id}/leases` body.

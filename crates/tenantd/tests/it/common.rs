@@ -97,7 +97,7 @@ pub async fn start_with(
     extra: axum::Router<State>,
 ) -> TestApp {
     let args = ServeArgs {
-        database_url: Some(db_url.clone()),
+        database_url: Some(db_url.as_str().into()),
         data_dir: Some(data_dir.clone()),
         listen: Some("127.0.0.1:0".into()),
         ..Default::default()
@@ -365,6 +365,28 @@ impl Drop for Node {
 }
 
 impl Node {
+    /// Starts `tenantd serve` number `n` on the catalog `db` with the configuration
+    /// `toml`, its data directory under `dir`, on a free port.
+    pub fn spawn(db: &str, toml: &str, dir: &std::path::Path, n: usize) -> Node {
+        let port = free_port();
+        let cfg = dir.join(format!("node{n}.toml"));
+        std::fs::write(&cfg, toml).unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_tenantd"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--database-url", db])
+            .arg("--data-dir")
+            .arg(dir.join(format!("node{n}")))
+            .arg("--config")
+            .arg(&cfg)
+            .env("TENANTD_ADMIN_KEY", ADMIN)
+            .env_remove("TENANTD_REDIS_URL")
+            .env_remove("TENANTD_DATABASE_URL")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        Node(child, format!("http://127.0.0.1:{port}"))
+    }
+
     /// Waits until the process answers `/healthz` (up to 30 s).
     pub async fn ready(&self) {
         let http = reqwest::Client::new();

@@ -1,9 +1,8 @@
 //! Exactness: 64 concurrent clients against one tenant with limit L admit exactly L, per
 //! minute (sliding) and per hour (calendar), in process, in Redis mode, and across three
 //! tenantd processes sharing Redis. And what happens when Redis goes away and comes back.
-use crate::common::{free_port, spawn_app, start_with, Backend, Node, TestApp, ADMIN};
+use crate::common::{spawn_app, start_with, Backend, Node, TestApp, ADMIN};
 use serde_json::json;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -133,26 +132,6 @@ async fn redis_counters_on_one_node_admit_exactly_l() {
     assert!(text.contains("tenantd_nodes 1"), "{text}");
 }
 
-fn node(db: &str, toml: &str, dir: &std::path::Path, n: usize) -> Node {
-    let port = free_port();
-    let cfg = dir.join(format!("node{n}.toml"));
-    std::fs::write(&cfg, toml).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_tenantd"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--database-url", db])
-        .arg("--data-dir")
-        .arg(dir.join(format!("node{n}")))
-        .arg("--config")
-        .arg(&cfg)
-        .env("TENANTD_ADMIN_KEY", ADMIN)
-        .env_remove("TENANTD_REDIS_URL")
-        .env_remove("TENANTD_DATABASE_URL")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    Node(child, format!("http://127.0.0.1:{port}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_processes_sharing_redis_admit_exactly_l() {
     let Some(toml) = redis_toml("three tenantd processes sharing Redis") else {
@@ -163,10 +142,10 @@ async fn three_processes_sharing_redis_admit_exactly_l() {
     };
     // The first node creates the catalog; then the other two join it.
     let (_, dir) = tenantd_store::testing::fresh_sqlite();
-    let mut nodes = vec![node(&db, &toml, &dir, 0)];
+    let mut nodes = vec![Node::spawn(&db, &toml, &dir, 0)];
     nodes[0].ready().await;
-    nodes.push(node(&db, &toml, &dir, 1));
-    nodes.push(node(&db, &toml, &dir, 2));
+    nodes.push(Node::spawn(&db, &toml, &dir, 1));
+    nodes.push(Node::spawn(&db, &toml, &dir, 2));
     for n in &nodes {
         n.ready().await;
     }

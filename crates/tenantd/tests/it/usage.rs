@@ -12,6 +12,7 @@ crate::both! {
     members_and_keys_are_levels_checked_when_they_grow;
     concurrent_additions_never_pass_a_level;
     invoice_figures_with_a_plan_change_and_overage_are_exact;
+    no_quantity_wraps_a_counter_or_lifts_a_limit;
 }
 
 /// A plan with limits on metered resources.
@@ -455,7 +456,8 @@ async fn members_and_keys_are_levels_checked_when_they_grow(app: TestApp) {
 crate::on_redis!(
     the_quota_table_shows_every_limit_with_its_use,
     idempotent_events_count_once_and_a_refused_batch_records_nothing,
-    leases_are_limited_released_and_free_themselves_on_expiry
+    leases_are_limited_released_and_free_themselves_on_expiry,
+    no_quantity_wraps_a_counter_or_lifts_a_limit
 );
 
 const DAY: i64 = 86_400;
@@ -606,4 +608,95 @@ async fn invoice_figures_with_a_plan_change_and_overage_are_exact(app: TestApp) 
         "{inv}"
     );
     assert_eq!(last["unit_price"], "499.00");
+}
+
+/// The finding: a quantity of 2^64 − 100 wrapped the counters, so a key reset its own
+/// hard hourly limit and erased its billed overage, and 2^63 was stored as a negative
+/// BIGINT. Quantities are 1..2^53 − 1 and every count stops at 2^53 − 1.
+async fn no_quantity_wraps_a_counter_or_lifts_a_limit(app: TestApp) {
+    use tenantd_core::usage::MAX_COUNT;
+    for (id, limits) in [
+        (
+            "capped",
+            json!([{"resource": "api_calls", "window": "hour", "limit": 400, "enforcement": "hard"}]),
+        ),
+        (
+            "billed",
+            json!([{"resource": "api_calls", "window": "month", "limit": 10, "enforcement": "soft"}]),
+        ),
+    ] {
+        app.post(
+            "/v1/plans",
+            ADMIN,
+            json!({"id": id, "name": id, "price": "1.00", "limits": limits}),
+        )
+        .await
+        .expect(201);
+    }
+    app.tenant("acme", "capped").await;
+    app.tenant("beta", "billed").await;
+    let (_, key) = app.key("acme", "member").await;
+    let (_, beta_key) = app.key("beta", "member").await;
+    // Each request is a call, and the app metered 390 more: 391 of 400.
+    let acme_ev = "/v1/tenants/acme/usage/events";
+    app.post(acme_ev, &key, json!({"resource": "api_calls", "quantity": 390}))
+        .await
+        .expect(200);
+    // Quantities past 2^53 - 1 are refused, naming the field, and count nothing.
+    for q in ["18446744073709551516", "9223372036854775808", "9007199254740992"] {
+        let body: Value = serde_json::from_str(&format!(r#"{{"resource": "api_calls", "quantity": {q}}}"#)).unwrap();
+        let r = app.post(acme_ev, &key, body).await.problem(400, "invalid_request");
+        assert!(r.body["detail"].as_str().unwrap().contains("quantity"), "{}", r.body);
+    }
+    assert_eq!(app.used("acme", "api_calls", Window::Hour).await, 394);
+    // The largest quantity allowed is refused by the hard limit, counting nothing.
+    app.post(acme_ev, &key, json!({"resource": "api_calls", "quantity": MAX_COUNT}))
+        .await
+        .problem(429, "quota_exceeded");
+    // The limit still holds: five calls left, then 429.
+    for _ in 0..5 {
+        app.get("/v1/tenant/usage", &key).await.expect(200);
+    }
+    app.get("/v1/tenant/usage", &key).await.problem(429, "quota_exceeded");
+    assert_eq!(app.used("acme", "api_calls", Window::Hour).await, 400);
+    // On a soft limit the largest quantities are admitted, and the counter stops at
+    // 2^53 - 1: in process, in the catalog, and in what the invoice bills.
+    let beta_ev = "/v1/tenants/beta/usage/events";
+    let many: Vec<Value> = (0..1000)
+        .map(|_| json!({"resource": "api_calls", "quantity": MAX_COUNT}))
+        .collect();
+    app.post(beta_ev, &beta_key, json!(many)).await.expect(200);
+    app.post(
+        beta_ev,
+        &beta_key,
+        json!({"resource": "api_calls", "quantity": MAX_COUNT}),
+    )
+    .await
+    .expect(200);
+    assert_eq!(app.used("beta", "api_calls", Window::Month).await, MAX_COUNT);
+    app.state.flush_usage().await;
+    let beta = TenantId::parse("beta").unwrap();
+    let stored = app.state.catalog.load_counters(&beta, 0).await.unwrap();
+    let month = stored
+        .iter()
+        .find(|r| r.window == Window::Month && r.scope.is_none() && r.resource == "api_calls")
+        .unwrap();
+    assert_eq!(month.value, MAX_COUNT, "{stored:?}");
+    let period = tenantd_core::ts::format(tenantd_core::now_secs());
+    let inv = app
+        .get(&format!("/v1/tenants/beta/invoices/{}", &period[..7]), ADMIN)
+        .await
+        .expect(200)
+        .body;
+    let overage = inv["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["unit_price"] == "0.01")
+        .unwrap_or_else(|| panic!("no overage line: {inv}"));
+    // 2^53 - 1 calls less the few the plan includes (10, prorated), per 1,000.
+    assert!(
+        overage["quantity"].as_str().unwrap().starts_with("9007199254740.98"),
+        "{inv}"
+    );
 }
