@@ -91,8 +91,11 @@ pub fn new_request_id() -> String {
 }
 
 /// The bearer token, `Err` when an `Authorization` header is present but not a bearer.
+///
+/// Two `Authorization` headers are `400 invalid_request`: which credential would act is
+/// not for tenantd to guess.
 pub fn bearer(req: &Parts) -> Result<Option<&str>, Problem> {
-    let Some(v) = req.headers.get(http::header::AUTHORIZATION) else {
+    let Some(v) = crate::pipeline::single_header(req, "authorization")? else {
         return Ok(None);
     };
     let v = v
@@ -114,7 +117,7 @@ async fn decide(
 ) -> Result<(RequestContext, Vec<(HeaderName, HeaderValue)>), Problem> {
     let info = RequestInfo {
         bearer: bearer(req)?,
-        ..RequestInfo::of(req)
+        ..RequestInfo::of(req)?
     };
     match edge {
         Decider::Local(edge) => {

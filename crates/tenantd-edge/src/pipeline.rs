@@ -61,17 +61,46 @@ pub struct RequestInfo<'a> {
 impl<'a> RequestInfo<'a> {
     /// The tenant sources of a request (path, query, host, tenant headers); no bearer,
     /// cost or route yet.
-    pub fn of(req: &'a http::request::Parts) -> Self {
-        let header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok());
-        Self {
+    ///
+    /// A `Host`, `X-Tenant-ID` or `Tenant-ID` sent more than once is refused (which one
+    /// would count is a guess an attacker could exploit); so is a `Host` that is not
+    /// text (`400 invalid_request`) or a tenant header that is not (`400
+    /// invalid_tenant_id`).
+    pub fn of(req: &'a http::request::Parts) -> Result<Self, Problem> {
+        let tenant = |name| {
+            single_header(req, name)?.map(|v| v.to_str()).transpose().map_err(|_| {
+                Problem::new(
+                    Code::InvalidTenantId,
+                    format!("the {name} header is not a valid tenant id"),
+                )
+            })
+        };
+        let host = single_header(req, "host")?
+            .map(|v| v.to_str())
+            .transpose()
+            .map_err(|_| Problem::invalid("the Host header is not valid text"))?;
+        Ok(Self {
             path: req.uri.path(),
             query: req.uri.query(),
-            host: header("host").or_else(|| req.uri.host()),
-            tenant_header: header("x-tenant-id"),
-            tenant_header_alias: header("tenant-id"),
+            host: host.or_else(|| req.uri.host()),
+            tenant_header: tenant("x-tenant-id")?,
+            tenant_header_alias: tenant("tenant-id")?,
             ..Self::default()
-        }
+        })
     }
+}
+
+/// The one value of header `name`, or `400 invalid_request` naming it when it was sent
+/// more than once.
+pub fn single_header<'r>(req: &'r http::request::Parts, name: &str) -> Result<Option<&'r http::HeaderValue>, Problem> {
+    let mut all = req.headers.get_all(name).iter();
+    let first = all.next();
+    if all.next().is_some() {
+        return Err(Problem::invalid(format!(
+            "the {name} header was sent more than once; send it once"
+        )));
+    }
+    Ok(first)
 }
 
 /// The most one request may cost in `api_calls` (a gateway route's `cost`, or a remote
@@ -253,6 +282,8 @@ impl Edge {
                 .rsplit_once(':')
                 .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
                 .map_or(host, |(h, _)| h);
+            // `acme.example.com.` is the same name, fully qualified.
+            let host = host.strip_suffix('.').unwrap_or(host);
             // Host names are case-insensitive; lower-case only when needed.
             let host: Cow<'_, str> = if host.bytes().any(|b| b.is_ascii_uppercase()) {
                 Cow::Owned(host.to_ascii_lowercase())

@@ -550,7 +550,7 @@ impl Gateway {
             bearer: if needs.public { None } else { bearer(&parts)? },
             cost: Some(route.map_or(1, |r| r.cost)),
             route: Some(needs),
-            ..RequestInfo::of(&parts)
+            ..RequestInfo::of(&parts)?
         };
         let ctx = self.edge.decide(&info, request_id.to_string()).await?;
         // The edge gives every admitted gateway request a tenant.

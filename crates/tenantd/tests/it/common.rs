@@ -68,6 +68,43 @@ impl Reply {
     }
 }
 
+/// An answer read off the wire: status, head (lower-cased) and body.
+#[derive(Debug)]
+pub struct RawReply {
+    pub status: u16,
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl RawReply {
+    fn parse(bytes: &[u8]) -> Self {
+        let split = bytes.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(bytes.len());
+        let head = String::from_utf8_lossy(&bytes[..split]).to_ascii_lowercase();
+        let status = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let body = bytes.get(split + 4..).unwrap_or_default().to_vec();
+        RawReply { status, head, body }
+    }
+
+    /// The body as JSON (`Null` when it is not).
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    /// Asserts a problem+json answer with this status and code.
+    #[track_caller]
+    pub fn problem(&self, status: u16, code: &str) -> Value {
+        let body = self.json();
+        assert_eq!(self.status, status, "{}\n{body}", self.head);
+        assert!(
+            self.head.contains("content-type: application/problem+json"),
+            "{}",
+            self.head
+        );
+        assert_eq!(body["code"], code, "{body}");
+        body
+    }
+}
+
 /// Starts the server; `None` when the backend is not available here (the skip was printed).
 pub async fn spawn_app(backend: Backend, toml: &str) -> Option<TestApp> {
     let (sqlite_url, dir) = tenantd_store::testing::fresh_sqlite();
@@ -178,6 +215,25 @@ impl TestApp {
             req = req.header(*k, *v);
         }
         Reply::of(req.send().await.expect("request")).await
+    }
+
+    /// One request written byte for byte: `head` is the request line and header lines
+    /// (each ending in `\r\n`, `Connection: close` is added), then `body`. The answer as
+    /// the server wrote it, the connection read to its end.
+    pub async fn raw(&self, head: &[u8], body: &[u8]) -> RawReply {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.url.trim_start_matches("http://");
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut req = head.to_vec();
+        req.extend_from_slice(b"Connection: close\r\n\r\n");
+        req.extend_from_slice(body);
+        s.write_all(&req).await.unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut out))
+            .await
+            .expect("the server closes the connection")
+            .ok();
+        RawReply::parse(&out)
     }
 
     /// The types of the tenant's events (`quota.warning`, `quota.exceeded`) about

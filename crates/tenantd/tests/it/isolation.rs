@@ -6,6 +6,7 @@ crate::both! {
     sources_must_agree;
     suspended_tenants_keep_owner_reads;
     subdomains_and_query, "base_domain = \"example.test\"\nallow_query_tenant = true";
+    ambiguous_tenant_headers_are_refused, "base_domain = \"example.test\"";
 }
 
 fn without_request_id(mut v: Value) -> Value {
@@ -428,4 +429,96 @@ async fn sqlite_custom_domains() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_custom_domains() {
     custom_domains(Backend::Postgres).await;
+}
+
+/// The finding: with two `Authorization` headers (the operator's first) a request acted
+/// as the operator; with two `Host`s or two `X-Tenant-ID`s the first won; a non-UTF-8
+/// `X-Tenant-ID` was ignored. Each is refused, and a trailing dot on `Host` is ignored.
+async fn ambiguous_tenant_headers_are_refused(app: TestApp) {
+    app.tenant("acme", "free").await;
+    app.tenant("beta", "free").await;
+    let (_, key) = app.key("acme", "member").await;
+    let get = |path: &str, headers: &[&[u8]]| {
+        let mut head = format!("GET {path} HTTP/1.1\r\n").into_bytes();
+        for h in headers {
+            head.extend_from_slice(h);
+            head.extend_from_slice(b"\r\n");
+        }
+        head
+    };
+    let auth = |t: &str| format!("Authorization: Bearer {t}").into_bytes();
+    let (op, member) = (auth(ADMIN), auth(&key));
+    for (path, headers, code, named) in [
+        (
+            "/v1/tenants/beta",
+            vec![&b"Host: x.test"[..], &op, &member],
+            "invalid_request",
+            "authorization",
+        ),
+        (
+            "/v1/tenants/beta",
+            vec![&b"Host: x.test"[..], &member, &op],
+            "invalid_request",
+            "authorization",
+        ),
+        (
+            "/v1/me",
+            vec![&b"Host: acme.example.test"[..], &b"Host: beta.example.test"[..], &op],
+            "invalid_request",
+            "host",
+        ),
+        (
+            "/v1/me",
+            vec![
+                &b"Host: x.test"[..],
+                &b"X-Tenant-ID: acme"[..],
+                &b"X-Tenant-ID: beta"[..],
+                &op,
+            ],
+            "invalid_request",
+            "x-tenant-id",
+        ),
+        (
+            "/v1/me",
+            vec![
+                &b"Host: x.test"[..],
+                &b"Tenant-ID: acme"[..],
+                &b"Tenant-ID: acme"[..],
+                &op,
+            ],
+            "invalid_request",
+            "tenant-id",
+        ),
+        (
+            "/v1/tenant/usage",
+            vec![&b"Host: x.test"[..], &b"X-Tenant-ID: acm\xff"[..], &op],
+            "invalid_tenant_id",
+            "x-tenant-id",
+        ),
+        (
+            "/v1/tenant/usage",
+            vec![&b"Host: acme.example.te\xfft"[..], &op],
+            "invalid_request",
+            "host",
+        ),
+    ] {
+        let r = app.raw(&get(path, &headers), b"").await;
+        let body = r.problem(400, code);
+        assert!(
+            body["detail"].as_str().unwrap().to_ascii_lowercase().contains(named),
+            "{path} {}: {body}",
+            String::from_utf8_lossy(&headers.concat())
+        );
+    }
+    // Nothing was acted on: beta is still there, as it was.
+    app.get("/v1/tenants/beta", ADMIN).await.expect(200);
+    // A fully qualified host is the same host.
+    let r = app
+        .raw(&get("/v1/tenant/usage", &[b"Host: acme.example.test.", &op]), b"")
+        .await;
+    assert_eq!((r.status, &r.json()["tenant_id"]), (200, &json!("acme")), "{}", r.head);
+    let r = app
+        .raw(&get("/v1/tenants/beta", &[b"Host: acme.example.test.:8080", &op]), b"")
+        .await;
+    r.problem(403, "tenant_mismatch");
 }
