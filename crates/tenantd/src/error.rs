@@ -29,6 +29,7 @@ impl From<StoreError> for ApiError {
             ),
             StoreError::Invalid(m) => Problem::invalid(m),
             StoreError::Status(s) => Problem::new(Code::Conflict, s.to_string()),
+            StoreError::Db(e) if unstorable_text(&e) => unstorable(),
             other => {
                 // The cause chain goes to the log (with the request id from the span),
                 // never to the client.
@@ -37,6 +38,18 @@ impl From<StoreError> for ApiError {
             }
         })
     }
+}
+
+/// Whether the database refused text it cannot hold (PostgreSQL: a NUL, or bytes its
+/// encoding has no character for). Requests are checked for NULs first; this is the
+/// backstop, so such input is a `400` on every backend, never a `500`.
+pub fn unstorable_text(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if matches!(d.code().as_deref(), Some("22021" | "22P05")))
+}
+
+/// The answer to text the database cannot hold.
+pub fn unstorable() -> Problem {
+    Problem::invalid("the request holds text that cannot be stored (a NUL character)")
 }
 
 impl From<tenantd_core::IdError> for ApiError {

@@ -1,39 +1,67 @@
 //! Body and query extractors whose rejections are problem+json naming the field.
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use http::request::Parts;
 use serde::de::DeserializeOwned;
 use tenantd_edge::Problem;
 
 /// A JSON body; a malformed one is `400 invalid_request` with serde's words (which name
-/// the field).
+/// the field), and so is one that holds a NUL ([`parse_json`]).
 pub struct Json<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
     type Rejection = Problem;
     async fn from_request(req: Request, state: &S) -> Result<Self, Problem> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(Json(v)),
-            Err(JsonRejection::MissingJsonContentType(_)) => Err(Problem::invalid(
+        if !is_json(req.headers()) {
+            return Err(Problem::invalid(
                 "send the body as JSON with Content-Type: application/json",
-            )),
-            Err(JsonRejection::JsonDataError(e)) => Err(Problem::invalid(format!(
-                "invalid body: {}",
-                e.body_text()
-                    .trim_start_matches("Failed to deserialize the JSON body into the target type: ")
-            ))),
-            Err(JsonRejection::JsonSyntaxError(e)) => Err(Problem::invalid(format!(
-                "the body is not valid JSON: {}",
-                e.body_text()
-                    .trim_start_matches("Failed to parse the request body as JSON: ")
-            ))),
-            Err(JsonRejection::BytesRejection(_)) => Err(Problem::new(
-                tenantd_core::Code::PayloadTooLarge,
-                "the request body is too large or could not be read",
-            )),
-            Err(e) => Err(Problem::invalid(e.body_text())),
+            ));
+        }
+        let RawBody(bytes) = RawBody::from_request(req, state).await?;
+        parse_json(&bytes).map(Json)
+    }
+}
+
+/// Whether the request says its body is JSON (`application/json` or `…+json`).
+fn is_json(headers: &http::HeaderMap) -> bool {
+    let Some(ct) = headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// Parses a JSON body: `400 invalid_request` with serde's words when it is not valid
+/// JSON or misses a field, and when a string or key holds `\u0000`, which PostgreSQL
+/// cannot store (refused on every backend alike, before anything is written).
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
+    if holds_nul(bytes) {
+        return Err(Problem::invalid(
+            "the body holds \\u0000 (NUL) in a string or key; tenantd cannot store it",
+        ));
+    }
+    serde_json::from_slice(bytes).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => Problem::invalid(format!("invalid body: {e}")),
+        _ => Problem::invalid(format!("the body is not valid JSON: {e}")),
+    })
+}
+
+/// Whether JSON text holds the escape `\u0000`. A backslash outside a string is not JSON
+/// at all, so reading every escape in order finds it exactly (`\\u0000` is a backslash
+/// and the text `u0000`, and is allowed).
+fn holds_nul(json: &[u8]) -> bool {
+    let mut i = 0;
+    while let Some(at) = json[i..].iter().position(|b| *b == b'\\') {
+        let esc = i + at + 1;
+        if json.get(esc) == Some(&b'u') && json.get(esc + 1..esc + 5) == Some(b"0000") {
+            return true;
+        }
+        i = esc + 1;
+        if i >= json.len() {
+            return false;
         }
     }
+    false
 }
 
 /// Query parameters; a bad one is `400 invalid_request` naming it.
@@ -93,5 +121,33 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
                     "the request body is too large or could not be read",
                 )
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_nul_escape_is_found_wherever_it_is_and_only_there() {
+        for nul in [
+            r#"{"a":"\u0000"}"#,
+            r#"{"\u0000":1}"#,
+            r#"["x\\\u0000"]"#,
+            r#""\u0000""#,
+        ] {
+            assert!(holds_nul(nul.as_bytes()), "{nul}");
+            let r: Result<serde_json::Value, _> = parse_json(nul.as_bytes());
+            assert!(r.unwrap_err().detail.contains("NUL"), "{nul}");
+        }
+        for fine in [
+            r#"{"a":"\\u0000"}"#,
+            r#"{"a":"\u0001\n"}"#,
+            r#"{"a":"u0000"}"#,
+            r#"["\\"]"#,
+            "\\",
+        ] {
+            assert!(!holds_nul(fine.as_bytes()), "{fine}");
+        }
     }
 }

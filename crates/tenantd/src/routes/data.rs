@@ -21,6 +21,7 @@ const SCAN_BATCH: u32 = 500;
 pub fn data_err(e: DataError) -> ApiError {
     match e {
         DataError::Invalid(m) => Problem::invalid(m).into(),
+        DataError::Db(e) if crate::error::unstorable_text(&e) => crate::error::unstorable().into(),
         DataError::Moving => {
             let mut p = Problem::new(Code::Unavailable, DataError::Moving.to_string());
             p.headers.push((header::RETRY_AFTER, HeaderValue::from(5)));

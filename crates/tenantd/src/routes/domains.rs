@@ -99,7 +99,7 @@ pub async fn verify(
     let b: VerifyDomain = if body.is_empty() {
         VerifyDomain::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| Problem::invalid(format!("invalid body: {e}")))?
+        crate::extract::parse_json(&body)?
     };
     let d = state
         .catalog

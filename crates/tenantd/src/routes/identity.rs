@@ -167,7 +167,7 @@ pub async fn token(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
     let req: TokenRequest = if json {
-        serde_json::from_slice(&body).map_err(|e| Problem::invalid(format!("invalid body: {e}")))?
+        crate::extract::parse_json(&body)?
     } else {
         serde_urlencoded::from_bytes(&body).map_err(|e| Problem::invalid(format!("invalid form: {e}")))?
     };

@@ -130,6 +130,21 @@ async fn method_not_allowed() -> Problem {
     Problem::new(Code::MethodNotAllowed, "this route does not accept that method")
 }
 
+/// `400 invalid_request` for a URL holding `%00`: no id, name, path or filter of
+/// tenantd's may hold a NUL, and PostgreSQL could not store one (SQLite would).
+async fn refuse_nul_in_url(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    let has_nul = |s: &str| {
+        s.as_bytes()
+            .windows(3)
+            .any(|w| w[0] == b'%' && w[1] == b'0' && w[2] == b'0')
+    };
+    let uri = req.uri();
+    if has_nul(uri.path()) || uri.query().is_some_and(has_nul) {
+        return Problem::invalid("the URL holds %00 (NUL), which no name, id or filter may hold").into_response();
+    }
+    next.run(req).await
+}
+
 fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
     let msg = err
         .downcast_ref::<String>()
@@ -153,6 +168,7 @@ pub fn router_with(state: State, extra: Router<State>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(state.cfg.max_body_bytes))
+        .layer(axum::middleware::from_fn(refuse_nul_in_url))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
         .layer(EdgeLayer::new(state.edge.clone()))
         .with_state(state)

@@ -16,6 +16,7 @@ crate::both! {
     blobs_past_max_blob_bytes_are_refused, "max_blob_bytes = 1000";
     a_tenant_without_a_placement_is_placed_on_first_use;
     a_plan_change_moves_the_tenants_data;
+    text_a_backend_cannot_store_is_refused_alike;
 }
 
 const ORDERS: &str = "/v1/data/collections/orders/records";
@@ -1116,4 +1117,84 @@ async fn a_tenant_without_a_placement_is_placed_on_first_use(app: TestApp) {
     app.post(ORDERS, &key, json!({"n": 1})).await.expect(201);
     let p = app.get("/v1/tenants/acme/placement", ADMIN).await.expect(200).body;
     assert_eq!((&p["tier"], &p["state"]), (&json!("schema"), &json!("placed")), "{p}");
+}
+
+/// The finding: a record holding `\u0000` was a 500 on PostgreSQL and stored on SQLite.
+/// It is `400 invalid_request` on both, wherever the NUL is, and nothing is written;
+/// `%00` in a URL is refused the same way.
+async fn text_a_backend_cannot_store_is_refused_alike(app: TestApp) {
+    app.tenant("acme", "free").await;
+    app.tenant("bigco", "professional").await;
+    for t in ["acme", "bigco"] {
+        let (_, key) = app.key(t, "member").await;
+        let r = create(&app, &key, json!({"n": 1})).await;
+        let one = format!("{ORDERS}/{}", r["id"].as_str().unwrap());
+        for doc in [
+            json!({"note": "a\u{0}b"}),
+            json!({"a\u{0}": 1}),
+            json!({"deep": [{"x": "\u{0}"}]}),
+        ] {
+            let r = app
+                .post(ORDERS, &key, doc.clone())
+                .await
+                .problem(400, "invalid_request");
+            assert!(r.body["detail"].as_str().unwrap().contains("NUL"), "{doc}: {}", r.body);
+            app.patch(&one, &key, doc).await.problem(400, "invalid_request");
+        }
+        app.call(
+            "PUT",
+            "/v1/data/cache/k",
+            Some(&key),
+            Some(json!({"value": "\u{0}"})),
+            &[],
+        )
+        .await
+        .problem(400, "invalid_request");
+        // A backslash before `u0000` is only text.
+        let fine = create(&app, &key, json!({"note": "\\u0000"})).await;
+        assert_eq!(fine["data"]["note"], "\\u0000");
+        let items = app.get(ORDERS, &key).await.expect(200).body["items"].clone();
+        assert_eq!(items.as_array().unwrap().len(), 2, "nothing else was written: {items}");
+        assert_eq!(app.get(&one, &key).await.expect(200).body["data"], json!({"n": 1}));
+        for url in [
+            format!("{ORDERS}/rec%00x"),
+            "/v1/data/collections/or%00ders/records".to_string(),
+            format!("{ORDERS}?status=%00"),
+            "/v1/data/blobs/a%00b".to_string(),
+            format!("/v1/tenants/{t}/audit?actor=%00"),
+        ] {
+            app.get(&url, &key).await.problem(400, "invalid_request");
+        }
+    }
+    app.post(
+        "/v1/tenants",
+        ADMIN,
+        json!({"id": "nul", "name": "a\u{0}", "plan": "free", "owner_email": "o@nul.test"}),
+    )
+    .await
+    .problem(400, "invalid_request");
+    app.get("/v1/tenants/nul", ADMIN).await.problem(404, "tenant_not_found");
+}
+
+/// The backstop: text PostgreSQL refuses is recognised as the client's, so it could
+/// never be a 500 even where a check were missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_refusing_a_nul_is_recognised_as_unstorable_text() {
+    let Some(url) = tenantd_store::testing::fresh_postgres("unstorable text").await else {
+        return;
+    };
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await.unwrap();
+    let e = sqlx::query("SELECT $1::text")
+        .bind("a\u{0}b")
+        .execute(&mut conn)
+        .await
+        .unwrap_err();
+    assert!(tenantd::error::unstorable_text(&e), "{e}");
+    let e = sqlx::query("SELECT '{\"a\": \"\\u0000\"}'::jsonb->>'a'")
+        .execute(&mut conn)
+        .await
+        .unwrap_err();
+    assert!(tenantd::error::unstorable_text(&e), "{e}");
+    let other = sqlx::query("SELECT 1/0").execute(&mut conn).await.unwrap_err();
+    assert!(!tenantd::error::unstorable_text(&other));
 }
