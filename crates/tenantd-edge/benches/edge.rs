@@ -79,7 +79,7 @@ struct World {
 fn build() -> World {
     let tenants = env_size("TENANTD_BENCH_TENANTS", 1_000_000);
     let keys_n = env_size("TENANTD_BENCH_KEYS", 10_000_000);
-    let signer = Arc::new(Signer::new(&[generate_signing_key()]).unwrap());
+    let signer = Arc::new(Signer::new(&[generate_signing_key()], tenantd_edge::jwt::MAX_TOKEN_SECONDS).unwrap());
     let limiter = Arc::new(tenantd_limits::Limiter::in_process(Arc::new(NoStore), false));
     let edge = Edge::new(EdgeConfig::default(), Arc::new(Unreachable), signer, None).with_limiter(limiter);
     // A plan like the built-in ones (hourly and monthly api_calls), with limits high

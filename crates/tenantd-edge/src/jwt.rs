@@ -70,6 +70,12 @@ pub enum TokenError {
     /// Issuer or audience wrong.
     #[error("the token's issuer or audience is not accepted")]
     Claims,
+    /// `exp − iat` longer than this server issues tokens for.
+    #[error("the token's lifetime (exp - iat) is longer than this server issues")]
+    Lifetime,
+    /// A `crit` header: extensions tenantd does not implement, so it must refuse them.
+    #[error("the token's header lists critical extensions (crit), which are not supported")]
+    Critical,
     /// Anything else: bad signature, malformed.
     #[error("the token is invalid")]
     Invalid,
@@ -87,12 +93,22 @@ fn map_err(e: jsonwebtoken::errors::Error) -> TokenError {
     }
 }
 
-/// The header's `alg`, read without trusting the token: `none` and unknown names fail.
+/// The header, read without trusting the token: `none` and unknown algorithms fail, and
+/// so does a `crit` member (RFC 7515 §4.1.11: extensions a verifier does not understand
+/// must be refused, and tenantd understands none).
 fn header_of(token: &str) -> Result<Header, TokenError> {
-    jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
+    let h = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
         ErrorKind::Json(_) | ErrorKind::InvalidAlgorithmName => TokenError::Algorithm,
         _ => TokenError::Invalid,
-    })
+    })?;
+    // The same segment decode_header just read; it parsed as JSON there.
+    let raw = token.split('.').next().and_then(|p| URL_SAFE_NO_PAD.decode(p).ok());
+    let members: Option<serde_json::Map<String, serde_json::Value>> = raw.and_then(|b| serde_json::from_slice(&b).ok());
+    match members {
+        Some(m) if m.contains_key("crit") => Err(TokenError::Critical),
+        Some(_) => Ok(h),
+        None => Err(TokenError::Invalid),
+    }
 }
 
 /// A new Ed25519 signing key: `(kid, pkcs8 DER, base64url public key)`.
@@ -113,11 +129,15 @@ pub struct Signer {
     enc: EncodingKey,
     keys: Vec<(String, DecodingKey, String)>,
     validation: Validation,
+    /// The longest `exp − iat` accepted (the server's `token_ttl_seconds`).
+    max_lifetime: i64,
 }
 
 impl Signer {
     /// From stored keys `(kid, pkcs8, x)`, oldest first; the newest signs, all verify.
-    pub fn new(keys: &[(String, Vec<u8>, String)]) -> Result<Self, String> {
+    /// Tokens living longer than `max_lifetime` seconds (`exp − iat`, plus the leeway)
+    /// are refused: tenantd never issues them.
+    pub fn new(keys: &[(String, Vec<u8>, String)], max_lifetime: i64) -> Result<Self, String> {
         let (kid, pkcs8, _) = keys.last().ok_or("no signing key")?;
         let mut decoding = Vec::new();
         for (kid, _, x) in keys {
@@ -138,6 +158,7 @@ impl Signer {
             enc: EncodingKey::from_ed_der(pkcs8),
             keys: decoding,
             validation,
+            max_lifetime,
         })
     }
 
@@ -149,7 +170,8 @@ impl Signer {
         jsonwebtoken::encode(&h, claims, &self.enc).expect("Ed25519 signing of plain claims cannot fail")
     }
 
-    /// Verifies a tenantd token: EdDSA only, a known `kid`, `iss`, `exp` and `nbf`.
+    /// Verifies a tenantd token: EdDSA only, no `crit`, a known `kid`, `iss`, `exp`,
+    /// `nbf`, and a lifetime no longer than this server issues.
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
         let h = header_of(token)?;
         if h.alg != Algorithm::EdDSA {
@@ -164,6 +186,9 @@ impl Signer {
         let claims = jsonwebtoken::decode::<Claims>(token, key, &self.validation)
             .map(|d| d.claims)
             .map_err(map_err)?;
+        if claims.exp.saturating_sub(claims.iat) > self.max_lifetime + LEEWAY_SECONDS as i64 {
+            return Err(TokenError::Lifetime);
+        }
         match claims.aud {
             Some(_) => Err(TokenError::Claims),
             None => Ok(claims),
@@ -320,7 +345,7 @@ mod tests {
     }
 
     fn signer() -> Signer {
-        Signer::new(&[generate_signing_key()]).unwrap()
+        Signer::new(&[generate_signing_key()], MAX_TOKEN_SECONDS).unwrap()
     }
 
     #[test]
@@ -360,6 +385,38 @@ mod tests {
             parts[2]
         );
         assert_eq!(s.verify(&forged), Err(TokenError::Invalid));
+    }
+
+    #[test]
+    fn refuses_lifetimes_longer_than_issued_and_crit_headers() {
+        let s = signer();
+        let mut c = claims(60, 0);
+        c.exp = 253_402_300_799; // 9999-12-31
+        assert_eq!(s.verify(&s.sign(&c)), Err(TokenError::Lifetime));
+        let mut c = claims(0, 0);
+        c.exp = c.iat + MAX_TOKEN_SECONDS + LEEWAY_SECONDS as i64;
+        assert!(
+            s.verify(&s.sign(&c)).is_ok(),
+            "the longest lifetime issued, with leeway"
+        );
+        c.exp += 1;
+        assert_eq!(s.verify(&s.sign(&c)), Err(TokenError::Lifetime));
+        let short = Signer::new(&[generate_signing_key()], 60).unwrap();
+        assert_eq!(short.verify(&short.sign(&claims(600, 0))), Err(TokenError::Lifetime));
+        // A crit header, correctly signed, is refused all the same.
+        let (kid, pkcs8, _) = generate_signing_key();
+        let kp = ring::signature::Ed25519KeyPair::from_pkcs8(&pkcs8).unwrap();
+        let x = URL_SAFE_NO_PAD.encode(ring::signature::KeyPair::public_key(&kp).as_ref());
+        let s = Signer::new(&[(kid.clone(), pkcs8, x)], 900).unwrap();
+        let head = URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"EdDSA","typ":"JWT","kid":"{kid}","crit":["exp"]}}"#));
+        let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims(60, 0)).unwrap());
+        let sig = URL_SAFE_NO_PAD.encode(kp.sign(format!("{head}.{body}").as_bytes()).as_ref());
+        let token = format!("{head}.{body}.{sig}");
+        assert_eq!(s.verify(&token), Err(TokenError::Critical));
+        // The same token without crit verifies: it is the header that is refused.
+        let head = URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"EdDSA","typ":"JWT","kid":"{kid}"}}"#));
+        let sig = URL_SAFE_NO_PAD.encode(kp.sign(format!("{head}.{body}").as_bytes()).as_ref());
+        assert!(s.verify(&format!("{head}.{body}.{sig}")).is_ok());
     }
 
     #[test]

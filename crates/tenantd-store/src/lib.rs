@@ -195,9 +195,10 @@ pub trait Catalog: Send + Sync + 'static {
     async fn list_audit(&self, filter: &AuditFilter, page: &PageRequest) -> Result<Page<AuditEvent>>;
 
     // --- signing keys
-    /// tenantd's JWT signing keys, oldest first.
+    /// tenantd's JWT signing keys, by generation (oldest first).
     async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>>;
-    /// Stores a new signing key.
+    /// Stores a new signing key, unless its kid or generation is taken (another node
+    /// added that generation first: reload and use theirs).
     async fn add_signing_key(&self, key: &SigningKeyRecord) -> Result<()>;
 
     // --- custom domains

@@ -261,6 +261,8 @@ pub struct SigningKeyRecord {
     pub public_x: String,
     /// Unix seconds.
     pub created_at: i64,
+    /// 1 for the first key, one more for each next; the highest signs.
+    pub generation: i64,
 }
 
 /// Random resource id with a prefix: `usr_`, `key_`, … followed by 20 base32 characters.

@@ -1203,10 +1203,11 @@ impl Catalog for SqlCatalog {
     }
 
     async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>> {
-        let rows =
-            sqlx::query("SELECT kid, private_key, public_x, created_at FROM signing_keys ORDER BY created_at, kid")
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = sqlx::query(
+            "SELECT kid, private_key, public_x, created_at, generation FROM signing_keys ORDER BY generation",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|r| {
                 let pk: String = r.try_get("private_key")?;
@@ -1217,17 +1218,20 @@ impl Catalog for SqlCatalog {
                         .map_err(|_| StoreError::Invalid("stored signing key is not base64".into()))?,
                     public_x: r.try_get("public_x")?,
                     created_at: r.try_get("created_at")?,
+                    generation: r.try_get("generation")?,
                 })
             })
             .collect()
     }
 
     async fn add_signing_key(&self, k: &SigningKeyRecord) -> Result<()> {
-        sqlx::query("INSERT INTO signing_keys (kid, private_key, public_x, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (kid) DO NOTHING")
+        // A kid or a generation already taken (another node added it first) adds nothing.
+        sqlx::query("INSERT INTO signing_keys (kid, private_key, public_x, created_at, generation) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING")
             .bind(&k.kid)
             .bind(base64::engine::general_purpose::STANDARD.encode(&k.private_pkcs8))
             .bind(&k.public_x)
             .bind(k.created_at)
+            .bind(k.generation)
             .execute(&self.pool)
             .await?;
         Ok(())

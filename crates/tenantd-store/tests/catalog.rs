@@ -1389,31 +1389,35 @@ async fn case_audit(c: &SqlCatalog) {
 
 async fn case_signing_keys(c: &dyn Catalog) {
     assert!(c.signing_keys().await.unwrap().is_empty());
-    let k = |kid: &str, at: i64, bytes: Vec<u8>| SigningKeyRecord {
+    let k = |kid: &str, generation: i64, bytes: Vec<u8>| SigningKeyRecord {
         kid: kid.into(),
         private_pkcs8: bytes,
         public_x: format!("pub-{kid}"),
-        created_at: at,
+        created_at: 1_000 * generation,
+        generation,
     };
-    let newer = k("k-newer", 2_000, vec![0x30, 0x2e, 0x00, 0xff, 0x80, 0x7f]);
-    let older = k("k-older", 1_000, (0u8..=255).collect());
+    let newer = k("k-newer", 2, vec![0x30, 0x2e, 0x00, 0xff, 0x80, 0x7f]);
+    let older = k("k-older", 1, (0u8..=255).collect());
     c.add_signing_key(&newer).await.unwrap();
     c.add_signing_key(&older).await.unwrap();
     let got = c.signing_keys().await.unwrap();
     assert_eq!(
         got.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(),
         ["k-older", "k-newer"],
-        "oldest first"
+        "by generation"
     );
     assert_eq!(got[0].private_pkcs8, older.private_pkcs8, "bytes round-trip");
     assert_eq!(got[1].private_pkcs8, newer.private_pkcs8);
     assert_eq!((got[0].public_x.as_str(), got[0].created_at), ("pub-k-older", 1_000));
-    // A kid is unique: adding it again (another node racing at start) never replaces
-    // the stored key, whether the store refuses or ignores the second add.
-    let _ = c.add_signing_key(&k("k-older", 3_000, vec![1])).await;
+    // A kid is unique, and so is a generation: a node that lost the race to add the
+    // next key adds nothing, and loads the winner's.
+    c.add_signing_key(&k("k-older", 3, vec![1])).await.unwrap();
+    c.add_signing_key(&k("k-rival", 2, vec![2])).await.unwrap();
     let again = c.signing_keys().await.unwrap();
-    assert_eq!(again.len(), 2);
-    assert_eq!((again[0].kid.as_str(), again[0].created_at), ("k-older", 1_000));
+    assert_eq!(
+        again.iter().map(|k| (k.kid.as_str(), k.generation)).collect::<Vec<_>>(),
+        [("k-older", 1), ("k-newer", 2)]
+    );
     assert_eq!(again[0].private_pkcs8, older.private_pkcs8);
 }
 

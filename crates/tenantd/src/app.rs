@@ -64,7 +64,7 @@ pub async fn open_catalog(cfg: &Config) -> Result<Arc<dyn Catalog>, StartError> 
     Ok(Arc::new(c))
 }
 
-async fn signer(catalog: &dyn Catalog) -> Result<Signer, StartError> {
+async fn signer(cfg: &Config, catalog: &dyn Catalog) -> Result<Signer, StartError> {
     let load = || async {
         catalog
             .signing_keys()
@@ -72,17 +72,18 @@ async fn signer(catalog: &dyn Catalog) -> Result<Signer, StartError> {
             .map_err(|e| StartError(format!("cannot read signing keys: {e}")))
     };
     let mut keys = load().await?;
-    if keys.is_empty() {
-        let (_, pkcs8, x) = tenantd_edge::jwt::generate_signing_key();
+    // None yet, or only the fixed-kid key earlier versions made first: a new generation
+    // with a random kid signs from now on (the old key still verifies what it signed).
+    if keys.last().is_none_or(|k| k.kid == LEGACY_KID) {
+        let (kid, pkcs8, x) = tenantd_edge::jwt::generate_signing_key();
         let rec = SigningKeyRecord {
-            // A fixed kid for the first key: two nodes starting on a new catalog race to
-            // insert it, one wins, and both load the winner's.
-            kid: "initial".into(),
+            kid,
             private_pkcs8: pkcs8,
             public_x: x,
             created_at: tenantd_core::now_secs(),
+            generation: keys.last().map_or(1, |k| k.generation + 1),
         };
-        // Two nodes starting together may both add one; both keys then verify.
+        // Two nodes starting together race for the generation; one wins, both load it.
         catalog
             .add_signing_key(&rec)
             .await
@@ -90,8 +91,11 @@ async fn signer(catalog: &dyn Catalog) -> Result<Signer, StartError> {
         keys = load().await?;
     }
     let keys: Vec<_> = keys.into_iter().map(|k| (k.kid, k.private_pkcs8, k.public_x)).collect();
-    Signer::new(&keys).map_err(StartError)
+    Signer::new(&keys, cfg.token_ttl_seconds).map_err(StartError)
 }
+
+/// The kid every deployment's first signing key had before kids were random.
+const LEGACY_KID: &str = "initial";
 
 /// The operator key's hash: from `TENANTD_ADMIN_KEY`, or generated once and printed to
 /// stderr that one time.
@@ -164,7 +168,7 @@ pub async fn prepare(cfg: Config) -> Result<State, StartError> {
         .subscribe()
         .await
         .map_err(|e| StartError(format!("cannot listen for cache invalidations: {e}")))?;
-    let signer = signer(catalog.as_ref()).await?;
+    let signer = signer(&cfg, catalog.as_ref()).await?;
     let single_tenant = if cfg.multi_tenancy {
         None
     } else {

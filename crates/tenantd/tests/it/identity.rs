@@ -10,6 +10,7 @@ crate::both! {
     minted_tokens_authenticate_and_bad_ones_do_not;
     authorize_answers_for_the_bearer;
     restart_keeps_everything;
+    tenantd_jwts_live_no_longer_than_issued_and_carry_no_crit, "token_ttl_seconds = 300";
 }
 
 fn claims(sub: &str, tid: &str, exp_in: i64) -> Claims {
@@ -92,7 +93,7 @@ async fn minted_tokens_authenticate_and_bad_ones_do_not(app: TestApp) {
         &EncodingKey::from_secret(jwk_x.as_bytes()),
     )
     .unwrap();
-    let stranger = Signer::new(&[generate_signing_key()])
+    let stranger = Signer::new(&[generate_signing_key()], 900)
         .unwrap()
         .sign(&claims(&uid, "acme", 600));
     for (what, t) in [
@@ -203,6 +204,7 @@ async fn restart_keeps_everything(app: TestApp) {
 /// An OpenID provider of our own: an Ed25519 key, its JWKS in a file.
 struct Provider {
     kid: String,
+    pkcs8: Vec<u8>,
     enc: EncodingKey,
     x: String,
     dir: std::path::PathBuf,
@@ -222,6 +224,7 @@ impl Provider {
         Self {
             kid,
             enc: EncodingKey::from_ed_der(&pkcs8),
+            pkcs8,
             x,
             dir,
         }
@@ -323,6 +326,13 @@ async fn token_exchange(backend: Backend) {
     let now = now_secs();
     let confused = jsonwebtoken::encode(&h, &json!({"iss": "https://idp.test", "aud": "tenantd-app", "sub": "x", "email": "ann@acme.test", "iat": now, "exp": now + 300}), &EncodingKey::from_secret(idp.x.as_bytes())).unwrap();
     exchange(&app, &confused, None).await.problem(401, "unauthenticated");
+    // A crit header, even correctly signed by the provider.
+    let crit = sign_raw(
+        &idp.pkcs8,
+        json!({"alg": "EdDSA", "kid": idp.kid, "crit": ["b64"], "b64": true}),
+        json!({"iss": "https://idp.test", "aud": "tenantd-app", "sub": "x", "email": "ann@acme.test", "iat": now, "exp": now + 300}),
+    );
+    exchange(&app, &crit, None).await.problem(401, "unauthenticated");
     // Bad requests.
     let r = reqwest::Client::new()
         .post(format!("{}/v1/token", app.url))
@@ -392,4 +402,121 @@ async fn jwks_from_a_url() {
         .expect("start must fail")
         .to_string();
     assert!(err.contains("oidc") && err.contains("127.0.0.1:1"), "{err}");
+}
+
+/// A JWT with exactly this header and these claims, signed with the Ed25519 key `pkcs8`.
+fn sign_raw(pkcs8: &[u8], header: serde_json::Value, claims: serde_json::Value) -> String {
+    let kp = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8).unwrap();
+    let signed = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let sig = URL_SAFE_NO_PAD.encode(kp.sign(signed.as_bytes()).as_ref());
+    format!("{signed}.{sig}")
+}
+
+/// The findings: a tenantd-signed token with `exp` in the year 9999 was accepted, and an
+/// unknown `crit` header ignored. `exp - iat` may not pass `token_ttl_seconds` (plus 5 s),
+/// and a `crit` header is refused.
+async fn tenantd_jwts_live_no_longer_than_issued_and_carry_no_crit(app: TestApp) {
+    app.tenant("acme", "starter").await;
+    let (uid, _) = app.user("acme", "ann@acme.test", "admin").await;
+    let signer = app.state.edge.signer();
+    let mut forever = claims(&uid, "acme", 0);
+    forever.exp = 253_402_300_799;
+    let r = app
+        .get("/v1/me", &signer.sign(&forever))
+        .await
+        .problem(401, "unauthenticated");
+    assert!(r.body["detail"].as_str().unwrap().contains("lifetime"), "{}", r.body);
+    app.get("/v1/me", &signer.sign(&claims(&uid, "acme", 300)))
+        .await
+        .expect(200);
+    app.get("/v1/me", &signer.sign(&claims(&uid, "acme", 305)))
+        .await
+        .expect(200);
+    app.get("/v1/me", &signer.sign(&claims(&uid, "acme", 306)))
+        .await
+        .problem(401, "unauthenticated");
+    // What the server mints itself stays within its ttl.
+    let minted = app.token_for("acme", &uid).await;
+    let c = signer.verify(&minted).unwrap();
+    assert_eq!(c.exp - c.iat, 300);
+    // crit, signed with the server's own current key: refused; without it, accepted.
+    let key = app.state.catalog.signing_keys().await.unwrap().pop().unwrap();
+    let body = serde_json::to_value(claims(&uid, "acme", 60)).unwrap();
+    let crit = sign_raw(
+        &key.private_pkcs8,
+        json!({"alg": "EdDSA", "typ": "JWT", "kid": key.kid, "crit": ["exp"]}),
+        body.clone(),
+    );
+    let r = app.get("/v1/me", &crit).await.problem(401, "unauthenticated");
+    assert!(r.body["detail"].as_str().unwrap().contains("crit"), "{}", r.body);
+    let plain = sign_raw(
+        &key.private_pkcs8,
+        json!({"alg": "EdDSA", "typ": "JWT", "kid": key.kid}),
+        body,
+    );
+    app.get("/v1/me", &plain).await.expect(200);
+}
+
+/// The finding: every deployment's signing key had the kid `initial`. Each has a random
+/// one; a deployment still on its `initial` key gets a new one at start, and tokens the
+/// old key signed keep verifying.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_keys_have_random_kids() {
+    let kid_of = |jwks: &serde_json::Value| -> Vec<String> {
+        jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let jwks = |app: &TestApp| {
+        let url = format!("{}/.well-known/jwks.json", app.url);
+        async move {
+            reqwest::get(url)
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let a = spawn_app(Backend::Sqlite, "").await.unwrap();
+    let b = spawn_app(Backend::Sqlite, "").await.unwrap();
+    let (ka, kb) = (kid_of(&jwks(&a).await), kid_of(&jwks(&b).await));
+    assert_eq!((ka.len(), kb.len()), (1, 1));
+    assert_ne!(ka, kb);
+    for k in ka.iter().chain(&kb) {
+        assert!(k != "initial" && k.len() >= 16, "{k}");
+    }
+    // A catalog from before: its one key is `initial`.
+    let (db, dir) = tenantd_store::testing::fresh_sqlite();
+    let c = tenantd_store::SqlCatalog::connect(&db).await.unwrap();
+    tenantd_store::Catalog::migrate(&c).await.unwrap();
+    let (_, pkcs8, x) = generate_signing_key();
+    let old = tenantd_store::SigningKeyRecord {
+        kid: "initial".into(),
+        private_pkcs8: pkcs8.clone(),
+        public_x: x.clone(),
+        created_at: now_secs() - 86_400,
+        generation: 1,
+    };
+    tenantd_store::Catalog::add_signing_key(&c, &old).await.unwrap();
+    let app = crate::common::start_with(db, dir, String::new(), axum::Router::new()).await;
+    let kids = kid_of(&jwks(&app).await);
+    assert_eq!(kids.len(), 2, "{kids:?}");
+    assert_eq!(kids[0], "initial");
+    app.tenant("acme", "free").await;
+    let (uid, minted) = app.user("acme", "ann@acme.test", "member").await;
+    let head: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(minted.split('.').next().unwrap()).unwrap()).unwrap();
+    assert_eq!(head["kid"], kids[1].as_str(), "the new key signs");
+    let by_old = Signer::new(&[("initial".into(), pkcs8, x)], 900).unwrap();
+    app.get("/v1/me", &by_old.sign(&claims(&uid, "acme", 60)))
+        .await
+        .expect(200);
 }
