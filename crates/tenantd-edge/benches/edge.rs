@@ -39,7 +39,10 @@ impl Directory for Unreachable {
     async fn user_by_email(&self, _: &str) -> Result<String, DirectoryError> {
         panic!("cache miss in the warm-path bench")
     }
-    async fn security_event(&self, _: SecurityEvent) {}
+    async fn security_event(&self, _: SecurityEvent) -> Option<i64> {
+        None
+    }
+    async fn fold_security_events(&self, _: &[(i64, u64)]) {}
     async fn quota_event(&self, _: tenantd_limits::Crossing) {}
 }
 

@@ -84,8 +84,11 @@ pub trait Directory: Send + Sync + 'static {
     async fn domains(&self) -> Result<Vec<(String, TenantId)>, DirectoryError>;
     /// The id of the user with this email, created on first sight.
     async fn user_by_email(&self, email: &str) -> Result<String, DirectoryError>;
-    /// Records a security event (the audit trail).
-    async fn security_event(&self, ev: SecurityEvent);
+    /// Records a security event (the audit trail): the stored event's id, `None` if it
+    /// could not be stored (the failure is the directory's to log).
+    async fn security_event(&self, ev: SecurityEvent) -> Option<i64>;
+    /// Adds folded repeats `(event id, n)` to stored security events' `count`.
+    async fn fold_security_events(&self, repeats: &[(i64, u64)]);
     /// Records a quota threshold crossing (`quota.warning`, `quota.exceeded`).
     async fn quota_event(&self, crossing: tenantd_limits::Crossing);
 }

@@ -16,6 +16,7 @@ pub mod layer;
 pub mod pipeline;
 pub mod problem;
 pub mod remote;
+pub mod security;
 pub mod upstream;
 
 pub use cache::{builtin_role, Change, Directory, DirectoryError, EdgeCache, KeyEntry, SecurityEvent, TenantEntry};

@@ -127,6 +127,7 @@ pub struct Edge {
     oidc: Option<Arc<OidcVerifier>>,
     metrics: EdgeMetrics,
     limiter: Option<Arc<Limiter>>,
+    security: crate::security::SecurityLog,
 }
 
 enum Authn {
@@ -160,6 +161,7 @@ impl Edge {
             oidc,
             metrics: EdgeMetrics::default(),
             limiter: None,
+            security: Default::default(),
         }
     }
     /// Admits every tenant request through `limiter` (api_calls, CONTRACT §4).
@@ -317,29 +319,59 @@ impl Edge {
         Ok(found)
     }
 
+    /// The refusal of a cross-tenant attempt by `actor` asking for `asked`, recorded as
+    /// a security event (folded with its repeats).
     async fn mismatch(
         &self,
         actor: String,
         own: Option<&TenantId>,
+        asked: &str,
         info: &RequestInfo<'_>,
         request_id: &str,
     ) -> Problem {
         self.metrics.cross_tenant_attempts.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(actor = %actor, path = info.path, "cross-tenant attempt refused");
-        self.dir
-            .security_event(SecurityEvent {
-                action: "security.cross_tenant_attempt",
-                actor,
-                tenant_id: own.map(|t| t.to_string()),
-                detail: serde_json::json!({
-                    "path": info.path,
-                    "host": info.host,
-                    "tenant_header": info.tenant_header.or(info.tenant_header_alias),
-                }),
-                request_id: request_id.to_string(),
-            })
-            .await;
+        let ev = SecurityEvent {
+            action: "security.cross_tenant_attempt",
+            actor,
+            tenant_id: own.map(|t| t.to_string()),
+            detail: serde_json::json!({
+                "path": info.path,
+                "host": info.host,
+                "tenant_header": info.tenant_header.or(info.tenant_header_alias),
+            }),
+            request_id: request_id.to_string(),
+        };
+        self.report_security(ev, asked).await;
         Problem::tenant_mismatch()
+    }
+
+    /// Records a security event, `asked` being the tenant it was about: the first of
+    /// its kind in 60 s is stored and logged (WARN), repeats only add to its `count`
+    /// ([`crate::security`]).
+    pub async fn report_security(&self, mut ev: SecurityEvent, asked: &str) {
+        use crate::security::{Noted, MAX_ASKED};
+        if let Noted::First(token) = self
+            .security
+            .note(ev.action, &ev.actor, asked, std::time::Instant::now())
+        {
+            if token.gathers_many() {
+                ev.detail["folded"] = serde_json::json!(format!(
+                    "every tenant asked for past the first {MAX_ASKED} in 60 s; this is the first of them"
+                ));
+            }
+            tracing::warn!(actor = %ev.actor, action = ev.action, path = %ev.detail["path"], "security event: refused (repeats within 60 s fold into its count)");
+            let id = self.dir.security_event(ev).await;
+            self.security.written(token, id);
+        }
+    }
+
+    /// Adds the security events' folded repeats to their stored counts (the server runs
+    /// this every second and at shutdown).
+    pub async fn flush_security(&self) {
+        let repeats = self.security.take_repeats(std::time::Instant::now());
+        if !repeats.is_empty() {
+            self.dir.fold_security_events(&repeats).await;
+        }
     }
 
     async fn tenant_entry(&self, id: &TenantId) -> Result<Option<Arc<TenantEntry>>, Problem> {
@@ -485,10 +517,19 @@ impl Edge {
         let requested = match self.requested_tenant(info) {
             Ok(r) => r,
             Err(Some(p)) => return Err(p),
-            Err(None) => return Err(self.mismatch(actor(), own.as_ref(), info, &request_id).await),
+            Err(None) => {
+                // The sources that disagreed: the path's tenant, the host and the headers.
+                let in_path = info.path.strip_prefix("/v1/tenants/").and_then(|r| r.split('/').next());
+                let asked = [in_path, info.host, info.tenant_header, info.tenant_header_alias]
+                    .map(|s| s.unwrap_or(""))
+                    .join(" ");
+                return Err(self.mismatch(actor(), own.as_ref(), &asked, info, &request_id).await);
+            }
         };
         let tenant_id = match (own, requested) {
-            (Some(o), Some(r)) if o != r => return Err(self.mismatch(actor(), Some(&o), info, &request_id).await),
+            (Some(o), Some(r)) if o != r => {
+                return Err(self.mismatch(actor(), Some(&o), r.as_str(), info, &request_id).await)
+            }
             (o, r) => o.or(r),
         };
         if let Some(route) = info.route {
@@ -525,7 +566,9 @@ impl Edge {
             Authn::Anonymous => None,
         };
         let Some(role_name) = role_name else {
-            return Err(self.mismatch(principal.actor(), own.as_ref(), info, &request_id).await);
+            return Err(self
+                .mismatch(principal.actor(), own.as_ref(), tenant_id.as_str(), info, &request_id)
+                .await);
         };
         let tenant = match self.tenant_entry(&tenant_id).await? {
             Some(t) if t.status != TenantStatus::Deleted || principal.is_operator() => t,

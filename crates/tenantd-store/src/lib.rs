@@ -190,7 +190,9 @@ pub trait Catalog: Send + Sync + 'static {
 
     // --- audit
     /// Appends an audit event.
-    async fn record_audit(&self, ev: &NewAuditEvent) -> Result<()>;
+    async fn record_audit(&self, ev: &NewAuditEvent) -> Result<i64>;
+    /// Adds folded repeats `(event id, n)` to stored events' `count`.
+    async fn add_audit_counts(&self, repeats: &[(i64, u64)]) -> Result<()>;
     /// Audit events, newest first; `tenant = None` is the operator-wide view.
     async fn list_audit(&self, filter: &AuditFilter, page: &PageRequest) -> Result<Page<AuditEvent>>;
 

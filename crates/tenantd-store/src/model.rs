@@ -233,6 +233,9 @@ pub struct AuditEvent {
     pub detail: serde_json::Value,
     /// The request that did it.
     pub request_id: String,
+    /// How many times it happened: repeats of a security event within 60 s of the
+    /// first fold into it (1 for everything else).
+    pub count: u64,
 }
 
 /// Audit list filter.

@@ -1137,22 +1137,36 @@ impl Catalog for SqlCatalog {
         Ok(())
     }
 
-    async fn record_audit(&self, ev: &NewAuditEvent) -> Result<()> {
-        sqlx::query("INSERT INTO audit_events (at, tenant_id, actor, action, detail, request_id) VALUES ($1, $2, $3, $4, $5, $6)")
+    async fn record_audit(&self, ev: &NewAuditEvent) -> Result<i64> {
+        let id: i64 = sqlx::query_scalar("INSERT INTO audit_events (at, tenant_id, actor, action, detail, request_id) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id")
             .bind(now_secs())
             .bind(ev.tenant_id.as_deref())
             .bind(&ev.actor)
             .bind(&ev.action)
             .bind(to_json(&ev.detail))
             .bind(&ev.request_id)
-            .execute(&self.pool)
+            .fetch_one(&self.pool)
             .await?;
+        Ok(id)
+    }
+
+    async fn add_audit_counts(&self, repeats: &[(i64, u64)]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for (id, n) in repeats {
+            sqlx::query("UPDATE audit_events SET count = count + $1 WHERE id = $2")
+                .bind(i64::try_from(*n).unwrap_or(i64::MAX / 2))
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
     async fn list_audit(&self, f: &AuditFilter, page: &PageRequest) -> Result<Page<AuditEvent>> {
-        let mut sql =
-            String::from("SELECT id, at, tenant_id, actor, action, detail, request_id FROM audit_events WHERE 1 = 1");
+        let mut sql = String::from(
+            "SELECT id, at, tenant_id, actor, action, detail, request_id, count FROM audit_events WHERE 1 = 1",
+        );
         // Placeholders are numbered in the order their values are pushed.
         let mut binds: Vec<Bind> = Vec::new();
         let mut cond = |sql: &mut String, col: &str, op: &str, v: Bind| {
@@ -1196,6 +1210,7 @@ impl Catalog for SqlCatalog {
                     action: r.try_get("action")?,
                     detail: json(r, "detail")?,
                     request_id: r.try_get("request_id")?,
+                    count: r.try_get::<i64, _>("count")?.max(1) as u64,
                 })
             })
             .collect::<Result<Vec<_>>>()?;

@@ -322,7 +322,7 @@ impl AppState {
             detail,
             request_id: request_id.to_string(),
         };
-        if let Err(e) = self.catalog.record_audit(&ev).await {
+        if let Err(e) = self.catalog.record_audit(&ev).await.map(drop) {
             tracing::error!(error = %e, action, "could not record an audit event");
         }
     }
@@ -583,6 +583,7 @@ pub async fn serve_app(
         }
     }
     drop(background);
+    state.edge.flush_security().await;
     state.flush_key_usage().await;
     state.flush_usage().await;
     tracing::info!("tenantd stopped");
@@ -628,6 +629,9 @@ pub fn background(state: &State) -> Background {
         Duration::from_secs(state.cfg.key_usage_flush_seconds),
         |s| async move { s.flush_key_usage().await },
     );
+    let security = every(state, Duration::from_secs(1), |s| async move {
+        s.edge.flush_security().await
+    });
     let usage_flusher = (state.cfg.usage_flush_ms > 0).then(|| {
         every(state, Duration::from_millis(state.cfg.usage_flush_ms), |s| async move {
             s.flush_usage().await
@@ -673,7 +677,7 @@ pub fn background(state: &State) -> Background {
         })
     };
     Background(
-        [flusher, recovery]
+        [flusher, security, recovery]
             .into_iter()
             .chain(usage_flusher)
             .chain(purger)

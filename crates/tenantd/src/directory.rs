@@ -100,7 +100,7 @@ impl Directory for CatalogDirectory {
         record_crossing(&*self.0, &c).await;
     }
 
-    async fn security_event(&self, ev: SecurityEvent) {
+    async fn security_event(&self, ev: SecurityEvent) -> Option<i64> {
         let rec = NewAuditEvent {
             tenant_id: ev.tenant_id,
             actor: ev.actor,
@@ -108,8 +108,18 @@ impl Directory for CatalogDirectory {
             detail: ev.detail,
             request_id: ev.request_id,
         };
-        if let Err(e) = self.0.record_audit(&rec).await {
-            tracing::error!(error = %e, action = %rec.action, "could not record a security event");
+        match self.0.record_audit(&rec).await {
+            Ok(id) => Some(id),
+            Err(e) => {
+                tracing::error!(error = %e, action = %rec.action, "could not record a security event");
+                None
+            }
+        }
+    }
+
+    async fn fold_security_events(&self, repeats: &[(i64, u64)]) {
+        if let Err(e) = self.0.add_audit_counts(repeats).await {
+            tracing::error!(error = %e, events = repeats.len(), "could not add folded repeats to security events");
         }
     }
 }

@@ -204,15 +204,14 @@ pub async fn token(
             match (role, tenant) {
                 (Some(role), Some(t)) => claims(&state, &user.id, email.as_str(), Some(&tid), Some(role), Some(t.plan)),
                 _ => {
-                    state
-                        .audit(
-                            None,
-                            &user.id,
-                            "security.cross_tenant_attempt",
-                            serde_json::json!({"path": "/v1/token", "tenant_requested": raw}),
-                            &ctx.request_id,
-                        )
-                        .await;
+                    let ev = tenantd_edge::SecurityEvent {
+                        action: "security.cross_tenant_attempt",
+                        actor: user.id.clone(),
+                        tenant_id: None,
+                        detail: serde_json::json!({"path": "/v1/token", "tenant_requested": raw}),
+                        request_id: ctx.request_id.clone(),
+                    };
+                    state.edge.report_security(ev, tid.as_str()).await;
                     state
                         .edge
                         .metrics()

@@ -7,6 +7,7 @@ crate::both! {
     suspended_tenants_keep_owner_reads;
     subdomains_and_query, "base_domain = \"example.test\"\nallow_query_tenant = true";
     ambiguous_tenant_headers_are_refused, "base_domain = \"example.test\"";
+    repeated_security_events_fold_into_one;
 }
 
 fn without_request_id(mut v: Value) -> Value {
@@ -44,6 +45,8 @@ async fn cross_tenant_requests_are_refused_identically(app: TestApp) {
     // Every attempt is recorded under the attacker's own tenant and counted.
     let after = metric(&app, "tenantd_cross_tenant_attempts_total").await;
     assert_eq!(after - before, 16.0);
+    // Each principal's attempts on one tenant fold into one event, its count all of them.
+    app.state.edge.flush_security().await;
     let audit = app
         .get(
             "/v1/tenants/acme/audit?action=security.cross_tenant_attempt&limit=1000",
@@ -53,7 +56,8 @@ async fn cross_tenant_requests_are_refused_identically(app: TestApp) {
         .expect(200)
         .body;
     let items = audit["items"].as_array().unwrap();
-    assert!(items.len() >= 8, "{audit}");
+    assert_eq!(items.len(), 4, "beta and nosuch, by the key and by the user: {audit}");
+    assert_eq!(items.iter().map(|e| e["count"].as_u64().unwrap()).sum::<u64>(), 16);
     assert!(items
         .iter()
         .all(|e| e["tenant_id"] == "acme" && e["request_id"].as_str().unwrap().starts_with("req_")));
@@ -64,15 +68,15 @@ async fn cross_tenant_requests_are_refused_identically(app: TestApp) {
         .as_array()
         .unwrap()
         .is_empty());
-    assert!(
+    assert_eq!(
         app.get("/v1/audit?action=security.cross_tenant_attempt", ADMIN)
             .await
             .expect(200)
             .body["items"]
             .as_array()
             .unwrap()
-            .len()
-            >= 8
+            .len(),
+        4
     );
     app.get("/v1/audit", &key).await.problem(403, "forbidden");
 }
@@ -521,4 +525,84 @@ async fn ambiguous_tenant_headers_are_refused(app: TestApp) {
         .raw(&get("/v1/tenants/beta", &[b"Host: acme.example.test.:8080", &op]), b"")
         .await;
     r.problem(403, "tenant_mismatch");
+}
+
+/// The cross-tenant attempts in the operator's audit trail: `(tenant_requested, count)`
+/// per stored event.
+async fn attempts(app: &TestApp) -> Vec<Value> {
+    let a = app
+        .get("/v1/audit?action=security.cross_tenant_attempt&limit=1000", ADMIN)
+        .await
+        .expect(200)
+        .body;
+    a["items"].as_array().unwrap().clone()
+}
+
+/// The finding: a key already at `429` wrote 300 audit rows (and 300 WARN lines) from 300
+/// cross-tenant requests. Repeats of the same event (type, principal, tenant asked for)
+/// within 60 s fold into the first one's `count`.
+async fn repeated_security_events_fold_into_one(app: TestApp) {
+    app.post(
+        "/v1/plans",
+        ADMIN,
+        json!({"id": "tight", "name": "tight", "limits": [{"resource": "api_calls", "window": "minute", "limit": 1, "enforcement": "hard"}]}),
+    )
+    .await
+    .expect(201);
+    app.tenant("acme", "tight").await;
+    app.tenant("beta", "free").await;
+    let (_, key) = app.key("acme", "member").await;
+    app.get("/v1/tenant/usage", &key).await.expect(200);
+    app.get("/v1/tenant/usage", &key).await.problem(429, "rate_limited");
+    let before = metric(&app, "tenantd_cross_tenant_attempts_total").await;
+    for _ in 0..300 {
+        app.get("/v1/tenants/beta/members", &key)
+            .await
+            .problem(403, "tenant_mismatch");
+    }
+    // Many tenants asked for: ten get events of their own (beta is one), the rest fold
+    // together into one more, which says so.
+    for i in 0..40 {
+        app.call(
+            "GET",
+            "/v1/tenant/usage",
+            Some(&key),
+            None,
+            &[("X-Tenant-ID", &format!("t{i}"))],
+        )
+        .await
+        .problem(403, "tenant_mismatch");
+    }
+    app.state.edge.flush_security().await;
+    let events = attempts(&app).await;
+    assert_eq!(events.len(), 11, "{events:?}");
+    let gathered: Vec<_> = events.iter().filter(|e| e["detail"]["folded"].is_string()).collect();
+    assert_eq!((gathered.len(), &gathered[0]["count"]), (1, &json!(31)), "{gathered:?}");
+    let total: u64 = events.iter().map(|e| e["count"].as_u64().unwrap()).sum();
+    assert_eq!(total, 340);
+    let beta = events
+        .iter()
+        .find(|e| e["detail"]["path"] == "/v1/tenants/beta/members")
+        .unwrap();
+    assert_eq!(beta["count"], 300, "{beta}");
+    assert_eq!(beta["tenant_id"], "acme", "recorded under the key's own tenant");
+    // The metric counts every attempt.
+    assert_eq!(
+        metric(&app, "tenantd_cross_tenant_attempts_total").await - before,
+        340.0
+    );
+    // A later repeat adds to the count at the next flush (the server's own, every second).
+    app.get("/v1/tenants/beta/members", &key)
+        .await
+        .problem(403, "tenant_mismatch");
+    let mut count = 0;
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        count = attempts(&app).await.iter().map(|e| e["count"].as_u64().unwrap()).sum();
+        if count == 341 {
+            break;
+        }
+    }
+    assert_eq!(count, 341);
+    assert_eq!(attempts(&app).await.len(), 11);
 }
