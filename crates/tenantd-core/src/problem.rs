@@ -29,6 +29,10 @@ pub enum Code {
     LastOwner,
     /// 413: the body is larger than allowed.
     PayloadTooLarge,
+    /// 414: the request line's target is too long (raised by the HTTP layer).
+    UriTooLong,
+    /// 431: the request head is too large, or has too many headers (the HTTP layer).
+    HeadersTooLarge,
     /// 429: a quota is used up.
     QuotaExceeded,
     /// 429: a rate limit applies.
@@ -41,11 +45,13 @@ pub enum Code {
     Unavailable,
     /// 504: the upstream did not answer in time.
     UpstreamTimeout,
+    /// 505: an HTTP version other than 1.0 and 1.1 on an HTTP/1 listener.
+    HttpVersionNotSupported,
 }
 
 impl Code {
     /// Every code.
-    pub const ALL: [Code; 19] = {
+    pub const ALL: [Code; 22] = {
         use Code::*;
         [
             InvalidRequest,
@@ -61,12 +67,15 @@ impl Code {
             Conflict,
             LastOwner,
             PayloadTooLarge,
+            UriTooLong,
+            HeadersTooLarge,
             QuotaExceeded,
             RateLimited,
             Internal,
             UpstreamUnavailable,
             Unavailable,
             UpstreamTimeout,
+            HttpVersionNotSupported,
         ]
     };
 
@@ -86,11 +95,14 @@ impl Code {
             MethodNotAllowed => 405,
             Conflict | LastOwner => 409,
             PayloadTooLarge => 413,
+            UriTooLong => 414,
+            HeadersTooLarge => 431,
             QuotaExceeded | RateLimited => 429,
             Internal => 500,
             UpstreamUnavailable => 502,
             Unavailable => 503,
             UpstreamTimeout => 504,
+            HttpVersionNotSupported => 505,
         }
     }
 
@@ -111,12 +123,15 @@ impl Code {
             Conflict => "conflict",
             LastOwner => "last_owner",
             PayloadTooLarge => "payload_too_large",
+            UriTooLong => "uri_too_long",
+            HeadersTooLarge => "headers_too_large",
             QuotaExceeded => "quota_exceeded",
             RateLimited => "rate_limited",
             Internal => "internal",
             UpstreamUnavailable => "upstream_unavailable",
             Unavailable => "unavailable",
             UpstreamTimeout => "upstream_timeout",
+            HttpVersionNotSupported => "http_version_not_supported",
         }
     }
 
@@ -137,12 +152,15 @@ impl Code {
             Conflict => "Conflict",
             LastOwner => "Last owner",
             PayloadTooLarge => "Payload too large",
+            UriTooLong => "URI too long",
+            HeadersTooLarge => "Request headers too large",
             QuotaExceeded => "Quota exceeded",
             RateLimited => "Rate limited",
             Internal => "Internal error",
             UpstreamUnavailable => "Upstream unavailable",
             Unavailable => "Service unavailable",
             UpstreamTimeout => "Upstream timeout",
+            HttpVersionNotSupported => "HTTP version not supported",
         }
     }
 }

@@ -29,6 +29,14 @@ impl Problem {
         }
     }
 
+    /// The answer closes the connection (`Connection: close`): for a refusal sent before
+    /// the request's body was read, so the unread body is not waited for or drained.
+    pub fn closing(mut self) -> Self {
+        self.headers
+            .push((header::CONNECTION, HeaderValue::from_static("close")));
+        self
+    }
+
     /// Adds a member to the body.
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
         self.extra.insert(key.to_string(), value.into());

@@ -31,6 +31,10 @@ pub struct AppState {
     gateway_listener: std::sync::Mutex<Option<TcpListener>>,
     /// Where the gateway listens.
     pub gateway_addr: Option<SocketAddr>,
+    /// The API listener's open connections, under the `[server]` limits.
+    pub connections: Arc<crate::conn::Connections>,
+    /// The gateway listener's, under the same limits.
+    pub gateway_connections: Arc<crate::conn::Connections>,
     /// Per tenant and catalog level (`members`, `keys`): held from a growth's check to its
     /// write (see `routes::usage::grow_level`).
     pub level_locks: dashmap::DashMap<(TenantId, &'static str), Arc<tokio::sync::Mutex<()>>>,
@@ -220,6 +224,7 @@ pub async fn prepare(cfg: Config) -> Result<State, StartError> {
         _ => (None, None),
     };
     let gateway_addr = gateway_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let server_limits = cfg.server;
     if let Some(mut rx) = invalidations {
         let (edge, data, limiter) = (edge.clone(), data.clone(), limiter.clone());
         tokio::spawn(async move {
@@ -239,6 +244,8 @@ pub async fn prepare(cfg: Config) -> Result<State, StartError> {
         gateway,
         gateway_listener: std::sync::Mutex::new(gateway_listener),
         gateway_addr,
+        connections: crate::conn::Connections::new(server_limits),
+        gateway_connections: crate::conn::Connections::new(server_limits),
         level_locks: dashmap::DashMap::new(),
         storage_levels: dashmap::DashMap::new(),
     }))
@@ -548,7 +555,7 @@ pub async fn serve_app(
     let gateway_listener = state.gateway_listener.lock().unwrap_or_else(|e| e.into_inner()).take();
     let gateway = match (&state.gateway, gateway_listener) {
         (Some(gw), Some(listener)) => {
-            let workers = gw.serve_workers(listener, stop_rx.clone())?;
+            let workers = gw.serve_workers(listener, state.gateway_connections.clone(), stop_rx.clone())?;
             if let Some(addr) = state.gateway_addr {
                 tracing::info!(%addr, workers = workers.len(), "gateway serving");
             }
@@ -557,14 +564,24 @@ pub async fn serve_app(
         _ => None,
     };
     let grace = Duration::from_secs(state.cfg.shutdown_grace_seconds);
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    tokio::spawn(async move {
         shutdown.await;
         tracing::info!("shutting down: no new connections, finishing requests in flight");
         let _ = stop_tx.send(true);
     });
+    let handler = move |req: axum::extract::Request| {
+        let mut app = app.clone();
+        async move {
+            match tower::Service::call(&mut app, req).await {
+                Ok(r) => r,
+                Err(never) => match never {},
+            }
+        }
+    };
+    let server = crate::conn::serve_listener(listener, state.connections.clone(), handler, stop_rx.clone());
     let mut stop_rx2 = stop_rx.clone();
     tokio::select! {
-        r = server => r?,
+        () = server => {},
         _ = async move {
             let _ = stop_rx2.wait_for(|s| *s).await;
             tokio::time::sleep(grace).await;

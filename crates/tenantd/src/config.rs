@@ -93,6 +93,41 @@ pub struct FileConfig {
     oidc: Option<OidcFile>,
     /// `[gateway]`: routes, timeouts and body limit (reloadable).
     pub(crate) gateway: Option<crate::gateway::GatewayFile>,
+    /// `[server]`: connection limits of every listener.
+    server: Option<ServerFile>,
+}
+
+/// The `[server]` table: connection limits, for the API and the gateway listener alike.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerFile {
+    header_read_timeout_ms: Option<u64>,
+    idle_timeout_ms: Option<u64>,
+    max_connections: Option<usize>,
+}
+
+impl ServerFile {
+    fn limits(&self) -> Result<crate::conn::Limits, ConfigError> {
+        let d = crate::conn::Limits::default();
+        let positive = |name: &str, v: Option<u64>, default: std::time::Duration| match v {
+            Some(0) => Err(ConfigError(format!("[server] {name} must be at least 1"))),
+            Some(ms) => Ok(std::time::Duration::from_millis(ms)),
+            None => Ok(default),
+        };
+        Ok(crate::conn::Limits {
+            header_read_timeout: positive(
+                "header_read_timeout_ms",
+                self.header_read_timeout_ms,
+                d.header_read_timeout,
+            )?,
+            idle_timeout: positive("idle_timeout_ms", self.idle_timeout_ms, d.idle_timeout)?,
+            max_connections: match self.max_connections {
+                Some(0) => return Err(ConfigError("[server] max_connections must be at least 1".into())),
+                Some(n) => n,
+                None => d.max_connections,
+            },
+        })
+    }
 }
 
 /// The resolved configuration.
@@ -158,6 +193,8 @@ pub struct Config {
     pub oidc: Option<OidcFile>,
     /// The gateway's routes, timeouts and body limit.
     pub gateway: crate::gateway::GatewaySettings,
+    /// Connection limits of every listener (`[server]`).
+    pub server: crate::conn::Limits,
     /// The configuration file, re-read when the gateway reloads.
     pub config_path: Option<PathBuf>,
     /// `TENANTD_ADMIN_KEY`, never printed (`Debug` shows `[redacted]`).
@@ -245,6 +282,7 @@ impl Config {
             max_blob_bytes: f.max_blob_bytes.unwrap_or(1 << 30),
             oidc: f.oidc,
             gateway: crate::gateway::GatewaySettings::from_file(f.gateway.unwrap_or_default()).map_err(ConfigError)?,
+            server: f.server.unwrap_or_default().limits()?,
             config_path: None,
             admin_key: admin_key.map(Secret::new),
         };

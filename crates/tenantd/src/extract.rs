@@ -106,21 +106,37 @@ pub fn page(limit: Option<u32>, cursor: Option<String>) -> Result<tenantd_store:
     Ok(tenantd_store::PageRequest { limit, after: cursor })
 }
 
-/// A raw body (for endpoints that parse it themselves); too large is `413` problem+json.
+/// The largest body the JSON endpoints read (`max_body_bytes`), as the router puts it in
+/// every request's extensions.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit(pub usize);
+
+/// A raw body (for endpoints that parse it themselves). A body whose declared
+/// `Content-Length` is over [`BodyLimit`] is refused with `413` before a byte of it is
+/// read (so no `100 Continue` is sent), and the connection is closed after the answer;
+/// one that turns out too large while read is `413` too.
 pub struct RawBody(pub axum::body::Bytes);
 
 impl<S: Send + Sync> FromRequest<S> for RawBody {
     type Rejection = Problem;
     async fn from_request(req: Request, state: &S) -> Result<Self, Problem> {
+        let too_large = |detail: String| Problem::new(tenantd_core::Code::PayloadTooLarge, detail).closing();
+        if let Some(BodyLimit(max)) = req.extensions().get::<BodyLimit>().copied() {
+            let declared = req
+                .headers()
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            if declared.is_some_and(|n| n > max as u64) {
+                return Err(too_large(format!(
+                    "the request body may be at most {max} bytes (max_body_bytes)"
+                )));
+            }
+        }
         axum::body::Bytes::from_request(req, state)
             .await
             .map(RawBody)
-            .map_err(|_| {
-                Problem::new(
-                    tenantd_core::Code::PayloadTooLarge,
-                    "the request body is too large or could not be read",
-                )
-            })
+            .map_err(|_| too_large("the request body is too large or could not be read".into()))
     }
 }
 

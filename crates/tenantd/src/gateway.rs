@@ -294,7 +294,8 @@ impl Gateway {
     pub fn serve_workers(
         self: &Arc<Self>,
         listener: tokio::net::TcpListener,
-        mut stop: tokio::sync::watch::Receiver<bool>,
+        connections: Arc<crate::conn::Connections>,
+        stop: tokio::sync::watch::Receiver<bool>,
     ) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
         let mut senders = Vec::with_capacity(self.workers);
         let mut workers = Vec::with_capacity(self.workers);
@@ -316,47 +317,33 @@ impl Gateway {
                     })?,
             );
         }
+        let stop = stop.clone();
         tokio::spawn(async move {
             let mut next = 0usize;
-            loop {
-                let accepted = tokio::select! {
-                    a = listener.accept() => a,
-                    _ = stop.wait_for(|s| *s) => break,
-                };
-                let (s, peer) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // Out of file descriptors and the like: wait rather than spin.
-                        tracing::warn!(error = %e, "gateway accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                // Responses are written whole; do not let Nagle hold their last segment.
-                let _ = s.set_nodelay(true);
-                match s.into_std() {
-                    Ok(s) => {
-                        let _ = senders[next % senders.len()].send((s, peer));
-                        next = next.wrapping_add(1);
-                    }
-                    Err(e) => tracing::warn!(error = %e, "gateway connection dropped"),
+            crate::conn::accept_each(listener, connections, stop, |s, guard| match s.into_std() {
+                Ok(s) => {
+                    let _ = senders[next % senders.len()].send((s, guard));
+                    next = next.wrapping_add(1);
                 }
-            }
+                Err(e) => tracing::warn!(error = %e, "gateway connection dropped"),
+            })
+            .await;
         });
         Ok(workers)
     }
 
-    /// One worker: serves the connections the acceptor hands it, each with hyper's
-    /// HTTP/1.1 server (upgrades allowed), until `stop`; then lets them finish.
+    /// One worker: serves the connections the acceptor hands it, each under the
+    /// `[server]` limits with hyper's HTTP/1.1 server (upgrades allowed), until `stop`;
+    /// then lets them finish.
     async fn worker(
         self: Arc<Self>,
-        mut rx: tokio::sync::mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>,
+        mut rx: tokio::sync::mpsc::UnboundedReceiver<(std::net::TcpStream, crate::conn::ConnGuard)>,
         mut stop: tokio::sync::watch::Receiver<bool>,
         i: usize,
     ) {
         let mut conns = tokio::task::JoinSet::new();
         loop {
-            let (s, peer) = tokio::select! {
+            let (s, guard) = tokio::select! {
                 handed = rx.recv() => match handed {
                     Some(h) => h,
                     None => break,
@@ -373,40 +360,26 @@ impl Gateway {
                     continue;
                 }
             };
+            let peer = match stream.peer_addr() {
+                Ok(p) => p,
+                Err(_) => continue,
+            };
             let gw = self.clone();
-            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+            let handler = move |req: Request<Body>| {
                 let gw = gw.clone();
                 async move {
                     // A panic answers 500 for its request only; the connection and the
                     // worker go on.
-                    let answered = std::panic::AssertUnwindSafe(handle(gw, peer, req.map(Body::new)))
+                    std::panic::AssertUnwindSafe(handle(gw, peer, req))
                         .catch_unwind()
-                        .await;
-                    Ok::<_, std::convert::Infallible>(answered.unwrap_or_else(|_| {
-                        tracing::error!("gateway request handler panicked");
-                        Problem::internal().render(&new_request_id())
-                    }))
+                        .await
+                        .unwrap_or_else(|_| {
+                            tracing::error!("gateway request handler panicked");
+                            Problem::internal().render(&new_request_id())
+                        })
                 }
-            });
-            let mut http1 = hyper::server::conn::http1::Builder::new();
-            // The request head must arrive within 30 s (slow clients hold no worker).
-            http1.timer(hyper_util::rt::TokioTimer::new());
-            let conn = http1.serve_connection(TokioIo::new(stream), service).with_upgrades();
-            let mut stop = stop.clone();
-            conns.spawn(async move {
-                let mut conn = std::pin::pin!(conn);
-                let ended = tokio::select! {
-                    ended = conn.as_mut() => ended,
-                    _ = async { drop(stop.wait_for(|s| *s).await) } => {
-                        // Finish the request in flight, then close.
-                        conn.as_mut().graceful_shutdown();
-                        conn.await
-                    }
-                };
-                if let Err(e) = ended {
-                    tracing::debug!(error = %e, "gateway connection ended with an error");
-                }
-            });
+            };
+            conns.spawn(crate::conn::serve(stream, guard, handler, stop.clone()));
         }
         while conns.join_next().await.is_some() {}
     }
@@ -541,7 +514,7 @@ impl Gateway {
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         if declared.is_some_and(|n| n > s.max_body_bytes) {
-            return Err(too_large());
+            return Err(too_large().closing());
         }
         let (mut parts, body) = req.into_parts();
         let client_version = parts.version;

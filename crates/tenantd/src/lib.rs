@@ -6,6 +6,7 @@ pub mod app;
 pub mod billing;
 pub mod cli;
 pub mod config;
+pub mod conn;
 pub mod directory;
 pub mod error;
 pub mod extract;

@@ -70,6 +70,8 @@ async fn serve(args: ServeArgs) -> ExitCode {
         Err(e) => return fail(e),
     };
     tenantd::telemetry::init(&cfg.log_format, &cfg.log);
+    let mut cfg = cfg;
+    cfg.server = tenantd::conn::fit_to_fd_limit(cfg.server, 1 + u64::from(cfg.gateway_listen.is_some()));
     let listener = match tenantd::app::bind(&cfg.listen).await {
         Ok(l) => l,
         Err(e) => return fail(e),

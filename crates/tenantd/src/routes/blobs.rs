@@ -59,7 +59,7 @@ pub async fn put(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > max_blob) {
-        return Err(too_large().into());
+        return Err(too_large().closing().into());
     }
     let level = StorageLevel::of(&state, &ctx).await?;
     let scope = scope(&state, &ctx).await?;

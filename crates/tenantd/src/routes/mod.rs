@@ -168,6 +168,7 @@ pub fn router_with(state: State, extra: Router<State>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(state.cfg.max_body_bytes))
+        .layer(axum::Extension(crate::extract::BodyLimit(state.cfg.max_body_bytes)))
         .layer(axum::middleware::from_fn(refuse_nul_in_url))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
         .layer(EdgeLayer::new(state.edge.clone()))

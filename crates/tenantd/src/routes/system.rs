@@ -125,7 +125,50 @@ pub async fn metrics(S(state): S<State>) -> ([(http::HeaderName, &'static str); 
     })) {
         out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"));
     }
+    connection_metrics(&state, &mut out);
     ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}
+
+/// Each listener's connections: open now, closed by a limit, refused by the HTTP layer.
+fn connection_metrics(state: &State, out: &mut String) {
+    let listeners: Vec<(&str, &crate::conn::Connections)> = std::iter::once(("api", &*state.connections))
+        .chain(
+            state
+                .gateway
+                .is_some()
+                .then_some(("gateway", &*state.gateway_connections)),
+        )
+        .collect();
+    out.push_str(
+        "# HELP tenantd_connections_open Connections open now, per listener.\n# TYPE tenantd_connections_open gauge\n",
+    );
+    for (l, c) in &listeners {
+        out.push_str(&format!("tenantd_connections_open{{listener=\"{l}\"}} {}\n", c.len()));
+    }
+    out.push_str("# HELP tenantd_connections_accepted_total Connections accepted, per listener.\n# TYPE tenantd_connections_accepted_total counter\n");
+    for (l, c) in &listeners {
+        let n = c.metrics.accepted.load(Ordering::Relaxed);
+        out.push_str(&format!("tenantd_connections_accepted_total{{listener=\"{l}\"}} {n}\n"));
+    }
+    out.push_str("# HELP tenantd_connections_closed_total Connections tenantd closed by a [server] limit: a head not read in time, idle too long, or evicted past max_connections.\n# TYPE tenantd_connections_closed_total counter\n");
+    for (l, c) in &listeners {
+        let m = &c.metrics;
+        for (reason, n) in [
+            ("header_timeout", &m.header_timeouts),
+            ("idle", &m.idle_closed),
+            ("evicted", &m.evicted),
+        ] {
+            let n = n.load(Ordering::Relaxed);
+            out.push_str(&format!(
+                "tenantd_connections_closed_total{{listener=\"{l}\",reason=\"{reason}\"}} {n}\n"
+            ));
+        }
+    }
+    out.push_str("# HELP tenantd_http_refused_total Requests the HTTP layer refused before any handler (malformed, 414, 431, 505).\n# TYPE tenantd_http_refused_total counter\n");
+    for (l, c) in &listeners {
+        let n = c.metrics.refused_heads.load(Ordering::Relaxed);
+        out.push_str(&format!("tenantd_http_refused_total{{listener=\"{l}\"}} {n}\n"));
+    }
 }
 
 /// tenantd's public keys, so apps verify its JWTs offline.

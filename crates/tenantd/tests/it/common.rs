@@ -68,6 +68,26 @@ impl Reply {
     }
 }
 
+/// One request written byte for byte to `url`'s host and port: `head` is the request
+/// line and header lines (each ending in `\r\n`; `Connection: close` is added), then
+/// `body`. The answer as the server wrote it, the connection read to its end.
+pub async fn raw_at(url: &str, head: &[u8], body: &[u8]) -> RawReply {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let mut req = head.to_vec();
+    req.extend_from_slice(b"Connection: close\r\n\r\n");
+    req.extend_from_slice(body);
+    s.write_all(&req).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("the server closes the connection")
+        .ok();
+    RawReply::parse(&out)
+}
+
 /// An answer read off the wire: status, head (lower-cased) and body.
 #[derive(Debug)]
 pub struct RawReply {
@@ -77,7 +97,7 @@ pub struct RawReply {
 }
 
 impl RawReply {
-    fn parse(bytes: &[u8]) -> Self {
+    pub fn parse(bytes: &[u8]) -> Self {
         let split = bytes.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(bytes.len());
         let head = String::from_utf8_lossy(&bytes[..split]).to_ascii_lowercase();
         let status = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
@@ -217,23 +237,9 @@ impl TestApp {
         Reply::of(req.send().await.expect("request")).await
     }
 
-    /// One request written byte for byte: `head` is the request line and header lines
-    /// (each ending in `\r\n`, `Connection: close` is added), then `body`. The answer as
-    /// the server wrote it, the connection read to its end.
+    /// One request written byte for byte to the API ([`raw_at`]).
     pub async fn raw(&self, head: &[u8], body: &[u8]) -> RawReply {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let addr = self.url.trim_start_matches("http://");
-        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let mut req = head.to_vec();
-        req.extend_from_slice(b"Connection: close\r\n\r\n");
-        req.extend_from_slice(body);
-        s.write_all(&req).await.unwrap();
-        let mut out = Vec::new();
-        tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut out))
-            .await
-            .expect("the server closes the connection")
-            .ok();
-        RawReply::parse(&out)
+        raw_at(&self.url, head, body).await
     }
 
     /// The types of the tenant's events (`quota.warning`, `quota.exceeded`) about

@@ -1,5 +1,6 @@
 //! Integration tests: the real server over HTTP, every case on SQLite and PostgreSQL.
 mod common;
+mod connections;
 mod crash;
 mod data;
 mod edge;
