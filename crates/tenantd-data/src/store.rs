@@ -1121,6 +1121,8 @@ impl Scope<'_> {
 
     /// A record, if this tenant has it.
     pub async fn get_record(&self, collection: &str, id: &str) -> Result<Option<Record>, DataError> {
+        check_name("the collection", collection)?;
+        check_name("the record id", id)?;
         let t = self.tenant;
         self.run(|l| async move { l.get_record(&t, collection, id).await }.boxed())
             .await
@@ -1133,6 +1135,7 @@ impl Scope<'_> {
         after: Option<&str>,
         limit: u32,
     ) -> Result<Vec<Record>, DataError> {
+        check_name("the collection", collection)?;
         let t = self.tenant;
         let after = after.unwrap_or("");
         self.run(|l| async move { l.list_records(&t, collection, after, limit).await }.boxed())
@@ -1141,6 +1144,8 @@ impl Scope<'_> {
 
     /// Deletes a record; `false` if this tenant has no such record.
     pub async fn delete_record(&self, collection: &str, id: &str) -> Result<Written<bool>, DataError> {
+        check_name("the collection", collection)?;
+        check_name("the record id", id)?;
         let t = self.tenant;
         self.run(|l| async move { l.delete_record(&t, collection, id).await }.boxed())
             .await

@@ -7,6 +7,7 @@
 //! one test suite (`tests/catalog.rs`) runs against both.
 #![forbid(unsafe_code)]
 
+mod cursor;
 mod domains;
 mod model;
 pub mod notify;
@@ -14,9 +15,10 @@ mod sql;
 pub mod testing;
 mod usage;
 
+pub use cursor::Cursors;
 pub use domains::Domain;
 pub use model::*;
-pub use sql::{decode_cursor, paginate, Backend, SqlCatalog};
+pub use sql::{Backend, SqlCatalog};
 pub use tenantd_core::usage::{CounterRow, TenantEvent};
 pub use usage::{Countable, UsageWrite};
 
@@ -64,6 +66,9 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub trait Catalog: Send + Sync + 'static {
     /// Applies pending migrations and seeds the built-in plans if there are none.
     async fn migrate(&self) -> Result<()>;
+    /// Seals and opens this deployment's page cursors (the key is the catalog's, so
+    /// every node accepts every node's cursors).
+    fn cursors(&self) -> &Cursors;
     /// Which backend this is.
     fn backend(&self) -> Backend;
 

@@ -44,6 +44,8 @@ pub struct SqlCatalog {
     pool: AnyPool,
     backend: Backend,
     url: String,
+    /// Set from the catalog's `cursor_key` by [`Catalog::migrate`].
+    cursors: std::sync::Arc<std::sync::OnceLock<crate::Cursors>>,
 }
 
 const TENANT_COLS: &str =
@@ -53,30 +55,6 @@ const KEY_COLS: &str =
 
 fn is_unique_violation(e: &StoreError) -> bool {
     matches!(e, StoreError::Db(sqlx::Error::Database(d)) if d.is_unique_violation())
-}
-
-fn encode_cursor(s: &str) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
-}
-
-/// The key a cursor from [`paginate`] carries.
-pub fn decode_cursor(c: &str) -> Result<String> {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(c)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .ok_or_else(|| StoreError::Invalid("cursor is not one this server issued".into()))
-}
-
-/// Cuts a fetched `limit + 1` rows down to a page, with a cursor made from the last item.
-pub fn paginate<T>(mut items: Vec<T>, limit: u32, key: impl Fn(&T) -> String) -> Page<T> {
-    let next_cursor = if items.len() > limit as usize {
-        items.truncate(limit as usize);
-        items.last().map(|t| encode_cursor(&key(t)))
-    } else {
-        None
-    };
-    Page { items, next_cursor }
 }
 
 fn json<T: serde::de::DeserializeOwned>(r: &AnyRow, col: &str) -> Result<T> {
@@ -199,7 +177,26 @@ impl SqlCatalog {
             });
         }
         let pool = opts.connect(&url).await?;
-        Ok(Self { pool, backend, url })
+        Ok(Self {
+            pool,
+            backend,
+            url,
+            cursors: Default::default(),
+        })
+    }
+
+    /// The catalog's cursor key: made once by whichever node comes first, then read.
+    async fn load_cursors(&self) -> Result<()> {
+        let fresh = hex_of(&rand::random::<[u8; 32]>());
+        sqlx::query("INSERT INTO catalog_secrets (name, value) VALUES ('cursor_key', $1) ON CONFLICT DO NOTHING")
+            .bind(&fresh)
+            .execute(&self.pool)
+            .await?;
+        let key: String = sqlx::query_scalar("SELECT value FROM catalog_secrets WHERE name = 'cursor_key'")
+            .fetch_one(&self.pool)
+            .await?;
+        let _ = self.cursors.set(crate::Cursors::new(key.as_bytes()));
+        Ok(())
     }
 
     /// The underlying pool (for tests and benches).
@@ -380,7 +377,11 @@ impl Catalog for SqlCatalog {
                 }
             }
         }
-        Ok(())
+        self.load_cursors().await
+    }
+
+    fn cursors(&self) -> &crate::Cursors {
+        self.cursors.get_or_init(crate::Cursors::random)
     }
 
     fn backend(&self) -> Backend {
@@ -496,7 +497,7 @@ impl Catalog for SqlCatalog {
             sql.push_str(&format!(" AND plan_id = ${}", args.len()));
         }
         if let Some(c) = &page.after {
-            args.push(decode_cursor(c)?);
+            args.push(self.cursors().open(c)?);
             sql.push_str(&format!(" AND id > ${}", args.len()));
         }
         sql.push_str(&format!(" ORDER BY id LIMIT {}", page.limit + 1));
@@ -506,7 +507,7 @@ impl Catalog for SqlCatalog {
         }
         let rows = q.fetch_all(&self.pool).await?;
         let items = rows.iter().map(tenant_from).collect::<Result<Vec<_>>>()?;
-        Ok(paginate(items, page.limit, |t| t.id.to_string()))
+        Ok(self.cursors().page(items, page.limit, |t| t.id.to_string()))
     }
 
     async fn update_tenant(&self, id: &TenantId, patch: &TenantPatch) -> Result<Tenant> {
@@ -742,7 +743,7 @@ impl Catalog for SqlCatalog {
         let after = page
             .after
             .as_deref()
-            .map(decode_cursor)
+            .map(|c| self.cursors().open(c))
             .transpose()?
             .unwrap_or_default();
         let rows = sqlx::query(&format!("SELECT m.user_id, u.email, m.role, m.created_at FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.tenant_id = $1 AND m.user_id > $2 ORDER BY m.user_id LIMIT {}", page.limit + 1))
@@ -751,7 +752,7 @@ impl Catalog for SqlCatalog {
             .fetch_all(&self.pool)
             .await?;
         let items = rows.iter().map(member_from).collect::<Result<Vec<_>>>()?;
-        Ok(paginate(items, page.limit, |m| m.user_id.clone()))
+        Ok(self.cursors().page(items, page.limit, |m| m.user_id.clone()))
     }
 
     async fn add_member_within(
@@ -1072,7 +1073,7 @@ impl Catalog for SqlCatalog {
         let after = page
             .after
             .as_deref()
-            .map(decode_cursor)
+            .map(|c| self.cursors().open(c))
             .transpose()?
             .unwrap_or_default();
         let rows = sqlx::query(&format!(
@@ -1084,7 +1085,7 @@ impl Catalog for SqlCatalog {
         .fetch_all(&self.pool)
         .await?;
         let items = rows.iter().map(key_from).collect::<Result<Vec<_>>>()?;
-        Ok(paginate(items, page.limit, |k| k.id.clone()))
+        Ok(self.cursors().page(items, page.limit, |k| k.id.clone()))
     }
 
     async fn revoke_key(&self, tenant: &TenantId, id: &str, at: i64) -> Result<ApiKey> {
@@ -1185,7 +1186,9 @@ impl Catalog for SqlCatalog {
             cond(&mut sql, "at", "<", Bind::Int(u));
         }
         if let Some(c) = &page.after {
-            let id: i64 = decode_cursor(c)?
+            let id: i64 = self
+                .cursors()
+                .open(c)?
                 .parse()
                 .map_err(|_| StoreError::Invalid("cursor is not one this server issued".into()))?;
             cond(&mut sql, "id", "<", Bind::Int(id));
@@ -1214,7 +1217,7 @@ impl Catalog for SqlCatalog {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(paginate(items, page.limit, |e| e.id.to_string()))
+        Ok(self.cursors().page(items, page.limit, |e| e.id.to_string()))
     }
 
     async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>> {
@@ -1363,4 +1366,9 @@ impl Catalog for SqlCatalog {
 enum Bind {
     Text(String),
     Int(i64),
+}
+
+/// Lower-case hex of `bytes`.
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

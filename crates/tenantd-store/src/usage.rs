@@ -1,5 +1,5 @@
 //! Usage counters, idempotency keys of usage events, tenant events and plan history.
-use crate::{Page, PageRequest, Result, SqlCatalog, StoreError};
+use crate::{Catalog, Page, PageRequest, Result, SqlCatalog, StoreError};
 use sqlx::Row;
 use tenantd_core::usage::{CounterRow, TenantEvent, MAX_COUNT};
 use tenantd_core::{now_secs, KeyId, TenantId, Window};
@@ -102,7 +102,9 @@ impl SqlCatalog {
 
     pub(crate) async fn list_events_sql(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<TenantEvent>> {
         let after: i64 = match &page.after {
-            Some(c) => crate::sql::decode_cursor(c)?
+            Some(c) => self
+                .cursors()
+                .open(c)?
                 .parse()
                 .map_err(|_| StoreError::Invalid("cursor is not one this server issued".into()))?,
             None => 0,
@@ -128,7 +130,7 @@ impl SqlCatalog {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(crate::sql::paginate(items, page.limit, |e| e.id.to_string()))
+        Ok(self.cursors().page(items, page.limit, |e| e.id.to_string()))
     }
 
     pub(crate) async fn plan_history_sql(&self, tenant: &TenantId) -> Result<Vec<(i64, String)>> {

@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::extract::{Path, State as S};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
-use http::{header, HeaderMap, HeaderValue, StatusCode};
+use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde::Deserialize;
 use tenantd_core::Code;
 use tenantd_data::{check_blob_path, new_blob_id, Blob};
@@ -174,8 +174,39 @@ async fn upload(
     }
 }
 
+/// What keeps a tenant's blob from running in a browser as tenantd's own page (stored
+/// XSS): the browser may not guess another type (`nosniff`), a type it would run (HTML,
+/// SVG, XML, script) is a download (`attachment`), and a page opened anyway runs nothing
+/// (`sandbox`).
+fn served_safely(headers: &mut HeaderMap, content_type: &str) {
+    headers.insert(
+        HeaderName::from_static("x-content-type-options"),
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; sandbox"),
+    );
+    if runs_in_a_browser(content_type) {
+        headers.insert(header::CONTENT_DISPOSITION, HeaderValue::from_static("attachment"));
+    }
+}
+
+/// Whether a browser would render `content_type` as a document that can run script.
+fn runs_in_a_browser(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence.contains("html")
+        || essence.contains("xml")
+        || essence.contains("svg")
+        || essence.contains("script")
+        || essence == "text/xsl"
+        || essence == "application/x-shockwave-flash"
+        || essence == "application/pdf"
+        || essence.is_empty()
+}
+
 /// A blob's content (`blobs:read`), streamed, with its `Content-Type`, `Content-Length`
-/// and `ETag`.
+/// and `ETag`, served so no browser runs it ([`served_safely`]).
 #[utoipa::path(get, path = "/v1/data/blobs/{*path}", tag = "data", params(("path" = String, Path)), responses((status = 200, description = "The content"), (status = 404, description = "No such blob for this tenant")))]
 pub async fn get(S(state): S<State>, ctx: TenantContext, Path(p): Path<BlobPath>) -> ApiResult<Response> {
     ctx.require("blobs:read")?;
@@ -194,6 +225,7 @@ pub async fn get(S(state): S<State>, ctx: TenantContext, Path(p): Path<BlobPath>
     );
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(b.size_bytes));
     headers.insert(header::ETAG, etag(b.version));
+    served_safely(&mut headers, &b.content_type);
     let chunks = futures_util::stream::unfold((state, b, 0i64), move |(state, b, seq)| async move {
         let next = match state.data.scope(tenant, None).await {
             Ok(s) => s.chunk(&b, seq).await,
@@ -242,13 +274,12 @@ pub async fn list(
 ) -> ApiResult<axum::Json<tenantd_store::Page<Blob>>> {
     ctx.require("blobs:read")?;
     let page = crate::extract::page(q.limit, q.cursor)?;
-    let after = page.after.as_deref().map(tenantd_store::decode_cursor).transpose()?;
+    let cursors = state.catalog.cursors();
+    let after = page.after.as_deref().map(|c| cursors.open(c)).transpose()?;
     let found = scope(&state, &ctx)
         .await?
         .list_blobs(q.prefix.as_deref().unwrap_or(""), after.as_deref(), page.limit + 1)
         .await
         .map_err(data_err)?;
-    Ok(axum::Json(tenantd_store::paginate(found, page.limit, |b| {
-        b.path.clone()
-    })))
+    Ok(axum::Json(cursors.page(found, page.limit, |b| b.path.clone())))
 }

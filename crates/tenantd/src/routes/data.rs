@@ -199,7 +199,8 @@ pub async fn list(
     // A limit that is not a number is out of range, as 0 is.
     let limit = q.get("limit").map(|l| l.parse::<u32>().unwrap_or(0));
     let page = crate::extract::page(limit, q.get("cursor").cloned())?;
-    let mut after = page.after.as_deref().map(tenantd_store::decode_cursor).transpose()?;
+    let cursors = state.catalog.cursors();
+    let mut after = page.after.as_deref().map(|c| cursors.open(c)).transpose()?;
     let filters = q
         .iter()
         .filter(|(k, _)| *k != "limit" && *k != "cursor")
@@ -220,7 +221,7 @@ pub async fn list(
             break;
         }
     }
-    let found = tenantd_store::paginate(items, page.limit, |r| r.id.clone());
+    let found = cursors.page(items, page.limit, |r| r.id.clone());
     Ok(axum::Json(found))
 }
 

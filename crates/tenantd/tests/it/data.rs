@@ -17,6 +17,8 @@ crate::both! {
     a_tenant_without_a_placement_is_placed_on_first_use;
     a_plan_change_moves_the_tenants_data;
     text_a_backend_cannot_store_is_refused_alike;
+    blobs_are_served_so_no_browser_runs_them;
+    names_are_checked_on_reads_and_cursors_are_tamper_evident;
 }
 
 const ORDERS: &str = "/v1/data/collections/orders/records";
@@ -1197,4 +1199,136 @@ async fn postgres_refusing_a_nul_is_recognised_as_unstorable_text() {
     assert!(tenantd::error::unstorable_text(&e), "{e}");
     let other = sqlx::query("SELECT 1/0").execute(&mut conn).await.unwrap_err();
     assert!(!tenantd::error::unstorable_text(&other));
+}
+
+/// The finding: a blob of type `text/html` was served as it was, without `nosniff`, so a
+/// tenant's upload could run as a page of tenantd's origin. Every blob is `nosniff` and
+/// sandboxed; a type a browser would run is a download.
+async fn blobs_are_served_so_no_browser_runs_them(app: TestApp) {
+    app.tenant("acme", "free").await;
+    let (_, key) = app.key("acme", "member").await;
+    for (path, ty, attachment) in [
+        ("page.html", "text/html; charset=utf-8", true),
+        ("x.svg", "image/svg+xml", true),
+        ("x.xml", "application/xml", true),
+        ("x.js", "text/javascript", true),
+        ("x.xhtml", "application/xhtml+xml", true),
+        ("x.png", "image/png", false),
+        ("x.txt", "text/plain", false),
+    ] {
+        app.put_bytes(
+            &format!("/v1/data/blobs/{path}"),
+            &key,
+            b"<script>alert(1)</script>".to_vec(),
+            ty,
+        )
+        .await
+        .expect(201);
+        let r = app.get(&format!("/v1/data/blobs/{path}"), &key).await.expect(200);
+        assert_eq!(r.headers["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(
+            r.headers["content-security-policy"], "default-src 'none'; sandbox",
+            "{path}"
+        );
+        assert_eq!(
+            r.headers.get("content-disposition").map(|v| v.to_str().unwrap()),
+            attachment.then_some("attachment"),
+            "{path}"
+        );
+        assert_eq!(
+            r.headers["content-type"], ty,
+            "{path}: the type is still the one stored"
+        );
+    }
+}
+
+/// The findings: a `GET` on an invalid collection name answered `200 []`, and cursors
+/// were bare base64 that a client could forge. Names are checked on every read (`400`),
+/// and a cursor tenantd did not issue is `400` on every list.
+async fn names_are_checked_on_reads_and_cursors_are_tamper_evident(app: TestApp) {
+    app.tenant("acme", "free").await;
+    let (_, key) = app.key("acme", "member").await;
+    for bad in ["bad%20name", "a%2Fb", &"x".repeat(129)] {
+        let c = format!("/v1/data/collections/{bad}/records");
+        app.get(&c, &key).await.problem(400, "invalid_request");
+        app.get(&format!("{c}/rec_1"), &key)
+            .await
+            .problem(400, "invalid_request");
+        app.delete(&format!("{c}/rec_1"), &key)
+            .await
+            .problem(400, "invalid_request");
+    }
+    app.get(&format!("{ORDERS}/bad%20id"), &key)
+        .await
+        .problem(400, "invalid_request");
+    for i in 0..3 {
+        create(&app, &key, json!({"n": i})).await;
+        app.put_bytes(
+            &format!("/v1/data/blobs/b{i}"),
+            &key,
+            vec![1],
+            "application/octet-stream",
+        )
+        .await
+        .expect(201);
+        app.post(
+            "/v1/tenants/acme/members",
+            ADMIN,
+            json!({"email": format!("m{i}@acme.test"), "role": "viewer"}),
+        )
+        .await
+        .expect(201);
+    }
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    for list in [
+        ORDERS,
+        "/v1/data/blobs",
+        "/v1/tenants/acme/members",
+        "/v1/tenants/acme/keys",
+        "/v1/tenants/acme/audit",
+        "/v1/tenants",
+        "/v1/tenants/acme/events",
+    ] {
+        let token = if list == "/v1/tenants" { ADMIN } else { &key };
+        let token = if list.ends_with("audit") || list.ends_with("members") || list.ends_with("keys") {
+            ADMIN
+        } else {
+            token
+        };
+        let sep = if list.contains('?') { '&' } else { '?' };
+        let first = app.get(&format!("{list}{sep}limit=1"), token).await.expect(200).body;
+        if let Some(c) = first["next_cursor"].as_str() {
+            // Issued: it works. Changed by one character: refused.
+            app.get(&format!("{list}{sep}limit=1&cursor={c}"), token)
+                .await
+                .expect(200);
+            let mut forged: Vec<char> = c.chars().collect();
+            forged[0] = if forged[0] == 'A' { 'B' } else { 'A' };
+            let forged: String = forged.into_iter().collect();
+            app.get(&format!("{list}{sep}limit=1&cursor={forged}"), token)
+                .await
+                .problem(400, "invalid_request");
+        }
+        // Another node of the deployment takes this node's cursors.
+        if let Some(c) = first["next_cursor"].as_str() {
+            let other = app.second_node().await;
+            other
+                .get(&format!("{list}{sep}limit=1&cursor={c}"), token)
+                .await
+                .expect(200);
+        }
+        // Positions a client chose, in the old format: refused, never queried.
+        for pos in ["rec_0", "b0", "0", "usr_0", "zzzz"] {
+            let r = app
+                .get(&format!("{list}{sep}limit=1&cursor={}", b64(pos)), token)
+                .await
+                .problem(400, "invalid_request");
+            assert!(
+                r.body["detail"].as_str().unwrap().contains("cursor"),
+                "{list}: {}",
+                r.body
+            );
+        }
+    }
 }
