@@ -37,7 +37,6 @@ impl TenantId {
 
     /// Lower-cases and validates `raw`; `allow_default` lets `default` through (single-tenant mode).
     pub fn parse_with(raw: &str, allow_default: bool) -> Result<Self, IdError> {
-        let raw = raw.trim();
         if raw.is_empty() || raw.len() > Self::MAX_LEN {
             return Err(IdError::TenantId("it must be 1 to 39 characters long"));
         }
@@ -149,23 +148,38 @@ impl<'de> Deserialize<'de> for TenantId {
     }
 }
 
+/// What a tenant id is, as the OpenAPI document's pattern: 1–39 of `a-z 0-9 -`, not
+/// starting or ending with `-`, in any case (lower-cased when parsed). The reserved ids
+/// (`admin`, `api`, `www`, `default`) are refused as well.
+pub const TENANT_ID_PATTERN: &str = "^[A-Za-z0-9]([A-Za-z0-9-]{0,37}[A-Za-z0-9])?$";
+/// What a machine name (plan, workspace, role) is: 1–64 of `a-z 0-9 - _`, in any case.
+pub const NAME_PATTERN: &str = "^[A-Za-z0-9_-]{1,64}$";
+/// What an email is: visible ASCII, one `@`, a `.` inside the domain (≤ 254 in all).
+pub const EMAIL_PATTERN: &str = "^[!-?A-~]+@[!-\\-/-?A-~][!-?A-~]*\\.[!-?A-~]*[!-\\-/-?A-~]$";
+/// What a custom domain's host is (≤ 253 characters in all).
+pub const HOST_PATTERN: &str =
+    "^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)+[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$";
+
 /// An email address, lower-cased; the identity of a user.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(transparent)]
 pub struct Email(String);
 
 impl Email {
-    /// Trims, lower-cases and checks the `local@domain.tld` shape.
+    /// Lower-cases and checks the `local@domain.tld` shape: at most 254 visible ASCII
+    /// characters, one `@`, and a domain with a `.` inside it ([`EMAIL_PATTERN`]).
     pub fn parse(raw: &str) -> Result<Self, IdError> {
-        let e = raw.trim().to_ascii_lowercase();
+        let e = raw.to_ascii_lowercase();
         let (local, domain) = e.split_once('@').ok_or(IdError::Email)?;
+        let visible = |s: &str| s.bytes().all(|b| b.is_ascii_graphic() && b != b'@');
         let ok = !local.is_empty()
-            && domain.contains('.')
-            && !domain.starts_with('.')
-            && !domain.ends_with('.')
             && e.len() <= 254
-            && !e.contains(char::is_whitespace)
-            && !domain.contains('@');
+            && visible(local)
+            && visible(domain)
+            && domain.len() >= 3
+            && domain[1..domain.len() - 1].contains('.')
+            && !domain.starts_with('.')
+            && !domain.ends_with('.');
         if ok {
             Ok(Self(e))
         } else {
@@ -191,9 +205,12 @@ impl fmt::Display for Email {
     }
 }
 
-/// Lower-cases and checks a DNS host name (at least two labels, no port, no scheme).
+/// Lower-cases and checks a DNS host name: at most 253 characters, at least two labels
+/// of 1–63 of `a-z 0-9 -` (no `-` at either end), the last starting with a letter (so no
+/// IP literal such as 169.254.169.254), no port, scheme or trailing dot
+/// ([`HOST_PATTERN`]).
 pub fn parse_host(raw: &str) -> Result<String, IdError> {
-    let h = raw.trim().trim_end_matches('.').to_ascii_lowercase();
+    let h = raw.to_ascii_lowercase();
     let labels_ok = h.split('.').all(|l| {
         !l.is_empty()
             && l.len() <= 63
@@ -202,11 +219,10 @@ pub fn parse_host(raw: &str) -> Result<String, IdError> {
             && l.bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
     });
-    // The last label is never all digits: that refuses IP literals (169.254.169.254).
     let not_ip = h
         .rsplit('.')
         .next()
-        .is_some_and(|tld| !tld.bytes().all(|b| b.is_ascii_digit()));
+        .is_some_and(|tld| tld.starts_with(|c: char| c.is_ascii_lowercase()));
     if h.len() <= 253 && h.contains('.') && labels_ok && not_ip {
         Ok(h)
     } else {
@@ -214,9 +230,10 @@ pub fn parse_host(raw: &str) -> Result<String, IdError> {
     }
 }
 
-/// Checks a short machine name (plan id, workspace id, role name).
+/// Lower-cases and checks a short machine name (plan id, workspace id, role name): 1–64
+/// of `a-z 0-9 - _` ([`NAME_PATTERN`]).
 pub fn parse_name(raw: &str, what: &'static str) -> Result<String, IdError> {
-    let s = raw.trim().to_ascii_lowercase();
+    let s = raw.to_ascii_lowercase();
     if s.is_empty()
         || s.len() > 64
         || !s
@@ -344,6 +361,7 @@ mod tests {
         assert!(TenantId::parse("acme-").is_err());
         assert!(TenantId::parse("ac_me").is_err());
         assert!(TenantId::parse("acmé").is_err());
+        assert!(TenantId::parse(" acme").is_err());
         for r in RESERVED_TENANT_IDS {
             assert!(TenantId::parse(r).is_err(), "{r} is reserved");
         }
@@ -353,16 +371,33 @@ mod tests {
 
     #[test]
     fn emails_are_normalised() {
-        assert_eq!(Email::parse(" Ann@Example.COM ").unwrap().as_str(), "ann@example.com");
-        for bad in ["ann", "@x.com", "ann@x", "ann@.com", "a b@x.com", "a@b@c.com"] {
+        assert_eq!(Email::parse("Ann@Example.COM").unwrap().as_str(), "ann@example.com");
+        assert!(Email::parse("o'neil+tag@a.b").is_ok());
+        for bad in [
+            "ann",
+            "@x.com",
+            "ann@x",
+            "ann@.com",
+            "ann@x.",
+            "a b@x.com",
+            "a@b@c.com",
+            " ann@x.com",
+            "ann@x.com ",
+            "anné@x.com",
+            "ann@x\u{0}.com",
+        ] {
             assert!(Email::parse(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn hosts() {
-        assert_eq!(parse_host("App.Example.COM.").unwrap(), "app.example.com");
+        assert_eq!(parse_host("App.Example.COM").unwrap(), "app.example.com");
+        assert!(parse_host("xn--bcher-kva.example").is_ok());
         for bad in [
+            "app.example.com.",
+            " a.com",
+            "a.1com",
             "localhost",
             "http://a.com",
             "a.com:80",
@@ -380,6 +415,10 @@ mod tests {
     fn names() {
         assert_eq!(PlanId::parse("Pro_2").unwrap().as_str(), "pro_2");
         assert!(PlanId::parse("a b").is_err());
+        assert!(
+            PlanId::parse(" pro").is_err(),
+            "no trimming: what is sent is what is checked"
+        );
         assert!(WorkspaceId::parse("").is_err());
     }
 }

@@ -9,8 +9,10 @@ pub mod plan;
 pub mod problem;
 pub mod secret;
 pub mod tenant;
+pub mod text;
 pub mod ts;
 pub mod usage;
+pub mod whole;
 
 pub use ids::{Email, IdError, KeyId, PlanId, TenantId, UserId, WorkspaceId};
 pub use perms::{BuiltinRole, Permission, Role};

@@ -3,9 +3,11 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// A permission or a permission pattern: `resource:action`, `resource:*`, `*:action` or `*`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+/// A permission or a permission pattern: `resource:action`, `resource:*`, `*:action` or
+/// `*`; each part 1–64 of `a-z 0-9 _ - .` (lower-cased).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 #[serde(transparent)]
+#[schema(value_type = String, pattern = "^(\\*|(\\*|[A-Za-z0-9_.-]{1,64}):(\\*|[A-Za-z0-9_.-]{1,64}))$")]
 pub struct Permission(String);
 
 /// Why a permission string was refused.
@@ -22,9 +24,9 @@ fn valid_part(p: &str) -> bool {
 }
 
 impl Permission {
-    /// Parses `resource:action` or `*`.
+    /// Parses `resource:action` or `*`, lower-cased.
     pub fn parse(raw: &str) -> Result<Self, PermissionError> {
-        let s = raw.trim().to_ascii_lowercase();
+        let s = raw.to_ascii_lowercase();
         if s == "*" {
             return Ok(Self(s));
         }
@@ -154,7 +156,7 @@ impl BuiltinRole {
 }
 
 /// A role: a name and the permission patterns it grants (and, for built-ins, denies).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Role {
     /// The role's name, unique within a tenant.
     pub name: String,

@@ -4,7 +4,7 @@ use crate::ids::PlanId;
 use serde::{Deserialize, Serialize};
 
 /// The window a limit counts over.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Window {
     /// A rate per second.
@@ -123,7 +123,7 @@ impl Window {
 }
 
 /// What a plan's tenants get when shared counters (Redis) cannot be reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CounterFailure {
     /// Each node admits its own share of what remained (limit ÷ live nodes).
@@ -144,7 +144,7 @@ impl CounterFailure {
 }
 
 /// What happens when a limit is reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Enforcement {
     /// Refuse with 429.
@@ -155,7 +155,7 @@ pub enum Enforcement {
 }
 
 /// Where a tenant's data lives (CONTRACT §7).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Isolation {
     /// Shared tables, row-level security.
@@ -187,14 +187,18 @@ impl Isolation {
 }
 
 /// One limit: resource × window × limit × enforcement.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Limit {
-    /// `api_calls`, `storage_bytes`, `members`, `keys` or any metered name.
+    /// `api_calls`, `storage_bytes`, `members`, `keys` or any metered name: 1–64 of
+    /// `a-z 0-9 _ - .`.
+    #[schema(pattern = "^[a-z0-9_.-]{1,64}$")]
     pub resource: String,
     /// The window counted over.
     pub window: Window,
-    /// The limit; `None` is unlimited.
+    /// The limit, 0 to 2^53 − 1; `null` is unlimited.
+    #[schema(minimum = 0, maximum = 9007199254740991_u64)]
+    #[serde(default, deserialize_with = "crate::whole::opt_u64")]
     pub limit: Option<u64>,
     /// Hard or soft.
     #[serde(default)]
@@ -268,20 +272,24 @@ fn default_price() -> String {
 }
 
 /// A plan: a named list of limits with a price.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Plan {
-    /// The plan's id.
+    /// The plan's id: 1–64 of `a-z 0-9 - _` (lower-cased).
+    #[schema(value_type = String, pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub id: PlanId,
-    /// A display name.
+    /// A display name: 1–200 characters, not only spaces.
+    #[schema(min_length = 1, max_length = 200, pattern = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$")]
     pub name: String,
-    /// Price per month, a decimal string.
+    /// Price per month, a decimal string with at most 4 decimals (default `"0"`).
     #[serde(default = "default_price")]
+    #[schema(pattern = "^[0-9]+(\\.[0-9]{1,4})?$", max_length = 30)]
     pub price: String,
-    /// ISO 4217 currency code.
+    /// ISO 4217 currency code (default `"USD"`).
     #[serde(default = "default_currency")]
+    #[schema(pattern = "^[A-Z]{3}$")]
     pub currency: String,
-    /// The plan's limits.
+    /// The plan's limits; one per resource and window.
     pub limits: Vec<Limit>,
     /// Feature names the plan enables.
     #[serde(default)]
@@ -298,6 +306,7 @@ pub struct Plan {
 pub fn validate_price(s: &str) -> Result<(), String> {
     let (int, frac) = s.split_once('.').unwrap_or((s, ""));
     let ok = !int.is_empty()
+        && s.len() <= 30
         && int.bytes().all(|b| b.is_ascii_digit())
         && frac.len() <= 4
         && frac.bytes().all(|b| b.is_ascii_digit())
@@ -314,9 +323,7 @@ pub fn validate_price(s: &str) -> Result<(), String> {
 impl Plan {
     /// Checks the plan's fields beyond what parsing checks.
     pub fn validate(&self) -> Result<(), String> {
-        if self.name.trim().is_empty() {
-            return Err("name must not be empty".into());
-        }
+        crate::text::display_name("name", &self.name)?;
         validate_price(&self.price)?;
         if self.currency.len() != 3 || !self.currency.bytes().all(|b| b.is_ascii_uppercase()) {
             return Err(format!(

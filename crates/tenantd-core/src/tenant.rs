@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 pub const RETENTION_DAYS: i64 = 30;
 
 /// Where a tenant is in its lifecycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TenantStatus {
     /// Serving.

@@ -30,11 +30,12 @@ pub struct CounterRow {
 }
 
 /// A tenant event (`quota.warning`, `quota.exceeded`), stored for delivery.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct TenantEvent {
     /// Increasing id.
     pub id: i64,
     /// The tenant.
+    #[schema(value_type = String)]
     pub tenant_id: TenantId,
     /// `quota.warning`, `quota.exceeded`, …
     #[serde(rename = "type")]
@@ -43,6 +44,7 @@ pub struct TenantEvent {
     pub data: serde_json::Value,
     /// When (Unix seconds).
     #[serde(serialize_with = "crate::ts::ser")]
+    #[schema(value_type = String, format = DateTime)]
     pub at: i64,
 }
 

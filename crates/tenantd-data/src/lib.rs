@@ -84,29 +84,53 @@ pub(crate) fn check_name(what: &str, v: &str) -> Result<(), DataError> {
     }
 }
 
-/// Checks a blob path: 1 to 1024 bytes of `/`-separated segments, none empty, `.` or
+/// How deep a record or cache value may nest objects and arrays (a record's own object
+/// is the first level). The OpenAPI document describes exactly this much.
+pub const MAX_DEPTH: usize = 16;
+
+/// The levels of objects and arrays in `v` (0 for a plain value).
+fn depth(v: &serde_json::Value) -> usize {
+    match v {
+        serde_json::Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
+        serde_json::Value::Object(m) => 1 + m.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// Refuses a value nested deeper than [`MAX_DEPTH`].
+pub fn check_depth(v: &serde_json::Value) -> Result<(), DataError> {
+    if depth(v) <= MAX_DEPTH {
+        Ok(())
+    } else {
+        Err(DataError::Invalid(format!(
+            "the value nests objects and arrays more than {MAX_DEPTH} levels deep"
+        )))
+    }
+}
+
+/// Checks a blob path: 1 to 1024 characters of `/`-separated segments, none empty, `.` or
 /// `..`, and no control characters.
 pub fn check_blob_path(path: &str) -> Result<(), DataError> {
-    let ok = (1..=1024).contains(&path.len())
+    let ok = (1..=1024).contains(&path.chars().count())
         && !path.chars().any(char::is_control)
         && path.split('/').all(|s| !s.is_empty() && s != "." && s != "..");
     if ok {
         Ok(())
     } else {
         Err(DataError::Invalid(
-            "a blob path is 1 to 1024 bytes of '/'-separated segments, none empty, '.' or '..', without control characters".into(),
+            "a blob path is 1 to 1024 characters of '/'-separated segments, none empty, '.' or '..', without control characters".into(),
         ))
     }
 }
 
-/// Checks a cache key (1 to 512 bytes, no control characters) or a tag (1 to 64
+/// Checks a cache key (1 to 512 characters, no control characters) or a tag (1 to 64
 /// letters, digits, '_', '-', '.' or ':').
 pub fn check_cache_key(key: &str) -> Result<(), DataError> {
-    if (1..=512).contains(&key.len()) && !key.chars().any(char::is_control) {
+    if (1..=512).contains(&key.chars().count()) && !key.chars().any(char::is_control) {
         Ok(())
     } else {
         Err(DataError::Invalid(
-            "a cache key is 1 to 512 bytes, without control characters".into(),
+            "a cache key is 1 to 512 characters, without control characters".into(),
         ))
     }
 }

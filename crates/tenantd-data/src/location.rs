@@ -23,12 +23,13 @@ type Tx = sqlx::Transaction<'static, sqlx::Any>;
 // (as the API has always written them).
 
 /// One JSON record of a tenant's collection.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Record {
     /// Its collection.
     pub collection: String,
     /// Unix seconds.
     #[serde(serialize_with = "tenantd_core::ts::ser")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
     /// The document.
     #[serde(rename = "data")]
@@ -37,13 +38,14 @@ pub struct Record {
     pub id: String,
     /// Unix seconds.
     #[serde(serialize_with = "tenantd_core::ts::ser")]
+    #[schema(value_type = String, format = DateTime)]
     pub updated_at: i64,
     /// 1 when created, one more on each write (the ETag).
     pub version: i64,
 }
 
 /// A blob's description (its content is read a chunk at a time).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Blob {
     /// Where its chunks are.
     #[serde(skip)]
@@ -52,6 +54,7 @@ pub struct Blob {
     pub content_type: String,
     /// Unix seconds.
     #[serde(serialize_with = "tenantd_core::ts::ser")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
     /// Its path.
     pub path: String,
@@ -61,16 +64,18 @@ pub struct Blob {
     pub size_bytes: i64,
     /// Unix seconds.
     #[serde(serialize_with = "tenantd_core::ts::ser")]
+    #[schema(value_type = String, format = DateTime)]
     pub updated_at: i64,
     /// 1 when created, one more on each replacement.
     pub version: i64,
 }
 
 /// One cache entry.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct CacheEntry {
     /// Unix seconds when it expires, if it does.
     #[serde(serialize_with = "tenantd_core::ts::ser_opt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub expires_at: Option<i64>,
     /// Its key.
     pub key: String,
@@ -78,6 +83,7 @@ pub struct CacheEntry {
     pub tags: Vec<String>,
     /// Unix seconds.
     #[serde(serialize_with = "tenantd_core::ts::ser")]
+    #[schema(value_type = String, format = DateTime)]
     pub updated_at: i64,
     /// The value.
     pub value: serde_json::Value,

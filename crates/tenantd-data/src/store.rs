@@ -81,7 +81,7 @@ impl DataOptions {
 
 /// Where one tenant's data lives, serialized as `GET /v1/tenants/{id}/placement`
 /// answers it (fields in alphabetical order).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Placement {
     /// Where: `shared`, `schema:<name>`, `database:<host:port>/<name>`, `file:<path>`.
     pub location: String,
@@ -96,6 +96,7 @@ pub struct Placement {
     pub tier: Isolation,
     /// Unix seconds.
     #[serde(serialize_with = "tenantd_core::ts::ser")]
+    #[schema(value_type = String, format = DateTime)]
     pub updated_at: i64,
 }
 
@@ -1113,6 +1114,7 @@ impl Scope<'_> {
     ) -> Result<Option<Written<Record>>, DataError> {
         check_name("the collection", collection)?;
         check_name("the record id", id)?;
+        crate::check_depth(doc)?;
         let text = serde_json::to_string(doc)?;
         let (t, text) = (self.tenant, text.as_str());
         self.run(|l| async move { l.write_record(&t, collection, id, text, expected, max).await }.boxed())
@@ -1238,6 +1240,7 @@ impl Scope<'_> {
         tags: &[String],
         max: Option<u64>,
     ) -> Result<Written<CacheEntry>, DataError> {
+        crate::check_depth(value)?;
         let text = serde_json::to_string(value)?;
         let expires = ttl_seconds.map(|s| now_secs().saturating_add(s.min(i64::MAX as u64 / 2) as i64));
         let (t, text) = (self.tenant, text.as_str());

@@ -514,6 +514,20 @@ impl Edge {
                 .as_ref()
                 .map_or_else(|| "anonymous".to_string(), Principal::actor)
         };
+        // Without a credential, tenantd's own API answers nothing a tenant would settle:
+        // every endpoint needing one is `401` (sources that disagree included; there is
+        // nobody to refuse as a cross-tenant attempt). Gateway routes go on: a public
+        // route still resolves its tenant.
+        if principal.is_none() && info.route.is_none() {
+            return Ok(RequestContext {
+                request_id,
+                principal: None,
+                tenant: None,
+                role: None,
+                limit: None,
+                key_limits: None,
+            });
+        }
         let requested = match self.requested_tenant(info) {
             Ok(r) => r,
             Err(Some(p)) => return Err(p),

@@ -27,13 +27,15 @@ use tenantd_limits::LimitState;
 const MAX_ANSWER_BYTES: usize = 1 << 20;
 
 /// What `POST /v1/edge/decide` is asked: the parts of a request the edge reads.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DecideRequest {
     /// The request's id, used by tenantd's log and audit trail (`req_` and hex, as the
     /// layer makes; at most 64 letters, digits, `_` or `-`).
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub request_id: String,
-    /// The path, without query.
+    /// The path, without query (starting with `/`).
+    #[schema(pattern = "^/[^\\u0000]*$")]
     pub path: String,
     /// The query string, if any.
     pub query: Option<String>,
@@ -45,9 +47,12 @@ pub struct DecideRequest {
     pub tenant_header_alias: Option<String>,
     /// The caller's bearer token.
     pub bearer: Option<String>,
-    /// What the request costs in `api_calls` (default 1).
+    /// What the request costs in `api_calls` (default 1; at most 1,000,000).
+    #[schema(minimum = 0, maximum = 1000000)]
+    #[serde(default, deserialize_with = "tenantd_core::whole::opt_u64")]
     pub cost: Option<u64>,
     /// A permission the caller's role must grant before the request counts.
+    #[schema(pattern = "^(\\*|(\\*|[A-Za-z0-9_.-]{1,64}):(\\*|[A-Za-z0-9_.-]{1,64}))$")]
     pub permission: Option<String>,
 }
 
@@ -108,27 +113,31 @@ impl DecideRequest {
 
 /// What `POST /v1/edge/decide` answers (always `200`: a non-200 answer means the
 /// decision itself could not be asked).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "decision", rename_all = "snake_case")]
 pub enum DecideResponse {
     /// The request may proceed, with this context.
     Admitted {
         /// What the edge decided.
         context: Box<ContextWire>,
-        /// Headers for the response (the rate-limit fields).
+        /// Headers for the response (the rate-limit fields), `[name, value]` pairs.
+        #[schema(value_type = Vec<Vec<String>>)]
         headers: Vec<(String, String)>,
     },
     /// The request is refused with this problem.
     Refused {
         /// The problem+json body.
+        #[schema(value_type = Object)]
         problem: Value,
-        /// Its headers (`Retry-After`, rate-limit fields, `WWW-Authenticate`).
+        /// Its headers (`Retry-After`, rate-limit fields, `WWW-Authenticate`), `[name,
+        /// value]` pairs.
+        #[schema(value_type = Vec<Vec<String>>)]
         headers: Vec<(String, String)>,
     },
 }
 
 /// A [`RequestContext`] on the wire.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ContextWire {
     /// The caller.
     pub principal: Option<PrincipalWire>,
@@ -143,7 +152,7 @@ pub struct ContextWire {
 }
 
 /// A [`Principal`] on the wire.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum PrincipalWire {
     /// The operator.
@@ -165,7 +174,7 @@ pub enum PrincipalWire {
 }
 
 /// A [`TenantEntry`] on the wire (without its gateway upstream).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TenantWire {
     /// Its id.
     pub id: String,
@@ -180,7 +189,7 @@ pub struct TenantWire {
 }
 
 /// A [`LimitState`] on the wire.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LimitWire {
     /// The resource.
     pub resource: String,

@@ -5,19 +5,22 @@ use sqlx::Row;
 use tenantd_core::{now_secs, TenantId};
 
 /// A tenant's custom domain.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Domain {
     /// Lower-case host name, no port.
     pub host: String,
     /// The tenant that claimed it.
+    #[schema(value_type = String)]
     pub tenant_id: TenantId,
     /// What the host must serve to prove control.
     pub token: String,
     /// When it was verified; unverified hosts name no tenant.
     #[serde(serialize_with = "tenantd_core::ts::ser_opt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub verified_at: Option<i64>,
     /// Unix seconds.
     #[serde(serialize_with = "tenantd_core::ts::ser")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
 }
 

@@ -3,9 +3,10 @@ use serde::Serialize;
 use tenantd_core::{Email, Limit, PlanId, TenantId, TenantStatus};
 
 /// A tenant as stored.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Tenant {
     /// The tenant's id.
+    #[schema(value_type = String)]
     pub id: TenantId,
     /// Display name.
     pub name: String,
@@ -22,17 +23,21 @@ pub struct Tenant {
     pub limits: Vec<Limit>,
     /// Unix seconds.
     #[serde(serialize_with = "tenantd_core::ts::ser")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
     /// Unix seconds.
     #[serde(serialize_with = "tenantd_core::ts::ser")]
+    #[schema(value_type = String, format = DateTime)]
     pub updated_at: i64,
     /// When it was soft-deleted.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[serde(serialize_with = "tenantd_core::ts::ser_opt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub deleted_at: Option<i64>,
     /// When a deleted tenant may be purged (deleted_at + 30 days).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[serde(serialize_with = "tenantd_core::ts::ser_opt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub purge_after: Option<i64>,
 }
 
@@ -108,7 +113,7 @@ impl Default for PageRequest {
 }
 
 /// One page of a list.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Page<T> {
     /// The items.
     pub items: Vec<T>,
@@ -118,7 +123,7 @@ pub struct Page<T> {
 }
 
 /// A person, identified by email.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct User {
     /// `usr_…`
     pub id: String,
@@ -126,11 +131,12 @@ pub struct User {
     pub email: String,
     /// Unix seconds.
     #[serde(serialize_with = "tenantd_core::ts::ser")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
 }
 
 /// A user's membership of a tenant.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Member {
     /// `usr_…`
     pub user_id: String,
@@ -140,11 +146,12 @@ pub struct Member {
     pub role: String,
     /// Unix seconds.
     #[serde(serialize_with = "tenantd_core::ts::ser")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
 }
 
 /// A workspace within a tenant.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Workspace {
     /// Unique within the tenant.
     pub id: String,
@@ -152,13 +159,14 @@ pub struct Workspace {
     pub name: String,
     /// Unix seconds.
     #[serde(serialize_with = "tenantd_core::ts::ser")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
     /// Members added to this workspace.
     pub members: Vec<WorkspaceMember>,
 }
 
 /// A user's role within a workspace.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct WorkspaceMember {
     /// `usr_…`
     pub user_id: String,
@@ -169,11 +177,12 @@ pub struct WorkspaceMember {
 }
 
 /// An API key as stored: never the secret, only its hash.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ApiKey {
     /// `key_…`
     pub id: String,
     /// The tenant it belongs to.
+    #[schema(value_type = String)]
     pub tenant_id: TenantId,
     /// Display name.
     pub name: String,
@@ -186,17 +195,21 @@ pub struct ApiKey {
     pub role: String,
     /// Unix seconds, if it expires.
     #[serde(serialize_with = "tenantd_core::ts::ser_opt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub expires_at: Option<i64>,
     /// Its own limits (narrowing the tenant's).
     pub limits: Vec<Limit>,
     /// Unix seconds.
     #[serde(serialize_with = "tenantd_core::ts::ser")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
     /// Unix seconds, once revoked.
     #[serde(serialize_with = "tenantd_core::ts::ser_opt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub revoked_at: Option<i64>,
     /// Unix seconds, updated in batches.
     #[serde(serialize_with = "tenantd_core::ts::ser_opt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub last_used_at: Option<i64>,
 }
 
@@ -216,12 +229,13 @@ pub struct NewAuditEvent {
 }
 
 /// An audit event as stored.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct AuditEvent {
     /// Monotonic id.
     pub id: i64,
     /// Unix seconds.
     #[serde(serialize_with = "tenantd_core::ts::ser")]
+    #[schema(value_type = String, format = DateTime)]
     pub at: i64,
     /// The tenant concerned.
     pub tenant_id: Option<String>,

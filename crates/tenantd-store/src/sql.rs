@@ -307,18 +307,22 @@ impl SqlCatalog {
             .await?
             .is_some();
         if !plan_exists {
-            return Err(StoreError::Invalid(format!("plan '{}' does not exist", new.plan)));
+            return Err(StoreError::NotFound("plan"));
         }
         let mut tx = self.pool.begin().await?;
         let now = now_secs();
-        sqlx::query("INSERT INTO tenants (id, name, plan_id, status, settings, limits, created_at, updated_at) VALUES ($1, $2, $3, 'active', $4, '[]', $5, $5)")
+        let inserted = sqlx::query("INSERT INTO tenants (id, name, plan_id, status, settings, limits, created_at, updated_at) VALUES ($1, $2, $3, 'active', $4, '[]', $5, $5)")
             .bind(new.id.as_str())
             .bind(&new.name)
             .bind(new.plan.as_str())
             .bind(to_json(&new.settings))
             .bind(now)
             .execute(&mut *tx)
-            .await?;
+            .await;
+        match inserted {
+            Err(sqlx::Error::Database(d)) if d.is_foreign_key_violation() => return Err(StoreError::NotFound("plan")),
+            other => other?,
+        };
         crate::usage::record_plan_in(&mut tx, &new.id, now, new.plan.as_str()).await?;
         let user = Self::ensure_user_in(&mut tx, &new.owner_email).await?;
         sqlx::query("INSERT INTO memberships (tenant_id, user_id, role, created_at) VALUES ($1, $2, 'owner', $3)")
@@ -447,26 +451,34 @@ impl Catalog for SqlCatalog {
     }
 
     async fn delete_plan(&self, id: &PlanId) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let in_use = || {
+            StoreError::Conflict(format!(
+                "plan '{id}' is in use by tenants; move them to another plan first"
+            ))
+        };
+        // No transaction: on SQLite one that reads before it writes fails ("database is
+        // locked") when another writer commits in between. A tenant put on the plan after
+        // the check holds it by the tenants.plan_id foreign key instead.
         let used = sqlx::query("SELECT id FROM tenants WHERE plan_id = $1 LIMIT 1")
             .bind(id.as_str())
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&self.pool)
             .await?
             .is_some();
         if used {
-            return Err(StoreError::Conflict(format!(
-                "plan '{id}' is in use by tenants; move them to another plan first"
-            )));
+            return Err(in_use());
         }
-        let n = sqlx::query("DELETE FROM plans WHERE id = $1")
+        let n = match sqlx::query("DELETE FROM plans WHERE id = $1")
             .bind(id.as_str())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+            .execute(&self.pool)
+            .await
+        {
+            Ok(done) => done.rows_affected(),
+            Err(sqlx::Error::Database(d)) if d.is_foreign_key_violation() => return Err(in_use()),
+            Err(e) => return Err(e.into()),
+        };
         if n == 0 {
             return Err(StoreError::NotFound("plan"));
         }
-        tx.commit().await?;
         Ok(())
     }
 
@@ -530,7 +542,7 @@ impl Catalog for SqlCatalog {
                 .await?
                 .is_some();
             if !exists {
-                return Err(StoreError::Invalid(format!("plan '{plan}' does not exist")));
+                return Err(StoreError::NotFound("plan"));
             }
             if t.plan != plan.as_str() {
                 crate::usage::record_plan_in(&mut tx, id, now_secs(), plan.as_str()).await?;
@@ -996,15 +1008,13 @@ impl Catalog for SqlCatalog {
         role: &str,
     ) -> Result<WorkspaceMember> {
         self.get_workspace(tenant, ws).await?;
-        let user = self.find_user_by_email(email).await?.ok_or_else(|| {
-            StoreError::Invalid(format!(
-                "{email} is not a member of this tenant; add them to the tenant first"
-            ))
-        })?;
+        // Someone who is not a member of the tenant is no one here: add them first.
+        let user = self
+            .find_user_by_email(email)
+            .await?
+            .ok_or(StoreError::NotFound("tenant member"))?;
         if self.member_role(tenant, &user.id).await?.is_none() {
-            return Err(StoreError::Invalid(format!(
-                "{email} is not a member of this tenant; add them to the tenant first"
-            )));
+            return Err(StoreError::NotFound("tenant member"));
         }
         sqlx::query("INSERT INTO workspace_members (tenant_id, workspace_id, user_id, role, created_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, workspace_id, user_id) DO UPDATE SET role = excluded.role")
             .bind(tenant.as_str())

@@ -409,11 +409,11 @@ async fn case_create_tenant(c: &dyn Catalog) {
         "a refused create adds no member"
     );
 
-    // An unknown plan: Invalid, and nothing is created.
+    // An unknown plan: NotFound, and nothing is created.
     assert_err!(
         c.create_tenant(&new_tenant("globex", "platinum", "hank@globex.example"))
             .await,
-        StoreError::Invalid(_)
+        StoreError::NotFound("plan")
     );
     assert_err!(c.get_tenant(&tid("globex")).await, StoreError::NotFound(_));
     assert_eq!(
@@ -649,7 +649,7 @@ async fn case_update_tenant(c: &dyn Catalog) {
             },
         )
         .await,
-        StoreError::Invalid(_)
+        StoreError::NotFound("plan")
     );
     let t = c.get_tenant(&id).await.unwrap();
     assert_eq!((t.plan.as_str(), t.name.as_str()), ("professional", "Updated Name"));
@@ -1049,11 +1049,12 @@ async fn case_workspaces(c: &dyn Catalog) {
     assert_err!(c.rename_workspace(&t, "nope", "x").await, StoreError::NotFound(_));
     assert_err!(c.get_workspace(&t, "nope").await, StoreError::NotFound(_));
 
-    // Only tenant members can be added: unknown users and members of other tenants are Invalid.
+    // Only tenant members can be added: unknown users and members of other tenants are
+    // not found among the tenant's members.
     assert_err!(
         c.add_workspace_member(&t, "eng", &email("stranger@ws.example"), "guest")
             .await,
-        StoreError::Invalid(_)
+        StoreError::NotFound("tenant member")
     );
     assert_eq!(
         c.find_user_by_email(&email("stranger@ws.example")).await.unwrap(),
@@ -1063,7 +1064,7 @@ async fn case_workspaces(c: &dyn Catalog) {
     assert_err!(
         c.add_workspace_member(&t, "eng", &email("zed@ws.example"), "guest")
             .await,
-        StoreError::Invalid(_)
+        StoreError::NotFound("tenant member")
     );
     assert_eq!(c.workspace_role(&t, "eng", &zed).await.unwrap(), None);
     assert_err!(

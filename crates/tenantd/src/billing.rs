@@ -17,7 +17,7 @@ const GIB: u64 = 1 << 30;
 const DAY: i64 = 86_400;
 
 /// One line of an invoice.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Line {
     /// What is billed.
     pub description: String,
@@ -30,9 +30,10 @@ pub struct Line {
 }
 
 /// A tenant's invoice for one month.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Invoice {
     /// The tenant.
+    #[schema(value_type = String)]
     pub tenant_id: TenantId,
     /// `YYYY-MM`.
     pub period: String,
@@ -43,6 +44,7 @@ pub struct Invoice {
     /// The sum of the lines' amounts.
     pub total: String,
     /// `open` while the month runs (figures so far), `closed` after.
+    #[schema(pattern = "^(open|closed)$")]
     pub status: &'static str,
 }
 

@@ -98,6 +98,12 @@ impl Connections {
         self.open.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
+    /// Connections with a request in flight (its head read, its exchange not over).
+    pub fn busy(&self) -> usize {
+        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.values().filter(|c| c.lock().active).count()
+    }
+
     /// Whether no connection is open.
     pub fn is_empty(&self) -> bool {
         self.len() == 0

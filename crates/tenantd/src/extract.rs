@@ -18,6 +18,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
             ));
         }
         let RawBody(bytes) = RawBody::from_request(req, state).await?;
+        // Every JSON body tenantd takes is an object: a list of values would otherwise
+        // fill a struct's fields in order.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(Problem::invalid("the body must be a JSON object"));
+        }
         parse_json(&bytes).map(Json)
     }
 }
@@ -103,7 +108,9 @@ pub fn page(limit: Option<u32>, cursor: Option<String>) -> Result<tenantd_store:
     if !(1..=1000).contains(&limit) {
         return Err(Problem::invalid("limit must be between 1 and 1000"));
     }
-    Ok(tenantd_store::PageRequest { limit, after: cursor })
+    // `?cursor=` with nothing is no cursor: the first page.
+    let after = cursor.filter(|c| !c.is_empty());
+    Ok(tenantd_store::PageRequest { limit, after })
 }
 
 /// The largest body the JSON endpoints read (`max_body_bytes`), as the router puts it in

@@ -2,6 +2,7 @@
 use crate::app::State;
 use crate::billing::{inputs, invoice, Invoice};
 use crate::error::ApiResult;
+use crate::routes::openapi::TenantPath;
 use axum::extract::{Path, State as S};
 use axum::response::{IntoResponse, Response};
 use http::{header, HeaderMap, HeaderValue};
@@ -9,6 +10,26 @@ use serde_json::json;
 use tenantd_core::{now_secs, TenantStatus};
 use tenantd_edge::{Ctx, Problem, TenantContext};
 use tenantd_store::{PageRequest, TenantFilter};
+
+/// `{period}`: a month.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub struct PeriodPath {
+    /// `YYYY-MM`, from 1970-01.
+    #[param(pattern = "^(19[7-9][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])$")]
+    period: String,
+}
+
+/// The operator's billing report.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct Report {
+    /// `YYYY-MM`.
+    period: String,
+    /// Every tenant with something to bill.
+    invoices: Vec<Invoice>,
+}
 
 fn month(raw: &str) -> Result<(i32, u8), Problem> {
     tenantd_core::ts::parse_year_month(raw)
@@ -18,7 +39,7 @@ fn month(raw: &str) -> Result<(i32, u8), Problem> {
 /// A tenant's invoice for a month (`invoices:read`): the plan's price prorated over the
 /// time on each plan, API calls above the included quota, storage above the plan. A month
 /// still running is `open` (figures so far).
-#[utoipa::path(get, path = "/v1/tenants/{id}/invoices/{period}", tag = "billing", params(("id" = String, Path), ("period" = String, Path, description = "YYYY-MM")), responses((status = 200, description = "`{\"tenant_id\",\"period\",\"currency\",\"lines\":[{\"description\",\"quantity\",\"unit_price\",\"amount\"}],\"total\",\"status\"}`, decimal strings")))]
+#[utoipa::path(get, path = "/v1/tenants/{id}/invoices/{period}", tag = "billing", params(TenantPath, PeriodPath), responses((status = 200, description = "The invoice; figures are decimal strings", body = Invoice)))]
 pub async fn tenant_invoice(
     S(state): S<State>,
     ctx: TenantContext,
@@ -41,7 +62,7 @@ fn csv_field(s: &str) -> String {
 /// Every tenant's invoice for a month (operators): JSON, or CSV (one row per line, then
 /// one `total` row per tenant) with `Accept: text/csv`. Deleted tenants are included
 /// while their record is retained.
-#[utoipa::path(get, path = "/v1/billing/{period}", tag = "billing", params(("period" = String, Path, description = "YYYY-MM")), responses((status = 200, description = "`{\"period\",\"invoices\":[invoice]}`, or text/csv with columns tenant_id,period,currency,description,quantity,unit_price,amount")))]
+#[utoipa::path(get, path = "/v1/billing/{period}", tag = "billing", params(PeriodPath), responses((status = 200, description = "Every tenant's invoice; with `Accept: text/csv`, CSV with columns tenant_id,period,currency,description,quantity,unit_price,amount", content((Report = "application/json"), (String = "text/csv")))))]
 pub async fn report(
     S(state): S<State>,
     ctx: Ctx,

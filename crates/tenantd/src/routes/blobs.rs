@@ -21,8 +21,15 @@ const CHUNK: usize = 256 * 1024;
 const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// `{*path}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
 pub struct BlobPath {
+    /// 1 to 1024 characters of `/`-separated segments: none empty, `.` or `..`, and no
+    /// control characters.
+    #[param(
+        max_length = 1024,
+        pattern = "^[^/\\x00-\\x1f\\x7f-\\x9f]+(/[^/\\x00-\\x1f\\x7f-\\x9f]+)*$"
+    )]
     path: String,
 }
 
@@ -31,7 +38,7 @@ pub struct BlobPath {
 /// `201` when new, `200` when it replaced one, with `ETag`; `413` past
 /// `max_blob_bytes`; `429` when it would pass a hard `storage_bytes` limit (nothing is
 /// stored).
-#[utoipa::path(put, path = "/v1/data/blobs/{*path}", tag = "data", params(("path" = String, Path, description = "1 to 1024 bytes, '/'-separated")), request_body(content = Vec<u8>, content_type = "application/octet-stream"), responses((status = 201, description = "`{\"path\",\"content_type\",\"size_bytes\",\"sha256\",\"version\",\"created_at\",\"updated_at\"}`"), (status = 200, description = "Replaced"), (status = 413, description = "Larger than max_blob_bytes"), (status = 429, description = "Over the storage limit")))]
+#[utoipa::path(put, path = "/v1/data/blobs/{*path}", tag = "data", params(BlobPath), request_body(content = Option<crate::routes::openapi::Bytes>, content_type = "application/octet-stream", description = "The content (may be empty). Any `Content-Type` is taken and kept with the blob (default `application/octet-stream`)"), responses((status = 201, description = "Stored", body = Blob), (status = 200, description = "Replaced", body = Blob)))]
 pub async fn put(
     S(state): S<State>,
     ctx: TenantContext,
@@ -207,7 +214,7 @@ fn runs_in_a_browser(content_type: &str) -> bool {
 
 /// A blob's content (`blobs:read`), streamed, with its `Content-Type`, `Content-Length`
 /// and `ETag`, served so no browser runs it ([`served_safely`]).
-#[utoipa::path(get, path = "/v1/data/blobs/{*path}", tag = "data", params(("path" = String, Path)), responses((status = 200, description = "The content"), (status = 404, description = "No such blob for this tenant")))]
+#[utoipa::path(get, path = "/v1/data/blobs/{*path}", tag = "data", params(BlobPath), responses((status = 200, description = "The content, with the type it was stored with", content_type = "*/*", body = crate::routes::openapi::Bytes)))]
 pub async fn get(S(state): S<State>, ctx: TenantContext, Path(p): Path<BlobPath>) -> ApiResult<Response> {
     ctx.require("blobs:read")?;
     check_blob_path(&p.path).map_err(data_err)?;
@@ -244,7 +251,7 @@ pub async fn get(S(state): S<State>, ctx: TenantContext, Path(p): Path<BlobPath>
 }
 
 /// Deletes a blob (`blobs:write`): `204`; `404` if this tenant has none at that path.
-#[utoipa::path(delete, path = "/v1/data/blobs/{*path}", tag = "data", params(("path" = String, Path)), responses((status = 204, description = "Deleted"), (status = 404, description = "No such blob for this tenant")))]
+#[utoipa::path(delete, path = "/v1/data/blobs/{*path}", tag = "data", params(BlobPath), responses((status = 204, description = "Deleted")))]
 pub async fn delete(S(state): S<State>, ctx: TenantContext, Path(p): Path<BlobPath>) -> ApiResult<StatusCode> {
     ctx.require("blobs:write")?;
     check_blob_path(&p.path).map_err(data_err)?;
@@ -258,15 +265,16 @@ pub async fn delete(S(state): S<State>, ctx: TenantContext, Path(p): Path<BlobPa
 pub struct ListBlobs {
     /// Only paths starting with this.
     prefix: Option<String>,
-    /// 1 to 1000, default 50.
+    /// Items per page: 1 to 1000 (default 50).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
-    /// From the previous page.
+    /// The previous page's `next_cursor`, as it was given (any other value is `400`).
     cursor: Option<String>,
 }
 
 /// The tenant's blobs by path, a page at a time (`blobs:read`), optionally only those
 /// under `?prefix=`.
-#[utoipa::path(get, path = "/v1/data/blobs", tag = "data", params(ListBlobs), responses((status = 200, description = "`{\"items\": [blob], \"next_cursor\"?}`")))]
+#[utoipa::path(get, path = "/v1/data/blobs", tag = "data", params(ListBlobs), responses((status = 200, description = "A page of blobs, by path", body = tenantd_store::Page<Blob>)))]
 pub async fn list(
     S(state): S<State>,
     ctx: TenantContext,

@@ -4,11 +4,12 @@ use crate::app::State;
 use crate::error::ApiResult;
 use crate::extract::Json;
 use crate::routes::data::{data_err, scope};
+use crate::routes::openapi::JsonValue;
 use crate::routes::usage::{deleted, freed, StorageLevel};
 use axum::extract::{Path, State as S};
 use http::StatusCode;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tenantd_data::{check_cache_key, check_tag, CacheEntry, CacheSelector};
 use tenantd_edge::{Problem, TenantContext};
 
@@ -18,8 +19,11 @@ const MAX_TTL: u64 = 365 * 24 * 3600;
 const MAX_TAGS: usize = 32;
 
 /// `{*key}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
 pub struct KeyPath {
+    /// 1 to 512 characters, no control characters.
+    #[param(max_length = 512, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]+$")]
     key: String,
 }
 
@@ -28,18 +32,35 @@ pub struct KeyPath {
 #[serde(deny_unknown_fields)]
 pub struct PutCache {
     /// Any JSON value.
+    #[schema(value_type = JsonValue)]
     value: Value,
     /// 1 to 31,536,000; without it the entry stays until deleted.
+    #[schema(minimum = 1, maximum = 31536000)]
+    #[serde(default, deserialize_with = "tenantd_core::whole::opt_u64")]
     ttl_seconds: Option<u64>,
     /// Up to 32 tags (1 to 64 letters, digits, '_', '-', '.' or ':'), to delete by.
     #[serde(default)]
+    #[schema(max_items = 32, value_type = Vec<Tag>)]
     tags: Vec<String>,
+}
+
+/// A cache tag: 1 to 64 letters, digits, `_`, `-`, `.` or `:`.
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = String, pattern = "^[A-Za-z0-9_.:-]{1,64}$")]
+#[allow(dead_code)]
+pub struct Tag(String);
+
+/// What a delete by prefix or tag removed.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Deleted {
+    /// Entries removed.
+    deleted: u64,
 }
 
 /// Sets a cache entry (`cache:write`): `200` with the entry; `429` when it would pass
 /// a hard `storage_bytes` limit (nothing is written). Expired entries are removed, and
 /// stop counting, as the tenant writes.
-#[utoipa::path(put, path = "/v1/data/cache/{*key}", tag = "data", params(("key" = String, Path)), request_body = PutCache, responses((status = 200, description = "`{\"key\",\"value\",\"tags\",\"expires_at\",\"updated_at\"}`"), (status = 429, description = "Over the storage limit")))]
+#[utoipa::path(put, path = "/v1/data/cache/{*key}", tag = "data", params(KeyPath), request_body = PutCache, responses((status = 200, description = "The entry", body = CacheEntry)))]
 pub async fn put(
     S(state): S<State>,
     ctx: TenantContext,
@@ -67,7 +88,7 @@ pub async fn put(
 }
 
 /// A cache entry that has not expired (`cache:read`).
-#[utoipa::path(get, path = "/v1/data/cache/{*key}", tag = "data", params(("key" = String, Path)), responses((status = 200, description = "The entry"), (status = 404, description = "No such entry, or it expired")))]
+#[utoipa::path(get, path = "/v1/data/cache/{*key}", tag = "data", params(KeyPath), responses((status = 200, description = "The entry", body = CacheEntry)))]
 pub async fn get(S(state): S<State>, ctx: TenantContext, Path(p): Path<KeyPath>) -> ApiResult<axum::Json<CacheEntry>> {
     ctx.require("cache:read")?;
     check_cache_key(&p.key).map_err(data_err)?;
@@ -81,7 +102,7 @@ pub async fn get(S(state): S<State>, ctx: TenantContext, Path(p): Path<KeyPath>)
 }
 
 /// Deletes a cache entry (`cache:write`): `204`; `404` if there is none.
-#[utoipa::path(delete, path = "/v1/data/cache/{*key}", tag = "data", params(("key" = String, Path)), responses((status = 204, description = "Deleted"), (status = 404, description = "No such entry")))]
+#[utoipa::path(delete, path = "/v1/data/cache/{*key}", tag = "data", params(KeyPath), responses((status = 204, description = "Deleted")))]
 pub async fn delete(S(state): S<State>, ctx: TenantContext, Path(p): Path<KeyPath>) -> ApiResult<StatusCode> {
     ctx.require("cache:write")?;
     check_cache_key(&p.key).map_err(data_err)?;
@@ -101,20 +122,22 @@ pub async fn delete(S(state): S<State>, ctx: TenantContext, Path(p): Path<KeyPat
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteMany {
-    /// Every key starting with this (1 to 512 bytes).
+    /// Every key starting with this (1 to 512 characters, no control characters).
+    #[param(max_length = 512, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]+$")]
     prefix: Option<String>,
     /// Every entry with this tag.
+    #[param(pattern = "^[A-Za-z0-9_.:-]{1,64}$")]
     tag: Option<String>,
 }
 
 /// Deletes every entry under `?prefix=` or with `?tag=` (`cache:write`):
 /// `{"deleted": n}`.
-#[utoipa::path(delete, path = "/v1/data/cache", tag = "data", params(DeleteMany), responses((status = 200, description = "`{\"deleted\": n}`")))]
+#[utoipa::path(delete, path = "/v1/data/cache", tag = "data", params(DeleteMany), responses((status = 200, description = "How many entries were removed", body = Deleted)))]
 pub async fn delete_many(
     S(state): S<State>,
     ctx: TenantContext,
     crate::extract::Query(q): crate::extract::Query<DeleteMany>,
-) -> ApiResult<axum::Json<Value>> {
+) -> ApiResult<axum::Json<Deleted>> {
     ctx.require("cache:write")?;
     let which = match (&q.prefix, &q.tag) {
         (Some(p), None) => {
@@ -128,5 +151,7 @@ pub async fn delete_many(
         _ => return Err(Problem::invalid("give exactly one of ?prefix= and ?tag=").into()),
     };
     let deleted = scope(&state, &ctx).await?.delete_cache(which).await;
-    Ok(axum::Json(json!({"deleted": freed(&state, &ctx, deleted).await?})))
+    Ok(axum::Json(Deleted {
+        deleted: freed(&state, &ctx, deleted).await?,
+    }))
 }

@@ -3,6 +3,7 @@
 use crate::app::State;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Json;
+use crate::routes::openapi::{PageParams, RecordDoc};
 use crate::routes::usage::StorageLevel;
 use axum::extract::{Path, State as S};
 use axum::response::{IntoResponse, Response};
@@ -67,20 +68,39 @@ fn object(v: Value) -> Result<Map<String, Value>, Problem> {
 }
 
 /// `{c}` in the path.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
 pub struct CollectionPath {
+    /// The collection: 1–128 of letters, digits, `_`, `-` or `.`.
+    #[param(pattern = "^[A-Za-z0-9_.-]{1,128}$")]
     c: String,
 }
 
 /// `{c}` and `{rid}` in the path.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
 pub struct RecordPath {
+    /// The collection: 1–128 of letters, digits, `_`, `-` or `.`.
+    #[param(pattern = "^[A-Za-z0-9_.-]{1,128}$")]
     c: String,
+    /// The record's id (tenantd makes `rec_…`): 1–128 of letters, digits, `_`, `-` or
+    /// `.`.
+    #[param(pattern = "^[A-Za-z0-9_.-]{1,128}$")]
     rid: String,
 }
 
+/// `If-Match` on a write.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub struct IfMatch {
+    /// Apply only at this version: the record's `ETag` (`"3"`), or `*` for any.
+    #[param(rename = "If-Match", pattern = "^(\\*|\"[0-9]{1,18}\")$")]
+    if_match: Option<String>,
+}
+
 /// Creates a record with a new id (`records:write`): `201` with the record and its `ETag`.
-#[utoipa::path(post, path = "/v1/data/collections/{c}/records", tag = "data", params(("c" = String, Path)), request_body(content = Object, description = "The record: a JSON object"), responses((status = 201, description = "`{\"id\",\"collection\",\"data\",\"version\",\"created_at\",\"updated_at\"}`, with `ETag`")))]
+#[utoipa::path(post, path = "/v1/data/collections/{c}/records", tag = "data", params(CollectionPath), request_body = RecordDoc, responses((status = 201, description = "The record, with its `ETag` and `Location`", body = Record)))]
 pub async fn create(
     S(state): S<State>,
     ctx: TenantContext,
@@ -101,7 +121,7 @@ pub async fn create(
 }
 
 /// A record (`records:read`), with its `ETag`.
-#[utoipa::path(get, path = "/v1/data/collections/{c}/records/{rid}", tag = "data", params(("c" = String, Path), ("rid" = String, Path)), responses((status = 200, description = "The record, with `ETag`"), (status = 404, description = "No such record for this tenant")))]
+#[utoipa::path(get, path = "/v1/data/collections/{c}/records/{rid}", tag = "data", params(RecordPath), responses((status = 200, description = "The record, with its `ETag`", body = Record)))]
 pub async fn get(S(state): S<State>, ctx: TenantContext, Path(p): Path<RecordPath>) -> ApiResult<Response> {
     ctx.require("records:read")?;
     let r = scope(&state, &ctx)
@@ -188,7 +208,7 @@ impl Filter {
 /// The collection's records by id, a page at a time (`records:read`). `?limit=` (1 to
 /// 1000, default 50) and `?cursor=`; any other parameter filters on a top-level field:
 /// `status=paid`, `total[gte]=10` (`gt`, `gte`, `lt`, `lte`).
-#[utoipa::path(get, path = "/v1/data/collections/{c}/records", tag = "data", params(("c" = String, Path), ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)), responses((status = 200, description = "`{\"items\": [record], \"next_cursor\"?}`")))]
+#[utoipa::path(get, path = "/v1/data/collections/{c}/records", tag = "data", params(CollectionPath, PageParams), responses((status = 200, description = "A page of records, by id", body = tenantd_store::Page<Record>)))]
 pub async fn list(
     S(state): S<State>,
     ctx: TenantContext,
@@ -243,7 +263,7 @@ fn if_match(headers: &HeaderMap) -> Result<Option<i64>, Problem> {
 
 /// Changes a record with a JSON merge patch (RFC 7396: `null` removes a field)
 /// (`records:write`). With `If-Match`, only at that version: otherwise `409 conflict`.
-#[utoipa::path(patch, path = "/v1/data/collections/{c}/records/{rid}", tag = "data", params(("c" = String, Path), ("rid" = String, Path)), request_body(content = Object, description = "A JSON merge patch"), responses((status = 200, description = "The record, with its new `ETag`"), (status = 409, description = "The record changed since the `If-Match` version")))]
+#[utoipa::path(patch, path = "/v1/data/collections/{c}/records/{rid}", tag = "data", params(RecordPath, IfMatch), request_body(content = RecordDoc, description = "A JSON merge patch (RFC 7386)"), responses((status = 200, description = "The record, with its new `ETag`", body = Record)))]
 pub async fn patch(
     S(state): S<State>,
     ctx: TenantContext,
@@ -320,7 +340,7 @@ fn merge(target: &mut Map<String, Value>, key: String, patch: Value) {
 }
 
 /// Deletes a record (`records:write`): `204`; `404` if this tenant has no such record.
-#[utoipa::path(delete, path = "/v1/data/collections/{c}/records/{rid}", tag = "data", params(("c" = String, Path), ("rid" = String, Path)), responses((status = 204, description = "Deleted"), (status = 404, description = "No such record for this tenant")))]
+#[utoipa::path(delete, path = "/v1/data/collections/{c}/records/{rid}", tag = "data", params(RecordPath), responses((status = 204, description = "Deleted")))]
 pub async fn delete(S(state): S<State>, ctx: TenantContext, Path(p): Path<RecordPath>) -> ApiResult<StatusCode> {
     ctx.require("records:write")?;
     let written = scope(&state, &ctx).await?.delete_record(&p.c, &p.rid).await;

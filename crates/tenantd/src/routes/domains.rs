@@ -3,6 +3,7 @@
 use crate::app::State;
 use crate::error::ApiResult;
 use crate::extract::{Json, RawBody};
+use crate::routes::openapi::{Items, TenantPath};
 use axum::extract::{Path, State as S};
 use http::StatusCode;
 use tenantd_core::{now_secs, Code};
@@ -13,7 +14,12 @@ use tenantd_store::Domain;
 #[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddDomain {
-    /// A DNS name such as `app.customer.com`.
+    /// A DNS name such as `app.customer.com` (lower-cased): labels of `a-z 0-9 -`, the
+    /// last starting with a letter, no port, scheme or trailing dot.
+    #[schema(
+        max_length = 253,
+        pattern = "^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)+[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$"
+    )]
     host: String,
 }
 
@@ -26,24 +32,50 @@ pub struct VerifyDomain {
     skip_check: bool,
 }
 
-#[derive(serde::Deserialize)]
+/// `{id}/domains/{host}`.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
 pub struct HostPath {
+    /// A host the tenant claimed.
     host: String,
 }
 
-fn with_instructions(state: &State, d: &Domain) -> serde_json::Value {
-    let mut v = serde_json::to_value(d).expect("a domain serialises");
-    v["verified"] = serde_json::Value::Bool(d.verified_at.is_some());
-    v["verification"] = serde_json::json!({
-        "method": "http",
-        "url": state.cfg.domain_verification_url.replace("{host}", &d.host),
-        "body": d.token,
-    });
-    v
+/// A claimed domain, with how to prove control of it.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct DomainView {
+    #[serde(flatten)]
+    domain: Domain,
+    /// Whether it is verified (then requests with this `Host` are for the tenant).
+    verified: bool,
+    /// What to serve where.
+    verification: Verification,
+}
+
+/// How to verify a domain: serve `body` at `url`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Verification {
+    /// Always `http`.
+    method: &'static str,
+    /// Where tenantd fetches the proof.
+    url: String,
+    /// What it must find there.
+    body: String,
+}
+
+fn with_instructions(state: &State, d: &Domain) -> DomainView {
+    DomainView {
+        domain: d.clone(),
+        verified: d.verified_at.is_some(),
+        verification: Verification {
+            method: "http",
+            url: state.cfg.domain_verification_url.replace("{host}", &d.host),
+            body: d.token.clone(),
+        },
+    }
 }
 
 /// The tenant's custom domains (`domains:read`).
-#[utoipa::path(get, path = "/v1/tenants/{id}/domains", tag = "tenants", params(("id" = String, Path)), responses((status = 200, description = "`{\"items\": [domain]}`")))]
+#[utoipa::path(get, path = "/v1/tenants/{id}/domains", tag = "tenants", params(TenantPath), responses((status = 200, description = "The tenant's domains", body = Items<DomainView>)))]
 pub async fn list(S(state): S<State>, ctx: TenantContext) -> ApiResult<axum::Json<serde_json::Value>> {
     ctx.require("domains:read")?;
     let items: Vec<_> = state
@@ -57,12 +89,12 @@ pub async fn list(S(state): S<State>, ctx: TenantContext) -> ApiResult<axum::Jso
 }
 
 /// Claims a host (`domains:manage`); the answer says what to serve where to verify it.
-#[utoipa::path(post, path = "/v1/tenants/{id}/domains", tag = "tenants", params(("id" = String, Path)), request_body = AddDomain, responses((status = 201, description = "The domain with `verification` {method, url, body}"), (status = 409, description = "Already registered")))]
+#[utoipa::path(post, path = "/v1/tenants/{id}/domains", tag = "tenants", params(TenantPath), request_body = AddDomain, responses((status = 201, description = "The domain, with how to verify it", body = DomainView)))]
 pub async fn add(
     S(state): S<State>,
     ctx: TenantContext,
     Json(b): Json<AddDomain>,
-) -> ApiResult<(StatusCode, axum::Json<serde_json::Value>)> {
+) -> ApiResult<(StatusCode, axum::Json<DomainView>)> {
     ctx.require("domains:manage")?;
     let host = tenantd_core::ids::parse_host(&b.host)?;
     if let Some(base) = state.cfg.base_domain.as_deref() {
@@ -87,19 +119,19 @@ pub async fn add(
 
 /// Fetches the proof from the verification URL and, when it matches, verifies the host
 /// (`domains:manage`). Operators may pass `{"skip_check": true}`.
-#[utoipa::path(post, path = "/v1/tenants/{id}/domains/{host}/verify", tag = "tenants", params(("id" = String, Path), ("host" = String, Path)), request_body = VerifyDomain, responses((status = 200, description = "The verified domain"), (status = 409, description = "The proof was not found")))]
+#[utoipa::path(post, path = "/v1/tenants/{id}/domains/{host}/verify", tag = "tenants", params(TenantPath, HostPath), request_body(content = Option<VerifyDomain>, description = "Optional"), responses((status = 200, description = "The verified domain", body = DomainView)))]
 pub async fn verify(
     S(state): S<State>,
     ctx: TenantContext,
     Path(p): Path<HostPath>,
     RawBody(body): RawBody,
-) -> ApiResult<axum::Json<serde_json::Value>> {
+) -> ApiResult<axum::Json<DomainView>> {
     ctx.require("domains:manage")?;
     // The body is optional.
     let b: VerifyDomain = if body.is_empty() {
         VerifyDomain::default()
     } else {
-        crate::extract::parse_json(&body)?
+        crate::extract::parse_json::<Option<VerifyDomain>>(&body)?.unwrap_or_default()
     };
     let d = state
         .catalog
@@ -158,7 +190,7 @@ async fn fetch_proof(url: &str) -> Result<String, String> {
 }
 
 /// Releases a host (`domains:manage`).
-#[utoipa::path(delete, path = "/v1/tenants/{id}/domains/{host}", tag = "tenants", params(("id" = String, Path), ("host" = String, Path)), responses((status = 204, description = "Released")))]
+#[utoipa::path(delete, path = "/v1/tenants/{id}/domains/{host}", tag = "tenants", params(TenantPath, HostPath), responses((status = 204, description = "Released")))]
 pub async fn delete(S(state): S<State>, ctx: TenantContext, Path(p): Path<HostPath>) -> ApiResult<StatusCode> {
     ctx.require("domains:manage")?;
     let host = p.host.to_ascii_lowercase();

@@ -13,9 +13,8 @@ use tenantd_edge::remote::{DecideRequest, DecideResponse};
 /// "headers"}` or `{"decision": "refused", "problem", "headers"}`; the asker renders the
 /// refusal. This call itself needs no credential and counts nothing: the decision it asks
 /// for is the caller's own.
-#[utoipa::path(post, path = "/v1/edge/decide", tag = "edge", security(()),
-    request_body(content = Object, description = "`{\"request_id\", \"path\", \"query\"?, \"host\"?, \"tenant_header\"?, \"tenant_header_alias\"?, \"bearer\"?, \"cost\"?, \"permission\"?}`"),
-    responses((status = 200, description = "The decision: `admitted` with the request context and rate-limit headers, or `refused` with the problem+json body and its headers"), (status = 400, description = "A field is malformed")))]
+#[utoipa::path(post, path = "/v1/edge/decide", tag = "edge", security(()), request_body = DecideRequest,
+    responses((status = 200, description = "The decision: `admitted` with the request context and rate-limit headers, or `refused` with the problem+json body and its headers", body = DecideResponse)))]
 pub async fn decide(S(state): S<State>, Json(req): Json<DecideRequest>) -> ApiResult<axum::Json<DecideResponse>> {
     let info = req.info()?;
     let decided = state.edge.decide(&info, req.request_id.clone()).await;

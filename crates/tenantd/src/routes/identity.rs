@@ -2,6 +2,7 @@
 use crate::app::State;
 use crate::error::ApiResult;
 use crate::extract::{page, Json, Query, RawBody};
+use crate::routes::openapi::TenantPath;
 use axum::extract::{Path, State as S};
 use http::HeaderMap;
 use tenantd_core::{now_secs, TenantId, TenantStatus};
@@ -11,7 +12,7 @@ use tenantd_edge::{builtin_role, Ctx, Principal, Problem, TenantContext};
 use tenantd_store::{AuditEvent, AuditFilter, Page};
 
 /// The caller: its kind, and for users every tenant with the role there.
-#[utoipa::path(get, path = "/v1/me", tag = "identity", responses((status = 200, description = "`{\"type\",\"id\",…,\"tenants\":[{\"tenant_id\",\"role\"}]}`"), (status = 401, description = "unauthenticated")))]
+#[utoipa::path(get, path = "/v1/me", tag = "identity", responses((status = 200, description = "The caller", body = Me)))]
 pub async fn me(S(state): S<State>, ctx: Ctx) -> ApiResult<axum::Json<serde_json::Value>> {
     Ok(axum::Json(match ctx.principal()? {
         Principal::Operator => {
@@ -34,22 +35,74 @@ pub async fn me(S(state): S<State>, ctx: Ctx) -> ApiResult<axum::Json<serde_json
     }))
 }
 
+/// `GET /v1/me`: the caller.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct Me {
+    /// `operator`, `api_key` or `user`.
+    #[schema(pattern = "^(operator|api_key|user)$")]
+    r#type: String,
+    /// `operator`, `key_…` or `usr_…`.
+    id: String,
+    /// Users only.
+    email: Option<String>,
+    /// API keys only: the key's tenant.
+    tenant_id: Option<String>,
+    /// The tenants it acts for, with its role in each.
+    tenants: Vec<MeTenant>,
+}
+
+/// One tenant of the caller's.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct MeTenant {
+    /// The tenant.
+    tenant_id: String,
+    /// The role there (`null` for a key whose role is gone).
+    role: Option<String>,
+}
+
+/// `POST /v1/authorize` answer.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Authorized {
+    /// Whether the principal may.
+    allowed: bool,
+    /// The role it holds there; `null` when it belongs to no such tenant.
+    role: Option<String>,
+}
+
+/// A tenantd JWT, as `/v1/token` and the mint endpoint answer (RFC 8693).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct TokenResponse {
+    /// The JWT.
+    access_token: String,
+    /// `urn:ietf:params:oauth:token-type:jwt`.
+    issued_token_type: &'static str,
+    /// `Bearer`.
+    token_type: &'static str,
+    /// Seconds it is valid for.
+    expires_in: i64,
+}
+
 /// `POST /v1/authorize` body.
 #[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuthorizeBody {
     /// The tenant asked about.
+    #[schema(pattern = "^[A-Za-z0-9]([A-Za-z0-9-]{0,37}[A-Za-z0-9])?$")]
     tenant_id: String,
     /// `resource:action`.
+    #[schema(pattern = "^(\\*|(\\*|[A-Za-z0-9_.-]{1,64}):(\\*|[A-Za-z0-9_.-]{1,64}))$")]
     permission: String,
     /// Ask within this workspace.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     workspace_id: Option<String>,
 }
 
 /// Whether the bearer's principal may do `permission` in a tenant (and workspace).
 /// Tenants the principal does not belong to answer `allowed: false, role: null`, the same
 /// whether or not they exist.
-#[utoipa::path(post, path = "/v1/authorize", tag = "identity", request_body = AuthorizeBody, responses((status = 200, description = "`{\"allowed\": bool, \"role\": string|null}`")))]
+#[utoipa::path(post, path = "/v1/authorize", tag = "identity", request_body = AuthorizeBody, responses((status = 200, description = "Whether it may, and with which role", body = Authorized)))]
 pub async fn authorize(
     S(state): S<State>,
     ctx: Ctx,
@@ -58,6 +111,9 @@ pub async fn authorize(
     let principal = ctx.principal()?;
     let tenant = TenantId::parse_with(&b.tenant_id, true)?;
     tenantd_core::Permission::parse(&b.permission).map_err(|e| Problem::invalid(e.to_string()))?;
+    if let Some(ws) = &b.workspace_id {
+        tenantd_core::WorkspaceId::parse(ws)?;
+    }
     let no = || axum::Json(serde_json::json!({"allowed": false, "role": null}));
     // A guest stays read-only inside its workspaces, whatever role it holds there.
     let mut read_only = false;
@@ -112,22 +168,25 @@ pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchang
 #[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 pub struct TokenRequest {
     /// `urn:ietf:params:oauth:grant-type:token-exchange`.
+    #[schema(pattern = "^urn:ietf:params:oauth:grant-type:token-exchange$")]
     grant_type: String,
     /// The provider's ID token.
     subject_token: String,
     /// `urn:ietf:params:oauth:token-type:id_token` (or `…:jwt`).
+    #[schema(pattern = "^urn:ietf:params:oauth:token-type:(id_token|jwt)$")]
     subject_token_type: String,
     /// Bind the token to this tenant (`tid`), of which the user must be a member.
+    #[schema(pattern = "^[A-Za-z0-9]([A-Za-z0-9-]{0,37}[A-Za-z0-9])?$")]
     tenant_id: Option<String>,
 }
 
-fn token_response(state: &State, claims: &Claims) -> serde_json::Value {
-    serde_json::json!({
-        "access_token": state.edge.signer().sign(claims),
-        "issued_token_type": "urn:ietf:params:oauth:token-type:jwt",
-        "token_type": "Bearer",
-        "expires_in": claims.exp - claims.iat,
-    })
+fn token_response(state: &State, claims: &Claims) -> TokenResponse {
+    TokenResponse {
+        access_token: state.edge.signer().sign(claims),
+        issued_token_type: "urn:ietf:params:oauth:token-type:jwt",
+        token_type: "Bearer",
+        expires_in: claims.exp - claims.iat,
+    }
 }
 
 fn claims(
@@ -155,13 +214,13 @@ fn claims(
 }
 
 /// Exchanges the configured OpenID provider's ID token for a tenantd JWT (RFC 8693).
-#[utoipa::path(post, path = "/v1/token", tag = "identity", security(()), request_body(content = TokenRequest, content_type = "application/x-www-form-urlencoded"), responses((status = 200, description = "`{\"access_token\",\"issued_token_type\",\"token_type\",\"expires_in\"}`"), (status = 401, description = "The ID token was refused")))]
+#[utoipa::path(post, path = "/v1/token", tag = "identity", security(()), request_body(content = TokenRequest, content_type = "application/x-www-form-urlencoded"), responses((status = 200, description = "A tenantd JWT", body = TokenResponse)))]
 pub async fn token(
     S(state): S<State>,
     ctx: Ctx,
     headers: HeaderMap,
     RawBody(body): RawBody,
-) -> ApiResult<axum::Json<serde_json::Value>> {
+) -> ApiResult<axum::Json<TokenResponse>> {
     let json = headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -183,7 +242,10 @@ pub async fn token(
         return Err(Problem::invalid("subject_token_type must be urn:ietf:params:oauth:token-type:id_token").into());
     }
     let oidc = state.edge.oidc().ok_or_else(|| {
-        Problem::invalid("token exchange is not configured on this server ([oidc] in the config file)")
+        Problem::new(
+            tenantd_core::Code::NotFound,
+            "token exchange is not configured on this server ([oidc] in the config file)",
+        )
     })?;
     let who = oidc
         .verify(&req.subject_token)
@@ -225,18 +287,22 @@ pub async fn token(
     Ok(axum::Json(token_response(&state, &c)))
 }
 
-#[derive(serde::Deserialize)]
+/// `{id}/members/{user_id}/token`.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
 pub struct MintPath {
+    /// The member's user id.
+    #[param(pattern = "^usr_[a-z2-7]{20}$")]
     user_id: String,
 }
 
 /// Mints a tenantd JWT for a member (operator; audited).
-#[utoipa::path(post, path = "/v1/tenants/{id}/members/{user_id}/token", tag = "identity", params(("id" = String, Path), ("user_id" = String, Path)), responses((status = 200, description = "As /v1/token"), (status = 404, description = "Not a member")))]
+#[utoipa::path(post, path = "/v1/tenants/{id}/members/{user_id}/token", tag = "identity", params(TenantPath, MintPath), responses((status = 200, description = "A tenantd JWT for the member", body = TokenResponse)))]
 pub async fn mint(
     S(state): S<State>,
     ctx: TenantContext,
     Path(p): Path<MintPath>,
-) -> ApiResult<axum::Json<serde_json::Value>> {
+) -> ApiResult<axum::Json<TokenResponse>> {
     ctx.request().require_operator()?;
     let role = state
         .catalog
@@ -262,24 +328,32 @@ pub async fn mint(
     Ok(axum::Json(token_response(&state, &c)))
 }
 
-/// Audit query.
+/// A tenant's audit query.
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     /// `noun.verb`, e.g. `security.cross_tenant_attempt`.
     action: Option<String>,
     /// `operator`, `usr_…`, `key_…`.
     actor: Option<String>,
     /// RFC 3339, inclusive.
+    #[param(format = DateTime)]
     since: Option<String>,
     /// RFC 3339, exclusive.
+    #[param(format = DateTime)]
     until: Option<String>,
-    /// Only this tenant (operator view only).
-    tenant_id: Option<String>,
-    /// 1..=1000, default 50.
+    /// Items per page: 1 to 1000 (default 50).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
-    /// `next_cursor` of the previous page.
+    /// The previous page's `next_cursor`, as it was given (any other value is `400`).
     cursor: Option<String>,
+}
+
+/// The operator's audit query adds which tenant.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TenantFilter {
+    /// Only this tenant's events.
+    tenant_id: Option<String>,
 }
 
 fn filter(q: &AuditQuery, tenant: Option<String>) -> ApiResult<AuditFilter> {
@@ -298,16 +372,13 @@ fn filter(q: &AuditQuery, tenant: Option<String>) -> ApiResult<AuditFilter> {
 }
 
 /// The tenant's audit trail, newest first (`audit:read`).
-#[utoipa::path(get, path = "/v1/tenants/{id}/audit", tag = "identity", params(("id" = String, Path), AuditQuery), responses((status = 200, description = "`{\"items\": [event], \"next_cursor\"?}`")))]
+#[utoipa::path(get, path = "/v1/tenants/{id}/audit", tag = "identity", params(TenantPath, AuditQuery), responses((status = 200, description = "A page of the tenant's audit events, newest first", body = Page<AuditEvent>)))]
 pub async fn tenant_audit(
     S(state): S<State>,
     ctx: TenantContext,
     Query(q): Query<AuditQuery>,
 ) -> ApiResult<axum::Json<Page<AuditEvent>>> {
     ctx.require("audit:read")?;
-    if q.tenant_id.is_some() {
-        return Err(Problem::invalid("tenant_id is not a filter here: the tenant is the one in the path").into());
-    }
     let f = filter(&q, Some(ctx.tenant_id().to_string()))?;
     Ok(axum::Json(
         state.catalog.list_audit(&f, &page(q.limit, q.cursor.clone())?).await?,
@@ -315,14 +386,15 @@ pub async fn tenant_audit(
 }
 
 /// Every audit event, security events included (operator).
-#[utoipa::path(get, path = "/v1/audit", tag = "identity", params(AuditQuery), responses((status = 200, description = "`{\"items\": [event], \"next_cursor\"?}`")))]
+#[utoipa::path(get, path = "/v1/audit", tag = "identity", params(AuditQuery, TenantFilter), responses((status = 200, description = "A page of audit events, newest first", body = Page<AuditEvent>)))]
 pub async fn audit(
     S(state): S<State>,
     ctx: Ctx,
     Query(q): Query<AuditQuery>,
+    Query(t): Query<TenantFilter>,
 ) -> ApiResult<axum::Json<Page<AuditEvent>>> {
     ctx.require_operator()?;
-    let f = filter(&q, q.tenant_id.clone())?;
+    let f = filter(&q, t.tenant_id)?;
     Ok(axum::Json(
         state.catalog.list_audit(&f, &page(q.limit, q.cursor.clone())?).await?,
     ))

@@ -3,6 +3,7 @@ use crate::app::State;
 use crate::error::ApiResult;
 use crate::extract::{Json, PageQuery, Query};
 use crate::routes::members::{known_role, may_grant};
+use crate::routes::openapi::{PageParams, TenantPath};
 use axum::extract::{Path, State as S};
 use http::StatusCode;
 use tenantd_core::plan::merge_limits;
@@ -14,15 +15,37 @@ use tenantd_store::{ApiKey, Page};
 #[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
-    /// Display name.
+    /// Display name: 1–200 characters, not only spaces.
+    #[schema(min_length = 1, max_length = 200, pattern = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$")]
     name: String,
-    /// Role (default `member`), no stronger than the caller's.
+    /// Role (default `member`), no stronger than the caller's (`404` when the tenant
+    /// has no such role).
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     role: Option<String>,
-    /// RFC 3339; must be in the future.
+    /// When it stops working (RFC 3339); must be in the future.
+    #[schema(format = DateTime)]
     expires_at: Option<String>,
     /// Limits narrowing the tenant's.
-    #[schema(value_type = Option<Vec<Object>>)]
     limits: Option<Vec<Limit>>,
+}
+
+/// A key as created or rotated: with its secret, shown this once.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct KeyWithSecret {
+    #[serde(flatten)]
+    key: ApiKey,
+    /// The secret (`tdk_…`), shown this once: only its hash is kept.
+    #[serde(rename = "key")]
+    secret: String,
+}
+
+/// `{id}/keys/{key_id}`.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct KeyPath {
+    /// The key's id.
+    #[param(pattern = "^key_[a-z2-7]{20}$")]
+    key_id: String,
 }
 
 /// Checks that every key limit narrows the tenant's limit of the same resource and window.
@@ -54,16 +77,14 @@ async fn check_narrows(state: &State, ctx: &TenantContext, limits: &[Limit]) -> 
 }
 
 /// Creates a key (`keys:manage`); the answer carries the secret, once.
-#[utoipa::path(post, path = "/v1/tenants/{id}/keys", tag = "keys", params(("id" = String, Path)), request_body = CreateKey, responses((status = 201, description = "The key with `key` (the secret, shown once), `id`, `prefix`")))]
+#[utoipa::path(post, path = "/v1/tenants/{id}/keys", tag = "keys", params(TenantPath), request_body = CreateKey, responses((status = 201, description = "The key with `key`, the secret, shown once", body = KeyWithSecret)))]
 pub async fn create(
     S(state): S<State>,
     ctx: TenantContext,
     Json(b): Json<CreateKey>,
-) -> ApiResult<(StatusCode, axum::Json<serde_json::Value>)> {
+) -> ApiResult<(StatusCode, axum::Json<KeyWithSecret>)> {
     ctx.require("keys:manage")?;
-    if b.name.trim().is_empty() || b.name.len() > 200 {
-        return Err(Problem::invalid("name must be 1 to 200 characters").into());
-    }
+    let name = tenantd_core::text::display_name("name", &b.name).map_err(Problem::invalid)?;
     let role = known_role(&state, &ctx, b.role.as_deref().unwrap_or("member")).await?;
     may_grant(&ctx, &role)?;
     let now = now_secs();
@@ -83,7 +104,7 @@ pub async fn create(
     let key = ApiKey {
         id: g.id,
         tenant_id: *ctx.tenant_id(),
-        name: b.name.trim().to_string(),
+        name,
         prefix: g.prefix,
         hash: g.hash_hex,
         role: role.name.clone(),
@@ -106,14 +127,15 @@ pub async fn create(
     Ok((StatusCode::CREATED, axum::Json(with_secret(&key, g.secret))))
 }
 
-fn with_secret(key: &ApiKey, secret: String) -> serde_json::Value {
-    let mut v = serde_json::to_value(key).expect("a key serialises");
-    v["key"] = serde_json::Value::String(secret);
-    v
+fn with_secret(key: &ApiKey, secret: String) -> KeyWithSecret {
+    KeyWithSecret {
+        key: key.clone(),
+        secret,
+    }
 }
 
 /// The tenant's keys, never their secrets (`keys:read`).
-#[utoipa::path(get, path = "/v1/tenants/{id}/keys", tag = "keys", params(("id" = String, Path), ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)), responses((status = 200, description = "`{\"items\": [key], \"next_cursor\"?}` with `last_used_at`")))]
+#[utoipa::path(get, path = "/v1/tenants/{id}/keys", tag = "keys", params(TenantPath, PageParams), responses((status = 200, description = "A page of keys, never their secrets", body = Page<ApiKey>)))]
 pub async fn list(
     S(state): S<State>,
     ctx: TenantContext,
@@ -125,13 +147,8 @@ pub async fn list(
     Ok(axum::Json(state.catalog.list_keys(ctx.tenant_id(), &q.page()?).await?))
 }
 
-#[derive(serde::Deserialize)]
-pub struct KeyPath {
-    key_id: String,
-}
-
 /// Revokes a key (`keys:manage`); it answers 401 from this moment.
-#[utoipa::path(delete, path = "/v1/tenants/{id}/keys/{key_id}", tag = "keys", params(("id" = String, Path), ("key_id" = String, Path)), responses((status = 204, description = "Revoked"), (status = 404, description = "not_found")))]
+#[utoipa::path(delete, path = "/v1/tenants/{id}/keys/{key_id}", tag = "keys", params(TenantPath, KeyPath), responses((status = 204, description = "Revoked")))]
 pub async fn revoke(S(state): S<State>, ctx: TenantContext, Path(p): Path<KeyPath>) -> ApiResult<StatusCode> {
     ctx.require("keys:manage")?;
     let k = state.catalog.revoke_key(ctx.tenant_id(), &p.key_id, now_secs()).await?;
@@ -144,12 +161,12 @@ pub async fn revoke(S(state): S<State>, ctx: TenantContext, Path(p): Path<KeyPat
 
 /// Replaces a key's secret (`keys:manage`, and a role the caller could grant itself): the
 /// old secret stops working at once, the new one is returned once.
-#[utoipa::path(post, path = "/v1/tenants/{id}/keys/{key_id}/rotate", tag = "keys", params(("id" = String, Path), ("key_id" = String, Path)), responses((status = 200, description = "The key with its new `key`"), (status = 403, description = "The key's role is one the caller could not grant"), (status = 409, description = "Revoked")))]
+#[utoipa::path(post, path = "/v1/tenants/{id}/keys/{key_id}/rotate", tag = "keys", params(TenantPath, KeyPath), responses((status = 200, description = "The key with its new `key`", body = KeyWithSecret)))]
 pub async fn rotate(
     S(state): S<State>,
     ctx: TenantContext,
     Path(p): Path<KeyPath>,
-) -> ApiResult<axum::Json<serde_json::Value>> {
+) -> ApiResult<axum::Json<KeyWithSecret>> {
     ctx.require("keys:manage")?;
     let g = keys::regenerate(&p.key_id).ok_or_else(|| Problem::not_found("api key"))?;
     // The new secret carries the key's role: only a caller who could grant that role

@@ -2,6 +2,7 @@
 use crate::app::State;
 use crate::error::ApiResult;
 use crate::extract::{Json, PageQuery, Query};
+use crate::routes::openapi::{Items, PageParams, TenantPath};
 use axum::extract::{Path, State as S};
 use http::StatusCode;
 use std::sync::Arc;
@@ -17,7 +18,7 @@ pub async fn known_role(state: &State, ctx: &TenantContext, name: &str) -> ApiRe
     }
     match state.catalog.get_role(ctx.tenant_id(), name).await? {
         Some(r) => Ok(Arc::new(r)),
-        None => Err(Problem::invalid(format!("role '{name}' does not exist in this tenant")).into()),
+        None => Err(Problem::new(Code::NotFound, format!("role '{name}' does not exist in this tenant")).into()),
     }
 }
 
@@ -39,7 +40,7 @@ pub fn may_grant(ctx: &TenantContext, role: &Role) -> ApiResult<()> {
 }
 
 /// The tenant's members (`members:read`).
-#[utoipa::path(get, path = "/v1/tenants/{id}/members", tag = "members", params(("id" = String, Path), ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)), responses((status = 200, description = "`{\"items\": [member], \"next_cursor\"?}`")))]
+#[utoipa::path(get, path = "/v1/tenants/{id}/members", tag = "members", params(TenantPath, PageParams), responses((status = 200, description = "A page of members", body = Page<Member>)))]
 pub async fn list(
     S(state): S<State>,
     ctx: TenantContext,
@@ -56,13 +57,18 @@ pub async fn list(
 #[serde(deny_unknown_fields)]
 pub struct AddMember {
     /// The user's email (the user is created if new).
+    #[schema(
+        max_length = 254,
+        pattern = "^[!-?A-~]+@[!-\\-/-?A-~][!-?A-~]*\\.[!-?A-~]*[!-\\-/-?A-~]$"
+    )]
     email: String,
-    /// A built-in or custom role.
+    /// A built-in or custom role (`404` when the tenant has no such role).
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     role: String,
 }
 
 /// Adds a member (`members:manage`; the owner role also needs `owners:manage`).
-#[utoipa::path(post, path = "/v1/tenants/{id}/members", tag = "members", params(("id" = String, Path)), request_body = AddMember, responses((status = 201, description = "The member"), (status = 409, description = "Already a member")))]
+#[utoipa::path(post, path = "/v1/tenants/{id}/members", tag = "members", params(TenantPath), request_body = AddMember, responses((status = 201, description = "The member", body = Member)))]
 pub async fn add(
     S(state): S<State>,
     ctx: TenantContext,
@@ -93,11 +99,16 @@ pub async fn add(
 #[serde(deny_unknown_fields)]
 pub struct PatchMember {
     /// The new role.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     role: String,
 }
 
-#[derive(serde::Deserialize)]
+/// `{id}/members/{user_id}`.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
 pub struct MemberPath {
+    /// The member's user id.
+    #[param(pattern = "^usr_[a-z2-7]{20}$")]
     user_id: String,
 }
 
@@ -111,7 +122,7 @@ async fn current_role(state: &State, ctx: &TenantContext, user_id: &str) -> ApiR
 
 /// Changes a member's role (`members:manage`; to or from owner also `owners:manage`);
 /// demoting the last owner is `409 last_owner`.
-#[utoipa::path(patch, path = "/v1/tenants/{id}/members/{user_id}", tag = "members", params(("id" = String, Path), ("user_id" = String, Path)), request_body = PatchMember, responses((status = 200, description = "The member"), (status = 409, description = "last_owner")))]
+#[utoipa::path(patch, path = "/v1/tenants/{id}/members/{user_id}", tag = "members", params(TenantPath, MemberPath), request_body = PatchMember, responses((status = 200, description = "The member", body = Member)))]
 pub async fn patch(
     S(state): S<State>,
     ctx: TenantContext,
@@ -140,7 +151,7 @@ pub async fn patch(
 
 /// Removes a member (`members:manage`; an owner also needs `owners:manage`); removing the
 /// last owner is `409 last_owner`.
-#[utoipa::path(delete, path = "/v1/tenants/{id}/members/{user_id}", tag = "members", params(("id" = String, Path), ("user_id" = String, Path)), responses((status = 204, description = "Removed"), (status = 409, description = "last_owner")))]
+#[utoipa::path(delete, path = "/v1/tenants/{id}/members/{user_id}", tag = "members", params(TenantPath, MemberPath), responses((status = 204, description = "Removed")))]
 pub async fn remove(S(state): S<State>, ctx: TenantContext, Path(p): Path<MemberPath>) -> ApiResult<StatusCode> {
     ctx.require("members:manage")?;
     if current_role(&state, &ctx, &p.user_id).await? == "owner" {
@@ -154,7 +165,7 @@ pub async fn remove(S(state): S<State>, ctx: TenantContext, Path(p): Path<Member
 }
 
 /// Built-in and custom roles (`roles:read`).
-#[utoipa::path(get, path = "/v1/tenants/{id}/roles", tag = "members", params(("id" = String, Path)), responses((status = 200, description = "`{\"items\": [{\"name\",\"builtin\",\"permissions\"}]}`")))]
+#[utoipa::path(get, path = "/v1/tenants/{id}/roles", tag = "members", params(TenantPath), responses((status = 200, description = "Built-in and custom roles", body = Items<Role>)))]
 pub async fn list_roles(S(state): S<State>, ctx: TenantContext) -> ApiResult<axum::Json<serde_json::Value>> {
     ctx.require("roles:read")?;
     let mut items: Vec<Role> = BuiltinRole::ALL.iter().map(|r| r.role()).collect();
@@ -166,15 +177,16 @@ pub async fn list_roles(S(state): S<State>, ctx: TenantContext) -> ApiResult<axu
 #[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRole {
-    /// 1–64 of a-z, 0-9, '-', '_'; not a built-in name.
+    /// 1–64 of `a-z 0-9 - _` (lower-cased); not a built-in name.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     name: String,
-    /// `resource:action` patterns.
-    #[schema(value_type = Vec<String>)]
+    /// `resource:action` patterns, at least one.
+    #[schema(min_items = 1)]
     permissions: Vec<Permission>,
 }
 
 /// Creates a custom role (`roles:manage`), no stronger than the caller's own.
-#[utoipa::path(post, path = "/v1/tenants/{id}/roles", tag = "members", params(("id" = String, Path)), request_body = CreateRole, responses((status = 201, description = "The role"), (status = 409, description = "The name is taken")))]
+#[utoipa::path(post, path = "/v1/tenants/{id}/roles", tag = "members", params(TenantPath), request_body = CreateRole, responses((status = 201, description = "The role", body = Role)))]
 pub async fn create_role(
     S(state): S<State>,
     ctx: TenantContext,
@@ -198,13 +210,17 @@ pub async fn create_role(
     Ok((StatusCode::CREATED, axum::Json(role)))
 }
 
-#[derive(serde::Deserialize)]
+/// `{id}/roles/{name}`.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
 pub struct RolePath {
+    /// A custom role's name.
+    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     name: String,
 }
 
 /// Deletes a custom role no member or live key holds (`roles:manage`).
-#[utoipa::path(delete, path = "/v1/tenants/{id}/roles/{name}", tag = "members", params(("id" = String, Path), ("name" = String, Path)), responses((status = 204, description = "Deleted"), (status = 409, description = "Built-in, or still held")))]
+#[utoipa::path(delete, path = "/v1/tenants/{id}/roles/{name}", tag = "members", params(TenantPath, RolePath), responses((status = 204, description = "Deleted")))]
 pub async fn delete_role(S(state): S<State>, ctx: TenantContext, Path(p): Path<RolePath>) -> ApiResult<StatusCode> {
     ctx.require("roles:manage")?;
     if BuiltinRole::from_name(&p.name).is_some() {

@@ -5,7 +5,6 @@ use axum::response::IntoResponse;
 use axum::Router;
 use tenantd_core::Code;
 use tenantd_edge::{EdgeLayer, Problem};
-use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -18,6 +17,7 @@ pub mod edge;
 pub mod identity;
 pub mod keys;
 pub mod members;
+pub mod openapi;
 pub mod plans;
 pub mod system;
 pub mod tenants;
@@ -25,46 +25,9 @@ pub mod usage;
 pub mod usage_events;
 pub mod workspaces;
 
-/// The OpenAPI document's fixed part; paths come from the router.
-#[derive(OpenApi)]
-#[openapi(
-    info(title = "tenantd", description = "Multi-tenancy as one binary: tenants, identity, access, quotas, data isolation. Errors are application/problem+json with `code` and `request_id`."),
-    modifiers(&BearerAuth),
-    tags(
-        (name = "system", description = "Health, metrics, OpenAPI, signing keys"),
-        (name = "plans", description = "Plans (operator)"),
-        (name = "tenants", description = "Tenants and their lifecycle"),
-        (name = "members", description = "Members and roles"),
-        (name = "workspaces", description = "Workspaces"),
-        (name = "keys", description = "API keys"),
-        (name = "identity", description = "Who am I, may I, tokens, audit"),
-        (name = "usage", description = "Quotas, metered usage, leases, tenant events"),
-        (name = "billing", description = "Invoices and the billing report"),
-        (name = "data", description = "Tenant data: JSON records in collections, blobs and a cache"),
-        (name = "edge", description = "The edge decision, for services embedding tenantd's layer against a remote tenantd"),
-    )
-)]
-pub struct ApiDoc;
-
-struct BearerAuth;
-impl utoipa::Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        let c = openapi.components.get_or_insert_with(Default::default);
-        c.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
-        openapi.security = Some(vec![utoipa::openapi::security::SecurityRequirement::new(
-            "bearer",
-            Vec::<String>::new(),
-        )]);
-    }
-}
-
 /// Every route with its OpenAPI description.
 pub fn api() -> OpenApiRouter<State> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    OpenApiRouter::with_openapi(openapi::base())
         .routes(routes!(system::healthz))
         .routes(routes!(system::openapi_json))
         .routes(routes!(system::metrics))
@@ -113,12 +76,16 @@ pub fn api() -> OpenApiRouter<State> {
         .routes(routes!(tenants::placement))
 }
 
-/// The OpenAPI document. A route's catch-all parameter (`{*path}`, which may hold `/`)
-/// is written `{path}` there, as OpenAPI spells every path parameter.
-pub fn openapi() -> utoipa::openapi::OpenApi {
+/// The OpenAPI document, as `/openapi.json` serves it. A route's catch-all parameter
+/// (`{*path}`, which may hold `/`) is written `{path}` there, as OpenAPI spells every path
+/// parameter.
+pub fn openapi() -> serde_json::Value {
     let mut doc = api().split_for_parts().1;
     let paths = std::mem::take(&mut doc.paths.paths);
     doc.paths.paths = paths.into_iter().map(|(k, v)| (k.replace("{*", "{"), v)).collect();
+    openapi::add_error_responses(&mut doc);
+    let mut doc = serde_json::to_value(doc).unwrap_or_default();
+    openapi::finish(&mut doc);
     doc
 }
 

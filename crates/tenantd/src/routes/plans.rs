@@ -2,6 +2,7 @@
 use crate::app::State;
 use crate::error::ApiResult;
 use crate::extract::Json;
+use crate::routes::openapi::Items;
 use axum::extract::{Path, State as S};
 use http::StatusCode;
 use tenantd_core::{Isolation, Limit, Plan, PlanId};
@@ -17,7 +18,7 @@ fn checked(p: Plan) -> ApiResult<Plan> {
 }
 
 /// All plans.
-#[utoipa::path(get, path = "/v1/plans", tag = "plans", responses((status = 200, description = "`{\"items\": [plan]}`")))]
+#[utoipa::path(get, path = "/v1/plans", tag = "plans", responses((status = 200, description = "Every plan", body = Items<Plan>)))]
 pub async fn list(S(state): S<State>, ctx: Ctx) -> ApiResult<axum::Json<serde_json::Value>> {
     ctx.require_operator()?;
     Ok(axum::Json(
@@ -26,7 +27,7 @@ pub async fn list(S(state): S<State>, ctx: Ctx) -> ApiResult<axum::Json<serde_js
 }
 
 /// Creates a plan: `{"id","name","limits",…}` as in CONTRACT §4.
-#[utoipa::path(post, path = "/v1/plans", tag = "plans", request_body(content = Object, description = "A plan"), responses((status = 201, description = "The plan"), (status = 409, description = "The id is taken")))]
+#[utoipa::path(post, path = "/v1/plans", tag = "plans", request_body = Plan, responses((status = 201, description = "The plan", body = Plan)))]
 pub async fn create(S(state): S<State>, ctx: Ctx, Json(plan): Json<Plan>) -> ApiResult<(StatusCode, axum::Json<Plan>)> {
     ctx.require_operator()?;
     let plan = checked(plan)?;
@@ -44,7 +45,7 @@ pub async fn create(S(state): S<State>, ctx: Ctx, Json(plan): Json<Plan>) -> Api
 }
 
 /// One plan.
-#[utoipa::path(get, path = "/v1/plans/{plan}", tag = "plans", params(("plan" = String, Path)), responses((status = 200, description = "The plan"), (status = 404, description = "No such plan")))]
+#[utoipa::path(get, path = "/v1/plans/{plan}", tag = "plans", params(PlanPath), responses((status = 200, description = "The plan", body = Plan)))]
 pub async fn get(S(state): S<State>, ctx: Ctx, Path(id): Path<String>) -> ApiResult<axum::Json<Plan>> {
     ctx.require_operator()?;
     Ok(axum::Json(state.catalog.get_plan(&plan_id(&id)?).await?))
@@ -54,21 +55,37 @@ pub async fn get(S(state): S<State>, ctx: Ctx, Path(id): Path<String>) -> ApiRes
 #[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlanPatch {
+    /// 1–200 characters, not only spaces.
+    #[schema(min_length = 1, max_length = 200, pattern = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$")]
     name: Option<String>,
+    /// A decimal string with at most 4 decimals.
+    #[schema(pattern = "^[0-9]+(\\.[0-9]{1,4})?$", max_length = 30)]
     price: Option<String>,
+    /// ISO 4217 code.
+    #[schema(pattern = "^[A-Z]{3}$")]
     currency: Option<String>,
-    #[schema(value_type = Option<Vec<Object>>)]
+    /// Replaces the plan's limits (one per resource and window).
     limits: Option<Vec<Limit>>,
+    /// Replaces the plan's features.
     features: Option<Vec<String>>,
-    #[schema(value_type = Option<String>)]
+    /// The data isolation tier.
     isolation: Option<Isolation>,
-    /// `fail_open_local` or `fail_closed`.
-    #[schema(value_type = Option<String>)]
+    /// What happens when shared counters (Redis) are unreachable.
     counter_failure: Option<tenantd_core::CounterFailure>,
 }
 
+/// `{plan}`: a plan id.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub struct PlanPath {
+    /// 1–64 of `a-z 0-9 - _` (lower-cased).
+    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$")]
+    plan: String,
+}
+
 /// Changes a plan's fields; tenants on it see the new limits at once.
-#[utoipa::path(patch, path = "/v1/plans/{plan}", tag = "plans", params(("plan" = String, Path)), request_body = PlanPatch, responses((status = 200, description = "The plan")))]
+#[utoipa::path(patch, path = "/v1/plans/{plan}", tag = "plans", params(PlanPath), request_body = PlanPatch, responses((status = 200, description = "The plan", body = Plan)))]
 pub async fn patch(
     S(state): S<State>,
     ctx: Ctx,
@@ -100,7 +117,7 @@ pub async fn patch(
 }
 
 /// Deletes a plan no tenant is on.
-#[utoipa::path(delete, path = "/v1/plans/{plan}", tag = "plans", params(("plan" = String, Path)), responses((status = 204, description = "Deleted"), (status = 409, description = "Tenants are on it")))]
+#[utoipa::path(delete, path = "/v1/plans/{plan}", tag = "plans", params(PlanPath), responses((status = 204, description = "Deleted")))]
 pub async fn delete(S(state): S<State>, ctx: Ctx, Path(id): Path<String>) -> ApiResult<StatusCode> {
     ctx.require_operator()?;
     let id = plan_id(&id)?;

@@ -4,24 +4,56 @@ use axum::extract::State as S;
 use axum::Json;
 use std::sync::atomic::Ordering;
 
+/// `GET /healthz`.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct Health {
+    /// `ok`.
+    #[schema(pattern = "^ok$")]
+    status: String,
+}
+
+/// A JSON Web Key Set (RFC 7517).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct Jwks {
+    /// The public keys.
+    keys: Vec<Jwk>,
+}
+
+/// One public Ed25519 key.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct Jwk {
+    /// `OKP`.
+    kty: String,
+    /// `Ed25519`.
+    crv: String,
+    /// `EdDSA`.
+    alg: String,
+    /// `sig`.
+    r#use: String,
+    /// The key's id, as tokens' `kid`.
+    kid: String,
+    /// The public key, base64url.
+    x: String,
+}
+
 /// Liveness: 200 once the server serves.
-#[utoipa::path(get, path = "/healthz", tag = "system", security(()), responses((status = 200, description = "`{\"status\":\"ok\"}`")))]
+#[utoipa::path(get, path = "/healthz", tag = "system", security(()), responses((status = 200, description = "It serves", body = Health)))]
 pub async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "ok"}))
 }
 
 /// This document: the OpenAPI 3.1 description of every endpoint, generated from the router.
-#[utoipa::path(get, path = "/openapi.json", tag = "system", security(()), responses((status = 200, description = "OpenAPI document")))]
+#[utoipa::path(get, path = "/openapi.json", tag = "system", security(()), responses((status = 200, description = "OpenAPI document", body = Object)))]
 pub async fn openapi_json() -> Json<serde_json::Value> {
     static DOC: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
-    Json(
-        DOC.get_or_init(|| serde_json::to_value(super::openapi()).unwrap_or_default())
-            .clone(),
-    )
+    Json(DOC.get_or_init(super::openapi).clone())
 }
 
 /// Prometheus metrics (text exposition format).
-#[utoipa::path(get, path = "/metrics", tag = "system", security(()), responses((status = 200, description = "Prometheus text")))]
+#[utoipa::path(get, path = "/metrics", tag = "system", security(()), responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain", body = String)))]
 pub async fn metrics(S(state): S<State>) -> ([(http::HeaderName, &'static str); 1], String) {
     let m = state.edge.metrics();
     let (tenants, keys) = state.edge.cache().sizes();
@@ -172,7 +204,7 @@ fn connection_metrics(state: &State, out: &mut String) {
 }
 
 /// tenantd's public keys, so apps verify its JWTs offline.
-#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "system", security(()), responses((status = 200, description = "A JWKS with the Ed25519 keys")))]
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "system", security(()), responses((status = 200, description = "A JWKS with the Ed25519 keys", body = Jwks)))]
 pub async fn jwks(S(state): S<State>) -> Json<serde_json::Value> {
     Json(state.edge.signer().jwks())
 }

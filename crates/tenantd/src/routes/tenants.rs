@@ -2,6 +2,7 @@
 use crate::app::State;
 use crate::error::ApiResult;
 use crate::extract::{page, Json, Query};
+use crate::routes::openapi::TenantPath;
 use axum::extract::State as S;
 use http::StatusCode;
 use tenantd_core::tenant::Transition;
@@ -13,17 +14,38 @@ use tenantd_store::{Created, NewTenant, Page, Tenant, TenantFilter, TenantPatch}
 #[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTenant {
-    /// 1–39 of a-z, 0-9, '-'.
+    /// 1–39 of `a-z 0-9 -`, not starting or ending with `-` (lower-cased); not `admin`,
+    /// `api`, `www` or `default`.
+    #[schema(pattern = "^[A-Za-z0-9]([A-Za-z0-9-]{0,37}[A-Za-z0-9])?$")]
     id: String,
-    /// Display name (default: the id).
+    /// Display name (default: the id): 1–200 characters, not only spaces.
+    #[schema(min_length = 1, max_length = 200, pattern = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$")]
     name: Option<String>,
     /// Plan id.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     plan: String,
-    /// The first owner (default for a signed-in user: themselves).
+    /// The first owner (required of operators; a signed-in user signing up may leave it
+    /// out to be the owner).
+    #[schema(
+        required = true,
+        max_length = 254,
+        pattern = "^[!-?A-~]+@[!-\\-/-?A-~][!-?A-~]*\\.[!-?A-~]*[!-\\-/-?A-~]$"
+    )]
     owner_email: Option<String>,
-    /// A JSON object.
-    #[schema(value_type = Option<Object>)]
+    /// A JSON object (`upstream`: operators only, see [`Settings`]).
+    #[schema(value_type = Option<Settings>)]
     settings: Option<serde_json::Value>,
+}
+
+/// A tenant's settings: any JSON object; tenantd itself reads `upstream`.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct Settings {
+    /// The tenant's own gateway upstream, `http://host:port` (operators only).
+    #[schema(
+        pattern = "^http://[A-Za-z0-9.-]{1,253}(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?(/[A-Za-z0-9._~-]*)*$"
+    )]
+    upstream: Option<String>,
 }
 
 /// Checks new settings: a JSON object whose `upstream` (the tenant's dedicated gateway
@@ -42,28 +64,57 @@ fn settings(
         if !operator {
             return Err(Problem::new(Code::Forbidden, "only operators may set a tenant's upstream").into());
         }
-        if let Some(u) = upstream {
-            let u = u
-                .as_str()
-                .ok_or_else(|| Problem::invalid("settings.upstream must be a string"))?;
-            tenantd_edge::Upstream::parse(u).map_err(|e| Problem::invalid(format!("settings.{e}")))?;
+        match upstream {
+            None | Some(serde_json::Value::Null) => {}
+            Some(u) => {
+                let u = u
+                    .as_str()
+                    .ok_or_else(|| Problem::invalid("settings.upstream must be a string"))?;
+                if !upstream_shape(u) {
+                    return Err(Problem::invalid(
+                        "settings.upstream must be http://host[:port][/path], the host of letters, digits, '.' and '-'",
+                    )
+                    .into());
+                }
+                tenantd_edge::Upstream::parse(u).map_err(|e| Problem::invalid(format!("settings.{e}")))?;
+            }
         }
     }
     Ok(Some(s))
 }
 
+/// Whether a tenant's upstream is `http://host[:port][/path]` as the OpenAPI document
+/// describes it: a host of letters, digits, `.` and `-` (at most 253), a port from 1 to
+/// 65535, path segments of unreserved characters.
+fn upstream_shape(u: &str) -> bool {
+    let Some(rest) = u.strip_prefix("http://") else {
+        return false;
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let (host, port) = match authority.split_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (authority, None),
+    };
+    let host_ok = (1..=253).contains(&host.len())
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+    let port_ok =
+        port.is_none_or(|p| !p.starts_with('0') && (1..=5).contains(&p.len()) && p.parse::<u16>().is_ok_and(|n| n > 0));
+    let path_ok = path
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'.' | b'_' | b'~' | b'-'));
+    host_ok && port_ok && path_ok
+}
+
 fn name(v: Option<String>) -> ApiResult<Option<String>> {
-    match v {
-        Some(n) if n.trim().is_empty() || n.len() > 200 => {
-            Err(Problem::invalid("name must be 1 to 200 characters").into())
-        }
-        other => Ok(other.map(|n| n.trim().to_string())),
-    }
+    v.map(|n| tenantd_core::text::display_name("name", &n).map_err(|m| Problem::invalid(m).into()))
+        .transpose()
 }
 
 /// Creates a tenant and its owner membership (operators; anyone on a signup plan when
 /// self-signup is on). The same request again answers 200 with the same tenant.
-#[utoipa::path(post, path = "/v1/tenants", tag = "tenants", request_body = CreateTenant, responses((status = 201, description = "Created"), (status = 200, description = "The same request was made before; this is its tenant"), (status = 409, description = "The id is taken")))]
+#[utoipa::path(post, path = "/v1/tenants", tag = "tenants", request_body = CreateTenant, responses((status = 201, description = "Created", body = Tenant), (status = 200, description = "The same request was made before; this is its tenant", body = Tenant)))]
 pub async fn create(
     S(state): S<State>,
     ctx: Ctx,
@@ -138,34 +189,32 @@ pub async fn create(
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
-    /// active, suspended or deleted (default: all but deleted).
-    status: Option<String>,
-    /// Plan id.
+    /// Only tenants with this status (default: all but deleted).
+    status: Option<TenantStatus>,
+    /// Only tenants on this plan.
     plan: Option<String>,
-    /// 1..=1000, default 50.
+    /// Items per page: 1 to 1000 (default 50).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
-    /// `next_cursor` of the previous page.
+    /// The previous page's `next_cursor`, as it was given (any other value is `400`).
     cursor: Option<String>,
 }
 
 /// Lists tenants (operator), by id, with cursor pages.
-#[utoipa::path(get, path = "/v1/tenants", tag = "tenants", params(ListQuery), responses((status = 200, description = "`{\"items\": [tenant], \"next_cursor\"?}`")))]
+#[utoipa::path(get, path = "/v1/tenants", tag = "tenants", params(ListQuery), responses((status = 200, description = "A page of tenants", body = Page<Tenant>)))]
 pub async fn list(S(state): S<State>, ctx: Ctx, Query(q): Query<ListQuery>) -> ApiResult<axum::Json<Page<Tenant>>> {
     ctx.require_operator()?;
-    let status = match q.status.as_deref() {
-        None => None,
-        Some(s) => Some(
-            TenantStatus::parse(s).ok_or_else(|| Problem::invalid("status must be active, suspended or deleted"))?,
-        ),
+    let filter = TenantFilter {
+        status: q.status,
+        plan: q.plan,
     };
-    let filter = TenantFilter { status, plan: q.plan };
     Ok(axum::Json(
         state.catalog.list_tenants(&filter, &page(q.limit, q.cursor)?).await?,
     ))
 }
 
 /// One tenant (`tenant:read`; owners keep it on a suspended tenant).
-#[utoipa::path(get, path = "/v1/tenants/{id}", tag = "tenants", params(("id" = String, Path)), responses((status = 200, description = "The tenant"), (status = 404, description = "tenant_not_found")))]
+#[utoipa::path(get, path = "/v1/tenants/{id}", tag = "tenants", params(TenantPath), responses((status = 200, description = "The tenant", body = Tenant)))]
 pub async fn get(S(state): S<State>, ctx: TenantContext) -> ApiResult<axum::Json<Tenant>> {
     ctx.require("tenant:read")?;
     Ok(axum::Json(state.catalog.get_tenant(ctx.tenant_id()).await?))
@@ -174,7 +223,7 @@ pub async fn get(S(state): S<State>, ctx: TenantContext) -> ApiResult<axum::Json
 /// Where the tenant's data lives, and the progress of its last tier move
 /// (`tenant:read`). A tenant whose data was never used shows its plan's tier with
 /// `"state": "unplaced"`.
-#[utoipa::path(get, path = "/v1/tenants/{id}/placement", tag = "tenants", params(("id" = String, Path)), responses((status = 200, description = "`{\"tenant_id\",\"tier\",\"location\",\"state\",\"move\"?,\"updated_at\"}`")))]
+#[utoipa::path(get, path = "/v1/tenants/{id}/placement", tag = "tenants", params(TenantPath), responses((status = 200, description = "Where the tenant's data lives", body = tenantd_data::Placement)))]
 pub async fn placement(S(state): S<State>, ctx: TenantContext) -> ApiResult<axum::Json<serde_json::Value>> {
     ctx.require("tenant:read")?;
     let id = ctx.tenant_id();
@@ -192,21 +241,22 @@ pub async fn placement(S(state): S<State>, ctx: TenantContext) -> ApiResult<axum
 #[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchTenant {
-    /// `tenant:write`.
+    /// `tenant:write`: 1–200 characters, not only spaces.
+    #[schema(min_length = 1, max_length = 200, pattern = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$")]
     name: Option<String>,
-    /// `billing:manage`.
+    /// `billing:manage`: a plan id.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     plan: Option<String>,
     /// `tenant:write`; replaces the object.
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<Settings>)]
     settings: Option<serde_json::Value>,
     /// Operators only: each replaces the plan's limit with the same resource and window.
-    #[schema(value_type = Option<Vec<Object>>)]
     limits: Option<Vec<Limit>>,
 }
 
 /// Changes name and settings (`tenant:write`), plan (`billing:manage`) or limit
 /// overrides (operators).
-#[utoipa::path(patch, path = "/v1/tenants/{id}", tag = "tenants", params(("id" = String, Path)), request_body = PatchTenant, responses((status = 200, description = "The tenant")))]
+#[utoipa::path(patch, path = "/v1/tenants/{id}", tag = "tenants", params(TenantPath), request_body = PatchTenant, responses((status = 200, description = "The tenant", body = Tenant)))]
 pub async fn patch(
     S(state): S<State>,
     ctx: TenantContext,
@@ -274,47 +324,39 @@ async fn transition(
 #[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SuspendBody {
-    /// Why; shown to operators and owners.
+    /// Why; shown to operators and owners: 1–200 characters, not only spaces.
+    #[schema(min_length = 1, max_length = 200, pattern = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$")]
     reason: String,
 }
 
 /// Suspends an active tenant (operator): data plane and gateway answer 403 tenant_suspended.
-#[utoipa::path(post, path = "/v1/tenants/{id}/suspend", tag = "tenants", params(("id" = String, Path)), request_body = SuspendBody, responses((status = 200, description = "The tenant"), (status = 409, description = "Not active")))]
+#[utoipa::path(post, path = "/v1/tenants/{id}/suspend", tag = "tenants", params(TenantPath), request_body = SuspendBody, responses((status = 200, description = "The tenant", body = Tenant)))]
 pub async fn suspend(
     S(state): S<State>,
     ctx: TenantContext,
     Json(b): Json<SuspendBody>,
 ) -> ApiResult<axum::Json<Tenant>> {
     ctx.request().require_operator()?;
-    if b.reason.trim().is_empty() {
-        return Err(Problem::invalid("reason must not be empty").into());
-    }
-    transition(
-        &state,
-        &ctx,
-        Transition::Suspend,
-        Some(b.reason.trim()),
-        "tenant.suspended",
-    )
-    .await
+    let reason = tenantd_core::text::display_name("reason", &b.reason).map_err(Problem::invalid)?;
+    transition(&state, &ctx, Transition::Suspend, Some(&reason), "tenant.suspended").await
 }
 
 /// Resumes a suspended tenant (operator).
-#[utoipa::path(post, path = "/v1/tenants/{id}/resume", tag = "tenants", params(("id" = String, Path)), responses((status = 200, description = "The tenant"), (status = 409, description = "Not suspended")))]
+#[utoipa::path(post, path = "/v1/tenants/{id}/resume", tag = "tenants", params(TenantPath), responses((status = 200, description = "The tenant", body = Tenant)))]
 pub async fn resume(S(state): S<State>, ctx: TenantContext) -> ApiResult<axum::Json<Tenant>> {
     ctx.request().require_operator()?;
     transition(&state, &ctx, Transition::Resume, None, "tenant.resumed").await
 }
 
 /// Soft-deletes a tenant (`tenant:delete`: owners and operators); kept 30 days.
-#[utoipa::path(delete, path = "/v1/tenants/{id}", tag = "tenants", params(("id" = String, Path)), responses((status = 200, description = "The tenant, status deleted, with purge_after"), (status = 409, description = "Already deleted")))]
+#[utoipa::path(delete, path = "/v1/tenants/{id}", tag = "tenants", params(TenantPath), responses((status = 200, description = "The tenant, status deleted, with purge_after", body = Tenant)))]
 pub async fn delete(S(state): S<State>, ctx: TenantContext) -> ApiResult<axum::Json<Tenant>> {
     ctx.require(tenantd_core::perms::TENANT_DELETE)?;
     transition(&state, &ctx, Transition::Delete, None, "tenant.deleted").await
 }
 
 /// Restores a deleted tenant in retention (operator), to the status it had.
-#[utoipa::path(post, path = "/v1/tenants/{id}/restore", tag = "tenants", params(("id" = String, Path)), responses((status = 200, description = "The tenant"), (status = 409, description = "Not deleted")))]
+#[utoipa::path(post, path = "/v1/tenants/{id}/restore", tag = "tenants", params(TenantPath), responses((status = 200, description = "The tenant", body = Tenant)))]
 pub async fn restore(S(state): S<State>, ctx: TenantContext) -> ApiResult<axum::Json<Tenant>> {
     ctx.request().require_operator()?;
     transition(&state, &ctx, Transition::Restore, None, "tenant.restored").await

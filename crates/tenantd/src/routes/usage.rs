@@ -6,7 +6,8 @@ use crate::extract::{Json, PageQuery, Query};
 use axum::extract::{Path, State as S};
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+
+use crate::routes::openapi::{PageParams, TenantPath};
 use std::collections::BTreeMap;
 use tenantd_core::plan::validate_resource;
 use tenantd_core::usage::TenantEvent;
@@ -21,7 +22,6 @@ pub struct Quota {
     /// The resource.
     resource: String,
     /// The window.
-    #[schema(value_type = String)]
     window: Window,
     /// `null` when unlimited.
     limit: Option<u64>,
@@ -32,9 +32,9 @@ pub struct Quota {
     /// `current / limit × 100`, one decimal; `null` when unlimited.
     percentage: Option<f64>,
     /// When the window resets (RFC 3339); `null` for levels and leases.
+    #[schema(format = DateTime)]
     reset_at: Option<String>,
     /// `hard` or `soft`.
-    #[schema(value_type = String)]
     enforcement: Enforcement,
 }
 
@@ -99,13 +99,13 @@ async fn usage_of(state: &State, ctx: &TenantContext) -> ApiResult<Usage> {
 
 /// The calling tenant's quota table (`usage:read`); the tenant comes from the credential,
 /// the host or `X-Tenant-ID`.
-#[utoipa::path(get, path = "/v1/tenant/usage", tag = "usage", responses((status = 200, body = Usage)))]
+#[utoipa::path(get, path = "/v1/tenant/usage", tag = "usage", responses((status = 200, description = "The quota table", body = Usage)))]
 pub async fn mine(S(state): S<State>, ctx: TenantContext) -> ApiResult<axum::Json<Usage>> {
     Ok(axum::Json(usage_of(&state, &ctx).await?))
 }
 
 /// A tenant's quota table (`usage:read`).
-#[utoipa::path(get, path = "/v1/tenants/{id}/usage", tag = "usage", params(("id" = String, Path)), responses((status = 200, body = Usage)))]
+#[utoipa::path(get, path = "/v1/tenants/{id}/usage", tag = "usage", params(TenantPath), responses((status = 200, description = "The quota table", body = Usage)))]
 pub async fn get(S(state): S<State>, ctx: TenantContext) -> ApiResult<axum::Json<Usage>> {
     Ok(axum::Json(usage_of(&state, &ctx).await?))
 }
@@ -339,19 +339,42 @@ pub async fn deleted(
 #[serde(deny_unknown_fields)]
 pub struct TakeLease {
     /// The resource with a `concurrent` limit.
+    #[schema(pattern = "^[a-z0-9_.-]{1,64}$")]
     resource: String,
     /// 1 to 86,400; the lease frees itself after this long.
+    #[schema(minimum = 1, maximum = 86400)]
+    #[serde(deserialize_with = "tenantd_core::whole::u32")]
     ttl_seconds: u32,
+}
+
+/// A lease taken.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Lease {
+    /// Release it with this.
+    lease_id: String,
+    /// Its resource.
+    resource: String,
+    /// When it frees itself (RFC 3339).
+    #[schema(format = DateTime)]
+    expires_at: String,
+}
+
+/// `{id}/leases/{lease_id}`.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct LeasePath {
+    /// The lease.
+    lease_id: String,
 }
 
 /// Takes a lease on a concurrent limit (`usage:write`): 201 with `lease_id`, or 429 while
 /// the tenant holds as many as its limit allows.
-#[utoipa::path(post, path = "/v1/tenants/{id}/leases", tag = "usage", params(("id" = String, Path)), request_body = TakeLease, responses((status = 201, description = "`{\"lease_id\",\"resource\",\"expires_at\"}`"), (status = 429, description = "The concurrent limit is reached")))]
+#[utoipa::path(post, path = "/v1/tenants/{id}/leases", tag = "usage", params(TenantPath), request_body = TakeLease, responses((status = 201, description = "The lease", body = Lease)))]
 pub async fn take_lease(
     S(state): S<State>,
     ctx: TenantContext,
     Json(b): Json<TakeLease>,
-) -> ApiResult<(StatusCode, axum::Json<Value>)> {
+) -> ApiResult<(StatusCode, axum::Json<Lease>)> {
     ctx.require("usage:write")?;
     validate_resource(&b.resource).map_err(Problem::invalid)?;
     if !(1..=86_400).contains(&b.ttl_seconds) {
@@ -372,11 +395,11 @@ pub async fn take_lease(
     match got {
         Ok(id) => Ok((
             StatusCode::CREATED,
-            axum::Json(json!({
-                "lease_id": id,
-                "resource": b.resource,
-                "expires_at": tenantd_core::ts::format(now_secs() + i64::from(b.ttl_seconds)),
-            })),
+            axum::Json(Lease {
+                lease_id: id,
+                resource: b.resource,
+                expires_at: tenantd_core::ts::format(now_secs() + i64::from(b.ttl_seconds)),
+            }),
         )),
         Err(Outcome::Refused { state: s, retry_after }) => Err(Problem::limited(&s, retry_after).into()),
         Err(_) => Err(Problem::internal().into()),
@@ -385,16 +408,12 @@ pub async fn take_lease(
 
 /// Releases a lease (`usage:write`): 204, or 404 when the tenant holds no such lease
 /// (released, expired or never taken).
-#[utoipa::path(delete, path = "/v1/tenants/{id}/leases/{lease_id}", tag = "usage", params(("id" = String, Path), ("lease_id" = String, Path)), responses((status = 204, description = "Released"), (status = 404, description = "No such lease")))]
-pub async fn release_lease(
-    S(state): S<State>,
-    ctx: TenantContext,
-    Path(p): Path<(String, String)>,
-) -> ApiResult<StatusCode> {
+#[utoipa::path(delete, path = "/v1/tenants/{id}/leases/{lease_id}", tag = "usage", params(TenantPath, LeasePath), responses((status = 204, description = "Released")))]
+pub async fn release_lease(S(state): S<State>, ctx: TenantContext, Path(p): Path<LeasePath>) -> ApiResult<StatusCode> {
     ctx.require("usage:write")?;
     let released = state
         .limiter
-        .release(*ctx.tenant_id(), &p.1)
+        .release(*ctx.tenant_id(), &p.lease_id)
         .await
         .map_err(Problem::from)?;
     if released {
@@ -405,7 +424,7 @@ pub async fn release_lease(
 }
 
 /// The tenant's events (`quota.warning`, `quota.exceeded`), oldest first (`events:read`).
-#[utoipa::path(get, path = "/v1/tenants/{id}/events", tag = "usage", params(("id" = String, Path), ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)), responses((status = 200, description = "`{\"items\": [{\"id\",\"tenant_id\",\"type\",\"data\",\"at\"}], \"next_cursor\"?}`")))]
+#[utoipa::path(get, path = "/v1/tenants/{id}/events", tag = "usage", params(TenantPath, PageParams), responses((status = 200, description = "A page of the tenant's events, oldest first", body = Page<TenantEvent>)))]
 pub async fn events(
     S(state): S<State>,
     ctx: TenantContext,

@@ -4,7 +4,7 @@
 //! any crash an event either counted or can be sent again and counts then (CONTRACT §4).
 use crate::app::State;
 use crate::error::ApiResult;
-use crate::extract::Json;
+use crate::extract::{parse_json, RawBody};
 use axum::extract::State as S;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -19,13 +19,26 @@ use tenantd_limits::{Ask, Outcome, CATALOG_LEVELS};
 #[serde(deny_unknown_fields)]
 pub struct UsageEvent {
     /// What was used (`orchestrations`, `storage_bytes`, …; not `members` or `keys`,
-    /// which tenantd counts itself).
+    /// which tenantd counts itself): 1–64 of `a-z 0-9 _ - .`.
+    #[schema(pattern = "^[a-z0-9_.-]{1,64}$")]
     resource: String,
     /// How much: 1 to 2^53 − 1.
     #[schema(minimum = 1, maximum = 9007199254740991_u64)]
+    #[serde(deserialize_with = "tenantd_core::whole::u64")]
     quantity: u64,
     /// The same key never counts twice for this tenant (1 to 200 characters).
+    #[schema(min_length = 1, max_length = 200)]
     idempotency_key: Option<String>,
+}
+
+/// What a batch recorded.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct Recorded {
+    /// Events counted now.
+    recorded: u64,
+    /// Events whose idempotency key had counted before (or earlier in the batch).
+    duplicates: u64,
 }
 
 /// At most this many events per request.
@@ -74,10 +87,10 @@ fn parse_events(body: Value) -> Result<Vec<UsageEvent>, Problem> {
 /// whole against every limit of each resource (a hard limit refuses all of it with 429
 /// and records nothing); events whose idempotency key was seen before are skipped. The
 /// answer comes once the events, their keys and their counts are committed together.
-#[utoipa::path(post, path = "/v1/tenants/{id}/usage/events", tag = "usage", params(("id" = String, Path)), request_body = UsageEvent, responses((status = 200, description = "`{\"recorded\": n, \"duplicates\": n}`"), (status = 429, description = "A hard limit refused the batch; nothing was recorded")))]
-pub async fn record(S(state): S<State>, ctx: TenantContext, Json(body): Json<Value>) -> ApiResult<axum::Json<Value>> {
+#[utoipa::path(post, path = "/v1/tenants/{id}/usage/events", tag = "usage", params(crate::routes::openapi::TenantPath), request_body = crate::routes::openapi::UsageEvents, responses((status = 200, description = "What was recorded", body = Recorded)))]
+pub async fn record(S(state): S<State>, ctx: TenantContext, RawBody(body): RawBody) -> ApiResult<axum::Json<Value>> {
     ctx.require("usage:write")?;
-    let events = parse_events(body)?;
+    let events = parse_events(parse_json(&body)?)?;
     // A client that goes away mid-write does not cut the write short: its counts are
     // either committed with its keys or taken back, never left half done.
     tokio::spawn(async move { record_durably(&state, &ctx, &events).await })

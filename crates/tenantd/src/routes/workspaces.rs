@@ -4,6 +4,7 @@ use crate::app::State;
 use crate::error::ApiResult;
 use crate::extract::Json;
 use crate::routes::members::{known_role, may_grant};
+use crate::routes::openapi::{Items, TenantPath};
 use axum::extract::{Path, State as S};
 use http::StatusCode;
 use tenantd_core::{Email, WorkspaceId};
@@ -22,13 +23,17 @@ fn visible(ctx: &TenantContext, ws: &Workspace) -> bool {
     }
 }
 
-#[derive(serde::Deserialize)]
+/// `{id}/workspaces/{ws}`.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
 pub struct WsPath {
+    /// The workspace id.
+    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     ws: String,
 }
 
 /// The tenant's workspaces (`workspaces:read`).
-#[utoipa::path(get, path = "/v1/tenants/{id}/workspaces", tag = "workspaces", params(("id" = String, Path)), responses((status = 200, description = "`{\"items\": [workspace]}`")))]
+#[utoipa::path(get, path = "/v1/tenants/{id}/workspaces", tag = "workspaces", params(TenantPath), responses((status = 200, description = "The workspaces the caller sees", body = Items<Workspace>)))]
 pub async fn list(S(state): S<State>, ctx: TenantContext) -> ApiResult<axum::Json<serde_json::Value>> {
     ctx.require("workspaces:read")?;
     let items: Vec<Workspace> = state
@@ -45,14 +50,16 @@ pub async fn list(S(state): S<State>, ctx: TenantContext) -> ApiResult<axum::Jso
 #[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateWorkspace {
-    /// 1–64 of a-z, 0-9, '-', '_'.
+    /// 1–64 of `a-z 0-9 - _` (lower-cased).
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     id: String,
-    /// Display name (default: the id).
+    /// Display name (default: the id): 1–200 characters, not only spaces.
+    #[schema(min_length = 1, max_length = 200, pattern = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$")]
     name: Option<String>,
 }
 
 /// Creates a workspace (`workspaces:manage`).
-#[utoipa::path(post, path = "/v1/tenants/{id}/workspaces", tag = "workspaces", params(("id" = String, Path)), request_body = CreateWorkspace, responses((status = 201, description = "The workspace"), (status = 409, description = "The id is taken")))]
+#[utoipa::path(post, path = "/v1/tenants/{id}/workspaces", tag = "workspaces", params(TenantPath), request_body = CreateWorkspace, responses((status = 201, description = "The workspace", body = Workspace)))]
 pub async fn create(
     S(state): S<State>,
     ctx: TenantContext,
@@ -60,7 +67,10 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, axum::Json<Workspace>)> {
     ctx.require("workspaces:manage")?;
     let id = WorkspaceId::parse(&b.id)?;
-    let name = b.name.unwrap_or_else(|| id.to_string());
+    let name = match b.name {
+        Some(n) => tenantd_core::text::display_name("name", &n).map_err(Problem::invalid)?,
+        None => id.to_string(),
+    };
     let ws = state
         .catalog
         .create_workspace(ctx.tenant_id(), id.as_str(), &name)
@@ -72,7 +82,7 @@ pub async fn create(
 }
 
 /// One workspace with its members (`workspaces:read`).
-#[utoipa::path(get, path = "/v1/tenants/{id}/workspaces/{ws}", tag = "workspaces", params(("id" = String, Path), ("ws" = String, Path)), responses((status = 200, description = "The workspace"), (status = 404, description = "not_found")))]
+#[utoipa::path(get, path = "/v1/tenants/{id}/workspaces/{ws}", tag = "workspaces", params(TenantPath, WsPath), responses((status = 200, description = "The workspace", body = Workspace)))]
 pub async fn get(S(state): S<State>, ctx: TenantContext, Path(p): Path<WsPath>) -> ApiResult<axum::Json<Workspace>> {
     ctx.require("workspaces:read")?;
     let ws = state.catalog.get_workspace(ctx.tenant_id(), &p.ws).await?;
@@ -86,12 +96,13 @@ pub async fn get(S(state): S<State>, ctx: TenantContext, Path(p): Path<WsPath>) 
 #[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchWorkspace {
-    /// New display name.
+    /// New display name: 1–200 characters, not only spaces.
+    #[schema(min_length = 1, max_length = 200, pattern = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$")]
     name: String,
 }
 
 /// Renames a workspace (`workspaces:manage`).
-#[utoipa::path(patch, path = "/v1/tenants/{id}/workspaces/{ws}", tag = "workspaces", params(("id" = String, Path), ("ws" = String, Path)), request_body = PatchWorkspace, responses((status = 200, description = "The workspace")))]
+#[utoipa::path(patch, path = "/v1/tenants/{id}/workspaces/{ws}", tag = "workspaces", params(TenantPath, WsPath), request_body = PatchWorkspace, responses((status = 200, description = "The workspace", body = Workspace)))]
 pub async fn patch(
     S(state): S<State>,
     ctx: TenantContext,
@@ -99,13 +110,8 @@ pub async fn patch(
     Json(b): Json<PatchWorkspace>,
 ) -> ApiResult<axum::Json<Workspace>> {
     ctx.require("workspaces:manage")?;
-    if b.name.trim().is_empty() {
-        return Err(Problem::invalid("name must not be empty").into());
-    }
-    let ws = state
-        .catalog
-        .rename_workspace(ctx.tenant_id(), &p.ws, b.name.trim())
-        .await?;
+    let name = tenantd_core::text::display_name("name", &b.name).map_err(Problem::invalid)?;
+    let ws = state.catalog.rename_workspace(ctx.tenant_id(), &p.ws, &name).await?;
     state
         .record(&ctx, "workspace.updated", serde_json::json!({"workspace": ws.id}))
         .await;
@@ -113,7 +119,7 @@ pub async fn patch(
 }
 
 /// Deletes a workspace and its memberships (`workspaces:manage`).
-#[utoipa::path(delete, path = "/v1/tenants/{id}/workspaces/{ws}", tag = "workspaces", params(("id" = String, Path), ("ws" = String, Path)), responses((status = 204, description = "Deleted")))]
+#[utoipa::path(delete, path = "/v1/tenants/{id}/workspaces/{ws}", tag = "workspaces", params(TenantPath, WsPath), responses((status = 204, description = "Deleted")))]
 pub async fn delete(S(state): S<State>, ctx: TenantContext, Path(p): Path<WsPath>) -> ApiResult<StatusCode> {
     ctx.require("workspaces:manage")?;
     state.catalog.delete_workspace(ctx.tenant_id(), &p.ws).await?;
@@ -127,14 +133,19 @@ pub async fn delete(S(state): S<State>, ctx: TenantContext, Path(p): Path<WsPath
 #[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddWorkspaceMember {
-    /// A member of the tenant.
+    /// A member of the tenant (`404` when not).
+    #[schema(
+        max_length = 254,
+        pattern = "^[!-?A-~]+@[!-\\-/-?A-~][!-?A-~]*\\.[!-?A-~]*[!-\\-/-?A-~]$"
+    )]
     email: String,
     /// The role within this workspace.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     role: String,
 }
 
 /// Adds a tenant member to a workspace, or changes their role there (`workspaces:manage`).
-#[utoipa::path(post, path = "/v1/tenants/{id}/workspaces/{ws}/members", tag = "workspaces", params(("id" = String, Path), ("ws" = String, Path)), request_body = AddWorkspaceMember, responses((status = 201, description = "The workspace member")))]
+#[utoipa::path(post, path = "/v1/tenants/{id}/workspaces/{ws}/members", tag = "workspaces", params(TenantPath, WsPath), request_body = AddWorkspaceMember, responses((status = 201, description = "The workspace member", body = WorkspaceMember)))]
 pub async fn add_member(
     S(state): S<State>,
     ctx: TenantContext,

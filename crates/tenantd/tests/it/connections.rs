@@ -131,7 +131,8 @@ async fn thousands_of_idle_and_slow_connections_do_not_stop_answers() {
         closed_within(&mut served, Duration::from_millis(4000)).await,
         "not closed at the idle timeout"
     );
-    let m = http
+    // A new client: the pooled connections above met the same idle timeout.
+    let m = reqwest::Client::new()
         .get(format!("{}/metrics", node.1))
         .send()
         .await
@@ -203,14 +204,22 @@ async fn past_max_connections_the_oldest_idle_one_makes_room() {
         busy.push(s);
     }
     settle(20).await;
+    // Each head read and its service called: none of them is idle.
+    for _ in 0..200 {
+        if app.state.connections.busy() == 20 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(app.state.connections.busy(), 20);
     let mut waiting = TcpStream::connect(&addr).await.unwrap();
     waiting.write_all(HEALTHZ).await.unwrap();
     let mut buf = [0u8; 1024];
+    let early = tokio::time::timeout(Duration::from_millis(700), waiting.read(&mut buf)).await;
     assert!(
-        tokio::time::timeout(Duration::from_millis(700), waiting.read(&mut buf))
-            .await
-            .is_err(),
-        "no answer while every connection is busy"
+        early.is_err(),
+        "no answer while every connection is busy, got {:?}",
+        early.map(|n| String::from_utf8_lossy(&buf[..n.unwrap_or(0)]).into_owned())
     );
     // One finishes; its connection, idle now, makes room, and the waiting one is served.
     let first = &mut busy[0];

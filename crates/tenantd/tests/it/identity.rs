@@ -365,7 +365,7 @@ async fn postgres_token_exchange() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_exchange_needs_configuration() {
     let app = spawn_app(Backend::Sqlite, "").await.unwrap();
-    exchange(&app, "a.b.c", None).await.problem(400, "invalid_request");
+    exchange(&app, "a.b.c", None).await.problem(404, "not_found");
 }
 
 /// The provider's JWKS fetched from its URL (a real HTTP server on loopback).

@@ -96,7 +96,7 @@ async fn key_expiry_and_limits(app: TestApp) {
         .problem(400, "invalid_request");
     app.post("/v1/tenants/acme/keys", ADMIN, json!({"name": "x", "role": "wizard"}))
         .await
-        .problem(400, "invalid_request");
+        .problem(404, "not_found");
     // Key limits may only narrow the tenant's (free: 100 api_calls per hour).
     app.post(
         "/v1/tenants/acme/keys",

@@ -39,7 +39,7 @@ async fn members_and_the_last_owner(app: TestApp) {
         json!({"email": "c@acme.test", "role": "wizard"}),
     )
     .await
-    .problem(400, "invalid_request");
+    .problem(404, "not_found");
     app.post("/v1/tenants/acme/members", ADMIN, json!({"email": "c@acme.test"}))
         .await
         .problem(400, "invalid_request");
@@ -304,7 +304,7 @@ async fn custom_roles_and_workspaces(app: TestApp) {
         json!({"email": "stranger@else.test", "role": "viewer"}),
     )
     .await
-    .problem(400, "invalid_request");
+    .problem(404, "not_found");
     let wm = app
         .post(
             "/v1/tenants/acme/workspaces/design/members",

@@ -52,7 +52,11 @@ async fn create_is_idempotent_and_validated(app: TestApp) {
             "invalid_tenant_id",
         ),
         (
-            json!({"id": "ok-1", "plan": "nope", "owner_email": "a@b.co"}),
+            json!({"id": "ok-1", "plan": "free", "owner_email": " a@b.co"}),
+            "invalid_request",
+        ),
+        (
+            json!({"id": "ok-1", "plan": "free", "owner_email": "a@b.co", "name": "   "}),
             "invalid_request",
         ),
         (
@@ -70,6 +74,14 @@ async fn create_is_idempotent_and_validated(app: TestApp) {
     ] {
         app.post("/v1/tenants", ADMIN, bad).await.problem(400, code);
     }
+    // A plan that does not exist is a missing thing, not a malformed body.
+    app.post(
+        "/v1/tenants",
+        ADMIN,
+        json!({"id": "ok-1", "plan": "nope", "owner_email": "a@b.co"}),
+    )
+    .await
+    .problem(404, "not_found");
     let missing = app
         .post("/v1/tenants", ADMIN, json!({"id": "ok-1", "owner_email": "a@b.co"}))
         .await
@@ -219,7 +231,7 @@ async fn patch_changes_fields_by_permission(app: TestApp) {
     .problem(403, "forbidden");
     app.patch("/v1/tenants/acme", &owner, json!({"plan": "gold"}))
         .await
-        .problem(400, "invalid_request");
+        .problem(404, "not_found");
     let t = app
         .patch(
             "/v1/tenants/acme",
