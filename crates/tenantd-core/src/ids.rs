@@ -421,4 +421,50 @@ mod tests {
         );
         assert!(WorkspaceId::parse("").is_err());
     }
+
+    /// The OpenAPI document's patterns are what the parsers accept: a generated client
+    /// or fuzzer that follows the document is never refused, and one that does not is.
+    /// Checked on strings drawn from an alphabet of the characters that matter.
+    #[test]
+    fn the_patterns_say_what_the_parsers_accept() {
+        let alphabet: Vec<char> = "aZ09-_.@ !~/:?\u{0}é\t".chars().collect();
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        type Parses = dyn Fn(&str) -> bool;
+        let checks: [(&str, &Parses, usize); 4] = [
+            (TENANT_ID_PATTERN, &|s| TenantId::parse_with(s, true).is_ok(), 40),
+            (NAME_PATTERN, &|s| parse_name(s, "name").is_ok(), 66),
+            (EMAIL_PATTERN, &|s| Email::parse(s).is_ok(), 254),
+            (HOST_PATTERN, &|s| parse_host(s).is_ok(), 253),
+        ];
+        for (pattern, parses, max_len) in checks {
+            let re = regex::Regex::new(pattern).unwrap();
+            let (mut matched, mut refused) = (0, 0);
+            for _ in 0..200_000 {
+                let len = (next() % 12) as usize;
+                let s: String = (0..len)
+                    .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                    .collect();
+                let by_pattern = re.is_match(&s) && s.len() <= max_len;
+                assert_eq!(by_pattern, parses(&s), "{pattern} and the parser differ on {s:?}");
+                if by_pattern {
+                    matched += 1;
+                } else {
+                    refused += 1;
+                }
+            }
+            assert!(
+                matched > 20 && refused > 100,
+                "{pattern}: {matched} matched, {refused} refused"
+            );
+        }
+        // Lengths at the bounds, which short random strings do not reach.
+        assert!(TenantId::parse(&"a".repeat(39)).is_ok() && TenantId::parse(&"a".repeat(40)).is_err());
+        assert!(parse_name(&"a".repeat(64), "n").is_ok() && parse_name(&"a".repeat(65), "n").is_err());
+    }
 }

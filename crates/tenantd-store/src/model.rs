@@ -6,7 +6,7 @@ use tenantd_core::{Email, Limit, PlanId, TenantId, TenantStatus};
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Tenant {
     /// The tenant's id.
-    #[schema(value_type = String)]
+    #[schema(value_type = String, pattern = "^[A-Za-z0-9]([A-Za-z0-9-]{0,37}[A-Za-z0-9])?$")]
     pub id: TenantId,
     /// Display name.
     pub name: String,

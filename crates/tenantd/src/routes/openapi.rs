@@ -212,9 +212,30 @@ pub fn finish(doc: &mut serde_json::Value) {
     for (name, schema) in hand_written() {
         schemas[name] = schema;
     }
+    one_of_each_parameter(doc);
     no_nul_in_strings(doc);
     no_dot_segments(doc);
     unique_operation_ids(doc);
+}
+
+/// Keeps the first of each parameter (by place and name): the derive adds a bare copy of
+/// a path parameter it reads from a tuple `Path<(…)>` beside the described one of
+/// `params(…)`, and a client given both cannot know which to follow.
+fn one_of_each_parameter(doc: &mut serde_json::Value) {
+    let Some(paths) = doc["paths"].as_object_mut() else {
+        return;
+    };
+    for op in paths
+        .values_mut()
+        .filter_map(|i| i.as_object_mut())
+        .flat_map(|i| i.values_mut())
+    {
+        let Some(params) = op.get_mut("parameters").and_then(|p| p.as_array_mut()) else {
+            continue;
+        };
+        let mut seen = std::collections::HashSet::new();
+        params.retain(|p| seen.insert((p["in"].to_string(), p["name"].to_string())));
+    }
 }
 
 /// Names every operation after its method and path (`get_v1_tenants_id`): the handlers'
