@@ -95,7 +95,7 @@ pub struct RecordPath {
 #[allow(dead_code)]
 pub struct IfMatch {
     /// Apply only at this version: the record's `ETag` (`"3"`), or `*` for any.
-    #[param(rename = "If-Match", pattern = "^(\\*|\"[0-9]{1,18}\")$")]
+    #[param(rename = "If-Match", pattern = "^(\\*|\"[0-9]{1,18}\")?$")]
     if_match: Option<String>,
 }
 
@@ -245,13 +245,13 @@ pub async fn list(
     Ok(axum::Json(found))
 }
 
-/// The version an `If-Match` header asks for: `"3"` (or `*`, any).
+/// The version an `If-Match` header asks for: `"3"` (or `*`, or an empty list: any).
 fn if_match(headers: &HeaderMap) -> Result<Option<i64>, Problem> {
     let Some(v) = headers.get(header::IF_MATCH) else {
         return Ok(None);
     };
     let v = v.to_str().unwrap_or_default().trim();
-    if v == "*" {
+    if v == "*" || v.is_empty() {
         return Ok(None);
     }
     v.strip_prefix('"')

@@ -212,10 +212,48 @@ pub fn finish(doc: &mut serde_json::Value) {
     for (name, schema) in hand_written() {
         schemas[name] = schema;
     }
+    // tenantd counts these levels itself; a usage event cannot name one.
+    schemas["UsageEvent"]["properties"]["resource"]["not"] =
+        serde_json::json!({"enum": tenantd_limits::CATALOG_LEVELS});
     one_of_each_parameter(doc);
+    parameters_are_never_null(doc);
     no_nul_in_strings(doc);
     no_dot_segments(doc);
     unique_operation_ids(doc);
+}
+
+/// Takes `null` out of every parameter's type: a header, query or path parameter is
+/// text or absent, never JSON `null` (the derive makes an `Option` nullable, and a
+/// generator then sends the text `null`).
+fn parameters_are_never_null(doc: &mut serde_json::Value) {
+    let Some(paths) = doc["paths"].as_object_mut() else {
+        return;
+    };
+    for op in paths
+        .values_mut()
+        .filter_map(|i| i.as_object_mut())
+        .flat_map(|i| i.values_mut())
+    {
+        let Some(params) = op.get_mut("parameters").and_then(|p| p.as_array_mut()) else {
+            continue;
+        };
+        for p in params {
+            let schema = &mut p["schema"];
+            if let Some(types) = schema.get_mut("type").and_then(|t| t.as_array_mut()) {
+                types.retain(|t| t != "null");
+                if types.len() == 1 {
+                    schema["type"] = types[0].clone();
+                }
+            }
+            // An optional reference: `{"oneOf": [{"type": "null"}, {"$ref": …}]}`.
+            if let Some(one_of) = schema.get_mut("oneOf").and_then(|o| o.as_array_mut()) {
+                one_of.retain(|s| s.get("type").is_none_or(|t| t != "null"));
+                if one_of.len() == 1 {
+                    *schema = one_of[0].clone();
+                }
+            }
+        }
+    }
 }
 
 /// Keeps the first of each parameter (by place and name): the derive adds a bare copy of

@@ -263,7 +263,9 @@ pub async fn patch(
     Json(b): Json<PatchTenant>,
 ) -> ApiResult<axum::Json<Tenant>> {
     if b.name.is_none() && b.settings.is_none() && b.plan.is_none() && b.limits.is_none() {
-        return Err(Problem::invalid("nothing to change: give name, plan, settings or limits").into());
+        // A patch that changes nothing (RFC 7386's `{}`) answers the tenant as it is.
+        ctx.require("tenant:read")?;
+        return Ok(axum::Json(state.catalog.get_tenant(ctx.tenant_id()).await?));
     }
     if b.name.is_some() || b.settings.is_some() {
         ctx.require("tenant:write")?;

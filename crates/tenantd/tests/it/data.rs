@@ -219,7 +219,12 @@ async fn records_change_only_at_the_version_asked(app: TestApp) {
         patch(json!({"total": 8}), Some("*")).await.expect(200).body["version"],
         4
     );
-    assert_eq!(app.get(&one, &key).await.expect(200).body["data"]["total"], 8);
+    // An empty If-Match is an empty list of tags: no condition either.
+    assert_eq!(
+        patch(json!({"total": 9}), Some("")).await.expect(200).body["version"],
+        5
+    );
+    assert_eq!(app.get(&one, &key).await.expect(200).body["data"]["total"], 9);
 }
 
 /// A model-based isolation test: seeded random operations by random principals (a member

@@ -404,6 +404,11 @@ async fn the_openapi_document_describes_every_request_and_response() {
                     "{at}: {} twice",
                     p["name"]
                 );
+                assert!(
+                    !p["schema"].to_string().contains(r#""null""#),
+                    "{at}: {} may be null",
+                    p["name"]
+                );
                 if p["in"] != "path" {
                     continue;
                 }
@@ -425,6 +430,10 @@ async fn the_openapi_document_describes_every_request_and_response() {
     // The patterns are the parsers' own (tenantd_core::ids checks that they agree).
     let prop = |schema: &str, field: &str| resolve(&schemas[schema]["properties"][field]);
     assert_eq!(prop("Tenant", "id")["pattern"], TENANT_ID_PATTERN);
+    assert_eq!(
+        prop("UsageEvent", "resource")["not"]["enum"],
+        json!(["members", "keys"])
+    );
     let create_tenant = &doc["paths"]["/v1/tenants"]["post"]["requestBody"]["content"]["application/json"]["schema"];
     let create_tenant = resolve(create_tenant);
     assert_eq!(

@@ -219,9 +219,13 @@ async fn patch_changes_fields_by_permission(app: TestApp) {
     app.patch("/v1/tenants/acme", &member, json!({"name": "nope"}))
         .await
         .problem(403, "forbidden");
-    app.patch("/v1/tenants/acme", &member, json!({}))
-        .await
-        .problem(400, "invalid_request");
+    // A patch that changes nothing answers the tenant as it is (RFC 7386), and records
+    // nothing.
+    let audit_before = app.get("/v1/tenants/acme/audit", ADMIN).await.expect(200).body["items"].clone();
+    let same = app.patch("/v1/tenants/acme", &member, json!({})).await.expect(200).body;
+    assert_eq!(same["name"], "Acme 2");
+    let audit_after = app.get("/v1/tenants/acme/audit", ADMIN).await.expect(200).body["items"].clone();
+    assert_eq!(audit_before, audit_after);
     app.patch(
         "/v1/tenants/acme",
         &owner,
