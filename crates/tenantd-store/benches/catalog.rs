@@ -85,7 +85,9 @@ async fn build(n: usize) -> Fixture {
                     settings: serde_json::json!({"region": "eu", "seq": i}),
                     id,
                 };
-                catalog.create_tenant(&new).await.expect("create_tenant");
+                let mut w = catalog.begin().await.expect("begin");
+                catalog.create_tenant(&mut w, &new).await.expect("create_tenant");
+                w.commit().await.expect("commit");
                 let done = i + 1;
                 if done % PROGRESS_EVERY == 0 {
                     let s = started.elapsed().as_secs_f64();

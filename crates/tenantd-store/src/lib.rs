@@ -14,6 +14,7 @@ pub mod notify;
 mod sql;
 pub mod testing;
 mod usage;
+mod work;
 
 pub use cursor::Cursors;
 pub use domains::Domain;
@@ -21,6 +22,7 @@ pub use model::*;
 pub use sql::{Backend, SqlCatalog};
 pub use tenantd_core::usage::{CounterRow, TenantEvent};
 pub use usage::{Countable, UsageWrite};
+pub use work::Work;
 
 use tenantd_core::{Email, Plan, PlanId, StatusError, TenantId};
 
@@ -71,6 +73,9 @@ pub trait Catalog: Send + Sync + 'static {
     fn cursors(&self) -> &Cursors;
     /// Which backend this is.
     fn backend(&self) -> Backend;
+    /// Begins a unit of work: the writes given it, and the events appended to it, commit
+    /// together ([`Work::commit`]) or not at all.
+    async fn begin(&self) -> Result<Work>;
 
     // --- plans
     /// All plans, by id.
@@ -78,27 +83,28 @@ pub trait Catalog: Send + Sync + 'static {
     /// One plan.
     async fn get_plan(&self, id: &PlanId) -> Result<Plan>;
     /// Creates a plan; `Conflict` if the id is taken.
-    async fn create_plan(&self, plan: &Plan) -> Result<()>;
+    async fn create_plan(&self, w: &mut Work, plan: &Plan) -> Result<()>;
     /// Replaces a plan's fields.
-    async fn update_plan(&self, plan: &Plan) -> Result<()>;
+    async fn update_plan(&self, w: &mut Work, plan: &Plan) -> Result<()>;
     /// Deletes a plan no tenant uses; `Conflict` otherwise.
-    async fn delete_plan(&self, id: &PlanId) -> Result<()>;
+    async fn delete_plan(&self, w: &mut Work, id: &PlanId) -> Result<()>;
 
     // --- tenants
     /// Creates a tenant with its owner (user created if new). The same request twice
     /// answers `Existing` with the tenant; a different one for a taken id, `Conflict`.
-    async fn create_tenant(&self, new: &NewTenant) -> Result<Created<Tenant>>;
+    async fn create_tenant(&self, w: &mut Work, new: &NewTenant) -> Result<Created<Tenant>>;
     /// One tenant, whatever its status.
     async fn get_tenant(&self, id: &TenantId) -> Result<Tenant>;
     /// Operator-wide: tenants by id, filtered, one page.
     async fn list_tenants(&self, filter: &TenantFilter, page: &PageRequest) -> Result<Page<Tenant>>;
     /// Changes name, plan, settings or limit overrides.
-    async fn update_tenant(&self, id: &TenantId, patch: &TenantPatch) -> Result<Tenant>;
+    async fn update_tenant(&self, w: &mut Work, id: &TenantId, patch: &TenantPatch) -> Result<Tenant>;
     /// Applies a lifecycle transition (suspend with a reason, resume, delete, restore).
     /// A deleted tenant whose retention has ended (`purge_after` passed) cannot be
     /// restored: `Conflict`.
     async fn transition_tenant(
         &self,
+        w: &mut Work,
         id: &TenantId,
         t: tenantd_core::tenant::Transition,
         reason: Option<&str>,
@@ -194,7 +200,9 @@ pub trait Catalog: Send + Sync + 'static {
     async fn touch_keys(&self, used: &[(String, i64)]) -> Result<()>;
 
     // --- audit
-    /// Appends an audit event.
+    /// Appends an event that records no change of its own (a security event), in a unit
+    /// of work of its own. An event of a change is appended to the change's
+    /// [`Work`] instead.
     async fn record_audit(&self, ev: &NewAuditEvent) -> Result<i64>;
     /// Adds folded repeats `(event id, n)` to stored events' `count`.
     async fn add_audit_counts(&self, repeats: &[(i64, u64)]) -> Result<()>;

@@ -228,6 +228,25 @@ pub struct NewAuditEvent {
     pub request_id: String,
 }
 
+impl NewAuditEvent {
+    /// What `actor` did (`action`, with `detail`) to `tenant` (none: the platform's).
+    pub fn new(
+        tenant: Option<&TenantId>,
+        actor: impl Into<String>,
+        action: &str,
+        detail: serde_json::Value,
+        request_id: &str,
+    ) -> Self {
+        Self {
+            tenant_id: tenant.map(|t| t.to_string()),
+            actor: actor.into(),
+            action: action.to_string(),
+            detail,
+            request_id: request_id.to_string(),
+        }
+    }
+}
+
 /// An audit event as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct AuditEvent {

@@ -130,7 +130,7 @@ fn user_from(r: &AnyRow) -> Result<User> {
     })
 }
 
-type Tx = sqlx::Transaction<'static, sqlx::Any>;
+use crate::work::Tx;
 
 impl SqlCatalog {
     /// Connects to `url` (`sqlite://path` or `postgres://…`); the SQLite file and its
@@ -205,7 +205,7 @@ impl SqlCatalog {
     }
 
     /// The URL it was opened with.
-    pub(crate) fn url(&self) -> &str {
+    pub fn url(&self) -> &str {
         &self.url
     }
 
@@ -237,7 +237,7 @@ impl SqlCatalog {
         Ok(())
     }
 
-    async fn ensure_user_in(tx: &mut Tx, email: &Email) -> Result<User> {
+    async fn ensure_user_in(tx: &mut sqlx::Transaction<'_, sqlx::Any>, email: &Email) -> Result<User> {
         sqlx::query("INSERT INTO users (id, email, created_at) VALUES ($1, $2, $3) ON CONFLICT (email) DO NOTHING")
             .bind(new_id("usr"))
             .bind(email.as_str())
@@ -282,34 +282,30 @@ impl SqlCatalog {
         member_from(&r)
     }
 
-    async fn create_tenant_once(&self, new: &NewTenant) -> Result<Created<Tenant>> {
-        if let Some(existing) = self.find_tenant(&new.id).await? {
-            let owner = self.find_user_by_email(&new.owner_email).await?;
-            let same_owner = match owner {
-                Some(u) => self.member_role(&new.id, &u.id).await?.as_deref() == Some("owner"),
-                None => false,
-            };
-            if existing.plan == new.plan.as_str() && existing.name == new.name && same_owner {
-                return Ok(Created::Existing(existing));
-            }
-            return Err(StoreError::Conflict(format!(
-                "tenant '{}' already exists with a different name, plan or owner",
-                new.id
-            )));
+    /// The stored tenant `new` names, as `create_tenant` answers a repeat of it:
+    /// `Existing` when it is the same request, `Conflict` when it is another one.
+    async fn repeat_of(tx: &mut Tx, new: &NewTenant) -> Result<Option<Created<Tenant>>> {
+        let Some(existing) = Self::tenant_in(tx, &new.id).await? else {
+            return Ok(None);
+        };
+        let same_owner: Option<String> = sqlx::query_scalar(
+            "SELECT m.role FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.tenant_id = $1 AND u.email = $2",
+        )
+        .bind(new.id.as_str())
+        .bind(new.owner_email.as_str())
+        .fetch_optional(&mut **tx)
+        .await?;
+        if existing.plan == new.plan.as_str() && existing.name == new.name && same_owner.as_deref() == Some("owner") {
+            return Ok(Some(Created::Existing(existing)));
         }
-        // Checked before the transaction: on SQLite a transaction that reads before its
-        // first write fails with "database is locked" (SQLITE_BUSY_SNAPSHOT, no busy wait)
-        // when another writer commits in between. A plan deleted meanwhile is still
-        // refused by the tenants.plan_id foreign key.
-        let plan_exists = sqlx::query("SELECT id FROM plans WHERE id = $1")
-            .bind(new.plan.as_str())
-            .fetch_optional(&self.pool)
-            .await?
-            .is_some();
-        if !plan_exists {
-            return Err(StoreError::NotFound("plan"));
-        }
-        let mut tx = self.pool.begin().await?;
+        Err(StoreError::Conflict(format!(
+            "tenant '{}' already exists with a different name, plan or owner",
+            new.id
+        )))
+    }
+
+    /// Inserts a new tenant's rows: the tenant, its first plan and its owner.
+    async fn insert_tenant(tx: &mut sqlx::Transaction<'_, sqlx::Any>, new: &NewTenant) -> Result<()> {
         let now = now_secs();
         let inserted = sqlx::query("INSERT INTO tenants (id, name, plan_id, status, settings, limits, created_at, updated_at) VALUES ($1, $2, $3, 'active', $4, '[]', $5, $5)")
             .bind(new.id.as_str())
@@ -317,22 +313,30 @@ impl SqlCatalog {
             .bind(new.plan.as_str())
             .bind(to_json(&new.settings))
             .bind(now)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await;
         match inserted {
             Err(sqlx::Error::Database(d)) if d.is_foreign_key_violation() => return Err(StoreError::NotFound("plan")),
             other => other?,
         };
-        crate::usage::record_plan_in(&mut tx, &new.id, now, new.plan.as_str()).await?;
-        let user = Self::ensure_user_in(&mut tx, &new.owner_email).await?;
+        crate::usage::record_plan_in(tx, &new.id, now, new.plan.as_str()).await?;
+        let user = Self::ensure_user_in(tx, &new.owner_email).await?;
         sqlx::query("INSERT INTO memberships (tenant_id, user_id, role, created_at) VALUES ($1, $2, 'owner', $3)")
             .bind(new.id.as_str())
             .bind(&user.id)
             .bind(now)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
-        tx.commit().await?;
-        Ok(Created::New(self.get_tenant(&new.id).await?))
+        Ok(())
+    }
+
+    async fn tenant_in(tx: &mut Tx, id: &TenantId) -> Result<Option<Tenant>> {
+        sqlx::query(&format!("SELECT {TENANT_COLS} FROM tenants WHERE id = $1"))
+            .bind(id.as_str())
+            .fetch_optional(&mut **tx)
+            .await?
+            .map(|r| tenant_from(&r))
+            .transpose()
     }
 
     async fn find_tenant(&self, id: &TenantId) -> Result<Option<Tenant>> {
@@ -374,11 +378,20 @@ impl Catalog for SqlCatalog {
             .await?
             .try_get("n")?;
         if n == 0 {
+            let mut w = self.begin().await?;
+            let mut first = true;
             for p in Plan::builtins() {
-                match self.create_plan(&p).await {
-                    Err(e) if is_unique_violation(&e) => {} // another node seeded it first
+                match self.create_plan(&mut w, &p).await {
+                    Err(StoreError::Conflict(_)) => {
+                        // Another node seeded them first.
+                        first = false;
+                        break;
+                    }
                     other => other?,
                 }
+            }
+            if first {
+                w.commit().await?;
             }
         }
         self.load_cursors().await
@@ -408,7 +421,11 @@ impl Catalog for SqlCatalog {
         plan_from(&r)
     }
 
-    async fn create_plan(&self, p: &Plan) -> Result<()> {
+    async fn begin(&self) -> Result<Work> {
+        Work::begin(&self.pool, self.backend).await
+    }
+
+    async fn create_plan(&self, w: &mut Work, p: &Plan) -> Result<()> {
         let now = now_secs();
         let r = sqlx::query("INSERT INTO plans (id, name, price, currency, limits, features, isolation, created_at, updated_at, counter_failure) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9)")
             .bind(p.id.as_str())
@@ -420,7 +437,7 @@ impl Catalog for SqlCatalog {
             .bind(to_json(&p.isolation).trim_matches('"').to_string())
             .bind(now)
             .bind(p.counter_failure.as_str())
-            .execute(&self.pool)
+            .execute(&mut *w.tx)
             .await
             .map(|_| ())
             .map_err(StoreError::from);
@@ -430,7 +447,7 @@ impl Catalog for SqlCatalog {
         }
     }
 
-    async fn update_plan(&self, p: &Plan) -> Result<()> {
+    async fn update_plan(&self, w: &mut Work, p: &Plan) -> Result<()> {
         let n = sqlx::query("UPDATE plans SET name = $2, price = $3, currency = $4, limits = $5, features = $6, isolation = $7, updated_at = $8, counter_failure = $9 WHERE id = $1")
             .bind(p.id.as_str())
             .bind(&p.name)
@@ -441,7 +458,7 @@ impl Catalog for SqlCatalog {
             .bind(to_json(&p.isolation).trim_matches('"').to_string())
             .bind(now_secs())
             .bind(p.counter_failure.as_str())
-            .execute(&self.pool)
+            .execute(&mut *w.tx)
             .await?
             .rows_affected();
         if n == 0 {
@@ -450,18 +467,17 @@ impl Catalog for SqlCatalog {
         Ok(())
     }
 
-    async fn delete_plan(&self, id: &PlanId) -> Result<()> {
+    async fn delete_plan(&self, w: &mut Work, id: &PlanId) -> Result<()> {
         let in_use = || {
             StoreError::Conflict(format!(
                 "plan '{id}' is in use by tenants; move them to another plan first"
             ))
         };
-        // No transaction: on SQLite one that reads before it writes fails ("database is
-        // locked") when another writer commits in between. A tenant put on the plan after
-        // the check holds it by the tenants.plan_id foreign key instead.
+        // A tenant put on the plan by another node after the check (PostgreSQL) holds
+        // it by the tenants.plan_id foreign key instead.
         let used = sqlx::query("SELECT id FROM tenants WHERE plan_id = $1 LIMIT 1")
             .bind(id.as_str())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *w.tx)
             .await?
             .is_some();
         if used {
@@ -469,7 +485,7 @@ impl Catalog for SqlCatalog {
         }
         let n = match sqlx::query("DELETE FROM plans WHERE id = $1")
             .bind(id.as_str())
-            .execute(&self.pool)
+            .execute(&mut *w.tx)
             .await
         {
             Ok(done) => done.rows_affected(),
@@ -482,12 +498,36 @@ impl Catalog for SqlCatalog {
         Ok(())
     }
 
-    async fn create_tenant(&self, new: &NewTenant) -> Result<Created<Tenant>> {
-        match self.create_tenant_once(new).await {
-            // A concurrent identical request won the race: answer as a repeat would.
-            Err(e) if is_unique_violation(&e) => self.create_tenant_once(new).await,
-            other => other,
+    async fn create_tenant(&self, w: &mut Work, new: &NewTenant) -> Result<Created<Tenant>> {
+        if let Some(repeat) = Self::repeat_of(&mut w.tx, new).await? {
+            return Ok(repeat);
         }
+        let plan_exists = sqlx::query("SELECT id FROM plans WHERE id = $1")
+            .bind(new.plan.as_str())
+            .fetch_optional(&mut *w.tx)
+            .await?
+            .is_some();
+        if !plan_exists {
+            return Err(StoreError::NotFound("plan"));
+        }
+        // In a savepoint: a concurrent identical request (on another PostgreSQL node) may
+        // win the race, and this one then answers as a repeat would.
+        let mut sp = sqlx::Acquire::begin(&mut w.tx).await?;
+        match Self::insert_tenant(&mut sp, new).await {
+            Ok(()) => sp.commit().await?,
+            Err(e) if is_unique_violation(&e) => {
+                sp.rollback().await?;
+                if let Some(repeat) = Self::repeat_of(&mut w.tx, new).await? {
+                    return Ok(repeat);
+                }
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        }
+        let t = Self::tenant_in(&mut w.tx, &new.id)
+            .await?
+            .ok_or(StoreError::NotFound("tenant"))?;
+        Ok(Created::New(t))
     }
 
     async fn get_tenant(&self, id: &TenantId) -> Result<Tenant> {
@@ -522,12 +562,12 @@ impl Catalog for SqlCatalog {
         Ok(self.cursors().page(items, page.limit, |t| t.id.to_string()))
     }
 
-    async fn update_tenant(&self, id: &TenantId, patch: &TenantPatch) -> Result<Tenant> {
-        let mut tx = self.pool.begin().await?;
-        Self::lock_tenant(&mut tx, id).await?;
+    async fn update_tenant(&self, w: &mut Work, id: &TenantId, patch: &TenantPatch) -> Result<Tenant> {
+        let tx = &mut w.tx;
+        Self::lock_tenant(tx, id).await?;
         let r = sqlx::query(&format!("SELECT {TENANT_COLS} FROM tenants WHERE id = $1"))
             .bind(id.as_str())
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut **tx)
             .await?;
         let mut t = tenant_from(&r)?;
         if t.status == TenantStatus::Deleted {
@@ -538,14 +578,14 @@ impl Catalog for SqlCatalog {
         if let Some(plan) = &patch.plan {
             let exists = sqlx::query("SELECT id FROM plans WHERE id = $1")
                 .bind(plan.as_str())
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut **tx)
                 .await?
                 .is_some();
             if !exists {
                 return Err(StoreError::NotFound("plan"));
             }
             if t.plan != plan.as_str() {
-                crate::usage::record_plan_in(&mut tx, id, now_secs(), plan.as_str()).await?;
+                crate::usage::record_plan_in(tx, id, now_secs(), plan.as_str()).await?;
             }
             t.plan = plan.to_string();
         }
@@ -564,19 +604,24 @@ impl Catalog for SqlCatalog {
             .bind(&t.plan)
             .bind(to_json(&t.settings))
             .bind(to_json(&t.limits))
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
-        tx.commit().await?;
-        self.get_tenant(id).await
+        Self::tenant_in(tx, id).await?.ok_or(StoreError::NotFound("tenant"))
     }
 
-    async fn transition_tenant(&self, id: &TenantId, tr: Transition, reason: Option<&str>) -> Result<Tenant> {
-        let mut tx = self.pool.begin().await?;
-        Self::lock_tenant(&mut tx, id).await?;
+    async fn transition_tenant(
+        &self,
+        w: &mut Work,
+        id: &TenantId,
+        tr: Transition,
+        reason: Option<&str>,
+    ) -> Result<Tenant> {
+        let tx = &mut w.tx;
+        Self::lock_tenant(tx, id).await?;
         let r =
             sqlx::query("SELECT status, status_reason, status_before_delete, purge_after FROM tenants WHERE id = $1")
                 .bind(id.as_str())
-                .fetch_one(&mut *tx)
+                .fetch_one(&mut **tx)
                 .await?;
         let status: String = r.try_get("status")?;
         let current =
@@ -616,10 +661,9 @@ impl Catalog for SqlCatalog {
             .bind(before)
             .bind(deleted_at)
             .bind(purge_after)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
-        tx.commit().await?;
-        self.get_tenant(id).await
+        Self::tenant_in(tx, id).await?.ok_or(StoreError::NotFound("tenant"))
     }
 
     async fn purgeable_tenants(&self, now: i64, after: Option<&TenantId>, limit: u32) -> Result<Vec<TenantId>> {
@@ -1149,15 +1193,9 @@ impl Catalog for SqlCatalog {
     }
 
     async fn record_audit(&self, ev: &NewAuditEvent) -> Result<i64> {
-        let id: i64 = sqlx::query_scalar("INSERT INTO audit_events (at, tenant_id, actor, action, detail, request_id) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id")
-            .bind(now_secs())
-            .bind(ev.tenant_id.as_deref())
-            .bind(&ev.actor)
-            .bind(&ev.action)
-            .bind(to_json(&ev.detail))
-            .bind(&ev.request_id)
-            .fetch_one(&self.pool)
-            .await?;
+        let mut w = self.begin().await?;
+        let id = w.append(ev).await?;
+        w.commit().await?;
         Ok(id)
     }
 

@@ -94,3 +94,30 @@ pub fn redis(test: &str) -> Option<(String, String)> {
         }
     }
 }
+
+/// Makes the database itself refuse every new event (a trigger that raises on insert
+/// into `audit_events`), so a test can show that a change whose event cannot be written
+/// is not made either. `false` lifts it again.
+pub async fn refuse_events(database_url: &str, refuse: bool) {
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(database_url).await.expect("connect");
+    let statements: &[&str] = match (crate::Backend::from_url(database_url).expect("backend"), refuse) {
+        (crate::Backend::Sqlite, true) => &[
+            "CREATE TRIGGER refuse_events BEFORE INSERT ON audit_events BEGIN SELECT RAISE(ABORT, 'events refused by the test'); END",
+        ],
+        (crate::Backend::Sqlite, false) => &["DROP TRIGGER refuse_events"],
+        (crate::Backend::Postgres, true) => &[
+            "CREATE FUNCTION refuse_events() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'events refused by the test'; END $$",
+            "CREATE TRIGGER refuse_events BEFORE INSERT ON audit_events FOR EACH ROW EXECUTE FUNCTION refuse_events()",
+        ],
+        (crate::Backend::Postgres, false) => &[
+            "DROP TRIGGER refuse_events ON audit_events",
+            "DROP FUNCTION refuse_events()",
+        ],
+    };
+    for s in statements {
+        sqlx::query(s).execute(&mut conn).await.expect(s);
+    }
+    conn.close().await.expect("close");
+}

@@ -16,6 +16,36 @@ use tenantd_store::*;
 
 // ---------------------------------------------------------------- harness
 
+/// Each write in a unit of work of its own, committed when it succeeds: what these cases
+/// check is the write itself (the unit of work has cases of its own).
+struct Now<'a>(&'a dyn Catalog);
+
+fn committed(c: &dyn Catalog) -> Now<'_> {
+    Now(c)
+}
+
+macro_rules! in_own_work {
+    ($($name:ident($($arg:ident: $ty:ty),*) -> $out:ty;)*) => {
+        impl Now<'_> {
+            $(async fn $name(&self, $($arg: $ty),*) -> Result<$out> {
+                let mut w = self.0.begin().await?;
+                let out = self.0.$name(&mut w, $($arg),*).await?;
+                w.commit().await?;
+                Ok(out)
+            })*
+        }
+    };
+}
+
+in_own_work! {
+    create_plan(plan: &Plan) -> ();
+    update_plan(plan: &Plan) -> ();
+    delete_plan(id: &PlanId) -> ();
+    create_tenant(new: &NewTenant) -> Created<Tenant>;
+    update_tenant(id: &TenantId, patch: &TenantPatch) -> Tenant;
+    transition_tenant(id: &TenantId, t: Transition, reason: Option<&str>) -> Tenant;
+}
+
 async fn sqlite_catalog() -> (SqlCatalog, std::path::PathBuf) {
     let (url, dir) = fresh_sqlite();
     let c = SqlCatalog::connect(&url).await.expect("connect to SQLite");
@@ -71,6 +101,7 @@ macro_rules! both_backends {
 both_backends! {
     case_migrate_seeds_builtin_plans => sqlite_migrate_seeds_builtin_plans, postgres_migrate_seeds_builtin_plans;
     case_plan_crud => sqlite_plan_crud, postgres_plan_crud;
+    case_a_change_and_its_event_commit_together => sqlite_a_change_and_its_event_commit_together, postgres_a_change_and_its_event_commit_together;
     case_create_tenant => sqlite_create_tenant, postgres_create_tenant;
     case_concurrent_create_tenant => sqlite_concurrent_create_tenant, postgres_concurrent_create_tenant;
     case_list_tenants => sqlite_list_tenants, postgres_list_tenants;
@@ -124,7 +155,7 @@ fn new_tenant(id: &str, plan: &str, owner: &str) -> NewTenant {
 
 /// Creates a tenant that must be new.
 async fn mk_tenant(c: &dyn Catalog, id: &str, plan: &str, owner: &str) -> Tenant {
-    match c.create_tenant(&new_tenant(id, plan, owner)).await {
+    match committed(c).create_tenant(&new_tenant(id, plan, owner)).await {
         Ok(Created::New(t)) => t,
         other => panic!("creating {id}: expected Created::New, got {other:?}"),
     }
@@ -254,12 +285,69 @@ async fn case_migrate_seeds_builtin_plans(c: &dyn Catalog) {
     // re-seeding over an operator's edits.
     let mut free = c.get_plan(&pid("free")).await.unwrap();
     free.name = "Free (edited)".into();
-    c.update_plan(&free).await.unwrap();
+    committed(c).update_plan(&free).await.unwrap();
     c.migrate().await.unwrap();
     c.migrate().await.unwrap();
     let again = c.list_plans().await.unwrap();
     assert_eq!(again.len(), 4);
     assert_eq!(c.get_plan(&pid("free")).await.unwrap().name, "Free (edited)");
+}
+
+/// A unit of work commits its changes and their events together, or neither: when the
+/// database refuses the event, the change is not made; dropped without a commit, nothing
+/// is.
+async fn case_a_change_and_its_event_commit_together(c: &SqlCatalog) {
+    let plan = |id: &str| Plan {
+        id: pid(id),
+        ..Plan::builtins().remove(0)
+    };
+    let event = |id: &str| {
+        NewAuditEvent::new(
+            None,
+            "operator",
+            "plan.created",
+            serde_json::json!({"plan": id}),
+            "req_t",
+        )
+    };
+    let plans_events = || async {
+        let page = c
+            .list_audit(
+                &AuditFilter::default(),
+                &PageRequest {
+                    limit: 1000,
+                    after: None,
+                },
+            )
+            .await
+            .unwrap();
+        page.items.iter().filter(|e| e.action == "plan.created").count()
+    };
+    let events_before = plans_events().await;
+    // The event is refused: the request fails, and the plan is not there.
+    tenantd_store::testing::refuse_events(c.url(), true).await;
+    let mut w = c.begin().await.unwrap();
+    c.create_plan(&mut w, &plan("refused")).await.unwrap();
+    let err = w.append(&event("refused")).await.unwrap_err();
+    assert!(err.to_string().contains("events refused by the test"), "{err}");
+    drop(w);
+    assert_err!(c.get_plan(&pid("refused")).await, StoreError::NotFound(_));
+    tenantd_store::testing::refuse_events(c.url(), false).await;
+    // Not committed: neither the change nor its event.
+    let mut w = c.begin().await.unwrap();
+    c.create_plan(&mut w, &plan("dropped")).await.unwrap();
+    w.append(&event("dropped")).await.unwrap();
+    drop(w);
+    assert_err!(c.get_plan(&pid("dropped")).await, StoreError::NotFound(_));
+    assert_eq!(plans_events().await, events_before);
+    // Committed: both, and several changes of one unit of work at once.
+    let mut w = c.begin().await.unwrap();
+    c.create_plan(&mut w, &plan("kept")).await.unwrap();
+    c.create_plan(&mut w, &plan("kept-too")).await.unwrap();
+    w.commit_with(&event("kept")).await.unwrap();
+    assert_eq!(c.get_plan(&pid("kept")).await.unwrap().id, pid("kept"));
+    assert_eq!(c.get_plan(&pid("kept-too")).await.unwrap().id, pid("kept-too"));
+    assert_eq!(plans_events().await, events_before + 1);
 }
 
 async fn case_plan_crud(c: &dyn Catalog) {
@@ -273,14 +361,14 @@ async fn case_plan_crud(c: &dyn Catalog) {
         isolation: Isolation::Row,
         counter_failure: tenantd_core::CounterFailure::FailClosed,
     };
-    c.create_plan(&burst).await.unwrap();
+    committed(c).create_plan(&burst).await.unwrap();
     assert_eq!(c.get_plan(&pid("burst")).await.unwrap(), burst);
     assert_eq!(c.list_plans().await.unwrap().len(), 5);
 
     // Duplicate id.
     let mut dup = burst.clone();
     dup.name = "Other".into();
-    assert_err!(c.create_plan(&dup).await, StoreError::Conflict(_));
+    assert_err!(committed(c).create_plan(&dup).await, StoreError::Conflict(_));
     assert_eq!(c.get_plan(&pid("burst")).await.unwrap().name, "Burst");
 
     // Update replaces the fields.
@@ -294,42 +382,45 @@ async fn case_plan_crud(c: &dyn Catalog) {
     ];
     changed.features = vec![];
     changed.isolation = Isolation::Database;
-    c.update_plan(&changed).await.unwrap();
+    committed(c).update_plan(&changed).await.unwrap();
     assert_eq!(c.get_plan(&pid("burst")).await.unwrap(), changed);
 
     // Unknown plans.
     assert_err!(c.get_plan(&pid("nope")).await, StoreError::NotFound(_));
     let mut ghost = burst.clone();
     ghost.id = pid("ghost");
-    assert_err!(c.update_plan(&ghost).await, StoreError::NotFound(_));
-    assert_err!(c.delete_plan(&pid("ghost")).await, StoreError::NotFound(_));
+    assert_err!(committed(c).update_plan(&ghost).await, StoreError::NotFound(_));
+    assert_err!(committed(c).delete_plan(&pid("ghost")).await, StoreError::NotFound(_));
 
     // A plan in use cannot be deleted.
     mk_tenant(c, "burster", "burst", "owner@burst.example").await;
-    assert_err!(c.delete_plan(&pid("burst")).await, StoreError::Conflict(_));
+    assert_err!(committed(c).delete_plan(&pid("burst")).await, StoreError::Conflict(_));
     assert!(c.get_plan(&pid("burst")).await.is_ok());
     // A deleted (in retention) tenant still holds its plan.
-    c.transition_tenant(&tid("burster"), Transition::Delete, None)
+    committed(c)
+        .transition_tenant(&tid("burster"), Transition::Delete, None)
         .await
         .unwrap();
-    assert_err!(c.delete_plan(&pid("burst")).await, StoreError::Conflict(_));
-    c.transition_tenant(&tid("burster"), Transition::Restore, None)
+    assert_err!(committed(c).delete_plan(&pid("burst")).await, StoreError::Conflict(_));
+    committed(c)
+        .transition_tenant(&tid("burster"), Transition::Restore, None)
         .await
         .unwrap();
 
     // Once no tenant uses it, it can.
-    c.update_tenant(
-        &tid("burster"),
-        &TenantPatch {
-            plan: Some(pid("free")),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    c.delete_plan(&pid("burst")).await.unwrap();
+    committed(c)
+        .update_tenant(
+            &tid("burster"),
+            &TenantPatch {
+                plan: Some(pid("free")),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    committed(c).delete_plan(&pid("burst")).await.unwrap();
     assert_err!(c.get_plan(&pid("burst")).await, StoreError::NotFound(_));
-    assert_err!(c.delete_plan(&pid("burst")).await, StoreError::NotFound(_));
+    assert_err!(committed(c).delete_plan(&pid("burst")).await, StoreError::NotFound(_));
     assert_eq!(c.list_plans().await.unwrap().len(), 4);
 }
 
@@ -339,7 +430,7 @@ async fn case_create_tenant(c: &dyn Catalog) {
     let before = tenantd_core::now_secs();
     let mut req = new_tenant("acme", "starter", "Alice@Acme.example");
     req.settings = serde_json::json!({"region": "eu", "theme": {"color": "blue"}});
-    let created = c.create_tenant(&req).await.unwrap();
+    let created = committed(c).create_tenant(&req).await.unwrap();
     let t = match created {
         Created::New(t) => t,
         other => panic!("expected New, got {other:?}"),
@@ -376,7 +467,7 @@ async fn case_create_tenant(c: &dyn Catalog) {
     );
 
     // The same request again: Existing, with the same tenant, and nothing new made.
-    match c.create_tenant(&req).await.unwrap() {
+    match committed(c).create_tenant(&req).await.unwrap() {
         Created::Existing(again) => assert_eq!(again, t),
         other => panic!("expected Existing, got {other:?}"),
     }
@@ -391,13 +482,13 @@ async fn case_create_tenant(c: &dyn Catalog) {
     // A different request for the same id: Conflict, tenant untouched.
     let mut other_name = req.clone();
     other_name.name = "Acme Two".into();
-    assert_err!(c.create_tenant(&other_name).await, StoreError::Conflict(_));
+    assert_err!(committed(c).create_tenant(&other_name).await, StoreError::Conflict(_));
     let mut other_plan = req.clone();
     other_plan.plan = pid("free");
-    assert_err!(c.create_tenant(&other_plan).await, StoreError::Conflict(_));
+    assert_err!(committed(c).create_tenant(&other_plan).await, StoreError::Conflict(_));
     let mut other_owner = req.clone();
     other_owner.owner_email = email("mallory@evil.example");
-    assert_err!(c.create_tenant(&other_owner).await, StoreError::Conflict(_));
+    assert_err!(committed(c).create_tenant(&other_owner).await, StoreError::Conflict(_));
     assert_eq!(c.get_tenant(&tid("acme")).await.unwrap(), t);
     assert_eq!(
         c.list_members(&tid("acme"), &PageRequest::default())
@@ -411,7 +502,8 @@ async fn case_create_tenant(c: &dyn Catalog) {
 
     // An unknown plan: NotFound, and nothing is created.
     assert_err!(
-        c.create_tenant(&new_tenant("globex", "platinum", "hank@globex.example"))
+        committed(c)
+            .create_tenant(&new_tenant("globex", "platinum", "hank@globex.example"))
             .await,
         StoreError::NotFound("plan")
     );
@@ -435,7 +527,8 @@ async fn case_concurrent_create_tenant(c: &SqlCatalog) {
     for _ in 0..8 {
         let c = c.clone();
         tasks.push(tokio::spawn(async move {
-            c.create_tenant(&new_tenant("racer", "free", "rita@racer.example"))
+            committed(&c)
+                .create_tenant(&new_tenant("racer", "free", "rita@racer.example"))
                 .await
         }));
     }
@@ -461,12 +554,13 @@ async fn case_concurrent_create_tenant(c: &SqlCatalog) {
     for i in 0..32 {
         let c = c.clone();
         tasks.push(tokio::spawn(async move {
-            c.create_tenant(&new_tenant(
-                &format!("crowd-{i:02}"),
-                "free",
-                &format!("owner{}@crowd.example", i % 4),
-            ))
-            .await
+            committed(&c)
+                .create_tenant(&new_tenant(
+                    &format!("crowd-{i:02}"),
+                    "free",
+                    &format!("owner{}@crowd.example", i % 4),
+                ))
+                .await
         }));
     }
     for t in tasks {
@@ -529,13 +623,16 @@ async fn case_list_tenants(c: &dyn Catalog) {
     assert_eq!(pages[0], all);
 
     // Status and plan filters.
-    c.transition_tenant(&tid("t-02"), Transition::Suspend, Some("billing"))
+    committed(c)
+        .transition_tenant(&tid("t-02"), Transition::Suspend, Some("billing"))
         .await
         .unwrap();
-    c.transition_tenant(&tid("t-05"), Transition::Suspend, Some("abuse"))
+    committed(c)
+        .transition_tenant(&tid("t-05"), Transition::Suspend, Some("abuse"))
         .await
         .unwrap();
-    c.transition_tenant(&tid("t-07"), Transition::Delete, None)
+    committed(c)
+        .transition_tenant(&tid("t-07"), Transition::Delete, None)
         .await
         .unwrap();
     let by = |status: Option<TenantStatus>, plan: Option<&str>| TenantFilter {
@@ -609,7 +706,7 @@ async fn case_update_tenant(c: &dyn Catalog) {
     let id = tid("upd");
 
     // Name only: the rest stays.
-    let t = c
+    let t = committed(c)
         .update_tenant(
             &id,
             &TenantPatch {
@@ -628,7 +725,7 @@ async fn case_update_tenant(c: &dyn Catalog) {
     assert!(t.updated_at >= t0.updated_at);
 
     // Plan: known changes, unknown is Invalid and changes nothing.
-    let t = c
+    let t = committed(c)
         .update_tenant(
             &id,
             &TenantPatch {
@@ -640,31 +737,33 @@ async fn case_update_tenant(c: &dyn Catalog) {
         .unwrap();
     assert_eq!(t.plan, "professional");
     assert_err!(
-        c.update_tenant(
-            &id,
-            &TenantPatch {
-                plan: Some(pid("platinum")),
-                name: Some("Should Not Stick".into()),
-                ..Default::default()
-            },
-        )
-        .await,
+        committed(c)
+            .update_tenant(
+                &id,
+                &TenantPatch {
+                    plan: Some(pid("platinum")),
+                    name: Some("Should Not Stick".into()),
+                    ..Default::default()
+                },
+            )
+            .await,
         StoreError::NotFound("plan")
     );
     let t = c.get_tenant(&id).await.unwrap();
     assert_eq!((t.plan.as_str(), t.name.as_str()), ("professional", "Updated Name"));
 
     // Settings replace the object.
-    c.update_tenant(
-        &id,
-        &TenantPatch {
-            settings: Some(serde_json::json!({"a": 1, "b": {"c": 2}})),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    let t = c
+    committed(c)
+        .update_tenant(
+            &id,
+            &TenantPatch {
+                settings: Some(serde_json::json!({"a": 1, "b": {"c": 2}})),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let t = committed(c)
         .update_tenant(
             &id,
             &TenantPatch {
@@ -682,12 +781,12 @@ async fn case_update_tenant(c: &dyn Catalog) {
         limits: Some(l),
         ..Default::default()
     };
-    let t = c
+    let t = committed(c)
         .update_tenant(&id, &patch(vec![limit("api_calls", Window::Hour, Some(10), Hard)]))
         .await
         .unwrap();
     assert_eq!(t.limits, [limit("api_calls", Window::Hour, Some(10), Hard)]);
-    let t = c
+    let t = committed(c)
         .update_tenant(
             &id,
             &patch(vec![
@@ -704,7 +803,7 @@ async fn case_update_tenant(c: &dyn Catalog) {
             limit("storage_bytes", Window::Total, Some(5), Hard),
         ]
     );
-    let t = c
+    let t = committed(c)
         .update_tenant(
             &id,
             &patch(vec![
@@ -724,7 +823,7 @@ async fn case_update_tenant(c: &dyn Catalog) {
         "same resource, other window is a separate override; null means unlimited"
     );
     // An empty patch changes nothing but is fine; settings and plan survived the limit patches.
-    let same = c.update_tenant(&id, &TenantPatch::default()).await.unwrap();
+    let same = committed(c).update_tenant(&id, &TenantPatch::default()).await.unwrap();
     assert_eq!(same.limits, t.limits);
     assert_eq!(same.settings, serde_json::json!({"x": true}));
     assert_eq!(same.plan, "professional");
@@ -732,19 +831,25 @@ async fn case_update_tenant(c: &dyn Catalog) {
 
     // Unknown and deleted tenants.
     assert_err!(
-        c.update_tenant(&tid("nobody"), &TenantPatch::default()).await,
+        committed(c)
+            .update_tenant(&tid("nobody"), &TenantPatch::default())
+            .await,
         StoreError::NotFound(_)
     );
-    c.transition_tenant(&id, Transition::Delete, None).await.unwrap();
+    committed(c)
+        .transition_tenant(&id, Transition::Delete, None)
+        .await
+        .unwrap();
     assert_err!(
-        c.update_tenant(
-            &id,
-            &TenantPatch {
-                name: Some("zombie".into()),
-                ..Default::default()
-            }
-        )
-        .await,
+        committed(c)
+            .update_tenant(
+                &id,
+                &TenantPatch {
+                    name: Some("zombie".into()),
+                    ..Default::default()
+                }
+            )
+            .await,
         StoreError::Conflict(_)
     );
     assert_eq!(c.get_tenant(&id).await.unwrap().name, "Updated Name");
@@ -755,32 +860,44 @@ async fn case_status_transitions(c: &dyn Catalog) {
     mk_tenant(c, "life", "free", "lee@life.example").await;
     let id = tid("life");
 
-    let t = c.transition_tenant(&id, Suspend, Some("billing")).await.unwrap();
+    let t = committed(c)
+        .transition_tenant(&id, Suspend, Some("billing"))
+        .await
+        .unwrap();
     assert_eq!(t.status, TenantStatus::Suspended);
     assert_eq!(t.status_reason.as_deref(), Some("billing"));
     assert_eq!(c.get_tenant(&id).await.unwrap(), t);
-    match c.transition_tenant(&id, Suspend, Some("again")).await {
+    match committed(c).transition_tenant(&id, Suspend, Some("again")).await {
         Err(StoreError::Status(e)) => assert_eq!((e.from, e.verb), ("suspended", "suspended")),
         other => panic!("suspend of suspended: {other:?}"),
     }
-    assert_err!(c.transition_tenant(&id, Restore, None).await, StoreError::Status(_));
+    assert_err!(
+        committed(c).transition_tenant(&id, Restore, None).await,
+        StoreError::Status(_)
+    );
 
-    let t = c.transition_tenant(&id, Resume, None).await.unwrap();
+    let t = committed(c).transition_tenant(&id, Resume, None).await.unwrap();
     assert_eq!(t.status, TenantStatus::Active);
     assert_eq!(t.status_reason, None, "resume clears the reason");
-    assert_err!(c.transition_tenant(&id, Resume, None).await, StoreError::Status(_));
-    assert_err!(c.transition_tenant(&id, Restore, None).await, StoreError::Status(_));
+    assert_err!(
+        committed(c).transition_tenant(&id, Resume, None).await,
+        StoreError::Status(_)
+    );
+    assert_err!(
+        committed(c).transition_tenant(&id, Restore, None).await,
+        StoreError::Status(_)
+    );
 
     // Delete from active: retention of 30 days.
     assert_eq!(RETENTION_DAYS, 30);
     let before = tenantd_core::now_secs();
-    let t = c.transition_tenant(&id, Delete, None).await.unwrap();
+    let t = committed(c).transition_tenant(&id, Delete, None).await.unwrap();
     assert_eq!(t.status, TenantStatus::Deleted);
     let deleted_at = t.deleted_at.expect("deleted_at set");
     assert!(deleted_at >= before && deleted_at <= tenantd_core::now_secs());
     assert_eq!(t.purge_after, Some(deleted_at + 30 * 86_400));
     // Forbidden from deleted.
-    match c.transition_tenant(&id, Resume, None).await {
+    match committed(c).transition_tenant(&id, Resume, None).await {
         Err(StoreError::Status(e)) => {
             assert_eq!((e.from, e.verb), ("deleted", "resumed"));
             assert_eq!(e.to_string(), "a deleted tenant cannot be resumed");
@@ -788,15 +905,18 @@ async fn case_status_transitions(c: &dyn Catalog) {
         other => panic!("resume of deleted: {other:?}"),
     }
     assert_err!(
-        c.transition_tenant(&id, Suspend, Some("x")).await,
+        committed(c).transition_tenant(&id, Suspend, Some("x")).await,
         StoreError::Status(_)
     );
-    assert_err!(c.transition_tenant(&id, Delete, None).await, StoreError::Status(_));
+    assert_err!(
+        committed(c).transition_tenant(&id, Delete, None).await,
+        StoreError::Status(_)
+    );
     // Nothing changed by the refusals.
     assert_eq!(c.get_tenant(&id).await.unwrap().status, TenantStatus::Deleted);
 
     // Restore of a tenant deleted while active: active, retention cleared.
-    let t = c.transition_tenant(&id, Restore, None).await.unwrap();
+    let t = committed(c).transition_tenant(&id, Restore, None).await.unwrap();
     assert_eq!(t.status, TenantStatus::Active);
     assert_eq!(
         (t.deleted_at, t.purge_after, t.status_reason.clone()),
@@ -804,22 +924,25 @@ async fn case_status_transitions(c: &dyn Catalog) {
     );
 
     // Restore of a tenant deleted while suspended: suspended again, with its reason.
-    c.transition_tenant(&id, Suspend, Some("abuse")).await.unwrap();
-    let t = c.transition_tenant(&id, Delete, None).await.unwrap();
+    committed(c)
+        .transition_tenant(&id, Suspend, Some("abuse"))
+        .await
+        .unwrap();
+    let t = committed(c).transition_tenant(&id, Delete, None).await.unwrap();
     assert_eq!(t.status, TenantStatus::Deleted);
     assert_eq!(t.purge_after, t.deleted_at.map(|d| d + 30 * 86_400));
-    let t = c.transition_tenant(&id, Restore, None).await.unwrap();
+    let t = committed(c).transition_tenant(&id, Restore, None).await.unwrap();
     assert_eq!(t.status, TenantStatus::Suspended);
     assert_eq!(t.status_reason.as_deref(), Some("abuse"));
     assert_eq!((t.deleted_at, t.purge_after), (None, None));
     // …and a later delete + restore after resuming comes back active.
-    c.transition_tenant(&id, Resume, None).await.unwrap();
-    c.transition_tenant(&id, Delete, None).await.unwrap();
-    let t = c.transition_tenant(&id, Restore, None).await.unwrap();
+    committed(c).transition_tenant(&id, Resume, None).await.unwrap();
+    committed(c).transition_tenant(&id, Delete, None).await.unwrap();
+    let t = committed(c).transition_tenant(&id, Restore, None).await.unwrap();
     assert_eq!(t.status, TenantStatus::Active);
 
     assert_err!(
-        c.transition_tenant(&tid("nobody"), Suspend, Some("x")).await,
+        committed(c).transition_tenant(&tid("nobody"), Suspend, Some("x")).await,
         StoreError::NotFound(_)
     );
 }
@@ -941,14 +1064,16 @@ async fn case_user_memberships(c: &dyn Catalog) {
     assert_eq!(c.member_role(&tid("nobody"), &alice).await.unwrap(), None);
 
     // A deleted tenant drops out of the user's list; restored, it is back.
-    c.transition_tenant(&tid("two"), Transition::Delete, None)
+    committed(c)
+        .transition_tenant(&tid("two"), Transition::Delete, None)
         .await
         .unwrap();
     assert_eq!(
         c.user_memberships(&alice).await.unwrap(),
         [(tid("one"), "owner".to_string())]
     );
-    c.transition_tenant(&tid("two"), Transition::Restore, None)
+    committed(c)
+        .transition_tenant(&tid("two"), Transition::Restore, None)
         .await
         .unwrap();
     assert_eq!(c.user_memberships(&alice).await.unwrap().len(), 2);
@@ -1630,24 +1755,26 @@ async fn case_usage(c: &dyn Catalog) {
     assert!(p2.items.iter().all(|e| e.tenant_id == t && e.kind == "quota.warning"));
 
     // Plan history: creation, then each change of plan (not other patches).
-    c.update_tenant(
-        &t,
-        &TenantPatch {
-            name: Some("Renamed".into()),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    c.update_tenant(
-        &t,
-        &TenantPatch {
-            plan: Some(pid("starter")),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    committed(c)
+        .update_tenant(
+            &t,
+            &TenantPatch {
+                name: Some("Renamed".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    committed(c)
+        .update_tenant(
+            &t,
+            &TenantPatch {
+                plan: Some(pid("starter")),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
     let h = c.plan_history(&t).await.unwrap();
     let last = h.last().unwrap().0;
     // Created on free, changed to starter: both, or only starter when the change came
@@ -1794,7 +1921,10 @@ async fn case_purge(c: &SqlCatalog) {
 
     // Only a deleted tenant past its retention is purged; refusals change nothing.
     assert_err!(c.purge_tenant(&gone, now + month).await, StoreError::Conflict(_));
-    c.transition_tenant(&gone, Transition::Delete, None).await.unwrap();
+    committed(c)
+        .transition_tenant(&gone, Transition::Delete, None)
+        .await
+        .unwrap();
     assert!(c.purgeable_tenants(now, None, 10).await.unwrap().is_empty());
     match c.purge_tenant(&gone, now).await {
         Err(StoreError::Conflict(m)) => assert_eq!(m, "the tenant's retention period has not ended"),
@@ -1824,7 +1954,7 @@ async fn case_purge(c: &SqlCatalog) {
         .execute(c.pool())
         .await
         .unwrap();
-    match c.transition_tenant(&gone, Transition::Restore, None).await {
+    match committed(c).transition_tenant(&gone, Transition::Restore, None).await {
         Err(StoreError::Conflict(m)) => assert!(m.contains("cannot be restored"), "{m}"),
         other => panic!("restore after retention: {other:?}"),
     }

@@ -304,8 +304,19 @@ async fn ensure_default_tenant(cfg: &Config, catalog: &dyn Catalog) -> Result<Te
             owner_email: tenantd_core::Email::parse("owner@tenantd.local").expect("valid"),
             settings: serde_json::json!({}),
         };
-        catalog
-            .create_tenant(&new)
+        let created = async {
+            let mut w = catalog.begin().await?;
+            catalog.create_tenant(&mut w, &new).await?;
+            let ev = NewAuditEvent::new(
+                Some(&id),
+                "system",
+                "tenant.created",
+                serde_json::json!({"plan": new.plan, "owner": new.owner_email}),
+                "",
+            );
+            w.commit_with(&ev).await
+        };
+        created
             .await
             .map_err(|e| StartError(format!("cannot create the default tenant: {e}")))?;
     }
@@ -332,6 +343,18 @@ impl AppState {
         if let Err(e) = self.catalog.record_audit(&ev).await.map(drop) {
             tracing::error!(error = %e, action, "could not record an audit event");
         }
+    }
+
+    /// The event of what the context's principal did to its tenant, for the unit of work
+    /// that does it.
+    pub fn event_of(ctx: &tenantd_edge::TenantContext, action: &str, detail: serde_json::Value) -> NewAuditEvent {
+        NewAuditEvent::new(
+            Some(ctx.tenant_id()),
+            ctx.principal().actor(),
+            action,
+            detail,
+            ctx.request_id(),
+        )
     }
 
     /// Appends to the tenant's audit trail what the context's principal did.

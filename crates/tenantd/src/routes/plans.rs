@@ -7,6 +7,7 @@ use axum::extract::{Path, State as S};
 use http::StatusCode;
 use tenantd_core::{Isolation, Limit, Plan, PlanId};
 use tenantd_edge::{Ctx, Problem};
+use tenantd_store::NewAuditEvent;
 
 fn plan_id(raw: &str) -> ApiResult<PlanId> {
     Ok(PlanId::parse(raw)?)
@@ -31,16 +32,16 @@ pub async fn list(S(state): S<State>, ctx: Ctx) -> ApiResult<axum::Json<serde_js
 pub async fn create(S(state): S<State>, ctx: Ctx, Json(plan): Json<Plan>) -> ApiResult<(StatusCode, axum::Json<Plan>)> {
     ctx.require_operator()?;
     let plan = checked(plan)?;
-    state.catalog.create_plan(&plan).await?;
-    state
-        .audit(
-            None,
-            "operator",
-            "plan.created",
-            serde_json::json!({"plan": plan.id}),
-            &ctx.request_id,
-        )
-        .await;
+    let mut w = state.catalog.begin().await?;
+    state.catalog.create_plan(&mut w, &plan).await?;
+    let ev = NewAuditEvent::new(
+        None,
+        "operator",
+        "plan.created",
+        serde_json::json!({"plan": plan.id}),
+        &ctx.request_id,
+    );
+    w.commit_with(&ev).await?;
     Ok((StatusCode::CREATED, axum::Json(plan)))
 }
 
@@ -102,17 +103,17 @@ pub async fn patch(
     plan.isolation = p.isolation.unwrap_or(plan.isolation);
     plan.counter_failure = p.counter_failure.unwrap_or(plan.counter_failure);
     let plan = checked(plan)?;
-    state.catalog.update_plan(&plan).await?;
+    let mut w = state.catalog.begin().await?;
+    state.catalog.update_plan(&mut w, &plan).await?;
+    let ev = NewAuditEvent::new(
+        None,
+        "operator",
+        "plan.updated",
+        serde_json::json!({"plan": plan.id}),
+        &ctx.request_id,
+    );
+    w.commit_with(&ev).await?;
     state.changed(tenantd_edge::Change::Plan(plan.id.as_str())).await;
-    state
-        .audit(
-            None,
-            "operator",
-            "plan.updated",
-            serde_json::json!({"plan": plan.id}),
-            &ctx.request_id,
-        )
-        .await;
     Ok(axum::Json(plan))
 }
 
@@ -121,15 +122,15 @@ pub async fn patch(
 pub async fn delete(S(state): S<State>, ctx: Ctx, Path(id): Path<String>) -> ApiResult<StatusCode> {
     ctx.require_operator()?;
     let id = plan_id(&id)?;
-    state.catalog.delete_plan(&id).await?;
-    state
-        .audit(
-            None,
-            "operator",
-            "plan.deleted",
-            serde_json::json!({"plan": id}),
-            &ctx.request_id,
-        )
-        .await;
+    let mut w = state.catalog.begin().await?;
+    state.catalog.delete_plan(&mut w, &id).await?;
+    let ev = NewAuditEvent::new(
+        None,
+        "operator",
+        "plan.deleted",
+        serde_json::json!({"plan": id}),
+        &ctx.request_id,
+    );
+    w.commit_with(&ev).await?;
     Ok(StatusCode::NO_CONTENT)
 }

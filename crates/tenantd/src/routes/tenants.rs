@@ -1,5 +1,5 @@
 //! Tenants and their lifecycle.
-use crate::app::State;
+use crate::app::{AppState, State};
 use crate::error::ApiResult;
 use crate::extract::{page, Json, Query};
 use crate::routes::openapi::TenantPath;
@@ -8,7 +8,7 @@ use http::StatusCode;
 use tenantd_core::tenant::Transition;
 use tenantd_core::{Code, Email, Limit, PlanId, TenantId, TenantStatus};
 use tenantd_edge::{Change, Ctx, Principal, Problem, TenantContext};
-use tenantd_store::{Created, NewTenant, Page, Tenant, TenantFilter, TenantPatch};
+use tenantd_store::{Created, NewAuditEvent, NewTenant, Page, Tenant, TenantFilter, TenantPatch};
 
 /// `POST /v1/tenants` body.
 #[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
@@ -158,8 +158,18 @@ pub async fn create(
         .principal
         .as_ref()
         .map_or_else(|| "anonymous".to_string(), Principal::actor);
-    match state.catalog.create_tenant(&new).await? {
+    let mut w = state.catalog.begin().await?;
+    match state.catalog.create_tenant(&mut w, &new).await? {
         Created::New(t) => {
+            let detail = serde_json::json!({"plan": t.plan, "owner": new.owner_email});
+            w.commit_with(&NewAuditEvent::new(
+                Some(&t.id),
+                actor,
+                "tenant.created",
+                detail,
+                &ctx.request_id,
+            ))
+            .await?;
             state.changed(Change::Tenant(t.id.as_str())).await;
             // Its data's place, at its plan's tier (retried on first use if this fails).
             match state.catalog.get_plan(&new.plan).await {
@@ -170,15 +180,6 @@ pub async fn create(
                 }
                 Err(e) => tracing::error!(tenant_id = %t.id, error = %e, "the new tenant's plan could not be read"),
             }
-            state
-                .audit(
-                    Some(&t.id),
-                    &actor,
-                    "tenant.created",
-                    serde_json::json!({"plan": t.plan, "owner": new.owner_email}),
-                    &ctx.request_id,
-                )
-                .await;
             Ok((StatusCode::CREATED, axum::Json(t)))
         }
         Created::Existing(t) => Ok((StatusCode::OK, axum::Json(t))),
@@ -293,19 +294,16 @@ pub async fn patch(
         },
         limits: b.limits,
     };
-    let t = state.catalog.update_tenant(ctx.tenant_id(), &patch).await?;
+    let mut w = state.catalog.begin().await?;
+    let t = state.catalog.update_tenant(&mut w, ctx.tenant_id(), &patch).await?;
+    let detail = serde_json::json!({"plan": patch.plan, "limits": patch.limits.is_some()});
+    w.commit_with(&AppState::event_of(&ctx, "tenant.updated", detail))
+        .await?;
     state.changed(Change::Tenant(t.id.as_str())).await;
     // A plan at another tier moves the tenant's data there, online.
     if patch.plan.is_some() {
         state.move_data(t.id);
     }
-    state
-        .record(
-            &ctx,
-            "tenant.updated",
-            serde_json::json!({"plan": patch.plan, "limits": patch.limits.is_some()}),
-        )
-        .await;
     Ok(axum::Json(t))
 }
 
@@ -316,9 +314,14 @@ async fn transition(
     reason: Option<&str>,
     action: &str,
 ) -> ApiResult<axum::Json<Tenant>> {
-    let tenant = state.catalog.transition_tenant(ctx.tenant_id(), t, reason).await?;
+    let mut w = state.catalog.begin().await?;
+    let tenant = state
+        .catalog
+        .transition_tenant(&mut w, ctx.tenant_id(), t, reason)
+        .await?;
+    w.commit_with(&AppState::event_of(ctx, action, serde_json::json!({"reason": reason})))
+        .await?;
     state.changed(Change::Tenant(tenant.id.as_str())).await;
-    state.record(ctx, action, serde_json::json!({"reason": reason})).await;
     Ok(axum::Json(tenant))
 }
 

@@ -9,6 +9,7 @@ crate::both! {
     deleted_tenants_are_purged_after_retention;
     the_purger_runs_every_purge_interval_seconds, "purge_interval_seconds = 1";
     plans_are_seeded_and_editable;
+    a_change_whose_event_cannot_be_written_is_not_made;
 }
 
 // With the counters in Redis, the purge deletes the tenant's keys there too.
@@ -576,4 +577,53 @@ async fn audit_actions(app: &TestApp, path: &str) -> Vec<String> {
         .iter()
         .map(|e| e["action"].as_str().unwrap().to_string())
         .collect()
+}
+
+/// A change and its audit event commit together: when the database refuses the event,
+/// the request is a 500 and nothing changed; the same requests then succeed with their
+/// events once it accepts them again.
+async fn a_change_whose_event_cannot_be_written_is_not_made(app: TestApp) {
+    app.tenant("acme", "free").await;
+    tenantd_store::testing::refuse_events(&app.db_url, true).await;
+    let plan = json!({"id": "gold", "name": "Gold", "limits": []});
+    app.post("/v1/plans", ADMIN, plan.clone())
+        .await
+        .problem(500, "internal");
+    app.get("/v1/plans/gold", ADMIN).await.problem(404, "not_found");
+    app.post("/v1/tenants/acme/suspend", ADMIN, json!({"reason": "billing"}))
+        .await
+        .problem(500, "internal");
+    app.patch("/v1/tenants/acme", ADMIN, json!({"name": "Renamed"}))
+        .await
+        .problem(500, "internal");
+    let body = json!({"id": "beta", "plan": "free", "owner_email": "bo@beta.test"});
+    app.post("/v1/tenants", ADMIN, body.clone())
+        .await
+        .problem(500, "internal");
+    let acme = app.get("/v1/tenants/acme", ADMIN).await.expect(200).body;
+    assert_eq!(
+        (acme["status"].as_str(), acme["name"].as_str()),
+        (Some("active"), Some("acme"))
+    );
+    app.get("/v1/tenants/beta", ADMIN)
+        .await
+        .problem(404, "tenant_not_found");
+    tenantd_store::testing::refuse_events(&app.db_url, false).await;
+    app.post("/v1/plans", ADMIN, plan).await.expect(201);
+    app.post("/v1/tenants", ADMIN, body).await.expect(201);
+    let trail = app.get("/v1/audit", ADMIN).await.expect(200).body;
+    let actions: Vec<&str> = trail["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert!(
+        actions.contains(&"plan.created") && actions.contains(&"tenant.created"),
+        "{actions:?}"
+    );
+    assert!(
+        !actions.contains(&"tenant.suspended") && !actions.contains(&"tenant.updated"),
+        "{actions:?}"
+    );
 }
