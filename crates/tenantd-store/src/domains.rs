@@ -1,5 +1,5 @@
 //! Custom domains: a host a tenant claims, proves it controls, and is then resolved by.
-use crate::{Result, SqlCatalog, StoreError};
+use crate::{Result, SqlCatalog, StoreError, Work};
 use serde::Serialize;
 use sqlx::Row;
 use tenantd_core::{now_secs, TenantId};
@@ -36,36 +36,66 @@ fn domain_from(r: &sqlx::any::AnyRow) -> Result<Domain> {
 
 const COLS: &str = "host, tenant_id, token, verified_at, created_at";
 
-impl SqlCatalog {
-    pub(crate) async fn add_domain_sql(&self, tenant: &TenantId, host: &str, token: &str) -> Result<Domain> {
-        let r = sqlx::query("INSERT INTO domains (host, tenant_id, token, created_at) VALUES ($1, $2, $3, $4)")
-            .bind(host)
-            .bind(tenant.as_str())
-            .bind(token)
-            .bind(now_secs())
-            .execute(self.pool())
-            .await;
-        match r {
-            Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
-                return Err(StoreError::Conflict(format!("{host} is already registered")))
-            }
-            other => other?,
-        };
-        self.get_domain_sql(tenant, host).await
-    }
+/// Claims `host` for the tenant; `Conflict` if any tenant has it.
+pub(crate) async fn add(w: &mut Work, tenant: &TenantId, host: &str, token: &str) -> Result<Domain> {
+    // In a savepoint: on PostgreSQL a failed statement would end the unit of work.
+    let mut sp = sqlx::Acquire::begin(&mut w.tx).await?;
+    let r = sqlx::query("INSERT INTO domains (host, tenant_id, token, created_at) VALUES ($1, $2, $3, $4)")
+        .bind(host)
+        .bind(tenant.as_str())
+        .bind(token)
+        .bind(now_secs())
+        .execute(&mut *sp)
+        .await;
+    match r {
+        Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
+            return Err(StoreError::Conflict(format!("{host} is already registered")))
+        }
+        other => other?,
+    };
+    sp.commit().await?;
+    get(&mut w.tx, tenant, host).await
+}
 
-    pub(crate) async fn get_domain_sql(&self, tenant: &TenantId, host: &str) -> Result<Domain> {
-        let r = sqlx::query(&format!(
-            "SELECT {COLS} FROM domains WHERE tenant_id = $1 AND host = $2"
-        ))
+/// One of the tenant's domains, read on `conn`.
+pub(crate) async fn get(conn: &mut sqlx::AnyConnection, tenant: &TenantId, host: &str) -> Result<Domain> {
+    let r = sqlx::query(&format!(
+        "SELECT {COLS} FROM domains WHERE tenant_id = $1 AND host = $2"
+    ))
+    .bind(tenant.as_str())
+    .bind(host)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or(StoreError::NotFound("domain"))?;
+    domain_from(&r)
+}
+
+/// Marks the tenant's domain verified at `at` (once).
+pub(crate) async fn verify(w: &mut Work, tenant: &TenantId, host: &str, at: i64) -> Result<Domain> {
+    sqlx::query("UPDATE domains SET verified_at = $3 WHERE tenant_id = $1 AND host = $2 AND verified_at IS NULL")
         .bind(tenant.as_str())
         .bind(host)
-        .fetch_optional(self.pool())
-        .await?
-        .ok_or(StoreError::NotFound("domain"))?;
-        domain_from(&r)
-    }
+        .bind(at)
+        .execute(&mut *w.tx)
+        .await?;
+    get(&mut w.tx, tenant, host).await
+}
 
+/// Releases the tenant's domain.
+pub(crate) async fn delete(w: &mut Work, tenant: &TenantId, host: &str) -> Result<()> {
+    let n = sqlx::query("DELETE FROM domains WHERE tenant_id = $1 AND host = $2")
+        .bind(tenant.as_str())
+        .bind(host)
+        .execute(&mut *w.tx)
+        .await?
+        .rows_affected();
+    if n == 0 {
+        return Err(StoreError::NotFound("domain"));
+    }
+    Ok(())
+}
+
+impl SqlCatalog {
     pub(crate) async fn list_domains_sql(&self, tenant: &TenantId) -> Result<Vec<Domain>> {
         let rows = sqlx::query(&format!(
             "SELECT {COLS} FROM domains WHERE tenant_id = $1 ORDER BY host"
@@ -74,29 +104,6 @@ impl SqlCatalog {
         .fetch_all(self.pool())
         .await?;
         rows.iter().map(domain_from).collect()
-    }
-
-    pub(crate) async fn verify_domain_sql(&self, tenant: &TenantId, host: &str, at: i64) -> Result<Domain> {
-        sqlx::query("UPDATE domains SET verified_at = $3 WHERE tenant_id = $1 AND host = $2 AND verified_at IS NULL")
-            .bind(tenant.as_str())
-            .bind(host)
-            .bind(at)
-            .execute(self.pool())
-            .await?;
-        self.get_domain_sql(tenant, host).await
-    }
-
-    pub(crate) async fn delete_domain_sql(&self, tenant: &TenantId, host: &str) -> Result<()> {
-        let n = sqlx::query("DELETE FROM domains WHERE tenant_id = $1 AND host = $2")
-            .bind(tenant.as_str())
-            .bind(host)
-            .execute(self.pool())
-            .await?
-            .rows_affected();
-        if n == 0 {
-            return Err(StoreError::NotFound("domain"));
-        }
-        Ok(())
     }
 
     pub(crate) async fn verified_domains_sql(&self) -> Result<Vec<(String, TenantId)>> {

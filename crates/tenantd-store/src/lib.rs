@@ -118,7 +118,7 @@ pub trait Catalog: Send + Sync + 'static {
     /// Its `security.*` audit events stay for the operator, under no tenant.
     /// Answers how many rows went. `NotFound` if there is no such tenant (purged
     /// already); `Conflict` if it is not deleted or its retention has not ended.
-    async fn purge_tenant(&self, id: &TenantId, now: i64) -> Result<u64>;
+    async fn purge_tenant(&self, w: &mut Work, id: &TenantId, now: i64) -> Result<u64>;
 
     // --- users and members
     /// The user with this email, created if new.
@@ -134,18 +134,24 @@ pub trait Catalog: Send + Sync + 'static {
     /// The tenant's members, one page, by user id.
     async fn list_members(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<Member>>;
     /// Adds a member (user created if new); `Conflict` if already a member.
-    async fn add_member(&self, tenant: &TenantId, email: &Email, role: &str) -> Result<Member> {
-        self.add_member_within(tenant, email, role, None).await
+    async fn add_member(&self, w: &mut Work, tenant: &TenantId, email: &Email, role: &str) -> Result<Member> {
+        self.add_member_within(w, tenant, email, role, None).await
     }
     /// [`Catalog::add_member`] only while the tenant has fewer than `max` members,
     /// counted in the same transaction as the insert: nodes sharing the catalog together
     /// never pass it. `LevelReached` with the count otherwise.
-    async fn add_member_within(&self, tenant: &TenantId, email: &Email, role: &str, max: Option<u64>)
-        -> Result<Member>;
+    async fn add_member_within(
+        &self,
+        w: &mut Work,
+        tenant: &TenantId,
+        email: &Email,
+        role: &str,
+        max: Option<u64>,
+    ) -> Result<Member>;
     /// Changes a member's role; `LastOwner` if it would demote the last owner.
-    async fn set_member_role(&self, tenant: &TenantId, user_id: &str, role: &str) -> Result<Member>;
+    async fn set_member_role(&self, w: &mut Work, tenant: &TenantId, user_id: &str, role: &str) -> Result<Member>;
     /// Removes a member; `LastOwner` if it is the last owner.
-    async fn remove_member(&self, tenant: &TenantId, user_id: &str) -> Result<()>;
+    async fn remove_member(&self, w: &mut Work, tenant: &TenantId, user_id: &str) -> Result<()>;
 
     // --- custom roles
     /// The tenant's custom roles.
@@ -153,9 +159,9 @@ pub trait Catalog: Send + Sync + 'static {
     /// One custom role.
     async fn get_role(&self, tenant: &TenantId, name: &str) -> Result<Option<tenantd_core::Role>>;
     /// Creates a custom role; `Conflict` if the name is taken.
-    async fn create_role(&self, tenant: &TenantId, role: &tenantd_core::Role) -> Result<()>;
+    async fn create_role(&self, w: &mut Work, tenant: &TenantId, role: &tenantd_core::Role) -> Result<()>;
     /// Deletes a custom role; `Conflict` while members or keys hold it.
-    async fn delete_role(&self, tenant: &TenantId, name: &str) -> Result<()>;
+    async fn delete_role(&self, w: &mut Work, tenant: &TenantId, name: &str) -> Result<()>;
 
     // --- workspaces
     /// The tenant's workspaces.
@@ -163,14 +169,15 @@ pub trait Catalog: Send + Sync + 'static {
     /// One workspace with its members.
     async fn get_workspace(&self, tenant: &TenantId, id: &str) -> Result<Workspace>;
     /// Creates a workspace; `Conflict` if the id is taken.
-    async fn create_workspace(&self, tenant: &TenantId, id: &str, name: &str) -> Result<Workspace>;
+    async fn create_workspace(&self, w: &mut Work, tenant: &TenantId, id: &str, name: &str) -> Result<Workspace>;
     /// Renames a workspace.
-    async fn rename_workspace(&self, tenant: &TenantId, id: &str, name: &str) -> Result<Workspace>;
+    async fn rename_workspace(&self, w: &mut Work, tenant: &TenantId, id: &str, name: &str) -> Result<Workspace>;
     /// Deletes a workspace and its memberships.
-    async fn delete_workspace(&self, tenant: &TenantId, id: &str) -> Result<()>;
+    async fn delete_workspace(&self, w: &mut Work, tenant: &TenantId, id: &str) -> Result<()>;
     /// Adds (or re-roles) a tenant member in a workspace.
     async fn add_workspace_member(
         &self,
+        w: &mut Work,
         tenant: &TenantId,
         ws: &str,
         email: &Email,
@@ -181,21 +188,28 @@ pub trait Catalog: Send + Sync + 'static {
 
     // --- API keys
     /// Stores a new key (its hash only).
-    async fn create_key(&self, key: &ApiKey) -> Result<()> {
-        self.create_key_within(key, None).await
+    async fn create_key(&self, w: &mut Work, key: &ApiKey) -> Result<()> {
+        self.create_key_within(w, key, None).await
     }
     /// [`Catalog::create_key`] only while the tenant has fewer than `max` active keys,
     /// counted in the same transaction as the insert. `LevelReached` with the count
     /// otherwise.
-    async fn create_key_within(&self, key: &ApiKey, max: Option<u64>) -> Result<()>;
+    async fn create_key_within(&self, w: &mut Work, key: &ApiKey, max: Option<u64>) -> Result<()>;
     /// A key by id, whatever its tenant (the edge checks the tenant).
     async fn get_key(&self, id: &str) -> Result<Option<ApiKey>>;
     /// The tenant's keys, one page.
     async fn list_keys(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<ApiKey>>;
     /// Revokes a key of the tenant now.
-    async fn revoke_key(&self, tenant: &TenantId, id: &str, at: i64) -> Result<ApiKey>;
+    async fn revoke_key(&self, w: &mut Work, tenant: &TenantId, id: &str, at: i64) -> Result<ApiKey>;
     /// Replaces a live key's secret hash and prefix (rotation); `Conflict` if revoked.
-    async fn rotate_key(&self, tenant: &TenantId, id: &str, prefix: &str, hash_hex: &str) -> Result<ApiKey>;
+    async fn rotate_key(
+        &self,
+        w: &mut Work,
+        tenant: &TenantId,
+        id: &str,
+        prefix: &str,
+        hash_hex: &str,
+    ) -> Result<ApiKey>;
     /// Writes batched `last_used_at` values.
     async fn touch_keys(&self, used: &[(String, i64)]) -> Result<()>;
 
@@ -218,15 +232,15 @@ pub trait Catalog: Send + Sync + 'static {
 
     // --- custom domains
     /// Claims a host for the tenant; `Conflict` if any tenant has it.
-    async fn add_domain(&self, tenant: &TenantId, host: &str, token: &str) -> Result<Domain>;
+    async fn add_domain(&self, w: &mut Work, tenant: &TenantId, host: &str, token: &str) -> Result<Domain>;
     /// One of the tenant's domains.
     async fn get_domain(&self, tenant: &TenantId, host: &str) -> Result<Domain>;
     /// The tenant's domains.
     async fn list_domains(&self, tenant: &TenantId) -> Result<Vec<Domain>>;
     /// Marks a domain verified.
-    async fn verify_domain(&self, tenant: &TenantId, host: &str, at: i64) -> Result<Domain>;
+    async fn verify_domain(&self, w: &mut Work, tenant: &TenantId, host: &str, at: i64) -> Result<Domain>;
     /// Releases a domain.
-    async fn delete_domain(&self, tenant: &TenantId, host: &str) -> Result<()>;
+    async fn delete_domain(&self, w: &mut Work, tenant: &TenantId, host: &str) -> Result<()>;
     /// Operator-wide: every verified host of a live tenant, for the edge.
     async fn verified_domains(&self) -> Result<Vec<(String, TenantId)>>;
 

@@ -348,11 +348,15 @@ impl SqlCatalog {
             .transpose()
     }
 
-    async fn workspace_members(&self, tenant: &TenantId, ws: &str) -> Result<Vec<WorkspaceMember>> {
+    async fn workspace_members(
+        conn: &mut sqlx::AnyConnection,
+        tenant: &TenantId,
+        ws: &str,
+    ) -> Result<Vec<WorkspaceMember>> {
         let rows = sqlx::query("SELECT w.user_id, u.email, w.role FROM workspace_members w JOIN users u ON u.id = w.user_id WHERE w.tenant_id = $1 AND w.workspace_id = $2 ORDER BY w.user_id")
             .bind(tenant.as_str())
             .bind(ws)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *conn)
             .await?;
         rows.iter()
             .map(|r| {
@@ -363,6 +367,33 @@ impl SqlCatalog {
                 })
             })
             .collect()
+    }
+
+    /// A workspace with its members, read on `conn` (a unit of work's, to see its own
+    /// changes).
+    async fn workspace_in(conn: &mut sqlx::AnyConnection, tenant: &TenantId, id: &str) -> Result<Workspace> {
+        let r = sqlx::query("SELECT id, name, created_at FROM workspaces WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.as_str())
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?
+            .ok_or(StoreError::NotFound("workspace"))?;
+        Ok(Workspace {
+            id: r.try_get("id")?,
+            name: r.try_get("name")?,
+            created_at: r.try_get("created_at")?,
+            members: Self::workspace_members(conn, tenant, id).await?,
+        })
+    }
+
+    /// A key by id, read on `conn`.
+    async fn key_in(conn: &mut sqlx::AnyConnection, id: &str) -> Result<Option<ApiKey>> {
+        sqlx::query(&format!("SELECT {KEY_COLS} FROM api_keys WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?
+            .map(|r| key_from(&r))
+            .transpose()
     }
 }
 
@@ -681,12 +712,12 @@ impl Catalog for SqlCatalog {
             .collect()
     }
 
-    async fn purge_tenant(&self, id: &TenantId, now: i64) -> Result<u64> {
-        let mut tx = self.pool.begin().await?;
-        Self::lock_tenant(&mut tx, id).await?;
+    async fn purge_tenant(&self, w: &mut Work, id: &TenantId, now: i64) -> Result<u64> {
+        let tx = &mut w.tx;
+        Self::lock_tenant(tx, id).await?;
         let r = sqlx::query("SELECT status, purge_after FROM tenants WHERE id = $1")
             .bind(id.as_str())
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut **tx)
             .await?;
         let (status, due): (String, Option<i64>) = (r.try_get("status")?, r.try_get("purge_after")?);
         if status != TenantStatus::Deleted.as_str() {
@@ -699,13 +730,13 @@ impl Catalog for SqlCatalog {
         }
         let users: Vec<String> = sqlx::query_scalar("SELECT user_id FROM memberships WHERE tenant_id = $1")
             .bind(id.as_str())
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut **tx)
             .await?;
         // Security events (a cross-tenant attempt filed under the caller's tenant) stay in
         // the operator's trail, under no tenant.
         sqlx::query("UPDATE audit_events SET tenant_id = NULL WHERE tenant_id = $1 AND action LIKE 'security.%'")
             .bind(id.as_str())
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         let mut rows = 0;
         // Children before their parents; the tenant's row last.
@@ -724,13 +755,13 @@ impl Catalog for SqlCatalog {
         ] {
             rows += sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = $1"))
                 .bind(id.as_str())
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?
                 .rows_affected();
         }
         rows += sqlx::query("DELETE FROM tenants WHERE id = $1")
             .bind(id.as_str())
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?
             .rows_affected();
         for user in users {
@@ -740,11 +771,10 @@ impl Catalog for SqlCatalog {
                  AND NOT EXISTS (SELECT 1 FROM workspace_members WHERE user_id = $1)",
             )
             .bind(&user)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?
             .rows_affected();
         }
-        tx.commit().await?;
         Ok(rows)
     }
 
@@ -813,21 +843,22 @@ impl Catalog for SqlCatalog {
 
     async fn add_member_within(
         &self,
+        w: &mut Work,
         tenant: &TenantId,
         email: &Email,
         role: &str,
         max: Option<u64>,
     ) -> Result<Member> {
-        let mut tx = self.pool.begin().await?;
-        Self::lock_tenant(&mut tx, tenant).await?;
-        Self::below_level(&mut tx, tenant, Countable::Members, max).await?;
-        let user = Self::ensure_user_in(&mut tx, email).await?;
+        let tx = &mut w.tx;
+        Self::lock_tenant(tx, tenant).await?;
+        Self::below_level(tx, tenant, Countable::Members, max).await?;
+        let user = Self::ensure_user_in(tx, email).await?;
         let r = sqlx::query("INSERT INTO memberships (tenant_id, user_id, role, created_at) VALUES ($1, $2, $3, $4)")
             .bind(tenant.as_str())
             .bind(&user.id)
             .bind(role)
             .bind(now_secs())
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await
             .map_err(StoreError::from);
         match r {
@@ -836,34 +867,32 @@ impl Catalog for SqlCatalog {
             }
             other => other?,
         };
-        let m = Self::member_in(&mut tx, tenant, &user.id).await?;
-        tx.commit().await?;
+        let m = Self::member_in(tx, tenant, &user.id).await?;
         Ok(m)
     }
 
-    async fn set_member_role(&self, tenant: &TenantId, user_id: &str, role: &str) -> Result<Member> {
-        let mut tx = self.pool.begin().await?;
-        Self::lock_tenant(&mut tx, tenant).await?;
-        let current = Self::current_role(&mut tx, tenant, user_id).await?;
-        if current == "owner" && role != "owner" && Self::owner_count(&mut tx, tenant).await? <= 1 {
+    async fn set_member_role(&self, w: &mut Work, tenant: &TenantId, user_id: &str, role: &str) -> Result<Member> {
+        let tx = &mut w.tx;
+        Self::lock_tenant(tx, tenant).await?;
+        let current = Self::current_role(tx, tenant, user_id).await?;
+        if current == "owner" && role != "owner" && Self::owner_count(tx, tenant).await? <= 1 {
             return Err(StoreError::LastOwner);
         }
         sqlx::query("UPDATE memberships SET role = $3 WHERE tenant_id = $1 AND user_id = $2")
             .bind(tenant.as_str())
             .bind(user_id)
             .bind(role)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
-        let m = Self::member_in(&mut tx, tenant, user_id).await?;
-        tx.commit().await?;
+        let m = Self::member_in(tx, tenant, user_id).await?;
         Ok(m)
     }
 
-    async fn remove_member(&self, tenant: &TenantId, user_id: &str) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        Self::lock_tenant(&mut tx, tenant).await?;
-        let current = Self::current_role(&mut tx, tenant, user_id).await?;
-        if current == "owner" && Self::owner_count(&mut tx, tenant).await? <= 1 {
+    async fn remove_member(&self, w: &mut Work, tenant: &TenantId, user_id: &str) -> Result<()> {
+        let tx = &mut w.tx;
+        Self::lock_tenant(tx, tenant).await?;
+        let current = Self::current_role(tx, tenant, user_id).await?;
+        if current == "owner" && Self::owner_count(tx, tenant).await? <= 1 {
             return Err(StoreError::LastOwner);
         }
         for sql in [
@@ -873,10 +902,9 @@ impl Catalog for SqlCatalog {
             sqlx::query(sql)
                 .bind(tenant.as_str())
                 .bind(user_id)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
         }
-        tx.commit().await?;
         Ok(())
     }
 
@@ -900,13 +928,13 @@ impl Catalog for SqlCatalog {
             .transpose()
     }
 
-    async fn create_role(&self, tenant: &TenantId, role: &Role) -> Result<()> {
+    async fn create_role(&self, w: &mut Work, tenant: &TenantId, role: &Role) -> Result<()> {
         let r = sqlx::query("INSERT INTO roles (tenant_id, name, permissions, created_at) VALUES ($1, $2, $3, $4)")
             .bind(tenant.as_str())
             .bind(&role.name)
             .bind(to_json(&role.allow))
             .bind(now_secs())
-            .execute(&self.pool)
+            .execute(&mut *w.tx)
             .await
             .map(|_| ())
             .map_err(StoreError::from);
@@ -918,9 +946,9 @@ impl Catalog for SqlCatalog {
         }
     }
 
-    async fn delete_role(&self, tenant: &TenantId, name: &str) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        Self::lock_tenant(&mut tx, tenant).await?;
+    async fn delete_role(&self, w: &mut Work, tenant: &TenantId, name: &str) -> Result<()> {
+        let tx = &mut w.tx;
+        Self::lock_tenant(tx, tenant).await?;
         for (sql, what) in [
             (
                 "SELECT user_id FROM memberships WHERE tenant_id = $1 AND role = $2 LIMIT 1",
@@ -938,7 +966,7 @@ impl Catalog for SqlCatalog {
             if sqlx::query(sql)
                 .bind(tenant.as_str())
                 .bind(name)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut **tx)
                 .await?
                 .is_some()
             {
@@ -948,13 +976,12 @@ impl Catalog for SqlCatalog {
         let n = sqlx::query("DELETE FROM roles WHERE tenant_id = $1 AND name = $2")
             .bind(tenant.as_str())
             .bind(name)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?
             .rows_affected();
         if n == 0 {
             return Err(StoreError::NotFound("role"));
         }
-        tx.commit().await?;
         Ok(())
     }
 
@@ -963,10 +990,11 @@ impl Catalog for SqlCatalog {
             .bind(tenant.as_str())
             .fetch_all(&self.pool)
             .await?;
+        let mut conn = self.pool.acquire().await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
             let id: String = r.try_get("id")?;
-            let members = self.workspace_members(tenant, &id).await?;
+            let members = Self::workspace_members(&mut conn, tenant, &id).await?;
             out.push(Workspace {
                 id,
                 name: r.try_get("name")?,
@@ -978,27 +1006,16 @@ impl Catalog for SqlCatalog {
     }
 
     async fn get_workspace(&self, tenant: &TenantId, id: &str) -> Result<Workspace> {
-        let r = sqlx::query("SELECT id, name, created_at FROM workspaces WHERE tenant_id = $1 AND id = $2")
-            .bind(tenant.as_str())
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or(StoreError::NotFound("workspace"))?;
-        Ok(Workspace {
-            id: r.try_get("id")?,
-            name: r.try_get("name")?,
-            created_at: r.try_get("created_at")?,
-            members: self.workspace_members(tenant, id).await?,
-        })
+        Self::workspace_in(&mut *self.pool.acquire().await?, tenant, id).await
     }
 
-    async fn create_workspace(&self, tenant: &TenantId, id: &str, name: &str) -> Result<Workspace> {
+    async fn create_workspace(&self, w: &mut Work, tenant: &TenantId, id: &str, name: &str) -> Result<Workspace> {
         let r = sqlx::query("INSERT INTO workspaces (tenant_id, id, name, created_at) VALUES ($1, $2, $3, $4)")
             .bind(tenant.as_str())
             .bind(id)
             .bind(name)
             .bind(now_secs())
-            .execute(&self.pool)
+            .execute(&mut *w.tx)
             .await
             .map_err(StoreError::from);
         match r {
@@ -1007,66 +1024,67 @@ impl Catalog for SqlCatalog {
             }
             other => other?,
         };
-        self.get_workspace(tenant, id).await
+        Self::workspace_in(&mut w.tx, tenant, id).await
     }
 
-    async fn rename_workspace(&self, tenant: &TenantId, id: &str, name: &str) -> Result<Workspace> {
+    async fn rename_workspace(&self, w: &mut Work, tenant: &TenantId, id: &str, name: &str) -> Result<Workspace> {
         let n = sqlx::query("UPDATE workspaces SET name = $3 WHERE tenant_id = $1 AND id = $2")
             .bind(tenant.as_str())
             .bind(id)
             .bind(name)
-            .execute(&self.pool)
+            .execute(&mut *w.tx)
             .await?
             .rows_affected();
         if n == 0 {
             return Err(StoreError::NotFound("workspace"));
         }
-        self.get_workspace(tenant, id).await
+        Self::workspace_in(&mut w.tx, tenant, id).await
     }
 
-    async fn delete_workspace(&self, tenant: &TenantId, id: &str) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+    async fn delete_workspace(&self, w: &mut Work, tenant: &TenantId, id: &str) -> Result<()> {
+        let tx = &mut w.tx;
         sqlx::query("DELETE FROM workspace_members WHERE tenant_id = $1 AND workspace_id = $2")
             .bind(tenant.as_str())
             .bind(id)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         let n = sqlx::query("DELETE FROM workspaces WHERE tenant_id = $1 AND id = $2")
             .bind(tenant.as_str())
             .bind(id)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?
             .rows_affected();
         if n == 0 {
             return Err(StoreError::NotFound("workspace"));
         }
-        tx.commit().await?;
         Ok(())
     }
 
     async fn add_workspace_member(
         &self,
+        w: &mut Work,
         tenant: &TenantId,
         ws: &str,
         email: &Email,
         role: &str,
     ) -> Result<WorkspaceMember> {
-        self.get_workspace(tenant, ws).await?;
+        Self::workspace_in(&mut w.tx, tenant, ws).await?;
         // Someone who is not a member of the tenant is no one here: add them first.
-        let user = self
-            .find_user_by_email(email)
+        let user = sqlx::query("SELECT u.id, u.email, u.created_at FROM users u JOIN memberships m ON m.user_id = u.id WHERE m.tenant_id = $1 AND u.email = $2")
+            .bind(tenant.as_str())
+            .bind(email.as_str())
+            .fetch_optional(&mut *w.tx)
             .await?
+            .map(|r| user_from(&r))
+            .transpose()?
             .ok_or(StoreError::NotFound("tenant member"))?;
-        if self.member_role(tenant, &user.id).await?.is_none() {
-            return Err(StoreError::NotFound("tenant member"));
-        }
         sqlx::query("INSERT INTO workspace_members (tenant_id, workspace_id, user_id, role, created_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, workspace_id, user_id) DO UPDATE SET role = excluded.role")
             .bind(tenant.as_str())
             .bind(ws)
             .bind(&user.id)
             .bind(role)
             .bind(now_secs())
-            .execute(&self.pool)
+            .execute(&mut *w.tx)
             .await?;
         Ok(WorkspaceMember {
             user_id: user.id,
@@ -1088,11 +1106,11 @@ impl Catalog for SqlCatalog {
         .transpose()?)
     }
 
-    async fn create_key_within(&self, k: &ApiKey, max: Option<u64>) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+    async fn create_key_within(&self, w: &mut Work, k: &ApiKey, max: Option<u64>) -> Result<()> {
+        let tx = &mut w.tx;
         if max.is_some() {
-            Self::lock_tenant(&mut tx, &k.tenant_id).await?;
-            Self::below_level(&mut tx, &k.tenant_id, Countable::ActiveKeys, max).await?;
+            Self::lock_tenant(tx, &k.tenant_id).await?;
+            Self::below_level(tx, &k.tenant_id, Countable::ActiveKeys, max).await?;
         }
         sqlx::query(&format!(
             "INSERT INTO api_keys ({KEY_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
@@ -1108,19 +1126,13 @@ impl Catalog for SqlCatalog {
         .bind(k.created_at)
         .bind(k.revoked_at)
         .bind(k.last_used_at)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
-        tx.commit().await?;
         Ok(())
     }
 
     async fn get_key(&self, id: &str) -> Result<Option<ApiKey>> {
-        sqlx::query(&format!("SELECT {KEY_COLS} FROM api_keys WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .map(|r| key_from(&r))
-            .transpose()
+        Self::key_in(&mut *self.pool.acquire().await?, id).await
     }
 
     async fn list_keys(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<ApiKey>> {
@@ -1142,21 +1154,28 @@ impl Catalog for SqlCatalog {
         Ok(self.cursors().page(items, page.limit, |k| k.id.clone()))
     }
 
-    async fn revoke_key(&self, tenant: &TenantId, id: &str, at: i64) -> Result<ApiKey> {
+    async fn revoke_key(&self, w: &mut Work, tenant: &TenantId, id: &str, at: i64) -> Result<ApiKey> {
         sqlx::query("UPDATE api_keys SET revoked_at = $3 WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL")
             .bind(tenant.as_str())
             .bind(id)
             .bind(at)
-            .execute(&self.pool)
+            .execute(&mut *w.tx)
             .await?;
-        match self.get_key(id).await? {
+        match Self::key_in(&mut w.tx, id).await? {
             Some(k) if k.tenant_id == *tenant => Ok(k),
             _ => Err(StoreError::NotFound("api key")),
         }
     }
 
-    async fn rotate_key(&self, tenant: &TenantId, id: &str, prefix: &str, hash_hex: &str) -> Result<ApiKey> {
-        let key = match self.get_key(id).await? {
+    async fn rotate_key(
+        &self,
+        w: &mut Work,
+        tenant: &TenantId,
+        id: &str,
+        prefix: &str,
+        hash_hex: &str,
+    ) -> Result<ApiKey> {
+        let key = match Self::key_in(&mut w.tx, id).await? {
             Some(k) if k.tenant_id == *tenant => k,
             _ => return Err(StoreError::NotFound("api key")),
         };
@@ -1172,9 +1191,11 @@ impl Catalog for SqlCatalog {
         .bind(id)
         .bind(prefix)
         .bind(hash_hex)
-        .execute(&self.pool)
+        .execute(&mut *w.tx)
         .await?;
-        self.get_key(id).await?.ok_or(StoreError::NotFound("api key"))
+        Self::key_in(&mut w.tx, id)
+            .await?
+            .ok_or(StoreError::NotFound("api key"))
     }
 
     async fn touch_keys(&self, used: &[(String, i64)]) -> Result<()> {
@@ -1349,24 +1370,24 @@ impl Catalog for SqlCatalog {
         what.count_in(&self.pool, tenant).await
     }
 
-    async fn add_domain(&self, tenant: &TenantId, host: &str, token: &str) -> Result<crate::Domain> {
-        self.add_domain_sql(tenant, host, token).await
+    async fn add_domain(&self, w: &mut Work, tenant: &TenantId, host: &str, token: &str) -> Result<crate::Domain> {
+        crate::domains::add(w, tenant, host, token).await
     }
 
     async fn get_domain(&self, tenant: &TenantId, host: &str) -> Result<crate::Domain> {
-        self.get_domain_sql(tenant, host).await
+        crate::domains::get(&mut *self.pool.acquire().await?, tenant, host).await
     }
 
     async fn list_domains(&self, tenant: &TenantId) -> Result<Vec<crate::Domain>> {
         self.list_domains_sql(tenant).await
     }
 
-    async fn verify_domain(&self, tenant: &TenantId, host: &str, at: i64) -> Result<crate::Domain> {
-        self.verify_domain_sql(tenant, host, at).await
+    async fn verify_domain(&self, w: &mut Work, tenant: &TenantId, host: &str, at: i64) -> Result<crate::Domain> {
+        crate::domains::verify(w, tenant, host, at).await
     }
 
-    async fn delete_domain(&self, tenant: &TenantId, host: &str) -> Result<()> {
-        self.delete_domain_sql(tenant, host).await
+    async fn delete_domain(&self, w: &mut Work, tenant: &TenantId, host: &str) -> Result<()> {
+        crate::domains::delete(w, tenant, host).await
     }
 
     async fn verified_domains(&self) -> Result<Vec<(String, TenantId)>> {

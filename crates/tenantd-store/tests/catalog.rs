@@ -44,6 +44,22 @@ in_own_work! {
     create_tenant(new: &NewTenant) -> Created<Tenant>;
     update_tenant(id: &TenantId, patch: &TenantPatch) -> Tenant;
     transition_tenant(id: &TenantId, t: Transition, reason: Option<&str>) -> Tenant;
+    purge_tenant(id: &TenantId, now: i64) -> u64;
+    add_member(tenant: &TenantId, email: &Email, role: &str) -> Member;
+    add_member_within(tenant: &TenantId, email: &Email, role: &str, max: Option<u64>) -> Member;
+    set_member_role(tenant: &TenantId, user_id: &str, role: &str) -> Member;
+    remove_member(tenant: &TenantId, user_id: &str) -> ();
+    create_role(tenant: &TenantId, role: &Role) -> ();
+    delete_role(tenant: &TenantId, name: &str) -> ();
+    create_workspace(tenant: &TenantId, id: &str, name: &str) -> Workspace;
+    rename_workspace(tenant: &TenantId, id: &str, name: &str) -> Workspace;
+    delete_workspace(tenant: &TenantId, id: &str) -> ();
+    add_workspace_member(tenant: &TenantId, ws: &str, email: &Email, role: &str) -> WorkspaceMember;
+    create_key(key: &ApiKey) -> ();
+    create_key_within(key: &ApiKey, max: Option<u64>) -> ();
+    revoke_key(tenant: &TenantId, id: &str, at: i64) -> ApiKey;
+    rotate_key(tenant: &TenantId, id: &str, prefix: &str, hash_hex: &str) -> ApiKey;
+    add_domain(tenant: &TenantId, host: &str, token: &str) -> Domain;
 }
 
 async fn sqlite_catalog() -> (SqlCatalog, std::path::PathBuf) {
@@ -954,7 +970,10 @@ async fn case_members(c: &dyn Catalog) {
     let t = tid("team");
     let alice = user_id(c, "alice@team.example").await;
 
-    let bob = c.add_member(&t, &email("Bob@Team.example"), "member").await.unwrap();
+    let bob = committed(c)
+        .add_member(&t, &email("Bob@Team.example"), "member")
+        .await
+        .unwrap();
     assert_eq!((bob.email.as_str(), bob.role.as_str()), ("bob@team.example", "member"));
     assert!(bob.user_id.starts_with("usr_"));
     assert_eq!(
@@ -963,7 +982,7 @@ async fn case_members(c: &dyn Catalog) {
     );
     // Duplicate add, whatever the role.
     assert_err!(
-        c.add_member(&t, &email("bob@team.example"), "admin").await,
+        committed(c).add_member(&t, &email("bob@team.example"), "admin").await,
         StoreError::Conflict(_)
     );
     assert_eq!(
@@ -971,55 +990,69 @@ async fn case_members(c: &dyn Catalog) {
         Some("member")
     );
     assert_err!(
-        c.add_member(&tid("nobody"), &email("bob@team.example"), "member").await,
+        committed(c)
+            .add_member(&tid("nobody"), &email("bob@team.example"), "member")
+            .await,
         StoreError::NotFound(_)
     );
 
     // Set role.
-    let m = c.set_member_role(&t, &bob.user_id, "admin").await.unwrap();
+    let m = committed(c).set_member_role(&t, &bob.user_id, "admin").await.unwrap();
     assert_eq!((m.user_id.as_str(), m.role.as_str()), (bob.user_id.as_str(), "admin"));
     assert_eq!(c.member_role(&t, &bob.user_id).await.unwrap().as_deref(), Some("admin"));
     assert_err!(
-        c.set_member_role(&t, "usr_nobody", "admin").await,
+        committed(c).set_member_role(&t, "usr_nobody", "admin").await,
         StoreError::NotFound(_)
     );
-    assert_err!(c.remove_member(&t, "usr_nobody").await, StoreError::NotFound(_));
+    assert_err!(
+        committed(c).remove_member(&t, "usr_nobody").await,
+        StoreError::NotFound(_)
+    );
 
     // The last owner can be neither demoted nor removed.
-    assert_err!(c.set_member_role(&t, &alice, "admin").await, StoreError::LastOwner);
-    assert_err!(c.remove_member(&t, &alice).await, StoreError::LastOwner);
-    assert_eq!(c.member_role(&t, &alice).await.unwrap().as_deref(), Some("owner"));
-    // Owner → owner is not a demotion.
-    c.set_member_role(&t, &alice, "owner").await.unwrap();
-
-    // With two owners, one can be demoted, and one can be removed.
-    c.set_member_role(&t, &bob.user_id, "owner").await.unwrap();
-    let m = c.set_member_role(&t, &alice, "admin").await.unwrap();
-    assert_eq!(m.role, "admin");
     assert_err!(
-        c.set_member_role(&t, &bob.user_id, "member").await,
+        committed(c).set_member_role(&t, &alice, "admin").await,
         StoreError::LastOwner
     );
-    c.set_member_role(&t, &alice, "owner").await.unwrap();
-    c.remove_member(&t, &alice).await.unwrap();
-    assert_eq!(c.member_role(&t, &alice).await.unwrap(), None);
-    assert_err!(c.remove_member(&t, &bob.user_id).await, StoreError::LastOwner);
+    assert_err!(committed(c).remove_member(&t, &alice).await, StoreError::LastOwner);
+    assert_eq!(c.member_role(&t, &alice).await.unwrap().as_deref(), Some("owner"));
+    // Owner → owner is not a demotion.
+    committed(c).set_member_role(&t, &alice, "owner").await.unwrap();
+
+    // With two owners, one can be demoted, and one can be removed.
+    committed(c).set_member_role(&t, &bob.user_id, "owner").await.unwrap();
+    let m = committed(c).set_member_role(&t, &alice, "admin").await.unwrap();
+    assert_eq!(m.role, "admin");
     assert_err!(
-        c.set_member_role(&t, &bob.user_id, "viewer").await,
+        committed(c).set_member_role(&t, &bob.user_id, "member").await,
+        StoreError::LastOwner
+    );
+    committed(c).set_member_role(&t, &alice, "owner").await.unwrap();
+    committed(c).remove_member(&t, &alice).await.unwrap();
+    assert_eq!(c.member_role(&t, &alice).await.unwrap(), None);
+    assert_err!(
+        committed(c).remove_member(&t, &bob.user_id).await,
+        StoreError::LastOwner
+    );
+    assert_err!(
+        committed(c).set_member_role(&t, &bob.user_id, "viewer").await,
         StoreError::LastOwner
     );
     assert_eq!(c.member_role(&t, &bob.user_id).await.unwrap().as_deref(), Some("owner"));
     // A removed user still exists and can be added back.
     assert_eq!(c.get_user(&alice).await.unwrap().email, "alice@team.example");
-    c.add_member(&t, &email("alice@team.example"), "viewer").await.unwrap();
+    committed(c)
+        .add_member(&t, &email("alice@team.example"), "viewer")
+        .await
+        .unwrap();
     // Non-owners are removed freely.
-    c.remove_member(&t, &alice).await.unwrap();
-    assert_err!(c.remove_member(&t, &alice).await, StoreError::NotFound(_));
+    committed(c).remove_member(&t, &alice).await.unwrap();
+    assert_err!(committed(c).remove_member(&t, &alice).await, StoreError::NotFound(_));
 
     // Member list pages.
     let mut expected = BTreeSet::from([bob.user_id.clone()]);
     for i in 0..5 {
-        let m = c
+        let m = committed(c)
             .add_member(&t, &email(&format!("m{i}@team.example")), "viewer")
             .await
             .unwrap();
@@ -1042,7 +1075,8 @@ async fn case_user_memberships(c: &dyn Catalog) {
     mk_tenant(c, "one", "free", "alice@multi.example").await;
     mk_tenant(c, "two", "starter", "bob@multi.example").await;
     mk_tenant(c, "three", "free", "carol@multi.example").await;
-    c.add_member(&tid("two"), &email("alice@multi.example"), "member")
+    committed(c)
+        .add_member(&tid("two"), &email("alice@multi.example"), "member")
         .await
         .unwrap();
     let alice = user_id(c, "alice@multi.example").await;
@@ -1103,39 +1137,49 @@ async fn case_custom_roles(c: &dyn Catalog) {
     let reporter = Role::custom("reporter".into(), perms(&["reports:*"]));
 
     assert!(c.list_roles(&t).await.unwrap().is_empty());
-    c.create_role(&t, &auditor).await.unwrap();
-    c.create_role(&t, &reporter).await.unwrap();
+    committed(c).create_role(&t, &auditor).await.unwrap();
+    committed(c).create_role(&t, &reporter).await.unwrap();
     assert_eq!(c.list_roles(&t).await.unwrap(), [auditor.clone(), reporter.clone()]);
     assert_eq!(c.get_role(&t, "auditor").await.unwrap(), Some(auditor.clone()));
     assert_eq!(c.get_role(&t, "nope").await.unwrap(), None);
     // Duplicate name in the tenant; the same name elsewhere is another role.
     let other_perms = Role::custom("auditor".into(), perms(&["*"]));
-    assert_err!(c.create_role(&t, &other_perms).await, StoreError::Conflict(_));
+    assert_err!(
+        committed(c).create_role(&t, &other_perms).await,
+        StoreError::Conflict(_)
+    );
     assert_eq!(c.get_role(&t, "auditor").await.unwrap(), Some(auditor.clone()));
-    c.create_role(&tid("other"), &other_perms).await.unwrap();
+    committed(c).create_role(&tid("other"), &other_perms).await.unwrap();
     assert_eq!(c.get_role(&tid("other"), "auditor").await.unwrap(), Some(other_perms));
     assert_eq!(c.get_role(&tid("other"), "reporter").await.unwrap(), None);
 
     // Refused while a member holds it.
-    let m = c.add_member(&t, &email("ivy@roles.example"), "auditor").await.unwrap();
-    assert_err!(c.delete_role(&t, "auditor").await, StoreError::Conflict(_));
-    assert!(c.get_role(&t, "auditor").await.unwrap().is_some());
-    // A member of *another* tenant holding a same-named role does not block.
-    c.add_member(&tid("other"), &email("ivy@roles.example"), "auditor")
+    let m = committed(c)
+        .add_member(&t, &email("ivy@roles.example"), "auditor")
         .await
         .unwrap();
-    c.set_member_role(&t, &m.user_id, "viewer").await.unwrap();
-    c.delete_role(&t, "auditor").await.unwrap();
+    assert_err!(committed(c).delete_role(&t, "auditor").await, StoreError::Conflict(_));
+    assert!(c.get_role(&t, "auditor").await.unwrap().is_some());
+    // A member of *another* tenant holding a same-named role does not block.
+    committed(c)
+        .add_member(&tid("other"), &email("ivy@roles.example"), "auditor")
+        .await
+        .unwrap();
+    committed(c).set_member_role(&t, &m.user_id, "viewer").await.unwrap();
+    committed(c).delete_role(&t, "auditor").await.unwrap();
     assert_eq!(c.get_role(&t, "auditor").await.unwrap(), None);
     assert!(c.get_role(&tid("other"), "auditor").await.unwrap().is_some());
-    assert_err!(c.delete_role(&t, "auditor").await, StoreError::NotFound(_));
+    assert_err!(committed(c).delete_role(&t, "auditor").await, StoreError::NotFound(_));
 
     // Refused while a live API key holds it; a revoked key does not count.
     let k = new_key("roles", "ci", "reporter");
-    c.create_key(&k).await.unwrap();
-    assert_err!(c.delete_role(&t, "reporter").await, StoreError::Conflict(_));
-    c.revoke_key(&t, &k.id, tenantd_core::now_secs()).await.unwrap();
-    c.delete_role(&t, "reporter").await.unwrap();
+    committed(c).create_key(&k).await.unwrap();
+    assert_err!(committed(c).delete_role(&t, "reporter").await, StoreError::Conflict(_));
+    committed(c)
+        .revoke_key(&t, &k.id, tenantd_core::now_secs())
+        .await
+        .unwrap();
+    committed(c).delete_role(&t, "reporter").await.unwrap();
     assert!(c.list_roles(&t).await.unwrap().is_empty());
 }
 
@@ -1145,17 +1189,26 @@ async fn case_workspaces(c: &dyn Catalog) {
     mk_tenant(c, "ws", "professional", "alice@ws.example").await;
     mk_tenant(c, "ws-other", "free", "zed@ws.example").await;
     let t = tid("ws");
-    c.add_member(&t, &email("bob@ws.example"), "guest").await.unwrap();
+    committed(c)
+        .add_member(&t, &email("bob@ws.example"), "guest")
+        .await
+        .unwrap();
     let bob = user_id(c, "bob@ws.example").await;
     let zed = user_id(c, "zed@ws.example").await;
 
-    let eng = c.create_workspace(&t, "eng", "Engineering").await.unwrap();
+    let eng = committed(c).create_workspace(&t, "eng", "Engineering").await.unwrap();
     assert_eq!((eng.id.as_str(), eng.name.as_str()), ("eng", "Engineering"));
     assert!(eng.members.is_empty());
-    assert_err!(c.create_workspace(&t, "eng", "Again").await, StoreError::Conflict(_));
-    c.create_workspace(&t, "ops", "Operations").await.unwrap();
+    assert_err!(
+        committed(c).create_workspace(&t, "eng", "Again").await,
+        StoreError::Conflict(_)
+    );
+    committed(c).create_workspace(&t, "ops", "Operations").await.unwrap();
     // Same id in another tenant is a different workspace.
-    c.create_workspace(&tid("ws-other"), "eng", "Their Eng").await.unwrap();
+    committed(c)
+        .create_workspace(&tid("ws-other"), "eng", "Their Eng")
+        .await
+        .unwrap();
     let list = c.list_workspaces(&t).await.unwrap();
     assert_eq!(
         list.iter()
@@ -1164,20 +1217,24 @@ async fn case_workspaces(c: &dyn Catalog) {
         [("eng", "Engineering"), ("ops", "Operations")]
     );
 
-    let r = c.rename_workspace(&t, "eng", "R&D").await.unwrap();
+    let r = committed(c).rename_workspace(&t, "eng", "R&D").await.unwrap();
     assert_eq!(r.name, "R&D");
     assert_eq!(c.get_workspace(&t, "eng").await.unwrap().name, "R&D");
     assert_eq!(
         c.get_workspace(&tid("ws-other"), "eng").await.unwrap().name,
         "Their Eng"
     );
-    assert_err!(c.rename_workspace(&t, "nope", "x").await, StoreError::NotFound(_));
+    assert_err!(
+        committed(c).rename_workspace(&t, "nope", "x").await,
+        StoreError::NotFound(_)
+    );
     assert_err!(c.get_workspace(&t, "nope").await, StoreError::NotFound(_));
 
     // Only tenant members can be added: unknown users and members of other tenants are
     // not found among the tenant's members.
     assert_err!(
-        c.add_workspace_member(&t, "eng", &email("stranger@ws.example"), "guest")
+        committed(c)
+            .add_workspace_member(&t, "eng", &email("stranger@ws.example"), "guest")
             .await,
         StoreError::NotFound("tenant member")
     );
@@ -1187,18 +1244,20 @@ async fn case_workspaces(c: &dyn Catalog) {
         "no user is created by a refused workspace add"
     );
     assert_err!(
-        c.add_workspace_member(&t, "eng", &email("zed@ws.example"), "guest")
+        committed(c)
+            .add_workspace_member(&t, "eng", &email("zed@ws.example"), "guest")
             .await,
         StoreError::NotFound("tenant member")
     );
     assert_eq!(c.workspace_role(&t, "eng", &zed).await.unwrap(), None);
     assert_err!(
-        c.add_workspace_member(&t, "nope", &email("bob@ws.example"), "guest")
+        committed(c)
+            .add_workspace_member(&t, "nope", &email("bob@ws.example"), "guest")
             .await,
         StoreError::NotFound(_)
     );
 
-    let wm = c
+    let wm = committed(c)
         .add_workspace_member(&t, "eng", &email("bob@ws.example"), "member")
         .await
         .unwrap();
@@ -1213,7 +1272,8 @@ async fn case_workspaces(c: &dyn Catalog) {
     assert_eq!(c.workspace_role(&t, "ops", &bob).await.unwrap(), None);
     assert_eq!(c.workspace_role(&tid("ws-other"), "eng", &bob).await.unwrap(), None);
     // Adding again re-roles.
-    c.add_workspace_member(&t, "eng", &email("bob@ws.example"), "viewer")
+    committed(c)
+        .add_workspace_member(&t, "eng", &email("bob@ws.example"), "viewer")
         .await
         .unwrap();
     assert_eq!(
@@ -1227,25 +1287,32 @@ async fn case_workspaces(c: &dyn Catalog) {
     assert_eq!(listed[0].members, eng.members);
 
     // Removing the tenant member removes their workspace memberships.
-    c.add_workspace_member(&t, "ops", &email("bob@ws.example"), "guest")
+    committed(c)
+        .add_workspace_member(&t, "ops", &email("bob@ws.example"), "guest")
         .await
         .unwrap();
-    c.remove_member(&t, &bob).await.unwrap();
+    committed(c).remove_member(&t, &bob).await.unwrap();
     assert_eq!(c.workspace_role(&t, "eng", &bob).await.unwrap(), None);
     assert_eq!(c.workspace_role(&t, "ops", &bob).await.unwrap(), None);
 
     // Delete, with its memberships.
     let alice = user_id(c, "alice@ws.example").await;
-    c.add_workspace_member(&t, "ops", &email("alice@ws.example"), "owner")
+    committed(c)
+        .add_workspace_member(&t, "ops", &email("alice@ws.example"), "owner")
         .await
         .unwrap();
-    c.delete_workspace(&t, "ops").await.unwrap();
+    committed(c).delete_workspace(&t, "ops").await.unwrap();
     assert_err!(c.get_workspace(&t, "ops").await, StoreError::NotFound(_));
     assert_eq!(c.workspace_role(&t, "ops", &alice).await.unwrap(), None);
-    assert_err!(c.delete_workspace(&t, "ops").await, StoreError::NotFound(_));
-    assert_err!(c.delete_workspace(&t, "nope").await, StoreError::NotFound(_));
+    assert_err!(committed(c).delete_workspace(&t, "ops").await, StoreError::NotFound(_));
+    assert_err!(committed(c).delete_workspace(&t, "nope").await, StoreError::NotFound(_));
     // Re-creating the id starts empty.
-    assert!(c.create_workspace(&t, "ops", "Ops 2").await.unwrap().members.is_empty());
+    assert!(committed(c)
+        .create_workspace(&t, "ops", "Ops 2")
+        .await
+        .unwrap()
+        .members
+        .is_empty());
     assert_eq!(c.list_workspaces(&t).await.unwrap().len(), 2);
 }
 
@@ -1257,18 +1324,18 @@ async fn case_api_keys(c: &dyn Catalog) {
     let t = tid("keys");
 
     let k1 = new_key("keys", "ci", "member");
-    c.create_key(&k1).await.unwrap();
+    committed(c).create_key(&k1).await.unwrap();
     assert_eq!(c.get_key(&k1.id).await.unwrap(), Some(k1.clone()), "stored as given");
     assert_eq!(c.get_key("key_nope").await.unwrap(), None);
 
     let mut ids = BTreeSet::from([k1.id.clone()]);
     for i in 0..4 {
         let k = new_key("keys", &format!("k{i}"), "viewer");
-        c.create_key(&k).await.unwrap();
+        committed(c).create_key(&k).await.unwrap();
         ids.insert(k.id);
     }
     let theirs = new_key("keys-other", "theirs", "member");
-    c.create_key(&theirs).await.unwrap();
+    committed(c).create_key(&theirs).await.unwrap();
 
     // Pages of 2 over 5 keys: 2, 2, 1; each once, in id order; not the other tenant's.
     let mut pages = Vec::new();
@@ -1296,35 +1363,47 @@ async fn case_api_keys(c: &dyn Catalog) {
     );
 
     // Rotate: new prefix and hash, same key.
-    let r = c.rotate_key(&t, &k1.id, "td_newpfx", &"ab".repeat(32)).await.unwrap();
+    let r = committed(c)
+        .rotate_key(&t, &k1.id, "td_newpfx", &"ab".repeat(32))
+        .await
+        .unwrap();
     assert_eq!((r.id.as_str(), r.prefix.as_str()), (k1.id.as_str(), "td_newpfx"));
     assert_eq!(r.hash, "ab".repeat(32));
     assert_eq!((r.name.as_str(), r.role.as_str(), r.revoked_at), ("ci", "member", None));
     assert_eq!(c.get_key(&k1.id).await.unwrap(), Some(r.clone()));
     // Another tenant's key: NotFound, and untouched.
     assert_err!(
-        c.rotate_key(&t, &theirs.id, "td_x", &"cd".repeat(32)).await,
+        committed(c).rotate_key(&t, &theirs.id, "td_x", &"cd".repeat(32)).await,
         StoreError::NotFound(_)
     );
     assert_eq!(c.get_key(&theirs.id).await.unwrap().unwrap().hash, theirs.hash);
 
     // Revoke.
     let at = tenantd_core::now_secs();
-    let rk = c.revoke_key(&t, &k1.id, at).await.unwrap();
+    let rk = committed(c).revoke_key(&t, &k1.id, at).await.unwrap();
     assert_eq!(rk.revoked_at, Some(at));
     assert_eq!(c.get_key(&k1.id).await.unwrap().unwrap().revoked_at, Some(at));
     // Revoking again keeps the first time.
-    assert_eq!(c.revoke_key(&t, &k1.id, at + 100).await.unwrap().revoked_at, Some(at));
+    assert_eq!(
+        committed(c).revoke_key(&t, &k1.id, at + 100).await.unwrap().revoked_at,
+        Some(at)
+    );
     // Rotating a revoked key is a conflict; its hash stays.
     assert_err!(
-        c.rotate_key(&t, &k1.id, "td_again", &"ef".repeat(32)).await,
+        committed(c).rotate_key(&t, &k1.id, "td_again", &"ef".repeat(32)).await,
         StoreError::Conflict(_)
     );
     assert_eq!(c.get_key(&k1.id).await.unwrap().unwrap().hash, "ab".repeat(32));
     // Another tenant's key (or an unknown one): NotFound, and it stays live.
-    assert_err!(c.revoke_key(&t, &theirs.id, at).await, StoreError::NotFound(_));
+    assert_err!(
+        committed(c).revoke_key(&t, &theirs.id, at).await,
+        StoreError::NotFound(_)
+    );
     assert_eq!(c.get_key(&theirs.id).await.unwrap().unwrap().revoked_at, None);
-    assert_err!(c.revoke_key(&t, "key_nope", at).await, StoreError::NotFound(_));
+    assert_err!(
+        committed(c).revoke_key(&t, "key_nope", at).await,
+        StoreError::NotFound(_)
+    );
     // Revoked keys are still listed (with revoked_at).
     let all = c.list_keys(&t, &PageRequest { limit: 50, after: None }).await.unwrap();
     assert_eq!(all.items.len(), 5);
@@ -1562,7 +1641,10 @@ async fn case_operator_key(c: &dyn Catalog) {
 async fn case_concurrent_owner_demotions(c: &SqlCatalog) {
     mk_tenant(c, "duo", "free", "alice@duo.example").await;
     let t = tid("duo");
-    c.add_member(&t, &email("bob@duo.example"), "owner").await.unwrap();
+    committed(c)
+        .add_member(&t, &email("bob@duo.example"), "owner")
+        .await
+        .unwrap();
     let alice = user_id(c, "alice@duo.example").await;
     let bob = user_id(c, "bob@duo.example").await;
 
@@ -1576,9 +1658,9 @@ async fn case_concurrent_owner_demotions(c: &SqlCatalog) {
                 tokio::spawn(async move {
                     barrier.wait().await;
                     if remove {
-                        c.remove_member(&t, &u).await.map(|_| ())
+                        committed(&c).remove_member(&t, &u).await.map(|_| ())
                     } else {
-                        c.set_member_role(&t, &u, "admin").await.map(|_| ())
+                        committed(&c).set_member_role(&t, &u, "admin").await.map(|_| ())
                     }
                 })
             })
@@ -1607,10 +1689,10 @@ async fn case_concurrent_owner_demotions(c: &SqlCatalog) {
         for (u, e) in [(&alice, "alice@duo.example"), (&bob, "bob@duo.example")] {
             match c.member_role(&t, u).await.unwrap() {
                 None => {
-                    c.add_member(&t, &email(e), "owner").await.unwrap();
+                    committed(c).add_member(&t, &email(e), "owner").await.unwrap();
                 }
                 Some(r) if r != "owner" => {
-                    c.set_member_role(&t, u, "owner").await.unwrap();
+                    committed(c).set_member_role(&t, u, "owner").await.unwrap();
                 }
                 Some(_) => {}
             }
@@ -1792,36 +1874,45 @@ async fn case_usage(c: &dyn Catalog) {
 
     // Levels counted from the catalog.
     assert_eq!(c.count(&t, Countable::Members).await.unwrap(), 1);
-    c.add_member(&t, &email("max@use.example"), "member").await.unwrap();
+    committed(c)
+        .add_member(&t, &email("max@use.example"), "member")
+        .await
+        .unwrap();
     assert_eq!(c.count(&t, Countable::Members).await.unwrap(), 2);
     let k = new_key("use", "ci", "member");
-    c.create_key(&k).await.unwrap();
-    c.create_key(&new_key("use", "cd", "member")).await.unwrap();
+    committed(c).create_key(&k).await.unwrap();
+    committed(c).create_key(&new_key("use", "cd", "member")).await.unwrap();
     assert_eq!(c.count(&t, Countable::ActiveKeys).await.unwrap(), 2);
-    c.revoke_key(&t, &k.id, tenantd_core::now_secs()).await.unwrap();
+    committed(c)
+        .revoke_key(&t, &k.id, tenantd_core::now_secs())
+        .await
+        .unwrap();
     assert_eq!(c.count(&t, Countable::ActiveKeys).await.unwrap(), 1);
     assert_eq!(c.count(&o, Countable::ActiveKeys).await.unwrap(), 0);
 
     // Writes within a level: refused with the count at the maximum, and nothing written.
     assert!(matches!(
-        c.add_member_within(&t, &email("no@use.example"), "member", Some(2))
+        committed(c)
+            .add_member_within(&t, &email("no@use.example"), "member", Some(2))
             .await,
         Err(StoreError::LevelReached(2))
     ));
     assert_eq!(c.count(&t, Countable::Members).await.unwrap(), 2);
-    c.add_member_within(&t, &email("yes@use.example"), "member", Some(3))
+    committed(c)
+        .add_member_within(&t, &email("yes@use.example"), "member", Some(3))
         .await
         .unwrap();
     assert_eq!(c.count(&t, Countable::Members).await.unwrap(), 3);
     let extra = new_key("use", "extra", "member");
     assert!(matches!(
-        c.create_key_within(&extra, Some(1)).await,
+        committed(c).create_key_within(&extra, Some(1)).await,
         Err(StoreError::LevelReached(1))
     ));
     assert!(c.get_key(&extra.id).await.unwrap().is_none(), "nothing written");
     // Revoked keys do not count; another tenant's level is its own.
-    c.create_key_within(&extra, Some(2)).await.unwrap();
-    c.create_key_within(&new_key("other", "first", "member"), Some(1))
+    committed(c).create_key_within(&extra, Some(2)).await.unwrap();
+    committed(c)
+        .create_key_within(&new_key("other", "first", "member"), Some(1))
         .await
         .unwrap();
     assert_eq!(c.count(&t, Countable::ActiveKeys).await.unwrap(), 2);
@@ -1861,15 +1952,22 @@ async fn rows_of(c: &SqlCatalog, tenant: &str) -> Vec<(&'static str, i64)> {
 /// an event and an audit event.
 async fn fill_tenant(c: &SqlCatalog, tenant: &str, other_owner: &str) {
     let t = tid(tenant);
-    c.add_member(&t, &email(other_owner), "admin").await.unwrap();
+    committed(c).add_member(&t, &email(other_owner), "admin").await.unwrap();
     let solo = format!("solo@{tenant}.example");
-    c.add_member(&t, &email(&solo), "member").await.unwrap();
+    committed(c).add_member(&t, &email(&solo), "member").await.unwrap();
     let perms = vec![Permission::parse("audit:read").unwrap()];
-    c.create_role(&t, &Role::custom("auditor".into(), perms)).await.unwrap();
-    c.create_workspace(&t, "ws", "Workspace").await.unwrap();
-    c.add_workspace_member(&t, "ws", &email(&solo), "member").await.unwrap();
-    c.create_key(&new_key(tenant, "ci", "member")).await.unwrap();
-    c.add_domain(&t, &format!("app.{tenant}.example"), "token")
+    committed(c)
+        .create_role(&t, &Role::custom("auditor".into(), perms))
+        .await
+        .unwrap();
+    committed(c).create_workspace(&t, "ws", "Workspace").await.unwrap();
+    committed(c)
+        .add_workspace_member(&t, "ws", &email(&solo), "member")
+        .await
+        .unwrap();
+    committed(c).create_key(&new_key(tenant, "ci", "member")).await.unwrap();
+    committed(c)
+        .add_domain(&t, &format!("app.{tenant}.example"), "token")
         .await
         .unwrap();
     c.add_counters(&[CounterRow {
@@ -1920,13 +2018,16 @@ async fn case_purge(c: &SqlCatalog) {
     let gone = tid("gone");
 
     // Only a deleted tenant past its retention is purged; refusals change nothing.
-    assert_err!(c.purge_tenant(&gone, now + month).await, StoreError::Conflict(_));
+    assert_err!(
+        committed(c).purge_tenant(&gone, now + month).await,
+        StoreError::Conflict(_)
+    );
     committed(c)
         .transition_tenant(&gone, Transition::Delete, None)
         .await
         .unwrap();
     assert!(c.purgeable_tenants(now, None, 10).await.unwrap().is_empty());
-    match c.purge_tenant(&gone, now).await {
+    match committed(c).purge_tenant(&gone, now).await {
         Err(StoreError::Conflict(m)) => assert_eq!(m, "the tenant's retention period has not ended"),
         other => panic!("purge in retention: {other:?}"),
     }
@@ -1944,7 +2045,7 @@ async fn case_purge(c: &SqlCatalog) {
     );
     assert_eq!(c.purgeable_tenants(now + month, None, 0).await.unwrap(), []);
     assert_err!(
-        c.purge_tenant(&tid("nobody"), now + month).await,
+        committed(c).purge_tenant(&tid("nobody"), now + month).await,
         StoreError::NotFound(_)
     );
 
@@ -1961,7 +2062,7 @@ async fn case_purge(c: &SqlCatalog) {
     assert_eq!(c.get_tenant(&gone).await.unwrap().status, TenantStatus::Deleted);
     assert_eq!(c.purgeable_tenants(now, None, 10).await.unwrap(), [gone]);
 
-    let removed = c.purge_tenant(&gone, now).await.unwrap();
+    let removed = committed(c).purge_tenant(&gone, now).await.unwrap();
     let left = rows_of(c, "gone").await;
     assert!(left.iter().all(|(_, n)| *n == 0), "rows left: {left:?}");
     // The tenant, 3 memberships, a role, a workspace, its member, a key, an audit event,
@@ -1976,7 +2077,7 @@ async fn case_purge(c: &SqlCatalog) {
             .unwrap();
     assert_eq!(kept, [(None, "security.cross_tenant_attempt".to_string())]);
     assert_err!(c.get_tenant(&gone).await, StoreError::NotFound(_));
-    assert_err!(c.purge_tenant(&gone, now).await, StoreError::NotFound(_));
+    assert_err!(committed(c).purge_tenant(&gone, now).await, StoreError::NotFound(_));
     assert!(c.purgeable_tenants(now + month, None, 10).await.unwrap().is_empty());
     // Users who belong to another tenant stay; the one who belonged only to it goes.
     assert_eq!(c.find_user_by_email(&email("solo@gone.example")).await.unwrap(), None);

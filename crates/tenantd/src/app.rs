@@ -324,27 +324,6 @@ async fn ensure_default_tenant(cfg: &Config, catalog: &dyn Catalog) -> Result<Te
 }
 
 impl AppState {
-    /// Appends to the audit trail; a failure is logged, not returned.
-    pub async fn audit(
-        &self,
-        tenant: Option<&TenantId>,
-        actor: &str,
-        action: &str,
-        detail: serde_json::Value,
-        request_id: &str,
-    ) {
-        let ev = NewAuditEvent {
-            tenant_id: tenant.map(|t| t.to_string()),
-            actor: actor.to_string(),
-            action: action.to_string(),
-            detail,
-            request_id: request_id.to_string(),
-        };
-        if let Err(e) = self.catalog.record_audit(&ev).await.map(drop) {
-            tracing::error!(error = %e, action, "could not record an audit event");
-        }
-    }
-
     /// The event of what the context's principal did to its tenant, for the unit of work
     /// that does it.
     pub fn event_of(ctx: &tenantd_edge::TenantContext, action: &str, detail: serde_json::Value) -> NewAuditEvent {
@@ -355,18 +334,6 @@ impl AppState {
             detail,
             ctx.request_id(),
         )
-    }
-
-    /// Appends to the tenant's audit trail what the context's principal did.
-    pub async fn record(&self, ctx: &tenantd_edge::TenantContext, action: &str, detail: serde_json::Value) {
-        self.audit(
-            Some(ctx.tenant_id()),
-            &ctx.principal().actor(),
-            action,
-            detail,
-            ctx.request_id(),
-        )
-        .await
     }
 
     /// Drops what `change` made stale from this node's cache and tells the other nodes.
@@ -454,8 +421,16 @@ impl AppState {
             tracing::warn!(tenant_id = %tenant, error = %e, "a deleted tenant's data was not purged; retrying next round");
             return false;
         }
-        let rows = match self.catalog.purge_tenant(tenant, now).await {
-            Ok(rows) => rows,
+        let purged = async {
+            let mut w = self.catalog.begin().await?;
+            let rows = self.catalog.purge_tenant(&mut w, tenant, now).await?;
+            let detail = serde_json::json!({"tenant_id": tenant.as_str(), "catalog_rows": rows});
+            w.commit_with(&NewAuditEvent::new(None, "system", "tenant.purged", detail, ""))
+                .await?;
+            Ok::<_, tenantd_store::StoreError>(rows)
+        };
+        match purged.await {
+            Ok(_) => {}
             // Another node purged it meanwhile.
             Err(tenantd_store::StoreError::NotFound(_)) => return false,
             Err(e) => {
@@ -470,8 +445,6 @@ impl AppState {
         }
         self.storage_levels.remove(tenant);
         self.changed(tenantd_edge::Change::Purged(tenant.as_str())).await;
-        let detail = serde_json::json!({"tenant_id": tenant.as_str(), "catalog_rows": rows});
-        self.audit(None, "system", "tenant.purged", detail, "").await;
         true
     }
 

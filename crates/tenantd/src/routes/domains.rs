@@ -1,6 +1,6 @@
 //! Custom domains: a tenant claims a host, proves control by serving a token at the
 //! verification URL, and from then on requests with that `Host` resolve to it.
-use crate::app::State;
+use crate::app::{AppState, State};
 use crate::error::ApiResult;
 use crate::extract::{Json, RawBody};
 use crate::routes::openapi::{Items, TenantPath};
@@ -110,10 +110,14 @@ pub async fn add(
             .next()
             .unwrap_or_default()
     );
-    let d = state.catalog.add_domain(ctx.tenant_id(), &host, &token).await?;
-    state
-        .record(&ctx, "domain.added", serde_json::json!({"host": host}))
-        .await;
+    let mut w = state.catalog.begin().await?;
+    let d = state.catalog.add_domain(&mut w, ctx.tenant_id(), &host, &token).await?;
+    w.commit_with(&AppState::event_of(
+        &ctx,
+        "domain.added",
+        serde_json::json!({"host": host}),
+    ))
+    .await?;
     Ok((StatusCode::CREATED, axum::Json(with_instructions(&state, &d))))
 }
 
@@ -156,18 +160,15 @@ pub async fn verify(
             }
         }
     }
+    let mut w = state.catalog.begin().await?;
     let d = state
         .catalog
-        .verify_domain(ctx.tenant_id(), &d.host, now_secs())
+        .verify_domain(&mut w, ctx.tenant_id(), &d.host, now_secs())
+        .await?;
+    let detail = serde_json::json!({"host": d.host, "skip_check": b.skip_check});
+    w.commit_with(&AppState::event_of(&ctx, "domain.verified", detail))
         .await?;
     state.changed(Change::Domain(&d.host)).await;
-    state
-        .record(
-            &ctx,
-            "domain.verified",
-            serde_json::json!({"host": d.host, "skip_check": b.skip_check}),
-        )
-        .await;
     Ok(axum::Json(with_instructions(&state, &d)))
 }
 
@@ -194,10 +195,14 @@ async fn fetch_proof(url: &str) -> Result<String, String> {
 pub async fn delete(S(state): S<State>, ctx: TenantContext, Path(p): Path<HostPath>) -> ApiResult<StatusCode> {
     ctx.require("domains:manage")?;
     let host = p.host.to_ascii_lowercase();
-    state.catalog.delete_domain(ctx.tenant_id(), &host).await?;
+    let mut w = state.catalog.begin().await?;
+    state.catalog.delete_domain(&mut w, ctx.tenant_id(), &host).await?;
+    w.commit_with(&AppState::event_of(
+        &ctx,
+        "domain.removed",
+        serde_json::json!({"host": host}),
+    ))
+    .await?;
     state.changed(Change::Domain(&host)).await;
-    state
-        .record(&ctx, "domain.removed", serde_json::json!({"host": host}))
-        .await;
     Ok(StatusCode::NO_CONTENT)
 }

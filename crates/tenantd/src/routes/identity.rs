@@ -318,13 +318,12 @@ pub async fn mint(
         Some(role),
         Some(ctx.tenant().plan.clone()),
     );
+    // The token is handed out only once its event is written.
+    let detail = serde_json::json!({"user_id": user.id, "jti": c.jti});
     state
-        .record(
-            &ctx,
-            "token.minted",
-            serde_json::json!({"user_id": user.id, "jti": c.jti}),
-        )
-        .await;
+        .catalog
+        .record_audit(&crate::app::AppState::event_of(&ctx, "token.minted", detail))
+        .await?;
     Ok(axum::Json(token_response(&state, &c)))
 }
 

@@ -1,5 +1,5 @@
 //! Tenant API keys: the secret is returned once, only its hash is kept.
-use crate::app::State;
+use crate::app::{AppState, State};
 use crate::error::ApiResult;
 use crate::extract::{Json, PageQuery, Query};
 use crate::routes::members::{known_role, may_grant};
@@ -115,15 +115,14 @@ pub async fn create(
         last_used_at: None,
     };
     let level = crate::routes::usage::grow_level(&state, &ctx, "keys").await?;
-    let written = state.catalog.create_key_within(&key, level.max).await;
+    let written = async {
+        let mut w = state.catalog.begin().await?;
+        state.catalog.create_key_within(&mut w, &key, level.max).await?;
+        let detail = serde_json::json!({"key_id": key.id, "role": key.role});
+        w.commit_with(&AppState::event_of(&ctx, "key.created", detail)).await
+    }
+    .await;
     level.settle(&state, &ctx, written).await?;
-    state
-        .record(
-            &ctx,
-            "key.created",
-            serde_json::json!({"key_id": key.id, "role": key.role}),
-        )
-        .await;
     Ok((StatusCode::CREATED, axum::Json(with_secret(&key, g.secret))))
 }
 
@@ -151,11 +150,18 @@ pub async fn list(
 #[utoipa::path(delete, path = "/v1/tenants/{id}/keys/{key_id}", tag = "keys", params(TenantPath, KeyPath), responses((status = 204, description = "Revoked")))]
 pub async fn revoke(S(state): S<State>, ctx: TenantContext, Path(p): Path<KeyPath>) -> ApiResult<StatusCode> {
     ctx.require("keys:manage")?;
-    let k = state.catalog.revoke_key(ctx.tenant_id(), &p.key_id, now_secs()).await?;
+    let mut w = state.catalog.begin().await?;
+    let k = state
+        .catalog
+        .revoke_key(&mut w, ctx.tenant_id(), &p.key_id, now_secs())
+        .await?;
+    w.commit_with(&AppState::event_of(
+        &ctx,
+        "key.revoked",
+        serde_json::json!({"key_id": k.id}),
+    ))
+    .await?;
     state.changed(Change::Key(&k.id)).await;
-    state
-        .record(&ctx, "key.revoked", serde_json::json!({"key_id": k.id}))
-        .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -178,13 +184,17 @@ pub async fn rotate(
         .filter(|k| k.tenant_id == *ctx.tenant_id())
         .ok_or_else(|| Problem::not_found("api key"))?;
     may_grant(&ctx, &*known_role(&state, &ctx, &held.role).await?)?;
+    let mut w = state.catalog.begin().await?;
     let k = state
         .catalog
-        .rotate_key(ctx.tenant_id(), &p.key_id, &g.prefix, &g.hash_hex)
+        .rotate_key(&mut w, ctx.tenant_id(), &p.key_id, &g.prefix, &g.hash_hex)
         .await?;
+    w.commit_with(&AppState::event_of(
+        &ctx,
+        "key.rotated",
+        serde_json::json!({"key_id": k.id}),
+    ))
+    .await?;
     state.changed(Change::Key(&k.id)).await;
-    state
-        .record(&ctx, "key.rotated", serde_json::json!({"key_id": k.id}))
-        .await;
     Ok(axum::Json(with_secret(&k, g.secret)))
 }

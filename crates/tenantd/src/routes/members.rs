@@ -1,5 +1,5 @@
 //! Members of a tenant, and its custom roles.
-use crate::app::State;
+use crate::app::{AppState, State};
 use crate::error::ApiResult;
 use crate::extract::{Json, PageQuery, Query};
 use crate::routes::openapi::{Items, PageParams, TenantPath};
@@ -79,18 +79,18 @@ pub async fn add(
     let role = known_role(&state, &ctx, &b.role).await?;
     may_grant(&ctx, &role)?;
     let level = crate::routes::usage::grow_level(&state, &ctx, "members").await?;
-    let written = state
-        .catalog
-        .add_member_within(ctx.tenant_id(), &email, &role.name, level.max)
-        .await;
+    let written = async {
+        let mut w = state.catalog.begin().await?;
+        let m = state
+            .catalog
+            .add_member_within(&mut w, ctx.tenant_id(), &email, &role.name, level.max)
+            .await?;
+        let detail = serde_json::json!({"user_id": m.user_id, "role": m.role});
+        w.commit_with(&AppState::event_of(&ctx, "member.added", detail)).await?;
+        Ok::<_, tenantd_store::StoreError>(m)
+    }
+    .await;
     let m = level.settle(&state, &ctx, written).await?;
-    state
-        .record(
-            &ctx,
-            "member.added",
-            serde_json::json!({"user_id": m.user_id, "role": m.role}),
-        )
-        .await;
     Ok((StatusCode::CREATED, axum::Json(m)))
 }
 
@@ -135,17 +135,14 @@ pub async fn patch(
     }
     let role = known_role(&state, &ctx, &b.role).await?;
     may_grant(&ctx, &role)?;
+    let mut w = state.catalog.begin().await?;
     let m = state
         .catalog
-        .set_member_role(ctx.tenant_id(), &p.user_id, &role.name)
+        .set_member_role(&mut w, ctx.tenant_id(), &p.user_id, &role.name)
         .await?;
-    state
-        .record(
-            &ctx,
-            "member.role_changed",
-            serde_json::json!({"user_id": m.user_id, "role": m.role}),
-        )
-        .await;
+    let detail = serde_json::json!({"user_id": m.user_id, "role": m.role});
+    w.commit_with(&AppState::event_of(&ctx, "member.role_changed", detail))
+        .await?;
     Ok(axum::Json(m))
 }
 
@@ -157,10 +154,11 @@ pub async fn remove(S(state): S<State>, ctx: TenantContext, Path(p): Path<Member
     if current_role(&state, &ctx, &p.user_id).await? == "owner" {
         ctx.require(OWNERS_MANAGE)?;
     }
-    state.catalog.remove_member(ctx.tenant_id(), &p.user_id).await?;
-    state
-        .record(&ctx, "member.removed", serde_json::json!({"user_id": p.user_id}))
-        .await;
+    let mut w = state.catalog.begin().await?;
+    state.catalog.remove_member(&mut w, ctx.tenant_id(), &p.user_id).await?;
+    let detail = serde_json::json!({"user_id": p.user_id});
+    w.commit_with(&AppState::event_of(&ctx, "member.removed", detail))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -202,11 +200,11 @@ pub async fn create_role(
     }
     let role = Role::custom(name, b.permissions);
     may_grant(&ctx, &role)?;
-    state.catalog.create_role(ctx.tenant_id(), &role).await?;
+    let mut w = state.catalog.begin().await?;
+    state.catalog.create_role(&mut w, ctx.tenant_id(), &role).await?;
+    let detail = serde_json::json!({"role": role.name});
+    w.commit_with(&AppState::event_of(&ctx, "role.created", detail)).await?;
     state.changed(Change::Role(ctx.tenant_id().as_str(), &role.name)).await;
-    state
-        .record(&ctx, "role.created", serde_json::json!({"role": role.name}))
-        .await;
     Ok((StatusCode::CREATED, axum::Json(role)))
 }
 
@@ -226,10 +224,10 @@ pub async fn delete_role(S(state): S<State>, ctx: TenantContext, Path(p): Path<R
     if BuiltinRole::from_name(&p.name).is_some() {
         return Err(Problem::new(Code::Conflict, "built-in roles cannot be deleted").into());
     }
-    state.catalog.delete_role(ctx.tenant_id(), &p.name).await?;
+    let mut w = state.catalog.begin().await?;
+    state.catalog.delete_role(&mut w, ctx.tenant_id(), &p.name).await?;
+    let detail = serde_json::json!({"role": p.name});
+    w.commit_with(&AppState::event_of(&ctx, "role.deleted", detail)).await?;
     state.changed(Change::Role(ctx.tenant_id().as_str(), &p.name)).await;
-    state
-        .record(&ctx, "role.deleted", serde_json::json!({"role": p.name}))
-        .await;
     Ok(StatusCode::NO_CONTENT)
 }

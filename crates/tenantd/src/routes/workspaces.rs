@@ -1,6 +1,6 @@
 //! Workspaces: groups within a tenant with their own members and roles. A guest sees
 //! only the workspaces it was added to.
-use crate::app::State;
+use crate::app::{AppState, State};
 use crate::error::ApiResult;
 use crate::extract::Json;
 use crate::routes::members::{known_role, may_grant};
@@ -71,13 +71,14 @@ pub async fn create(
         Some(n) => tenantd_core::text::display_name("name", &n).map_err(Problem::invalid)?,
         None => id.to_string(),
     };
+    let mut w = state.catalog.begin().await?;
     let ws = state
         .catalog
-        .create_workspace(ctx.tenant_id(), id.as_str(), &name)
+        .create_workspace(&mut w, ctx.tenant_id(), id.as_str(), &name)
         .await?;
-    state
-        .record(&ctx, "workspace.created", serde_json::json!({"workspace": ws.id}))
-        .await;
+    let detail = serde_json::json!({"workspace": ws.id});
+    w.commit_with(&AppState::event_of(&ctx, "workspace.created", detail))
+        .await?;
     Ok((StatusCode::CREATED, axum::Json(ws)))
 }
 
@@ -111,10 +112,14 @@ pub async fn patch(
 ) -> ApiResult<axum::Json<Workspace>> {
     ctx.require("workspaces:manage")?;
     let name = tenantd_core::text::display_name("name", &b.name).map_err(Problem::invalid)?;
-    let ws = state.catalog.rename_workspace(ctx.tenant_id(), &p.ws, &name).await?;
-    state
-        .record(&ctx, "workspace.updated", serde_json::json!({"workspace": ws.id}))
-        .await;
+    let mut w = state.catalog.begin().await?;
+    let ws = state
+        .catalog
+        .rename_workspace(&mut w, ctx.tenant_id(), &p.ws, &name)
+        .await?;
+    let detail = serde_json::json!({"workspace": ws.id});
+    w.commit_with(&AppState::event_of(&ctx, "workspace.updated", detail))
+        .await?;
     Ok(axum::Json(ws))
 }
 
@@ -122,10 +127,11 @@ pub async fn patch(
 #[utoipa::path(delete, path = "/v1/tenants/{id}/workspaces/{ws}", tag = "workspaces", params(TenantPath, WsPath), responses((status = 204, description = "Deleted")))]
 pub async fn delete(S(state): S<State>, ctx: TenantContext, Path(p): Path<WsPath>) -> ApiResult<StatusCode> {
     ctx.require("workspaces:manage")?;
-    state.catalog.delete_workspace(ctx.tenant_id(), &p.ws).await?;
-    state
-        .record(&ctx, "workspace.deleted", serde_json::json!({"workspace": p.ws}))
-        .await;
+    let mut w = state.catalog.begin().await?;
+    state.catalog.delete_workspace(&mut w, ctx.tenant_id(), &p.ws).await?;
+    let detail = serde_json::json!({"workspace": p.ws});
+    w.commit_with(&AppState::event_of(&ctx, "workspace.deleted", detail))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -163,17 +169,14 @@ pub async fn add_member(
         ))
         .into());
     }
+    let mut w = state.catalog.begin().await?;
     let m = state
         .catalog
-        .add_workspace_member(ctx.tenant_id(), &p.ws, &email, &role.name)
+        .add_workspace_member(&mut w, ctx.tenant_id(), &p.ws, &email, &role.name)
         .await?;
-    state
-        .record(
-            &ctx,
-            "workspace.member_added",
-            serde_json::json!({"workspace": p.ws, "user_id": m.user_id, "role": m.role}),
-        )
-        .await;
+    let detail = serde_json::json!({"workspace": p.ws, "user_id": m.user_id, "role": m.role});
+    w.commit_with(&AppState::event_of(&ctx, "workspace.member_added", detail))
+        .await?;
     Ok((StatusCode::CREATED, axum::Json(m)))
 }
 

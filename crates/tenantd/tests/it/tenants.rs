@@ -600,11 +600,35 @@ async fn a_change_whose_event_cannot_be_written_is_not_made(app: TestApp) {
     app.post("/v1/tenants", ADMIN, body.clone())
         .await
         .problem(500, "internal");
+    app.post(
+        "/v1/tenants/acme/members",
+        ADMIN,
+        json!({"email": "mo@acme.test", "role": "member"}),
+    )
+    .await
+    .problem(500, "internal");
+    app.post("/v1/tenants/acme/keys", ADMIN, json!({"name": "ci", "role": "member"}))
+        .await
+        .problem(500, "internal");
+    app.post("/v1/tenants/acme/domains", ADMIN, json!({"host": "app.acme.example"}))
+        .await
+        .problem(500, "internal");
+    app.post("/v1/tenants/acme/workspaces", ADMIN, json!({"id": "ops"}))
+        .await
+        .problem(500, "internal");
     let acme = app.get("/v1/tenants/acme", ADMIN).await.expect(200).body;
     assert_eq!(
         (acme["status"].as_str(), acme["name"].as_str()),
         (Some("active"), Some("acme"))
     );
+    for (list, n) in [("members", 1), ("keys", 0), ("domains", 0), ("workspaces", 0)] {
+        let items = app
+            .get(&format!("/v1/tenants/acme/{list}"), ADMIN)
+            .await
+            .expect(200)
+            .body;
+        assert_eq!(items["items"].as_array().unwrap().len(), n, "{list}: {items}");
+    }
     app.get("/v1/tenants/beta", ADMIN)
         .await
         .problem(404, "tenant_not_found");
