@@ -19,7 +19,7 @@ pub enum IdError {
     Name(&'static str),
 }
 
-/// Tenant ids reserved by tenantd (CONTRACT §2).
+/// Tenant ids reserved by tenantd (docs/api.md).
 pub const RESERVED_TENANT_IDS: [&str; 4] = ["admin", "api", "www", "default"];
 
 /// A tenant id: 1–39 characters of `a-z`, `0-9` and `-`, not starting or ending with `-`.

@@ -77,7 +77,7 @@ impl fmt::Display for Permission {
     }
 }
 
-/// The built-in roles of CONTRACT §2.
+/// The built-in roles (docs/api.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BuiltinRole {
     /// Everything.

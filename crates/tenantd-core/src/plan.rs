@@ -1,4 +1,4 @@
-//! Plans and their limits (CONTRACT §4). Limits are stored and served here; enforcing
+//! Plans and their limits (docs/limits.md). Limits are stored and served here; enforcing
 //! them is the admission crate's job.
 use crate::ids::PlanId;
 use serde::{Deserialize, Serialize};
@@ -154,7 +154,7 @@ pub enum Enforcement {
     Soft,
 }
 
-/// Where a tenant's data lives (CONTRACT §7).
+/// Where a tenant's data lives (docs/isolation.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Isolation {
@@ -244,7 +244,7 @@ pub fn validate_resource(resource: &str) -> Result<(), String> {
 }
 
 /// Replaces in `base` every limit with the same resource and window as one in
-/// `overrides`, and appends the overrides that match none (CONTRACT §4).
+/// `overrides`, and appends the overrides that match none (docs/limits.md).
 pub fn merge_limits(base: &[Limit], overrides: &[Limit]) -> Vec<Limit> {
     let mut out: Vec<Limit> = base
         .iter()
@@ -343,7 +343,7 @@ impl Plan {
         Ok(())
     }
 
-    /// The four built-in plans of CONTRACT §4, created at first start.
+    /// The four built-in plans (docs/limits.md), created at first start.
     pub fn builtins() -> Vec<Plan> {
         use Enforcement::{Hard, Soft};
         use Window::{Hour, Month, Total};

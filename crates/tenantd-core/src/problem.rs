@@ -1,4 +1,4 @@
-//! The stable error codes of CONTRACT §3, with their HTTP status and title.
+//! The stable error codes (docs/api.md), with their HTTP status and title.
 
 /// A stable, snake_case error code carried in every problem+json body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -4,7 +4,7 @@ use crate::{KeyId, TenantId, Window};
 
 /// The largest count tenantd keeps: 2^53 − 1, the largest integer that JSON readers,
 /// Redis's Lua and a BIGINT all hold exactly. A usage event's `quantity` is at most this,
-/// and every counter stops here instead of wrapping (CONTRACT §4).
+/// and every counter stops here instead of wrapping (docs/limits.md).
 pub const MAX_COUNT: u64 = (1 << 53) - 1;
 
 /// `a + b`, stopping at [`MAX_COUNT`]: the one way every counter grows.

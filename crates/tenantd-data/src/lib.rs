@@ -1,4 +1,4 @@
-//! tenantd's tenant data plane (CONTRACT §7): records, blobs and a cache, for one
+//! tenantd's tenant data plane (docs/isolation.md, docs/api.md): records, blobs and a cache, for one
 //! tenant at a time, at its plan's isolation tier.
 //!
 //! - `row`: shared tables with `tenant_id` leading every key. On PostgreSQL they

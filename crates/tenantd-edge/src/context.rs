@@ -43,7 +43,7 @@ impl Principal {
     }
 }
 
-/// Permissions an owner keeps on a suspended tenant (CONTRACT §2).
+/// Permissions an owner keeps on a suspended tenant (docs/api.md).
 pub const READABLE_WHEN_SUSPENDED: [&str; 3] = ["tenant:read", "usage:read", "invoices:read"];
 
 /// Whether a principal with `role` may do `permission` on a tenant in `status`: the one

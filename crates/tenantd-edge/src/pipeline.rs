@@ -1,5 +1,5 @@
 //! The edge decision: authenticate the credential, resolve the tenant from every source
-//! (CONTRACT §2), check that they agree and that the principal may act for it, and settle
+//! (docs/api.md), check that they agree and that the principal may act for it, and settle
 //! the role. On a warm cache an API-key request is decided without I/O or awaiting.
 use crate::cache::{Directory, EdgeCache, KeyEntry, SecurityEvent, TenantEntry};
 use crate::context::{Principal, RequestContext};
@@ -107,7 +107,7 @@ pub fn single_header<'r>(req: &'r http::request::Parts, name: &str) -> Result<Op
 /// decision's).
 pub const MAX_COST: u64 = 1_000_000;
 
-/// What a gateway route demands before its request is admitted (CONTRACT §6): a
+/// What a gateway route demands before its request is admitted (docs/gateway.md): a
 /// principal acting for an active tenant, with `permission` if set; or, for a public
 /// route, only a tenant.
 #[derive(Debug, Clone, Copy, Default)]
@@ -164,7 +164,7 @@ impl Edge {
             security: Default::default(),
         }
     }
-    /// Admits every tenant request through `limiter` (api_calls, CONTRACT §4).
+    /// Admits every tenant request through `limiter` (api_calls, docs/limits.md).
     pub fn with_limiter(mut self, limiter: Arc<Limiter>) -> Self {
         self.limiter = Some(limiter);
         self

@@ -1,4 +1,4 @@
-//! Security events, folded (CONTRACT §2): repeats of the same event (type, principal,
+//! Security events, folded (docs/api.md): repeats of the same event (type, principal,
 //! tenant asked for) within [`FOLD_WINDOW`] of the first add to the first one's `count`
 //! instead of writing a new event, so a flood of refused requests cannot grow the audit
 //! trail (or the log) without bound.

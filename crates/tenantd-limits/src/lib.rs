@@ -1,6 +1,6 @@
 //! Admission for tenantd: whether a tenant (and the API key it calls with) may use
 //! `cost` more of a resource now, under every limit of its plan, its overrides and the
-//! key's own limits (CONTRACT §4).
+//! key's own limits (docs/limits.md).
 //!
 //! - `second` / `minute` windows are sliding logs of small buckets (1/100 of the window):
 //!   no fixed-window edge burst, and never more than the limit in any window's length.
@@ -180,7 +180,7 @@ impl Held {
 
 /// Use that was admitted and counted for admission, but that the caller writes to the
 /// store itself, in the transaction that makes it durable (usage events, whose
-/// idempotency keys commit with their counts: CONTRACT §4). Nothing of it is queued for
+/// idempotency keys commit with their counts: docs/limits.md). Nothing of it is queued for
 /// the flusher. If the caller's write fails, [`Limiter::take_back`] uncounts it.
 #[derive(Debug)]
 pub struct Reservation {

@@ -147,7 +147,7 @@ impl SqlCatalog {
 /// A batch of usage events being recorded: their idempotency keys are claimed in a
 /// transaction that stays open until [`UsageWrite::commit`] adds their counts in it, so
 /// an acknowledged event, its key and its count are stored together or not at all
-/// (CONTRACT §4). Dropped without a commit, nothing is stored. A writer claiming a key
+/// (docs/limits.md). Dropped without a commit, nothing is stored. A writer claiming a key
 /// another open write holds waits for that one to end.
 #[async_trait::async_trait]
 pub trait UsageWrite: Send {

@@ -1,4 +1,4 @@
-//! Invoices (CONTRACT §4): the plan's price prorated over the time the tenant was on it in
+//! Invoices (docs/limits.md): the plan's price prorated over the time the tenant was on it in
 //! the month, API calls above the included quota at 0.01 per 1,000, and storage above the
 //! plan at 0.10 per GiB-month. Decimal arithmetic throughout; every amount is rounded to
 //! cents (half away from zero) and the total is the sum of the rounded lines.

@@ -1,4 +1,4 @@
-//! The gateway (CONTRACT §6): a second listener that runs every request through the edge
+//! The gateway (docs/gateway.md): a second listener that runs every request through the edge
 //! pipeline (resolve → authenticate → authorize → admit → meter) and proxies it to the
 //! upstream, or to the tenant's own `upstream` setting, with the identity headers of the
 //! contract. Bodies stream both ways; upstream connections are pooled and kept alive;

@@ -1,4 +1,4 @@
-//! Connection limits, for every listener (CONTRACT §1, the `[server]` table):
+//! Connection limits, for every listener (the `[server]` table of docs/configuration.md):
 //!
 //! - a request head must be complete within `header_read_timeout_ms` of its first byte
 //!   (of the connection's opening, for its first request), or the connection closes;

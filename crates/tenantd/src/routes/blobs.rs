@@ -1,4 +1,4 @@
-//! Blobs (CONTRACT §7): content streamed up and down in chunks, its content type kept,
+//! Blobs (docs/api.md): content streamed up and down in chunks, its content type kept,
 //! listed by prefix; counted toward `storage_bytes`.
 use crate::app::State;
 use crate::error::ApiResult;

@@ -1,4 +1,4 @@
-//! The tenant's cache (CONTRACT §7): JSON values with a TTL and tags, deleted by key,
+//! The tenant's cache (docs/api.md): JSON values with a TTL and tags, deleted by key,
 //! prefix or tag; counted toward `storage_bytes`.
 use crate::app::State;
 use crate::error::ApiResult;

@@ -1,4 +1,4 @@
-//! Tenant data (CONTRACT §7): JSON records in named collections, blobs and a cache,
+//! Tenant data (docs/api.md): JSON records in named collections, blobs and a cache,
 //! for the tenant of the request's context, wherever its placement puts it.
 use crate::app::State;
 use crate::error::{ApiError, ApiResult};

@@ -27,7 +27,7 @@ pub async fn list(S(state): S<State>, ctx: Ctx) -> ApiResult<axum::Json<serde_js
     ))
 }
 
-/// Creates a plan: `{"id","name","limits",…}` as in CONTRACT §4.
+/// Creates a plan: `{"id","name","limits",…}` as docs/limits.md describes.
 #[utoipa::path(post, path = "/v1/plans", tag = "plans", request_body = Plan, responses((status = 201, description = "The plan", body = Plan)))]
 pub async fn create(S(state): S<State>, ctx: Ctx, Json(plan): Json<Plan>) -> ApiResult<(StatusCode, axum::Json<Plan>)> {
     ctx.require_operator()?;

@@ -1,7 +1,7 @@
 //! Metered usage events (`POST /v1/tenants/{id}/usage/events`): admitted against every
 //! limit of their resources, and made durable before the answer. An acknowledged event,
 //! its idempotency key and the count it adds commit in one catalog transaction, so after
-//! any crash an event either counted or can be sent again and counts then (CONTRACT §4).
+//! any crash an event either counted or can be sent again and counts then (docs/limits.md).
 use crate::app::State;
 use crate::error::ApiResult;
 use crate::extract::{parse_json, RawBody};

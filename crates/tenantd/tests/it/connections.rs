@@ -1,5 +1,5 @@
 //! The `[server]` connection limits of both listeners, and the HTTP layer's own refusals
-//! as problem+json (CONTRACT §1, §3).
+//! as problem+json (docs/configuration.md, docs/api.md).
 use crate::common::{raw_at, spawn_app, Backend, Node, RawReply, ADMIN};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -1,4 +1,4 @@
-//! Tenant data over HTTP (CONTRACT §7): records in collections, per tenant, on SQLite and
+//! Tenant data over HTTP (docs/api.md): records in collections, per tenant, on SQLite and
 //! PostgreSQL.
 use crate::common::{TestApp, ADMIN};
 use serde_json::{json, Value};

@@ -1,4 +1,4 @@
-//! The gateway (CONTRACT §6) against a real upstream HTTP server spawned in the test.
+//! The gateway (docs/gateway.md) against a real upstream HTTP server spawned in the test.
 use crate::common::{free_port, spawn_app, Backend, Node, TestApp, ADMIN};
 use axum::body::{Body, Bytes};
 use axum::extract::Request;

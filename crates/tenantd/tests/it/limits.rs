@@ -1,5 +1,5 @@
 //! Admission over HTTP: every authenticated tenant request counts as one api_call
-//! against the plan, the tenant's overrides and the key's own limits (CONTRACT §4).
+//! against the plan, the tenant's overrides and the key's own limits (docs/limits.md).
 use crate::common::{Reply, TestApp, ADMIN};
 use serde_json::json;
 use tenantd_core::{TenantId, Window};
