@@ -112,6 +112,47 @@ async fn refuse_nul_in_url(req: axum::extract::Request, next: axum::middleware::
     next.run(req).await
 }
 
+/// Whether `path` reaches a tenant's data: its records, blobs and cache, its usage events
+/// and its leases.
+fn reaches_tenant_data(path: &str) -> bool {
+    path.starts_with("/v1/data/")
+        || path.strip_prefix("/v1/tenants/").is_some_and(|rest| {
+            let sub = rest.split_once('/').map_or("", |(_, sub)| sub);
+            sub == "usage/events" || sub == "leases" || sub.starts_with("leases/")
+        })
+}
+
+/// Records every operator request that reaches a tenant's data as a `data.operator_access`
+/// event of that tenant, before the access: if the event cannot be written, the request
+/// is refused (`500`) and nothing is read or written.
+async fn audit_operator_access(
+    axum::extract::State(state): axum::extract::State<State>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let ctx = req
+        .extensions()
+        .get::<std::sync::Arc<tenantd_edge::RequestContext>>()
+        .cloned();
+    if let Some(ctx) = ctx.filter(|c| c.is_operator() && reaches_tenant_data(req.uri().path())) {
+        if let Some(tenant) = &ctx.tenant {
+            let detail = serde_json::json!({"method": req.method().as_str(), "path": req.uri().path()});
+            let ev = tenantd_store::NewAuditEvent::new(
+                Some(&tenant.id),
+                "operator",
+                "data.operator_access",
+                detail,
+                &ctx.request_id,
+            );
+            if let Err(e) = state.catalog.record_audit(&ev).await {
+                tracing::error!(error = %e, "an operator's access to tenant data was refused: its audit event could not be written");
+                return Problem::internal().into_response();
+            }
+        }
+    }
+    next.run(req).await
+}
+
 fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
     let msg = err
         .downcast_ref::<String>()
@@ -136,6 +177,10 @@ pub fn router_with(state: State, extra: Router<State>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(state.cfg.max_body_bytes))
         .layer(axum::Extension(crate::extract::BodyLimit(state.cfg.max_body_bytes)))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            audit_operator_access,
+        ))
         .layer(axum::middleware::from_fn(refuse_nul_in_url))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
         .layer(EdgeLayer::new(state.edge.clone()))

@@ -4,6 +4,7 @@ use crate::common::{TestApp, ADMIN};
 use serde_json::{json, Value};
 
 crate::both! {
+    an_operators_access_to_tenant_data_is_in_the_tenants_audit_trail;
     records_are_the_tenants_own;
     records_list_filter_and_page;
     records_change_only_at_the_version_asked;
@@ -1336,4 +1337,75 @@ async fn names_are_checked_on_reads_and_cursors_are_tamper_evident(app: TestApp)
             );
         }
     }
+}
+
+/// Every operator request that reaches a tenant's data (records, blobs, cache, usage
+/// events, leases) is a `data.operator_access` event in that tenant's trail, written
+/// before the access; the tenant's own requests are not. When the event cannot be
+/// written, the operator's request is refused and reads nothing.
+async fn an_operators_access_to_tenant_data_is_in_the_tenants_audit_trail(app: TestApp) {
+    app.tenant("acme", "professional").await;
+    app.tenant("globex", "professional").await;
+    let (_, key) = app.key("acme", "member").await;
+    let r = create(&app, &key, json!({"total": 5})).await;
+    let one = format!("{ORDERS}/{}", r["id"].as_str().unwrap());
+    let as_operator = |method: &'static str, path: String| {
+        let app = &app;
+        async move {
+            app.call(method, &path, Some(ADMIN), None, &[("X-Tenant-ID", "acme")])
+                .await
+        }
+    };
+    let accesses = |tenant: &'static str| {
+        let app = &app;
+        async move {
+            let trail = app
+                .get(
+                    &format!("/v1/tenants/{tenant}/audit?action=data.operator_access"),
+                    ADMIN,
+                )
+                .await
+                .expect(200)
+                .body;
+            trail["items"].as_array().unwrap().clone()
+        }
+    };
+    // The tenant's own reads are not operator access.
+    app.get(&one, &key).await.expect(200);
+    assert!(accesses("acme").await.is_empty());
+    as_operator("GET", one.clone()).await.expect(200);
+    as_operator("GET", "/v1/data/blobs".into()).await.expect(200);
+    as_operator("GET", "/v1/data/cache/k".into())
+        .await
+        .problem(404, "not_found");
+    let trail = accesses("acme").await;
+    let paths: Vec<&str> = trail.iter().map(|e| e["detail"]["path"].as_str().unwrap()).collect();
+    assert_eq!(
+        paths,
+        ["/v1/data/cache/k", "/v1/data/blobs", one.as_str()],
+        "newest first"
+    );
+    assert!(trail
+        .iter()
+        .all(|e| e["actor"] == "operator" && e["detail"]["method"] == "GET"));
+    assert!(trail[0]["request_id"].as_str().unwrap().starts_with("req_"));
+    // Usage events and leases are the tenant's data too.
+    app.post(
+        "/v1/tenants/acme/usage/events",
+        ADMIN,
+        json!({"resource": "orchestrations", "quantity": 1}),
+    )
+    .await
+    .expect(200);
+    assert_eq!(
+        accesses("acme").await[0]["detail"]["path"],
+        "/v1/tenants/acme/usage/events"
+    );
+    // Nothing of it lands in another tenant's trail.
+    assert!(accesses("globex").await.is_empty());
+    // No event, no access.
+    tenantd_store::testing::refuse_events(&app.db_url, true).await;
+    as_operator("GET", one.clone()).await.problem(500, "internal");
+    tenantd_store::testing::refuse_events(&app.db_url, false).await;
+    assert_eq!(accesses("acme").await.len(), 4);
 }
