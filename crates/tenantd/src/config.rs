@@ -92,7 +92,7 @@ pub struct FileConfig {
     max_blob_bytes: Option<u64>,
     oidc: Option<OidcFile>,
     /// `[gateway]`: routes, timeouts and body limit (reloadable).
-    pub(crate) gateway: Option<crate::gateway::GatewayFile>,
+    pub(crate) gateway: Option<crate::gateway::settings::GatewayFile>,
     /// `[server]`: connection limits of every listener.
     server: Option<ServerFile>,
 }
@@ -192,7 +192,7 @@ pub struct Config {
     /// External OpenID provider.
     pub oidc: Option<OidcFile>,
     /// The gateway's routes, timeouts and body limit.
-    pub gateway: crate::gateway::GatewaySettings,
+    pub gateway: crate::gateway::settings::GatewaySettings,
     /// Connection limits of every listener (`[server]`).
     pub server: crate::conn::Limits,
     /// The configuration file, re-read when the gateway reloads.
@@ -281,7 +281,7 @@ impl Config {
             data_pool_size: f.data_pool_size.unwrap_or(tenantd_data::DEFAULT_POOL_SIZE),
             max_blob_bytes: f.max_blob_bytes.unwrap_or(1 << 30),
             oidc: f.oidc,
-            gateway: crate::gateway::GatewaySettings::from_file(f.gateway.unwrap_or_default()).map_err(ConfigError)?,
+            gateway: crate::gateway::settings::GatewaySettings::from_file(f.gateway.unwrap_or_default()).map_err(ConfigError)?,
             server: f.server.unwrap_or_default().limits()?,
             config_path: None,
             admin_key: admin_key.map(Secret::new),

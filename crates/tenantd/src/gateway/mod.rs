@@ -4,26 +4,30 @@
 //! contract. Bodies stream both ways; upstream connections are pooled and kept alive;
 //! WebSocket upgrades pass through once admitted. The `[gateway]` table of the
 //! configuration file is reloaded on SIGHUP or when the file changes.
+
+mod proxy;
+pub mod settings;
+
 use arc_swap::ArcSwap;
 use axum::body::{Body, Bytes};
 use dashmap::DashMap;
 use futures_util::FutureExt;
 use http::header::{self, HeaderName};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use serde::Deserialize;
+use hyper_util::rt::TokioExecutor;
+use proxy::{set_forwarded, strip_hop_by_hop, strip_identity, tunnel, wants_upgrade};
+pub use settings::{GatewayFile, GatewaySettings, Route, RouteFile};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
-use tenantd_core::{Code, Permission, TenantId};
+use tenantd_core::{Code, TenantId};
 use tenantd_edge::jwt::{Claims, CONTEXT_AUDIENCE, ISSUER};
 use tenantd_edge::layer::{bearer, new_request_id};
-use tenantd_edge::pipeline::MAX_COST;
 use tenantd_edge::{Edge, Principal, Problem, RequestContext, RequestInfo, RouteNeeds, Upstream};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -36,137 +40,6 @@ pub const CONTEXT_TOKEN_SECONDS: i64 = 60;
 const CONTEXT_TOKEN_MIN_LEFT: i64 = 15;
 /// Cached context tokens before the cache is emptied.
 const CONTEXT_TOKENS_MAX: usize = 100_000;
-
-/// The `[gateway]` table of the configuration file.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct GatewayFile {
-    /// `[[gateway.routes]]`.
-    #[serde(default)]
-    pub routes: Vec<RouteFile>,
-    /// Connecting to the upstream (default 2000).
-    pub connect_timeout_ms: Option<u64>,
-    /// From sending the request to the upstream's response headers (default 30000).
-    pub request_timeout_ms: Option<u64>,
-    /// Largest request body proxied (default 10 MiB).
-    pub max_body_bytes: Option<u64>,
-    /// How often the configuration file is checked for changes (default 1000; 0: only on
-    /// SIGHUP).
-    pub reload_poll_ms: Option<u64>,
-}
-
-/// One `[[gateway.routes]]` entry.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct RouteFile {
-    /// Path prefix, matched on whole segments (`/reports` matches `/reports/1`, not
-    /// `/reportsx`).
-    pub prefix: String,
-    /// Methods the route applies to (default: all).
-    #[serde(default)]
-    pub methods: Vec<String>,
-    /// Permission the caller's role must grant (default: any authenticated principal).
-    pub permission: Option<String>,
-    /// api_calls counted per request (default 1).
-    pub cost: Option<u64>,
-    /// No authentication: the tenant is resolved from host, path or header and its use
-    /// is counted.
-    #[serde(default)]
-    pub public: bool,
-}
-
-/// A validated route.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Route {
-    /// Path prefix.
-    pub prefix: String,
-    /// Methods (empty: all).
-    pub methods: Vec<Method>,
-    /// Permission demanded.
-    pub permission: Option<String>,
-    /// api_calls per request.
-    pub cost: u64,
-    /// No authentication.
-    pub public: bool,
-}
-
-/// The gateway's reloadable settings, validated.
-#[derive(Debug, Clone, PartialEq)]
-pub struct GatewaySettings {
-    /// Longest prefix first.
-    pub routes: Vec<Route>,
-    /// Connecting to the upstream.
-    pub connect_timeout: Duration,
-    /// Until the upstream's response headers.
-    pub request_timeout: Duration,
-    /// Largest request body.
-    pub max_body_bytes: u64,
-    /// Configuration file polling (zero: SIGHUP only).
-    pub reload_poll: Duration,
-}
-
-impl GatewaySettings {
-    /// Validates the `[gateway]` table; the error names the offending key.
-    pub fn from_file(f: GatewayFile) -> Result<Self, String> {
-        let mut routes = Vec::with_capacity(f.routes.len());
-        for (i, r) in f.routes.into_iter().enumerate() {
-            let at = format!("gateway.routes[{i}]");
-            if !r.prefix.starts_with('/') || r.prefix.contains(['?', '#', ' ']) {
-                return Err(format!("{at}.prefix '{}' must be a path starting with /", r.prefix));
-            }
-            let methods = r
-                .methods
-                .iter()
-                .map(|m| {
-                    Method::from_bytes(m.to_ascii_uppercase().as_bytes())
-                        .map_err(|_| format!("{at}.methods: '{m}' is not an HTTP method"))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            if let Some(p) = &r.permission {
-                Permission::parse(p).map_err(|e| format!("{at}.permission: {}", e.0))?;
-            }
-            let cost = r.cost.unwrap_or(1);
-            if cost > MAX_COST {
-                return Err(format!("{at}.cost must be at most {MAX_COST}"));
-            }
-            if r.public && r.permission.is_some() {
-                return Err(format!("{at}: a public route cannot demand a permission"));
-            }
-            routes.push(Route {
-                prefix: r.prefix,
-                methods,
-                permission: r.permission,
-                cost,
-                public: r.public,
-            });
-        }
-        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
-        let ms = |v: Option<u64>, default: u64, name: &str| match v.unwrap_or(default) {
-            0 => Err(format!("gateway.{name} must be at least 1")),
-            n => Ok(Duration::from_millis(n)),
-        };
-        Ok(Self {
-            routes,
-            connect_timeout: ms(f.connect_timeout_ms, 2_000, "connect_timeout_ms")?,
-            request_timeout: ms(f.request_timeout_ms, 30_000, "request_timeout_ms")?,
-            max_body_bytes: match f.max_body_bytes.unwrap_or(10 << 20) {
-                0 => return Err("gateway.max_body_bytes must be at least 1".into()),
-                n => n,
-            },
-            reload_poll: Duration::from_millis(f.reload_poll_ms.unwrap_or(1_000)),
-        })
-    }
-
-    /// The route for a request: the longest prefix whose methods include `method`.
-    pub fn route(&self, method: &Method, path: &str) -> Option<&Route> {
-        self.routes.iter().find(|r| {
-            let on_boundary = path
-                .strip_prefix(r.prefix.as_str())
-                .is_some_and(|rest| rest.is_empty() || r.prefix.ends_with('/') || rest.starts_with('/'));
-            on_boundary && (r.methods.is_empty() || r.methods.contains(method))
-        })
-    }
-}
 
 /// Counters the gateway keeps (exposed at `/metrics`).
 #[derive(Debug, Default)]
@@ -648,102 +521,6 @@ impl Gateway {
     }
 }
 
-/// Whether the request asks for a protocol upgrade (WebSocket).
-fn wants_upgrade(h: &HeaderMap) -> bool {
-    h.contains_key(header::UPGRADE)
-        && h.get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-}
-
-/// Removes hop-by-hop headers (RFC 9110 §7.6.1), and those the `Connection` header
-/// names; `Connection: upgrade` and `Upgrade` stay when an upgrade goes through.
-fn strip_hop_by_hop(h: &mut HeaderMap, upgrading: bool) {
-    let named: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .filter(|n| !(upgrading && n == header::UPGRADE))
-        .collect();
-    for n in named {
-        h.remove(n);
-    }
-    for n in [
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "proxy-authorization",
-        "proxy-authenticate",
-    ] {
-        h.remove(n);
-    }
-    if upgrading {
-        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        h.remove(header::CONNECTION);
-        h.remove(header::UPGRADE);
-    }
-}
-
-/// Removes every identity header a client could send to pose as a tenant or principal.
-fn strip_identity(h: &mut HeaderMap) {
-    let spoofable: Vec<HeaderName> = h
-        .keys()
-        .filter(|n| {
-            let n = n.as_str();
-            n.starts_with("x-tenant-")
-                || n.starts_with("x-principal-")
-                || matches!(
-                    n,
-                    "tenant-id" | "x-request-id" | "x-forwarded-proto" | "x-forwarded-host"
-                )
-        })
-        .cloned()
-        .collect();
-    for n in spoofable {
-        h.remove(n);
-    }
-}
-
-/// `X-Forwarded-For` gets the peer appended (as nginx's `$proxy_add_x_forwarded_for`);
-/// `-Proto` and `-Host` are set from what the gateway saw.
-fn set_forwarded(h: &mut HeaderMap, peer: SocketAddr, original_host: Option<HeaderValue>) {
-    let ip = peer.ip().to_string();
-    let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {ip}"),
-        None => ip,
-    };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        h.insert(HeaderName::from_static("x-forwarded-for"), v);
-    }
-    h.insert(
-        HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static("http"),
-    );
-    if let Some(host) = original_host {
-        h.insert(HeaderName::from_static("x-forwarded-host"), host);
-    }
-}
-
-/// Copies bytes both ways between the client and the upstream once both have upgraded.
-async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
-    match tokio::try_join!(client, upstream) {
-        Ok((c, u)) => {
-            let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
-            if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut u).await {
-                tracing::debug!(error = %e, "upgraded connection closed");
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "protocol upgrade through the gateway failed"),
-    }
-}
-
 async fn handle(gw: Arc<Gateway>, peer: SocketAddr, req: Request<Body>) -> Response<Body> {
     gw.metrics.requests.fetch_add(1, Ordering::Relaxed);
     let request_id = new_request_id();
@@ -766,6 +543,7 @@ async fn handle(gw: Arc<Gateway>, peer: SocketAddr, req: Request<Body>) -> Respo
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::Method;
 
     #[test]
     fn a_context_token_is_found_by_whom_it_is_for_and_only_while_fresh() {
