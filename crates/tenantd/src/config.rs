@@ -281,7 +281,8 @@ impl Config {
             data_pool_size: f.data_pool_size.unwrap_or(tenantd_data::DEFAULT_POOL_SIZE),
             max_blob_bytes: f.max_blob_bytes.unwrap_or(1 << 30),
             oidc: f.oidc,
-            gateway: crate::gateway::settings::GatewaySettings::from_file(f.gateway.unwrap_or_default()).map_err(ConfigError)?,
+            gateway: crate::gateway::settings::GatewaySettings::from_file(f.gateway.unwrap_or_default())
+                .map_err(ConfigError)?,
             server: f.server.unwrap_or_default().limits()?,
             config_path: None,
             admin_key: admin_key.map(Secret::new),

@@ -359,7 +359,7 @@ fn hand_written() -> Vec<(String, serde_json::Value)> {
 }
 
 /// Gives every string schema that has no `pattern`, `enum` or `format` the pattern
-/// "no NUL".
+/// "no NUL", and every map's keys the same.
 fn no_nul_in_strings(v: &mut serde_json::Value) {
     match v {
         serde_json::Value::Object(m) => {
@@ -371,6 +371,12 @@ fn no_nul_in_strings(v: &mut serde_json::Value) {
                 .any(|k| m.contains_key(*k));
             if is_string && free {
                 m.insert("pattern".into(), "^[^\\u0000]*$".into());
+            }
+            // The keys of an object open to other properties are strings too.
+            let is_object = m.get("type").is_some_and(|t| t == "object") || m.contains_key("additionalProperties");
+            let open = m.get("additionalProperties").is_none_or(|a| a != false);
+            if is_object && open && !m.contains_key("propertyNames") {
+                m.insert("propertyNames".into(), serde_json::json!({"pattern": "^[^\\u0000]*$"}));
             }
             for (_, child) in m.iter_mut() {
                 no_nul_in_strings(child);

@@ -434,6 +434,25 @@ async fn the_openapi_document_describes_every_request_and_response() {
         prop("UsageEvent", "resource")["not"]["enum"],
         json!(["members", "keys"])
     );
+    // Every object open to other properties says their names hold no NUL (tenantd
+    // refuses one anywhere in a body).
+    fn maps_without_key_rule(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                let is_object = m.get("type").is_some_and(|t| t == "object") || m.contains_key("additionalProperties");
+                let open = m.get("additionalProperties").is_none_or(|a| a != false);
+                if is_object && open && !m.contains_key("propertyNames") {
+                    out.push(serde_json::Value::Object(m.clone()).to_string());
+                }
+                m.values().for_each(|c| maps_without_key_rule(c, out));
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|c| maps_without_key_rule(c, out)),
+            _ => {}
+        }
+    }
+    let mut loose = Vec::new();
+    maps_without_key_rule(&doc, &mut loose);
+    assert!(loose.is_empty(), "objects whose property names may hold NUL: {loose:?}");
     let create_tenant = &doc["paths"]["/v1/tenants"]["post"]["requestBody"]["content"]["application/json"]["schema"];
     let create_tenant = resolve(create_tenant);
     assert_eq!(
