@@ -148,6 +148,34 @@ impl<'de> Deserialize<'de> for TenantId {
     }
 }
 
+/// The alphabet of every random id and secret tenantd makes: lower-case RFC 4648 base32.
+const BASE32: &[u8] = b"abcdefghijklmnopqrstuvwxyz234567";
+
+/// `bytes` in lower-case base32, without padding.
+pub fn base32(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 8 / 5 + 1);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for &b in bytes {
+        acc = (acc << 8) | b as u32;
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(BASE32[((acc >> bits) & 31) as usize] as char);
+        }
+    }
+    if bits > 0 {
+        out.push(BASE32[((acc << (5 - bits)) & 31) as usize] as char);
+    }
+    out
+}
+
+/// A new random resource id: `prefix`, `_`, then 20 base32 characters (100 bits), as
+/// `usr_…`, `rec_…`, `jti_…`. The one generator of every such id.
+pub fn new_id(prefix: &str) -> String {
+    let bytes: [u8; 13] = rand::random();
+    format!("{prefix}_{}", &base32(&bytes)[..20])
+}
+
 /// What a tenant id is, as the OpenAPI document's pattern: 1–39 of `a-z 0-9 -`, not
 /// starting or ending with `-`, in any case (lower-cased when parsed). The reserved ids
 /// (`admin`, `api`, `www`, `default`) are refused as well.

@@ -6,24 +6,7 @@ pub use tenantd_core::KeyId;
 
 /// The scheme prefix of every tenantd API key.
 pub const KEY_PREFIX: &str = "tdk_";
-const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz234567";
-
-fn base32(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len() * 8 / 5 + 1);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for &b in bytes {
-        acc = (acc << 8) | b as u32;
-        bits += 8;
-        while bits >= 5 {
-            bits -= 5;
-            out.push(ALPHABET[((acc >> bits) & 31) as usize] as char);
-        }
-    }
-    if bits > 0 {
-        out.push(ALPHABET[((acc << (5 - bits)) & 31) as usize] as char);
-    }
-    out
-}
+use tenantd_core::ids::base32;
 
 /// A freshly generated key: the secret (shown once) and what is stored.
 #[derive(Debug, Clone)]

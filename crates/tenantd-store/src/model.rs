@@ -301,16 +301,4 @@ pub struct SigningKeyRecord {
     pub generation: i64,
 }
 
-/// Random resource id with a prefix: `usr_`, `key_`, … followed by 20 base32 characters.
-pub fn new_id(prefix: &str) -> String {
-    use rand::Rng;
-    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz234567";
-    let mut rng = rand::thread_rng();
-    let mut s = String::with_capacity(prefix.len() + 21);
-    s.push_str(prefix);
-    s.push('_');
-    for _ in 0..20 {
-        s.push(ALPHABET[rng.gen_range(0..32)] as char);
-    }
-    s
-}
+pub use tenantd_core::ids::new_id;
