@@ -222,21 +222,25 @@ pub fn finish(doc: &mut serde_json::Value) {
     unique_operation_ids(doc);
 }
 
+/// Calls `f` with the parameter list of every operation of the document.
+fn each_parameter_list(doc: &mut serde_json::Value, mut f: impl FnMut(&mut Vec<serde_json::Value>)) {
+    let Some(paths) = doc["paths"].as_object_mut() else {
+        return;
+    };
+    let ops = paths
+        .values_mut()
+        .filter_map(|i| i.as_object_mut())
+        .flat_map(|i| i.values_mut());
+    for params in ops.filter_map(|op| op.get_mut("parameters").and_then(|p| p.as_array_mut())) {
+        f(params);
+    }
+}
+
 /// Takes `null` out of every parameter's type: a header, query or path parameter is
 /// text or absent, never JSON `null` (the derive makes an `Option` nullable, and a
 /// generator then sends the text `null`).
 fn parameters_are_never_null(doc: &mut serde_json::Value) {
-    let Some(paths) = doc["paths"].as_object_mut() else {
-        return;
-    };
-    for op in paths
-        .values_mut()
-        .filter_map(|i| i.as_object_mut())
-        .flat_map(|i| i.values_mut())
-    {
-        let Some(params) = op.get_mut("parameters").and_then(|p| p.as_array_mut()) else {
-            continue;
-        };
+    each_parameter_list(doc, |params| {
         for p in params {
             let schema = &mut p["schema"];
             if let Some(types) = schema.get_mut("type").and_then(|t| t.as_array_mut()) {
@@ -253,27 +257,17 @@ fn parameters_are_never_null(doc: &mut serde_json::Value) {
                 }
             }
         }
-    }
+    });
 }
 
 /// Keeps the first of each parameter (by place and name): the derive adds a bare copy of
 /// a path parameter it reads from a tuple `Path<(…)>` beside the described one of
 /// `params(…)`, and a client given both cannot know which to follow.
 fn one_of_each_parameter(doc: &mut serde_json::Value) {
-    let Some(paths) = doc["paths"].as_object_mut() else {
-        return;
-    };
-    for op in paths
-        .values_mut()
-        .filter_map(|i| i.as_object_mut())
-        .flat_map(|i| i.values_mut())
-    {
-        let Some(params) = op.get_mut("parameters").and_then(|p| p.as_array_mut()) else {
-            continue;
-        };
+    each_parameter_list(doc, |params| {
         let mut seen = std::collections::HashSet::new();
         params.retain(|p| seen.insert((p["in"].to_string(), p["name"].to_string())));
-    }
+    });
 }
 
 /// Names every operation after its method and path (`get_v1_tenants_id`): the handlers'

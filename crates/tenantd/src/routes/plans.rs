@@ -34,14 +34,7 @@ pub async fn create(S(state): S<State>, ctx: Ctx, Json(plan): Json<Plan>) -> Api
     let plan = checked(plan)?;
     let mut w = state.catalog.begin().await?;
     state.catalog.create_plan(&mut w, &plan).await?;
-    let ev = NewAuditEvent::new(
-        None,
-        "operator",
-        "plan.created",
-        serde_json::json!({"plan": plan.id}),
-        &ctx.request_id,
-    );
-    w.commit_with(&ev).await?;
+    w.commit_with(&plan_event("plan.created", &plan.id, &ctx)).await?;
     Ok((StatusCode::CREATED, axum::Json(plan)))
 }
 
@@ -105,14 +98,7 @@ pub async fn patch(
     let plan = checked(plan)?;
     let mut w = state.catalog.begin().await?;
     state.catalog.update_plan(&mut w, &plan).await?;
-    let ev = NewAuditEvent::new(
-        None,
-        "operator",
-        "plan.updated",
-        serde_json::json!({"plan": plan.id}),
-        &ctx.request_id,
-    );
-    w.commit_with(&ev).await?;
+    w.commit_with(&plan_event("plan.updated", &plan.id, &ctx)).await?;
     state.changed(tenantd_edge::Change::Plan(plan.id.as_str())).await;
     Ok(axum::Json(plan))
 }
@@ -124,13 +110,17 @@ pub async fn delete(S(state): S<State>, ctx: Ctx, Path(id): Path<String>) -> Api
     let id = plan_id(&id)?;
     let mut w = state.catalog.begin().await?;
     state.catalog.delete_plan(&mut w, &id).await?;
-    let ev = NewAuditEvent::new(
+    w.commit_with(&plan_event("plan.deleted", &id, &ctx)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The platform event of what the operator did to a plan.
+fn plan_event(action: &str, plan: &PlanId, ctx: &Ctx) -> NewAuditEvent {
+    NewAuditEvent::new(
         None,
         "operator",
-        "plan.deleted",
-        serde_json::json!({"plan": id}),
+        action,
+        serde_json::json!({"plan": plan}),
         &ctx.request_id,
-    );
-    w.commit_with(&ev).await?;
-    Ok(StatusCode::NO_CONTENT)
+    )
 }
