@@ -15,6 +15,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tenantd_store::prelude::*;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use tenantd_core::{Email, PlanId, TenantId};

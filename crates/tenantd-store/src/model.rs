@@ -213,37 +213,111 @@ pub struct ApiKey {
     pub last_used_at: Option<i64>,
 }
 
-/// An audit event to append.
+/// Who did something: the `actor` of an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    /// What kind of caller it is.
+    pub kind: ActorKind,
+    /// `operator`, a user's `usr_…`, an API key's `key_…`, or what tenantd itself is
+    /// doing (`system`, `anonymous` for a caller who named no one).
+    pub id: String,
+}
+
+/// The kinds of [`Actor`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActorKind {
+    /// The platform operator.
+    Operator,
+    /// A signed-in user.
+    User,
+    /// An API key.
+    ApiKey,
+    /// tenantd itself, or a caller it could not name.
+    System,
+}
+
+impl ActorKind {
+    /// As stored and shown: `operator`, `user`, `api_key` or `system`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActorKind::Operator => "operator",
+            ActorKind::User => "user",
+            ActorKind::ApiKey => "api_key",
+            ActorKind::System => "system",
+        }
+    }
+}
+
+impl Actor {
+    /// tenantd itself (background work: usage flushes, purges).
+    pub fn system() -> Self {
+        Self::from("system")
+    }
+}
+
+impl From<&str> for Actor {
+    /// The actor an id names, its kind read from the id's form.
+    fn from(id: &str) -> Self {
+        let kind = if id == "operator" {
+            ActorKind::Operator
+        } else if id.starts_with("usr_") {
+            ActorKind::User
+        } else if id.starts_with("key_") {
+            ActorKind::ApiKey
+        } else {
+            ActorKind::System
+        };
+        Self {
+            kind,
+            id: id.to_string(),
+        }
+    }
+}
+
+impl From<String> for Actor {
+    fn from(id: String) -> Self {
+        Self::from(id.as_str())
+    }
+}
+
+/// An event to append to the event log: every change to the control plane (its audit
+/// event), every security event and every quota event is one of these.
 #[derive(Debug, Clone)]
-pub struct NewAuditEvent {
-    /// The tenant concerned, if any.
+pub struct NewEvent {
+    /// The tenant concerned; `None` for the platform's own events.
     pub tenant_id: Option<String>,
-    /// Who did it (`operator`, `usr_…`, `key_…`, `anonymous`).
-    pub actor: String,
-    /// What, as `noun.verb` (`tenant.created`, `security.cross_tenant_attempt`, …).
-    pub action: String,
-    /// Details (JSON object).
-    pub detail: serde_json::Value,
-    /// The request that did it.
+    /// Who did it.
+    pub actor: Actor,
+    /// Its type, as `noun.verb` (`tenant.created`, `security.cross_tenant_attempt`,
+    /// `quota.warning`, …).
+    pub kind: String,
+    /// Its data (JSON object).
+    pub data: serde_json::Value,
+    /// The request that did it (empty for background work).
     pub request_id: String,
 }
 
-impl NewAuditEvent {
-    /// What `actor` did (`action`, with `detail`) to `tenant` (none: the platform's).
+impl NewEvent {
+    /// What `actor` did (`kind`, with `data`) to `tenant` (none: the platform's).
     pub fn new(
         tenant: Option<&TenantId>,
-        actor: impl Into<String>,
-        action: &str,
-        detail: serde_json::Value,
+        actor: impl Into<Actor>,
+        kind: &str,
+        data: serde_json::Value,
         request_id: &str,
     ) -> Self {
         Self {
             tenant_id: tenant.map(|t| t.to_string()),
             actor: actor.into(),
-            action: action.to_string(),
-            detail,
+            kind: kind.to_string(),
+            data,
             request_id: request_id.to_string(),
         }
+    }
+
+    /// Something tenantd itself noticed about `tenant` (a quota crossing).
+    pub fn system(tenant: &TenantId, kind: &str, data: serde_json::Value) -> Self {
+        Self::new(Some(tenant), Actor::system(), kind, data, "")
     }
 }
 
@@ -302,3 +376,32 @@ pub struct SigningKeyRecord {
 }
 
 pub use tenantd_core::ids::new_id;
+
+/// A tenant's custom domain.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Domain {
+    /// Lower-case host name, no port.
+    pub host: String,
+    /// The tenant that claimed it.
+    #[schema(value_type = String)]
+    pub tenant_id: TenantId,
+    /// What the host must serve to prove control.
+    pub token: String,
+    /// When it was verified; unverified hosts name no tenant.
+    #[serde(serialize_with = "tenantd_core::ts::ser_opt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub verified_at: Option<i64>,
+    /// Unix seconds.
+    #[serde(serialize_with = "tenantd_core::ts::ser")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: i64,
+}
+
+/// Levels counted from the catalog itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Countable {
+    /// Memberships of the tenant.
+    Members,
+    /// API keys not revoked.
+    ActiveKeys,
+}

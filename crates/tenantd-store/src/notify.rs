@@ -1,7 +1,7 @@
 //! Cache invalidation between tenantd nodes sharing a PostgreSQL catalog: a write on one
 //! node is published with `pg_notify`, every node listens and drops what it cached. On
 //! SQLite (one embedded node) there is nothing to tell.
-use crate::{Backend, Catalog, Result, SqlCatalog};
+use crate::{Backend, Catalog, Notify, Result, SqlCatalog};
 use tokio::sync::mpsc;
 
 /// The PostgreSQL channel invalidations travel on.
@@ -12,9 +12,9 @@ pub const CHANNEL: &str = "tenantd_cache";
 /// been missed and the whole cache must go.
 pub type Invalidation = Option<String>;
 
-impl SqlCatalog {
-    /// Tells the other nodes that `topic` changed.
-    pub(crate) async fn publish_topic(&self, topic: &str) -> Result<()> {
+#[async_trait::async_trait]
+impl Notify for SqlCatalog {
+    async fn publish(&self, topic: &str) -> Result<()> {
         if self.backend() == Backend::Postgres {
             sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(CHANNEL)
@@ -25,8 +25,7 @@ impl SqlCatalog {
         Ok(())
     }
 
-    /// Starts listening; `None` on SQLite.
-    pub(crate) async fn subscribe_topics(&self) -> Result<Option<mpsc::Receiver<Invalidation>>> {
+    async fn subscribe(&self) -> Result<Option<mpsc::Receiver<Invalidation>>> {
         if self.backend() != Backend::Postgres {
             return Ok(None);
         }

@@ -12,7 +12,8 @@
 //! so a unit of work may read before it writes (a deferred one would fail with "database
 //! is locked" when another writer committed in between). Writers wait for each other
 //! (the busy timeout), as they must on SQLite anyway.
-use crate::{Backend, NewAuditEvent, Result};
+use crate::{Backend, NewEvent, Result};
+use tenantd_core::ids::new_id;
 use tenantd_core::now_secs;
 
 /// The transaction of a unit of work.
@@ -39,20 +40,10 @@ impl Work {
         Ok(Self { tx })
     }
 
-    /// Appends an event, to commit with the changes of this unit of work; its id.
-    pub async fn append(&mut self, ev: &NewAuditEvent) -> Result<i64> {
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO audit_events (at, tenant_id, actor, action, detail, request_id) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-        )
-        .bind(now_secs())
-        .bind(ev.tenant_id.as_deref())
-        .bind(&ev.actor)
-        .bind(&ev.action)
-        .bind(serde_json::to_string(&ev.detail).unwrap_or_else(|_| "null".into()))
-        .bind(&ev.request_id)
-        .fetch_one(&mut *self.tx)
-        .await?;
-        Ok(id)
+    /// Appends an event, to commit with the changes of this unit of work; its sequence
+    /// number in the log.
+    pub async fn append(&mut self, ev: &NewEvent) -> Result<i64> {
+        append_in(&mut self.tx, ev).await
     }
 
     /// Commits every change and event of this unit of work.
@@ -62,8 +53,26 @@ impl Work {
     }
 
     /// Appends `ev` and commits: the common end of a unit of work with one event.
-    pub async fn commit_with(mut self, ev: &NewAuditEvent) -> Result<()> {
+    pub async fn commit_with(mut self, ev: &NewEvent) -> Result<()> {
         self.append(ev).await?;
         self.commit().await
     }
+}
+
+/// Writes `ev` to the event log in `tx`: the one place every event is written.
+pub(crate) async fn append_in(tx: &mut sqlx::Transaction<'_, sqlx::Any>, ev: &NewEvent) -> Result<i64> {
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO audit_events (event_id, at, tenant_id, actor_type, actor, action, detail, request_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+    )
+    .bind(new_id("evt"))
+    .bind(now_secs())
+    .bind(ev.tenant_id.as_deref())
+    .bind(ev.actor.kind.as_str())
+    .bind(&ev.actor.id)
+    .bind(&ev.kind)
+    .bind(ev.data.to_string())
+    .bind(&ev.request_id)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(id)
 }

@@ -134,6 +134,8 @@ both_backends! {
     case_concurrent_owner_demotions => sqlite_concurrent_owner_demotions, postgres_concurrent_owner_demotions;
     case_usage => sqlite_usage, postgres_usage;
     case_purge => sqlite_purge, postgres_purge;
+    case_tenant_tables_are_all_registered => sqlite_tenant_tables_are_all_registered, postgres_tenant_tables_are_all_registered;
+    case_one_event_log => sqlite_one_event_log, postgres_one_event_log;
 }
 
 // ---------------------------------------------------------------- helpers
@@ -318,7 +320,7 @@ async fn case_a_change_and_its_event_commit_together(c: &SqlCatalog) {
         ..Plan::builtins().remove(0)
     };
     let event = |id: &str| {
-        NewAuditEvent::new(
+        NewEvent::new(
             None,
             "operator",
             "plan.created",
@@ -1448,16 +1450,16 @@ async fn case_audit(c: &SqlCatalog) {
         (Some("aud"), "operator", "tenant.suspended", 6_000),
     ];
     for (i, (tenant, actor, action, at)) in events.iter().enumerate() {
-        c.record_audit(&NewAuditEvent {
+        c.record_event(&NewEvent {
             tenant_id: tenant.map(str::to_string),
-            actor: actor.to_string(),
-            action: action.to_string(),
-            detail: serde_json::json!({"n": i, "nested": {"ok": true}}),
+            actor: (*actor).into(),
+            kind: action.to_string(),
+            data: serde_json::json!({"n": i, "nested": {"ok": true}}),
             request_id: format!("req-{i}"),
         })
         .await
         .unwrap();
-        // record_audit stamps "now"; give each event its own time for the since/until checks.
+        // record_event stamps "now"; give each event its own time for the since/until checks.
         sqlx::query("UPDATE audit_events SET at = $1 WHERE request_id = $2")
             .bind(*at)
             .bind(format!("req-{i}"))
@@ -1810,11 +1812,11 @@ async fn case_usage(c: &dyn Catalog) {
 
     // Events: per tenant, oldest first, in pages (after the one the usage write stored).
     for i in 0..3 {
-        c.record_event(&t, "quota.warning", &serde_json::json!({"n": i}))
+        c.record_event(&NewEvent::system(&t, "quota.warning", serde_json::json!({"n": i})))
             .await
             .unwrap();
     }
-    c.record_event(&o, "quota.exceeded", &serde_json::json!({}))
+    c.record_event(&NewEvent::system(&o, "quota.exceeded", serde_json::json!({})))
         .await
         .unwrap();
     let p1 = c.list_events(&t, &PageRequest { limit: 2, after: None }).await.unwrap();
@@ -1934,7 +1936,6 @@ async fn rows_of(c: &SqlCatalog, tenant: &str) -> Vec<(&'static str, i64)> {
         ("domains", "tenant_id"),
         ("usage_counters", "tenant_id"),
         ("usage_idempotency", "tenant_id"),
-        ("tenant_events", "tenant_id"),
         ("plan_history", "tenant_id"),
     ] {
         let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table} WHERE {column} = $1"))
@@ -1986,15 +1987,19 @@ async fn fill_tenant(c: &SqlCatalog, tenant: &str, other_owner: &str) {
         .commit(&[], &[], &[])
         .await
         .unwrap();
-    c.record_event(&t, "quota.warning", &serde_json::json!({"resource": "api_calls"}))
-        .await
-        .unwrap();
+    c.record_event(&NewEvent::system(
+        &t,
+        "quota.warning",
+        serde_json::json!({"resource": "api_calls"}),
+    ))
+    .await
+    .unwrap();
     for action in ["tenant.updated", "security.cross_tenant_attempt"] {
-        c.record_audit(&NewAuditEvent {
+        c.record_event(&NewEvent {
             tenant_id: Some(tenant.into()),
             actor: "operator".into(),
-            action: action.into(),
-            detail: serde_json::json!({}),
+            kind: action.into(),
+            data: serde_json::json!({}),
             request_id: format!("req-{tenant}"),
         })
         .await
@@ -2095,4 +2100,106 @@ async fn case_purge(c: &SqlCatalog) {
         .map(|(t, _)| (*t, i64::from(["tenants", "memberships", "plan_history"].contains(t))))
         .collect();
     assert_eq!(fresh, expected);
+}
+
+/// Every table with a `tenant_id` column is in the registry purge (and export) use, and
+/// the registry names no table that does not exist.
+async fn case_tenant_tables_are_all_registered(c: &SqlCatalog) {
+    let sql = match c.backend() {
+        Backend::Sqlite => {
+            "SELECT m.name AS name FROM sqlite_master m JOIN pragma_table_info(m.name) p \
+             WHERE m.type = 'table' AND p.name = 'tenant_id' ORDER BY m.name"
+        }
+        Backend::Postgres => {
+            "SELECT table_name::text AS name FROM information_schema.columns \
+             WHERE column_name = 'tenant_id' AND table_schema = current_schema() ORDER BY table_name"
+        }
+    };
+    let in_schema: BTreeSet<String> = sqlx::query_scalar(sql)
+        .fetch_all(c.pool())
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    let registered: BTreeSet<String> = TENANT_TABLES.iter().map(|t| t.name.to_string()).collect();
+    assert_eq!(
+        in_schema, registered,
+        "tables with a tenant_id column vs. TENANT_TABLES"
+    );
+}
+
+/// Audit, security and quota events are one log: each has its public `evt_` id and its
+/// actor's type, and a usage write's quota events land in it with the counts.
+async fn case_one_event_log(c: &SqlCatalog) {
+    let t = tid("evlog");
+    mk_tenant(c, "evlog", "free", "owner@evlog.example").await;
+    let mut w = c.begin().await.unwrap();
+    w.append(&NewEvent::new(
+        Some(&t),
+        "usr_alice",
+        "member.added",
+        serde_json::json!({}),
+        "req-1",
+    ))
+    .await
+    .unwrap();
+    w.append(&NewEvent::new(
+        Some(&t),
+        "key_abc",
+        "key.created",
+        serde_json::json!({}),
+        "req-2",
+    ))
+    .await
+    .unwrap();
+    w.append(&NewEvent::new(
+        None,
+        "operator",
+        "plan.created",
+        serde_json::json!({}),
+        "req-3",
+    ))
+    .await
+    .unwrap();
+    w.commit().await.unwrap();
+    c.begin_usage(&t, &[])
+        .await
+        .unwrap()
+        .commit(
+            &[],
+            &[],
+            &[("quota.warning", serde_json::json!({"resource": "api_calls"}))],
+        )
+        .await
+        .unwrap();
+    let rows: Vec<(String, String, String, String)> = sqlx::query_as(
+        "SELECT event_id, actor_type, actor, action FROM audit_events WHERE request_id IN ('req-1', 'req-2', 'req-3') OR action LIKE 'quota.%' ORDER BY id",
+    )
+    .fetch_all(c.pool())
+    .await
+    .unwrap();
+    let kinds: Vec<(&str, &str, &str)> = rows
+        .iter()
+        .map(|r| (r.1.as_str(), r.2.as_str(), r.3.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("user", "usr_alice", "member.added"),
+            ("api_key", "key_abc", "key.created"),
+            ("operator", "operator", "plan.created"),
+            ("system", "system", "quota.warning"),
+        ]
+    );
+    let ids: BTreeSet<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(ids.len(), rows.len(), "event ids are unique");
+    assert!(ids.iter().all(|id| id.starts_with("evt_") && id.len() == 24), "{ids:?}");
+    let quota = c
+        .list_events(&t, &PageRequest { limit: 10, after: None })
+        .await
+        .unwrap();
+    assert_eq!(
+        quota.items.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(),
+        ["quota.warning"]
+    );
 }

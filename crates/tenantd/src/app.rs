@@ -10,7 +10,7 @@ use std::time::Duration;
 use tenantd_core::TenantId;
 use tenantd_edge::jwt::{OidcConfig, OidcVerifier, Signer};
 use tenantd_edge::{Edge, EdgeConfig};
-use tenantd_store::{Catalog, NewAuditEvent, SigningKeyRecord, SqlCatalog};
+use tenantd_store::{Catalog, NewEvent, SigningKeyRecord, SqlCatalog};
 use tokio::net::TcpListener;
 
 /// Everything handlers share.
@@ -307,7 +307,7 @@ async fn ensure_default_tenant(cfg: &Config, catalog: &dyn Catalog) -> Result<Te
         let created = async {
             let mut w = catalog.begin().await?;
             catalog.create_tenant(&mut w, &new).await?;
-            let ev = NewAuditEvent::new(
+            let ev = NewEvent::new(
                 Some(&id),
                 "system",
                 "tenant.created",
@@ -326,8 +326,8 @@ async fn ensure_default_tenant(cfg: &Config, catalog: &dyn Catalog) -> Result<Te
 impl AppState {
     /// The event of what the context's principal did to its tenant, for the unit of work
     /// that does it.
-    pub fn event_of(ctx: &tenantd_edge::TenantContext, action: &str, detail: serde_json::Value) -> NewAuditEvent {
-        NewAuditEvent::new(
+    pub fn event_of(ctx: &tenantd_edge::TenantContext, action: &str, detail: serde_json::Value) -> NewEvent {
+        NewEvent::new(
             Some(ctx.tenant_id()),
             ctx.principal().actor(),
             action,
@@ -425,7 +425,7 @@ impl AppState {
             let mut w = self.catalog.begin().await?;
             let rows = self.catalog.purge_tenant(&mut w, tenant, now).await?;
             let detail = serde_json::json!({"tenant_id": tenant.as_str(), "catalog_rows": rows});
-            w.commit_with(&NewAuditEvent::new(None, "system", "tenant.purged", detail, ""))
+            w.commit_with(&NewEvent::new(None, "system", "tenant.purged", detail, ""))
                 .await?;
             Ok::<_, tenantd_store::StoreError>(rows)
         };

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use tenantd_core::plan::merge_limits;
 use tenantd_core::{Email, Plan, PlanId, Role, TenantId};
 use tenantd_edge::{Directory, DirectoryError, KeyEntry, SecurityEvent, TenantEntry};
-use tenantd_store::{ApiKey, Catalog, NewAuditEvent, StoreError, Tenant};
+use tenantd_store::{ApiKey, Catalog, NewEvent, StoreError, Tenant};
 
 /// Reads the catalog for the edge.
 pub struct CatalogDirectory(pub Arc<dyn Catalog>);
@@ -101,17 +101,17 @@ impl Directory for CatalogDirectory {
     }
 
     async fn security_event(&self, ev: SecurityEvent) -> Option<i64> {
-        let rec = NewAuditEvent {
+        let rec = NewEvent {
             tenant_id: ev.tenant_id,
-            actor: ev.actor,
-            action: ev.action.to_string(),
-            detail: ev.detail,
+            actor: ev.actor.into(),
+            kind: ev.action.to_string(),
+            data: ev.detail,
             request_id: ev.request_id,
         };
-        match self.0.record_audit(&rec).await {
+        match self.0.record_event(&rec).await {
             Ok(id) => Some(id),
             Err(e) => {
-                tracing::error!(error = %e, action = %rec.action, "could not record a security event");
+                tracing::error!(error = %e, kind = %rec.kind, "could not record a security event");
                 None
             }
         }
@@ -127,7 +127,7 @@ impl Directory for CatalogDirectory {
 /// Stores a `quota.warning` / `quota.exceeded` event in the tenant's events.
 pub async fn record_crossing(catalog: &dyn Catalog, c: &tenantd_limits::Crossing) {
     let (kind, data) = crossing_event(c);
-    if let Err(e) = catalog.record_event(&c.tenant, kind, &data).await {
+    if let Err(e) = catalog.record_event(&NewEvent::system(&c.tenant, kind, data)).await {
         tracing::error!(error = %e, kind = c.kind, "could not record a quota event");
     }
     log_crossing(c);

@@ -322,7 +322,7 @@ pub async fn mint(
     let detail = serde_json::json!({"user_id": user.id, "jti": c.jti});
     state
         .catalog
-        .record_audit(&crate::app::AppState::event_of(&ctx, "token.minted", detail))
+        .record_event(&crate::app::AppState::event_of(&ctx, "token.minted", detail))
         .await?;
     Ok(axum::Json(token_response(&state, &c)))
 }

@@ -137,14 +137,14 @@ async fn audit_operator_access(
     if let Some(ctx) = ctx.filter(|c| c.is_operator() && reaches_tenant_data(req.uri().path())) {
         if let Some(tenant) = &ctx.tenant {
             let detail = serde_json::json!({"method": req.method().as_str(), "path": req.uri().path()});
-            let ev = tenantd_store::NewAuditEvent::new(
+            let ev = tenantd_store::NewEvent::new(
                 Some(&tenant.id),
                 "operator",
                 "data.operator_access",
                 detail,
                 &ctx.request_id,
             );
-            if let Err(e) = state.catalog.record_audit(&ev).await {
+            if let Err(e) = state.catalog.record_event(&ev).await {
                 tracing::error!(error = %e, "an operator's access to tenant data was refused: its audit event could not be written");
                 return Problem::internal().into_response();
             }

@@ -7,7 +7,7 @@ use axum::extract::{Path, State as S};
 use http::StatusCode;
 use tenantd_core::{Isolation, Limit, Plan, PlanId};
 use tenantd_edge::{Ctx, Problem};
-use tenantd_store::NewAuditEvent;
+use tenantd_store::NewEvent;
 
 fn plan_id(raw: &str) -> ApiResult<PlanId> {
     Ok(PlanId::parse(raw)?)
@@ -115,8 +115,8 @@ pub async fn delete(S(state): S<State>, ctx: Ctx, Path(id): Path<String>) -> Api
 }
 
 /// The platform event of what the operator did to a plan.
-fn plan_event(action: &str, plan: &PlanId, ctx: &Ctx) -> NewAuditEvent {
-    NewAuditEvent::new(
+fn plan_event(action: &str, plan: &PlanId, ctx: &Ctx) -> NewEvent {
+    NewEvent::new(
         None,
         "operator",
         action,

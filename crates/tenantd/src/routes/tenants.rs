@@ -8,7 +8,7 @@ use http::StatusCode;
 use tenantd_core::tenant::Transition;
 use tenantd_core::{Code, Email, Limit, PlanId, TenantId, TenantStatus};
 use tenantd_edge::{Change, Ctx, Principal, Problem, TenantContext};
-use tenantd_store::{Created, NewAuditEvent, NewTenant, Page, Tenant, TenantFilter, TenantPatch};
+use tenantd_store::{Created, NewEvent, NewTenant, Page, Tenant, TenantFilter, TenantPatch};
 
 /// `POST /v1/tenants` body.
 #[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
@@ -162,7 +162,7 @@ pub async fn create(
     match state.catalog.create_tenant(&mut w, &new).await? {
         Created::New(t) => {
             let detail = serde_json::json!({"plan": t.plan, "owner": new.owner_email});
-            w.commit_with(&NewAuditEvent::new(
+            w.commit_with(&NewEvent::new(
                 Some(&t.id),
                 actor,
                 "tenant.created",

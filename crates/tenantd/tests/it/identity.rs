@@ -505,7 +505,7 @@ async fn signing_keys_have_random_kids() {
         created_at: now_secs() - 86_400,
         generation: 1,
     };
-    tenantd_store::Catalog::add_signing_key(&c, &old).await.unwrap();
+    tenantd_store::SigningKeyStore::add_signing_key(&c, &old).await.unwrap();
     let app = crate::common::start_with(db, dir, String::new(), axum::Router::new()).await;
     let kids = kid_of(&jwks(&app).await);
     assert_eq!(kids.len(), 2, "{kids:?}");

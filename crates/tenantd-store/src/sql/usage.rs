@@ -1,7 +1,8 @@
 //! Usage counters, idempotency keys of usage events, tenant events and plan history.
-use crate::{Catalog, Page, PageRequest, Result, SqlCatalog, StoreError};
+use super::SqlCatalog;
+use crate::*;
 use sqlx::Row;
-use tenantd_core::usage::{CounterRow, TenantEvent, MAX_COUNT};
+use tenantd_core::usage::MAX_COUNT;
 use tenantd_core::{now_secs, KeyId, TenantId, Window};
 
 fn scope_str(s: &Option<KeyId>) -> String {
@@ -21,8 +22,9 @@ fn row_from(r: &sqlx::any::AnyRow) -> Result<CounterRow> {
     })
 }
 
-impl SqlCatalog {
-    pub(crate) async fn load_counters_sql(&self, tenant: &TenantId, since: i64) -> Result<Vec<CounterRow>> {
+#[async_trait::async_trait]
+impl UsageStore for SqlCatalog {
+    async fn load_counters(&self, tenant: &TenantId, since: i64) -> Result<Vec<CounterRow>> {
         let rows = sqlx::query("SELECT tenant_id, scope, resource, win, period_start, value FROM usage_counters WHERE tenant_id = $1 AND ((period_start >= $2 AND win <> 'total') OR (win = 'total' AND period_start = 0))")
             .bind(tenant.as_str())
             .bind(since)
@@ -31,13 +33,7 @@ impl SqlCatalog {
         rows.iter().map(row_from).collect()
     }
 
-    pub(crate) async fn counters_in_sql(
-        &self,
-        tenant: &TenantId,
-        window: Window,
-        from: i64,
-        to: i64,
-    ) -> Result<Vec<CounterRow>> {
+    async fn counters_in(&self, tenant: &TenantId, window: Window, from: i64, to: i64) -> Result<Vec<CounterRow>> {
         let rows = sqlx::query("SELECT tenant_id, scope, resource, win, period_start, value FROM usage_counters WHERE tenant_id = $1 AND scope = '' AND win = $2 AND period_start >= $3 AND period_start < $4 ORDER BY resource, period_start")
             .bind(tenant.as_str())
             .bind(window.as_str())
@@ -48,28 +44,28 @@ impl SqlCatalog {
         rows.iter().map(row_from).collect()
     }
 
-    pub(crate) async fn add_counters_sql(&self, deltas: &[CounterRow]) -> Result<()> {
+    async fn add_counters(&self, deltas: &[CounterRow]) -> Result<()> {
         let mut tx = self.pool().begin().await?;
         upsert_counters(&mut tx, deltas, Upsert::Add).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    pub(crate) async fn set_levels_sql(&self, levels: &[CounterRow]) -> Result<()> {
+    async fn set_levels(&self, levels: &[CounterRow]) -> Result<()> {
         let mut tx = self.pool().begin().await?;
         upsert_counters(&mut tx, levels, Upsert::Set).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    pub(crate) async fn record_plan_sql(&self, tenant: &TenantId, at: i64, plan: &str) -> Result<()> {
+    async fn record_plan(&self, tenant: &TenantId, at: i64, plan: &str) -> Result<()> {
         let mut tx = self.pool().begin().await?;
         record_plan_in(&mut tx, tenant, at, plan).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    pub(crate) async fn begin_usage_sql(&self, tenant: &TenantId, keys: &[String]) -> Result<Box<dyn UsageWrite>> {
+    async fn begin_usage(&self, tenant: &TenantId, keys: &[String]) -> Result<Box<dyn UsageWrite>> {
         let mut tx = self.pool().begin().await?;
         let mut fresh = Vec::with_capacity(keys.len());
         let now = now_secs();
@@ -93,47 +89,11 @@ impl SqlCatalog {
         }))
     }
 
-    pub(crate) async fn record_event_sql(&self, tenant: &TenantId, kind: &str, data: &serde_json::Value) -> Result<()> {
-        let mut tx = self.pool().begin().await?;
-        insert_event(&mut tx, tenant, kind, data).await?;
-        tx.commit().await?;
-        Ok(())
+    async fn count(&self, tenant: &TenantId, what: Countable) -> Result<u64> {
+        what.count_in(&self.pool, tenant).await
     }
 
-    pub(crate) async fn list_events_sql(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<TenantEvent>> {
-        let after: i64 = match &page.after {
-            Some(c) => self
-                .cursors()
-                .open(c)?
-                .parse()
-                .map_err(|_| StoreError::Invalid("cursor is not one this server issued".into()))?,
-            None => 0,
-        };
-        let rows = sqlx::query(&format!(
-            "SELECT id, tenant_id, type, data, at FROM tenant_events WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT {}",
-            page.limit + 1
-        ))
-        .bind(tenant.as_str())
-        .bind(after)
-        .fetch_all(self.pool())
-        .await?;
-        let items = rows
-            .iter()
-            .map(|r| {
-                let data: String = r.try_get("data")?;
-                Ok(TenantEvent {
-                    id: r.try_get("id")?,
-                    tenant_id: TenantId::from_trusted(r.try_get("tenant_id")?),
-                    kind: r.try_get("type")?,
-                    data: serde_json::from_str(&data)?,
-                    at: r.try_get("at")?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(self.cursors().page(items, page.limit, |e| e.id.to_string()))
-    }
-
-    pub(crate) async fn plan_history_sql(&self, tenant: &TenantId) -> Result<Vec<(i64, String)>> {
+    async fn plan_history(&self, tenant: &TenantId) -> Result<Vec<(i64, String)>> {
         let rows = sqlx::query("SELECT at, plan_id FROM plan_history WHERE tenant_id = $1 ORDER BY at, plan_id")
             .bind(tenant.as_str())
             .fetch_all(self.pool())
@@ -142,25 +102,6 @@ impl SqlCatalog {
             .map(|r| Ok((r.try_get("at")?, r.try_get("plan_id")?)))
             .collect()
     }
-}
-
-/// A batch of usage events being recorded: their idempotency keys are claimed in a
-/// transaction that stays open until [`UsageWrite::commit`] adds their counts in it, so
-/// an acknowledged event, its key and its count are stored together or not at all
-/// (docs/limits.md). Dropped without a commit, nothing is stored. A writer claiming a key
-/// another open write holds waits for that one to end.
-#[async_trait::async_trait]
-pub trait UsageWrite: Send {
-    /// For each key asked for, whether this write claimed it (it was not seen before).
-    fn fresh(&self) -> &[bool];
-    /// Adds `deltas` to the counters, sets the day's `levels`, stores the tenant's
-    /// `events` (`(type, data)`), and commits everything with the keys.
-    async fn commit(
-        self: Box<Self>,
-        deltas: &[CounterRow],
-        levels: &[CounterRow],
-        events: &[(&str, serde_json::Value)],
-    ) -> Result<()>;
 }
 
 struct SqlUsageWrite {
@@ -184,7 +125,7 @@ impl UsageWrite for SqlUsageWrite {
         upsert_counters(&mut self.tx, deltas, Upsert::Add).await?;
         upsert_counters(&mut self.tx, levels, Upsert::Set).await?;
         for (kind, data) in events {
-            insert_event(&mut self.tx, &self.tenant, kind, data).await?;
+            crate::work::append_in(&mut self.tx, &NewEvent::system(&self.tenant, kind, data.clone())).await?;
         }
         self.tx.commit().await?;
         Ok(())
@@ -225,32 +166,6 @@ async fn upsert_counters(tx: &mut sqlx::Transaction<'_, sqlx::Any>, rows: &[Coun
             .await?;
     }
     Ok(())
-}
-
-/// Stores a tenant event in `tx`.
-async fn insert_event(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    tenant: &TenantId,
-    kind: &str,
-    data: &serde_json::Value,
-) -> Result<()> {
-    sqlx::query("INSERT INTO tenant_events (tenant_id, type, data, at) VALUES ($1, $2, $3, $4)")
-        .bind(tenant.as_str())
-        .bind(kind)
-        .bind(data.to_string())
-        .bind(now_secs())
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
-
-/// Levels counted from the catalog itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Countable {
-    /// Memberships of the tenant.
-    Members,
-    /// API keys not revoked.
-    ActiveKeys,
 }
 
 impl Countable {

@@ -1,0 +1,266 @@
+//! The catalog's traits, one per resource, composed into [`Catalog`](crate::Catalog).
+//! [`SqlCatalog`](crate::SqlCatalog) implements each in a module of its own (`sql/`).
+//! A caller names the traits it uses (`use tenantd_store::prelude::*`).
+use crate::*;
+
+/// Plans: what tenants subscribe to.
+#[async_trait::async_trait]
+pub trait PlanStore: Send + Sync {
+    /// All plans, by id.
+    async fn list_plans(&self) -> Result<Vec<Plan>>;
+    /// One plan.
+    async fn get_plan(&self, id: &PlanId) -> Result<Plan>;
+    /// Creates a plan; `Conflict` if the id is taken.
+    async fn create_plan(&self, w: &mut Work, plan: &Plan) -> Result<()>;
+    /// Replaces a plan's fields.
+    async fn update_plan(&self, w: &mut Work, plan: &Plan) -> Result<()>;
+    /// Deletes a plan no tenant uses; `Conflict` otherwise.
+    async fn delete_plan(&self, w: &mut Work, id: &PlanId) -> Result<()>;
+}
+
+/// Tenants and their lifecycle, purge included.
+#[async_trait::async_trait]
+pub trait TenantStore: Send + Sync {
+    /// Creates a tenant with its owner (user created if new). The same request twice
+    /// answers `Existing` with the tenant; a different one for a taken id, `Conflict`.
+    async fn create_tenant(&self, w: &mut Work, new: &NewTenant) -> Result<Created<Tenant>>;
+    /// One tenant, whatever its status.
+    async fn get_tenant(&self, id: &TenantId) -> Result<Tenant>;
+    /// Operator-wide: tenants by id, filtered, one page.
+    async fn list_tenants(&self, filter: &TenantFilter, page: &PageRequest) -> Result<Page<Tenant>>;
+    /// Changes name, plan, settings or limit overrides.
+    async fn update_tenant(&self, w: &mut Work, id: &TenantId, patch: &TenantPatch) -> Result<Tenant>;
+    /// Applies a lifecycle transition (suspend with a reason, resume, delete, restore).
+    /// A deleted tenant whose retention has ended (`purge_after` passed) cannot be
+    /// restored: `Conflict`.
+    async fn transition_tenant(
+        &self,
+        w: &mut Work,
+        id: &TenantId,
+        t: tenantd_core::tenant::Transition,
+        reason: Option<&str>,
+    ) -> Result<Tenant>;
+    /// Operator-wide: deleted tenants whose retention ended by `now` (Unix seconds), by
+    /// id, after `after`, up to `limit`.
+    async fn purgeable_tenants(&self, now: i64, after: Option<&TenantId>, limit: u32) -> Result<Vec<TenantId>>;
+    /// Removes every row of a deleted tenant whose retention ended by `now`, in one
+    /// transaction: the tenant, its members, roles, workspaces, API keys, domains,
+    /// usage, events and audit trail, and the users who belonged to no other tenant.
+    /// Its `security.*` audit events stay for the operator, under no tenant.
+    /// Answers how many rows went. `NotFound` if there is no such tenant (purged
+    /// already); `Conflict` if it is not deleted or its retention has not ended.
+    async fn purge_tenant(&self, w: &mut Work, id: &TenantId, now: i64) -> Result<u64>;
+}
+
+/// Users and their memberships in tenants.
+#[async_trait::async_trait]
+pub trait MemberStore: Send + Sync {
+    /// The user with this email, created if new.
+    async fn ensure_user(&self, email: &Email) -> Result<User>;
+    /// A user by id.
+    async fn get_user(&self, id: &str) -> Result<User>;
+    /// A user by email, if known.
+    async fn find_user_by_email(&self, email: &Email) -> Result<Option<User>>;
+    /// Every tenant the user belongs to, with the role there.
+    async fn user_memberships(&self, user_id: &str) -> Result<Vec<(TenantId, String)>>;
+    /// The user's role in the tenant, if a member.
+    async fn member_role(&self, tenant: &TenantId, user_id: &str) -> Result<Option<String>>;
+    /// The tenant's members, one page, by user id.
+    async fn list_members(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<Member>>;
+    /// Adds a member (user created if new); `Conflict` if already a member.
+    async fn add_member(&self, w: &mut Work, tenant: &TenantId, email: &Email, role: &str) -> Result<Member> {
+        self.add_member_within(w, tenant, email, role, None).await
+    }
+    /// [`MemberStore::add_member`] only while the tenant has fewer than `max` members,
+    /// counted in the same transaction as the insert: nodes sharing the catalog together
+    /// never pass it. `LevelReached` with the count otherwise.
+    async fn add_member_within(
+        &self,
+        w: &mut Work,
+        tenant: &TenantId,
+        email: &Email,
+        role: &str,
+        max: Option<u64>,
+    ) -> Result<Member>;
+    /// Changes a member's role; `LastOwner` if it would demote the last owner.
+    async fn set_member_role(&self, w: &mut Work, tenant: &TenantId, user_id: &str, role: &str) -> Result<Member>;
+    /// Removes a member; `LastOwner` if it is the last owner.
+    async fn remove_member(&self, w: &mut Work, tenant: &TenantId, user_id: &str) -> Result<()>;
+}
+
+/// A tenant's custom roles.
+#[async_trait::async_trait]
+pub trait RoleStore: Send + Sync {
+    /// The tenant's custom roles.
+    async fn list_roles(&self, tenant: &TenantId) -> Result<Vec<tenantd_core::Role>>;
+    /// One custom role.
+    async fn get_role(&self, tenant: &TenantId, name: &str) -> Result<Option<tenantd_core::Role>>;
+    /// Creates a custom role; `Conflict` if the name is taken.
+    async fn create_role(&self, w: &mut Work, tenant: &TenantId, role: &tenantd_core::Role) -> Result<()>;
+    /// Deletes a custom role; `Conflict` while members or keys hold it.
+    async fn delete_role(&self, w: &mut Work, tenant: &TenantId, name: &str) -> Result<()>;
+}
+
+/// A tenant's workspaces and their members.
+#[async_trait::async_trait]
+pub trait WorkspaceStore: Send + Sync {
+    /// The tenant's workspaces.
+    async fn list_workspaces(&self, tenant: &TenantId) -> Result<Vec<Workspace>>;
+    /// One workspace with its members.
+    async fn get_workspace(&self, tenant: &TenantId, id: &str) -> Result<Workspace>;
+    /// Creates a workspace; `Conflict` if the id is taken.
+    async fn create_workspace(&self, w: &mut Work, tenant: &TenantId, id: &str, name: &str) -> Result<Workspace>;
+    /// Renames a workspace.
+    async fn rename_workspace(&self, w: &mut Work, tenant: &TenantId, id: &str, name: &str) -> Result<Workspace>;
+    /// Deletes a workspace and its memberships.
+    async fn delete_workspace(&self, w: &mut Work, tenant: &TenantId, id: &str) -> Result<()>;
+    /// Adds (or re-roles) a tenant member in a workspace.
+    async fn add_workspace_member(
+        &self,
+        w: &mut Work,
+        tenant: &TenantId,
+        ws: &str,
+        email: &Email,
+        role: &str,
+    ) -> Result<WorkspaceMember>;
+    /// The user's role in the workspace, if added.
+    async fn workspace_role(&self, tenant: &TenantId, ws: &str, user_id: &str) -> Result<Option<String>>;
+}
+
+/// Tenants' API keys (hashes only).
+#[async_trait::async_trait]
+pub trait KeyStore: Send + Sync {
+    /// Stores a new key (its hash only).
+    async fn create_key(&self, w: &mut Work, key: &ApiKey) -> Result<()> {
+        self.create_key_within(w, key, None).await
+    }
+    /// [`KeyStore::create_key`] only while the tenant has fewer than `max` active keys,
+    /// counted in the same transaction as the insert. `LevelReached` with the count
+    /// otherwise.
+    async fn create_key_within(&self, w: &mut Work, key: &ApiKey, max: Option<u64>) -> Result<()>;
+    /// A key by id, whatever its tenant (the edge checks the tenant).
+    async fn get_key(&self, id: &str) -> Result<Option<ApiKey>>;
+    /// The tenant's keys, one page.
+    async fn list_keys(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<ApiKey>>;
+    /// Revokes a key of the tenant now.
+    async fn revoke_key(&self, w: &mut Work, tenant: &TenantId, id: &str, at: i64) -> Result<ApiKey>;
+    /// Replaces a live key's secret hash and prefix (rotation); `Conflict` if revoked.
+    async fn rotate_key(
+        &self,
+        w: &mut Work,
+        tenant: &TenantId,
+        id: &str,
+        prefix: &str,
+        hash_hex: &str,
+    ) -> Result<ApiKey>;
+    /// Writes batched `last_used_at` values.
+    async fn touch_keys(&self, used: &[(String, i64)]) -> Result<()>;
+}
+
+/// The event log: audit, security and quota events.
+#[async_trait::async_trait]
+pub trait EventStore: Send + Sync {
+    /// Appends an event that records no change of its own (a security or quota event), in a unit
+    /// of work of its own. An event of a change is appended to the change's
+    /// [`Work`] instead.
+    async fn record_event(&self, ev: &NewEvent) -> Result<i64>;
+    /// Adds folded repeats `(event id, n)` to stored events' `count`.
+    async fn add_audit_counts(&self, repeats: &[(i64, u64)]) -> Result<()>;
+    /// Audit events, newest first; `tenant = None` is the operator-wide view.
+    async fn list_audit(&self, filter: &AuditFilter, page: &PageRequest) -> Result<Page<AuditEvent>>;
+    /// The tenant's quota events (`quota.*`), oldest first.
+    async fn list_events(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<TenantEvent>>;
+}
+
+/// tenantd's own keys: JWT signing keys and the generated operator key.
+#[async_trait::async_trait]
+pub trait SigningKeyStore: Send + Sync {
+    /// tenantd's JWT signing keys, by generation (oldest first).
+    async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>>;
+    /// Stores a new signing key, unless its kid or generation is taken (another node
+    /// added that generation first: reload and use theirs).
+    async fn add_signing_key(&self, key: &SigningKeyRecord) -> Result<()>;
+
+    /// The hex SHA-256 of the generated operator key, if one was generated.
+    async fn operator_key_hash(&self) -> Result<Option<String>>;
+    /// Forgets the generated operator key; `true` if there was one.
+    async fn clear_operator_key_hash(&self) -> Result<bool>;
+    /// Stores the generated operator key's hash; `false` if another node stored one first.
+    async fn set_operator_key_hash(&self, hash_hex: &str) -> Result<bool>;
+}
+
+/// Tenants' custom domains.
+#[async_trait::async_trait]
+pub trait DomainStore: Send + Sync {
+    /// Claims a host for the tenant; `Conflict` if any tenant has it.
+    async fn add_domain(&self, w: &mut Work, tenant: &TenantId, host: &str, token: &str) -> Result<Domain>;
+    /// One of the tenant's domains.
+    async fn get_domain(&self, tenant: &TenantId, host: &str) -> Result<Domain>;
+    /// The tenant's domains.
+    async fn list_domains(&self, tenant: &TenantId) -> Result<Vec<Domain>>;
+    /// Marks a domain verified.
+    async fn verify_domain(&self, w: &mut Work, tenant: &TenantId, host: &str, at: i64) -> Result<Domain>;
+    /// Releases a domain.
+    async fn delete_domain(&self, w: &mut Work, tenant: &TenantId, host: &str) -> Result<()>;
+    /// Operator-wide: every verified host of a live tenant, for the edge.
+    async fn verified_domains(&self) -> Result<Vec<(String, TenantId)>>;
+}
+
+/// Usage counters, levels, idempotency keys and plan history.
+#[async_trait::async_trait]
+pub trait UsageStore: Send + Sync {
+    /// The tenant's counters (all scopes) of periods starting at or after `since`, and
+    /// its levels.
+    async fn load_counters(&self, tenant: &TenantId, since: i64) -> Result<Vec<CounterRow>>;
+    /// The tenant's own counters of `window` with periods in `[from, to)`.
+    async fn counters_in(
+        &self,
+        tenant: &TenantId,
+        window: tenantd_core::Window,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<CounterRow>>;
+    /// Adds deltas to counters (creating them), in one transaction.
+    async fn add_counters(&self, deltas: &[CounterRow]) -> Result<()>;
+    /// Begins recording a batch of the tenant's usage events: claims their idempotency
+    /// keys (sorted, without repeats) in a transaction that commits only with their
+    /// counts ([`UsageWrite`]).
+    async fn begin_usage(&self, tenant: &TenantId, keys: &[String]) -> Result<Box<dyn UsageWrite>>;
+    /// `(since, plan)` for every plan the tenant has been on, oldest first.
+    async fn plan_history(&self, tenant: &TenantId) -> Result<Vec<(i64, String)>>;
+    /// Records that the tenant is on `plan` from `at` (tenant creation and plan changes
+    /// do this themselves; imports and tests of past months use it directly).
+    async fn record_plan(&self, tenant: &TenantId, at: i64, plan: &str) -> Result<()>;
+    /// Sets level snapshots (window `total`, period = the UTC day), replacing that day's.
+    async fn set_levels(&self, levels: &[CounterRow]) -> Result<()>;
+    /// A level counted from the catalog (members, active keys).
+    async fn count(&self, tenant: &TenantId, what: Countable) -> Result<u64>;
+}
+
+/// Cache invalidation between nodes sharing a catalog.
+#[async_trait::async_trait]
+pub trait Notify: Send + Sync {
+    /// Tells other nodes sharing this catalog that `topic` changed (no-op on SQLite).
+    async fn publish(&self, topic: &str) -> Result<()>;
+    /// Hears other nodes' [`Notify::publish`]es; `None` where there are no other nodes.
+    async fn subscribe(&self) -> Result<Option<tokio::sync::mpsc::Receiver<notify::Invalidation>>>;
+}
+
+/// A batch of usage events being recorded: their idempotency keys are claimed in a
+/// transaction that stays open until [`UsageWrite::commit`] adds their counts in it, so
+/// an acknowledged event, its key and its count are stored together or not at all
+/// (docs/limits.md). Dropped without a commit, nothing is stored. A writer claiming a key
+/// another open write holds waits for that one to end.
+#[async_trait::async_trait]
+pub trait UsageWrite: Send {
+    /// For each key asked for, whether this write claimed it (it was not seen before).
+    fn fresh(&self) -> &[bool];
+    /// Adds `deltas` to the counters, sets the day's `levels`, stores the tenant's
+    /// `events` (`(type, data)`), and commits everything with the keys.
+    async fn commit(
+        self: Box<Self>,
+        deltas: &[CounterRow],
+        levels: &[CounterRow],
+        events: &[(&str, serde_json::Value)],
+    ) -> Result<()>;
+}

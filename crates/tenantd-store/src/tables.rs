@@ -1,0 +1,31 @@
+//! The registry of the catalog tables that hold a tenant's rows. Purge deletes from them
+//! in this order (and an export reads them); a table that gets a `tenant_id` column is
+//! added here, or the registry's test fails.
+
+/// A catalog table holding rows of one tenant each, by its `tenant_id` column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TenantTable {
+    /// The table's name.
+    pub name: &'static str,
+    /// What its rows are, for people reading a purge's or an export's report.
+    pub holds: &'static str,
+}
+
+const fn table(name: &'static str, holds: &'static str) -> TenantTable {
+    TenantTable { name, holds }
+}
+
+/// Every table with a `tenant_id` column, children before their parents. The tenant's
+/// own row (`tenants`, by `id`) comes after all of them.
+pub const TENANT_TABLES: &[TenantTable] = &[
+    table("workspace_members", "workspace memberships"),
+    table("workspaces", "workspaces"),
+    table("memberships", "members"),
+    table("roles", "custom roles"),
+    table("api_keys", "API keys"),
+    table("domains", "custom domains"),
+    table("usage_counters", "usage counters and levels"),
+    table("usage_idempotency", "idempotency keys of usage events"),
+    table("plan_history", "plan history"),
+    table("audit_events", "events"),
+];
