@@ -1,0 +1,39 @@
+//! A scope's cache: JSON values by key, with expiry and tags.
+use super::Scope;
+use crate::location::{CacheEntry, CacheSelector};
+use crate::{DataError, Written};
+use futures_util::FutureExt;
+use serde_json::Value;
+use tenantd_core::now_secs;
+
+impl Scope<'_> {
+    /// Sets a cache entry, expiring after `ttl_seconds` if given.
+    pub async fn put_cache(
+        &self,
+        key: &str,
+        value: &Value,
+        ttl_seconds: Option<u64>,
+        tags: &[String],
+        max: Option<u64>,
+    ) -> Result<Written<CacheEntry>, DataError> {
+        crate::check_depth(value)?;
+        let text = serde_json::to_string(value)?;
+        let expires = ttl_seconds.map(|s| now_secs().saturating_add(s.min(i64::MAX as u64 / 2) as i64));
+        let (t, text) = (self.tenant, text.as_str());
+        self.run(|l| async move { l.put_cache(&t, key, text, expires, tags, max).await }.boxed())
+            .await
+    }
+
+    /// A cache entry that has not expired.
+    pub async fn get_cache(&self, key: &str) -> Result<Option<CacheEntry>, DataError> {
+        let t = self.tenant;
+        self.run(|l| async move { l.get_cache(&t, key).await }.boxed()).await
+    }
+
+    /// Deletes cache entries by key, prefix or tag; returns how many.
+    pub async fn delete_cache(&self, which: CacheSelector<'_>) -> Result<Written<u64>, DataError> {
+        let t = self.tenant;
+        self.run(|l| async move { l.delete_cache(&t, which).await }.boxed())
+            .await
+    }
+}
