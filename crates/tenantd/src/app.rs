@@ -41,6 +41,8 @@ pub struct AppState {
     /// Each tenant's data-plane storage level after its latest write, not yet written to
     /// the catalog as the day's snapshot (for invoices).
     pub storage_levels: dashmap::DashMap<TenantId, u64>,
+    /// The HTTP API's request counter and latency histogram.
+    pub http_metrics: crate::metrics::HttpMetrics,
 }
 
 /// The handle handlers get.
@@ -248,6 +250,7 @@ pub async fn prepare(cfg: Config) -> Result<State, StartError> {
         gateway_connections: crate::conn::Connections::new(server_limits),
         level_locks: dashmap::DashMap::new(),
         storage_levels: dashmap::DashMap::new(),
+        http_metrics: crate::metrics::HttpMetrics::default(),
     }))
 }
 

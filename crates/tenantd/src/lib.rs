@@ -11,5 +11,6 @@ pub mod directory;
 pub mod error;
 pub mod extract;
 pub mod gateway;
+pub mod metrics;
 pub mod routes;
 pub mod telemetry;

@@ -163,7 +163,8 @@ fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> axum::respons
     Problem::internal().into_response()
 }
 
-/// The whole application: routes, body limit, panic guard, and the edge layer outermost.
+/// The whole application: routes, body limit, panic guard, the edge layer, and outermost
+/// the request metrics.
 pub fn router(state: State) -> Router {
     router_with(state, Router::new())
 }
@@ -184,5 +185,9 @@ pub fn router_with(state: State, extra: Router<State>) -> Router {
         .layer(axum::middleware::from_fn(refuse_nul_in_url))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
         .layer(EdgeLayer::new(state.edge.clone()))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::track,
+        ))
         .with_state(state)
 }

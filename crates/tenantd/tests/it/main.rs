@@ -11,6 +11,7 @@ mod isolation;
 mod keys;
 mod limits;
 mod members;
+mod metrics;
 mod system;
 mod tenants;
 mod usage;

@@ -1,0 +1,331 @@
+//! tenantd's metrics, as `GET /metrics` serves them, rendered by `prometheus-client` in
+//! the Prometheus text format (0.0.4).
+//!
+//! The hot-path counters stay plain atomics where they are counted (the edge, the shared
+//! counters, the gateway, each listener's connections): [`render`] reads them at scrape
+//! time through a [`Collector`]. The HTTP API's requests are counted and timed here, by
+//! the [`track`] middleware, per route template, method and status.
+use crate::app::State;
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::Response;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{prometheus_text, DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use std::fmt;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+/// The `Content-Type` of [`render`]'s text.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
+
+/// Upper bounds of the request latency buckets, in seconds: 100 µs to 10 s.
+const LATENCY_BUCKETS: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The `route` of a request no route matched.
+const UNMATCHED: &str = "unmatched";
+
+/// The labels of the HTTP API's request series. `route` is the router's template (such as
+/// `/v1/tenants/{id}`), never the request's path, so no id becomes a label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    method: &'static str,
+    status: u16,
+}
+
+/// The HTTP API's request counter and latency histogram (one per server).
+#[derive(Debug)]
+pub struct HttpMetrics {
+    requests: Family<RequestLabels, Counter>,
+    durations: Family<RequestLabels, Histogram, fn() -> Histogram>,
+    /// Both, for [`render`].
+    registry: Registry,
+}
+
+impl Default for HttpMetrics {
+    fn default() -> Self {
+        let requests = Family::<RequestLabels, Counter>::default();
+        let durations = Family::<RequestLabels, Histogram, fn() -> Histogram>::new_with_constructor(|| {
+            Histogram::new(LATENCY_BUCKETS)
+        });
+        let mut registry = Registry::default();
+        // The registry appends `.` to each help text, and `_total` to a counter's name.
+        registry.register(
+            family_name("tenantd_http_requests_total"),
+            "Requests the HTTP API answered, by route template, method and status",
+            requests.clone(),
+        );
+        registry.register(
+            "tenantd_http_request_duration_seconds",
+            "Time from a request reaching the HTTP API to its response head, by route template, method and status",
+            durations.clone(),
+        );
+        HttpMetrics {
+            requests,
+            durations,
+            registry,
+        }
+    }
+}
+
+impl HttpMetrics {
+    /// Counts one answered request and its latency.
+    fn record(&self, route: String, method: &'static str, status: u16, elapsed: Duration) {
+        let labels = RequestLabels { route, method, status };
+        self.requests.get_or_create(&labels).inc();
+        self.durations.get_or_create(&labels).observe(elapsed.as_secs_f64());
+    }
+}
+
+/// Middleware on the API router: counts and times every request it answers, labelled with
+/// the matched route's template (`unmatched` when no route matched), the method (`other`
+/// for a method outside RFC 9110 and PATCH) and the status.
+pub async fn track(axum::extract::State(state): axum::extract::State<State>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or(UNMATCHED, MatchedPath::as_str)
+        .to_owned();
+    let method = method_label(req.method());
+    let res = next.run(req).await;
+    state
+        .http_metrics
+        .record(route, method, res.status().as_u16(), start.elapsed());
+    res
+}
+
+/// The method as a label: any client may send any token as a method, so only the standard
+/// ones are kept apart.
+fn method_label(m: &http::Method) -> &'static str {
+    match m.as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        "TRACE" => "TRACE",
+        "CONNECT" => "CONNECT",
+        _ => "other",
+    }
+}
+
+/// Every metric of this server, in the Prometheus text format ([`CONTENT_TYPE`]).
+pub fn render(state: &State) -> Result<String, fmt::Error> {
+    let mut scrape = Registry::default();
+    scrape.register_collector(Box::new(Atomics(state.clone())));
+    let mut out = String::with_capacity(16 * 1024);
+    prometheus_text::encode(&mut out, &scrape)?;
+    prometheus_text::encode(&mut out, &state.http_metrics.registry)?;
+    Ok(out)
+}
+
+/// The atomics counted on the hot paths, read at scrape time.
+struct Atomics(State);
+
+impl fmt::Debug for Atomics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Atomics")
+    }
+}
+
+impl Collector for Atomics {
+    fn encode(&self, mut enc: DescriptorEncoder<'_>) -> fmt::Result {
+        let state = &self.0;
+        let m = state.edge.metrics();
+        let (tenants, keys) = state.edge.cache().sizes();
+        counter(
+            &mut enc,
+            "tenantd_requests_total",
+            "Requests decided by the edge.",
+            m.requests.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "tenantd_unauthenticated_total",
+            "Requests whose credential was refused (401).",
+            m.unauthenticated.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "tenantd_cross_tenant_attempts_total",
+            "Requests refused with 403 tenant_mismatch.",
+            m.cross_tenant_attempts.load(Relaxed),
+        )?;
+        gauge(
+            &mut enc,
+            "tenantd_cache_tenants",
+            "Tenants in the edge cache.",
+            tenants as u64,
+        )?;
+        gauge(
+            &mut enc,
+            "tenantd_cache_keys",
+            "API keys in the edge cache.",
+            keys as u64,
+        )?;
+        if let Some(s) = state.limiter.shared() {
+            let m = s.metrics();
+            gauge(
+                &mut enc,
+                "tenantd_redis_up",
+                "1 while the shared counters (Redis) answer.",
+                u64::from(m.up.load(Relaxed)),
+            )?;
+            counter(
+                &mut enc,
+                "tenantd_redis_errors_total",
+                "Redis calls that failed or timed out.",
+                m.errors.load(Relaxed),
+            )?;
+            counter(
+                &mut enc,
+                "tenantd_counter_fallbacks_total",
+                "Decisions made by a plan's counter_failure policy while Redis was unreachable.",
+                m.fallbacks.load(Relaxed),
+            )?;
+            gauge(
+                &mut enc,
+                "tenantd_nodes",
+                "Live tenantd nodes sharing the counters.",
+                m.nodes.load(Relaxed),
+            )?;
+        }
+        if let Some(g) = &state.gateway {
+            let m = g.metrics();
+            for (name, help, n) in [
+                (
+                    "tenantd_gateway_requests_total",
+                    "Requests received by the gateway listener.",
+                    &m.requests,
+                ),
+                (
+                    "tenantd_gateway_upstream_unavailable_total",
+                    "Gateway requests answered 502 upstream_unavailable.",
+                    &m.upstream_unavailable,
+                ),
+                (
+                    "tenantd_gateway_upstream_timeouts_total",
+                    "Gateway requests answered 504 upstream_timeout.",
+                    &m.upstream_timeouts,
+                ),
+                (
+                    "tenantd_gateway_reloads_total",
+                    "Gateway configuration reloads applied.",
+                    &m.reloads,
+                ),
+                (
+                    "tenantd_gateway_reload_failures_total",
+                    "Gateway configuration reloads refused (the previous one stayed).",
+                    &m.reload_failures,
+                ),
+            ] {
+                counter(&mut enc, name, help, n.load(Relaxed))?;
+            }
+        }
+        connections(state, &mut enc)
+    }
+}
+
+/// Each listener's connections: open now, closed by a limit, refused by the HTTP layer.
+fn connections(state: &State, enc: &mut DescriptorEncoder<'_>) -> fmt::Result {
+    let listeners: Vec<(&str, &crate::conn::Connections)> = std::iter::once(("api", &*state.connections))
+        .chain(
+            state
+                .gateway
+                .is_some()
+                .then_some(("gateway", &*state.gateway_connections)),
+        )
+        .collect();
+    labelled(
+        enc,
+        "tenantd_connections_open",
+        "Connections open now, per listener.",
+        listeners
+            .iter()
+            .map(|(l, c)| ([("listener", *l)], ConstGauge::new(c.len() as u64))),
+    )?;
+    labelled(
+        enc,
+        "tenantd_connections_accepted_total",
+        "Connections accepted, per listener.",
+        listeners
+            .iter()
+            .map(|(l, c)| ([("listener", *l)], ConstCounter::new(c.metrics.accepted.load(Relaxed)))),
+    )?;
+    labelled(
+        enc,
+        "tenantd_connections_closed_total",
+        "Connections tenantd closed by a [server] limit: a head not read in time, idle too long, or evicted past max_connections.",
+        listeners.iter().flat_map(|(l, c)| {
+            let m = &c.metrics;
+            [
+                ("header_timeout", &m.header_timeouts),
+                ("idle", &m.idle_closed),
+                ("evicted", &m.evicted),
+            ]
+            .map(|(reason, n)| ([("listener", *l), ("reason", reason)], ConstCounter::new(n.load(Relaxed))))
+        }),
+    )?;
+    labelled(
+        enc,
+        "tenantd_http_refused_total",
+        "Requests the HTTP layer refused before any handler (malformed, 414, 431, 505).",
+        listeners.iter().map(|(l, c)| {
+            (
+                [("listener", *l)],
+                ConstCounter::new(c.metrics.refused_heads.load(Relaxed)),
+            )
+        }),
+    )
+}
+
+/// A counter's name as the library takes it: without the `_total` it appends. The callers
+/// write the served name, so that it can be searched for.
+fn family_name(served: &'static str) -> &'static str {
+    served
+        .strip_suffix("_total")
+        .expect("a counter's name ends with _total")
+}
+
+fn counter(enc: &mut DescriptorEncoder<'_>, name: &'static str, help: &str, v: u64) -> fmt::Result {
+    single(enc, family_name(name), help, ConstCounter::new(v))
+}
+
+fn gauge(enc: &mut DescriptorEncoder<'_>, name: &str, help: &str, v: u64) -> fmt::Result {
+    single(enc, name, help, ConstGauge::new(v))
+}
+
+/// A metric of one unlabelled series. `help` is written as given.
+fn single(enc: &mut DescriptorEncoder<'_>, name: &str, help: &str, metric: impl EncodeMetric) -> fmt::Result {
+    let e = enc.encode_descriptor(name, help, None, metric.metric_type())?;
+    metric.encode(e)
+}
+
+/// A metric of one series per label set, all of `M`'s type. `help` is written as given.
+fn labelled<L: EncodeLabelSet, M: EncodeMetric + prometheus_client::metrics::TypedMetric>(
+    enc: &mut DescriptorEncoder<'_>,
+    name: &'static str,
+    help: &str,
+    series: impl IntoIterator<Item = (L, M)>,
+) -> fmt::Result {
+    let name = match M::TYPE {
+        MetricType::Counter => family_name(name),
+        _ => name,
+    };
+    let mut e = enc.encode_descriptor(name, help, None, M::TYPE)?;
+    for (labels, m) in series {
+        m.encode(e.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
