@@ -300,6 +300,11 @@ macro_rules! name_id {
                 f.write_str(&self.0)
             }
         }
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.0 == *other
+            }
+        }
     };
 }
 

@@ -105,7 +105,8 @@ fn build() -> World {
     for i in 0..tenants {
         edge.cache().put_tenant(TenantEntry {
             id: TenantId::parse(&format!("t{i}")).unwrap(),
-            plan: "free".into(),
+            plan: tenantd_core::PlanId::parse("free").unwrap(),
+            isolation: tenantd_core::Isolation::Row,
             status: TenantStatus::Active,
             limits: limits.clone(),
             counter_failure: Default::default(),

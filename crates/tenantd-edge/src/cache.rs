@@ -14,7 +14,9 @@ pub struct TenantEntry {
     /// The tenant's id.
     pub id: TenantId,
     /// Its plan.
-    pub plan: String,
+    pub plan: tenantd_core::PlanId,
+    /// Its plan's isolation tier: where its data is placed the first time it is used.
+    pub isolation: tenantd_core::Isolation,
     /// Its status.
     pub status: TenantStatus,
     /// Its effective limits: the plan's, with the tenant's overrides.
@@ -250,7 +252,7 @@ impl EdgeCache {
             Change::Key(k) => self.forget_key(k),
             Change::Role(t, n) => self.forget_role(t, n),
             Change::Domain(_) => self.domains_stale.store(true, Ordering::Release),
-            Change::Plan(p) => self.tenants.retain(|_, t| t.plan != p),
+            Change::Plan(p) => self.tenants.retain(|_, t| t.plan.as_str() != p),
         }
     }
 
@@ -334,7 +336,8 @@ mod tests {
         let cache = EdgeCache::default();
         cache.put_tenant(TenantEntry {
             id: TenantId::parse("acme").unwrap(),
-            plan: "free".into(),
+            plan: tenantd_core::PlanId::parse("free").unwrap(),
+            isolation: tenantd_core::Isolation::Row,
             status: TenantStatus::Active,
             limits: Arc::from(Vec::new()),
             counter_failure: Default::default(),
@@ -342,7 +345,8 @@ mod tests {
         });
         cache.put_tenant(TenantEntry {
             id: TenantId::parse("beta").unwrap(),
-            plan: "free".into(),
+            plan: tenantd_core::PlanId::parse("free").unwrap(),
+            isolation: tenantd_core::Isolation::Row,
             status: TenantStatus::Active,
             limits: Arc::from(Vec::new()),
             counter_failure: Default::default(),
@@ -353,7 +357,8 @@ mod tests {
         // A plan change drops exactly the tenants on that plan.
         cache.put_tenant(TenantEntry {
             id: TenantId::parse("gamma").unwrap(),
-            plan: "starter".into(),
+            plan: tenantd_core::PlanId::parse("starter").unwrap(),
+            isolation: tenantd_core::Isolation::Row,
             status: TenantStatus::Active,
             limits: Arc::from(Vec::new()),
             counter_failure: Default::default(),
@@ -384,7 +389,8 @@ mod tests {
         ] {
             cache.put_tenant(TenantEntry {
                 id: TenantId::parse(tenant).unwrap(),
-                plan: "free".into(),
+                plan: tenantd_core::PlanId::parse("free").unwrap(),
+                isolation: tenantd_core::Isolation::Row,
                 status: TenantStatus::Deleted,
                 limits: Arc::from(Vec::new()),
                 counter_failure: Default::default(),

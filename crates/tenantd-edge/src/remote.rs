@@ -179,7 +179,10 @@ pub struct TenantWire {
     /// Its id.
     pub id: String,
     /// Its plan.
-    pub plan: String,
+    #[schema(value_type = String)]
+    pub plan: tenantd_core::PlanId,
+    /// Its plan's isolation tier.
+    pub isolation: tenantd_core::Isolation,
     /// Its status.
     pub status: TenantStatus,
     /// Its effective limits.
@@ -247,6 +250,7 @@ impl DecideResponse {
                     tenant: ctx.tenant.map(|t| TenantWire {
                         id: t.id.to_string(),
                         plan: t.plan.clone(),
+                        isolation: t.isolation,
                         status: t.status,
                         limits: t.limits.to_vec(),
                         counter_failure: t.counter_failure,
@@ -328,6 +332,7 @@ impl DecideResponse {
                     Some(t) => Some(Arc::new(TenantEntry {
                         id: tenant_id(&t.id)?,
                         plan: t.plan,
+                        isolation: t.isolation,
                         status: t.status,
                         limits: t.limits.into(),
                         counter_failure: t.counter_failure,

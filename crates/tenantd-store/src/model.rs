@@ -11,7 +11,8 @@ pub struct Tenant {
     /// Display name.
     pub name: String,
     /// The plan's id.
-    pub plan: String,
+    #[schema(value_type = String)]
+    pub plan: PlanId,
     /// Lifecycle status.
     pub status: TenantStatus,
     /// Why it was suspended, when it is.

@@ -454,13 +454,12 @@ impl AppState {
     /// The isolation tier of the tenant's plan.
     async fn plan_tier(&self, tenant: &TenantId) -> Result<tenantd_core::Isolation, String> {
         let t = self.catalog.get_tenant(tenant).await.map_err(|e| e.to_string())?;
-        self.isolation_of(&t.plan).await.map_err(|e| e.0.detail.clone())
-    }
-
-    /// The isolation tier of plan `plan`.
-    pub async fn isolation_of(&self, plan: &str) -> crate::error::ApiResult<tenantd_core::Isolation> {
-        let id = tenantd_core::PlanId::parse(plan)?;
-        Ok(self.catalog.get_plan(&id).await?.isolation)
+        Ok(self
+            .catalog
+            .get_plan(&t.plan)
+            .await
+            .map_err(|e| e.to_string())?
+            .isolation)
     }
 
     /// Writes metered usage to the catalog; a failure is logged and retried next time.

@@ -2,7 +2,7 @@
 use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
 use tenantd_core::plan::merge_limits;
-use tenantd_core::{Email, Plan, PlanId, Role, TenantId};
+use tenantd_core::{Email, Plan, Role, TenantId};
 use tenantd_edge::{Directory, DirectoryError, KeyEntry, SecurityEvent, TenantEntry};
 use tenantd_store::{ApiKey, Catalog, NewEvent, StoreError, Tenant};
 
@@ -18,6 +18,7 @@ pub fn tenant_entry(t: &Tenant, plan: &Plan) -> TenantEntry {
     TenantEntry {
         id: t.id,
         plan: t.plan.clone(),
+        isolation: plan.isolation,
         status: t.status,
         limits: merge_limits(&plan.limits, &t.limits).into(),
         counter_failure: plan.counter_failure,
@@ -66,8 +67,8 @@ impl Directory for CatalogDirectory {
     async fn tenant(&self, id: &TenantId) -> Result<Option<TenantEntry>, DirectoryError> {
         match self.0.get_tenant(id).await {
             Ok(t) => {
-                let plan = PlanId::parse(&t.plan).map_err(|e| DirectoryError(e.to_string()))?;
-                let plan = self.0.get_plan(&plan).await.map_err(err)?;
+                let plan = &t.plan;
+                let plan = self.0.get_plan(plan).await.map_err(err)?;
                 Ok(Some(tenant_entry(&t, &plan)))
             }
             Err(StoreError::NotFound(_)) => Ok(None),
@@ -149,4 +150,32 @@ pub fn crossing_event(c: &tenantd_limits::Crossing) -> (&'static str, serde_json
 /// The log line of a crossing once its event is stored.
 pub fn log_crossing(c: &tenantd_limits::Crossing) {
     tracing::info!(tenant_id = %c.tenant, kind = c.kind, resource = %c.state.resource, window = c.state.window.as_str(), "quota threshold crossed");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tenant_entry_carries_its_plans_isolation_tier() {
+        let mut plan = Plan::builtins().into_iter().next().expect("a built-in plan");
+        for tier in [tenantd_core::Isolation::Schema, tenantd_core::Isolation::Database] {
+            plan.isolation = tier;
+            let t = Tenant {
+                id: TenantId::parse("tier").unwrap(),
+                name: "Tier".into(),
+                plan: plan.id.clone(),
+                status: tenantd_core::TenantStatus::Active,
+                status_reason: None,
+                settings: serde_json::json!({}),
+                limits: vec![],
+                created_at: 0,
+                updated_at: 0,
+                deleted_at: None,
+                purge_after: None,
+            };
+            let e = tenant_entry(&t, &plan);
+            assert_eq!((e.plan, e.isolation), (plan.id.clone(), tier));
+        }
+    }
 }

@@ -16,7 +16,7 @@ fn tenant_from(r: &AnyRow) -> Result<Tenant> {
     Ok(Tenant {
         id: TenantId::from_trusted(r.try_get("id")?),
         name: r.try_get("name")?,
-        plan: r.try_get("plan_id")?,
+        plan: PlanId::parse(&r.try_get::<String, _>("plan_id")?).map_err(|e| StoreError::Invalid(e.to_string()))?,
         status: TenantStatus::parse(&status).ok_or_else(|| StoreError::Invalid(format!("stored status '{status}'")))?,
         status_reason: r.try_get("status_reason")?,
         settings: json(r, "settings")?,
@@ -42,7 +42,7 @@ impl SqlCatalog {
         .bind(new.owner_email.as_str())
         .fetch_optional(&mut **tx)
         .await?;
-        if existing.plan == new.plan.as_str() && existing.name == new.name && same_owner.as_deref() == Some("owner") {
+        if existing.plan == new.plan && existing.name == new.name && same_owner.as_deref() == Some("owner") {
             return Ok(Some(Created::Existing(existing)));
         }
         Err(StoreError::Conflict(format!(
@@ -184,10 +184,10 @@ impl TenantStore for SqlCatalog {
             if !exists {
                 return Err(StoreError::NotFound("plan"));
             }
-            if t.plan != plan.as_str() {
+            if t.plan != *plan {
                 super::usage::record_plan_in(tx, id, now_secs(), plan.as_str()).await?;
             }
-            t.plan = plan.to_string();
+            t.plan = plan.clone();
         }
         if let Some(name) = &patch.name {
             t.name = name.clone();
@@ -201,7 +201,7 @@ impl TenantStore for SqlCatalog {
         sqlx::query("UPDATE tenants SET name = $2, plan_id = $3, settings = $4, limits = $5 WHERE id = $1")
             .bind(id.as_str())
             .bind(&t.name)
-            .bind(&t.plan)
+            .bind(t.plan.as_str())
             .bind(to_json(&t.settings))
             .bind(to_json(&t.limits))
             .execute(&mut **tx)

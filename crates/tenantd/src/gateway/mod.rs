@@ -356,7 +356,7 @@ impl Gateway {
             },
             tid: Some(tenant.id.to_string()),
             roles: ctx.role.iter().map(|r| r.name.clone()).collect(),
-            plan: Some(tenant.plan.clone()),
+            plan: Some(tenant.plan.to_string()),
             iat: now,
             nbf: now,
             exp: now + CONTEXT_TOKEN_SECONDS,
@@ -477,7 +477,7 @@ impl Gateway {
         };
         if let Some(t) = &ctx.tenant {
             set("x-tenant-id", t.id.as_str());
-            set("x-tenant-plan", &t.plan);
+            set("x-tenant-plan", t.plan.as_str());
         }
         let actor = ctx.principal.as_ref().map(Principal::actor);
         if let Some(a) = &actor {

@@ -46,7 +46,7 @@ pub async fn scope<'a>(state: &'a State, ctx: &TenantContext) -> ApiResult<Scope
     let tenant = *ctx.tenant_id();
     match state.data.scope(tenant, None).await {
         Err(DataError::NotPlaced) => {
-            let tier = state.isolation_of(&ctx.tenant().plan).await?;
+            let tier = ctx.tenant().isolation;
             state.data.scope(tenant, Some(tier)).await.map_err(data_err)
         }
         r => r.map_err(data_err),

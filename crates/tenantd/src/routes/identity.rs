@@ -264,7 +264,14 @@ pub async fn token(
                 .ok()
                 .filter(|t| t.status != TenantStatus::Deleted);
             match (role, tenant) {
-                (Some(role), Some(t)) => claims(&state, &user.id, email.as_str(), Some(&tid), Some(role), Some(t.plan)),
+                (Some(role), Some(t)) => claims(
+                    &state,
+                    &user.id,
+                    email.as_str(),
+                    Some(&tid),
+                    Some(role),
+                    Some(t.plan.to_string()),
+                ),
                 _ => {
                     let ev = tenantd_edge::SecurityEvent {
                         action: "security.cross_tenant_attempt",
@@ -316,7 +323,7 @@ pub async fn mint(
         &user.email,
         Some(ctx.tenant_id()),
         Some(role),
-        Some(ctx.tenant().plan.clone()),
+        Some(ctx.tenant().plan.to_string()),
     );
     // The token is handed out only once its event is written.
     let detail = serde_json::json!({"user_id": user.id, "jti": c.jti});

@@ -7,7 +7,7 @@ use crate::routes::openapi::{PageParams, TenantPath};
 use axum::extract::{Path, State as S};
 use http::StatusCode;
 use tenantd_core::plan::merge_limits;
-use tenantd_core::{now_secs, Limit, PlanId};
+use tenantd_core::{now_secs, Limit};
 use tenantd_edge::{keys, Change, Problem, TenantContext};
 use tenantd_store::{ApiKey, Page};
 
@@ -51,7 +51,7 @@ pub struct KeyPath {
 /// Checks that every key limit narrows the tenant's limit of the same resource and window.
 async fn check_narrows(state: &State, ctx: &TenantContext, limits: &[Limit]) -> ApiResult<()> {
     let tenant = state.catalog.get_tenant(ctx.tenant_id()).await?;
-    let plan = state.catalog.get_plan(&PlanId::parse(&tenant.plan)?).await?;
+    let plan = state.catalog.get_plan(&tenant.plan).await?;
     let effective = merge_limits(&plan.limits, &tenant.limits);
     for l in limits {
         l.validate().map_err(Problem::invalid)?;

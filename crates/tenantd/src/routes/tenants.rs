@@ -232,7 +232,7 @@ pub async fn placement(S(state): S<State>, ctx: TenantContext) -> ApiResult<axum
     Ok(axum::Json(match p {
         Some(p) => serde_json::json!(p),
         None => {
-            let tier = state.isolation_of(&ctx.tenant().plan).await?;
+            let tier = ctx.tenant().isolation;
             serde_json::json!({"tenant_id": id, "tier": tier, "location": null, "state": "unplaced", "move": null})
         }
     }))

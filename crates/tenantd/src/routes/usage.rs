@@ -11,7 +11,7 @@ use crate::routes::openapi::{PageParams, TenantPath};
 use std::collections::BTreeMap;
 use tenantd_core::plan::validate_resource;
 use tenantd_core::usage::TenantEvent;
-use tenantd_core::{now_secs, Enforcement, PlanId, Window};
+use tenantd_core::{now_secs, Enforcement, Window};
 use tenantd_edge::{Problem, TenantContext};
 use tenantd_limits::{decide_counted, now_ms, Outcome};
 use tenantd_store::{Countable, Page};
@@ -88,10 +88,10 @@ async fn usage_of(state: &State, ctx: &TenantContext) -> ApiResult<Usage> {
             enforcement: l.enforcement,
         });
     }
-    let plan = state.catalog.get_plan(&PlanId::parse(&t.plan)?).await?;
+    let plan = state.catalog.get_plan(&t.plan).await?;
     Ok(Usage {
         tenant_id: t.id.to_string(),
-        plan: t.plan.clone(),
+        plan: t.plan.to_string(),
         quotas,
         features: plan.features.into_iter().map(|f| (f, true)).collect(),
     })
