@@ -61,8 +61,47 @@ impl From<tenantd_core::IdError> for ApiError {
     }
 }
 
+impl From<tenantd_data::DataError> for ApiError {
+    fn from(e: tenantd_data::DataError) -> Self {
+        use tenantd_data::DataError;
+        Self(match e {
+            DataError::Invalid(m) => Problem::invalid(m),
+            DataError::Db(e) if unstorable_text(&e) => unstorable(),
+            DataError::Moving => {
+                let mut p = Problem::new(Code::Unavailable, DataError::Moving.to_string());
+                p.headers.push((http::header::RETRY_AFTER, http::HeaderValue::from(5)));
+                p
+            }
+            other => {
+                tracing::error!(error = %other, "tenant data failure");
+                Problem::internal()
+            }
+        })
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         self.0.into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_write_held_too_long_by_a_tier_move_is_503_with_retry_after() {
+        let p = ApiError::from(tenantd_data::DataError::Moving).0;
+        assert_eq!(p.code.status(), 503);
+        assert_eq!(p.headers, [(http::header::RETRY_AFTER, http::HeaderValue::from(5))]);
+        assert_eq!(
+            ApiError::from(tenantd_data::DataError::Invalid("bad".into()))
+                .0
+                .code
+                .status(),
+            400
+        );
+        assert_eq!(ApiError::from(tenantd_data::DataError::NotPlaced).0.code.status(), 500);
     }
 }

@@ -2,7 +2,7 @@
 //! layer, and the operator CLI.
 #![forbid(unsafe_code)]
 
-pub mod app;
+pub mod background;
 pub mod billing;
 pub mod cli;
 pub mod config;
@@ -11,6 +11,11 @@ pub mod directory;
 pub mod error;
 pub mod extract;
 pub mod gateway;
+pub mod grants;
+pub mod levels;
 pub mod metrics;
 pub mod routes;
+pub mod serve;
+pub mod startup;
+pub mod state;
 pub mod telemetry;

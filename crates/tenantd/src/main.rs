@@ -72,15 +72,15 @@ async fn serve(args: ServeArgs) -> ExitCode {
     tenantd::telemetry::init(&cfg.log_format, &cfg.log);
     let mut cfg = cfg;
     cfg.server = tenantd::conn::fit_to_fd_limit(cfg.server, 1 + u64::from(cfg.gateway_listen.is_some()));
-    let listener = match tenantd::app::bind(&cfg.listen).await {
+    let listener = match tenantd::startup::bind(&cfg.listen).await {
         Ok(l) => l,
         Err(e) => return fail(e),
     };
-    let state = match tenantd::app::prepare(cfg).await {
+    let state = match tenantd::startup::prepare(cfg).await {
         Ok(s) => s,
         Err(e) => return fail(e),
     };
-    match tenantd::app::serve(state, listener, tenantd::app::shutdown_signal()).await {
+    match tenantd::serve::serve(state, listener, tenantd::serve::shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tenantd: server error: {e}");
@@ -94,14 +94,14 @@ async fn migrate(args: ServeArgs, tenants: bool, concurrency: usize) -> ExitCode
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    if let Err(e) = tenantd::app::open_catalog(&cfg).await {
+    if let Err(e) = tenantd::startup::open_catalog(&cfg).await {
         return fail(e);
     }
     eprintln!("tenantd: catalog migrated");
     if !tenants {
         return ExitCode::SUCCESS;
     }
-    let data = match tenantd::app::open_data(&cfg).await {
+    let data = match tenantd::startup::open_data(&cfg).await {
         Ok(d) => d,
         Err(e) => return fail(e),
     };

@@ -18,7 +18,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tracing::info!(%addr, tenantd = %url, "notes serving, decided by a remote tenantd");
         let app = tenantd_example_notes::router(EdgeLayer::remote(RemoteEdge::new(&url)?), Arc::default());
         axum::serve(listener, app)
-            .with_graceful_shutdown(tenantd::app::shutdown_signal())
+            .with_graceful_shutdown(tenantd::serve::shutdown_signal())
             .await?;
         return Ok(());
     }
@@ -29,13 +29,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..Default::default()
     };
     let cfg = Config::merge(&args, FileConfig::default(), std::env::var("TENANTD_ADMIN_KEY").ok())?;
-    let state = tenantd::app::prepare(cfg).await?;
+    let state = tenantd::startup::prepare(cfg).await?;
     // Writes metered usage and keys' last use to the catalog while the service runs.
-    let background = tenantd::app::background(&state);
+    let background = tenantd::background::background(&state);
     tracing::info!(%addr, "notes serving on tenantd's catalog");
     let app = tenantd_example_notes::router(EdgeLayer::new(state.edge.clone()), Arc::default());
     axum::serve(listener, app)
-        .with_graceful_shutdown(tenantd::app::shutdown_signal())
+        .with_graceful_shutdown(tenantd::serve::shutdown_signal())
         .await?;
     drop(background);
     state.flush_usage().await;

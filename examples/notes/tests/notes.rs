@@ -40,14 +40,14 @@ async fn serve_notes(edge: EdgeLayer) -> String {
 /// A tenantd server and the notes service; returns their base URLs.
 async fn start(db_url: &str, dir: &std::path::Path, mode: Mode) -> (String, String) {
     let cfg = config(db_url, dir);
-    let listener = tenantd::app::bind(&cfg.listen).await.unwrap();
+    let listener = tenantd::startup::bind(&cfg.listen).await.unwrap();
     let tenantd_url = format!("http://{}", listener.local_addr().unwrap());
-    let state = tenantd::app::prepare(cfg).await.unwrap();
-    tokio::spawn(tenantd::app::serve(state, listener, std::future::pending()));
+    let state = tenantd::startup::prepare(cfg).await.unwrap();
+    tokio::spawn(tenantd::serve::serve(state, listener, std::future::pending()));
 
     let edge = match mode {
         Mode::SharedCatalog => {
-            let notes_state = tenantd::app::prepare(config(db_url, dir)).await.unwrap();
+            let notes_state = tenantd::startup::prepare(config(db_url, dir)).await.unwrap();
             EdgeLayer::new(notes_state.edge.clone())
         }
         Mode::Remote => EdgeLayer::remote(RemoteEdge::new(&tenantd_url).unwrap()),

@@ -1,8 +1,8 @@
 //! Invoices for a tenant, and the operator's billing report of all tenants.
-use crate::app::State;
 use crate::billing::{inputs, invoice, Invoice};
 use crate::error::ApiResult;
 use crate::routes::openapi::TenantPath;
+use crate::state::State;
 use axum::extract::{Path, State as S};
 use axum::response::{IntoResponse, Response};
 use http::{header, HeaderMap, HeaderValue};
@@ -10,6 +10,8 @@ use serde_json::json;
 use tenantd_core::{now_secs, TenantStatus};
 use tenantd_edge::{Ctx, Problem, TenantContext};
 use tenantd_store::{PageRequest, TenantFilter};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// `{period}`: a month.
 #[derive(serde::Deserialize, utoipa::IntoParams)]
@@ -123,4 +125,11 @@ pub async fn report(
         out,
     )
         .into_response())
+}
+
+/// This module's routes, with their OpenAPI descriptions.
+pub fn router() -> OpenApiRouter<State> {
+    OpenApiRouter::new()
+        .routes(routes!(tenant_invoice))
+        .routes(routes!(report))
 }

@@ -1,9 +1,9 @@
 //! Blobs (docs/api.md): content streamed up and down in chunks, its content type kept,
 //! listed by prefix; counted toward `storage_bytes`.
-use crate::app::State;
 use crate::error::ApiResult;
-use crate::routes::data::{data_err, etag, scope};
-use crate::routes::usage::StorageLevel;
+use crate::levels::StorageLevel;
+use crate::routes::data::etag;
+use crate::state::State;
 use axum::body::Body;
 use axum::extract::{Path, State as S};
 use axum::response::{IntoResponse, Response};
@@ -13,6 +13,8 @@ use serde::Deserialize;
 use tenantd_core::Code;
 use tenantd_data::{check_blob_path, new_blob_id, Blob};
 use tenantd_edge::{Problem, TenantContext};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Bytes per stored chunk: what is held in memory per upload or download.
 const CHUNK: usize = 256 * 1024;
@@ -47,7 +49,7 @@ pub async fn put(
     body: Body,
 ) -> ApiResult<Response> {
     ctx.require("blobs:write")?;
-    check_blob_path(&p.path).map_err(data_err)?;
+    check_blob_path(&p.path).map_err(crate::error::ApiError::from)?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -69,10 +71,10 @@ pub async fn put(
         return Err(too_large().closing().into());
     }
     let level = StorageLevel::of(&state, &ctx).await?;
-    let scope = scope(&state, &ctx).await?;
+    let scope = state.scope(&ctx).await?;
     // A declared length past the limit is refused before anything is read.
     if let (Some(n), Some(max)) = (declared, level.max) {
-        let used = scope.used().await.map_err(data_err)?;
+        let used = scope.used().await.map_err(crate::error::ApiError::from)?;
         if used.saturating_add(n) > max {
             return Err(level.refuse(&ctx, used, n));
         }
@@ -83,7 +85,7 @@ pub async fn put(
             Ok(v) => v,
             Err(Refused::TooLarge) => return Err(too_large().into()),
             Err(Refused::OverLevel(wanted)) => {
-                let used = scope.used().await.map_err(data_err)?;
+                let used = scope.used().await.map_err(crate::error::ApiError::from)?;
                 return Err(level.refuse(&ctx, used, wanted));
             }
             Err(Refused::Other(p)) => return Err(p.into()),
@@ -152,7 +154,7 @@ async fn upload(
     let mut buf: Vec<u8> = Vec::with_capacity(CHUNK);
     let mut hash = ring::digest::Context::new(&ring::digest::SHA256);
     let (mut size, mut seq) = (0u64, 0i64);
-    let fail = |e: tenantd_data::DataError| Refused::Other(data_err(e).0);
+    let fail = |e: tenantd_data::DataError| Refused::Other(crate::error::ApiError::from(e).0);
     loop {
         let next = stream.next().await;
         let last = next.is_none();
@@ -217,12 +219,13 @@ fn runs_in_a_browser(content_type: &str) -> bool {
 #[utoipa::path(get, path = "/v1/data/blobs/{*path}", tag = "data", params(BlobPath), responses((status = 200, description = "The content, with the type it was stored with", content_type = "*/*", body = crate::routes::openapi::Bytes)))]
 pub async fn get(S(state): S<State>, ctx: TenantContext, Path(p): Path<BlobPath>) -> ApiResult<Response> {
     ctx.require("blobs:read")?;
-    check_blob_path(&p.path).map_err(data_err)?;
-    let b = scope(&state, &ctx)
+    check_blob_path(&p.path).map_err(crate::error::ApiError::from)?;
+    let b = state
+        .scope(&ctx)
         .await?
         .get_blob(&p.path)
         .await
-        .map_err(data_err)?
+        .map_err(crate::error::ApiError::from)?
         .ok_or_else(|| Problem::not_found("blob"))?;
     let tenant = *ctx.tenant_id();
     let mut headers = HeaderMap::new();
@@ -254,9 +257,9 @@ pub async fn get(S(state): S<State>, ctx: TenantContext, Path(p): Path<BlobPath>
 #[utoipa::path(delete, path = "/v1/data/blobs/{*path}", tag = "data", params(BlobPath), responses((status = 204, description = "Deleted")))]
 pub async fn delete(S(state): S<State>, ctx: TenantContext, Path(p): Path<BlobPath>) -> ApiResult<StatusCode> {
     ctx.require("blobs:write")?;
-    check_blob_path(&p.path).map_err(data_err)?;
-    let written = scope(&state, &ctx).await?.delete_blob(&p.path).await;
-    crate::routes::usage::deleted(&state, &ctx, written, "blob").await
+    check_blob_path(&p.path).map_err(crate::error::ApiError::from)?;
+    let written = state.scope(&ctx).await?.delete_blob(&p.path).await;
+    crate::levels::deleted(&state, &ctx, written, "blob").await
 }
 
 /// `GET /v1/data/blobs` query.
@@ -284,10 +287,18 @@ pub async fn list(
     let page = crate::extract::page(q.limit, q.cursor)?;
     let cursors = state.catalog.cursors();
     let after = page.after.as_deref().map(|c| cursors.open(c)).transpose()?;
-    let found = scope(&state, &ctx)
+    let found = state
+        .scope(&ctx)
         .await?
         .list_blobs(q.prefix.as_deref().unwrap_or(""), after.as_deref(), page.limit + 1)
         .await
-        .map_err(data_err)?;
+        .map_err(crate::error::ApiError::from)?;
     Ok(axum::Json(cursors.page(found, page.limit, |b| b.path.clone())))
+}
+
+/// This module's routes, with their OpenAPI descriptions.
+pub fn router() -> OpenApiRouter<State> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(put, get, delete))
 }

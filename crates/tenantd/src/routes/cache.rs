@@ -1,17 +1,18 @@
 //! The tenant's cache (docs/api.md): JSON values with a TTL and tags, deleted by key,
 //! prefix or tag; counted toward `storage_bytes`.
-use crate::app::State;
 use crate::error::ApiResult;
 use crate::extract::Json;
-use crate::routes::data::{data_err, scope};
+use crate::levels::{deleted, freed, StorageLevel};
 use crate::routes::openapi::JsonValue;
-use crate::routes::usage::{deleted, freed, StorageLevel};
+use crate::state::State;
 use axum::extract::{Path, State as S};
 use http::StatusCode;
 use serde::Deserialize;
 use serde_json::Value;
 use tenantd_data::{check_cache_key, check_tag, CacheEntry, CacheSelector};
 use tenantd_edge::{Problem, TenantContext};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// The longest TTL: a year.
 const MAX_TTL: u64 = 365 * 24 * 3600;
@@ -68,7 +69,7 @@ pub async fn put(
     Json(b): Json<PutCache>,
 ) -> ApiResult<axum::Json<CacheEntry>> {
     ctx.require("cache:write")?;
-    check_cache_key(&p.key).map_err(data_err)?;
+    check_cache_key(&p.key).map_err(crate::error::ApiError::from)?;
     if b.ttl_seconds.is_some_and(|t| t == 0 || t > MAX_TTL) {
         return Err(Problem::invalid(format!("ttl_seconds must be 1 to {MAX_TTL}")).into());
     }
@@ -76,10 +77,11 @@ pub async fn put(
         return Err(Problem::invalid(format!("at most {MAX_TAGS} tags")).into());
     }
     for t in &b.tags {
-        check_tag(t).map_err(data_err)?;
+        check_tag(t).map_err(crate::error::ApiError::from)?;
     }
     let level = StorageLevel::of(&state, &ctx).await?;
-    let written = scope(&state, &ctx)
+    let written = state
+        .scope(&ctx)
         .await?
         .put_cache(&p.key, &b.value, b.ttl_seconds, &b.tags, level.max)
         .await;
@@ -91,12 +93,13 @@ pub async fn put(
 #[utoipa::path(get, path = "/v1/data/cache/{*key}", tag = "data", params(KeyPath), responses((status = 200, description = "The entry", body = CacheEntry)))]
 pub async fn get(S(state): S<State>, ctx: TenantContext, Path(p): Path<KeyPath>) -> ApiResult<axum::Json<CacheEntry>> {
     ctx.require("cache:read")?;
-    check_cache_key(&p.key).map_err(data_err)?;
-    let e = scope(&state, &ctx)
+    check_cache_key(&p.key).map_err(crate::error::ApiError::from)?;
+    let e = state
+        .scope(&ctx)
         .await?
         .get_cache(&p.key)
         .await
-        .map_err(data_err)?
+        .map_err(crate::error::ApiError::from)?
         .ok_or_else(|| Problem::not_found("cache entry"))?;
     Ok(axum::Json(e))
 }
@@ -105,8 +108,9 @@ pub async fn get(S(state): S<State>, ctx: TenantContext, Path(p): Path<KeyPath>)
 #[utoipa::path(delete, path = "/v1/data/cache/{*key}", tag = "data", params(KeyPath), responses((status = 204, description = "Deleted")))]
 pub async fn delete(S(state): S<State>, ctx: TenantContext, Path(p): Path<KeyPath>) -> ApiResult<StatusCode> {
     ctx.require("cache:write")?;
-    check_cache_key(&p.key).map_err(data_err)?;
-    let written = scope(&state, &ctx)
+    check_cache_key(&p.key).map_err(crate::error::ApiError::from)?;
+    let written = state
+        .scope(&ctx)
         .await?
         .delete_cache(CacheSelector::Key(&p.key))
         .await
@@ -141,17 +145,24 @@ pub async fn delete_many(
     ctx.require("cache:write")?;
     let which = match (&q.prefix, &q.tag) {
         (Some(p), None) => {
-            check_cache_key(p).map_err(data_err)?;
+            check_cache_key(p).map_err(crate::error::ApiError::from)?;
             CacheSelector::Prefix(p)
         }
         (None, Some(t)) => {
-            check_tag(t).map_err(data_err)?;
+            check_tag(t).map_err(crate::error::ApiError::from)?;
             CacheSelector::Tag(t)
         }
         _ => return Err(Problem::invalid("give exactly one of ?prefix= and ?tag=").into()),
     };
-    let deleted = scope(&state, &ctx).await?.delete_cache(which).await;
+    let deleted = state.scope(&ctx).await?.delete_cache(which).await;
     Ok(axum::Json(Deleted {
         deleted: freed(&state, &ctx, deleted).await?,
     }))
+}
+
+/// This module's routes, with their OpenAPI descriptions.
+pub fn router() -> OpenApiRouter<State> {
+    OpenApiRouter::new()
+        .routes(routes!(delete_many))
+        .routes(routes!(put, get, delete))
 }

@@ -1,10 +1,10 @@
 //! Tenant data (docs/api.md): JSON records in named collections, blobs and a cache,
 //! for the tenant of the request's context, wherever its placement puts it.
-use crate::app::State;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Json;
+use crate::levels::StorageLevel;
 use crate::routes::openapi::{PageParams, RecordDoc};
-use crate::routes::usage::StorageLevel;
+use crate::state::State;
 use axum::extract::{Path, State as S};
 use axum::response::{IntoResponse, Response};
 use http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -12,45 +12,17 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use tenantd_core::Code;
-use tenantd_data::{DataError, Record, Scope};
+use tenantd_data::Record;
 use tenantd_edge::{Problem, TenantContext};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Records scanned per batch while filtering a page.
 const SCAN_BATCH: u32 = 500;
 
-/// The data plane's error as the API's.
-pub fn data_err(e: DataError) -> ApiError {
-    match e {
-        DataError::Invalid(m) => Problem::invalid(m).into(),
-        DataError::Db(e) if crate::error::unstorable_text(&e) => crate::error::unstorable().into(),
-        DataError::Moving => {
-            let mut p = Problem::new(Code::Unavailable, DataError::Moving.to_string());
-            p.headers.push((header::RETRY_AFTER, HeaderValue::from(5)));
-            p.into()
-        }
-        other => {
-            tracing::error!(error = %other, "tenant data failure");
-            Problem::internal().into()
-        }
-    }
-}
-
 /// A version as an `ETag` (`"3"`).
 pub fn etag(version: i64) -> HeaderValue {
     HeaderValue::from_str(&format!("\"{version}\"")).unwrap_or_else(|_| HeaderValue::from_static("\"0\""))
-}
-
-/// The calling tenant's data: at its placement, or (the first time) placed at its
-/// plan's tier.
-pub async fn scope<'a>(state: &'a State, ctx: &TenantContext) -> ApiResult<Scope<'a>> {
-    let tenant = *ctx.tenant_id();
-    match state.data.scope(tenant, None).await {
-        Err(DataError::NotPlaced) => {
-            let tier = ctx.tenant().isolation;
-            state.data.scope(tenant, Some(tier)).await.map_err(data_err)
-        }
-        r => r.map_err(data_err),
-    }
 }
 
 /// A record answer with its `ETag`.
@@ -111,7 +83,7 @@ pub async fn create(
     let doc = Value::Object(object(doc)?);
     let id = tenantd_store::new_id("rec");
     let level = StorageLevel::of(&state, &ctx).await?;
-    let written = scope(&state, &ctx).await?.put_record(&p.c, &id, &doc, level.max).await;
+    let written = state.scope(&ctx).await?.put_record(&p.c, &id, &doc, level.max).await;
     let r = level.settle(&state, &ctx, written).await?;
     let mut resp = answer(StatusCode::CREATED, &r);
     if let Ok(v) = HeaderValue::from_str(&format!("/v1/data/collections/{}/records/{}", r.collection, r.id)) {
@@ -124,11 +96,12 @@ pub async fn create(
 #[utoipa::path(get, path = "/v1/data/collections/{c}/records/{rid}", tag = "data", params(RecordPath), responses((status = 200, description = "The record, with its `ETag`", body = Record)))]
 pub async fn get(S(state): S<State>, ctx: TenantContext, Path(p): Path<RecordPath>) -> ApiResult<Response> {
     ctx.require("records:read")?;
-    let r = scope(&state, &ctx)
+    let r = state
+        .scope(&ctx)
         .await?
         .get_record(&p.c, &p.rid)
         .await
-        .map_err(data_err)?
+        .map_err(ApiError::from)?
         .ok_or_else(|| Problem::not_found("record"))?;
     Ok(answer(StatusCode::OK, &r))
 }
@@ -226,14 +199,14 @@ pub async fn list(
         .filter(|(k, _)| *k != "limit" && *k != "cursor")
         .map(|(k, v)| Filter::parse(k, v))
         .collect::<Result<Vec<_>, _>>()?;
-    let scope = scope(&state, &ctx).await?;
+    let scope = state.scope(&ctx).await?;
     let mut items = Vec::new();
     // Scan in id order until a page (and one more, to know there is a next) matches.
     while items.len() <= page.limit as usize {
         let batch = scope
             .list_records(&p.c, after.as_deref(), SCAN_BATCH)
             .await
-            .map_err(data_err)?;
+            .map_err(ApiError::from)?;
         let last = batch.len() < SCAN_BATCH as usize;
         after = batch.last().map(|r| r.id.clone());
         items.extend(batch.into_iter().filter(|r| filters.iter().all(|f| f.matches(&r.doc))));
@@ -274,11 +247,11 @@ pub async fn patch(
     ctx.require("records:write")?;
     let patch = object(patch)?;
     let wanted = if_match(&headers)?;
-    let scope = scope(&state, &ctx).await?;
+    let scope = state.scope(&ctx).await?;
     let current = scope
         .get_record(&p.c, &p.rid)
         .await
-        .map_err(data_err)?
+        .map_err(ApiError::from)?
         .ok_or_else(|| Problem::not_found("record"))?;
     if wanted.is_some_and(|w| w != current.version) {
         return Err(Problem::new(
@@ -343,23 +316,21 @@ fn merge(target: &mut Map<String, Value>, key: String, patch: Value) {
 #[utoipa::path(delete, path = "/v1/data/collections/{c}/records/{rid}", tag = "data", params(RecordPath), responses((status = 204, description = "Deleted")))]
 pub async fn delete(S(state): S<State>, ctx: TenantContext, Path(p): Path<RecordPath>) -> ApiResult<StatusCode> {
     ctx.require("records:write")?;
-    let written = scope(&state, &ctx).await?.delete_record(&p.c, &p.rid).await;
-    crate::routes::usage::deleted(&state, &ctx, written, "record").await
+    let written = state.scope(&ctx).await?.delete_record(&p.c, &p.rid).await;
+    crate::levels::deleted(&state, &ctx, written, "record").await
+}
+
+/// This module's routes, with their OpenAPI descriptions.
+pub fn router() -> OpenApiRouter<State> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(get, patch, delete))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn a_write_held_too_long_by_a_tier_move_is_503_with_retry_after() {
-        let p = data_err(DataError::Moving).0;
-        assert_eq!(p.code.status(), 503);
-        assert_eq!(p.headers, [(header::RETRY_AFTER, HeaderValue::from(5))]);
-        assert_eq!(data_err(DataError::Invalid("bad".into())).0.code.status(), 400);
-        assert_eq!(data_err(DataError::NotPlaced).0.code.status(), 500);
-    }
 
     #[test]
     fn filters_compare_numbers_strings_and_literals() {

@@ -1,14 +1,16 @@
 //! Custom domains: a tenant claims a host, proves control by serving a token at the
 //! verification URL, and from then on requests with that `Host` resolve to it.
-use crate::app::{AppState, State};
 use crate::error::ApiResult;
 use crate::extract::{Json, RawBody};
 use crate::routes::openapi::{Items, TenantPath};
+use crate::state::{AppState, State};
 use axum::extract::{Path, State as S};
 use http::StatusCode;
 use tenantd_core::{now_secs, Code};
 use tenantd_edge::{Change, Problem, TenantContext};
 use tenantd_store::Domain;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// `POST /v1/tenants/{id}/domains` body.
 #[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
@@ -205,4 +207,12 @@ pub async fn delete(S(state): S<State>, ctx: TenantContext, Path(p): Path<HostPa
     .await?;
     state.changed(Change::Domain(&host)).await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// This module's routes, with their OpenAPI descriptions.
+pub fn router() -> OpenApiRouter<State> {
+    OpenApiRouter::new()
+        .routes(routes!(list, add))
+        .routes(routes!(verify))
+        .routes(routes!(delete))
 }

@@ -1,11 +1,13 @@
 //! The edge decision for services that embed tenantd's tower layer against this tenantd
 //! (`tenantd_edge::EdgeLayer::remote`): the same pipeline as tenantd's own API and its
 //! gateway, with the same counters and audit trail.
-use crate::app::State;
 use crate::error::ApiResult;
 use crate::extract::Json;
+use crate::state::State;
 use axum::extract::State as S;
 use tenantd_edge::remote::{DecideRequest, DecideResponse};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Decides a request another service received: resolves its tenant, authenticates its
 /// bearer, checks that they agree and (with `permission`) that the role grants it, and
@@ -19,4 +21,9 @@ pub async fn decide(S(state): S<State>, Json(req): Json<DecideRequest>) -> ApiRe
     let info = req.info()?;
     let decided = state.edge.decide(&info, req.request_id.clone()).await;
     Ok(axum::Json(DecideResponse::of(decided)))
+}
+
+/// This module's routes, with their OpenAPI descriptions.
+pub fn router() -> OpenApiRouter<State> {
+    OpenApiRouter::new().routes(routes!(decide))
 }

@@ -1,8 +1,8 @@
 //! Who am I, may I, token exchange and minting, and the audit trail.
-use crate::app::State;
 use crate::error::ApiResult;
 use crate::extract::{page, Json, Query, RawBody};
 use crate::routes::openapi::TenantPath;
+use crate::state::State;
 use axum::extract::{Path, State as S};
 use http::HeaderMap;
 use tenantd_core::{now_secs, TenantId, TenantStatus};
@@ -10,6 +10,8 @@ use tenantd_edge::context::evaluate;
 use tenantd_edge::jwt::{Claims, ISSUER};
 use tenantd_edge::{builtin_role, Ctx, Principal, Problem, TenantContext};
 use tenantd_store::{AuditEvent, AuditFilter, Page};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// The caller: its kind, and for users every tenant with the role there.
 #[utoipa::path(get, path = "/v1/me", tag = "identity", responses((status = 200, description = "The caller", body = Me)))]
@@ -157,7 +159,7 @@ pub async fn authorize(
     };
     let permission = b.permission.to_ascii_lowercase();
     let allowed = evaluate(principal.is_operator(), t.status, &role, &permission).unwrap_or(false)
-        && (!read_only || crate::routes::workspaces::guest_ceiling().allows(&permission));
+        && (!read_only || crate::grants::guest_ceiling().allows(&permission));
     Ok(axum::Json(serde_json::json!({"allowed": allowed, "role": role_name})))
 }
 
@@ -329,7 +331,7 @@ pub async fn mint(
     let detail = serde_json::json!({"user_id": user.id, "jti": c.jti});
     state
         .catalog
-        .record_event(&crate::app::AppState::event_of(&ctx, "token.minted", detail))
+        .record_event(&crate::state::AppState::event_of(&ctx, "token.minted", detail))
         .await?;
     Ok(axum::Json(token_response(&state, &c)))
 }
@@ -404,4 +406,15 @@ pub async fn audit(
     Ok(axum::Json(
         state.catalog.list_audit(&f, &page(q.limit, q.cursor.clone())?).await?,
     ))
+}
+
+/// This module's routes, with their OpenAPI descriptions.
+pub fn router() -> OpenApiRouter<State> {
+    OpenApiRouter::new()
+        .routes(routes!(me))
+        .routes(routes!(authorize))
+        .routes(routes!(token))
+        .routes(routes!(mint))
+        .routes(routes!(tenant_audit))
+        .routes(routes!(audit))
 }

@@ -1,15 +1,17 @@
 //! Tenant API keys: the secret is returned once, only its hash is kept.
-use crate::app::{AppState, State};
 use crate::error::ApiResult;
 use crate::extract::{Json, PageQuery, Query};
-use crate::routes::members::{known_role, may_grant};
+use crate::grants::{known_role, may_grant};
 use crate::routes::openapi::{PageParams, TenantPath};
+use crate::state::{AppState, State};
 use axum::extract::{Path, State as S};
 use http::StatusCode;
 use tenantd_core::plan::merge_limits;
 use tenantd_core::{now_secs, Limit};
 use tenantd_edge::{keys, Change, Problem, TenantContext};
 use tenantd_store::{ApiKey, Page};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// `POST /v1/tenants/{id}/keys` body.
 #[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
@@ -114,7 +116,7 @@ pub async fn create(
         revoked_at: None,
         last_used_at: None,
     };
-    let level = crate::routes::usage::grow_level(&state, &ctx, "keys").await?;
+    let level = crate::levels::grow_level(&state, &ctx, "keys").await?;
     let written = async {
         let mut w = state.catalog.begin().await?;
         state.catalog.create_key_within(&mut w, &key, level.max).await?;
@@ -197,4 +199,12 @@ pub async fn rotate(
     .await?;
     state.changed(Change::Key(&k.id)).await;
     Ok(axum::Json(with_secret(&k, g.secret)))
+}
+
+/// This module's routes, with their OpenAPI descriptions.
+pub fn router() -> OpenApiRouter<State> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(revoke))
+        .routes(routes!(rotate))
 }

@@ -1,43 +1,17 @@
 //! Members of a tenant, and its custom roles.
-use crate::app::{AppState, State};
 use crate::error::ApiResult;
 use crate::extract::{Json, PageQuery, Query};
+use crate::grants::{known_role, may_grant};
 use crate::routes::openapi::{Items, PageParams, TenantPath};
+use crate::state::{AppState, State};
 use axum::extract::{Path, State as S};
 use http::StatusCode;
-use std::sync::Arc;
 use tenantd_core::perms::OWNERS_MANAGE;
 use tenantd_core::{BuiltinRole, Code, Email, Permission, Role};
-use tenantd_edge::{builtin_role, Change, Problem, TenantContext};
+use tenantd_edge::{Change, Problem, TenantContext};
 use tenantd_store::{Member, Page};
-
-/// The role named `name` in the context's tenant, or `400` if there is none.
-pub async fn known_role(state: &State, ctx: &TenantContext, name: &str) -> ApiResult<Arc<Role>> {
-    if let Some(r) = builtin_role(name) {
-        return Ok(r);
-    }
-    match state.catalog.get_role(ctx.tenant_id(), name).await? {
-        Some(r) => Ok(Arc::new(r)),
-        None => Err(Problem::new(Code::NotFound, format!("role '{name}' does not exist in this tenant")).into()),
-    }
-}
-
-/// Refuses handing out a role stronger than the caller's own (operators excepted), and
-/// the owner role without `owners:manage`.
-pub fn may_grant(ctx: &TenantContext, role: &Role) -> ApiResult<()> {
-    if role.name == "owner" {
-        ctx.require(OWNERS_MANAGE)?;
-    }
-    if ctx.principal().is_operator() || role.is_within(ctx.role()) {
-        Ok(())
-    } else {
-        Err(Problem::new(
-            Code::Forbidden,
-            format!("role '{}' grants more than your own role", role.name),
-        )
-        .into())
-    }
-}
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// The tenant's members (`members:read`).
 #[utoipa::path(get, path = "/v1/tenants/{id}/members", tag = "members", params(TenantPath, PageParams), responses((status = 200, description = "A page of members", body = Page<Member>)))]
@@ -78,7 +52,7 @@ pub async fn add(
     let email = Email::parse(&b.email)?;
     let role = known_role(&state, &ctx, &b.role).await?;
     may_grant(&ctx, &role)?;
-    let level = crate::routes::usage::grow_level(&state, &ctx, "members").await?;
+    let level = crate::levels::grow_level(&state, &ctx, "members").await?;
     let written = async {
         let mut w = state.catalog.begin().await?;
         let m = state
@@ -230,4 +204,13 @@ pub async fn delete_role(S(state): S<State>, ctx: TenantContext, Path(p): Path<R
     w.commit_with(&AppState::event_of(&ctx, "role.deleted", detail)).await?;
     state.changed(Change::Role(ctx.tenant_id().as_str(), &p.name)).await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// This module's routes, with their OpenAPI descriptions.
+pub fn router() -> OpenApiRouter<State> {
+    OpenApiRouter::new()
+        .routes(routes!(list, add))
+        .routes(routes!(patch, remove))
+        .routes(routes!(list_roles, create_role))
+        .routes(routes!(delete_role))
 }

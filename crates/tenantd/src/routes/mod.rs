@@ -1,12 +1,11 @@
 //! The HTTP API. Every route is registered through utoipa-axum, so `/openapi.json` is
 //! generated from the same list that routes requests and cannot miss an endpoint.
-use crate::app::State;
+use crate::state::State;
 use axum::response::IntoResponse;
 use axum::Router;
 use tenantd_core::Code;
 use tenantd_edge::{EdgeLayer, Problem};
 use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 pub mod billing;
 pub mod blobs;
@@ -25,55 +24,24 @@ pub mod usage;
 pub mod usage_events;
 pub mod workspaces;
 
-/// Every route with its OpenAPI description.
+/// Every route with its OpenAPI description: each module's own router, merged.
 pub fn api() -> OpenApiRouter<State> {
     OpenApiRouter::with_openapi(openapi::base())
-        .routes(routes!(system::healthz))
-        .routes(routes!(system::openapi_json))
-        .routes(routes!(system::metrics))
-        .routes(routes!(system::jwks))
-        .routes(routes!(plans::list, plans::create))
-        .routes(routes!(plans::get, plans::patch, plans::delete))
-        .routes(routes!(tenants::list, tenants::create))
-        .routes(routes!(tenants::get, tenants::patch, tenants::delete))
-        .routes(routes!(tenants::suspend))
-        .routes(routes!(tenants::resume))
-        .routes(routes!(tenants::restore))
-        .routes(routes!(members::list, members::add))
-        .routes(routes!(members::patch, members::remove))
-        .routes(routes!(members::list_roles, members::create_role))
-        .routes(routes!(members::delete_role))
-        .routes(routes!(workspaces::list, workspaces::create))
-        .routes(routes!(workspaces::get, workspaces::patch, workspaces::delete))
-        .routes(routes!(workspaces::add_member))
-        .routes(routes!(domains::list, domains::add))
-        .routes(routes!(domains::verify))
-        .routes(routes!(domains::delete))
-        .routes(routes!(keys::list, keys::create))
-        .routes(routes!(keys::revoke))
-        .routes(routes!(keys::rotate))
-        .routes(routes!(identity::me))
-        .routes(routes!(identity::authorize))
-        .routes(routes!(identity::token))
-        .routes(routes!(identity::mint))
-        .routes(routes!(identity::tenant_audit))
-        .routes(routes!(identity::audit))
-        .routes(routes!(usage::mine))
-        .routes(routes!(usage::get))
-        .routes(routes!(usage_events::record))
-        .routes(routes!(usage::take_lease))
-        .routes(routes!(usage::release_lease))
-        .routes(routes!(usage::events))
-        .routes(routes!(billing::tenant_invoice))
-        .routes(routes!(billing::report))
-        .routes(routes!(edge::decide))
-        .routes(routes!(data::list, data::create))
-        .routes(routes!(data::get, data::patch, data::delete))
-        .routes(routes!(blobs::list))
-        .routes(routes!(blobs::put, blobs::get, blobs::delete))
-        .routes(routes!(cache::delete_many))
-        .routes(routes!(cache::put, cache::get, cache::delete))
-        .routes(routes!(tenants::placement))
+        .merge(system::router())
+        .merge(plans::router())
+        .merge(tenants::router())
+        .merge(members::router())
+        .merge(workspaces::router())
+        .merge(domains::router())
+        .merge(keys::router())
+        .merge(identity::router())
+        .merge(usage::router())
+        .merge(usage_events::router())
+        .merge(billing::router())
+        .merge(edge::router())
+        .merge(data::router())
+        .merge(blobs::router())
+        .merge(cache::router())
 }
 
 /// The OpenAPI document, as `/openapi.json` serves it. A route's catch-all parameter
@@ -186,7 +154,7 @@ pub fn router_with(state: State, extra: Router<State>) -> Router {
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
         .layer(EdgeLayer::new(state.edge.clone()))
         .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
+            state.http_metrics.clone(),
             crate::metrics::track,
         ))
         .with_state(state)

@@ -12,7 +12,7 @@ use utoipa::OpenApi as _;
 #[openapi(
     info(title = "tenantd", description = "Multi-tenancy as one binary: tenants, identity, access, quotas, data isolation. Errors are application/problem+json with `code` and `request_id`."),
     modifiers(&BearerAuth),
-    components(schemas(Problem, crate::routes::usage_events::UsageEvent)),
+    components(schemas(Problem)),
     tags(
         (name = "system", description = "Health, metrics, OpenAPI, signing keys"),
         (name = "plans", description = "Plans (operator)"),
@@ -196,8 +196,7 @@ macro_rules! named_schema {
 named_schema!(JsonValue, "JsonValue");
 named_schema!(RecordDoc, "RecordDoc");
 
-/// The body of `POST …/usage/events`: one [`UsageEvent`](crate::routes::usage_events::UsageEvent)
-/// or a list of 1 to 1000.
+/// The body of `POST …/usage/events`: one `UsageEvent` or a list of 1 to 1000.
 pub struct UsageEvents;
 named_schema!(UsageEvents, "UsageEvents");
 

@@ -1,13 +1,15 @@
 //! Plans (operator only).
-use crate::app::State;
 use crate::error::ApiResult;
 use crate::extract::Json;
 use crate::routes::openapi::Items;
+use crate::state::State;
 use axum::extract::{Path, State as S};
 use http::StatusCode;
 use tenantd_core::{Isolation, Limit, Plan, PlanId};
 use tenantd_edge::{Ctx, Problem};
 use tenantd_store::NewEvent;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 fn plan_id(raw: &str) -> ApiResult<PlanId> {
     Ok(PlanId::parse(raw)?)
@@ -123,4 +125,11 @@ fn plan_event(action: &str, plan: &PlanId, ctx: &Ctx) -> NewEvent {
         serde_json::json!({"plan": plan}),
         &ctx.request_id,
     )
+}
+
+/// This module's routes, with their OpenAPI descriptions.
+pub fn router() -> OpenApiRouter<State> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(get, patch, delete))
 }

@@ -1,8 +1,10 @@
 //! Health, metrics and tenantd's public signing keys.
-use crate::app::State;
+use crate::state::State;
 use axum::extract::State as S;
 use axum::Json;
 use tenantd_edge::Problem;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// `GET /healthz`.
 #[derive(utoipa::ToSchema)]
@@ -66,4 +68,13 @@ pub async fn metrics(S(state): S<State>) -> Result<([(http::HeaderName, &'static
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "system", security(()), responses((status = 200, description = "A JWKS with the Ed25519 keys", body = Jwks)))]
 pub async fn jwks(S(state): S<State>) -> Json<serde_json::Value> {
     Json(state.edge.signer().jwks())
+}
+
+/// This module's routes, with their OpenAPI descriptions.
+pub fn router() -> OpenApiRouter<State> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(openapi_json))
+        .routes(routes!(metrics))
+        .routes(routes!(jwks))
 }

@@ -1,14 +1,16 @@
 //! Tenants and their lifecycle.
-use crate::app::{AppState, State};
 use crate::error::ApiResult;
 use crate::extract::{page, Json, Query};
 use crate::routes::openapi::TenantPath;
+use crate::state::{AppState, State};
 use axum::extract::State as S;
 use http::StatusCode;
 use tenantd_core::tenant::Transition;
 use tenantd_core::{Code, Email, Limit, PlanId, TenantId, TenantStatus};
 use tenantd_edge::{Change, Ctx, Principal, Problem, TenantContext};
 use tenantd_store::{Created, NewEvent, NewTenant, Page, Tenant, TenantFilter, TenantPatch};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// `POST /v1/tenants` body.
 #[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
@@ -228,7 +230,7 @@ pub async fn get(S(state): S<State>, ctx: TenantContext) -> ApiResult<axum::Json
 pub async fn placement(S(state): S<State>, ctx: TenantContext) -> ApiResult<axum::Json<serde_json::Value>> {
     ctx.require("tenant:read")?;
     let id = ctx.tenant_id();
-    let p = state.data.placement(id).await.map_err(crate::routes::data::data_err)?;
+    let p = state.data.placement(id).await.map_err(crate::error::ApiError::from)?;
     Ok(axum::Json(match p {
         Some(p) => serde_json::json!(p),
         None => {
@@ -365,4 +367,15 @@ pub async fn delete(S(state): S<State>, ctx: TenantContext) -> ApiResult<axum::J
 pub async fn restore(S(state): S<State>, ctx: TenantContext) -> ApiResult<axum::Json<Tenant>> {
     ctx.request().require_operator()?;
     transition(&state, &ctx, Transition::Restore, None, "tenant.restored").await
+}
+
+/// This module's routes, with their OpenAPI descriptions.
+pub fn router() -> OpenApiRouter<State> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(get, patch, delete))
+        .routes(routes!(suspend))
+        .routes(routes!(resume))
+        .routes(routes!(restore))
+        .routes(routes!(placement))
 }

@@ -2,9 +2,9 @@
 //! limit of their resources, and made durable before the answer. An acknowledged event,
 //! its idempotency key and the count it adds commit in one catalog transaction, so after
 //! any crash an event either counted or can be sent again and counts then (docs/limits.md).
-use crate::app::State;
 use crate::error::ApiResult;
 use crate::extract::{parse_json, RawBody};
+use crate::state::State;
 use axum::extract::State as S;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -13,6 +13,9 @@ use tenantd_core::plan::validate_resource;
 use tenantd_core::usage::MAX_COUNT;
 use tenantd_edge::{Principal, Problem, TenantContext};
 use tenantd_limits::{Ask, Outcome, CATALOG_LEVELS};
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// One metered usage event.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -182,3 +185,13 @@ async fn record_durably(state: &State, ctx: &TenantContext, events: &[UsageEvent
         }
     }
 }
+
+/// This module's routes, with their OpenAPI descriptions.
+pub fn router() -> OpenApiRouter<State> {
+    OpenApiRouter::with_openapi(Doc::openapi()).routes(routes!(record))
+}
+
+/// The schema the hand-written `UsageEvents` body refers to.
+#[derive(utoipa::OpenApi)]
+#[openapi(components(schemas(UsageEvent)))]
+struct Doc;

@@ -1,15 +1,17 @@
 //! Workspaces: groups within a tenant with their own members and roles. A guest sees
 //! only the workspaces it was added to.
-use crate::app::{AppState, State};
 use crate::error::ApiResult;
 use crate::extract::Json;
-use crate::routes::members::{known_role, may_grant};
+use crate::grants::{known_role, may_grant};
 use crate::routes::openapi::{Items, TenantPath};
+use crate::state::{AppState, State};
 use axum::extract::{Path, State as S};
 use http::StatusCode;
 use tenantd_core::{Email, WorkspaceId};
 use tenantd_edge::{Principal, Problem, TenantContext};
 use tenantd_store::{Workspace, WorkspaceMember};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Whether the caller sees this workspace: everyone with `workspaces:read` but guests,
 /// who see only those they were added to.
@@ -162,7 +164,9 @@ pub async fn add_member(
     let email = Email::parse(&b.email)?;
     let role = known_role(&state, &ctx, &b.role).await?;
     may_grant(&ctx, &role)?;
-    if tenant_role_of(&state, &ctx, &email).await?.as_deref() == Some("guest") && !role.is_within(&guest_ceiling()) {
+    if tenant_role_of(&state, &ctx, &email).await?.as_deref() == Some("guest")
+        && !role.is_within(&crate::grants::guest_ceiling())
+    {
         return Err(Problem::invalid(format!(
             "role: a guest is read-only, and '{}' can change things; give a guest viewer (or guest) in a workspace",
             role.name
@@ -180,15 +184,18 @@ pub async fn add_member(
     Ok((StatusCode::CREATED, axum::Json(m)))
 }
 
-/// The most a guest may do, in any workspace: read (the `viewer` role).
-pub fn guest_ceiling() -> tenantd_core::Role {
-    tenantd_core::BuiltinRole::Viewer.role()
-}
-
 /// The tenant role of the user with `email`, if a member.
 async fn tenant_role_of(state: &State, ctx: &TenantContext, email: &Email) -> ApiResult<Option<String>> {
     match state.catalog.find_user_by_email(email).await? {
         Some(u) => Ok(state.catalog.member_role(ctx.tenant_id(), &u.id).await?),
         None => Ok(None),
     }
+}
+
+/// This module's routes, with their OpenAPI descriptions.
+pub fn router() -> OpenApiRouter<State> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(get, patch, delete))
+        .routes(routes!(add_member))
 }

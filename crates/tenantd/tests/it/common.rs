@@ -3,8 +3,8 @@
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::sync::Arc;
-use tenantd::app::{AppState, State};
 use tenantd::config::{Config, FileConfig, ServeArgs};
+use tenantd::state::{AppState, State};
 use tokio::sync::oneshot;
 
 /// Which catalog backend a test runs on.
@@ -166,14 +166,14 @@ pub async fn start_with(
     let path = data_dir.join("tenantd.toml");
     std::fs::write(&path, &toml).expect("config file");
     cfg.config_path = Some(path);
-    let listener = tenantd::app::bind(&cfg.listen).await.expect("bind");
+    let listener = tenantd::startup::bind(&cfg.listen).await.expect("bind");
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let state: Arc<AppState> = tenantd::app::prepare(cfg).await.expect("prepare");
+    let state: Arc<AppState> = tenantd::startup::prepare(cfg).await.expect("prepare");
     let (tx, rx) = oneshot::channel::<()>();
     let app = tenantd::routes::router_with(state.clone(), extra);
     let s2 = state.clone();
     let task = tokio::spawn(async move {
-        tenantd::app::serve_app(s2, app, listener, async {
+        tenantd::serve::serve_app(s2, app, listener, async {
             let _ = rx.await;
         })
         .await

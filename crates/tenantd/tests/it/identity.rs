@@ -396,7 +396,7 @@ async fn jwks_from_a_url() {
     };
     let bad = "[oidc]\nissuer = \"https://idp.test\"\naudience = \"a\"\njwks_url = \"http://127.0.0.1:1/jwks.json\"\n";
     let cfg = tenantd::config::Config::merge(&args, toml::from_str(bad).unwrap(), Some(ADMIN.into())).unwrap();
-    let err = tenantd::app::prepare(cfg)
+    let err = tenantd::startup::prepare(cfg)
         .await
         .err()
         .expect("start must fail")

@@ -5,120 +5,22 @@
 //! counters, the gateway, each listener's connections): [`render`] reads them at scrape
 //! time through a [`Collector`]. The HTTP API's requests are counted and timed here, by
 //! the [`track`] middleware, per route template, method and status.
-use crate::app::State;
-use axum::extract::{MatchedPath, Request};
-use axum::middleware::Next;
-use axum::response::Response;
+pub mod requests;
+
+use crate::state::State;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{prometheus_text, DescriptorEncoder, EncodeLabelSet, EncodeMetric};
-use prometheus_client::metrics::counter::{ConstCounter, Counter};
-use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
+use requests::family_name;
+pub use requests::{track, HttpMetrics};
 use std::fmt;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, Instant};
 
 /// The `Content-Type` of [`render`]'s text.
 pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
-
-/// Upper bounds of the request latency buckets, in seconds: 100 µs to 10 s.
-const LATENCY_BUCKETS: [f64; 16] = [
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
-
-/// The `route` of a request no route matched.
-const UNMATCHED: &str = "unmatched";
-
-/// The labels of the HTTP API's request series. `route` is the router's template (such as
-/// `/v1/tenants/{id}`), never the request's path, so no id becomes a label.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RequestLabels {
-    route: String,
-    method: &'static str,
-    status: u16,
-}
-
-/// The HTTP API's request counter and latency histogram (one per server).
-#[derive(Debug)]
-pub struct HttpMetrics {
-    requests: Family<RequestLabels, Counter>,
-    durations: Family<RequestLabels, Histogram, fn() -> Histogram>,
-    /// Both, for [`render`].
-    registry: Registry,
-}
-
-impl Default for HttpMetrics {
-    fn default() -> Self {
-        let requests = Family::<RequestLabels, Counter>::default();
-        let durations = Family::<RequestLabels, Histogram, fn() -> Histogram>::new_with_constructor(|| {
-            Histogram::new(LATENCY_BUCKETS)
-        });
-        let mut registry = Registry::default();
-        // The registry appends `.` to each help text, and `_total` to a counter's name.
-        registry.register(
-            family_name("tenantd_http_requests_total"),
-            "Requests the HTTP API answered, by route template, method and status",
-            requests.clone(),
-        );
-        registry.register(
-            "tenantd_http_request_duration_seconds",
-            "Time from a request reaching the HTTP API to its response head, by route template, method and status",
-            durations.clone(),
-        );
-        HttpMetrics {
-            requests,
-            durations,
-            registry,
-        }
-    }
-}
-
-impl HttpMetrics {
-    /// Counts one answered request and its latency.
-    fn record(&self, route: String, method: &'static str, status: u16, elapsed: Duration) {
-        let labels = RequestLabels { route, method, status };
-        self.requests.get_or_create(&labels).inc();
-        self.durations.get_or_create(&labels).observe(elapsed.as_secs_f64());
-    }
-}
-
-/// Middleware on the API router: counts and times every request it answers, labelled with
-/// the matched route's template (`unmatched` when no route matched), the method (`other`
-/// for a method outside RFC 9110 and PATCH) and the status.
-pub async fn track(axum::extract::State(state): axum::extract::State<State>, req: Request, next: Next) -> Response {
-    let start = Instant::now();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or(UNMATCHED, MatchedPath::as_str)
-        .to_owned();
-    let method = method_label(req.method());
-    let res = next.run(req).await;
-    state
-        .http_metrics
-        .record(route, method, res.status().as_u16(), start.elapsed());
-    res
-}
-
-/// The method as a label: any client may send any token as a method, so only the standard
-/// ones are kept apart.
-fn method_label(m: &http::Method) -> &'static str {
-    match m.as_str() {
-        "GET" => "GET",
-        "HEAD" => "HEAD",
-        "POST" => "POST",
-        "PUT" => "PUT",
-        "PATCH" => "PATCH",
-        "DELETE" => "DELETE",
-        "OPTIONS" => "OPTIONS",
-        "TRACE" => "TRACE",
-        "CONNECT" => "CONNECT",
-        _ => "other",
-    }
-}
 
 /// Every metric of this server, in the Prometheus text format ([`CONTENT_TYPE`]).
 pub fn render(state: &State) -> Result<String, fmt::Error> {
@@ -126,7 +28,7 @@ pub fn render(state: &State) -> Result<String, fmt::Error> {
     scrape.register_collector(Box::new(Atomics(state.clone())));
     let mut out = String::with_capacity(16 * 1024);
     prometheus_text::encode(&mut out, &scrape)?;
-    prometheus_text::encode(&mut out, &state.http_metrics.registry)?;
+    prometheus_text::encode(&mut out, state.http_metrics.registry())?;
     Ok(out)
 }
 
@@ -288,14 +190,6 @@ fn connections(state: &State, enc: &mut DescriptorEncoder<'_>) -> fmt::Result {
             )
         }),
     )
-}
-
-/// A counter's name as the library takes it: without the `_total` it appends. The callers
-/// write the served name, so that it can be searched for.
-fn family_name(served: &'static str) -> &'static str {
-    served
-        .strip_suffix("_total")
-        .expect("a counter's name ends with _total")
 }
 
 fn counter(enc: &mut DescriptorEncoder<'_>, name: &'static str, help: &str, v: u64) -> fmt::Result {

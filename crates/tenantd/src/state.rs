@@ -1,0 +1,99 @@
+//! The state every handler shares, and what a change does to it: its event, and the
+//! caches it makes stale here and on the other nodes.
+use crate::config::Config;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tenantd_core::TenantId;
+use tenantd_edge::Edge;
+use tenantd_store::{Catalog, NewEvent};
+
+/// Everything handlers share.
+pub struct AppState {
+    /// The catalog.
+    pub catalog: Arc<dyn Catalog>,
+    /// Tenant data at every tier.
+    pub data: Arc<tenantd_data::DataStore>,
+    /// The edge (cache, signer, counters).
+    pub edge: Arc<Edge>,
+    /// Admission and metering (the edge holds the same one).
+    pub limiter: Arc<tenantd_limits::Limiter>,
+    /// The configuration.
+    pub cfg: Arc<Config>,
+    /// The gateway, with `gateway_listen`.
+    pub gateway: Option<Arc<crate::gateway::Gateway>>,
+    /// The gateway's listener, bound at start and taken by [`serve_app`].
+    pub(crate) gateway_listener: std::sync::Mutex<Option<tokio::net::TcpListener>>,
+    /// Where the gateway listens.
+    pub gateway_addr: Option<SocketAddr>,
+    /// The API listener's open connections, under the `[server]` limits.
+    pub connections: Arc<crate::conn::Connections>,
+    /// The gateway listener's, under the same limits.
+    pub gateway_connections: Arc<crate::conn::Connections>,
+    /// Per tenant and catalog level (`members`, `keys`): held from a growth's check to its
+    /// write (see `routes::usage::grow_level`).
+    pub level_locks: dashmap::DashMap<(TenantId, &'static str), Arc<tokio::sync::Mutex<()>>>,
+    /// Each tenant's data-plane storage level after its latest write, not yet written to
+    /// the catalog as the day's snapshot (for invoices).
+    pub storage_levels: dashmap::DashMap<TenantId, u64>,
+    /// The HTTP API's request counter and latency histogram.
+    pub http_metrics: Arc<crate::metrics::requests::HttpMetrics>,
+}
+
+/// The handle handlers get.
+pub type State = Arc<AppState>;
+
+impl AppState {
+    /// The calling tenant's data: at its placement, or (the first time) placed at its
+    /// plan's tier.
+    pub async fn scope(&self, ctx: &tenantd_edge::TenantContext) -> crate::error::ApiResult<tenantd_data::Scope<'_>> {
+        let tenant = *ctx.tenant_id();
+        match self.data.scope(tenant, None).await {
+            Err(tenantd_data::DataError::NotPlaced) => {
+                let tier = ctx.tenant().isolation;
+                self.data
+                    .scope(tenant, Some(tier))
+                    .await
+                    .map_err(crate::error::ApiError::from)
+            }
+            r => r.map_err(crate::error::ApiError::from),
+        }
+    }
+
+    /// The event of what the context's principal did to its tenant, for the unit of work
+    /// that does it.
+    pub fn event_of(ctx: &tenantd_edge::TenantContext, action: &str, detail: serde_json::Value) -> NewEvent {
+        NewEvent::new(
+            Some(ctx.tenant_id()),
+            ctx.principal().actor(),
+            action,
+            detail,
+            ctx.request_id(),
+        )
+    }
+
+    /// Drops what `change` made stale from this node's cache and tells the other nodes.
+    pub async fn changed(&self, change: tenantd_edge::Change<'_>) {
+        self.edge.cache().forget(change);
+        forget_purged(&self.data, &self.limiter, change).await;
+        if let Err(e) = self.catalog.publish(&change.topic()).await {
+            tracing::error!(error = %e, topic = %change.topic(), "could not publish a cache invalidation");
+        }
+    }
+}
+
+/// After the edge's cache has dropped what `change` made stale (whether this node made the
+/// change or heard of it): for a purged tenant, its cached placement and connections and
+/// its counters (here and in Redis), so a new tenant under its id starts afresh.
+pub(crate) async fn forget_purged(
+    data: &tenantd_data::DataStore,
+    limiter: &tenantd_limits::Limiter,
+    change: tenantd_edge::Change<'_>,
+) {
+    if let tenantd_edge::Change::Purged(t) = change {
+        let Ok(tenant) = TenantId::parse(t) else { return };
+        data.forget(&tenant).await;
+        if let Err(e) = limiter.forget(tenant).await {
+            tracing::warn!(tenant_id = %tenant, error = %e, "a purged tenant's counters were not all removed");
+        }
+    }
+}
