@@ -16,6 +16,7 @@ pub mod layer;
 pub mod pipeline;
 pub mod problem;
 pub mod remote;
+pub mod request;
 pub mod security;
 pub mod upstream;
 

@@ -3,10 +3,13 @@
 //! works on any of them and after restarts). A cursor tenantd did not issue, or one
 //! changed in transit, is `400` ("cursor is not one this server issued"), never a query
 //! from a position the client chose.
-use crate::{Page, Result, StoreError};
+use crate::{Page, PageRequest, Result, StoreError};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use ring::hmac;
+
+/// Why a cursor is refused.
+const NOT_ISSUED: &str = "cursor is not one this server issued";
 
 /// The length of a cursor's tag.
 const TAG: usize = 32;
@@ -44,12 +47,25 @@ impl Cursors {
 
     /// The position a cursor carries, if this deployment issued it.
     pub fn open(&self, cursor: &str) -> Result<String> {
-        let bad = || StoreError::Invalid("cursor is not one this server issued".into());
+        let bad = || StoreError::Invalid(NOT_ISSUED.into());
         let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
         let split = bytes.len().checked_sub(TAG).ok_or_else(bad)?;
         let (position, tag) = bytes.split_at(split);
         hmac::verify(&self.key, position, tag).map_err(|_| bad())?;
         String::from_utf8(position.to_vec()).map_err(|_| bad())
+    }
+
+    /// The position `page` continues after, if it names a cursor.
+    pub fn after(&self, page: &PageRequest) -> Result<Option<String>> {
+        page.after.as_deref().map(|c| self.open(c)).transpose()
+    }
+
+    /// The id `page` continues after, for lists ordered by a numeric id, if it names a
+    /// cursor.
+    pub fn after_id(&self, page: &PageRequest) -> Result<Option<i64>> {
+        self.after(page)?
+            .map(|p| p.parse().map_err(|_| StoreError::Invalid(NOT_ISSUED.into())))
+            .transpose()
     }
 
     /// Cuts `limit + 1` fetched items down to a page, with a cursor after the last.

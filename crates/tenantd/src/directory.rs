@@ -67,8 +67,7 @@ impl Directory for CatalogDirectory {
     async fn tenant(&self, id: &TenantId) -> Result<Option<TenantEntry>, DirectoryError> {
         match self.0.get_tenant(id).await {
             Ok(t) => {
-                let plan = &t.plan;
-                let plan = self.0.get_plan(plan).await.map_err(err)?;
+                let plan = self.0.get_plan(&t.plan).await.map_err(err)?;
                 Ok(Some(tenant_entry(&t, &plan)))
             }
             Err(StoreError::NotFound(_)) => Ok(None),

@@ -46,12 +46,7 @@ impl EventStore for SqlCatalog {
         if let Some(u) = f.until {
             cond(&mut sql, "at", "<", Bind::Int(u));
         }
-        if let Some(c) = &page.after {
-            let id: i64 = self
-                .cursors()
-                .open(c)?
-                .parse()
-                .map_err(|_| StoreError::Invalid("cursor is not one this server issued".into()))?;
+        if let Some(id) = self.cursors().after_id(page)? {
             cond(&mut sql, "id", "<", Bind::Int(id));
         }
         sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", page.limit + 1));
@@ -82,14 +77,7 @@ impl EventStore for SqlCatalog {
     }
 
     async fn list_events(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<TenantEvent>> {
-        let after: i64 = match &page.after {
-            Some(c) => self
-                .cursors()
-                .open(c)?
-                .parse()
-                .map_err(|_| StoreError::Invalid("cursor is not one this server issued".into()))?,
-            None => 0,
-        };
+        let after = self.cursors().after_id(page)?.unwrap_or(0);
         let rows = sqlx::query(&format!(
             "SELECT id, tenant_id, action, detail, at FROM audit_events WHERE tenant_id = $1 AND action LIKE 'quota.%' AND id > $2 ORDER BY id LIMIT {}",
             page.limit + 1

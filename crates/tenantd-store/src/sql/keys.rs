@@ -67,12 +67,7 @@ impl KeyStore for SqlCatalog {
     }
 
     async fn list_keys(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<ApiKey>> {
-        let after = page
-            .after
-            .as_deref()
-            .map(|c| self.cursors().open(c))
-            .transpose()?
-            .unwrap_or_default();
+        let after = self.cursors().after(page)?.unwrap_or_default();
         let rows = sqlx::query(&format!(
             "SELECT {KEY_COLS} FROM api_keys WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT {}",
             page.limit + 1

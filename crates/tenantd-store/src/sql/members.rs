@@ -98,12 +98,7 @@ impl MemberStore for SqlCatalog {
     }
 
     async fn list_members(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<Member>> {
-        let after = page
-            .after
-            .as_deref()
-            .map(|c| self.cursors().open(c))
-            .transpose()?
-            .unwrap_or_default();
+        let after = self.cursors().after(page)?.unwrap_or_default();
         let rows = sqlx::query(&format!("SELECT m.user_id, u.email, m.role, m.created_at FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.tenant_id = $1 AND m.user_id > $2 ORDER BY m.user_id LIMIT {}", page.limit + 1))
             .bind(tenant.as_str())
             .bind(after)

@@ -148,8 +148,8 @@ impl TenantStore for SqlCatalog {
             args.push(plan.clone());
             sql.push_str(&format!(" AND plan_id = ${}", args.len()));
         }
-        if let Some(c) = &page.after {
-            args.push(self.cursors().open(c)?);
+        if let Some(after) = self.cursors().after(page)? {
+            args.push(after);
             sql.push_str(&format!(" AND id > ${}", args.len()));
         }
         sql.push_str(&format!(" ORDER BY id LIMIT {}", page.limit + 1));
