@@ -27,5 +27,7 @@ pub const TENANT_TABLES: &[TenantTable] = &[
     table("usage_counters", "usage counters and levels"),
     table("usage_idempotency", "idempotency keys of usage events"),
     table("plan_history", "plan history"),
+    table("jobs", "background jobs"),
+    table("job_tenants", "its place in the job rotation"),
     table("audit_events", "events"),
 ];

@@ -46,6 +46,12 @@ impl Work {
         append_in(&mut self.tx, ev).await
     }
 
+    /// The transaction itself, for the crates built on the catalog (the job queue) to run
+    /// their own statements in it.
+    pub fn tx(&mut self) -> &mut sqlx::Transaction<'static, sqlx::Any> {
+        &mut self.tx
+    }
+
     /// Commits every change and event of this unit of work.
     pub async fn commit(self) -> Result<()> {
         self.tx.commit().await?;

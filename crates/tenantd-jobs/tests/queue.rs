@@ -1,0 +1,433 @@
+//! The queue's behaviour, one suite run against both backends (`sqlite_*` on a fresh
+//! file, `postgres_*` on a fresh database from `TENANTD_TEST_DATABASE_URL`; skipped with
+//! one line when it is unset, a failure under `CI=true`).
+use sqlx::Connection;
+use std::collections::{BTreeMap, BTreeSet};
+use tenantd_core::TenantId;
+use tenantd_jobs::*;
+use tenantd_store::prelude::*;
+use tenantd_store::testing::{fresh_postgres, fresh_sqlite};
+use tenantd_store::{AuditFilter, PageRequest, SqlCatalog};
+
+async fn sqlite() -> (SqlCatalog, std::path::PathBuf) {
+    let (url, dir) = fresh_sqlite();
+    let c = SqlCatalog::connect(&url).await.expect("connect to SQLite");
+    c.migrate().await.expect("migrate");
+    (c, dir)
+}
+
+async fn postgres(test: &str) -> Option<(SqlCatalog, String)> {
+    let url = fresh_postgres(test).await?;
+    let c = SqlCatalog::connect(&url).await.expect("connect to PostgreSQL");
+    c.migrate().await.expect("migrate");
+    Some((c, url))
+}
+
+async fn drop_postgres(c: SqlCatalog, url: &str) {
+    c.pool().close().await;
+    let name = url
+        .rsplit_once('/')
+        .map(|(_, n)| n.split('?').next().unwrap_or(n))
+        .expect("db name");
+    let base = std::env::var("TENANTD_TEST_DATABASE_URL").expect("set when a test ran");
+    if let Ok(mut conn) = sqlx::PgConnection::connect(&base).await {
+        let _ = sqlx::Executor::execute(
+            &mut conn,
+            format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str(),
+        )
+        .await;
+    }
+}
+
+macro_rules! both_backends {
+    ($($case:ident => $sqlite:ident, $postgres:ident;)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $sqlite() {
+            let (c, dir) = sqlite().await;
+            $case(&c).await;
+            c.pool().close().await;
+            let _ = std::fs::remove_dir_all(dir);
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $postgres() {
+            let Some((c, url)) = postgres(stringify!($postgres)).await else { return };
+            $case(&c).await;
+            drop_postgres(c, &url).await;
+        }
+    )*};
+}
+
+both_backends! {
+    case_state_machine => sqlite_state_machine, postgres_state_machine;
+    case_dead_after_max_attempts => sqlite_dead_after_max_attempts, postgres_dead_after_max_attempts;
+    case_expired_lease_is_claimed_again => sqlite_expired_lease_is_claimed_again, postgres_expired_lease_is_claimed_again;
+    case_held_tenant_and_cap => sqlite_held_tenant_and_cap, postgres_held_tenant_and_cap;
+    case_fair_between_tenants => sqlite_fair_between_tenants, postgres_fair_between_tenants;
+    case_weights_share_claims => sqlite_weights_share_claims, postgres_weights_share_claims;
+    case_tenant_worker_sees_only_its_tenant => sqlite_tenant_worker_sees_only_its_tenant, postgres_tenant_worker_sees_only_its_tenant;
+}
+
+const T0: i64 = 1_700_000_000_000;
+const LEASE: i64 = 30_000;
+
+fn tid(s: &str) -> TenantId {
+    TenantId::parse(s).unwrap()
+}
+
+fn q(names: &[&str]) -> Vec<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+async fn case_state_machine(c: &SqlCatalog) {
+    let jobs = Jobs::new(c.clone());
+    let t = tid("acme");
+    // Idempotency: the same key answers the first job.
+    let mut new = NewJob::new(t, "mail", serde_json::json!({"to": "a@b.example"}));
+    new.idempotency_key = Some("k1".into());
+    let (first, created) = jobs.enqueue(&new, T0).await.unwrap();
+    assert!(created);
+    assert_eq!(first.state, JobState::Queued);
+    let (again, created) = jobs.enqueue(&new, T0 + 5).await.unwrap();
+    assert!(!created);
+    assert_eq!(again.id, first.id);
+    // Scheduled: not claimable before run_at.
+    let mut later = NewJob::new(t, "mail", serde_json::json!({"n": 2}));
+    later.run_at = Some(T0 + 60_000);
+    let (sched, _) = jobs.enqueue(&later, T0).await.unwrap();
+    assert_eq!(sched.state, JobState::Scheduled);
+    // Claim: the ready one only.
+    let got = jobs.claim(&q(&["mail"]), None, 10, LEASE, T0 + 10).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!((got[0].job_id.as_str(), got[0].attempt), (first.id.as_str(), 1));
+    assert_eq!(jobs.get(&t, &first.id, T0 + 10).await.unwrap().state, JobState::Running);
+    // A wrong lease holds nothing.
+    assert!(matches!(
+        jobs.complete(&first.id, "lease_forged", None, T0 + 20).await,
+        Err(JobError::NotHeld(_))
+    ));
+    // Fail with a retry: failed, runs again at the time asked for.
+    let (f, _) = jobs
+        .fail(&first.id, &got[0].lease, "smtp down", Some(1_000), T0 + 20)
+        .await
+        .unwrap();
+    assert_eq!(f, Failed::Retry(T0 + 1_020));
+    let j = jobs.get(&t, &first.id, T0 + 20).await.unwrap();
+    assert_eq!(
+        (j.state, j.last_error.as_deref()),
+        (JobState::Failed, Some("smtp down"))
+    );
+    assert!(
+        jobs.claim(&q(&["mail"]), None, 10, LEASE, T0 + 500)
+            .await
+            .unwrap()
+            .is_empty(),
+        "not before its retry"
+    );
+    let got = jobs.claim(&q(&["mail"]), None, 10, LEASE, T0 + 1_020).await.unwrap();
+    assert_eq!((got.len(), got[0].attempt), (1, 2));
+    // Heartbeat extends; complete stores the result and the run time.
+    assert_eq!(
+        jobs.heartbeat(&first.id, &got[0].lease, LEASE, T0 + 2_000)
+            .await
+            .unwrap(),
+        T0 + 2_000 + LEASE
+    );
+    jobs.complete(
+        &first.id,
+        &got[0].lease,
+        Some(&serde_json::json!({"sent": true})),
+        T0 + 3_020,
+    )
+    .await
+    .unwrap();
+    let j = jobs.get(&t, &first.id, T0 + 4_000).await.unwrap();
+    assert_eq!(
+        (j.state, j.result.clone()),
+        (JobState::Succeeded, Some(serde_json::json!({"sent": true})))
+    );
+    assert_eq!(j.run_ms, 10 + 2_000, "10 ms for the failed run, 2 s for the one that succeeded");
+    assert!(matches!(
+        jobs.complete(&first.id, &got[0].lease, None, T0 + 4_000).await,
+        Err(JobError::NotHeld(_))
+    ));
+    // Cancel: the scheduled one; a finished one cannot be.
+    assert_eq!(
+        jobs.cancel(&t, &sched.id, T0 + 5_000).await.unwrap().state,
+        JobState::Cancelled
+    );
+    assert!(matches!(
+        jobs.cancel(&t, &first.id, T0 + 5_000).await,
+        Err(JobError::Invalid(_))
+    ));
+    assert!(jobs
+        .claim(&q(&["mail"]), None, 10, LEASE, T0 + 100_000)
+        .await
+        .unwrap()
+        .is_empty());
+    // Another tenant's id is no job.
+    assert!(matches!(
+        jobs.get(&tid("other"), &first.id, T0).await,
+        Err(JobError::NotFound)
+    ));
+    assert!(matches!(
+        jobs.cancel(&tid("other"), &first.id, T0).await,
+        Err(JobError::NotFound)
+    ));
+}
+
+async fn case_dead_after_max_attempts(c: &SqlCatalog) {
+    let jobs = Jobs::new(c.clone());
+    let t = tid("dies");
+    let mut new = NewJob::new(t, "work", serde_json::json!({}));
+    new.max_attempts = 2;
+    let (job, _) = jobs.enqueue(&new, T0).await.unwrap();
+    let mut now = T0;
+    for attempt in 1..=2 {
+        let got = jobs.claim(&q(&["work"]), None, 1, LEASE, now).await.unwrap();
+        assert_eq!(got[0].attempt, attempt);
+        let (f, _) = jobs.fail(&job.id, &got[0].lease, "boom", None, now + 10).await.unwrap();
+        match f {
+            Failed::Retry(at) => {
+                assert_eq!(attempt, 1);
+                assert!(
+                    (now + 10 + 4_000..=now + 10 + 6_000).contains(&at),
+                    "backoff of the first attempt: {}",
+                    at - now
+                );
+                now = at;
+            }
+            Failed::Dead => assert_eq!(attempt, 2),
+        }
+    }
+    assert_eq!(jobs.get(&t, &job.id, now).await.unwrap().state, JobState::Dead);
+    let trail = c
+        .list_audit(
+            &AuditFilter {
+                tenant_id: Some("dies".into()),
+                action: Some("job.dead".into()),
+                ..Default::default()
+            },
+            &PageRequest { limit: 10, after: None },
+        )
+        .await
+        .unwrap();
+    assert_eq!(trail.items.len(), 1, "one job.dead event");
+    assert_eq!(trail.items[0].detail["job_id"], job.id.as_str());
+    assert!(jobs
+        .claim(&q(&["work"]), None, 1, LEASE, now + 10_000_000)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn case_expired_lease_is_claimed_again(c: &SqlCatalog) {
+    let jobs = Jobs::new(c.clone());
+    let t = tid("slow");
+    let (job, _) = jobs
+        .enqueue(&NewJob::new(t, "work", serde_json::json!({})), T0)
+        .await
+        .unwrap();
+    let first = jobs.claim(&q(&["work"]), None, 1, 1_000, T0).await.unwrap();
+    assert!(
+        jobs.claim(&q(&["work"]), None, 1, 1_000, T0 + 999)
+            .await
+            .unwrap()
+            .is_empty(),
+        "held while the lease runs"
+    );
+    let second = jobs.claim(&q(&["work"]), None, 1, 1_000, T0 + 1_000).await.unwrap();
+    assert_eq!((second[0].job_id.as_str(), second[0].attempt), (job.id.as_str(), 2));
+    // The first worker's lease is gone: it can neither heartbeat nor complete.
+    assert!(jobs
+        .heartbeat(&job.id, &first[0].lease, 1_000, T0 + 1_001)
+        .await
+        .is_err());
+    assert!(jobs.complete(&job.id, &first[0].lease, None, T0 + 1_001).await.is_err());
+    jobs.complete(&job.id, &second[0].lease, None, T0 + 1_002)
+        .await
+        .unwrap();
+}
+
+async fn case_held_tenant_and_cap(c: &SqlCatalog) {
+    let jobs = Jobs::new(c.clone());
+    let (held, capped) = (tid("held"), tid("capped"));
+    for i in 0..5 {
+        jobs.enqueue(&NewJob::new(held, "work", serde_json::json!({"i": i})), T0)
+            .await
+            .unwrap();
+        jobs.enqueue(&NewJob::new(capped, "work", serde_json::json!({"i": i})), T0)
+            .await
+            .unwrap();
+    }
+    jobs.set_policy(
+        &held,
+        Policy {
+            held: true,
+            ..Policy::default()
+        },
+    )
+    .await
+    .unwrap();
+    jobs.set_policy(
+        &capped,
+        Policy {
+            max_running: Some(2),
+            ..Policy::default()
+        },
+    )
+    .await
+    .unwrap();
+    let got = jobs.claim(&q(&["work"]), None, 10, LEASE, T0).await.unwrap();
+    assert_eq!(got.len(), 2, "two of capped's, none of held's: {got:?}");
+    assert!(got.iter().all(|g| g.tenant_id == capped));
+    // One finishes: one more may run, never a third at once.
+    jobs.complete(&got[0].job_id, &got[0].lease, None, T0 + 1)
+        .await
+        .unwrap();
+    let more = jobs.claim(&q(&["work"]), None, 10, LEASE, T0 + 2).await.unwrap();
+    assert_eq!(more.len(), 1);
+    // Resumed: held's jobs run.
+    jobs.set_policy(&held, Policy::default()).await.unwrap();
+    let resumed = jobs.claim(&q(&["work"]), None, 10, LEASE, T0 + 3).await.unwrap();
+    assert_eq!(resumed.iter().filter(|g| g.tenant_id == held).count(), 5);
+    assert!(
+        resumed.iter().all(|g| g.tenant_id == held),
+        "capped is still at its cap"
+    );
+    // A deleted tenant's jobs are cancelled.
+    assert_eq!(jobs.cancel_all(&capped, T0 + 4).await.unwrap(), 4);
+}
+
+/// A enqueues 2,000 jobs, then B enqueues 10: with one worker claiming one at a time,
+/// B's jobs are all claimed within the first 20 claims after B enqueued.
+async fn case_fair_between_tenants(c: &SqlCatalog) {
+    let jobs = Jobs::new(c.clone());
+    let (a, b) = (tid("aaa"), tid("bbb"));
+    let many: Vec<NewJob> = (0..2_000)
+        .map(|i| NewJob::new(a, "work", serde_json::json!({"i": i})))
+        .collect();
+    jobs.enqueue_many(&many, T0).await.unwrap();
+    // A has been served a while before B comes.
+    for c in jobs.claim(&q(&["work"]), None, 50, LEASE, T0).await.unwrap() {
+        jobs.complete(&c.job_id, &c.lease, None, T0).await.unwrap();
+    }
+    let few: Vec<NewJob> = (0..10)
+        .map(|i| NewJob::new(b, "work", serde_json::json!({"i": i})))
+        .collect();
+    jobs.enqueue_many(&few, T0 + 1).await.unwrap();
+    let mut b_claimed = 0;
+    for n in 1..=20 {
+        let got = jobs.claim(&q(&["work"]), None, 1, LEASE, T0 + 2).await.unwrap();
+        if got[0].tenant_id == b {
+            b_claimed += 1;
+        }
+        jobs.complete(&got[0].job_id, &got[0].lease, None, T0 + 2)
+            .await
+            .unwrap();
+        if b_claimed == 10 {
+            assert!(n <= 20);
+            break;
+        }
+    }
+    assert_eq!(b_claimed, 10, "all of B's jobs within the first 20 claims");
+}
+
+/// Weights 3:1 share the claims 3:1.
+async fn case_weights_share_claims(c: &SqlCatalog) {
+    let jobs = Jobs::new(c.clone());
+    let (heavy, light) = (tid("heavy"), tid("light"));
+    jobs.set_policy(
+        &heavy,
+        Policy {
+            weight: 3,
+            ..Policy::default()
+        },
+    )
+    .await
+    .unwrap();
+    let mut all = Vec::new();
+    for t in [heavy, light] {
+        all.extend((0..400).map(|i| NewJob::new(t, "work", serde_json::json!({"i": i}))));
+    }
+    jobs.enqueue_many(&all, T0).await.unwrap();
+    let mut counts: BTreeMap<TenantId, u32> = BTreeMap::new();
+    for got in jobs.claim(&q(&["work"]), None, 400, LEASE, T0).await.unwrap() {
+        *counts.entry(got.tenant_id).or_default() += 1;
+    }
+    let (h, l) = (counts[&heavy], counts[&light]);
+    assert_eq!(h + l, 400);
+    let ratio = f64::from(h) / f64::from(l);
+    assert!((ratio - 3.0).abs() < 0.1, "{h}:{l}");
+}
+
+/// A tenant's own worker claims that tenant's jobs only, whatever it asks for.
+async fn case_tenant_worker_sees_only_its_tenant(c: &SqlCatalog) {
+    let jobs = Jobs::new(c.clone());
+    let (mine, theirs) = (tid("mine"), tid("theirs"));
+    jobs.enqueue(
+        &NewJob::new(theirs, "work", serde_json::json!({"secret": "theirs"})),
+        T0,
+    )
+    .await
+    .unwrap();
+    jobs.enqueue(&NewJob::new(mine, "work", serde_json::json!({"secret": "mine"})), T0)
+        .await
+        .unwrap();
+    let got = jobs.claim(&q(&["work"]), Some(&mine), 10, LEASE, T0).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].payload["secret"], "mine");
+    assert!(jobs
+        .claim(&q(&["work"]), Some(&mine), 10, LEASE, T0)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+/// 8 claimers over 2 nodes (two catalogs on one database) never get the same job: 2,000
+/// jobs of 5 tenants, each run exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_concurrent_claimers_never_share_a_job() {
+    let Some((c, url)) = postgres("postgres_concurrent_claimers_never_share_a_job").await else {
+        return;
+    };
+    let other = SqlCatalog::connect(&url).await.unwrap();
+    let jobs = Jobs::new(c.clone());
+    let mut all = Vec::new();
+    for t in ["t1", "t2", "t3", "t4", "t5"] {
+        all.extend((0..400).map(|i| NewJob::new(tid(t), "work", serde_json::json!({"i": i}))));
+    }
+    let ids: BTreeSet<String> = jobs
+        .enqueue_many(&all, T0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(j, _)| j.id)
+        .collect();
+    let mut workers = Vec::new();
+    for w in 0..8 {
+        let node = Jobs::new(if w % 2 == 0 { c.clone() } else { other.clone() });
+        workers.push(tokio::spawn(async move {
+            let mut ran = Vec::new();
+            loop {
+                let got = node.claim(&q(&["work"]), None, 5, 600_000, T0).await.unwrap();
+                if got.is_empty() {
+                    return ran;
+                }
+                for g in got {
+                    node.complete(&g.job_id, &g.lease, None, T0).await.unwrap();
+                    ran.push(g.job_id);
+                }
+            }
+        }));
+    }
+    let mut ran = Vec::new();
+    for w in workers {
+        ran.extend(w.await.unwrap());
+    }
+    let once: BTreeSet<String> = ran.iter().cloned().collect();
+    assert_eq!(once.len(), ran.len(), "a job was run twice");
+    assert_eq!(once, ids, "every job ran");
+    other.pool().close().await;
+    drop_postgres(c, &url).await;
+}
