@@ -18,7 +18,7 @@
 mod model;
 mod queue;
 
-pub use model::{Claimed, Failed, Job, JobError, JobState, NewJob, Policy};
+pub use model::{Claimed, Failed, Holder, Job, JobError, JobState, NewJob, Policy};
 pub use queue::Jobs;
 
 /// Result alias for the queue.

@@ -146,6 +146,31 @@ pub struct Claimed {
     pub lease: String,
 }
 
+/// Who may act on a running job: the holder of its lease, or (over HTTP, where a worker
+/// need not keep the lease id) the principal that claimed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holder<'a> {
+    /// The lease a claim handed out.
+    Lease(&'a str),
+    /// The claimer named at the claim (`operator`, `key_…`, `usr_…`).
+    Claimer(&'a str),
+}
+
+impl Holder<'_> {
+    pub(crate) fn column(self) -> &'static str {
+        match self {
+            Holder::Lease(_) => "lease_token",
+            Holder::Claimer(_) => "claimed_by",
+        }
+    }
+
+    pub(crate) fn value(&self) -> &str {
+        match self {
+            Holder::Lease(v) | Holder::Claimer(v) => v,
+        }
+    }
+}
+
 /// What a failure did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failed {

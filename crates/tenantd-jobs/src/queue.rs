@@ -140,12 +140,67 @@ impl Jobs {
         Ok(())
     }
 
+    /// Sets the most of the tenant's jobs that may run at once (its plan's
+    /// `jobs`/`concurrent` limit), keeping its weight and hold.
+    pub async fn set_cap(&self, tenant: &TenantId, max_running: Option<u64>) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO job_tenants (tenant_id, max_running) VALUES ($1, $2) \
+             ON CONFLICT (tenant_id) DO UPDATE SET max_running = excluded.max_running",
+        )
+        .bind(tenant.as_str())
+        .bind(max_running.map(|m| m.min(i64::MAX as u64) as i64))
+        .execute(self.catalog.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// The tenant's jobs, newest first, up to `limit` after job id `before` (a page's
+    /// last), of `queue` and in `state` when given.
+    pub async fn list(
+        &self,
+        tenant: &TenantId,
+        queue: Option<&str>,
+        state: Option<JobState>,
+        limit: u32,
+        before: Option<&str>,
+        now: i64,
+    ) -> Result<Vec<Job>> {
+        let mut sql = format!("SELECT {COLS} FROM jobs WHERE tenant_id = $1");
+        let mut args: Vec<String> = Vec::new();
+        if let Some(q) = queue {
+            args.push(q.to_string());
+            sql.push_str(&format!(" AND queue = ${}", args.len() + 1));
+        }
+        if let Some(b) = before {
+            args.push(b.to_string());
+            sql.push_str(&format!(" AND id < ${}", args.len() + 1));
+        }
+        // Scheduled and queued are one stored state, told apart by run_at.
+        match state {
+            Some(JobState::Scheduled) => sql.push_str(&format!(" AND state = 'queued' AND run_at > {now}")),
+            Some(JobState::Queued) => sql.push_str(&format!(" AND state = 'queued' AND run_at <= {now}")),
+            Some(st) => sql.push_str(&format!(" AND state = '{}'", st.as_str())),
+            None => {}
+        }
+        sql.push_str(&format!(" ORDER BY id DESC LIMIT {limit}"));
+        let mut q = sqlx::query(&sql).bind(tenant.as_str());
+        for a in &args {
+            q = q.bind(a.as_str());
+        }
+        q.fetch_all(self.catalog.pool())
+            .await?
+            .iter()
+            .map(|r| job_from(r, now))
+            .collect()
+    }
+
     /// Claims up to `max` jobs of `queues`, fairly across tenants (only `tenant`'s when
     /// given: a tenant's own worker), each held until `now + lease_ms`.
     pub async fn claim(
         &self,
         queues: &[String],
         tenant: Option<&TenantId>,
+        claimer: &str,
         max: u32,
         lease_ms: i64,
         now: i64,
@@ -154,7 +209,7 @@ impl Jobs {
         // One job per transaction: a claim locks one job and one tenant's rotation row,
         // so claimers on other nodes never wait on each other in a cycle.
         while out.len() < max as usize {
-            match self.claim_one(queues, tenant, lease_ms, now).await? {
+            match self.claim_one(queues, tenant, claimer, lease_ms, now).await? {
                 Some(c) => out.push(c),
                 None => break,
             }
@@ -166,6 +221,7 @@ impl Jobs {
         &self,
         queues: &[String],
         tenant: Option<&TenantId>,
+        claimer: &str,
         lease_ms: i64,
         now: i64,
     ) -> Result<Option<Claimed>> {
@@ -178,6 +234,7 @@ impl Jobs {
         let only = tenant.map_or(String::new(), |_| format!(" AND t.tenant_id = ${}", queues.len() + 2));
         let sql = format!(
             "SELECT t.tenant_id, t.weight FROM job_tenants t WHERE t.held = 0{only} \
+             AND NOT EXISTS (SELECT 1 FROM tenants x WHERE x.id = t.tenant_id AND x.status <> 'active') \
              AND EXISTS (SELECT 1 FROM jobs j WHERE j.tenant_id = t.tenant_id AND {in_queues} AND {CLAIMABLE}) \
              AND (t.max_running IS NULL OR t.max_running > (SELECT COUNT(*) FROM jobs r \
                   WHERE r.tenant_id = t.tenant_id AND r.state = 'running' AND r.lease_expires_at > $1)) \
@@ -216,12 +273,13 @@ impl Jobs {
             let expires = now + lease_ms;
             sqlx::query(
                 "UPDATE jobs SET state = 'running', attempt = attempt + 1, lease_expires_at = $2, lease_token = $3, \
-                 started_at = $4, updated_at = $4 WHERE id = $1",
+                 claimed_by = $5, started_at = $4, updated_at = $4 WHERE id = $1",
             )
             .bind(&id)
             .bind(expires)
             .bind(&lease)
             .bind(now)
+            .bind(claimer)
             .execute(&mut **w.tx())
             .await?;
             sqlx::query("UPDATE job_tenants SET pass = pass + $2 WHERE tenant_id = $1")
@@ -247,12 +305,12 @@ impl Jobs {
     }
 
     /// Extends a held job's lease to `now + lease_ms`.
-    pub async fn heartbeat(&self, job_id: &str, lease: &str, lease_ms: i64, now: i64) -> Result<i64> {
+    pub async fn heartbeat(&self, job_id: &str, by: Holder<'_>, lease_ms: i64, now: i64) -> Result<i64> {
         let n = sqlx::query(
-            "UPDATE jobs SET lease_expires_at = $3, updated_at = $4 WHERE id = $1 AND lease_token = $2 AND state = 'running' AND lease_expires_at > $4",
+            &format!("UPDATE jobs SET lease_expires_at = $3, updated_at = $4 WHERE id = $1 AND {} = $2 AND state = 'running' AND lease_expires_at > $4", by.column()),
         )
         .bind(job_id)
-        .bind(lease)
+        .bind(by.value())
         .bind(now + lease_ms)
         .bind(now)
         .execute(self.catalog.pool())
@@ -265,12 +323,12 @@ impl Jobs {
     }
 
     /// Takes the job out of `lease`'s hands in `w`: its run time, or `NotHeld`.
-    async fn release(&self, w: &mut Work, job_id: &str, lease: &str, now: i64) -> Result<(TenantId, i64, u32, u32)> {
+    async fn release(&self, w: &mut Work, job_id: &str, by: Holder<'_>, now: i64) -> Result<(TenantId, i64, u32, u32)> {
         let r = sqlx::query(
-            "SELECT tenant_id, started_at, attempt, max_attempts FROM jobs WHERE id = $1 AND lease_token = $2 AND state = 'running' AND lease_expires_at > $3",
+            &format!("SELECT tenant_id, started_at, attempt, max_attempts FROM jobs WHERE id = $1 AND {} = $2 AND state = 'running' AND lease_expires_at > $3", by.column()),
         )
         .bind(job_id)
-        .bind(lease)
+        .bind(by.value())
         .bind(now)
         .fetch_optional(&mut **w.tx())
         .await?
@@ -288,12 +346,12 @@ impl Jobs {
     pub async fn complete(
         &self,
         job_id: &str,
-        lease: &str,
+        by: Holder<'_>,
         result: Option<&serde_json::Value>,
         now: i64,
     ) -> Result<i64> {
         let mut w = self.catalog.begin().await?;
-        let (_, ran, _, _) = self.release(&mut w, job_id, lease, now).await?;
+        let (_, ran, _, _) = self.release(&mut w, job_id, by, now).await?;
         sqlx::query(
             "UPDATE jobs SET state = 'succeeded', result = $2, run_ms = run_ms + $3, lease_token = NULL, lease_expires_at = NULL, \
              finished_at = $4, updated_at = $4 WHERE id = $1",
@@ -313,13 +371,13 @@ impl Jobs {
     pub async fn fail(
         &self,
         job_id: &str,
-        lease: &str,
+        by: Holder<'_>,
         error: &str,
         retry_in_ms: Option<i64>,
         now: i64,
     ) -> Result<(Failed, i64)> {
         let mut w = self.catalog.begin().await?;
-        let (tenant, ran, attempt, max) = self.release(&mut w, job_id, lease, now).await?;
+        let (tenant, ran, attempt, max) = self.release(&mut w, job_id, by, now).await?;
         let outcome = if attempt >= max {
             Failed::Dead
         } else {

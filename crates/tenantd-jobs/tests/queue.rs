@@ -97,18 +97,28 @@ async fn case_state_machine(c: &SqlCatalog) {
     let (sched, _) = jobs.enqueue(&later, T0).await.unwrap();
     assert_eq!(sched.state, JobState::Scheduled);
     // Claim: the ready one only.
-    let got = jobs.claim(&q(&["mail"]), None, 10, LEASE, T0 + 10).await.unwrap();
+    let got = jobs
+        .claim(&q(&["mail"]), None, "worker", 10, LEASE, T0 + 10)
+        .await
+        .unwrap();
     assert_eq!(got.len(), 1);
     assert_eq!((got[0].job_id.as_str(), got[0].attempt), (first.id.as_str(), 1));
     assert_eq!(jobs.get(&t, &first.id, T0 + 10).await.unwrap().state, JobState::Running);
     // A wrong lease holds nothing.
     assert!(matches!(
-        jobs.complete(&first.id, "lease_forged", None, T0 + 20).await,
+        jobs.complete(&first.id, Holder::Lease("lease_forged"), None, T0 + 20)
+            .await,
         Err(JobError::NotHeld(_))
     ));
     // Fail with a retry: failed, runs again at the time asked for.
     let (f, _) = jobs
-        .fail(&first.id, &got[0].lease, "smtp down", Some(1_000), T0 + 20)
+        .fail(
+            &first.id,
+            Holder::Lease(&got[0].lease),
+            "smtp down",
+            Some(1_000),
+            T0 + 20,
+        )
         .await
         .unwrap();
     assert_eq!(f, Failed::Retry(T0 + 1_020));
@@ -118,24 +128,27 @@ async fn case_state_machine(c: &SqlCatalog) {
         (JobState::Failed, Some("smtp down"))
     );
     assert!(
-        jobs.claim(&q(&["mail"]), None, 10, LEASE, T0 + 500)
+        jobs.claim(&q(&["mail"]), None, "worker", 10, LEASE, T0 + 500)
             .await
             .unwrap()
             .is_empty(),
         "not before its retry"
     );
-    let got = jobs.claim(&q(&["mail"]), None, 10, LEASE, T0 + 1_020).await.unwrap();
+    let got = jobs
+        .claim(&q(&["mail"]), None, "worker", 10, LEASE, T0 + 1_020)
+        .await
+        .unwrap();
     assert_eq!((got.len(), got[0].attempt), (1, 2));
     // Heartbeat extends; complete stores the result and the run time.
     assert_eq!(
-        jobs.heartbeat(&first.id, &got[0].lease, LEASE, T0 + 2_000)
+        jobs.heartbeat(&first.id, Holder::Lease(&got[0].lease), LEASE, T0 + 2_000)
             .await
             .unwrap(),
         T0 + 2_000 + LEASE
     );
     jobs.complete(
         &first.id,
-        &got[0].lease,
+        Holder::Lease(&got[0].lease),
         Some(&serde_json::json!({"sent": true})),
         T0 + 3_020,
     )
@@ -146,9 +159,14 @@ async fn case_state_machine(c: &SqlCatalog) {
         (j.state, j.result.clone()),
         (JobState::Succeeded, Some(serde_json::json!({"sent": true})))
     );
-    assert_eq!(j.run_ms, 10 + 2_000, "10 ms for the failed run, 2 s for the one that succeeded");
+    assert_eq!(
+        j.run_ms,
+        10 + 2_000,
+        "10 ms for the failed run, 2 s for the one that succeeded"
+    );
     assert!(matches!(
-        jobs.complete(&first.id, &got[0].lease, None, T0 + 4_000).await,
+        jobs.complete(&first.id, Holder::Lease(&got[0].lease), None, T0 + 4_000)
+            .await,
         Err(JobError::NotHeld(_))
     ));
     // Cancel: the scheduled one; a finished one cannot be.
@@ -161,7 +179,7 @@ async fn case_state_machine(c: &SqlCatalog) {
         Err(JobError::Invalid(_))
     ));
     assert!(jobs
-        .claim(&q(&["mail"]), None, 10, LEASE, T0 + 100_000)
+        .claim(&q(&["mail"]), None, "worker", 10, LEASE, T0 + 100_000)
         .await
         .unwrap()
         .is_empty());
@@ -184,9 +202,12 @@ async fn case_dead_after_max_attempts(c: &SqlCatalog) {
     let (job, _) = jobs.enqueue(&new, T0).await.unwrap();
     let mut now = T0;
     for attempt in 1..=2 {
-        let got = jobs.claim(&q(&["work"]), None, 1, LEASE, now).await.unwrap();
+        let got = jobs.claim(&q(&["work"]), None, "worker", 1, LEASE, now).await.unwrap();
         assert_eq!(got[0].attempt, attempt);
-        let (f, _) = jobs.fail(&job.id, &got[0].lease, "boom", None, now + 10).await.unwrap();
+        let (f, _) = jobs
+            .fail(&job.id, Holder::Lease(&got[0].lease), "boom", None, now + 10)
+            .await
+            .unwrap();
         match f {
             Failed::Retry(at) => {
                 assert_eq!(attempt, 1);
@@ -215,7 +236,7 @@ async fn case_dead_after_max_attempts(c: &SqlCatalog) {
     assert_eq!(trail.items.len(), 1, "one job.dead event");
     assert_eq!(trail.items[0].detail["job_id"], job.id.as_str());
     assert!(jobs
-        .claim(&q(&["work"]), None, 1, LEASE, now + 10_000_000)
+        .claim(&q(&["work"]), None, "worker", 1, LEASE, now + 10_000_000)
         .await
         .unwrap()
         .is_empty());
@@ -228,23 +249,29 @@ async fn case_expired_lease_is_claimed_again(c: &SqlCatalog) {
         .enqueue(&NewJob::new(t, "work", serde_json::json!({})), T0)
         .await
         .unwrap();
-    let first = jobs.claim(&q(&["work"]), None, 1, 1_000, T0).await.unwrap();
+    let first = jobs.claim(&q(&["work"]), None, "worker", 1, 1_000, T0).await.unwrap();
     assert!(
-        jobs.claim(&q(&["work"]), None, 1, 1_000, T0 + 999)
+        jobs.claim(&q(&["work"]), None, "worker", 1, 1_000, T0 + 999)
             .await
             .unwrap()
             .is_empty(),
         "held while the lease runs"
     );
-    let second = jobs.claim(&q(&["work"]), None, 1, 1_000, T0 + 1_000).await.unwrap();
+    let second = jobs
+        .claim(&q(&["work"]), None, "worker", 1, 1_000, T0 + 1_000)
+        .await
+        .unwrap();
     assert_eq!((second[0].job_id.as_str(), second[0].attempt), (job.id.as_str(), 2));
     // The first worker's lease is gone: it can neither heartbeat nor complete.
     assert!(jobs
-        .heartbeat(&job.id, &first[0].lease, 1_000, T0 + 1_001)
+        .heartbeat(&job.id, Holder::Lease(&first[0].lease), 1_000, T0 + 1_001)
         .await
         .is_err());
-    assert!(jobs.complete(&job.id, &first[0].lease, None, T0 + 1_001).await.is_err());
-    jobs.complete(&job.id, &second[0].lease, None, T0 + 1_002)
+    assert!(jobs
+        .complete(&job.id, Holder::Lease(&first[0].lease), None, T0 + 1_001)
+        .await
+        .is_err());
+    jobs.complete(&job.id, Holder::Lease(&second[0].lease), None, T0 + 1_002)
         .await
         .unwrap();
 }
@@ -278,18 +305,24 @@ async fn case_held_tenant_and_cap(c: &SqlCatalog) {
     )
     .await
     .unwrap();
-    let got = jobs.claim(&q(&["work"]), None, 10, LEASE, T0).await.unwrap();
+    let got = jobs.claim(&q(&["work"]), None, "worker", 10, LEASE, T0).await.unwrap();
     assert_eq!(got.len(), 2, "two of capped's, none of held's: {got:?}");
     assert!(got.iter().all(|g| g.tenant_id == capped));
     // One finishes: one more may run, never a third at once.
-    jobs.complete(&got[0].job_id, &got[0].lease, None, T0 + 1)
+    jobs.complete(&got[0].job_id, Holder::Lease(&got[0].lease), None, T0 + 1)
         .await
         .unwrap();
-    let more = jobs.claim(&q(&["work"]), None, 10, LEASE, T0 + 2).await.unwrap();
+    let more = jobs
+        .claim(&q(&["work"]), None, "worker", 10, LEASE, T0 + 2)
+        .await
+        .unwrap();
     assert_eq!(more.len(), 1);
     // Resumed: held's jobs run.
     jobs.set_policy(&held, Policy::default()).await.unwrap();
-    let resumed = jobs.claim(&q(&["work"]), None, 10, LEASE, T0 + 3).await.unwrap();
+    let resumed = jobs
+        .claim(&q(&["work"]), None, "worker", 10, LEASE, T0 + 3)
+        .await
+        .unwrap();
     assert_eq!(resumed.iter().filter(|g| g.tenant_id == held).count(), 5);
     assert!(
         resumed.iter().all(|g| g.tenant_id == held),
@@ -309,8 +342,10 @@ async fn case_fair_between_tenants(c: &SqlCatalog) {
         .collect();
     jobs.enqueue_many(&many, T0).await.unwrap();
     // A has been served a while before B comes.
-    for c in jobs.claim(&q(&["work"]), None, 50, LEASE, T0).await.unwrap() {
-        jobs.complete(&c.job_id, &c.lease, None, T0).await.unwrap();
+    for c in jobs.claim(&q(&["work"]), None, "worker", 50, LEASE, T0).await.unwrap() {
+        jobs.complete(&c.job_id, Holder::Lease(&c.lease), None, T0)
+            .await
+            .unwrap();
     }
     let few: Vec<NewJob> = (0..10)
         .map(|i| NewJob::new(b, "work", serde_json::json!({"i": i})))
@@ -318,11 +353,14 @@ async fn case_fair_between_tenants(c: &SqlCatalog) {
     jobs.enqueue_many(&few, T0 + 1).await.unwrap();
     let mut b_claimed = 0;
     for n in 1..=20 {
-        let got = jobs.claim(&q(&["work"]), None, 1, LEASE, T0 + 2).await.unwrap();
+        let got = jobs
+            .claim(&q(&["work"]), None, "worker", 1, LEASE, T0 + 2)
+            .await
+            .unwrap();
         if got[0].tenant_id == b {
             b_claimed += 1;
         }
-        jobs.complete(&got[0].job_id, &got[0].lease, None, T0 + 2)
+        jobs.complete(&got[0].job_id, Holder::Lease(&got[0].lease), None, T0 + 2)
             .await
             .unwrap();
         if b_claimed == 10 {
@@ -352,7 +390,7 @@ async fn case_weights_share_claims(c: &SqlCatalog) {
     }
     jobs.enqueue_many(&all, T0).await.unwrap();
     let mut counts: BTreeMap<TenantId, u32> = BTreeMap::new();
-    for got in jobs.claim(&q(&["work"]), None, 400, LEASE, T0).await.unwrap() {
+    for got in jobs.claim(&q(&["work"]), None, "worker", 400, LEASE, T0).await.unwrap() {
         *counts.entry(got.tenant_id).or_default() += 1;
     }
     let (h, l) = (counts[&heavy], counts[&light]);
@@ -374,11 +412,14 @@ async fn case_tenant_worker_sees_only_its_tenant(c: &SqlCatalog) {
     jobs.enqueue(&NewJob::new(mine, "work", serde_json::json!({"secret": "mine"})), T0)
         .await
         .unwrap();
-    let got = jobs.claim(&q(&["work"]), Some(&mine), 10, LEASE, T0).await.unwrap();
+    let got = jobs
+        .claim(&q(&["work"]), Some(&mine), "worker", 10, LEASE, T0)
+        .await
+        .unwrap();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].payload["secret"], "mine");
     assert!(jobs
-        .claim(&q(&["work"]), Some(&mine), 10, LEASE, T0)
+        .claim(&q(&["work"]), Some(&mine), "worker", 10, LEASE, T0)
         .await
         .unwrap()
         .is_empty());
@@ -410,12 +451,14 @@ async fn postgres_concurrent_claimers_never_share_a_job() {
         workers.push(tokio::spawn(async move {
             let mut ran = Vec::new();
             loop {
-                let got = node.claim(&q(&["work"]), None, 5, 600_000, T0).await.unwrap();
+                let got = node.claim(&q(&["work"]), None, "worker", 5, 600_000, T0).await.unwrap();
                 if got.is_empty() {
                     return ran;
                 }
                 for g in got {
-                    node.complete(&g.job_id, &g.lease, None, T0).await.unwrap();
+                    node.complete(&g.job_id, Holder::Lease(&g.lease), None, T0)
+                        .await
+                        .unwrap();
                     ran.push(g.job_id);
                 }
             }
@@ -430,4 +473,105 @@ async fn postgres_concurrent_claimers_never_share_a_job() {
     assert_eq!(once, ids, "every job ran");
     other.pool().close().await;
     drop_postgres(c, &url).await;
+}
+
+both_backends! {
+    case_suspended_tenant_is_held => sqlite_suspended_tenant_is_held, postgres_suspended_tenant_is_held;
+    case_claimer_holds_and_lists => sqlite_claimer_holds_and_lists, postgres_claimer_holds_and_lists;
+}
+
+/// A tenant suspended in the catalog has its jobs held; resumed, they run.
+async fn case_suspended_tenant_is_held(c: &SqlCatalog) {
+    use tenantd_core::tenant::Transition;
+    let jobs = Jobs::new(c.clone());
+    let t = tid("paused");
+    let mut w = c.begin().await.unwrap();
+    c.create_tenant(
+        &mut w,
+        &tenantd_store::NewTenant {
+            id: t,
+            name: "Paused".into(),
+            plan: tenantd_core::PlanId::parse("free").unwrap(),
+            owner_email: tenantd_core::Email::parse("o@paused.example").unwrap(),
+            settings: serde_json::json!({}),
+        },
+    )
+    .await
+    .unwrap();
+    c.transition_tenant(&mut w, &t, Transition::Suspend, Some("unpaid"))
+        .await
+        .unwrap();
+    w.commit().await.unwrap();
+    jobs.enqueue(&NewJob::new(t, "work", serde_json::json!({})), T0)
+        .await
+        .unwrap();
+    assert!(
+        jobs.claim(&q(&["work"]), None, "worker", 5, LEASE, T0)
+            .await
+            .unwrap()
+            .is_empty(),
+        "held while suspended"
+    );
+    let mut w = c.begin().await.unwrap();
+    c.transition_tenant(&mut w, &t, Transition::Resume, None).await.unwrap();
+    w.commit().await.unwrap();
+    assert_eq!(
+        jobs.claim(&q(&["work"]), None, "worker", 5, LEASE, T0)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+/// Over HTTP a worker is known by the principal that claimed; a cap set alone keeps the
+/// rest of the policy; lists filter by queue and state, newest first.
+async fn case_claimer_holds_and_lists(c: &SqlCatalog) {
+    let jobs = Jobs::new(c.clone());
+    let t = tid("lister");
+    for (i, queue) in ["a", "b", "a"].into_iter().enumerate() {
+        let mut j = NewJob::new(t, queue, serde_json::json!({"i": i}));
+        if i == 2 {
+            j.run_at = Some(T0 + 1_000_000);
+        }
+        jobs.enqueue(&j, T0).await.unwrap();
+    }
+    jobs.set_cap(&t, Some(1)).await.unwrap();
+    let got = jobs
+        .claim(&q(&["a", "b"]), None, "key_one", 5, LEASE, T0)
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1, "capped at one running");
+    assert!(matches!(
+        jobs.complete(&got[0].job_id, Holder::Claimer("key_two"), None, T0 + 1)
+            .await,
+        Err(JobError::NotHeld(_))
+    ));
+    jobs.complete(&got[0].job_id, Holder::Claimer("key_one"), None, T0 + 1)
+        .await
+        .unwrap();
+    let all = jobs.list(&t, None, None, 10, None, T0 + 2).await.unwrap();
+    assert_eq!(all.len(), 3);
+    assert!(all.windows(2).all(|w| w[0].id > w[1].id), "newest first");
+    let scheduled = jobs
+        .list(&t, Some("a"), Some(JobState::Scheduled), 10, None, T0 + 2)
+        .await
+        .unwrap();
+    assert_eq!(scheduled.len(), 1);
+    assert_eq!(scheduled[0].payload["i"], 2);
+    let done = jobs
+        .list(&t, None, Some(JobState::Succeeded), 10, None, T0 + 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        done.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(),
+        [got[0].job_id.as_str()]
+    );
+    let page = jobs.list(&t, None, None, 1, Some(&all[0].id), T0 + 2).await.unwrap();
+    assert_eq!(page[0].id, all[1].id);
+    assert!(jobs
+        .list(&tid("nobody"), None, None, 10, None, T0)
+        .await
+        .unwrap()
+        .is_empty());
 }

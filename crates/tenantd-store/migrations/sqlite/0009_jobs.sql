@@ -13,6 +13,7 @@ CREATE TABLE jobs (
     max_attempts INTEGER NOT NULL,
     lease_expires_at BIGINT,
     lease_token TEXT,
+    claimed_by TEXT,
     started_at BIGINT,
     idempotency_key TEXT,
     result TEXT,
