@@ -52,10 +52,11 @@ for who in tenant operator; do
   # the configuration turns off for one operation.)
   [ "$who" = operator ] && extra+=(--exclude-checks use_after_free)
   [ -n "$SEED" ] && extra+=(--seed "$SEED")
+  # A claim may long-poll for up to 30 s (wait_seconds), hence the request timeout.
   echo "== schemathesis as the $who (${SECONDS_EACH}s)"
   st --config-file fuzz/schemathesis.toml run "$url/openapi.json" \
     -H "Authorization: Bearer $token" "${extra[@]}" \
-    --max-time "$SECONDS_EACH" --phases examples,coverage,fuzzing,stateful \
+    --max-time "$SECONDS_EACH" --request-timeout 40 --phases examples,coverage,fuzzing,stateful \
     --workers 1 --no-color --report junit --report-dir "$work/report-$who" || status=1
 done
 if [ "$status" -ne 0 ]; then

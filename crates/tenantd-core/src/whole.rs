@@ -2,6 +2,7 @@
 //! field the OpenAPI document calls an `integer` takes both (serde's own `u64` takes only
 //! the first). A fraction, a negative or a number past the type's range is refused.
 use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
 use std::fmt;
 
 struct Whole(u64);
@@ -68,6 +69,29 @@ pub fn opt_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error>
     d.deserialize_option(Opt)
 }
 
+/// An `Option<u32>` field (give it `#[serde(default)]` too) that takes `3` and `3.0`.
+pub fn opt_u32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    opt_u64(d)?
+        .map(|v| u32::try_from(v).map_err(|_| de::Error::custom(format!("{v} is past {}", u32::MAX))))
+        .transpose()
+}
+
+/// An `Option<i32>` field (give it `#[serde(default)]` too) that takes `-3` and `-3.0`.
+pub fn opt_i32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i32>, D::Error> {
+    let v = Option::<serde_json::Number>::deserialize(d)?;
+    v.map(|n| {
+        let whole = n.as_i64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() <= f64::from(i32::MAX))
+                .map(|f| f as i64)
+        });
+        whole
+            .and_then(|w| i32::try_from(w).ok())
+            .ok_or_else(|| de::Error::custom(format!("{n} is not a whole number from {} to {}", i32::MIN, i32::MAX)))
+    })
+    .transpose()
+}
+
 #[cfg(test)]
 mod tests {
     #[derive(serde::Deserialize, Debug, PartialEq)]
@@ -99,6 +123,37 @@ mod tests {
             r#"{"n": "3"}"#,
             r#"{"n": 1e300}"#,
             r#"{"n": 1, "s": 4294967296}"#,
+        ] {
+            assert!(t(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[derive(serde::Deserialize, Debug, PartialEq)]
+    struct Small {
+        #[serde(default, deserialize_with = "super::opt_u32")]
+        u: Option<u32>,
+        #[serde(default, deserialize_with = "super::opt_i32")]
+        i: Option<i32>,
+    }
+
+    #[test]
+    fn small_options_take_whole_numbers_in_their_range() {
+        let t = |j: &str| serde_json::from_str::<Small>(j);
+        assert_eq!(
+            t(r#"{"u": 3.0, "i": -4.0}"#).unwrap(),
+            Small {
+                u: Some(3),
+                i: Some(-4)
+            }
+        );
+        assert_eq!(t(r#"{"u": null}"#).unwrap(), Small { u: None, i: None });
+        assert_eq!(t(r#"{}"#).unwrap(), Small { u: None, i: None });
+        for bad in [
+            r#"{"u": -1}"#,
+            r#"{"u": 4294967296}"#,
+            r#"{"i": 2147483648}"#,
+            r#"{"i": 1.5}"#,
+            r#"{"i": "1"}"#,
         ] {
             assert!(t(bad).is_err(), "{bad}");
         }

@@ -214,6 +214,9 @@ pub enum JobError {
     /// Input the queue refuses.
     #[error("{0}")]
     Invalid(String),
+    /// The change conflicts with the job's state (cancelling a finished job).
+    #[error("{0}")]
+    Conflict(String),
     /// The catalog failed.
     #[error(transparent)]
     Store(#[from] tenantd_store::StoreError),

@@ -413,7 +413,7 @@ impl Jobs {
         let mut w = self.catalog.begin().await?;
         let job = self.job_in(&mut w, tenant, job_id, now).await?;
         if job.state.is_final() {
-            return Err(JobError::Invalid(format!(
+            return Err(JobError::Conflict(format!(
                 "the job is {}; only an unfinished job can be cancelled",
                 job.state.as_str()
             )));

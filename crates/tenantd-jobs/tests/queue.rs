@@ -176,7 +176,7 @@ async fn case_state_machine(c: &SqlCatalog) {
     );
     assert!(matches!(
         jobs.cancel(&t, &first.id, T0 + 5_000).await,
-        Err(JobError::Invalid(_))
+        Err(JobError::Conflict(_))
     ));
     assert!(jobs
         .claim(&q(&["mail"]), None, "worker", 10, LEASE, T0 + 100_000)

@@ -80,6 +80,20 @@ impl From<tenantd_data::DataError> for ApiError {
     }
 }
 
+impl From<tenantd_jobs::JobError> for ApiError {
+    fn from(e: tenantd_jobs::JobError) -> Self {
+        use tenantd_jobs::JobError;
+        match e {
+            JobError::NotFound => Self(Problem::not_found("job")),
+            JobError::NotHeld(_) | JobError::Conflict(_) => Self(Problem::new(Code::Conflict, e.to_string())),
+            JobError::Invalid(m) => Self(Problem::invalid(m)),
+            JobError::Store(e) => e.into(),
+            JobError::Db(e) => tenantd_store::StoreError::Db(e).into(),
+            JobError::Corrupt(e) => tenantd_store::StoreError::Corrupt(e).into(),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         self.0.into_response()

@@ -147,6 +147,15 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
     }
 }
 
+/// An optional JSON body: empty or `null` is `T::default()`, anything else is parsed as
+/// [`Json`] would parse it.
+pub fn optional_json<T: Default + serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Problem> {
+    if body.is_empty() {
+        return Ok(T::default());
+    }
+    Ok(parse_json::<Option<T>>(body)?.unwrap_or_default())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 pub struct StartError(pub String);
 
 /// Opens and migrates the catalog.
-pub async fn open_catalog(cfg: &Config) -> Result<Arc<dyn Catalog>, StartError> {
+pub async fn open_catalog(cfg: &Config) -> Result<SqlCatalog, StartError> {
     let c = SqlCatalog::connect(&cfg.database_url).await.map_err(|e| {
         StartError(format!(
             "cannot open the catalog at {}: {e}",
@@ -31,7 +31,7 @@ pub async fn open_catalog(cfg: &Config) -> Result<Arc<dyn Catalog>, StartError> 
             tenantd_core::redact_url(&cfg.database_url)
         ))
     })?;
-    Ok(Arc::new(c))
+    Ok(c)
 }
 
 async fn signer(cfg: &Config, catalog: &dyn Catalog) -> Result<Signer, StartError> {
@@ -132,7 +132,9 @@ pub async fn prepare(cfg: Config) -> Result<State, StartError> {
         }
         None => None,
     };
-    let catalog = open_catalog(&cfg).await?;
+    let sql = open_catalog(&cfg).await?;
+    let jobs = tenantd_jobs::Jobs::new(sql.clone());
+    let catalog: Arc<dyn Catalog> = Arc::new(sql);
     let data = open_data(&cfg).await?;
     let invalidations = catalog
         .subscribe()
@@ -203,6 +205,8 @@ pub async fn prepare(cfg: Config) -> Result<State, StartError> {
     }
     Ok(Arc::new(AppState {
         catalog,
+        jobs,
+        job_enqueued: tokio::sync::Notify::new(),
         data,
         edge,
         limiter,

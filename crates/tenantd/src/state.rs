@@ -13,6 +13,10 @@ pub struct AppState {
     pub catalog: Arc<dyn Catalog>,
     /// Tenant data at every tier.
     pub data: Arc<tenantd_data::DataStore>,
+    /// The job queue, in the catalog's database.
+    pub jobs: tenantd_jobs::Jobs,
+    /// Wakes this node's long-polling claims when a job is enqueued here.
+    pub job_enqueued: tokio::sync::Notify,
     /// The edge (cache, signer, counters).
     pub edge: Arc<Edge>,
     /// Admission and metering (the edge holds the same one).

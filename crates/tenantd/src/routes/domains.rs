@@ -133,12 +133,7 @@ pub async fn verify(
     RawBody(body): RawBody,
 ) -> ApiResult<axum::Json<DomainView>> {
     ctx.require("domains:manage")?;
-    // The body is optional.
-    let b: VerifyDomain = if body.is_empty() {
-        VerifyDomain::default()
-    } else {
-        crate::extract::parse_json::<Option<VerifyDomain>>(&body)?.unwrap_or_default()
-    };
+    let b: VerifyDomain = crate::extract::optional_json(&body)?;
     let d = state
         .catalog
         .get_domain(ctx.tenant_id(), &p.host.to_ascii_lowercase())

@@ -14,6 +14,7 @@ pub mod data;
 pub mod domains;
 pub mod edge;
 pub mod identity;
+pub mod jobs;
 pub mod keys;
 pub mod members;
 pub mod openapi;
@@ -39,6 +40,7 @@ pub fn api() -> OpenApiRouter<State> {
         .merge(usage_events::router())
         .merge(billing::router())
         .merge(edge::router())
+        .merge(jobs::router())
         .merge(data::router())
         .merge(blobs::router())
         .merge(cache::router())

@@ -24,6 +24,7 @@ use utoipa::OpenApi as _;
         (name = "usage", description = "Quotas, metered usage, leases, tenant events"),
         (name = "billing", description = "Invoices and the billing report"),
         (name = "data", description = "Tenant data: JSON records in collections, blobs and a cache"),
+        (name = "jobs", description = "Background jobs: enqueue, claim under a lease, complete or fail"),
         (name = "edge", description = "The edge decision, for services embedding tenantd's layer against a remote tenantd"),
     )
 )]
@@ -370,6 +371,13 @@ fn no_nul_in_strings(v: &mut serde_json::Value) {
             let open = m.get("additionalProperties").is_none_or(|a| a != false);
             if is_object && open && !m.contains_key("propertyNames") {
                 m.insert("propertyNames".into(), serde_json::json!({"pattern": "^[^\\u0000]*$"}));
+            }
+            // And so are the strings in its other properties' values, at any depth.
+            if is_object && m.get("additionalProperties").is_none_or(|a| a == true) {
+                m.insert(
+                    "additionalProperties".into(),
+                    serde_json::json!({"$ref": "#/components/schemas/JsonValue"}),
+                );
             }
             for (_, child) in m.iter_mut() {
                 no_nul_in_strings(child);

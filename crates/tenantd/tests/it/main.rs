@@ -8,6 +8,7 @@ mod exactness;
 mod gateway;
 mod identity;
 mod isolation;
+mod jobs;
 mod keys;
 mod limits;
 mod members;

@@ -65,6 +65,13 @@ async fn health_and_openapi_cover_every_route() {
         ("/v1/data/cache", &["delete"]),
         ("/v1/data/cache/{key}", &["get", "put", "delete"]),
         ("/v1/tenants/{id}/placement", &["get"]),
+        ("/v1/jobs", &["get", "post"]),
+        ("/v1/jobs/claim", &["post"]),
+        ("/v1/jobs/{job_id}", &["get"]),
+        ("/v1/jobs/{job_id}/cancel", &["post"]),
+        ("/v1/jobs/{job_id}/heartbeat", &["post"]),
+        ("/v1/jobs/{job_id}/complete", &["post"]),
+        ("/v1/jobs/{job_id}/fail", &["post"]),
     ];
     for (path, methods) in expected {
         let item = paths
