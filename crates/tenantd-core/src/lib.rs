@@ -3,6 +3,7 @@
 //! status transitions are checked here and nowhere else.
 #![forbid(unsafe_code)]
 
+pub mod crash;
 pub mod ids;
 pub mod perms;
 pub mod plan;

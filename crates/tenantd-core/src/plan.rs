@@ -206,7 +206,7 @@ pub struct Limit {
 }
 
 impl Limit {
-    fn new(resource: &str, window: Window, limit: Option<u64>, enforcement: Enforcement) -> Self {
+    pub fn new(resource: &str, window: Window, limit: Option<u64>, enforcement: Enforcement) -> Self {
         Self {
             resource: resource.to_string(),
             window,
@@ -300,6 +300,19 @@ pub struct Plan {
     /// What happens when shared counters (Redis) are unreachable.
     #[serde(default)]
     pub counter_failure: CounterFailure,
+    /// The plan's tenants' share of background job claims against other tenants': 1 to
+    /// 1000 (default 1). A tenant of weight 3 gets three claims for every one of a tenant
+    /// of weight 1 while both have work.
+    #[serde(default = "default_job_weight", deserialize_with = "crate::whole::u32")]
+    #[schema(minimum = 1, maximum = 1000, default = 1)]
+    pub job_weight: u32,
+}
+
+/// The most a plan's `job_weight` may be.
+pub const MAX_JOB_WEIGHT: u32 = 1000;
+
+fn default_job_weight() -> u32 {
+    1
 }
 
 /// Checks that `s` is a non-negative decimal with at most 4 fractional digits.
@@ -340,6 +353,9 @@ impl Plan {
                 return Err(format!("limit {}/{:?} appears twice", l.resource, l.window));
             }
         }
+        if !(1..=MAX_JOB_WEIGHT).contains(&self.job_weight) {
+            return Err(format!("job_weight must be 1 to {MAX_JOB_WEIGHT}"));
+        }
         Ok(())
     }
 
@@ -371,6 +387,7 @@ impl Plan {
             features: features.iter().map(|s| s.to_string()).collect(),
             isolation: iso,
             counter_failure: CounterFailure::default(),
+            job_weight: 1,
         };
         vec![
             plan(

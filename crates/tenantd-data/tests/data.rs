@@ -713,8 +713,9 @@ async fn migrations_resume(opts: DataOptions) {
 
 on_both!(migrations_resume);
 
-/// A move a crash interrupted (the tenant frozen where it was) is undone at the next
-/// start: the tenant is thawed there, and the move is handed back to be started again.
+/// A move a crash interrupted (the tenant frozen where it was) shows as unsettled after a
+/// restart, and is undone: the tenant is thawed there, and the caller is told to start the
+/// move again.
 async fn an_interrupted_move_is_recovered(opts: DataOptions) {
     let store = DataStore::open(opts.clone()).await.unwrap();
     let t = tenant("acme");
@@ -740,15 +741,16 @@ async fn an_interrupted_move_is_recovered(opts: DataOptions) {
     .unwrap();
     drop(store);
     let store = DataStore::open(opts).await.unwrap();
-    let moves = store.recover().await.unwrap();
-    assert_eq!(moves, vec![t]);
+    assert_eq!(store.unsettled().await.unwrap(), vec![t]);
+    assert!(store.recover(&t).await.unwrap(), "a move was undone");
     let p = store.placement(&t).await.unwrap().unwrap();
     assert_eq!((p.tier, p.state.as_str()), (Isolation::Row, "placed"));
     assert_eq!(p.progress.unwrap()["phase"], "interrupted");
     let s = store.scope(t, None).await.unwrap();
     s.put_record("c", "2", &json!({"n": 2}), None).await.expect("thawed");
     assert_eq!(s.list_records("c", None, 10).await.unwrap().len(), 2);
-    assert!(store.recover().await.unwrap().is_empty());
+    assert!(store.unsettled().await.unwrap().is_empty());
+    assert!(!store.recover(&t).await.unwrap(), "nothing left to undo");
 }
 
 on_both!(an_interrupted_move_is_recovered);

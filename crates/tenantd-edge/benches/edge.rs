@@ -110,6 +110,7 @@ fn build() -> World {
             status: TenantStatus::Active,
             limits: limits.clone(),
             counter_failure: Default::default(),
+            job_weight: 1,
             upstream: None,
         });
     }

@@ -23,6 +23,8 @@ pub struct TenantEntry {
     pub limits: Arc<[Limit]>,
     /// Its plan's policy for unreachable shared counters.
     pub counter_failure: tenantd_core::CounterFailure,
+    /// Its plan's share of background job claims.
+    pub job_weight: u32,
     /// Its dedicated upstream for the gateway (`settings.upstream`), if any; `Err` names
     /// why a stored value is not usable (the gateway answers 502 rather than send the
     /// tenant's traffic elsewhere).
@@ -341,6 +343,7 @@ mod tests {
             status: TenantStatus::Active,
             limits: Arc::from(Vec::new()),
             counter_failure: Default::default(),
+            job_weight: 1,
             upstream: None,
         });
         cache.put_tenant(TenantEntry {
@@ -350,6 +353,7 @@ mod tests {
             status: TenantStatus::Active,
             limits: Arc::from(Vec::new()),
             counter_failure: Default::default(),
+            job_weight: 1,
             upstream: None,
         });
         cache.apply(Some("tenant:acme"));
@@ -362,6 +366,7 @@ mod tests {
             status: TenantStatus::Active,
             limits: Arc::from(Vec::new()),
             counter_failure: Default::default(),
+            job_weight: 1,
             upstream: None,
         });
         cache.apply(Some("plan:starter"));
@@ -394,6 +399,7 @@ mod tests {
                 status: TenantStatus::Deleted,
                 limits: Arc::from(Vec::new()),
                 counter_failure: Default::default(),
+                job_weight: 1,
                 upstream: None,
             });
             cache.put_key(key(k, tenant));

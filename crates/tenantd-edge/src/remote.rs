@@ -189,6 +189,13 @@ pub struct TenantWire {
     pub limits: Vec<Limit>,
     /// Its plan's policy for unreachable shared counters.
     pub counter_failure: CounterFailure,
+    /// Its plan's share of background job claims (1 from servers that do not send it).
+    #[serde(default = "one")]
+    pub job_weight: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// A [`LimitState`] on the wire.
@@ -254,6 +261,7 @@ impl DecideResponse {
                         status: t.status,
                         limits: t.limits.to_vec(),
                         counter_failure: t.counter_failure,
+                        job_weight: t.job_weight,
                     }),
                     role: ctx.role.map(|r| (*r).clone()),
                     limit: ctx.limit.map(|l| LimitWire {
@@ -336,6 +344,7 @@ impl DecideResponse {
                         status: t.status,
                         limits: t.limits.into(),
                         counter_failure: t.counter_failure,
+                        job_weight: t.job_weight,
                         upstream: None,
                     })),
                 };

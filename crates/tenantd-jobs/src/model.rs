@@ -86,6 +86,8 @@ pub struct Job {
     pub last_error: Option<String>,
     /// Milliseconds it has run, over every attempt.
     pub run_ms: i64,
+    /// What its worker last reported of its progress (heartbeat).
+    pub progress: Option<serde_json::Value>,
     /// Unix ms.
     pub created_at: i64,
     /// Unix ms, once final.
@@ -141,6 +143,9 @@ pub struct Claimed {
     pub attempt: u32,
     /// Unix ms.
     pub lease_expires_at: i64,
+    /// How long it was ready before this claim (ms): since its `run_at`.
+    #[serde(skip)]
+    pub waited_ms: i64,
     /// Proves the holder: heartbeat, complete and fail name it.
     #[serde(skip)]
     pub lease: String,
@@ -180,15 +185,14 @@ pub enum Failed {
     Dead,
 }
 
-/// Which tenants' jobs a claim may take, and how a tenant is served.
+/// How a tenant is served: set from its plan. (A suspended tenant's jobs are held by its
+/// status in the catalog, not by its policy.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
-    /// Its share of claims against other tenants (at least 1).
+    /// Its share of claims against other tenants (at least 1): its plan's `job_weight`.
     pub weight: u32,
-    /// The most of its jobs running at once (its plan's `jobs`/`concurrent` limit).
+    /// The most of its jobs running at once: its plan's `jobs`/`concurrent` limit.
     pub max_running: Option<u64>,
-    /// Its jobs are held (the tenant is suspended).
-    pub held: bool,
 }
 
 impl Default for Policy {
@@ -196,7 +200,6 @@ impl Default for Policy {
         Self {
             weight: 1,
             max_running: None,
-            held: false,
         }
     }
 }

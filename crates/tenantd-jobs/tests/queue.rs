@@ -62,7 +62,7 @@ both_backends! {
     case_state_machine => sqlite_state_machine, postgres_state_machine;
     case_dead_after_max_attempts => sqlite_dead_after_max_attempts, postgres_dead_after_max_attempts;
     case_expired_lease_is_claimed_again => sqlite_expired_lease_is_claimed_again, postgres_expired_lease_is_claimed_again;
-    case_held_tenant_and_cap => sqlite_held_tenant_and_cap, postgres_held_tenant_and_cap;
+    case_running_cap => sqlite_running_cap, postgres_running_cap;
     case_fair_between_tenants => sqlite_fair_between_tenants, postgres_fair_between_tenants;
     case_weights_share_claims => sqlite_weights_share_claims, postgres_weights_share_claims;
     case_tenant_worker_sees_only_its_tenant => sqlite_tenant_worker_sees_only_its_tenant, postgres_tenant_worker_sees_only_its_tenant;
@@ -141,7 +141,7 @@ async fn case_state_machine(c: &SqlCatalog) {
     assert_eq!((got.len(), got[0].attempt), (1, 2));
     // Heartbeat extends; complete stores the result and the run time.
     assert_eq!(
-        jobs.heartbeat(&first.id, Holder::Lease(&got[0].lease), LEASE, T0 + 2_000)
+        jobs.heartbeat(&first.id, Holder::Lease(&got[0].lease), LEASE, None, T0 + 2_000)
             .await
             .unwrap(),
         T0 + 2_000 + LEASE
@@ -264,7 +264,7 @@ async fn case_expired_lease_is_claimed_again(c: &SqlCatalog) {
     assert_eq!((second[0].job_id.as_str(), second[0].attempt), (job.id.as_str(), 2));
     // The first worker's lease is gone: it can neither heartbeat nor complete.
     assert!(jobs
-        .heartbeat(&job.id, Holder::Lease(&first[0].lease), 1_000, T0 + 1_001)
+        .heartbeat(&job.id, Holder::Lease(&first[0].lease), 1_000, None, T0 + 1_001)
         .await
         .is_err());
     assert!(jobs
@@ -276,26 +276,17 @@ async fn case_expired_lease_is_claimed_again(c: &SqlCatalog) {
         .unwrap();
 }
 
-async fn case_held_tenant_and_cap(c: &SqlCatalog) {
+async fn case_running_cap(c: &SqlCatalog) {
     let jobs = Jobs::new(c.clone());
-    let (held, capped) = (tid("held"), tid("capped"));
+    let (free, capped) = (tid("free"), tid("capped"));
     for i in 0..5 {
-        jobs.enqueue(&NewJob::new(held, "work", serde_json::json!({"i": i})), T0)
+        jobs.enqueue(&NewJob::new(free, "work", serde_json::json!({"i": i})), T0)
             .await
             .unwrap();
         jobs.enqueue(&NewJob::new(capped, "work", serde_json::json!({"i": i})), T0)
             .await
             .unwrap();
     }
-    jobs.set_policy(
-        &held,
-        Policy {
-            held: true,
-            ..Policy::default()
-        },
-    )
-    .await
-    .unwrap();
     jobs.set_policy(
         &capped,
         Policy {
@@ -306,10 +297,11 @@ async fn case_held_tenant_and_cap(c: &SqlCatalog) {
     .await
     .unwrap();
     let got = jobs.claim(&q(&["work"]), None, "worker", 10, LEASE, T0).await.unwrap();
-    assert_eq!(got.len(), 2, "two of capped's, none of held's: {got:?}");
-    assert!(got.iter().all(|g| g.tenant_id == capped));
+    let of_capped: Vec<&Claimed> = got.iter().filter(|g| g.tenant_id == capped).collect();
+    assert_eq!(got.len(), 7, "all of free's, two of capped's: {got:?}");
+    assert_eq!(of_capped.len(), 2);
     // One finishes: one more may run, never a third at once.
-    jobs.complete(&got[0].job_id, Holder::Lease(&got[0].lease), None, T0 + 1)
+    jobs.complete(&of_capped[0].job_id, Holder::Lease(&of_capped[0].lease), None, T0 + 1)
         .await
         .unwrap();
     let more = jobs
@@ -317,19 +309,23 @@ async fn case_held_tenant_and_cap(c: &SqlCatalog) {
         .await
         .unwrap();
     assert_eq!(more.len(), 1);
-    // Resumed: held's jobs run.
-    jobs.set_policy(&held, Policy::default()).await.unwrap();
-    let resumed = jobs
+    assert!(jobs
         .claim(&q(&["work"]), None, "worker", 10, LEASE, T0 + 3)
         .await
+        .unwrap()
+        .is_empty());
+    // A failure frees its place too.
+    jobs.fail(&more[0].job_id, Holder::Lease(&more[0].lease), "boom", Some(0), T0 + 4)
+        .await
         .unwrap();
-    assert_eq!(resumed.iter().filter(|g| g.tenant_id == held).count(), 5);
-    assert!(
-        resumed.iter().all(|g| g.tenant_id == held),
-        "capped is still at its cap"
-    );
-    // A deleted tenant's jobs are cancelled.
-    assert_eq!(jobs.cancel_all(&capped, T0 + 4).await.unwrap(), 4);
+    let again = jobs
+        .claim(&q(&["work"]), None, "worker", 10, LEASE, T0 + 5)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    // A deleted tenant's unfinished jobs are cancelled: two running, one failed (waiting
+    // for its retry), one queued.
+    assert_eq!(jobs.cancel_all(&capped, T0 + 6).await.unwrap(), 4);
 }
 
 /// A enqueues 2,000 jobs, then B enqueues 10: with one worker claiming one at a time,
@@ -524,8 +520,8 @@ async fn case_suspended_tenant_is_held(c: &SqlCatalog) {
     );
 }
 
-/// Over HTTP a worker is known by the principal that claimed; a cap set alone keeps the
-/// rest of the policy; lists filter by queue and state, newest first.
+/// Over HTTP a worker is known by the principal that claimed; the cap holds across the
+/// tenant's queues; lists filter by queue and state, newest first.
 async fn case_claimer_holds_and_lists(c: &SqlCatalog) {
     let jobs = Jobs::new(c.clone());
     let t = tid("lister");
@@ -536,7 +532,15 @@ async fn case_claimer_holds_and_lists(c: &SqlCatalog) {
         }
         jobs.enqueue(&j, T0).await.unwrap();
     }
-    jobs.set_cap(&t, Some(1)).await.unwrap();
+    jobs.set_policy(
+        &t,
+        Policy {
+            max_running: Some(1),
+            ..Policy::default()
+        },
+    )
+    .await
+    .unwrap();
     let got = jobs
         .claim(&q(&["a", "b"]), None, "key_one", 5, LEASE, T0)
         .await

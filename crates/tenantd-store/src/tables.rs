@@ -28,6 +28,7 @@ pub const TENANT_TABLES: &[TenantTable] = &[
     table("usage_idempotency", "idempotency keys of usage events"),
     table("plan_history", "plan history"),
     table("jobs", "background jobs"),
-    table("job_tenants", "its place in the job rotation"),
+    table("job_lanes", "its lanes in the job queue's rotation"),
+    table("job_tenants", "its job policy and running count"),
     table("audit_events", "events"),
 ];

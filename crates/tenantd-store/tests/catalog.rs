@@ -378,6 +378,7 @@ async fn case_plan_crud(c: &dyn Catalog) {
         features: vec!["exports".into()],
         isolation: Isolation::Row,
         counter_failure: tenantd_core::CounterFailure::FailClosed,
+        job_weight: 3,
     };
     committed(c).create_plan(&burst).await.unwrap();
     assert_eq!(c.get_plan(&pid("burst")).await.unwrap(), burst);

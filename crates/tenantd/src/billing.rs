@@ -292,6 +292,7 @@ mod tests {
             features: vec![],
             isolation: Default::default(),
             counter_failure: Default::default(),
+            job_weight: 1,
         }
     }
 

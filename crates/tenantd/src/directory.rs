@@ -22,6 +22,7 @@ pub fn tenant_entry(t: &Tenant, plan: &Plan) -> TenantEntry {
         status: t.status,
         limits: merge_limits(&plan.limits, &t.limits).into(),
         counter_failure: plan.counter_failure,
+        job_weight: plan.job_weight,
         upstream: t.settings.get("upstream").filter(|u| !u.is_null()).map(|u| {
             u.as_str()
                 .ok_or_else(|| "settings.upstream is not a string".to_string())

@@ -14,6 +14,7 @@ pub mod gateway;
 pub mod grants;
 pub mod levels;
 pub mod metrics;
+pub mod platform_jobs;
 pub mod routes;
 pub mod serve;
 pub mod startup;

@@ -134,6 +134,9 @@ pub async fn prepare(cfg: Config) -> Result<State, StartError> {
     };
     let sql = open_catalog(&cfg).await?;
     let jobs = tenantd_jobs::Jobs::new(sql.clone());
+    jobs.listen()
+        .await
+        .map_err(|e| StartError(format!("cannot listen for enqueued jobs: {e}")))?;
     let catalog: Arc<dyn Catalog> = Arc::new(sql);
     let data = open_data(&cfg).await?;
     let invalidations = catalog
@@ -193,10 +196,14 @@ pub async fn prepare(cfg: Config) -> Result<State, StartError> {
     };
     let gateway_addr = gateway_listener.as_ref().and_then(|l| l.local_addr().ok());
     let server_limits = cfg.server;
+    let job_policies: Arc<dashmap::DashMap<TenantId, tenantd_jobs::Policy>> = Arc::default();
     if let Some(mut rx) = invalidations {
         let (edge, data, limiter) = (edge.clone(), data.clone(), limiter.clone());
+        let policies = job_policies.clone();
         tokio::spawn(async move {
             while let Some(topic) = rx.recv().await {
+                // A tenant's or plan's change may change its job policy.
+                policies.clear();
                 if let Some(change) = edge.cache().apply(topic.as_deref()) {
                     forget_purged(&data, &limiter, change).await;
                 }
@@ -206,7 +213,6 @@ pub async fn prepare(cfg: Config) -> Result<State, StartError> {
     Ok(Arc::new(AppState {
         catalog,
         jobs,
-        job_enqueued: tokio::sync::Notify::new(),
         data,
         edge,
         limiter,
@@ -219,6 +225,8 @@ pub async fn prepare(cfg: Config) -> Result<State, StartError> {
         level_locks: dashmap::DashMap::new(),
         storage_levels: dashmap::DashMap::new(),
         http_metrics: Arc::default(),
+        job_metrics: Default::default(),
+        job_policies,
     }))
 }
 

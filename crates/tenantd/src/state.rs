@@ -15,8 +15,6 @@ pub struct AppState {
     pub data: Arc<tenantd_data::DataStore>,
     /// The job queue, in the catalog's database.
     pub jobs: tenantd_jobs::Jobs,
-    /// Wakes this node's long-polling claims when a job is enqueued here.
-    pub job_enqueued: tokio::sync::Notify,
     /// The edge (cache, signer, counters).
     pub edge: Arc<Edge>,
     /// Admission and metering (the edge holds the same one).
@@ -41,6 +39,11 @@ pub struct AppState {
     pub storage_levels: dashmap::DashMap<TenantId, u64>,
     /// The HTTP API's request counter and latency histogram.
     pub http_metrics: Arc<crate::metrics::requests::HttpMetrics>,
+    /// The job queue's series.
+    pub job_metrics: crate::metrics::JobMetrics,
+    /// The job policy (weight, running cap) this node last wrote for each tenant, so an
+    /// enqueue writes it only when the tenant's plan or limits changed.
+    pub job_policies: Arc<dashmap::DashMap<TenantId, tenantd_jobs::Policy>>,
 }
 
 /// The handle handlers get.
@@ -75,9 +78,32 @@ impl AppState {
         )
     }
 
+    /// Writes the tenant's job policy (its plan's weight and its running cap) unless this
+    /// node last wrote the same.
+    pub async fn keep_job_policy(&self, tenant: &tenantd_edge::TenantEntry) -> Result<(), tenantd_jobs::JobError> {
+        let policy = crate::routes::jobs::policy(tenant);
+        if self.job_policies.get(&tenant.id).is_some_and(|p| *p == policy) {
+            return Ok(());
+        }
+        self.jobs.set_policy(&tenant.id, policy).await?;
+        self.job_policies.insert(tenant.id, policy);
+        Ok(())
+    }
+
+    /// Writes the job policy of a tenant whose plan or limits changed, from the catalog.
+    pub async fn refresh_job_policy(&self, tenant: &TenantId) -> crate::error::ApiResult<()> {
+        let t = self.catalog.get_tenant(tenant).await?;
+        let plan = self.catalog.get_plan(&t.plan).await?;
+        let entry = crate::directory::tenant_entry(&t, &plan);
+        self.job_policies.remove(tenant);
+        self.keep_job_policy(&entry).await?;
+        Ok(())
+    }
+
     /// Drops what `change` made stale from this node's cache and tells the other nodes.
     pub async fn changed(&self, change: tenantd_edge::Change<'_>) {
         self.edge.cache().forget(change);
+        self.job_policies.clear();
         forget_purged(&self.data, &self.limiter, change).await;
         if let Err(e) = self.catalog.publish(&change.topic()).await {
             tracing::error!(error = %e, topic = %change.topic(), "could not publish a cache invalidation");

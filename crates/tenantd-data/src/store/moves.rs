@@ -101,6 +101,7 @@ impl DataStore {
                 after = page.last().map(|r| t.key_of(r));
             }
         }
+        tenantd_core::crash::point("move.copied");
         // Writes wait from here until the switch.
         progress["phase"] = json!("frozen");
         self.set_progress(tenant, &progress).await;
@@ -214,44 +215,57 @@ impl DataStore {
         Ok(())
     }
 
-    /// After a crash: moves that were under way are undone (their tenants thawed where
-    /// they were, the partial copies dropped); returns those tenants, so that the caller
-    /// can move them again to their plan's tier. Moves that had switched get their old
-    /// copy dropped.
-    pub async fn recover(&self) -> Result<Vec<TenantId>, DataError> {
-        let rows = sqlx::query(&format!(
-            "SELECT tenant_id, location, state, target, progress FROM {} WHERE state <> 'placed'",
+    /// The tenants whose placement is not settled: a move was under way (or its old copy
+    /// was being dropped) when the process that ran it stopped, or it still runs.
+    pub async fn unsettled(&self) -> Result<Vec<TenantId>, DataError> {
+        let rows: Vec<String> = sqlx::query_scalar(&format!(
+            "SELECT tenant_id FROM {} WHERE state <> 'placed' ORDER BY tenant_id",
             self.placements()
         ))
         .fetch_all(&self.admin)
         .await?;
-        let mut out = Vec::new();
-        for r in rows {
-            let id: String = r.try_get("tenant_id")?;
-            let tenant = TenantId::parse(&id).map_err(|e| DataError::Invalid(e.to_string()))?;
-            let location: String = r.try_get("location")?;
-            let target: Option<String> = r.try_get("target")?;
-            if r.try_get::<String, _>("state")? == "dropping" {
-                let progress: Option<String> = r.try_get("progress")?;
-                let progress = progress
-                    .and_then(|p| serde_json::from_str(&p).ok())
-                    .unwrap_or(json!({}));
-                self.end_move(&tenant, target.as_deref(), progress).await?;
-                continue;
-            }
-            self.open_location(&location, false)
-                .await?
-                .set_frozen(&tenant, false)
-                .await?;
-            if let Some(t) = target.filter(|t| *t != location) {
-                if let Err(e) = self.drop_copy(&tenant, &t).await {
-                    tracing::warn!(tenant = %tenant, error = %e, "an interrupted move's partial copy was not dropped");
-                }
-                out.push(tenant);
-            }
-            self.settle_placement(&tenant, &json!({"phase": "interrupted", "from": location}))
-                .await?;
+        rows.iter()
+            .map(|id| TenantId::parse(id).map_err(|e| DataError::Invalid(e.to_string())))
+            .collect()
+    }
+
+    /// After a crash: the tenant's move that was under way is undone (the tenant thawed
+    /// where it was, the partial copy dropped), or, if it had switched, its old copy is
+    /// dropped. The caller must know that no other process runs the move (tenantd's job
+    /// queue does: one live tier-move job per tenant). `true` when a move was undone, so
+    /// the caller should move the tenant again.
+    pub async fn recover(&self, tenant: &TenantId) -> Result<bool, DataError> {
+        let Some(r) = sqlx::query(&format!(
+            "SELECT location, state, target, progress FROM {} WHERE tenant_id = $1 AND state <> 'placed'",
+            self.placements()
+        ))
+        .bind(tenant.as_str())
+        .fetch_optional(&self.admin)
+        .await?
+        else {
+            return Ok(false);
+        };
+        let location: String = r.try_get("location")?;
+        let target: Option<String> = r.try_get("target")?;
+        if r.try_get::<String, _>("state")? == "dropping" {
+            let progress: Option<String> = r.try_get("progress")?;
+            let progress = progress
+                .and_then(|p| serde_json::from_str(&p).ok())
+                .unwrap_or(json!({}));
+            self.end_move(tenant, target.as_deref(), progress).await?;
+            return Ok(false);
         }
-        Ok(out)
+        self.open_location(&location, false)
+            .await?
+            .set_frozen(tenant, false)
+            .await?;
+        if let Some(t) = target.as_deref().filter(|t| *t != location) {
+            if let Err(e) = self.drop_copy(tenant, t).await {
+                tracing::warn!(tenant = %tenant, error = %e, "an interrupted move's partial copy was not dropped");
+            }
+        }
+        self.settle_placement(tenant, &json!({"phase": "interrupted", "from": location}))
+            .await?;
+        Ok(true)
     }
 }

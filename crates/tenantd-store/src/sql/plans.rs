@@ -16,6 +16,7 @@ fn plan_from(r: &AnyRow) -> Result<Plan> {
         features: json(r, "features")?,
         isolation: serde_json::from_value(serde_json::Value::String(isolation))?,
         counter_failure: serde_json::from_value(serde_json::Value::String(r.try_get("counter_failure")?))?,
+        job_weight: r.try_get::<i32, _>("job_weight")?.max(1) as u32,
     })
 }
 
@@ -39,7 +40,7 @@ impl PlanStore for SqlCatalog {
 
     async fn create_plan(&self, w: &mut Work, p: &Plan) -> Result<()> {
         let now = now_secs();
-        let r = sqlx::query("INSERT INTO plans (id, name, price, currency, limits, features, isolation, created_at, updated_at, counter_failure) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9)")
+        let r = sqlx::query("INSERT INTO plans (id, name, price, currency, limits, features, isolation, created_at, updated_at, counter_failure, job_weight) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, $10)")
             .bind(p.id.as_str())
             .bind(&p.name)
             .bind(&p.price)
@@ -49,6 +50,7 @@ impl PlanStore for SqlCatalog {
             .bind(to_json(&p.isolation).trim_matches('"').to_string())
             .bind(now)
             .bind(p.counter_failure.as_str())
+            .bind(p.job_weight as i32)
             .execute(&mut *w.tx)
             .await
             .map(|_| ())
@@ -60,7 +62,7 @@ impl PlanStore for SqlCatalog {
     }
 
     async fn update_plan(&self, w: &mut Work, p: &Plan) -> Result<()> {
-        let n = sqlx::query("UPDATE plans SET name = $2, price = $3, currency = $4, limits = $5, features = $6, isolation = $7, updated_at = $8, counter_failure = $9 WHERE id = $1")
+        let n = sqlx::query("UPDATE plans SET name = $2, price = $3, currency = $4, limits = $5, features = $6, isolation = $7, updated_at = $8, counter_failure = $9, job_weight = $10 WHERE id = $1")
             .bind(p.id.as_str())
             .bind(&p.name)
             .bind(&p.price)
@@ -70,6 +72,7 @@ impl PlanStore for SqlCatalog {
             .bind(to_json(&p.isolation).trim_matches('"').to_string())
             .bind(now_secs())
             .bind(p.counter_failure.as_str())
+            .bind(p.job_weight as i32)
             .execute(&mut *w.tx)
             .await?
             .rows_affected();

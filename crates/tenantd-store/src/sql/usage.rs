@@ -141,6 +141,11 @@ enum Upsert {
     Set,
 }
 
+/// Adds counter deltas in `tx` (a unit of work's).
+pub(crate) async fn add_counters_in(tx: &mut sqlx::Transaction<'_, sqlx::Any>, deltas: &[CounterRow]) -> Result<()> {
+    upsert_counters(tx, deltas, Upsert::Add).await
+}
+
 /// Writes counter rows in `tx`.
 async fn upsert_counters(tx: &mut sqlx::Transaction<'_, sqlx::Any>, rows: &[CounterRow], how: Upsert) -> Result<()> {
     if rows.is_empty() {

@@ -5,9 +5,11 @@
 //! counters, the gateway, each listener's connections): [`render`] reads them at scrape
 //! time through a [`Collector`]. The HTTP API's requests are counted and timed here, by
 //! the [`track`] middleware, per route template, method and status.
+pub mod jobs;
 pub mod requests;
 
 use crate::state::State;
+pub use jobs::JobMetrics;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{prometheus_text, DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -29,6 +31,7 @@ pub fn render(state: &State) -> Result<String, fmt::Error> {
     let mut out = String::with_capacity(16 * 1024);
     prometheus_text::encode(&mut out, &scrape)?;
     prometheus_text::encode(&mut out, state.http_metrics.registry())?;
+    prometheus_text::encode(&mut out, state.job_metrics.registry())?;
     Ok(out)
 }
 

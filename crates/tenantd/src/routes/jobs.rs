@@ -9,7 +9,7 @@ use axum::extract::{Path, State as S};
 use http::StatusCode;
 use tenantd_core::{ts, Window};
 use tenantd_edge::{Ctx, Problem, TenantContext};
-use tenantd_jobs::{Failed, Holder, Job, JobState, NewJob};
+use tenantd_jobs::{ClaimRequest, Failed, Holder, Job, JobState, NewJob, Policy, SYSTEM_QUEUE_PREFIX};
 use tenantd_store::Page;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -79,6 +79,9 @@ pub struct JobView {
     last_error: Option<String>,
     /// Seconds it has run, over every attempt.
     run_seconds: f64,
+    /// What its worker last reported of its progress (heartbeat), if anything.
+    #[schema(value_type = JsonValue)]
+    progress: serde_json::Value,
     /// When it was enqueued.
     #[schema(format = DateTime)]
     created_at: String,
@@ -107,6 +110,7 @@ impl From<Job> for JobView {
             result: j.result.unwrap_or_default(),
             last_error: j.last_error,
             run_seconds: j.run_ms as f64 / 1000.0,
+            progress: j.progress.unwrap_or_default(),
             created_at: ms(j.created_at),
             finished_at: j.finished_at.map(ms),
         }
@@ -144,14 +148,28 @@ fn now_ms() -> i64 {
     tenantd_limits::now_ms()
 }
 
-/// The plan's `jobs`/`concurrent` limit, if it has one.
-fn running_cap(ctx: &TenantContext) -> Option<u64> {
-    ctx.tenant()
-        .limits
-        .iter()
-        .filter(|l| l.resource == "jobs" && l.window == Window::Concurrent)
-        .filter_map(|l| l.limit)
-        .min()
+/// How the calling tenant's jobs are served: its plan's `job_weight`, and its
+/// `jobs`/`concurrent` limit (the plan's or its override) as the running cap.
+pub fn policy(tenant: &tenantd_edge::TenantEntry) -> Policy {
+    Policy {
+        weight: tenant.job_weight,
+        max_running: tenant
+            .limits
+            .iter()
+            .filter(|l| l.resource == "jobs" && l.window == Window::Concurrent)
+            .filter_map(|l| l.limit)
+            .min(),
+    }
+}
+
+/// Refuses queue names tenantd keeps for its own work.
+fn not_reserved(queue: &str) -> Result<(), Problem> {
+    if queue.starts_with(SYSTEM_QUEUE_PREFIX) {
+        return Err(Problem::invalid(format!(
+            "queue '{queue}': names starting with '{SYSTEM_QUEUE_PREFIX}' are tenantd's own"
+        )));
+    }
+    Ok(())
 }
 
 /// Enqueues a job for the calling tenant (`jobs:write`).
@@ -167,6 +185,7 @@ pub async fn create(
     if !regex_like_queue(&b.queue) {
         return Err(Problem::invalid(format!("queue must match {QUEUE_PATTERN}")).into());
     }
+    not_reserved(&b.queue)?;
     let run_at = b
         .run_at
         .as_deref()
@@ -195,9 +214,8 @@ pub async fn create(
         idempotency_key: b.idempotency_key,
         priority,
     };
-    state.jobs.set_cap(ctx.tenant_id(), running_cap(&ctx)).await?;
+    state.keep_job_policy(ctx.tenant()).await?;
     let (stored, created) = state.jobs.enqueue(&job, now_ms()).await?;
-    state.job_enqueued.notify_waiters();
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, axum::Json(stored.into())))
 }
@@ -326,6 +344,9 @@ pub async fn claim(S(state): S<State>, Ctx(ctx): Ctx, Json(b): Json<Claim>) -> A
     if b.queues.is_empty() || b.queues.len() > 20 || !b.queues.iter().all(|q| regex_like_queue(q)) {
         return Err(Problem::invalid(format!("queues must hold 1 to 20 names matching {QUEUE_PATTERN}")).into());
     }
+    for q in &b.queues {
+        not_reserved(q)?;
+    }
     let in_range = |v: Option<u32>, default: u32, lo: u32, hi: u32, name: &str| -> Result<u32, Problem> {
         let v = v.unwrap_or(default);
         if (lo..=hi).contains(&v) {
@@ -338,33 +359,29 @@ pub async fn claim(S(state): S<State>, Ctx(ctx): Ctx, Json(b): Json<Claim>) -> A
     let lease_ms = i64::from(in_range(b.lease_seconds, 30, 1, 3600, "lease_seconds")?) * 1000;
     let wait = std::time::Duration::from_secs(u64::from(in_range(b.wait_seconds, 0, 0, 30, "wait_seconds")?));
     let claimer = principal.actor();
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        // Registered before the claim, so an enqueue between the two is not missed.
-        let enqueued = state.job_enqueued.notified();
-        let got = state
-            .jobs
-            .claim(&b.queues, tenant.as_ref(), &claimer, max, lease_ms, now_ms())
-            .await?;
-        let now = tokio::time::Instant::now();
-        if !got.is_empty() || now >= deadline {
-            let jobs = got
-                .into_iter()
-                .map(|c| ClaimedView {
-                    job_id: c.job_id,
-                    tenant_id: c.tenant_id,
-                    queue: c.queue,
-                    payload: c.payload,
-                    attempt: c.attempt,
-                    lease_expires_at: ms(c.lease_expires_at),
-                })
-                .collect();
-            return Ok(axum::Json(Claimed { jobs }));
-        }
-        // Woken by an enqueue on this node, or once a second for other nodes'.
-        let step = (deadline - now).min(std::time::Duration::from_secs(1));
-        let _ = tokio::time::timeout(step, enqueued).await;
-    }
+    let req = ClaimRequest {
+        queues: &b.queues,
+        tenant: tenant.as_ref(),
+        claimer: &claimer,
+        max,
+        lease_ms,
+    };
+    let got = state.jobs.claim_waiting(&req, wait, now_ms).await?;
+    let jobs = got
+        .into_iter()
+        .map(|c| {
+            state.job_metrics.claimed(c.waited_ms);
+            ClaimedView {
+                job_id: c.job_id,
+                tenant_id: c.tenant_id,
+                queue: c.queue,
+                payload: c.payload,
+                attempt: c.attempt,
+                lease_expires_at: ms(c.lease_expires_at),
+            }
+        })
+        .collect();
+    Ok(axum::Json(Claimed { jobs }))
 }
 
 /// `POST /v1/jobs/{job_id}/heartbeat` body.
@@ -375,6 +392,9 @@ pub struct Heartbeat {
     #[schema(minimum = 1, maximum = 3600)]
     #[serde(default, deserialize_with = "tenantd_core::whole::opt_u32")]
     lease_seconds: Option<u32>,
+    /// The job's progress, kept with it and shown to its tenant (any JSON, at most 4 KiB).
+    #[schema(value_type = Option<JsonValue>)]
+    progress: Option<serde_json::Value>,
 }
 
 /// A lease extended.
@@ -394,13 +414,24 @@ pub async fn heartbeat(
     RawBody(body): RawBody,
 ) -> ApiResult<axum::Json<Lease>> {
     let claimer = ctx.principal()?.actor();
-    let secs = optional_json::<Heartbeat>(&body)?.lease_seconds.unwrap_or(30);
+    let beat = optional_json::<Heartbeat>(&body)?;
+    let secs = beat.lease_seconds.unwrap_or(30);
     if !(1..=3600).contains(&secs) {
         return Err(Problem::invalid("lease_seconds must be 1 to 3600").into());
     }
+    let progress = beat.progress.filter(|p| !p.is_null());
+    if progress.as_ref().is_some_and(|p| p.to_string().len() > 4096) {
+        return Err(Problem::invalid("progress must be at most 4 KiB of JSON").into());
+    }
     let until = state
         .jobs
-        .heartbeat(&p.job_id, Holder::Claimer(&claimer), i64::from(secs) * 1000, now_ms())
+        .heartbeat(
+            &p.job_id,
+            Holder::Claimer(&claimer),
+            i64::from(secs) * 1000,
+            progress.as_ref(),
+            now_ms(),
+        )
         .await?;
     Ok(axum::Json(Lease {
         lease_expires_at: ms(until),
@@ -428,10 +459,11 @@ pub async fn complete(
     let claimer = ctx.principal()?.actor();
     let result = optional_json::<Complete>(&body)?.result;
     let result = (!result.is_null()).then_some(result);
-    state
+    let ran = state
         .jobs
         .complete(&p.job_id, Holder::Claimer(&claimer), result.as_ref(), now_ms())
         .await?;
+    state.job_metrics.finished("succeeded", ran);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -475,10 +507,13 @@ pub async fn fail(
         return Err(Problem::invalid("retry_in_seconds must be 0 to 86400").into());
     }
     let retry = b.retry_in_seconds.map(|s| i64::from(s) * 1000);
-    let (outcome, _) = state
+    let (outcome, ran) = state
         .jobs
         .fail(&p.job_id, Holder::Claimer(&claimer), &b.error, retry, now_ms())
         .await?;
+    state
+        .job_metrics
+        .finished(if outcome == Failed::Dead { "dead" } else { "failed" }, ran);
     Ok(axum::Json(match outcome {
         Failed::Retry(at) => FailOutcome {
             state: "failed",

@@ -68,6 +68,10 @@ pub struct PlanPatch {
     isolation: Option<Isolation>,
     /// What happens when shared counters (Redis) are unreachable.
     counter_failure: Option<tenantd_core::CounterFailure>,
+    /// The share of background job claims of the plan's tenants: 1 to 1000.
+    #[schema(minimum = 1, maximum = 1000)]
+    #[serde(default, deserialize_with = "tenantd_core::whole::opt_u32")]
+    job_weight: Option<u32>,
 }
 
 /// `{plan}`: a plan id.
@@ -97,11 +101,19 @@ pub async fn patch(
     plan.features = p.features.unwrap_or(plan.features);
     plan.isolation = p.isolation.unwrap_or(plan.isolation);
     plan.counter_failure = p.counter_failure.unwrap_or(plan.counter_failure);
+    plan.job_weight = p.job_weight.unwrap_or(plan.job_weight);
     let plan = checked(plan)?;
     let mut w = state.catalog.begin().await?;
     state.catalog.update_plan(&mut w, &plan).await?;
     w.commit_with(&plan_event("plan.updated", &plan.id, &ctx)).await?;
     state.changed(tenantd_edge::Change::Plan(plan.id.as_str())).await;
+    // Its tenants' jobs are served by its weight and limits from now on.
+    for tenant in state.jobs.tenants().await? {
+        match state.catalog.get_tenant(&tenant).await {
+            Ok(t) if t.plan == plan.id => state.refresh_job_policy(&tenant).await?,
+            _ => {}
+        }
+    }
     Ok(axum::Json(plan))
 }
 

@@ -302,9 +302,12 @@ pub async fn patch(
     w.commit_with(&AppState::event_of(&ctx, "tenant.updated", detail))
         .await?;
     state.changed(Change::Tenant(t.id.as_str())).await;
+    if patch.plan.is_some() || patch.limits.is_some() {
+        state.refresh_job_policy(&t.id).await?;
+    }
     // A plan at another tier moves the tenant's data there, online.
     if patch.plan.is_some() {
-        state.move_data(t.id);
+        state.request_move(t.id).await?;
     }
     Ok(axum::Json(t))
 }
@@ -321,6 +324,19 @@ async fn transition(
         .catalog
         .transition_tenant(&mut w, ctx.tenant_id(), t, reason)
         .await?;
+    match t {
+        // A deleted tenant's jobs are cancelled with its deletion (a restore does not
+        // bring them back).
+        Transition::Delete => {
+            state
+                .jobs
+                .cancel_all_in(&mut w, ctx.tenant_id(), tenantd_limits::now_ms())
+                .await?;
+        }
+        // Its jobs were held: they take their turn with the others' from now on.
+        Transition::Resume => state.jobs.rejoin_in(&mut w, ctx.tenant_id()).await?,
+        _ => {}
+    }
     w.commit_with(&AppState::event_of(ctx, action, serde_json::json!({"reason": reason})))
         .await?;
     state.changed(Change::Tenant(tenant.id.as_str())).await;

@@ -14,8 +14,9 @@ use crate::routes::openapi::{PageParams, TenantPath};
 use std::collections::BTreeMap;
 use tenantd_core::plan::validate_resource;
 use tenantd_core::usage::TenantEvent;
-use tenantd_core::{now_secs, Enforcement, Window};
+use tenantd_core::{now_secs, Enforcement, Limit, Window};
 use tenantd_edge::{Problem, TenantContext};
+use tenantd_jobs::JOB_SECONDS;
 use tenantd_limits::Outcome;
 use tenantd_store::Page;
 
@@ -58,11 +59,19 @@ async fn usage_of(state: &State, ctx: &TenantContext) -> ApiResult<Usage> {
     ctx.require("usage:read")?;
     let t = ctx.tenant();
     let now = now_secs();
-    let mut quotas = Vec::with_capacity(t.limits.len());
-    for l in t.limits.iter() {
+    let mut quotas = Vec::with_capacity(t.limits.len() + 1);
+    // Job run time is metered by the queue's upkeep into the catalog: it always shows, for
+    // the month, whether or not the plan limits it.
+    let job_seconds = (!t
+        .limits
+        .iter()
+        .any(|l| l.resource == JOB_SECONDS && l.window == Window::Month))
+    .then(|| Limit::new(JOB_SECONDS, Window::Month, None, Enforcement::Soft));
+    for l in t.limits.iter().chain(job_seconds.as_ref()) {
         let current = match catalog_level(&l.resource).filter(|_| l.window == Window::Total) {
             Some(what) => state.catalog.count(&t.id, what).await?,
             None if l.resource == STORAGE && l.window == Window::Total => storage_level(state, ctx).await?,
+            None if l.resource == JOB_SECONDS => metered(state, &t.id, l.window, now).await?,
             None => state
                 .limiter
                 .current(t.id, &l.resource, l.window)
@@ -98,6 +107,22 @@ async fn usage_of(state: &State, ctx: &TenantContext) -> ApiResult<Usage> {
         quotas,
         features: plan.features.into_iter().map(|f| (f, true)).collect(),
     })
+}
+
+/// A resource tenantd meters into the catalog itself (job run time): the tenant's counter
+/// of `window`'s current period.
+async fn metered(state: &State, tenant: &tenantd_core::TenantId, window: Window, now: i64) -> ApiResult<u64> {
+    let Some((start, end)) = window.period(now) else {
+        return Ok(0);
+    };
+    Ok(state
+        .catalog
+        .counters_in(tenant, window, start, end)
+        .await?
+        .iter()
+        .filter(|c| c.resource == JOB_SECONDS)
+        .map(|c| c.value)
+        .sum())
 }
 
 /// The calling tenant's quota table (`usage:read`); the tenant comes from the credential,

@@ -1,0 +1,150 @@
+//! The queue's SQL pieces, each written once and used by both backends. On PostgreSQL the
+//! hot paths (enqueue, claim, complete) run as one statement each (the pieces joined in a
+//! `WITH`), so a job costs three round trips as in the plainest `SKIP LOCKED` queue; on
+//! SQLite, embedded and serialised by its write lock, the same pieces run one after the
+//! other in a transaction.
+use crate::model::{Job, JobError, JobState};
+use crate::Result;
+use sqlx::any::AnyRow;
+use sqlx::Row;
+use tenantd_core::TenantId;
+use tenantd_store::Backend;
+
+/// A lane's pass advances by this over its tenant's weight per claim.
+pub(crate) const STRIDE: i64 = 1_000_000;
+
+/// A job's columns, as [`job_from`] reads them.
+pub(crate) const COLS: &str = "id, tenant_id, queue, payload, state, priority, run_at, attempt, max_attempts, lease_expires_at, result, last_error, run_ms, progress, created_at, finished_at";
+
+/// A job (`w`) waiting for a run: queued, or failed and waiting for its retry. Matches the
+/// partial index `jobs_waiting`.
+pub(crate) const WAITING: &str = "w.state IN ('queued', 'failed')";
+
+/// The order a lane's jobs are claimed in (the index `jobs_waiting`).
+pub(crate) const JOB_ORDER: &str = "ORDER BY w.priority DESC, w.run_at, w.id";
+
+/// Whether lane `l`'s tenant may be served: not suspended or deleted, not at its running
+/// cap.
+pub(crate) const LANE_OPEN: &str = "NOT EXISTS (SELECT 1 FROM tenants x WHERE x.id = l.tenant_id AND x.status <> 'active') \
+     AND NOT EXISTS (SELECT 1 FROM job_tenants c WHERE c.tenant_id = l.tenant_id AND c.max_running IS NOT NULL AND c.running >= c.max_running)";
+
+/// Whether lane `l` has a job whose time has come by `$1` (now).
+pub(crate) const LANE_READY: &str =
+    "EXISTS (SELECT 1 FROM jobs w WHERE w.tenant_id = l.tenant_id AND w.queue = l.queue AND w.state IN ('queued', 'failed') AND w.run_at <= $1)";
+
+/// The lanes a claim looks at first: lowest pass, then by name (a stable tie-break).
+pub(crate) const LANE_ORDER: &str = "ORDER BY l.pass, l.tenant_id, l.queue";
+
+/// A tenant row (`job_tenants`) below its running cap.
+pub(crate) const BELOW_CAP: &str = "(job_tenants.max_running IS NULL OR job_tenants.running < job_tenants.max_running)";
+
+/// One running job fewer, never below zero.
+pub(crate) const ONE_LESS: &str = "running = CASE WHEN running > 0 THEN running - 1 ELSE 0 END";
+
+/// The milliseconds a running job has run by `$4` (now).
+pub(crate) const RAN: &str = "(CASE WHEN started_at < $4 THEN $4 - started_at ELSE 0 END)";
+
+/// The tenant's row in `job_tenants`, made if missing (`$1` the tenant); taking no lock
+/// when it exists.
+pub(crate) const ENSURE_TENANT: &str = "INSERT INTO job_tenants (tenant_id) SELECT $1 \
+     WHERE NOT EXISTS (SELECT 1 FROM job_tenants WHERE tenant_id = $1) ON CONFLICT (tenant_id) DO NOTHING";
+
+/// A new job (`$1` tenant, `$2` queue, `$3` id, `$4` payload, `$5` priority, `$6` run_at,
+/// `$7` max_attempts, `$8` idempotency key, `$9` now); nothing when the tenant already
+/// has a job with its idempotency key.
+pub(crate) fn insert_job() -> String {
+    format!(
+        "INSERT INTO jobs (id, tenant_id, queue, payload, state, priority, run_at, max_attempts, idempotency_key, created_at, updated_at) \
+         VALUES ($3, $1, $2, $4, 'queued', $5, $6, $7, $8, $9, $9) \
+         ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING {COLS}"
+    )
+}
+
+/// The lane of tenant `$1` and queue `$2`, made if missing at the lowest pass of the
+/// queue's lanes (a tenant that was idle banks no credit). On PostgreSQL an existing lane
+/// is held with `FOR KEY SHARE` until the transaction ends: the queue's upkeep cannot
+/// delete it meanwhile (it would strand the job being added), and claims, which take lanes
+/// `FOR NO KEY UPDATE`, are not held up.
+pub(crate) fn ensure_lane(b: Backend) -> (String, String) {
+    let (with, existing) = match b {
+        Backend::Postgres => (
+            "WITH held AS (SELECT 1 FROM job_lanes WHERE tenant_id = $1 AND queue = $2 FOR KEY SHARE) ",
+            "SELECT 1 FROM held",
+        ),
+        Backend::Sqlite => ("", "SELECT 1 FROM job_lanes WHERE tenant_id = $1 AND queue = $2"),
+    };
+    (
+        with.to_string(),
+        format!(
+            "INSERT INTO job_lanes (tenant_id, queue, pass) \
+             SELECT $1, $2, COALESCE((SELECT MIN(pass) FROM job_lanes WHERE queue = $2), 0) WHERE NOT EXISTS ({existing}) \
+             ON CONFLICT (tenant_id, queue) DO NOTHING"
+        ),
+    )
+}
+
+/// `FOR UPDATE SKIP LOCKED` where the backend has it (PostgreSQL); SQLite serialises
+/// writers instead.
+pub(crate) fn skip_locked(b: Backend) -> &'static str {
+    match b {
+        Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+        Backend::Sqlite => "",
+    }
+}
+
+/// `FOR UPDATE` where the backend has it (PostgreSQL).
+pub(crate) fn for_update(b: Backend) -> &'static str {
+    match b {
+        Backend::Postgres => " FOR UPDATE",
+        Backend::Sqlite => "",
+    }
+}
+
+/// The larger of two values.
+pub(crate) fn greatest(b: Backend) -> &'static str {
+    match b {
+        Backend::Postgres => "GREATEST",
+        Backend::Sqlite => "max",
+    }
+}
+
+/// `$first, $first+1, …` for `n` values.
+pub(crate) fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A stored job; a queued one whose `run_at` is after `now` shows as scheduled.
+pub(crate) fn job_from(r: &AnyRow, now: i64) -> Result<Job> {
+    let state: String = r.try_get("state")?;
+    let run_at: i64 = r.try_get("run_at")?;
+    let state = match JobState::parse(&state) {
+        Some(JobState::Queued) if run_at > now => JobState::Scheduled,
+        Some(s) => s,
+        None => return Err(JobError::Invalid(format!("stored job state '{state}'"))),
+    };
+    let json = |col: &str| -> Result<Option<serde_json::Value>> {
+        let s: Option<String> = r.try_get(col)?;
+        Ok(s.map(|s| serde_json::from_str(&s)).transpose()?)
+    };
+    Ok(Job {
+        id: r.try_get("id")?,
+        tenant_id: TenantId::from_trusted(r.try_get("tenant_id")?),
+        queue: r.try_get("queue")?,
+        payload: json("payload")?.unwrap_or_default(),
+        state,
+        priority: r.try_get("priority")?,
+        run_at,
+        attempt: r.try_get::<i32, _>("attempt")?.max(0) as u32,
+        max_attempts: r.try_get::<i32, _>("max_attempts")?.max(1) as u32,
+        lease_expires_at: r.try_get("lease_expires_at")?,
+        result: json("result")?,
+        last_error: r.try_get("last_error")?,
+        run_ms: r.try_get("run_ms")?,
+        progress: json("progress")?,
+        created_at: r.try_get("created_at")?,
+        finished_at: r.try_get("finished_at")?,
+    })
+}

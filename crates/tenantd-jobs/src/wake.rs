@@ -1,0 +1,97 @@
+//! Waking waiting workers when jobs are enqueued: at once on the node that enqueued them,
+//! and on the other nodes sharing a PostgreSQL catalog through `LISTEN`/`NOTIFY` on
+//! [`CHANNEL`]. A burst of enqueues sends one notification per [`COALESCE`] at most, so
+//! an enqueue costs no extra round trip.
+use crate::queue::Jobs;
+use crate::Result;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+use tenantd_store::Backend;
+use tokio::sync::Notify;
+
+/// The PostgreSQL channel enqueues are announced on.
+pub const CHANNEL: &str = "tenantd_jobs";
+/// The shortest time between two notifications from one node.
+const COALESCE: Duration = Duration::from_millis(5);
+
+/// A node's waiting workers, and what it owes the other nodes.
+#[derive(Default)]
+pub(crate) struct Wake {
+    /// Wakes this node's waiting claims.
+    local: Notify,
+    /// Jobs were enqueued here since the last notification.
+    owed: AtomicBool,
+    /// Wakes the publisher.
+    kick: Notify,
+    /// Whether the publisher runs (only then is anything owed).
+    publishing: AtomicBool,
+}
+
+impl Wake {
+    /// Jobs were enqueued (and committed) on this node.
+    pub(crate) fn enqueued(&self) {
+        self.local.notify_waiters();
+        if self.publishing.load(Ordering::Relaxed) {
+            self.owed.store(true, Ordering::Release);
+            self.kick.notify_one();
+        }
+    }
+
+    /// Resolves at the next enqueue this node hears of.
+    pub(crate) fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.local.notified()
+    }
+}
+
+impl Jobs {
+    /// On PostgreSQL, starts announcing this node's enqueues to the other nodes and
+    /// listening for theirs, so a worker waiting on any node wakes at once. Both tasks end
+    /// when the last clone of this queue is dropped. Nothing to do on SQLite (one node).
+    pub async fn listen(&self) -> Result<()> {
+        if self.backend() != Backend::Postgres {
+            return Ok(());
+        }
+        let mut listener = sqlx::postgres::PgListener::connect(self.catalog.url()).await?;
+        listener.listen(CHANNEL).await?;
+        self.wake.publishing.store(true, Ordering::Relaxed);
+        let wake = Arc::downgrade(&self.wake);
+        tokio::spawn(async move {
+            loop {
+                // Looks now and then whether the queue is still there.
+                match tokio::time::timeout(Duration::from_secs(5), listener.try_recv()).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "the job queue's listener failed; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    Err(_) => {}
+                }
+                // Whatever happened (a notification, a reconnection that may have lost some,
+                // a quiet spell), waiting claims look again.
+                let Some(w) = wake.upgrade() else { return };
+                w.local.notify_waiters();
+            }
+        });
+        let wake: Weak<Wake> = Arc::downgrade(&self.wake);
+        let pool = self.catalog.pool().clone();
+        tokio::spawn(async move {
+            loop {
+                let Some(w) = wake.upgrade() else { return };
+                let kicked = tokio::time::timeout(Duration::from_secs(5), w.kick.notified()).await;
+                if kicked.is_ok() && w.owed.swap(false, Ordering::AcqRel) {
+                    drop(w);
+                    if let Err(e) = sqlx::query("SELECT pg_notify($1, '')")
+                        .bind(CHANNEL)
+                        .execute(&pool)
+                        .await
+                    {
+                        tracing::warn!(error = %e, "could not announce enqueued jobs to the other nodes");
+                    }
+                    tokio::time::sleep(COALESCE).await;
+                }
+            }
+        });
+        Ok(())
+    }
+}
