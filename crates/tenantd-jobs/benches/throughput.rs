@@ -125,12 +125,6 @@ async fn main() {
     let straight = Arc::new(Straight::new(&url, 16).await);
     let catalog = SqlCatalog::connect(&url).await.unwrap();
     catalog.migrate().await.unwrap();
-    if std::env::var("HACK").is_ok() {
-        sqlx::query("DROP INDEX job_lanes_pass")
-            .execute(catalog.pool())
-            .await
-            .unwrap();
-    }
     let queue = Arc::new(Jobs::new(catalog));
     let ids: Arc<Vec<TenantId>> = Arc::new(
         (0..tenants)

@@ -180,8 +180,7 @@ impl Jobs {
         .execute(&mut **w.tx())
         .await?;
         if retry_at.is_some() {
-            let (with, lane) = sql::ensure_lane(self.backend());
-            sqlx::query(&format!("{with}{lane}"))
+            sqlx::query(sql::ENSURE_LANE)
                 .bind(run.tenant)
                 .bind(run.queue)
                 .execute(&mut **w.tx())

@@ -56,9 +56,9 @@ impl Jobs {
         let out = match self.backend() {
             // One statement: the lane, the tenant's row and the job.
             Backend::Postgres => {
-                let (with, lane) = sql::ensure_lane(Backend::Postgres);
                 let cte = format!(
-                    "{with}, lane AS ({lane} RETURNING 1), tenant AS ({} RETURNING 1) {}",
+                    "WITH lane AS ({} RETURNING 1), tenant AS ({} RETURNING 1) {}",
+                    sql::ENSURE_LANE,
                     sql::ENSURE_TENANT,
                     sql::insert_job()
                 );
@@ -103,8 +103,7 @@ impl Jobs {
     /// waiting workers at once.
     pub async fn enqueue_in(&self, w: &mut Work, job: &NewJob, now: i64) -> Result<(Job, bool)> {
         check(std::slice::from_ref(job))?;
-        let (with, lane) = sql::ensure_lane(self.backend());
-        sqlx::query(&format!("{with}{lane}"))
+        sqlx::query(sql::ENSURE_LANE)
             .bind(job.tenant.as_str())
             .bind(&job.queue)
             .execute(&mut **w.tx())

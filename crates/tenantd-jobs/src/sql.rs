@@ -61,27 +61,28 @@ pub(crate) fn insert_job() -> String {
 }
 
 /// The lane of tenant `$1` and queue `$2`, made if missing at the lowest pass of the
-/// queue's lanes (a tenant that was idle banks no credit). On PostgreSQL an existing lane
-/// is held with `FOR KEY SHARE` until the transaction ends: the queue's upkeep cannot
-/// delete it meanwhile (it would strand the job being added), and claims, which take lanes
-/// `FOR NO KEY UPDATE`, are not held up.
-pub(crate) fn ensure_lane(b: Backend) -> (String, String) {
-    let (with, existing) = match b {
-        Backend::Postgres => (
-            "WITH held AS (SELECT 1 FROM job_lanes WHERE tenant_id = $1 AND queue = $2 FOR KEY SHARE) ",
-            "SELECT 1 FROM held",
-        ),
-        Backend::Sqlite => ("", "SELECT 1 FROM job_lanes WHERE tenant_id = $1 AND queue = $2"),
-    };
-    (
-        with.to_string(),
-        format!(
-            "INSERT INTO job_lanes (tenant_id, queue, pass) \
-             SELECT $1, $2, COALESCE((SELECT MIN(pass) FROM job_lanes WHERE queue = $2), 0) WHERE NOT EXISTS ({existing}) \
-             ON CONFLICT (tenant_id, queue) DO NOTHING"
-        ),
-    )
-}
+/// queue's lanes (a tenant that was idle banks no credit); no lock is taken when it
+/// exists. On PostgreSQL the upkeep may drop a lane just as a job is added to it (the
+/// addition's snapshot saw the lane): the upkeep's next round brings back the lane of any
+/// waiting job that has none ([`RESTORE_LANES`]).
+pub(crate) const ENSURE_LANE: &str = "INSERT INTO job_lanes (tenant_id, queue, pass) \
+     SELECT $1, $2, COALESCE((SELECT MIN(pass) FROM job_lanes WHERE queue = $2), 0) \
+     WHERE NOT EXISTS (SELECT 1 FROM job_lanes WHERE tenant_id = $1 AND queue = $2) \
+     ON CONFLICT (tenant_id, queue) DO NOTHING";
+
+/// PostgreSQL: the lanes of waiting jobs that have none, made at their queue's lowest
+/// pass. The distinct lanes of the waiting jobs are read by skipping through the index
+/// `jobs_waiting` (one probe per lane, however many jobs wait).
+pub(crate) const RESTORE_LANES: &str = "WITH RECURSIVE l AS ( \
+       (SELECT w.tenant_id, w.queue FROM jobs w WHERE w.state IN ('queued', 'failed') ORDER BY w.tenant_id, w.queue LIMIT 1) \
+       UNION ALL \
+       SELECT n.tenant_id, n.queue FROM l CROSS JOIN LATERAL (SELECT w.tenant_id, w.queue FROM jobs w \
+         WHERE w.state IN ('queued', 'failed') AND (w.tenant_id, w.queue) > (l.tenant_id, l.queue) \
+         ORDER BY w.tenant_id, w.queue LIMIT 1) n) \
+     INSERT INTO job_lanes (tenant_id, queue, pass) \
+     SELECT l.tenant_id, l.queue, COALESCE((SELECT MIN(o.pass) FROM job_lanes o WHERE o.queue = l.queue), 0) FROM l \
+     WHERE NOT EXISTS (SELECT 1 FROM job_lanes x WHERE x.tenant_id = l.tenant_id AND x.queue = l.queue) \
+     ON CONFLICT (tenant_id, queue) DO NOTHING";
 
 /// `FOR UPDATE SKIP LOCKED` where the backend has it (PostgreSQL); SQLite serialises
 /// writers instead.

@@ -4,7 +4,7 @@
 //! an enqueue costs no extra round trip.
 use crate::queue::Jobs;
 use crate::Result;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tenantd_store::Backend;
@@ -26,6 +26,8 @@ pub(crate) struct Wake {
     kick: Notify,
     /// Whether the publisher runs (only then is anything owed).
     publishing: AtomicBool,
+    /// Notifications heard from the channel.
+    heard: AtomicU64,
 }
 
 impl Wake {
@@ -45,6 +47,12 @@ impl Wake {
 }
 
 impl Jobs {
+    /// How many enqueue notifications this queue heard from the channel (its own nodes'
+    /// included), since [`Jobs::listen`].
+    pub fn heard(&self) -> u64 {
+        self.wake.heard.load(Ordering::Relaxed)
+    }
+
     /// On PostgreSQL, starts announcing this node's enqueues to the other nodes and
     /// listening for theirs, so a worker waiting on any node wakes at once. Both tasks end
     /// when the last clone of this queue is dropped. Nothing to do on SQLite (one node).
@@ -59,8 +67,13 @@ impl Jobs {
         tokio::spawn(async move {
             loop {
                 // Looks now and then whether the queue is still there.
-                match tokio::time::timeout(Duration::from_secs(5), listener.try_recv()).await {
-                    Ok(Ok(_)) => {}
+                let got = tokio::time::timeout(Duration::from_secs(5), listener.try_recv()).await;
+                let Some(w) = wake.upgrade() else { return };
+                match got {
+                    Ok(Ok(Some(_))) => {
+                        w.heard.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(Ok(None)) => {}
                     Ok(Err(e)) => {
                         tracing::warn!(error = %e, "the job queue's listener failed; retrying");
                         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -69,7 +82,6 @@ impl Jobs {
                 }
                 // Whatever happened (a notification, a reconnection that may have lost some,
                 // a quiet spell), waiting claims look again.
-                let Some(w) = wake.upgrade() else { return };
                 w.local.notify_waiters();
             }
         });

@@ -1,62 +1,12 @@
-//! The queue's behaviour, one suite run against both backends (`sqlite_*` on a fresh
-//! file, `postgres_*` on a fresh database from `TENANTD_TEST_DATABASE_URL`; skipped with
-//! one line when it is unset, a failure under `CI=true`).
-use sqlx::Connection;
+//! The queue's behaviour, one suite run against both backends (see `common`).
+#[macro_use]
+mod common;
+use common::*;
 use std::collections::{BTreeMap, BTreeSet};
 use tenantd_core::TenantId;
 use tenantd_jobs::*;
 use tenantd_store::prelude::*;
-use tenantd_store::testing::{fresh_postgres, fresh_sqlite};
 use tenantd_store::{AuditFilter, PageRequest, SqlCatalog};
-
-async fn sqlite() -> (SqlCatalog, std::path::PathBuf) {
-    let (url, dir) = fresh_sqlite();
-    let c = SqlCatalog::connect(&url).await.expect("connect to SQLite");
-    c.migrate().await.expect("migrate");
-    (c, dir)
-}
-
-async fn postgres(test: &str) -> Option<(SqlCatalog, String)> {
-    let url = fresh_postgres(test).await?;
-    let c = SqlCatalog::connect(&url).await.expect("connect to PostgreSQL");
-    c.migrate().await.expect("migrate");
-    Some((c, url))
-}
-
-async fn drop_postgres(c: SqlCatalog, url: &str) {
-    c.pool().close().await;
-    let name = url
-        .rsplit_once('/')
-        .map(|(_, n)| n.split('?').next().unwrap_or(n))
-        .expect("db name");
-    let base = std::env::var("TENANTD_TEST_DATABASE_URL").expect("set when a test ran");
-    if let Ok(mut conn) = sqlx::PgConnection::connect(&base).await {
-        let _ = sqlx::Executor::execute(
-            &mut conn,
-            format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str(),
-        )
-        .await;
-    }
-}
-
-macro_rules! both_backends {
-    ($($case:ident => $sqlite:ident, $postgres:ident;)*) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $sqlite() {
-            let (c, dir) = sqlite().await;
-            $case(&c).await;
-            c.pool().close().await;
-            let _ = std::fs::remove_dir_all(dir);
-        }
-
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $postgres() {
-            let Some((c, url)) = postgres(stringify!($postgres)).await else { return };
-            $case(&c).await;
-            drop_postgres(c, &url).await;
-        }
-    )*};
-}
 
 both_backends! {
     case_state_machine => sqlite_state_machine, postgres_state_machine;
@@ -66,17 +16,6 @@ both_backends! {
     case_fair_between_tenants => sqlite_fair_between_tenants, postgres_fair_between_tenants;
     case_weights_share_claims => sqlite_weights_share_claims, postgres_weights_share_claims;
     case_tenant_worker_sees_only_its_tenant => sqlite_tenant_worker_sees_only_its_tenant, postgres_tenant_worker_sees_only_its_tenant;
-}
-
-const T0: i64 = 1_700_000_000_000;
-const LEASE: i64 = 30_000;
-
-fn tid(s: &str) -> TenantId {
-    TenantId::parse(s).unwrap()
-}
-
-fn q(names: &[&str]) -> Vec<String> {
-    names.iter().map(|s| s.to_string()).collect()
 }
 
 async fn case_state_machine(c: &SqlCatalog) {
@@ -328,12 +267,12 @@ async fn case_running_cap(c: &SqlCatalog) {
     assert_eq!(jobs.cancel_all(&capped, T0 + 6).await.unwrap(), 4);
 }
 
-/// A enqueues 2,000 jobs, then B enqueues 10: with one worker claiming one at a time,
+/// A enqueues 10,000 jobs, then B enqueues 10: with one worker claiming one at a time,
 /// B's jobs are all claimed within the first 20 claims after B enqueued.
 async fn case_fair_between_tenants(c: &SqlCatalog) {
     let jobs = Jobs::new(c.clone());
     let (a, b) = (tid("aaa"), tid("bbb"));
-    let many: Vec<NewJob> = (0..2_000)
+    let many: Vec<NewJob> = (0..10_000)
         .map(|i| NewJob::new(a, "work", serde_json::json!({"i": i})))
         .collect();
     jobs.enqueue_many(&many, T0).await.unwrap();
@@ -421,8 +360,8 @@ async fn case_tenant_worker_sees_only_its_tenant(c: &SqlCatalog) {
         .is_empty());
 }
 
-/// 8 claimers over 2 nodes (two catalogs on one database) never get the same job: 2,000
-/// jobs of 5 tenants, each run exactly once.
+/// 8 claimers over 2 nodes (two catalogs on one database) never get the same job:
+/// 10,000 jobs of 5 tenants, each run exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_concurrent_claimers_never_share_a_job() {
     let Some((c, url)) = postgres("postgres_concurrent_claimers_never_share_a_job").await else {
@@ -432,7 +371,7 @@ async fn postgres_concurrent_claimers_never_share_a_job() {
     let jobs = Jobs::new(c.clone());
     let mut all = Vec::new();
     for t in ["t1", "t2", "t3", "t4", "t5"] {
-        all.extend((0..400).map(|i| NewJob::new(tid(t), "work", serde_json::json!({"i": i}))));
+        all.extend((0..2_000).map(|i| NewJob::new(tid(t), "work", serde_json::json!({"i": i}))));
     }
     let ids: BTreeSet<String> = jobs
         .enqueue_many(&all, T0)

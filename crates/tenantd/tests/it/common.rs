@@ -430,6 +430,11 @@ impl Node {
     /// Starts `tenantd serve` number `n` on the catalog `db` with the configuration
     /// `toml`, its data directory under `dir`, on a free port.
     pub fn spawn(db: &str, toml: &str, dir: &std::path::Path, n: usize) -> Node {
+        Self::spawn_with(db, toml, dir, n, &[])
+    }
+
+    /// [`Node::spawn`] with more environment variables (`TENANTD_CRASH_AT`, say).
+    pub fn spawn_with(db: &str, toml: &str, dir: &std::path::Path, n: usize, env: &[(&str, &str)]) -> Node {
         let port = free_port();
         let cfg = dir.join(format!("node{n}.toml"));
         std::fs::write(&cfg, toml).unwrap();
@@ -442,6 +447,7 @@ impl Node {
             .env("TENANTD_ADMIN_KEY", ADMIN)
             .env_remove("TENANTD_REDIS_URL")
             .env_remove("TENANTD_DATABASE_URL")
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()

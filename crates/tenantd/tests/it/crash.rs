@@ -170,3 +170,193 @@ async fn post(http: &reqwest::Client, url: &str, token: &str, body: Value, path:
     assert!(r.status().is_success(), "{path}: {}", r.status());
     r.json().await.unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_an_interrupted_purge_finishes_after_a_restart() {
+    let (url, dir) = tenantd_store::testing::fresh_sqlite();
+    an_interrupted_purge_finishes_after_a_restart(&url, &dir).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_an_interrupted_purge_finishes_after_a_restart() {
+    let Some(url) = tenantd_store::testing::fresh_postgres("an interrupted purge finishes").await else {
+        return;
+    };
+    let (_, dir) = tenantd_store::testing::fresh_sqlite();
+    an_interrupted_purge_finishes_after_a_restart(&url, &dir).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_an_interrupted_tier_move_finishes_after_a_restart() {
+    let (url, dir) = tenantd_store::testing::fresh_sqlite();
+    an_interrupted_tier_move_finishes_after_a_restart(&url, &dir).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_an_interrupted_tier_move_finishes_after_a_restart() {
+    let Some(url) = tenantd_store::testing::fresh_postgres("an interrupted tier move finishes").await else {
+        return;
+    };
+    let (_, dir) = tenantd_store::testing::fresh_sqlite();
+    an_interrupted_tier_move_finishes_after_a_restart(&url, &dir).await;
+}
+
+/// Waits (up to 60 s) for the process to end by itself, as the crash point makes it.
+async fn crashed(node: &mut Node) {
+    for _ in 0..600 {
+        if let Some(status) = node.0.try_wait().unwrap() {
+            assert!(
+                !status.success(),
+                "the crash point ends the process abnormally: {status}"
+            );
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the process did not reach its crash point");
+}
+
+/// Polls `path` as the operator (up to 60 s) until `done` holds of its status and body.
+async fn eventually(http: &reqwest::Client, url: &str, path: &str, done: impl Fn(u16, &Value) -> bool) -> Value {
+    let mut last = (0, Value::Null);
+    for _ in 0..600 {
+        let r = http
+            .get(format!("{url}{path}"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let body: Value = r.json().await.unwrap_or(Value::Null);
+        if done(status, &body) {
+            return body;
+        }
+        last = (status, body);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("{path} never got there: {} {}", last.0, last.1);
+}
+
+/// A tenant with data, on `plan`, created through `url`; its API key.
+async fn tenant_with_data(http: &reqwest::Client, url: &str, id: &str, plan: &str, records: usize) -> String {
+    post(
+        http,
+        url,
+        ADMIN,
+        json!({"id": id, "plan": plan, "owner_email": format!("o@{id}.test")}),
+        "/v1/tenants",
+    )
+    .await;
+    let key = post(
+        http,
+        url,
+        ADMIN,
+        json!({"name": "app", "role": "member"}),
+        &format!("/v1/tenants/{id}/keys"),
+    )
+    .await;
+    let key = key["key"].as_str().unwrap().to_string();
+    for n in 0..records {
+        post(http, url, &key, json!({"n": n}), "/v1/data/collections/orders/records").await;
+    }
+    key
+}
+
+/// A deleted tenant past its retention is purged by a job; the process dies (as by
+/// `kill -9`) after the tenant's data was removed but before its catalog rows were. After
+/// a restart the job runs again and the purge finishes, once.
+async fn an_interrupted_purge_finishes_after_a_restart(db: &str, dir: &std::path::Path) {
+    let http = reqwest::Client::new();
+    let toml = "purge_interval_seconds = 1\n";
+    let mut node = Node::spawn_with(db, toml, dir, 0, &[("TENANTD_CRASH_AT", "purge.data_removed")]);
+    node.ready().await;
+    let url = node.1.clone();
+    tenant_with_data(&http, &url, "doomed", "starter", 3).await;
+    let r = http
+        .delete(format!("{url}/v1/tenants/doomed"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    // Its retention ends now.
+    sqlx::any::install_default_drivers();
+    let mut c = <sqlx::AnyConnection as sqlx::Connection>::connect(db).await.unwrap();
+    sqlx::query("UPDATE tenants SET purge_after = 1 WHERE id = 'doomed'")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    crashed(&mut node).await;
+    // The catalog rows are still there: the purge stopped half way.
+    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tenants WHERE id = 'doomed'")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(left, 1);
+    drop(node);
+
+    let node = Node::spawn(db, toml, dir, 0);
+    node.ready().await;
+    let url = node.1.clone();
+    eventually(&http, &url, "/v1/tenants/doomed", |status, _| status == 404).await;
+    let audit = eventually(&http, &url, "/v1/audit?action=tenant.purged", |s, b| {
+        s == 200 && b["items"][0].is_object()
+    })
+    .await;
+    let purged: Vec<&Value> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["detail"]["tenant_id"] == "doomed")
+        .collect();
+    assert_eq!(purged.len(), 1, "purged once: {audit}");
+}
+
+/// A tenant's plan moves its data from the shared tables to a database of its own; the
+/// process dies (as by `kill -9`) once the rows are copied, before the switch. After a
+/// restart the move is undone and done again: the tenant ends on its plan's tier with all
+/// its records, and takes writes.
+async fn an_interrupted_tier_move_finishes_after_a_restart(db: &str, dir: &std::path::Path) {
+    let http = reqwest::Client::new();
+    let mut node = Node::spawn_with(db, "", dir, 0, &[("TENANTD_CRASH_AT", "move.copied")]);
+    node.ready().await;
+    let url = node.1.clone();
+    let key = tenant_with_data(&http, &url, "mover", "starter", 20).await;
+    let r = http
+        .patch(format!("{url}/v1/tenants/mover"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"plan": "enterprise"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    crashed(&mut node).await;
+    drop(node);
+
+    let node = Node::spawn(db, "", dir, 0);
+    node.ready().await;
+    let url = node.1.clone();
+    let placed = eventually(&http, &url, "/v1/tenants/mover/placement", |s, p| {
+        s == 200 && p["tier"] == "database" && p["state"] == "placed" && p["move"]["phase"] == "done"
+    })
+    .await;
+    assert_eq!(placed["move"]["verified"]["records"]["rows"], 20, "{placed}");
+    let listed: Value = http
+        .get(format!("{url}/v1/data/collections/orders/records?limit=100"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["items"].as_array().unwrap().len(), 20, "{listed}");
+    post(
+        &http,
+        &url,
+        &key,
+        json!({"n": "after"}),
+        "/v1/data/collections/orders/records",
+    )
+    .await;
+}
