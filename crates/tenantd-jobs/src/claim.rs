@@ -3,7 +3,7 @@
 //! advances by its tenant's stride.
 use crate::model::*;
 use crate::queue::Jobs;
-use crate::sql::{self, BELOW_CAP, JOB_ORDER, LANE_OPEN, LANE_ORDER, LANE_READY, STRIDE, WAITING};
+use crate::sql::{self, BELOW_CAP, JOB_ORDER, LANES_WITH_POLICY, LANE_OPEN, LANE_ORDER, LANE_READY, STRIDE, WAITING};
 use crate::Result;
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -219,7 +219,10 @@ fn lanes(req: &ClaimRequest<'_>, extra: &str) -> String {
     let only = req.tenant.map_or(String::new(), |_| {
         format!(" AND l.tenant_id = ${}", 5 + req.queues.len())
     });
-    format!("SELECT l.tenant_id, l.queue FROM job_lanes l WHERE l.queue IN ({queues}){only} AND {LANE_OPEN}{extra} {LANE_ORDER}")
+    format!(
+        "SELECT l.tenant_id, l.queue, COALESCE(t.weight, 1) AS weight, t.max_running FROM {LANES_WITH_POLICY} \
+         WHERE l.queue IN ({queues}){only} AND {LANE_OPEN}{extra} {LANE_ORDER}"
+    )
 }
 
 /// SQLite's first servable lane: open, with a ready job.
@@ -232,7 +235,8 @@ fn lane_select(req: &ClaimRequest<'_>) -> String {
 /// index probe per claim, however many lanes there are. With `spread`, a lane is only
 /// taken if no other claim is serving it (a transaction-scoped advisory lock, which
 /// writes nothing), so concurrent claimers spread over the lanes instead of queueing for
-/// the same lane's pass. Then, for a tenant with a running cap, its running count grows
+/// the same lane's pass. The lanes come with their tenants' weights and caps. Then, for a
+/// tenant with a running cap, its running count grows
 /// (refused at the cap: the condition is checked again on the row's newest version); the
 /// job gets its lease and the lane its new pass. It answers one row: `picked` (whether a
 /// job was chosen) and the claimed job's columns, null when the cap refused it.
@@ -243,17 +247,16 @@ fn claim_statement(req: &ClaimRequest<'_>, spread: bool) -> String {
         String::new()
     };
     format!(
-        "WITH pick AS (SELECT j.id, j.tenant_id, j.queue FROM (SELECT o.tenant_id, o.queue FROM ({lanes} OFFSET 0) o {free}) l \
-             CROSS JOIN LATERAL (SELECT w.id, w.tenant_id, w.queue FROM jobs w WHERE w.tenant_id = l.tenant_id AND w.queue = l.queue \
+        "WITH pick AS (SELECT j.id, l.tenant_id, l.queue, l.weight, l.max_running FROM (SELECT o.* FROM ({lanes} OFFSET 0) o {free}) l \
+             CROSS JOIN LATERAL (SELECT w.id FROM jobs w WHERE w.tenant_id = l.tenant_id AND w.queue = l.queue \
               AND {WAITING} AND w.run_at <= $1 {JOB_ORDER} LIMIT 1 FOR UPDATE SKIP LOCKED) j LIMIT 1), \
-         ten AS (SELECT pick.tenant_id, COALESCE(t.weight, 1) AS weight, t.max_running FROM pick LEFT JOIN job_tenants t ON t.tenant_id = pick.tenant_id), \
-         cap AS (UPDATE job_tenants SET running = running + 1 FROM ten WHERE job_tenants.tenant_id = ten.tenant_id \
-             AND ten.max_running IS NOT NULL AND {BELOW_CAP} RETURNING 1), \
-         claimed AS (UPDATE jobs SET {set}, counted = CASE WHEN ten.max_running IS NULL THEN 0 ELSE 1 END FROM pick, ten \
-             WHERE jobs.id = pick.id AND jobs.state IN ('queued', 'failed') AND (ten.max_running IS NULL OR EXISTS (SELECT 1 FROM cap)) \
+         cap AS (UPDATE job_tenants SET running = running + 1 FROM pick WHERE pick.max_running IS NOT NULL \
+             AND job_tenants.tenant_id = pick.tenant_id AND {BELOW_CAP} RETURNING 1), \
+         claimed AS (UPDATE jobs SET {set}, counted = CASE WHEN pick.max_running IS NULL THEN 0 ELSE 1 END FROM pick \
+             WHERE jobs.id = pick.id AND jobs.state IN ('queued', 'failed') AND (pick.max_running IS NULL OR EXISTS (SELECT 1 FROM cap)) \
              RETURNING jobs.id, jobs.tenant_id, jobs.queue, jobs.payload, jobs.attempt, jobs.run_at), \
-         advanced AS (UPDATE job_lanes SET pass = job_lanes.pass + {STRIDE} / GREATEST(ten.weight, 1) FROM pick, ten, claimed \
-             WHERE job_lanes.tenant_id = pick.tenant_id AND job_lanes.queue = pick.queue RETURNING 1) \
+         advanced AS (UPDATE job_lanes SET pass = job_lanes.pass + {STRIDE} / GREATEST(pick.weight, 1) FROM pick \
+             WHERE job_lanes.tenant_id = pick.tenant_id AND job_lanes.queue = pick.queue AND EXISTS (SELECT 1 FROM claimed) RETURNING 1) \
          SELECT p.picked, c.id, c.tenant_id, c.queue, c.payload, c.attempt, c.run_at \
          FROM (SELECT COUNT(*) AS picked FROM pick) p LEFT JOIN claimed c ON TRUE",
         lanes = lanes(req, ""),

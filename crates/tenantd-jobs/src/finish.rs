@@ -58,43 +58,40 @@ impl Jobs {
         result: Option<&serde_json::Value>,
         now: i64,
     ) -> Result<i64> {
-        let done = format!(
-            "UPDATE jobs SET state = 'succeeded', result = $3, run_ms = run_ms + {RAN}, lease_token = NULL, lease_expires_at = NULL, \
-             finished_at = $4, updated_at = $4 WHERE {} RETURNING tenant_id, counted, {RAN} AS ran",
-            held(by)
-        );
-        let result = result.map(|r| r.to_string());
-        let row = match self.backend() {
-            // One statement: the job and its tenant's running count.
-            Backend::Postgres => {
-                let sql = format!(
-                    "WITH done AS ({done}), freed AS (UPDATE job_tenants SET {ONE_LESS} FROM done \
-                     WHERE job_tenants.tenant_id = done.tenant_id AND done.counted = 1 RETURNING 1) SELECT tenant_id, ran FROM done"
-                );
-                sqlx::query(&sql)
-                    .bind(job_id)
-                    .bind(by.value())
-                    .bind(result)
-                    .bind(now)
-                    .fetch_optional(self.catalog.pool())
-                    .await?
-            }
-            Backend::Sqlite => {
-                let mut w = self.catalog.begin().await?;
-                let row = sqlx::query(&done)
-                    .bind(job_id)
-                    .bind(by.value())
-                    .bind(result)
-                    .bind(now)
-                    .fetch_optional(&mut **w.tx())
-                    .await?;
-                if let Some(r) = &row {
-                    free_one(&mut w, &r.try_get::<String, _>("tenant_id")?, counted(r)?).await?;
-                }
-                w.commit().await?;
-                row
-            }
+        let done = |only: &str| {
+            format!(
+                "UPDATE jobs SET state = 'succeeded', result = $3, run_ms = run_ms + {RAN}, lease_token = NULL, lease_expires_at = NULL, \
+                 finished_at = $4, updated_at = $4 WHERE {}{only} RETURNING tenant_id, counted, {RAN} AS ran",
+                held(by)
+            )
         };
+        let result = result.map(|r| r.to_string());
+        // On PostgreSQL a job outside any cap is completed in one statement; one under a
+        // cap (or one not held) takes the transaction that also frees its place.
+        if self.backend() == Backend::Postgres {
+            let row = sqlx::query(&done(" AND counted = 0"))
+                .bind(job_id)
+                .bind(by.value())
+                .bind(result.as_deref())
+                .bind(now)
+                .fetch_optional(self.catalog.pool())
+                .await?;
+            if let Some(r) = row {
+                return Ok(r.try_get("ran")?);
+            }
+        }
+        let mut w = self.catalog.begin().await?;
+        let row = sqlx::query(&done(""))
+            .bind(job_id)
+            .bind(by.value())
+            .bind(result)
+            .bind(now)
+            .fetch_optional(&mut **w.tx())
+            .await?;
+        if let Some(r) = &row {
+            free_one(&mut w, &r.try_get::<String, _>("tenant_id")?, counted(r)?).await?;
+        }
+        w.commit().await?;
         let row = row.ok_or_else(|| JobError::NotHeld(job_id.to_string()))?;
         Ok(row.try_get("ran")?)
     }

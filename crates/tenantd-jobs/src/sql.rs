@@ -23,10 +23,14 @@ pub(crate) const WAITING: &str = "w.state IN ('queued', 'failed')";
 /// The order a lane's jobs are claimed in (the index `jobs_waiting`).
 pub(crate) const JOB_ORDER: &str = "ORDER BY w.priority DESC, w.run_at, w.id";
 
-/// Whether lane `l`'s tenant may be served: not suspended or deleted, not at its running
-/// cap.
-pub(crate) const LANE_OPEN: &str = "NOT EXISTS (SELECT 1 FROM tenants x WHERE x.id = l.tenant_id AND x.status <> 'active') \
-     AND NOT EXISTS (SELECT 1 FROM job_tenants c WHERE c.tenant_id = l.tenant_id AND c.max_running IS NOT NULL AND c.running >= c.max_running)";
+/// Lanes (`l`) with their tenants' policies (`t`: weight and running cap).
+pub(crate) const LANES_WITH_POLICY: &str = "job_lanes l LEFT JOIN job_tenants t ON t.tenant_id = l.tenant_id";
+
+/// Whether lane `l`'s tenant (policy `t`) may be served: not suspended or deleted, not at
+/// its running cap.
+pub(crate) const LANE_OPEN: &str =
+    "NOT EXISTS (SELECT 1 FROM tenants x WHERE x.id = l.tenant_id AND x.status <> 'active') \
+     AND (t.max_running IS NULL OR t.running < t.max_running)";
 
 /// Whether lane `l` has a job whose time has come by `$1` (now).
 pub(crate) const LANE_READY: &str =
