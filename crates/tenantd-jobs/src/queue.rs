@@ -133,6 +133,23 @@ impl Jobs {
         }
     }
 
+    /// How many enqueue notifications this queue heard from the channel (its own nodes'
+    /// included), since [`Jobs::listen`].
+    pub fn heard(&self) -> u64 {
+        self.wake.heard()
+    }
+
+    /// On PostgreSQL, starts announcing this node's enqueues to the other nodes and
+    /// listening for theirs (`LISTEN`/`NOTIFY` on [`crate::CHANNEL`]), so a worker waiting
+    /// on any node wakes at once. Both tasks end when the last clone of this queue is
+    /// dropped. Nothing to do on SQLite (one node).
+    pub async fn listen(&self) -> Result<()> {
+        if self.backend() != Backend::Postgres {
+            return Ok(());
+        }
+        Wake::start(&self.wake, self.catalog.url(), self.catalog.pool().clone()).await
+    }
+
     /// Wakes the workers waiting for jobs (after jobs were enqueued in a caller's unit of
     /// work).
     pub fn enqueued(&self) {

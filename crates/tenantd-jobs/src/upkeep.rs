@@ -148,7 +148,7 @@ impl Jobs {
                     });
                 }
             }
-            w.add_counters(&counters).await?;
+            self.catalog.add_counters_in(&mut w, &counters).await?;
             w.commit().await?;
             if (rows.len() as i64) < BATCH {
                 return Ok(total);

@@ -2,12 +2,10 @@
 //! and on the other nodes sharing a PostgreSQL catalog through `LISTEN`/`NOTIFY` on
 //! [`CHANNEL`]. A burst of enqueues sends one notification per [`COALESCE`] at most, so
 //! an enqueue costs no extra round trip.
-use crate::queue::Jobs;
 use crate::Result;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
-use tenantd_store::Backend;
 use tokio::sync::Notify;
 
 /// The PostgreSQL channel enqueues are announced on.
@@ -46,24 +44,20 @@ impl Wake {
     }
 }
 
-impl Jobs {
-    /// How many enqueue notifications this queue heard from the channel (its own nodes'
-    /// included), since [`Jobs::listen`].
-    pub fn heard(&self) -> u64 {
-        self.wake.heard.load(Ordering::Relaxed)
+impl Wake {
+    /// How many enqueue notifications were heard from the channel.
+    pub(crate) fn heard(&self) -> u64 {
+        self.heard.load(Ordering::Relaxed)
     }
 
-    /// On PostgreSQL, starts announcing this node's enqueues to the other nodes and
-    /// listening for theirs, so a worker waiting on any node wakes at once. Both tasks end
-    /// when the last clone of this queue is dropped. Nothing to do on SQLite (one node).
-    pub async fn listen(&self) -> Result<()> {
-        if self.backend() != Backend::Postgres {
-            return Ok(());
-        }
-        let mut listener = sqlx::postgres::PgListener::connect(self.catalog.url()).await?;
+    /// Starts announcing this node's enqueues on [`CHANNEL`] through `pool` and listening
+    /// for every node's with a connection to `url`; both tasks end when `this` is
+    /// dropped.
+    pub(crate) async fn start(this: &Arc<Wake>, url: &str, pool: sqlx::AnyPool) -> Result<()> {
+        let mut listener = sqlx::postgres::PgListener::connect(url).await?;
         listener.listen(CHANNEL).await?;
-        self.wake.publishing.store(true, Ordering::Relaxed);
-        let wake = Arc::downgrade(&self.wake);
+        this.publishing.store(true, Ordering::Relaxed);
+        let wake = Arc::downgrade(this);
         tokio::spawn(async move {
             loop {
                 // Looks now and then whether the queue is still there.
@@ -85,8 +79,7 @@ impl Jobs {
                 w.local.notify_waiters();
             }
         });
-        let wake: Weak<Wake> = Arc::downgrade(&self.wake);
-        let pool = self.catalog.pool().clone();
+        let wake: Weak<Wake> = Arc::downgrade(this);
         tokio::spawn(async move {
             loop {
                 let Some(w) = wake.upgrade() else { return };

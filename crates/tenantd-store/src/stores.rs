@@ -222,6 +222,9 @@ pub trait UsageStore: Send + Sync {
     ) -> Result<Vec<CounterRow>>;
     /// Adds deltas to counters (creating them), in one transaction.
     async fn add_counters(&self, deltas: &[CounterRow]) -> Result<()>;
+    /// Adds deltas to counters in the unit of work `w`, to commit with its changes:
+    /// metered use a change accounts for (a job's run time).
+    async fn add_counters_in(&self, w: &mut Work, deltas: &[CounterRow]) -> Result<()>;
     /// Begins recording a batch of the tenant's usage events: claims their idempotency
     /// keys (sorted, without repeats) in a transaction that commits only with their
     /// counts ([`UsageWrite`]).

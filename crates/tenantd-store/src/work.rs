@@ -52,12 +52,6 @@ impl Work {
         &mut self.tx
     }
 
-    /// Adds `deltas` to the usage counters (saturating), to commit with the rest: metered
-    /// use that a change of this unit of work accounts for (a job's run time).
-    pub async fn add_counters(&mut self, deltas: &[tenantd_core::usage::CounterRow]) -> Result<()> {
-        crate::sql::usage::add_counters_in(&mut self.tx, deltas).await
-    }
-
     /// Commits every change and event of this unit of work.
     pub async fn commit(self) -> Result<()> {
         self.tx.commit().await?;

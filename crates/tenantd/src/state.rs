@@ -40,7 +40,7 @@ pub struct AppState {
     /// The HTTP API's request counter and latency histogram.
     pub http_metrics: Arc<crate::metrics::requests::HttpMetrics>,
     /// The job queue's series.
-    pub job_metrics: crate::metrics::JobMetrics,
+    pub job_metrics: crate::metrics::jobs::JobMetrics,
     /// The job policy (weight, running cap) this node last wrote for each tenant, so an
     /// enqueue writes it only when the tenant's plan or limits changed.
     pub job_policies: Arc<dashmap::DashMap<TenantId, tenantd_jobs::Policy>>,
@@ -81,7 +81,7 @@ impl AppState {
     /// Writes the tenant's job policy (its plan's weight and its running cap) unless this
     /// node last wrote the same.
     pub async fn keep_job_policy(&self, tenant: &tenantd_edge::TenantEntry) -> Result<(), tenantd_jobs::JobError> {
-        let policy = crate::routes::jobs::policy(tenant);
+        let policy = job_policy(tenant);
         if self.job_policies.get(&tenant.id).is_some_and(|p| *p == policy) {
             return Ok(());
         }
@@ -125,5 +125,19 @@ pub(crate) async fn forget_purged(
         if let Err(e) = limiter.forget(tenant).await {
             tracing::warn!(tenant_id = %tenant, error = %e, "a purged tenant's counters were not all removed");
         }
+    }
+}
+
+/// How a tenant's jobs are served: its plan's `job_weight`, and its
+/// `jobs`/`concurrent` limit (the plan's or its override) as the running cap.
+pub fn job_policy(tenant: &tenantd_edge::TenantEntry) -> tenantd_jobs::Policy {
+    tenantd_jobs::Policy {
+        weight: tenant.job_weight,
+        max_running: tenant
+            .limits
+            .iter()
+            .filter(|l| l.resource == "jobs" && l.window == tenantd_core::Window::Concurrent)
+            .filter_map(|l| l.limit)
+            .min(),
     }
 }

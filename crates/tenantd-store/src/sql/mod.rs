@@ -15,7 +15,7 @@ mod plans;
 mod roles;
 mod signing;
 mod tenants;
-pub(crate) mod usage;
+mod usage;
 mod workspaces;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");

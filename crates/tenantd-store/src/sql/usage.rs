@@ -51,6 +51,10 @@ impl UsageStore for SqlCatalog {
         Ok(())
     }
 
+    async fn add_counters_in(&self, w: &mut Work, deltas: &[CounterRow]) -> Result<()> {
+        upsert_counters(&mut w.tx, deltas, Upsert::Add).await
+    }
+
     async fn set_levels(&self, levels: &[CounterRow]) -> Result<()> {
         let mut tx = self.pool().begin().await?;
         upsert_counters(&mut tx, levels, Upsert::Set).await?;
@@ -139,11 +143,6 @@ enum Upsert {
     Add,
     /// Replaces it (a level's snapshot).
     Set,
-}
-
-/// Adds counter deltas in `tx` (a unit of work's).
-pub(crate) async fn add_counters_in(tx: &mut sqlx::Transaction<'_, sqlx::Any>, deltas: &[CounterRow]) -> Result<()> {
-    upsert_counters(tx, deltas, Upsert::Add).await
 }
 
 /// Writes counter rows in `tx`.

@@ -7,9 +7,9 @@ use crate::routes::openapi::JsonValue;
 use crate::state::State;
 use axum::extract::{Path, State as S};
 use http::StatusCode;
-use tenantd_core::{ts, Window};
+use tenantd_core::ts;
 use tenantd_edge::{Ctx, Problem, TenantContext};
-use tenantd_jobs::{ClaimRequest, Failed, Holder, Job, JobState, NewJob, Policy, SYSTEM_QUEUE_PREFIX};
+use tenantd_jobs::{ClaimRequest, Failed, Holder, Job, JobState, NewJob, SYSTEM_QUEUE_PREFIX};
 use tenantd_store::Page;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -146,20 +146,6 @@ pub struct ListJobs {
 
 fn now_ms() -> i64 {
     tenantd_limits::now_ms()
-}
-
-/// How the calling tenant's jobs are served: its plan's `job_weight`, and its
-/// `jobs`/`concurrent` limit (the plan's or its override) as the running cap.
-pub fn policy(tenant: &tenantd_edge::TenantEntry) -> Policy {
-    Policy {
-        weight: tenant.job_weight,
-        max_running: tenant
-            .limits
-            .iter()
-            .filter(|l| l.resource == "jobs" && l.window == Window::Concurrent)
-            .filter_map(|l| l.limit)
-            .min(),
-    }
 }
 
 /// Refuses queue names tenantd keeps for its own work.
