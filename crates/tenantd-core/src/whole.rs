@@ -117,6 +117,9 @@ mod tests {
             T { n: 3, o: Some(7), s: 2 }
         );
         assert_eq!(t(r#"{"n": 3, "o": null}"#).unwrap().o, None);
+        // Written with a fraction of zero, a whole number below 2^53 is read exactly (the
+        // fuzzer sent this one, which a parser off by one ulp reads as ….5).
+        assert_eq!(t(r#"{"n": 4416693576599586.0}"#).unwrap().n, 4_416_693_576_599_586);
         for bad in [
             r#"{"n": 3.5}"#,
             r#"{"n": -1}"#,
