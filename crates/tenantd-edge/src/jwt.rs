@@ -127,6 +127,8 @@ pub fn generate_signing_key() -> (String, Vec<u8>, String) {
 pub struct Signer {
     kid: String,
     enc: EncodingKey,
+    /// The current key, for signatures that are not JWTs (audit checkpoints).
+    pair: ring::signature::Ed25519KeyPair,
     keys: Vec<(String, DecodingKey, String)>,
     validation: Validation,
     /// The longest `exp − iat` accepted (the server's `token_ttl_seconds`).
@@ -153,9 +155,12 @@ impl Signer {
         validation.validate_nbf = true;
         validation.validate_aud = false;
         validation.leeway = LEEWAY_SECONDS;
+        let pair = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8)
+            .map_err(|e| format!("signing key {kid}: not an Ed25519 PKCS#8 key: {e}"))?;
         Ok(Self {
             kid: kid.clone(),
             enc: EncodingKey::from_ed_der(pkcs8),
+            pair,
             keys: decoding,
             validation,
             max_lifetime,
@@ -193,6 +198,16 @@ impl Signer {
             Some(_) => Err(TokenError::Claims),
             None => Ok(claims),
         }
+    }
+
+    /// The current key's id, and its Ed25519 signature of `msg` (base64url, no padding).
+    pub fn sign_detached(&self, msg: &[u8]) -> (String, String) {
+        (self.kid.clone(), URL_SAFE_NO_PAD.encode(self.pair.sign(msg).as_ref()))
+    }
+
+    /// The current key's id.
+    pub fn kid(&self) -> &str {
+        &self.kid
     }
 
     /// The public keys as a JWKS document.

@@ -173,7 +173,7 @@ async fn case_dead_after_max_attempts(c: &SqlCatalog) {
         .await
         .unwrap();
     assert_eq!(trail.items.len(), 1, "one job.dead event");
-    assert_eq!(trail.items[0].detail["job_id"], job.id.as_str());
+    assert_eq!(trail.items[0].data["job_id"], job.id.as_str());
     assert!(jobs
         .claim(&q(&["work"]), None, "worker", 1, LEASE, now + 10_000_000)
         .await

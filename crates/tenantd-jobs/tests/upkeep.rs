@@ -117,7 +117,7 @@ async fn case_an_expired_last_attempt_is_dead(c: &SqlCatalog) {
         .await
         .unwrap();
     assert_eq!(trail.items.len(), 1);
-    assert_eq!(trail.items[0].detail["job_id"], dies.id.as_str());
+    assert_eq!(trail.items[0].data["job_id"], dies.id.as_str());
     let next = jobs
         .claim(&q(&["work"]), None, "w", 5, LEASE, T0 + 1_003)
         .await

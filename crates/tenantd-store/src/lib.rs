@@ -7,6 +7,7 @@
 //! one test suite (`tests/catalog.rs`) runs against both.
 #![forbid(unsafe_code)]
 
+pub mod chain;
 mod cursor;
 mod model;
 pub mod notify;

@@ -322,28 +322,74 @@ impl NewEvent {
     }
 }
 
-/// An audit event as stored.
+/// An event as stored and shown (docs/events.md).
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct AuditEvent {
-    /// Monotonic id.
-    pub id: i64,
-    /// Unix seconds.
+    /// Its row in the log (written order across chains); pages are cut by it.
+    #[serde(skip)]
+    pub row: i64,
+    /// `evt_…`
+    pub id: String,
+    /// Its place in its chain (its tenant's, or the platform's), from 1.
+    pub seq: i64,
+    /// `noun.verb`: `tenant.created`, `security.cross_tenant_attempt`, …
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The tenant concerned; `null` for the platform's events.
+    pub tenant_id: Option<String>,
+    /// Who did it: `{"type": "operator|user|api_key|system", "id"}`.
+    #[schema(value_type = Object)]
+    pub actor: serde_json::Value,
+    /// The request that did it (empty for background work).
+    pub request_id: String,
+    /// When (RFC 3339).
     #[serde(serialize_with = "tenantd_core::ts::ser")]
     #[schema(value_type = String, format = DateTime)]
     pub at: i64,
-    /// The tenant concerned.
-    pub tenant_id: Option<String>,
-    /// Who did it.
-    pub actor: String,
-    /// What.
-    pub action: String,
-    /// Details.
-    pub detail: serde_json::Value,
-    /// The request that did it.
-    pub request_id: String,
+    /// What it records.
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+    /// SHA-256 (hex) of the canonical JSON of `id, seq, type, tenant_id, actor,
+    /// request_id, at, data`.
+    pub digest: String,
+    /// The `hash` of the event before in the chain (64 zeros for the first).
+    pub prev_hash: String,
+    /// SHA-256 (hex) of `prev_hash` followed by `digest`.
+    pub hash: String,
+    /// Its content was lawfully removed (a purge): only `id`, `seq`, `type`, `at`,
+    /// `digest` and the links remain.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub redacted: bool,
     /// How many times it happened: repeats of a security event within 60 s of the
-    /// first fold into it (1 for everything else).
+    /// first fold into it (1 for everything else). Not part of the digest.
     pub count: u64,
+}
+
+impl AuditEvent {
+    /// What its digest covers; `None` for a redacted tombstone.
+    pub fn content(&self) -> Option<crate::chain::Content> {
+        (!self.redacted).then(|| crate::chain::Content {
+            id: self.id.clone(),
+            seq: self.seq,
+            kind: self.kind.clone(),
+            tenant_id: self.tenant_id.clone(),
+            actor: self.actor.clone(),
+            request_id: self.request_id.clone(),
+            at: tenantd_core::ts::format(self.at),
+            data: self.data.clone(),
+        })
+    }
+
+    /// Its place in its chain, for a check.
+    pub fn linked(&self) -> crate::chain::Linked {
+        crate::chain::Linked {
+            seq: self.seq,
+            content: self.content(),
+            digest: self.digest.clone(),
+            prev_hash: self.prev_hash.clone(),
+            hash: self.hash.clone(),
+        }
+    }
 }
 
 /// Audit list filter.
@@ -351,8 +397,11 @@ pub struct AuditEvent {
 pub struct AuditFilter {
     /// Only this tenant (`None`: all, operators only).
     pub tenant_id: Option<String>,
-    /// Only this action.
+    /// Only this type (`action=`).
     pub action: Option<String>,
+    /// Only types starting with this (`type=tenant.*` is `tenant.`; `type=tenant.created`
+    /// is that type).
+    pub kind_prefix: Option<String>,
     /// Only this actor.
     pub actor: Option<String>,
     /// At or after (Unix seconds).

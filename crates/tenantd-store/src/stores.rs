@@ -170,6 +170,55 @@ pub trait EventStore: Send + Sync {
     async fn list_audit(&self, filter: &AuditFilter, page: &PageRequest) -> Result<Page<AuditEvent>>;
     /// The tenant's quota events (`quota.*`), oldest first.
     async fn list_events(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<TenantEvent>>;
+    /// Every chain's name, the platform's (`""`) first: a tenant's id, or, for a purged
+    /// tenant's closed chain, `<id>@<purge time>`.
+    async fn chains(&self) -> Result<Vec<String>>;
+    /// Up to `limit` events of `chain` ([`chain_name`]) after `seq`, in `seq` order,
+    /// matching `filter`'s type, actor and time conditions.
+    async fn chain_events(
+        &self,
+        chain: &str,
+        filter: &AuditFilter,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<AuditEvent>>;
+    /// Checks `chain` from its start (docs/events.md), and that it ends at its recorded
+    /// head: `Err(Broken)` inside names the first `seq` that does not verify.
+    async fn verify_chain(&self, chain: &str) -> Result<Result<chain::Verified, chain::Broken>>;
+    /// Checks `chain` as [`EventStore::verify_chain`] does, then its latest checkpoint
+    /// against the public keys `jwks` ([`chain::check_checkpoint`]); the chain's result
+    /// and that checkpoint.
+    async fn verify_checkpointed(
+        &self,
+        chain: &str,
+        jwks: &serde_json::Value,
+    ) -> Result<Result<(chain::Verified, Option<chain::Checkpoint>), chain::Broken>> {
+        let done = match self.verify_chain(chain).await? {
+            Ok(v) => v,
+            Err(b) => return Ok(Err(b)),
+        };
+        let cp = self.latest_checkpoint(chain).await?;
+        if let Some(cp) = &cp {
+            let at = self.chain_events(chain, &AuditFilter::default(), cp.seq - 1, 1).await?;
+            let hash = at.first().filter(|e| e.seq == cp.seq).map(|e| e.hash.as_str());
+            if let Err(b) = chain::check_checkpoint(cp, jwks, hash) {
+                return Ok(Err(b));
+            }
+        }
+        Ok(Ok((done, cp)))
+    }
+    /// Every open chain's tenant (`None`: the platform's) whose head is past its latest
+    /// checkpoint, with that head's `seq` and `hash`.
+    async fn heads_to_checkpoint(&self) -> Result<Vec<(Option<TenantId>, i64, String)>>;
+    /// Stores a checkpoint of a chain.
+    async fn add_checkpoint(&self, cp: &chain::Checkpoint) -> Result<()>;
+    /// `chain`'s latest checkpoint.
+    async fn latest_checkpoint(&self, chain: &str) -> Result<Option<chain::Checkpoint>>;
+}
+
+/// The name of a tenant's chain (`None`: the platform's, `""`).
+pub fn chain_name(tenant: Option<&TenantId>) -> &str {
+    tenant.map_or("", |t| t.as_str())
 }
 
 /// tenantd's own keys: JWT signing keys and the generated operator key.

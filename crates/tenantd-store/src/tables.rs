@@ -9,10 +9,17 @@ pub struct TenantTable {
     pub name: &'static str,
     /// What its rows are, for people reading a purge's or an export's report.
     pub holds: &'static str,
+    /// A purge keeps its rows as redacted tombstones instead of deleting them (the event
+    /// log, whose chain must stay verifiable).
+    pub tombstones: bool,
 }
 
 const fn table(name: &'static str, holds: &'static str) -> TenantTable {
-    TenantTable { name, holds }
+    TenantTable {
+        name,
+        holds,
+        tombstones: false,
+    }
 }
 
 /// Every table with a `tenant_id` column, children before their parents. The tenant's
@@ -30,5 +37,9 @@ pub const TENANT_TABLES: &[TenantTable] = &[
     table("jobs", "background jobs"),
     table("job_lanes", "its lanes in the job queue's rotation"),
     table("job_tenants", "its job policy and running count"),
-    table("audit_events", "events"),
+    TenantTable {
+        name: "audit_events",
+        holds: "events (kept as redacted tombstones)",
+        tombstones: true,
+    },
 ];

@@ -121,3 +121,38 @@ pub async fn refuse_events(database_url: &str, refuse: bool) {
     }
     conn.close().await.expect("close");
 }
+
+/// A migrated catalog on a fresh SQLite file, with its folder (removed by the caller).
+pub async fn sqlite_catalog() -> (crate::SqlCatalog, std::path::PathBuf) {
+    use crate::Catalog;
+    let (url, dir) = fresh_sqlite();
+    let c = crate::SqlCatalog::connect(&url).await.expect("connect to SQLite");
+    c.migrate().await.expect("migrate SQLite");
+    (c, dir)
+}
+
+/// A migrated catalog on a fresh PostgreSQL database and its URL, or `None` (with one
+/// line on stderr) when `TENANTD_TEST_DATABASE_URL` is unset outside CI.
+pub async fn postgres_catalog(test: &str) -> Option<(crate::SqlCatalog, String)> {
+    use crate::Catalog;
+    let url = fresh_postgres(test).await?;
+    let c = crate::SqlCatalog::connect(&url).await.expect("connect to PostgreSQL");
+    c.migrate().await.expect("migrate PostgreSQL");
+    Some((c, url))
+}
+
+/// Closes `c` and drops its database (made by [`postgres_catalog`]) once its test passed;
+/// a failed test leaves it for a look.
+pub async fn drop_postgres(c: crate::SqlCatalog, url: &str) {
+    c.pool().close().await;
+    let name = url
+        .rsplit_once('/')
+        .map(|(_, n)| n.split('?').next().unwrap_or(n))
+        .expect("database name in url");
+    let base = std::env::var("TENANTD_TEST_DATABASE_URL").expect("set when a test ran");
+    if let Ok(mut conn) = sqlx::PgConnection::connect(&base).await {
+        let _ = conn
+            .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+            .await;
+    }
+}

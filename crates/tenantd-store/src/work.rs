@@ -12,7 +12,8 @@
 //! so a unit of work may read before it writes (a deferred one would fail with "database
 //! is locked" when another writer committed in between). Writers wait for each other
 //! (the busy timeout), as they must on SQLite anyway.
-use crate::{Backend, NewEvent, Result};
+use crate::{chain, Backend, NewEvent, Result};
+use sqlx::Row;
 use tenantd_core::ids::new_id;
 use tenantd_core::now_secs;
 
@@ -65,20 +66,63 @@ impl Work {
     }
 }
 
-/// Writes `ev` to the event log in `tx`: the one place every event is written.
+/// Writes `ev` to the event log in `tx`: the one place every event is written. The event
+/// takes the next `seq` of its chain (its tenant's, or the platform's) and links to the
+/// chain's head: the head's row stays locked until `tx` ends, so writers of one chain on
+/// any node take turns, and `seq` follows the order they commit in (docs/events.md).
 pub(crate) async fn append_in(tx: &mut sqlx::Transaction<'_, sqlx::Any>, ev: &NewEvent) -> Result<i64> {
+    let chain = ev.tenant_id.clone().unwrap_or_default();
+    let (seq, prev) = loop {
+        // The new seq and the head's hash before it, the row locked by the update.
+        let head = sqlx::query("UPDATE event_chains SET seq = seq + 1 WHERE chain = $1 RETURNING seq, hash")
+            .bind(&chain)
+            .fetch_optional(&mut **tx)
+            .await?;
+        if let Some(h) = head {
+            break (h.try_get::<i64, _>("seq")?, h.try_get::<String, _>("hash")?);
+        }
+        sqlx::query("INSERT INTO event_chains (chain, seq, hash) VALUES ($1, 0, $2) ON CONFLICT (chain) DO NOTHING")
+            .bind(&chain)
+            .bind(chain::GENESIS)
+            .execute(&mut **tx)
+            .await?;
+    };
+    let at = now_secs();
+    let content = chain::Content {
+        id: new_id("evt"),
+        seq,
+        kind: ev.kind.clone(),
+        tenant_id: ev.tenant_id.clone(),
+        actor: serde_json::json!({"type": ev.actor.kind.as_str(), "id": ev.actor.id}),
+        request_id: ev.request_id.clone(),
+        at: tenantd_core::ts::format(at),
+        data: ev.data.clone(),
+    };
+    let digest = content.digest();
+    let hash = chain::link(&prev, &digest);
     let id: i64 = sqlx::query_scalar(
-        "INSERT INTO audit_events (event_id, at, tenant_id, actor_type, actor, action, detail, request_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+        "INSERT INTO audit_events (event_id, at, tenant_id, actor_type, actor, action, detail, request_id, chain, seq, digest, prev_hash, hash) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
     )
-    .bind(new_id("evt"))
-    .bind(now_secs())
+    .bind(&content.id)
+    .bind(at)
     .bind(ev.tenant_id.as_deref())
     .bind(ev.actor.kind.as_str())
     .bind(&ev.actor.id)
     .bind(&ev.kind)
     .bind(ev.data.to_string())
     .bind(&ev.request_id)
+    .bind(&chain)
+    .bind(seq)
+    .bind(&digest)
+    .bind(&prev)
+    .bind(&hash)
     .fetch_one(&mut **tx)
     .await?;
+    sqlx::query("UPDATE event_chains SET hash = $2 WHERE chain = $1")
+        .bind(&chain)
+        .bind(&hash)
+        .execute(&mut **tx)
+        .await?;
     Ok(id)
 }

@@ -339,7 +339,7 @@ async fn case_a_change_and_its_event_commit_together(c: &SqlCatalog) {
             )
             .await
             .unwrap();
-        page.items.iter().filter(|e| e.action == "plan.created").count()
+        page.items.iter().filter(|e| e.kind == "plan.created").count()
     };
     let events_before = plans_events().await;
     // The event is refused: the request fails, and the plan is not there.
@@ -1505,13 +1505,19 @@ async fn case_audit(c: &SqlCatalog) {
         all.items.iter().map(|e| e.request_id.as_str()).collect::<Vec<_>>(),
         ["req-5", "req-4", "req-3", "req-2", "req-1", "req-0"]
     );
-    assert!(all.items.windows(2).all(|w| w[0].id > w[1].id));
+    assert!(all.items.windows(2).all(|w| w[0].row > w[1].row));
     let e3 = &all.items[2];
     assert_eq!(
-        (e3.tenant_id.as_deref(), e3.actor.as_str(), e3.action.as_str(), e3.at),
-        (None, "anonymous", "security.cross_tenant_attempt", 4_000)
+        (e3.tenant_id.as_deref(), &e3.actor, e3.kind.as_str(), e3.at),
+        (
+            None,
+            &serde_json::json!({"type": "system", "id": "anonymous"}),
+            "security.cross_tenant_attempt",
+            4_000
+        )
     );
-    assert_eq!(e3.detail, serde_json::json!({"n": 3, "nested": {"ok": true}}));
+    assert_eq!(e3.data, serde_json::json!({"n": 3, "nested": {"ok": true}}));
+    assert!(e3.id.starts_with("evt_"), "{}", e3.id);
 
     assert_eq!(
         list(f(Some("aud"), None, None)).await,
@@ -2071,17 +2077,30 @@ async fn case_purge(c: &SqlCatalog) {
     let removed = committed(c).purge_tenant(&gone, now).await.unwrap();
     let left = rows_of(c, "gone").await;
     assert!(left.iter().all(|(_, n)| *n == 0), "rows left: {left:?}");
-    // The tenant, 3 memberships, a role, a workspace, its member, a key, an audit event,
-    // a domain, a counter, an idempotency key, an event, its plan history; and the one
-    // user who belonged to nothing else.
-    assert_eq!(removed, 14 + 1);
-    // Its security event stays in the operator's trail, under no tenant.
-    let kept: Vec<(Option<String>, String)> =
-        sqlx::query_as("SELECT tenant_id, action FROM audit_events WHERE request_id = 'req-gone'")
-            .fetch_all(c.pool())
-            .await
-            .unwrap();
-    assert_eq!(kept, [(None, "security.cross_tenant_attempt".to_string())]);
+    // The tenant, 3 memberships, a role, a workspace, its member, a key, a domain, a
+    // counter, an idempotency key, its plan history; its 3 events (made tombstones); and
+    // the one user who belonged to nothing else.
+    assert_eq!(removed, 15 + 1);
+    // Its events are redacted tombstones in a closed chain that still verifies.
+    let closed = format!("gone@{now}");
+    let tombstones = c.chain_events(&closed, &AuditFilter::default(), 0, 100).await.unwrap();
+    assert_eq!(
+        tombstones
+            .iter()
+            .map(|e| (e.kind.as_str(), e.redacted, e.tenant_id.clone(), e.data.clone()))
+            .collect::<Vec<_>>(),
+        ["quota.warning", "tenant.updated", "security.cross_tenant_attempt"].map(|k| (
+            k,
+            true,
+            None,
+            serde_json::Value::Null
+        ))
+    );
+    assert_eq!(c.verify_chain(&closed).await.unwrap().unwrap().events, 3);
+    assert!(
+        c.verify_chain("gone").await.unwrap().unwrap().head.is_none(),
+        "no open chain of it"
+    );
     assert_err!(c.get_tenant(&gone).await, StoreError::NotFound(_));
     assert_err!(committed(c).purge_tenant(&gone, now).await, StoreError::NotFound(_));
     assert!(c.purgeable_tenants(now + month, None, 10).await.unwrap().is_empty());

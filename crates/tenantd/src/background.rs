@@ -1,6 +1,7 @@
 //! The server's background work: writing keys' last use and metered usage, listing
 //! deleted tenants due for purging, the job queue's upkeep, the platform worker
-//! (`platform_jobs.rs`: purges and tier moves), and refreshing the OpenID JWKS.
+//! (`platform_jobs.rs`: purges and tier moves), the event chains' checkpoints, and
+//! refreshing the OpenID JWKS.
 use crate::startup::load_jwks;
 use crate::state::{AppState, State};
 use std::time::Duration;
@@ -77,12 +78,24 @@ pub fn background(state: &State) -> Background {
         )
     });
     let upkeep = every(state, Duration::from_secs(1), |s| async move { s.keep_up_jobs().await });
+    let checkpoints = (state.cfg.audit_checkpoint_seconds > 0).then(|| {
+        every(
+            state,
+            Duration::from_secs(state.cfg.audit_checkpoint_seconds),
+            |s| async move {
+                if let Err(e) = s.checkpoint_chains().await {
+                    tracing::warn!(error = ?e, "could not sign the event chains' checkpoints; retrying next round");
+                }
+            },
+        )
+    });
     let worker = crate::platform_jobs::platform_worker(state);
     Background(
         [flusher, security, upkeep, worker]
             .into_iter()
             .chain(usage_flusher)
             .chain(purger)
+            .chain(checkpoints)
             .chain(refresher)
             .collect(),
     )

@@ -95,6 +95,15 @@ pub struct FileConfig {
     pub(crate) gateway: Option<crate::gateway::settings::GatewayFile>,
     /// `[server]`: connection limits of every listener.
     server: Option<ServerFile>,
+    /// `[audit]`: the event log's checkpoints.
+    audit: Option<AuditFile>,
+}
+
+/// The `[audit]` table.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditFile {
+    checkpoint_seconds: Option<u64>,
 }
 
 /// The `[server]` table: connection limits, for the API and the gateway listener alike.
@@ -195,6 +204,9 @@ pub struct Config {
     pub gateway: crate::gateway::settings::GatewaySettings,
     /// Connection limits of every listener (`[server]`).
     pub server: crate::conn::Limits,
+    /// How often each changed event chain's head is signed (`[audit] checkpoint_seconds`,
+    /// seconds); 0 only on `POST /v1/audit/checkpoints`.
+    pub audit_checkpoint_seconds: u64,
     /// The configuration file, re-read when the gateway reloads.
     pub config_path: Option<PathBuf>,
     /// `TENANTD_ADMIN_KEY`, never printed (`Debug` shows `[redacted]`).
@@ -284,6 +296,7 @@ impl Config {
             gateway: crate::gateway::settings::GatewaySettings::from_file(f.gateway.unwrap_or_default())
                 .map_err(ConfigError)?,
             server: f.server.unwrap_or_default().limits()?,
+            audit_checkpoint_seconds: f.audit.unwrap_or_default().checkpoint_seconds.unwrap_or(3600),
             config_path: None,
             admin_key: admin_key.map(Secret::new),
         };

@@ -5,10 +5,12 @@
 pub mod background;
 pub mod billing;
 pub mod cli;
+pub mod cli_audit;
 pub mod config;
 pub mod conn;
 pub mod directory;
 pub mod error;
+pub mod event_log;
 pub mod extract;
 pub mod gateway;
 pub mod grants;

@@ -49,6 +49,11 @@ enum Command {
         #[command(subcommand)]
         cmd: KeyCmd,
     },
+    /// Checks the event log's hash chains in the catalog, or in an exported file.
+    Audit {
+        #[command(subcommand)]
+        cmd: tenantd::cli_audit::AuditCmd,
+    },
     /// Prints a tenant's quota table (calls a running server).
     Usage {
         #[command(flatten)]
@@ -155,6 +160,7 @@ fn main() -> ExitCode {
         };
         match cli.command {
             Command::Serve(a) => serve(a).await,
+            Command::Audit { cmd } => tenantd::cli_audit::run(cmd).await,
             Command::Migrate {
                 args,
                 tenants,

@@ -2,40 +2,17 @@
 //! fresh file, `postgres_*` on a fresh database from `TENANTD_TEST_DATABASE_URL`; skipped
 //! with one line when it is unset, a failure under `CI=true`), and small helpers.
 #![allow(dead_code)]
-use sqlx::Connection;
 use tenantd_core::TenantId;
-use tenantd_store::prelude::*;
-use tenantd_store::testing::{fresh_postgres, fresh_sqlite};
 use tenantd_store::SqlCatalog;
 
+pub use tenantd_store::testing::drop_postgres;
+
 pub async fn sqlite() -> (SqlCatalog, std::path::PathBuf) {
-    let (url, dir) = fresh_sqlite();
-    let c = SqlCatalog::connect(&url).await.expect("connect to SQLite");
-    c.migrate().await.expect("migrate");
-    (c, dir)
+    tenantd_store::testing::sqlite_catalog().await
 }
 
 pub async fn postgres(test: &str) -> Option<(SqlCatalog, String)> {
-    let url = fresh_postgres(test).await?;
-    let c = SqlCatalog::connect(&url).await.expect("connect to PostgreSQL");
-    c.migrate().await.expect("migrate");
-    Some((c, url))
-}
-
-pub async fn drop_postgres(c: SqlCatalog, url: &str) {
-    c.pool().close().await;
-    let name = url
-        .rsplit_once('/')
-        .map(|(_, n)| n.split('?').next().unwrap_or(n))
-        .expect("db name");
-    let base = std::env::var("TENANTD_TEST_DATABASE_URL").expect("set when a test ran");
-    if let Ok(mut conn) = sqlx::PgConnection::connect(&base).await {
-        let _ = sqlx::Executor::execute(
-            &mut conn,
-            format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str(),
-        )
-        .await;
-    }
+    tenantd_store::testing::postgres_catalog(test).await
 }
 
 macro_rules! both_backends {

@@ -227,6 +227,7 @@ impl Catalog for SqlCatalog {
                 w.commit().await?;
             }
         }
+        events::link_unlinked(self).await?;
         self.load_cursors().await
     }
 

@@ -301,15 +301,28 @@ impl TenantStore for SqlCatalog {
             .bind(id.as_str())
             .fetch_all(&mut **tx)
             .await?;
-        // Security events (a cross-tenant attempt filed under the caller's tenant) stay in
-        // the operator's trail, under no tenant.
-        sqlx::query("UPDATE audit_events SET tenant_id = NULL WHERE tenant_id = $1 AND action LIKE 'security.%'")
-            .bind(id.as_str())
-            .execute(&mut **tx)
-            .await?;
-        let mut rows = 0;
+        // The tenant's events become redacted tombstones (seq, type, time, digest and links
+        // stay, so the chain still verifies; its tenant, actors and data go), and its chain
+        // is closed under a name of its own: a new tenant under the same id starts its own.
+        let closed = format!("{id}@{now}");
+        let mut rows = sqlx::query(
+            "UPDATE audit_events SET tenant_id = NULL, detail = 'null', actor = '', actor_type = 'system', request_id = '', \
+             redacted = 1, chain = $2 WHERE chain = $1",
+        )
+        .bind(id.as_str())
+        .bind(&closed)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+        for t in ["event_chains", "audit_checkpoints"] {
+            sqlx::query(&format!("UPDATE {t} SET chain = $2 WHERE chain = $1"))
+                .bind(id.as_str())
+                .bind(&closed)
+                .execute(&mut **tx)
+                .await?;
+        }
         // Children before their parents; the tenant's row last.
-        for table in crate::TENANT_TABLES {
+        for table in crate::TENANT_TABLES.iter().filter(|t| !t.tombstones) {
             let table = table.name;
             rows += sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = $1"))
                 .bind(id.as_str())

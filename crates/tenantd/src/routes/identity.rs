@@ -1,6 +1,6 @@
 //! Who am I, may I, token exchange and minting, and the audit trail.
 use crate::error::ApiResult;
-use crate::extract::{page, Json, Query, RawBody};
+use crate::extract::{Json, RawBody};
 use crate::routes::openapi::TenantPath;
 use crate::state::State;
 use axum::extract::{Path, State as S};
@@ -9,7 +9,6 @@ use tenantd_core::{now_secs, TenantId, TenantStatus};
 use tenantd_edge::context::evaluate;
 use tenantd_edge::jwt::{Claims, ISSUER};
 use tenantd_edge::{builtin_role, Ctx, Principal, Problem, TenantContext};
-use tenantd_store::{AuditEvent, AuditFilter, Page};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -336,78 +335,6 @@ pub async fn mint(
     Ok(axum::Json(token_response(&state, &c)))
 }
 
-/// A tenant's audit query.
-#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
-pub struct AuditQuery {
-    /// `noun.verb`, e.g. `security.cross_tenant_attempt`.
-    action: Option<String>,
-    /// `operator`, `usr_…`, `key_…`.
-    actor: Option<String>,
-    /// RFC 3339, inclusive.
-    #[param(format = DateTime)]
-    since: Option<String>,
-    /// RFC 3339, exclusive.
-    #[param(format = DateTime)]
-    until: Option<String>,
-    /// Items per page: 1 to 1000 (default 50).
-    #[param(minimum = 1, maximum = 1000)]
-    limit: Option<u32>,
-    /// The previous page's `next_cursor`, as it was given (any other value is `400`).
-    cursor: Option<String>,
-}
-
-/// The operator's audit query adds which tenant.
-#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct TenantFilter {
-    /// Only this tenant's events.
-    tenant_id: Option<String>,
-}
-
-fn filter(q: &AuditQuery, tenant: Option<String>) -> ApiResult<AuditFilter> {
-    let t = |s: &Option<String>, name: &str| -> ApiResult<Option<i64>> {
-        s.as_deref()
-            .map(|v| tenantd_core::ts::parse(v).map_err(|e| Problem::invalid(format!("{name}: {e}")).into()))
-            .transpose()
-    };
-    Ok(AuditFilter {
-        tenant_id: tenant,
-        action: q.action.clone(),
-        actor: q.actor.clone(),
-        since: t(&q.since, "since")?,
-        until: t(&q.until, "until")?,
-    })
-}
-
-/// The tenant's audit trail, newest first (`audit:read`).
-#[utoipa::path(get, path = "/v1/tenants/{id}/audit", tag = "identity", params(TenantPath, AuditQuery), responses((status = 200, description = "A page of the tenant's audit events, newest first", body = Page<AuditEvent>)))]
-pub async fn tenant_audit(
-    S(state): S<State>,
-    ctx: TenantContext,
-    Query(q): Query<AuditQuery>,
-) -> ApiResult<axum::Json<Page<AuditEvent>>> {
-    ctx.require("audit:read")?;
-    let f = filter(&q, Some(ctx.tenant_id().to_string()))?;
-    Ok(axum::Json(
-        state.catalog.list_audit(&f, &page(q.limit, q.cursor.clone())?).await?,
-    ))
-}
-
-/// Every audit event, security events included (operator).
-#[utoipa::path(get, path = "/v1/audit", tag = "identity", params(AuditQuery, TenantFilter), responses((status = 200, description = "A page of audit events, newest first", body = Page<AuditEvent>)))]
-pub async fn audit(
-    S(state): S<State>,
-    ctx: Ctx,
-    Query(q): Query<AuditQuery>,
-    Query(t): Query<TenantFilter>,
-) -> ApiResult<axum::Json<Page<AuditEvent>>> {
-    ctx.require_operator()?;
-    let f = filter(&q, t.tenant_id)?;
-    Ok(axum::Json(
-        state.catalog.list_audit(&f, &page(q.limit, q.cursor.clone())?).await?,
-    ))
-}
-
 /// This module's routes, with their OpenAPI descriptions.
 pub fn router() -> OpenApiRouter<State> {
     OpenApiRouter::new()
@@ -415,6 +342,4 @@ pub fn router() -> OpenApiRouter<State> {
         .routes(routes!(authorize))
         .routes(routes!(token))
         .routes(routes!(mint))
-        .routes(routes!(tenant_audit))
-        .routes(routes!(audit))
 }

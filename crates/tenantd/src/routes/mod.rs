@@ -7,6 +7,7 @@ use tenantd_core::Code;
 use tenantd_edge::{EdgeLayer, Problem};
 use utoipa_axum::router::OpenApiRouter;
 
+pub mod audit;
 pub mod billing;
 pub mod blobs;
 pub mod cache;
@@ -36,6 +37,7 @@ pub fn api() -> OpenApiRouter<State> {
         .merge(domains::router())
         .merge(keys::router())
         .merge(identity::router())
+        .merge(audit::router())
         .merge(usage::router())
         .merge(usage_events::router())
         .merge(billing::router())

@@ -307,7 +307,7 @@ async fn an_interrupted_purge_finishes_after_a_restart(db: &str, dir: &std::path
         .as_array()
         .unwrap()
         .iter()
-        .filter(|e| e["detail"]["tenant_id"] == "doomed")
+        .filter(|e| e["data"]["tenant_id"] == "doomed")
         .collect();
     assert_eq!(purged.len(), 1, "purged once: {audit}");
 }

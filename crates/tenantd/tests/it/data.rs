@@ -1379,7 +1379,7 @@ async fn an_operators_access_to_tenant_data_is_in_the_tenants_audit_trail(app: T
         .await
         .problem(404, "not_found");
     let trail = accesses("acme").await;
-    let paths: Vec<&str> = trail.iter().map(|e| e["detail"]["path"].as_str().unwrap()).collect();
+    let paths: Vec<&str> = trail.iter().map(|e| e["data"]["path"].as_str().unwrap()).collect();
     assert_eq!(
         paths,
         ["/v1/data/cache/k", "/v1/data/blobs", one.as_str()],
@@ -1387,7 +1387,7 @@ async fn an_operators_access_to_tenant_data_is_in_the_tenants_audit_trail(app: T
     );
     assert!(trail
         .iter()
-        .all(|e| e["actor"] == "operator" && e["detail"]["method"] == "GET"));
+        .all(|e| e["actor"]["id"] == "operator" && e["data"]["method"] == "GET"));
     assert!(trail[0]["request_id"].as_str().unwrap().starts_with("req_"));
     // Usage events and leases are the tenant's data too.
     app.post(
@@ -1398,7 +1398,7 @@ async fn an_operators_access_to_tenant_data_is_in_the_tenants_audit_trail(app: T
     .await
     .expect(200);
     assert_eq!(
-        accesses("acme").await[0]["detail"]["path"],
+        accesses("acme").await[0]["data"]["path"],
         "/v1/tenants/acme/usage/events"
     );
     // Nothing of it lands in another tenant's trail.

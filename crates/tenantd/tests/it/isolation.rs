@@ -576,13 +576,13 @@ async fn repeated_security_events_fold_into_one(app: TestApp) {
     app.state.edge.flush_security().await;
     let events = attempts(&app).await;
     assert_eq!(events.len(), 11, "{events:?}");
-    let gathered: Vec<_> = events.iter().filter(|e| e["detail"]["folded"].is_string()).collect();
+    let gathered: Vec<_> = events.iter().filter(|e| e["data"]["folded"].is_string()).collect();
     assert_eq!((gathered.len(), &gathered[0]["count"]), (1, &json!(31)), "{gathered:?}");
     let total: u64 = events.iter().map(|e| e["count"].as_u64().unwrap()).sum();
     assert_eq!(total, 340);
     let beta = events
         .iter()
-        .find(|e| e["detail"]["path"] == "/v1/tenants/beta/members")
+        .find(|e| e["data"]["path"] == "/v1/tenants/beta/members")
         .unwrap();
     assert_eq!(beta["count"], 300, "{beta}");
     assert_eq!(beta["tenant_id"], "acme", "recorded under the key's own tenant");

@@ -439,7 +439,7 @@ async fn the_operators_worker_claims_every_tenant_and_failures_retry_then_die(ap
         .await
         .expect(200)
         .body;
-    assert_eq!(audit["items"][0]["detail"]["job_id"], id.as_str(), "{audit}");
+    assert_eq!(audit["items"][0]["data"]["job_id"], id.as_str(), "{audit}");
     app.post(&format!("/v1/jobs/{id}/fail"), ADMIN, json!({"error": ""}))
         .await
         .problem(400, "invalid_request");

@@ -73,7 +73,7 @@ async fn keys_are_shown_once_and_revoked_at_once(app: TestApp) {
         .await
         .expect(200)
         .body;
-    assert_eq!(audit["items"][0]["detail"]["key_id"], id.as_str());
+    assert_eq!(audit["items"][0]["data"]["key_id"], id.as_str());
 }
 
 async fn key_expiry_and_limits(app: TestApp) {

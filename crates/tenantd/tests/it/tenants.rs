@@ -482,7 +482,7 @@ async fn deleted_tenants_are_purged_after_retention(app: TestApp) {
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| json!([e["tenant_id"], e["actor"], e["detail"]["tenant_id"]]).to_string())
+        .map(|e| json!([e["tenant_id"], e["actor"]["id"], e["data"]["tenant_id"]]).to_string())
         .collect();
     // Purges are jobs that workers on both nodes take in no set order.
     events.sort();
@@ -577,7 +577,7 @@ async fn audit_actions(app: &TestApp, path: &str) -> Vec<String> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| e["action"].as_str().unwrap().to_string())
+        .map(|e| e["type"].as_str().unwrap().to_string())
         .collect()
 }
 
@@ -642,7 +642,7 @@ async fn a_change_whose_event_cannot_be_written_is_not_made(app: TestApp) {
         .as_array()
         .unwrap()
         .iter()
-        .filter_map(|e| e["action"].as_str())
+        .filter_map(|e| e["type"].as_str())
         .collect();
     assert!(
         actions.contains(&"plan.created") && actions.contains(&"tenant.created"),
