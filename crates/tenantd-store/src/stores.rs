@@ -143,7 +143,7 @@ pub trait KeyStore: Send + Sync {
     /// The tenant's keys, one page.
     async fn list_keys(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<ApiKey>>;
     /// Revokes a key of the tenant now.
-    async fn revoke_key(&self, w: &mut Work, tenant: &TenantId, id: &str, at: i64) -> Result<ApiKey>;
+    async fn revoke_key(&self, w: &mut Work, tenant: &TenantId, id: &str, at: i64) -> Result<(ApiKey, bool)>;
     /// Replaces a live key's secret hash and prefix (rotation); `Conflict` if revoked.
     async fn rotate_key(
         &self,

@@ -57,7 +57,7 @@ in_own_work! {
     add_workspace_member(tenant: &TenantId, ws: &str, email: &Email, role: &str) -> WorkspaceMember;
     create_key(key: &ApiKey) -> ();
     create_key_within(key: &ApiKey, max: Option<u64>) -> ();
-    revoke_key(tenant: &TenantId, id: &str, at: i64) -> ApiKey;
+    revoke_key(tenant: &TenantId, id: &str, at: i64) -> (ApiKey, bool);
     rotate_key(tenant: &TenantId, id: &str, prefix: &str, hash_hex: &str) -> ApiKey;
     add_domain(tenant: &TenantId, host: &str, token: &str) -> Domain;
 }
@@ -1383,14 +1383,12 @@ async fn case_api_keys(c: &dyn Catalog) {
 
     // Revoke.
     let at = tenantd_core::now_secs();
-    let rk = committed(c).revoke_key(&t, &k1.id, at).await.unwrap();
-    assert_eq!(rk.revoked_at, Some(at));
+    let (rk, changed) = committed(c).revoke_key(&t, &k1.id, at).await.unwrap();
+    assert_eq!((rk.revoked_at, changed), (Some(at), true));
     assert_eq!(c.get_key(&k1.id).await.unwrap().unwrap().revoked_at, Some(at));
-    // Revoking again keeps the first time.
-    assert_eq!(
-        committed(c).revoke_key(&t, &k1.id, at + 100).await.unwrap().revoked_at,
-        Some(at)
-    );
+    // Revoking again keeps the first time, and says it changed nothing.
+    let (again, changed) = committed(c).revoke_key(&t, &k1.id, at + 100).await.unwrap();
+    assert_eq!((again.revoked_at, changed), (Some(at), false));
     // Rotating a revoked key is a conflict; its hash stays.
     assert_err!(
         committed(c).rotate_key(&t, &k1.id, "td_again", &"ef".repeat(32)).await,

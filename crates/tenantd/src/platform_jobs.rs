@@ -248,11 +248,23 @@ impl AppState {
                 Some(p) if p.tier == tier => {
                     return Outcome::Done(json!({"moved": true, "tier": tier, "location": p.location}));
                 }
-                Some(_) => {
-                    if let Err(e) = self.data.move_tenant(*tenant, tier).await {
-                        return Outcome::Failed(format!("tenant data not moved: {e}"));
-                    }
+                Some(from) => {
+                    let moved = match self.data.move_tenant(*tenant, tier).await {
+                        Ok(p) => p,
+                        Err(e) => return Outcome::Failed(format!("tenant data not moved: {e}")),
+                    };
                     tracing::info!(tenant_id = %tenant, tier = %tier.as_str(), "tenant data moved");
+                    // The placement lives with the tenant data, which may be another
+                    // database than the catalog: the event follows the switch.
+                    let data = json!({"from": {"tier": from.tier, "location": from.location},
+                        "to": {"tier": moved.tier, "location": moved.location}});
+                    if let Err(e) = self
+                        .catalog
+                        .record_event(&NewEvent::system(tenant, "placement.moved", data))
+                        .await
+                    {
+                        tracing::error!(tenant_id = %tenant, error = %e, "a tier move's placement.moved event was not written");
+                    }
                 }
             }
         }

@@ -80,15 +80,18 @@ impl KeyStore for SqlCatalog {
         Ok(self.cursors().page(items, page.limit, |k| k.id.clone()))
     }
 
-    async fn revoke_key(&self, w: &mut Work, tenant: &TenantId, id: &str, at: i64) -> Result<ApiKey> {
-        sqlx::query("UPDATE api_keys SET revoked_at = $3 WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL")
-            .bind(tenant.as_str())
-            .bind(id)
-            .bind(at)
-            .execute(&mut *w.tx)
-            .await?;
+    async fn revoke_key(&self, w: &mut Work, tenant: &TenantId, id: &str, at: i64) -> Result<(ApiKey, bool)> {
+        let changed =
+            sqlx::query("UPDATE api_keys SET revoked_at = $3 WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL")
+                .bind(tenant.as_str())
+                .bind(id)
+                .bind(at)
+                .execute(&mut *w.tx)
+                .await?
+                .rows_affected()
+                > 0;
         match Self::key_in(&mut w.tx, id).await? {
-            Some(k) if k.tenant_id == *tenant => Ok(k),
+            Some(k) if k.tenant_id == *tenant => Ok((k, changed)),
             _ => Err(StoreError::NotFound("api key")),
         }
     }

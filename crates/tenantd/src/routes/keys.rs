@@ -153,10 +153,14 @@ pub async fn list(
 pub async fn revoke(S(state): S<State>, ctx: TenantContext, Path(p): Path<KeyPath>) -> ApiResult<StatusCode> {
     ctx.require("keys:manage")?;
     let mut w = state.catalog.begin().await?;
-    let k = state
+    let (k, changed) = state
         .catalog
         .revoke_key(&mut w, ctx.tenant_id(), &p.key_id, now_secs())
         .await?;
+    // A key revoked before stays as it was: nothing changed, so nothing is recorded.
+    if !changed {
+        return Ok(StatusCode::NO_CONTENT);
+    }
     w.commit_with(&AppState::event_of(
         &ctx,
         "key.revoked",

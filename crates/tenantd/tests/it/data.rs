@@ -942,6 +942,26 @@ async fn a_plan_change_moves_the_tenants_data(app: TestApp) {
             1
         );
     }
+    // Each move has its placement.moved event, from one tier to the next.
+    let mut moved = Vec::new();
+    for _ in 0..100 {
+        let page = app
+            .get("/v1/tenants/acme/audit?type=placement.moved", ADMIN)
+            .await
+            .expect(200)
+            .body;
+        moved = page["items"].as_array().unwrap().clone();
+        if moved.len() == 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let tiers: Vec<&Value> = moved.iter().rev().map(|e| &e["data"]["to"]["tier"]).collect();
+    assert_eq!(
+        tiers,
+        [&json!("database"), &json!("schema"), &json!("row")],
+        "{moved:?}"
+    );
     // Two plan changes in a row, the second while the first move runs: the data ends
     // at the last plan's tier.
     app.patch("/v1/tenants/acme", ADMIN, json!({"plan": "enterprise"}))

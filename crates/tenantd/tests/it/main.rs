@@ -1,4 +1,5 @@
 //! Integration tests: the real server over HTTP, every case on SQLite and PostgreSQL.
+mod audit;
 mod common;
 mod connections;
 mod crash;
