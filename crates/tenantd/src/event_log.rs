@@ -6,6 +6,7 @@ use tenantd_store::chain::{Broken, Checkpoint, Verified};
 
 /// `GET …/audit/verify` answer.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = ChainVerification)]
 pub struct Verification {
     /// Whether every event and the latest checkpoint verify.
     valid: bool,
