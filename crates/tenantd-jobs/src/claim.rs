@@ -3,7 +3,7 @@
 //! advances by its tenant's stride.
 use crate::model::*;
 use crate::queue::Jobs;
-use crate::sql::{self, BELOW_CAP, JOB_ORDER, LANES_WITH_POLICY, LANE_OPEN, LANE_ORDER, LANE_READY, STRIDE, WAITING};
+use crate::sql::{self, BELOW_CAP, JOB_ORDER, LANES_WITH_POLICY, LANE_ORDER, LANE_READY, STRIDE, WAITING};
 use crate::Result;
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -168,6 +168,7 @@ impl Jobs {
                     Some(p) => (p.try_get("weight")?, p.try_get("max_running")?),
                     None => (1, None),
                 };
+                let cap = cap.filter(|_| !queue.starts_with(crate::SYSTEM_QUEUE_PREFIX));
                 if cap.is_some() {
                     let counted = sqlx::query(&format!(
                         "UPDATE job_tenants SET running = running + 1 WHERE tenant_id = $1 AND {BELOW_CAP}"
@@ -220,8 +221,11 @@ fn lanes(req: &ClaimRequest<'_>, extra: &str) -> String {
         format!(" AND l.tenant_id = ${}", 5 + req.queues.len())
     });
     format!(
-        "SELECT l.tenant_id, l.queue, COALESCE(t.weight, 1) AS weight, t.max_running FROM {LANES_WITH_POLICY} \
-         WHERE l.queue IN ({queues}){only} AND {LANE_OPEN}{extra} {LANE_ORDER}"
+        "SELECT l.tenant_id, l.queue, COALESCE(t.weight, 1) AS weight, \
+         CASE WHEN {} THEN NULL ELSE t.max_running END AS max_running FROM {LANES_WITH_POLICY} \
+         WHERE l.queue IN ({queues}){only} AND {}{extra} {LANE_ORDER}",
+        sql::system("l.queue"),
+        sql::lane_open()
     )
 }
 

@@ -220,12 +220,13 @@ impl Jobs {
     }
 
     /// Cancels every unfinished job of a tenant (it was deleted), in the caller's unit of
-    /// work; how many.
+    /// work, but tenantd's own (its events' webhook deliveries still go); how many.
     pub async fn cancel_all_in(&self, w: &mut Work, tenant: &TenantId, now: i64) -> Result<u64> {
-        let n = sqlx::query(
+        let n = sqlx::query(&format!(
             "UPDATE jobs SET state = 'cancelled', lease_token = NULL, lease_expires_at = NULL, counted = 0, finished_at = $2, updated_at = $2 \
-             WHERE tenant_id = $1 AND state IN ('queued', 'running', 'failed')",
-        )
+             WHERE tenant_id = $1 AND state IN ('queued', 'running', 'failed') AND NOT {}",
+            sql::system("queue")
+        ))
         .bind(tenant.as_str())
         .bind(now)
         .execute(&mut **w.tx())

@@ -215,7 +215,7 @@ impl Jobs {
         before: Option<&str>,
         now: i64,
     ) -> Result<Vec<Job>> {
-        let mut sql = format!("SELECT {COLS} FROM jobs WHERE tenant_id = $1");
+        let mut sql = format!("SELECT {COLS} FROM jobs WHERE tenant_id = $1{}", own_only(tenant));
         let mut args: Vec<String> = Vec::new();
         if let Some(q) = queue {
             args.push(q.to_string());
@@ -246,12 +246,15 @@ impl Jobs {
 
     /// One of the tenant's jobs, as of `now`.
     pub async fn get(&self, tenant: &TenantId, job_id: &str, now: i64) -> Result<Job> {
-        let r = sqlx::query(&format!("SELECT {COLS} FROM jobs WHERE id = $1 AND tenant_id = $2"))
-            .bind(job_id)
-            .bind(tenant.as_str())
-            .fetch_optional(self.catalog.pool())
-            .await?
-            .ok_or(JobError::NotFound)?;
+        let r = sqlx::query(&format!(
+            "SELECT {COLS} FROM jobs WHERE id = $1 AND tenant_id = $2{}",
+            own_only(tenant)
+        ))
+        .bind(job_id)
+        .bind(tenant.as_str())
+        .fetch_optional(self.catalog.pool())
+        .await?
+        .ok_or(JobError::NotFound)?;
         sql::job_from(&r, now)
     }
 
@@ -314,13 +317,25 @@ impl Jobs {
     }
 
     pub(crate) async fn job_in(&self, w: &mut Work, tenant: &TenantId, job_id: &str, now: i64) -> Result<Job> {
-        let r = sqlx::query(&format!("SELECT {COLS} FROM jobs WHERE id = $1 AND tenant_id = $2"))
-            .bind(job_id)
-            .bind(tenant.as_str())
-            .fetch_optional(&mut **w.tx())
-            .await?
-            .ok_or(JobError::NotFound)?;
+        let r = sqlx::query(&format!(
+            "SELECT {COLS} FROM jobs WHERE id = $1 AND tenant_id = $2{}",
+            own_only(tenant)
+        ))
+        .bind(job_id)
+        .bind(tenant.as_str())
+        .fetch_optional(&mut **w.tx())
+        .await?
+        .ok_or(JobError::NotFound)?;
         sql::job_from(&r, now)
+    }
+}
+
+/// A tenant sees its own jobs, not tenantd's work for it (the platform sees its own).
+fn own_only(tenant: &TenantId) -> String {
+    if tenant.as_str() == PLATFORM {
+        String::new()
+    } else {
+        format!(" AND NOT {}", sql::system("queue"))
     }
 }
 

@@ -26,11 +26,22 @@ pub(crate) const JOB_ORDER: &str = "ORDER BY w.priority DESC, w.run_at, w.id";
 /// Lanes (`l`) with their tenants' policies (`t`: weight and running cap).
 pub(crate) const LANES_WITH_POLICY: &str = "job_lanes l LEFT JOIN job_tenants t ON t.tenant_id = l.tenant_id";
 
+/// Whether a queue (`q`) is tenantd's own: its jobs run whatever their tenant's status
+/// and cap (a suspended tenant's `tenant.suspended` webhook is still delivered), and are
+/// not metered or shown to the tenant.
+pub(crate) fn system(q: &str) -> String {
+    format!("{q} LIKE 'tenantd.%'")
+}
+
 /// Whether lane `l`'s tenant (policy `t`) may be served: not suspended or deleted, not at
-/// its running cap.
-pub(crate) const LANE_OPEN: &str =
-    "NOT EXISTS (SELECT 1 FROM tenants x WHERE x.id = l.tenant_id AND x.status <> 'active') \
-     AND (t.max_running IS NULL OR t.running < t.max_running)";
+/// its running cap; tenantd's own queues always.
+pub(crate) fn lane_open() -> String {
+    format!(
+        "({} OR (NOT EXISTS (SELECT 1 FROM tenants x WHERE x.id = l.tenant_id AND x.status <> 'active') \
+         AND (t.max_running IS NULL OR t.running < t.max_running)))",
+        system("l.queue")
+    )
+}
 
 /// Whether lane `l` has a job whose time has come by `$1` (now).
 pub(crate) const LANE_READY: &str =

@@ -102,7 +102,7 @@ impl Jobs {
         loop {
             let mut w = self.catalog.begin().await?;
             let rows = sqlx::query(&format!(
-                "SELECT id, tenant_id, run_ms - metered_ms AS delta FROM jobs WHERE run_ms > metered_ms LIMIT {BATCH}{}",
+                "SELECT id, tenant_id, queue, run_ms - metered_ms AS delta FROM jobs WHERE run_ms > metered_ms LIMIT {BATCH}{}",
                 sql::skip_locked(self.backend())
             ))
             .fetch_all(&mut **w.tx())
@@ -114,7 +114,10 @@ impl Jobs {
                     .bind(&id)
                     .execute(&mut **w.tx())
                     .await?;
-                *per_tenant.entry(r.try_get("tenant_id")?).or_default() += r.try_get::<i64, _>("delta")?;
+                // tenantd's own work (webhook deliveries of a tenant's events) is not billed.
+                if !r.try_get::<String, _>("queue")?.starts_with(crate::SYSTEM_QUEUE_PREFIX) {
+                    *per_tenant.entry(r.try_get("tenant_id")?).or_default() += r.try_get::<i64, _>("delta")?;
+                }
             }
             let mut counters = Vec::new();
             let now_s = now.div_euclid(1000);

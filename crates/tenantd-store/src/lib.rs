@@ -29,7 +29,7 @@ pub use work::Work;
 pub mod prelude {
     pub use crate::stores::{
         DomainStore, EventStore, KeyStore, MemberStore, Notify, PlanStore, RoleStore, SigningKeyStore, TenantStore,
-        UsageStore, UsageWrite,
+        UsageStore, UsageWrite, WebhookStore,
     };
     pub use crate::Catalog;
 }
@@ -85,6 +85,7 @@ pub trait Catalog:
     + KeyStore
     + DomainStore
     + EventStore
+    + WebhookStore
     + UsageStore
     + SigningKeyStore
     + Notify

@@ -455,3 +455,96 @@ pub enum Countable {
     /// API keys not revoked.
     ActiveKeys,
 }
+
+/// A webhook endpoint (docs/events.md): a tenant's (its events) or the operator's (every
+/// tenant's and the platform's). Its secrets never show in `Debug` or in the API after
+/// creation.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Webhook {
+    /// `wh_…`
+    pub id: String,
+    /// Whose events it gets; `null`: the operator's endpoint, every tenant's.
+    pub tenant_id: Option<String>,
+    /// Where events are sent (`https://…`, or `http://…`).
+    pub url: String,
+    /// Types or prefixes (`tenant.*`) it gets; empty: all.
+    pub event_types: Vec<String>,
+    /// What it is for.
+    pub description: String,
+    /// Whether events are sent to it.
+    pub enabled: bool,
+    /// Why it was disabled (`410 Gone`, five days of failures).
+    pub disabled_reason: Option<String>,
+    /// Since when its deliveries fail (RFC 3339), while they do.
+    #[serde(serialize_with = "tenantd_core::ts::ser_opt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub failing_since: Option<i64>,
+    /// Until when the secret it had before its last rotation still signs (RFC 3339).
+    #[serde(serialize_with = "tenantd_core::ts::ser_opt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub previous_secret_until: Option<i64>,
+    /// RFC 3339.
+    #[serde(serialize_with = "tenantd_core::ts::ser")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: i64,
+    /// Its signing secrets, newest first.
+    #[serde(skip)]
+    pub secrets: WebhookSecrets,
+}
+
+/// A webhook's signing secrets: the current one, and the one before a rotation until it
+/// expires.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct WebhookSecrets {
+    /// `whsec_…`
+    pub current: String,
+    /// The secret before the last rotation, and until when it still signs (Unix seconds).
+    pub previous: Option<(String, i64)>,
+}
+
+impl std::fmt::Debug for WebhookSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl WebhookSecrets {
+    /// The secrets that sign at `now`, newest first.
+    pub fn signing(&self, now: i64) -> Vec<&str> {
+        let mut out = vec![self.current.as_str()];
+        if let Some((s, until)) = &self.previous {
+            if now < *until {
+                out.push(s);
+            }
+        }
+        out
+    }
+}
+
+/// One attempt to deliver an event to a webhook.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Delivery {
+    /// Its row in the log; pages are cut by it.
+    #[serde(skip)]
+    pub row: i64,
+    /// The event (`evt_…`, or `msg_…` for a test).
+    pub event_id: String,
+    /// Its type.
+    pub event_type: String,
+    /// Which attempt, from 1.
+    pub attempt: u32,
+    /// When it was made (RFC 3339).
+    #[serde(serialize_with = "tenantd_core::ts::ser")]
+    #[schema(value_type = String, format = DateTime)]
+    pub at: i64,
+    /// The endpoint's status; `null` when it gave none (refused, timed out).
+    pub status_code: Option<u16>,
+    /// How long it took.
+    pub duration_ms: u64,
+    /// What went wrong, if it did.
+    pub error: Option<String>,
+    /// When the next attempt is due (RFC 3339); `null` when there is none.
+    #[serde(serialize_with = "tenantd_core::ts::ser_opt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub next_attempt_at: Option<i64>,
+}

@@ -216,6 +216,51 @@ pub trait EventStore: Send + Sync {
     async fn latest_checkpoint(&self, chain: &str) -> Result<Option<chain::Checkpoint>>;
 }
 
+/// Webhook endpoints, their delivery log, and how far each event chain was handed to them.
+#[async_trait::async_trait]
+pub trait WebhookStore: Send + Sync {
+    /// Stores a new endpoint.
+    async fn create_webhook(&self, w: &mut Work, hook: &Webhook) -> Result<()>;
+    /// An endpoint by id, of `tenant` (`None`: the operator's).
+    async fn get_webhook(&self, tenant: Option<&TenantId>, id: &str) -> Result<Webhook>;
+    /// An endpoint by id, whoever's it is (for deliveries).
+    async fn webhook_by_id(&self, id: &str) -> Result<Option<Webhook>>;
+    /// The endpoints of `tenant` (`None`: the operator's), by id.
+    async fn list_webhooks(&self, tenant: Option<&TenantId>, page: &PageRequest) -> Result<Page<Webhook>>;
+    /// The enabled endpoints that get `tenant`'s events (its own and the operator's; for
+    /// `None`, the platform's events, only the operator's).
+    async fn webhooks_for(&self, tenant: Option<&TenantId>) -> Result<Vec<Webhook>>;
+    /// Changes an endpoint's url, types, description or `enabled` (re-enabling clears its
+    /// failures).
+    async fn update_webhook(&self, w: &mut Work, hook: &Webhook) -> Result<()>;
+    /// Deletes an endpoint and its delivery log.
+    async fn delete_webhook(&self, w: &mut Work, tenant: Option<&TenantId>, id: &str) -> Result<()>;
+    /// Makes `secret` the current one; the old one signs beside it until `until`.
+    async fn rotate_webhook_secret(
+        &self,
+        w: &mut Work,
+        tenant: Option<&TenantId>,
+        id: &str,
+        secret: &str,
+        until: i64,
+    ) -> Result<Webhook>;
+    /// Records a delivery attempt; on success clears the endpoint's failures, on failure
+    /// starts its streak at `at` if none runs.
+    async fn record_delivery(&self, w: &mut Work, hook: &Webhook, d: &Delivery) -> Result<()>;
+    /// Disables an endpoint (`reason`), unless it already is; whether this did.
+    async fn disable_webhook(&self, w: &mut Work, id: &str, reason: &str) -> Result<bool>;
+    /// An endpoint's delivery attempts, newest first.
+    async fn list_deliveries(&self, id: &str, page: &PageRequest) -> Result<Page<Delivery>>;
+    /// The chains whose events past their cursor have not been handed to the webhooks
+    /// yet, with the cursor (0 for none).
+    async fn chains_to_dispatch(&self, limit: u32) -> Result<Vec<(String, i64)>>;
+    /// Takes `chain`'s cursor for the rest of `w` (made at 0 if missing); `None` when
+    /// another node holds it now.
+    async fn lock_cursor(&self, w: &mut Work, chain: &str) -> Result<Option<i64>>;
+    /// Moves `chain`'s cursor to `seq`, in `w`.
+    async fn set_cursor(&self, w: &mut Work, chain: &str, seq: i64) -> Result<()>;
+}
+
 /// The name of a tenant's chain (`None`: the platform's, `""`).
 pub fn chain_name(tenant: Option<&TenantId>) -> &str {
     tenant.map_or("", |t| t.as_str())

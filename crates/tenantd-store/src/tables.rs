@@ -34,6 +34,8 @@ pub const TENANT_TABLES: &[TenantTable] = &[
     table("usage_counters", "usage counters and levels"),
     table("usage_idempotency", "idempotency keys of usage events"),
     table("plan_history", "plan history"),
+    table("webhook_deliveries", "webhook delivery attempts"),
+    table("webhooks", "webhook endpoints"),
     table("jobs", "background jobs"),
     table("job_lanes", "its lanes in the job queue's rotation"),
     table("job_tenants", "its job policy and running count"),

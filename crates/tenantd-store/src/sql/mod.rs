@@ -16,6 +16,7 @@ mod roles;
 mod signing;
 mod tenants;
 mod usage;
+mod webhooks;
 mod workspaces;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
