@@ -148,6 +148,42 @@ impl Jobs {
         Ok((outcome, ran))
     }
 
+    /// Gives a held job back without counting its attempt: it waits `delay_ms` and is
+    /// claimable again, as if it had not been claimed (a worker that cannot take it now).
+    pub async fn postpone(&self, job_id: &str, by: Holder<'_>, delay_ms: i64, now: i64) -> Result<()> {
+        let mut w = self.catalog.begin().await?;
+        let r = sqlx::query(&format!(
+            "SELECT tenant_id, queue, counted FROM jobs WHERE {}{}",
+            held(by),
+            sql::for_update(self.backend())
+        ))
+        .bind(job_id)
+        .bind(by.value())
+        .bind(0_i64)
+        .bind(now)
+        .fetch_optional(&mut **w.tx())
+        .await?
+        .ok_or_else(|| JobError::NotHeld(job_id.to_string()))?;
+        let (tenant, queue): (String, String) = (r.try_get("tenant_id")?, r.try_get("queue")?);
+        sqlx::query(
+            "UPDATE jobs SET state = 'queued', run_at = $2, attempt = CASE WHEN attempt > 0 THEN attempt - 1 ELSE 0 END, \
+             lease_token = NULL, lease_expires_at = NULL, counted = 0, updated_at = $3 WHERE id = $1",
+        )
+        .bind(job_id)
+        .bind(now + delay_ms.max(0))
+        .bind(now)
+        .execute(&mut **w.tx())
+        .await?;
+        sqlx::query(sql::ENSURE_LANE)
+            .bind(&tenant)
+            .bind(&queue)
+            .execute(&mut **w.tx())
+            .await?;
+        free_one(&mut w, &tenant, counted(&r)?).await?;
+        w.commit().await?;
+        Ok(())
+    }
+
     /// Ends a run that did not succeed, in `w`: `retry_at` makes the job `failed` (waiting
     /// for that time, in its lane again), `None` makes it `dead`. The run's time is added
     /// and its place under the tenant's cap freed.

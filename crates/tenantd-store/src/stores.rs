@@ -251,6 +251,8 @@ pub trait WebhookStore: Send + Sync {
     async fn disable_webhook(&self, w: &mut Work, id: &str, reason: &str) -> Result<bool>;
     /// An endpoint's delivery attempts, newest first.
     async fn list_deliveries(&self, id: &str, page: &PageRequest) -> Result<Page<Delivery>>;
+    /// Deletes the delivery log's attempts made before `before`; how many.
+    async fn prune_deliveries(&self, before: i64) -> Result<u64>;
     /// The chains whose events past their cursor have not been handed to the webhooks
     /// yet, with the cursor (0 for none).
     async fn chains_to_dispatch(&self, limit: u32) -> Result<Vec<(String, i64)>>;

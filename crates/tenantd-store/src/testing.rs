@@ -156,3 +156,26 @@ pub async fn drop_postgres(c: crate::SqlCatalog, url: &str) {
             .await;
     }
 }
+
+/// Turns each `case(&SqlCatalog)` into a SQLite test and a PostgreSQL test (skipped, or a
+/// failure under CI, as [`postgres_catalog`] says), each on a fresh catalog:
+/// `both_catalogs! { case => sqlite_name, postgres_name; }`.
+#[macro_export]
+macro_rules! both_catalogs {
+    ($($case:ident => $sqlite:ident, $postgres:ident;)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $sqlite() {
+            let (c, dir) = $crate::testing::sqlite_catalog().await;
+            $case(&c).await;
+            c.pool().close().await;
+            let _ = std::fs::remove_dir_all(dir);
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $postgres() {
+            let Some((c, url)) = $crate::testing::postgres_catalog(stringify!($postgres)).await else { return };
+            $case(&c).await;
+            $crate::testing::drop_postgres(c, &url).await;
+        }
+    )*};
+}

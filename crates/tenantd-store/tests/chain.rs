@@ -4,29 +4,10 @@
 use tenantd_core::TenantId;
 use tenantd_store::chain::{self, Checkpoint};
 use tenantd_store::prelude::*;
-use tenantd_store::testing::{drop_postgres, postgres_catalog, sqlite_catalog};
+use tenantd_store::testing::{drop_postgres, postgres_catalog};
 use tenantd_store::{AuditFilter, NewEvent, SqlCatalog};
 
-macro_rules! both_backends {
-    ($($case:ident => $sqlite:ident, $postgres:ident;)*) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $sqlite() {
-            let (c, dir) = sqlite_catalog().await;
-            $case(&c).await;
-            c.pool().close().await;
-            let _ = std::fs::remove_dir_all(dir);
-        }
-
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $postgres() {
-            let Some((c, url)) = postgres_catalog(stringify!($postgres)).await else { return };
-            $case(&c).await;
-            drop_postgres(c, &url).await;
-        }
-    )*};
-}
-
-both_backends! {
+tenantd_store::both_catalogs! {
     case_appends_link_into_one_chain_per_tenant => sqlite_appends_link_into_one_chain_per_tenant, postgres_appends_link_into_one_chain_per_tenant;
     case_tampering_is_caught_at_its_seq => sqlite_tampering_is_caught_at_its_seq, postgres_tampering_is_caught_at_its_seq;
     case_checkpoints_verify_with_their_key_only => sqlite_checkpoints_verify_with_their_key_only, postgres_checkpoints_verify_with_their_key_only;

@@ -1,7 +1,7 @@
 //! The server's background work: writing keys' last use and metered usage, listing
 //! deleted tenants due for purging, the job queue's upkeep, the platform worker
-//! (`platform_jobs.rs`: purges and tier moves), the event chains' checkpoints, and
-//! refreshing the OpenID JWKS.
+//! (`platform_jobs.rs`: purges and tier moves), the event chains' checkpoints, handing
+//! events to webhooks and delivering them (`webhooks/`), and refreshing the OpenID JWKS.
 use crate::startup::load_jwks;
 use crate::state::{AppState, State};
 use std::time::Duration;
@@ -90,9 +90,18 @@ pub fn background(state: &State) -> Background {
         )
     });
     let worker = crate::platform_jobs::platform_worker(state);
+    let dispatcher = every(state, Duration::from_millis(250), |s| async move {
+        if let Err(e) = s.dispatch_events().await {
+            tracing::warn!(error = %e, "could not hand events to the webhooks; retrying next round");
+        }
+    });
+    let log_pruner = every(state, Duration::from_secs(3600), |s| async move {
+        s.prune_delivery_log().await
+    });
     Background(
-        [flusher, security, upkeep, worker]
+        [flusher, security, upkeep, worker, dispatcher, log_pruner]
             .into_iter()
+            .chain(crate::webhooks::deliver::delivery_workers(state))
             .chain(usage_flusher)
             .chain(purger)
             .chain(checkpoints)

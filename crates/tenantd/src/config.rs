@@ -97,6 +97,8 @@ pub struct FileConfig {
     server: Option<ServerFile>,
     /// `[audit]`: the event log's checkpoints.
     audit: Option<AuditFile>,
+    /// `[webhooks]`: delivery.
+    webhooks: Option<crate::webhooks::settings::WebhooksFile>,
 }
 
 /// The `[audit]` table.
@@ -207,6 +209,8 @@ pub struct Config {
     /// How often each changed event chain's head is signed (`[audit] checkpoint_seconds`,
     /// seconds); 0 only on `POST /v1/audit/checkpoints`.
     pub audit_checkpoint_seconds: u64,
+    /// How webhooks are delivered (`[webhooks]`).
+    pub webhooks: crate::webhooks::settings::WebhookSettings,
     /// The configuration file, re-read when the gateway reloads.
     pub config_path: Option<PathBuf>,
     /// `TENANTD_ADMIN_KEY`, never printed (`Debug` shows `[redacted]`).
@@ -297,6 +301,8 @@ impl Config {
                 .map_err(ConfigError)?,
             server: f.server.unwrap_or_default().limits()?,
             audit_checkpoint_seconds: f.audit.unwrap_or_default().checkpoint_seconds.unwrap_or(3600),
+            webhooks: crate::webhooks::settings::WebhookSettings::from_file(f.webhooks.unwrap_or_default())
+                .map_err(ConfigError)?,
             config_path: None,
             admin_key: admin_key.map(Secret::new),
         };

@@ -22,3 +22,4 @@ pub mod serve;
 pub mod startup;
 pub mod state;
 pub mod telemetry;
+pub mod webhooks;

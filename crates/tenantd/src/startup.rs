@@ -226,6 +226,7 @@ pub async fn prepare(cfg: Config) -> Result<State, StartError> {
         storage_levels: dashmap::DashMap::new(),
         http_metrics: Arc::default(),
         job_metrics: Default::default(),
+        webhook_metrics: Default::default(),
         job_policies,
     }))
 }

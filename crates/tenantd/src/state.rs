@@ -41,6 +41,8 @@ pub struct AppState {
     pub http_metrics: Arc<crate::metrics::requests::HttpMetrics>,
     /// The job queue's series.
     pub job_metrics: crate::metrics::jobs::JobMetrics,
+    /// Webhook deliveries' series.
+    pub webhook_metrics: crate::metrics::webhooks::WebhookMetrics,
     /// The job policy (weight, running cap) this node last wrote for each tenant, so an
     /// enqueue writes it only when the tenant's plan or limits changed.
     pub job_policies: Arc<dashmap::DashMap<TenantId, tenantd_jobs::Policy>>,

@@ -245,6 +245,14 @@ impl WebhookStore for SqlCatalog {
         Ok(self.cursors().page(items, page.limit, |d| d.row.to_string()))
     }
 
+    async fn prune_deliveries(&self, before: i64) -> Result<u64> {
+        Ok(sqlx::query("DELETE FROM webhook_deliveries WHERE at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
     async fn chains_to_dispatch(&self, limit: u32) -> Result<Vec<(String, i64)>> {
         let rows = sqlx::query(&format!(
             "SELECT h.chain, COALESCE(c.seq, 0) AS seq FROM event_chains h LEFT JOIN webhook_cursors c ON c.chain = h.chain \

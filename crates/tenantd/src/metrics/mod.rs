@@ -7,6 +7,7 @@
 //! the [`track`] middleware, per route template, method and status.
 pub mod jobs;
 pub mod requests;
+pub mod webhooks;
 
 use crate::state::State;
 pub use jobs::JobMetrics;
@@ -32,6 +33,7 @@ pub fn render(state: &State) -> Result<String, fmt::Error> {
     prometheus_text::encode(&mut out, &scrape)?;
     prometheus_text::encode(&mut out, state.http_metrics.registry())?;
     prometheus_text::encode(&mut out, state.job_metrics.registry())?;
+    prometheus_text::encode(&mut out, state.webhook_metrics.registry())?;
     Ok(out)
 }
 

@@ -62,11 +62,7 @@ fn filter(q: &AuditQuery, tenant: Option<String>) -> ApiResult<AuditFilter> {
     let (action, kind_prefix) = match q.kind.as_deref() {
         None => (q.action.clone(), None),
         Some(k) => {
-            let ok = !k.is_empty()
-                && k.trim_end_matches(".*")
-                    .split('.')
-                    .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
-            if !ok {
+            if !crate::webhooks::dispatch::valid_type(k) {
                 return Err(Problem::invalid(
                     "type must be a type such as tenant.created, or a prefix such as tenant.*",
                 )

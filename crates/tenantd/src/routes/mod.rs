@@ -24,6 +24,7 @@ pub mod system;
 pub mod tenants;
 pub mod usage;
 pub mod usage_events;
+pub mod webhooks;
 pub mod workspaces;
 
 /// Every route with its OpenAPI description: each module's own router, merged.
@@ -38,6 +39,7 @@ pub fn api() -> OpenApiRouter<State> {
         .merge(keys::router())
         .merge(identity::router())
         .merge(audit::router())
+        .merge(webhooks::router())
         .merge(usage::router())
         .merge(usage_events::router())
         .merge(billing::router())
