@@ -17,3 +17,4 @@ mod metrics;
 mod system;
 mod tenants;
 mod usage;
+mod webhooks;

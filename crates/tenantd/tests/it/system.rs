@@ -49,6 +49,18 @@ async fn health_and_openapi_cover_every_route() {
         ("/v1/tenants/{id}/audit/verify", &["get"]),
         ("/v1/audit/verify", &["get"]),
         ("/v1/audit/checkpoints", &["post"]),
+        ("/v1/tenants/{id}/webhooks", &["get", "post"]),
+        ("/v1/tenants/{id}/webhooks/{wh_id}", &["get", "patch", "delete"]),
+        ("/v1/tenants/{id}/webhooks/{wh_id}/rotate-secret", &["post"]),
+        ("/v1/tenants/{id}/webhooks/{wh_id}/test", &["post"]),
+        ("/v1/tenants/{id}/webhooks/{wh_id}/deliveries", &["get"]),
+        ("/v1/tenants/{id}/webhooks/{wh_id}/replay", &["post"]),
+        ("/v1/webhooks", &["get", "post"]),
+        ("/v1/webhooks/{wh_id}", &["get", "patch", "delete"]),
+        ("/v1/webhooks/{wh_id}/rotate-secret", &["post"]),
+        ("/v1/webhooks/{wh_id}/test", &["post"]),
+        ("/v1/webhooks/{wh_id}/deliveries", &["get"]),
+        ("/v1/webhooks/{wh_id}/replay", &["post"]),
         ("/v1/me", &["get"]),
         ("/v1/authorize", &["post"]),
         ("/v1/token", &["post"]),
@@ -99,6 +111,7 @@ async fn health_and_openapi_cover_every_route() {
             .replace("{name}", "r")
             .replace("{ws}", "w")
             .replace("{key_id}", "key_x")
+            .replace("{wh_id}", "wh_x")
             .replace("{host}", "a.b.test");
         let r = app.call("OPTIONS", &concrete, Some(ADMIN), None, &[]).await;
         assert_eq!(r.status.as_u16(), 405, "{concrete}: {}", r.body);
