@@ -5,9 +5,10 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-/// Upper bounds of the lag buckets, in seconds: 50 ms to a day.
-const BUCKETS: [f64; 14] = [
-    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 7200.0, 86_400.0,
+/// Upper bounds of the lag buckets, in seconds: 1 s to a day (an event's time is kept to
+/// the second).
+const BUCKETS: [f64; 11] = [
+    1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 7200.0, 21_600.0, 86_400.0,
 ];
 
 /// The outcomes an attempt is counted by.

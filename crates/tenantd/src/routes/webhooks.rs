@@ -33,25 +33,31 @@ const MAX_REPLAY: usize = 100_000;
 pub struct CreateWebhook {
     /// Where events go: `https://…` or `http://…`, at most 2,000 characters, resolving to
     /// public addresses only (unless `[webhooks] allow_private_networks`).
-    #[schema(max_length = 2000)]
+    #[schema(max_length = 2000, pattern = "^[Hh][Tt][Tt][Pp][Ss]?://")]
     url: String,
     /// Types (`key.revoked`) or prefixes (`tenant.*`) to send; absent or empty: all.
-    #[schema(max_items = 100)]
+    #[schema(max_items = 100, value_type = Option<Vec<EventType>>)]
     event_types: Option<Vec<String>>,
     /// What it is for (at most 500 characters).
     #[schema(max_length = 500)]
     description: Option<String>,
 }
 
+/// An event type (`key.revoked`) or a prefix of types (`tenant.*`).
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = String, pattern = "^[a-z_]+(\\.[a-z_]+)*(\\.\\*)?$")]
+#[allow(dead_code)]
+pub struct EventType(String);
+
 /// `PATCH …/webhooks/{wh_id}` body: the fields to change.
 #[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateWebhook {
     /// A new URL, checked as at creation.
-    #[schema(max_length = 2000)]
+    #[schema(max_length = 2000, pattern = "^[Hh][Tt][Tt][Pp][Ss]?://")]
     url: Option<String>,
     /// New types or prefixes (empty: all).
-    #[schema(max_items = 100)]
+    #[schema(max_items = 100, value_type = Option<Vec<EventType>>)]
     event_types: Option<Vec<String>>,
     /// A new description.
     #[schema(max_length = 500)]

@@ -9,6 +9,7 @@ use super::{guard, sign};
 use crate::state::{AppState, State};
 use dashmap::DashMap;
 use serde_json::json;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tenantd_core::{now_secs, TenantId};
@@ -22,6 +23,8 @@ const WORKER: &str = "tenantd-webhooks";
 const LEASE_MARGIN_MS: i64 = 5_000;
 /// How long a delivery that its endpoint cannot take now waits.
 const BUSY_MS: i64 = 500;
+/// How long a worker waits for a place at a busy endpoint before giving the job back.
+const PLACE_WAIT: Duration = Duration::from_millis(50);
 
 /// How long the delivery log keeps an attempt.
 pub const LOG_DAYS: i64 = 30;
@@ -41,15 +44,26 @@ struct Sent {
     retry_after: Option<u64>,
 }
 
+/// Clients kept per host at most, before the cache starts over.
+const MAX_CLIENTS: usize = 1000;
+
+/// What a node's delivery tasks share: each endpoint's deliveries in flight, and an HTTP
+/// client per host and checked addresses (so connections are kept alive and reused).
+#[derive(Default)]
+struct Shared {
+    busy: DashMap<String, usize>,
+    clients: DashMap<(String, Vec<SocketAddr>), reqwest::Client>,
+}
+
 /// Starts this node's delivery tasks.
 pub fn delivery_workers(state: &State) -> Vec<tokio::task::JoinHandle<()>> {
-    let busy: Arc<DashMap<String, usize>> = Arc::default();
+    let shared: Arc<Shared> = Arc::default();
     (0..state.cfg.webhooks.workers)
         .map(|_| {
-            let (state, busy) = (state.clone(), busy.clone());
+            let (state, shared) = (state.clone(), shared.clone());
             tokio::spawn(async move {
                 loop {
-                    state.deliver_next(&busy).await;
+                    state.deliver_next(&shared).await;
                 }
             })
         })
@@ -65,7 +79,8 @@ impl AppState {
     }
 
     /// Claims one delivery (waiting up to 10 s for one) and makes it.
-    async fn deliver_next(&self, busy: &DashMap<String, usize>) {
+    async fn deliver_next(&self, shared: &Shared) {
+        let busy = &shared.busy;
         let queues = [QUEUE.to_string()];
         let req = ClaimRequest {
             queues: &queues,
@@ -95,17 +110,14 @@ impl AppState {
             let _ = self.jobs.complete(&job.job_id, by, None, now_ms()).await;
             return;
         };
-        // A hanging endpoint holds at most `per_endpoint` of this node's workers.
-        {
-            let mut n = busy.entry(task.webhook_id.clone()).or_default();
-            if *n >= self.cfg.webhooks.per_endpoint {
-                drop(n);
-                let _ = self.jobs.postpone(&job.job_id, by, BUSY_MS, now_ms()).await;
-                return;
-            }
-            *n += 1;
+        // A hanging endpoint holds at most `per_endpoint` of this node's workers. A busy
+        // one that is merely fast frees a place within a few milliseconds: wait that long
+        // before giving the job back.
+        if !self.take_place(busy, &task.webhook_id).await {
+            let _ = self.jobs.postpone(&job.job_id, by, BUSY_MS, now_ms()).await;
+            return;
         }
-        let done = self.deliver(&job, &task).await;
+        let done = self.deliver(&job, &task, shared).await;
         busy.alter(&task.webhook_id, |_, n| n.saturating_sub(1));
         let reported = match done {
             Ok(Done::Finished) => self.jobs.complete(&job.job_id, by, None, now_ms()).await.map(drop),
@@ -129,8 +141,27 @@ impl AppState {
         }
     }
 
+    /// Takes one of the endpoint's `per_endpoint` places on this node, waiting up to
+    /// [`PLACE_WAIT`] for one; whether it got one.
+    async fn take_place(&self, busy: &DashMap<String, usize>, webhook_id: &str) -> bool {
+        let deadline = Instant::now() + PLACE_WAIT;
+        loop {
+            {
+                let mut n = busy.entry(webhook_id.to_string()).or_default();
+                if *n < self.cfg.webhooks.per_endpoint {
+                    *n += 1;
+                    return true;
+                }
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
     /// Makes one attempt of a delivery job.
-    async fn deliver(&self, job: &Claimed, task: &Task) -> Result<Done, String> {
+    async fn deliver(&self, job: &Claimed, task: &Task, shared: &Shared) -> Result<Done, String> {
         let Some(hook) = self
             .catalog
             .webhook_by_id(&task.webhook_id)
@@ -166,7 +197,7 @@ impl AppState {
         };
         let body = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
         let started = Instant::now();
-        let sent = self.send(&hook, &msg_id, &body).await;
+        let sent = self.send(&hook, &msg_id, &body, shared).await;
         let duration_ms = started.elapsed().as_millis() as u64;
         let now = now_secs();
         let schedule = &self.cfg.webhooks.retry_schedule_seconds;
@@ -236,7 +267,7 @@ impl AppState {
 
     /// Posts `body` to the endpoint, signed with its secrets, connecting only to addresses
     /// the guard allows.
-    async fn send(&self, hook: &Webhook, msg_id: &str, body: &[u8]) -> Sent {
+    async fn send(&self, hook: &Webhook, msg_id: &str, body: &[u8], shared: &Shared) -> Sent {
         let fail = |error: String| Sent {
             status: None,
             error: Some(error),
@@ -256,15 +287,28 @@ impl AppState {
             Ok(s) => s,
             Err(e) => return fail(e),
         };
-        let client = reqwest::Client::builder()
-            .resolve_to_addrs(url.host_str().unwrap_or_default(), &addrs)
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(settings.timeout_seconds))
-            .user_agent("tenantd-webhooks")
-            .build();
-        let client = match client {
-            Ok(c) => c,
-            Err(e) => return fail(format!("no HTTP client: {e}")),
+        let host = url.host_str().unwrap_or_default().to_string();
+        let key = (host, addrs);
+        let client = match shared.clients.get(&key) {
+            Some(c) => c.clone(),
+            None => {
+                let built = reqwest::Client::builder()
+                    .resolve_to_addrs(&key.0, &key.1)
+                    .redirect(reqwest::redirect::Policy::none())
+                    .timeout(Duration::from_secs(settings.timeout_seconds))
+                    .user_agent("tenantd-webhooks")
+                    .build();
+                match built {
+                    Ok(c) => {
+                        if shared.clients.len() >= MAX_CLIENTS {
+                            shared.clients.clear();
+                        }
+                        shared.clients.insert(key, c.clone());
+                        c
+                    }
+                    Err(e) => return fail(format!("no HTTP client: {e}")),
+                }
+            }
         };
         let res = client
             .post(url)

@@ -65,14 +65,13 @@ impl AppState {
     /// many delivery jobs it made. Chains another node is dispatching are left to it.
     pub async fn dispatch_events(&self) -> Result<u64, tenantd_store::StoreError> {
         let mut made = 0;
-        for (chain, _) in self.catalog.chains_to_dispatch(100).await? {
+        for (chain, mut cursor) in self.catalog.chains_to_dispatch(100).await? {
             let tenant = (!chain.is_empty()).then(|| TenantId::from_trusted_str(&chain));
             let hooks = self.catalog.webhooks_for(tenant.as_ref()).await?;
             loop {
-                let mut w = self.catalog.begin().await?;
-                let Some(cursor) = self.catalog.lock_cursor(&mut w, &chain).await? else {
-                    break;
-                };
+                // Read before taking the cursor: on SQLite a unit of work holds the one
+                // write lock, and a read from the pool inside it could wait for a
+                // connection that waits for that lock.
                 let events = self
                     .catalog
                     .chain_events(&chain, &AuditFilter::default(), cursor, BATCH)
@@ -80,6 +79,17 @@ impl AppState {
                 let Some(last) = events.last().map(|e| e.seq) else {
                     break;
                 };
+                let mut w = self.catalog.begin().await?;
+                match self.catalog.lock_cursor(&mut w, &chain).await? {
+                    // Another node is handing this chain out.
+                    None => break,
+                    // It moved since: read again from where it is.
+                    Some(now) if now != cursor => {
+                        cursor = now;
+                        continue;
+                    }
+                    Some(_) => {}
+                }
                 for e in &events {
                     // An endpoint gets the events from its creation on (replay sends older ones).
                     let to = hooks
@@ -97,6 +107,7 @@ impl AppState {
                 self.catalog.set_cursor(&mut w, &chain, last).await?;
                 w.commit().await?;
                 self.jobs.enqueued();
+                cursor = last;
                 if events.len() < BATCH as usize {
                     break;
                 }
