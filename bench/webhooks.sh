@@ -68,7 +68,9 @@ START=$(date -u +%FT%TZ)
 sleep 1
 
 echo "$(date -u +%FT%TZ)  $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
-echo "catalog: ${DATABASE_URL:+PostgreSQL}${DATABASE_URL:-SQLite}; $TENANTS tenants, one webhook each; $SENDERS senders; workers $WORKERS, per_endpoint $PER_ENDPOINT"
+CATALOG=SQLite
+[ -n "${DATABASE_URL:-}" ] && CATALOG=PostgreSQL
+echo "catalog: $CATALOG; $TENANTS tenants, one webhook each; $SENDERS senders; workers $WORKERS, per_endpoint $PER_ENDPOINT"
 echo "(a) receiver alone: $(py direct "http://127.0.0.1:$RECV_PORT/hook" "$SENDERS" 3) POSTs/s"
 : >"$WORK/arrivals"
 T0=$(date +%s.%N)

@@ -107,18 +107,8 @@ impl Jobs {
         now: i64,
     ) -> Result<(Failed, i64)> {
         let mut w = self.catalog.begin().await?;
-        let r = sqlx::query(&format!(
-            "SELECT tenant_id, queue, attempt, max_attempts, counted, {RAN} AS ran FROM jobs WHERE {}{}",
-            held(by),
-            sql::for_update(self.backend())
-        ))
-        .bind(job_id)
-        .bind(by.value())
-        .bind(0_i64)
-        .bind(now)
-        .fetch_optional(&mut **w.tx())
-        .await?
-        .ok_or_else(|| JobError::NotHeld(job_id.to_string()))?;
+        let cols = format!("tenant_id, queue, attempt, max_attempts, counted, {RAN} AS ran");
+        let r = self.take_held(&mut w, job_id, by, &cols, now).await?;
         let tenant: String = r.try_get("tenant_id")?;
         let attempt = r.try_get::<i32, _>("attempt")?.max(0) as u32;
         let ran: i64 = r.try_get("ran")?;
@@ -152,18 +142,9 @@ impl Jobs {
     /// claimable again, as if it had not been claimed (a worker that cannot take it now).
     pub async fn postpone(&self, job_id: &str, by: Holder<'_>, delay_ms: i64, now: i64) -> Result<()> {
         let mut w = self.catalog.begin().await?;
-        let r = sqlx::query(&format!(
-            "SELECT tenant_id, queue, counted FROM jobs WHERE {}{}",
-            held(by),
-            sql::for_update(self.backend())
-        ))
-        .bind(job_id)
-        .bind(by.value())
-        .bind(0_i64)
-        .bind(now)
-        .fetch_optional(&mut **w.tx())
-        .await?
-        .ok_or_else(|| JobError::NotHeld(job_id.to_string()))?;
+        let r = self
+            .take_held(&mut w, job_id, by, "tenant_id, queue, counted", now)
+            .await?;
         let (tenant, queue): (String, String) = (r.try_get("tenant_id")?, r.try_get("queue")?);
         sqlx::query(
             "UPDATE jobs SET state = 'queued', run_at = $2, attempt = CASE WHEN attempt > 0 THEN attempt - 1 ELSE 0 END, \
@@ -182,6 +163,30 @@ impl Jobs {
         free_one(&mut w, &tenant, counted(&r)?).await?;
         w.commit().await?;
         Ok(())
+    }
+
+    /// The columns `cols` of a job `by` holds, its row locked for the rest of `w`
+    /// (`NotHeld` when it holds none).
+    async fn take_held(
+        &self,
+        w: &mut Work,
+        job_id: &str,
+        by: Holder<'_>,
+        cols: &str,
+        now: i64,
+    ) -> Result<sqlx::any::AnyRow> {
+        sqlx::query(&format!(
+            "SELECT {cols} FROM jobs WHERE {}{}",
+            held(by),
+            sql::for_update(self.backend())
+        ))
+        .bind(job_id)
+        .bind(by.value())
+        .bind(0_i64)
+        .bind(now)
+        .fetch_optional(&mut **w.tx())
+        .await?
+        .ok_or_else(|| JobError::NotHeld(job_id.to_string()))
     }
 
     /// Ends a run that did not succeed, in `w`: `retry_at` makes the job `failed` (waiting

@@ -492,6 +492,28 @@ pub struct Webhook {
     pub secrets: WebhookSecrets,
 }
 
+impl Webhook {
+    /// A new, enabled endpoint with one secret.
+    pub fn new(id: String, tenant_id: Option<String>, url: String, event_types: Vec<String>, secret: String) -> Self {
+        Self {
+            id,
+            tenant_id,
+            url,
+            event_types,
+            description: String::new(),
+            enabled: true,
+            disabled_reason: None,
+            failing_since: None,
+            previous_secret_until: None,
+            created_at: tenantd_core::now_secs(),
+            secrets: WebhookSecrets {
+                current: secret,
+                previous: None,
+            },
+        }
+    }
+}
+
 /// A webhook's signing secrets: the current one, and the one before a rotation until it
 /// expires.
 #[derive(Clone, PartialEq, Eq, Default)]

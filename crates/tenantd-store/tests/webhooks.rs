@@ -4,7 +4,7 @@
 //! cursor held by one unit of work is not handed to another.
 use tenantd_core::{now_secs, TenantId};
 use tenantd_store::prelude::*;
-use tenantd_store::{Delivery, PageRequest, SqlCatalog, StoreError, Webhook, WebhookSecrets};
+use tenantd_store::{Delivery, PageRequest, SqlCatalog, StoreError, Webhook};
 
 tenantd_store::both_catalogs! {
     case_owners_see_only_their_endpoints => sqlite_owners_see_only_their_endpoints, postgres_owners_see_only_their_endpoints;
@@ -17,22 +17,13 @@ fn tid(s: &str) -> TenantId {
 }
 
 fn hook(id: &str, tenant: Option<&str>) -> Webhook {
-    Webhook {
-        id: id.into(),
-        tenant_id: tenant.map(str::to_string),
-        url: format!("https://hooks.example.com/{id}"),
-        event_types: vec!["tenant.*".into()],
-        description: "d".into(),
-        enabled: true,
-        disabled_reason: None,
-        failing_since: None,
-        previous_secret_until: None,
-        created_at: now_secs(),
-        secrets: WebhookSecrets {
-            current: format!("whsec_{id}"),
-            previous: None,
-        },
-    }
+    Webhook::new(
+        id.into(),
+        tenant.map(str::to_string),
+        format!("https://hooks.example.com/{id}"),
+        vec!["tenant.*".into()],
+        format!("whsec_{id}"),
+    )
 }
 
 async fn create(c: &SqlCatalog, h: &Webhook) {

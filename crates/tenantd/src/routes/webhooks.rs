@@ -14,7 +14,7 @@ use serde_json::json;
 use tenantd_core::ids::new_id;
 use tenantd_core::{now_secs, Code, TenantId};
 use tenantd_edge::{Ctx, Problem, TenantContext};
-use tenantd_store::{chain_name, AuditFilter, Delivery, NewEvent, Page, Webhook, WebhookSecrets};
+use tenantd_store::{chain_name, AuditFilter, Delivery, NewEvent, Page, Webhook};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -166,22 +166,14 @@ impl Owner {
             .into());
         }
         let secret = sign::new_secret();
-        let hook = Webhook {
-            id: new_id("wh"),
-            tenant_id: self.tenant.map(|t| t.to_string()),
+        let mut hook = Webhook::new(
+            new_id("wh"),
+            self.tenant.map(|t| t.to_string()),
             url,
             event_types,
-            description,
-            enabled: true,
-            disabled_reason: None,
-            failing_since: None,
-            previous_secret_until: None,
-            created_at: now_secs(),
-            secrets: WebhookSecrets {
-                current: secret.clone(),
-                previous: None,
-            },
-        };
+            secret.clone(),
+        );
+        hook.description = description;
         let mut w = state.catalog.begin().await?;
         state.catalog.create_webhook(&mut w, &hook).await?;
         w.commit_with(&self.event("webhook.created", described(&hook))).await?;
@@ -302,7 +294,7 @@ impl Owner {
                 {
                     let task = Task {
                         webhook_id: hook.id.clone(),
-                        event: Some((chain.clone(), e.seq)),
+                        event: Some((chain.clone(), e.seq, e.id.clone())),
                         message: None,
                     };
                     let key = format!("{}:{replay}", e.id);

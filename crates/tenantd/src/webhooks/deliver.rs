@@ -55,19 +55,37 @@ struct Shared {
     clients: DashMap<(String, Vec<SocketAddr>), reqwest::Client>,
 }
 
-/// Starts this node's delivery tasks.
+/// Starts this node's delivery claimer: one task that claims as many deliveries as
+/// there are free places among `[webhooks] workers`, and makes each in a task of its own
+/// (idle, it asks the queue once a second, not once per worker).
 pub fn delivery_workers(state: &State) -> Vec<tokio::task::JoinHandle<()>> {
     let shared: Arc<Shared> = Arc::default();
-    (0..state.cfg.webhooks.workers)
-        .map(|_| {
-            let (state, shared) = (state.clone(), shared.clone());
-            tokio::spawn(async move {
-                loop {
-                    state.deliver_next(&shared).await;
-                }
-            })
-        })
-        .collect()
+    let places = Arc::new(tokio::sync::Semaphore::new(state.cfg.webhooks.workers));
+    let state = state.clone();
+    vec![tokio::spawn(async move {
+        loop {
+            let Ok(first) = places.clone().acquire_owned().await else {
+                return;
+            };
+            let free = 1 + places.available_permits();
+            let mut permits = vec![first];
+            for job in state.claim_deliveries(free as u32).await {
+                // Only this loop takes places, so the free ones counted are still free.
+                let permit = match permits.pop() {
+                    Some(p) => p,
+                    None => match places.clone().acquire_owned().await {
+                        Ok(p) => p,
+                        Err(_) => return,
+                    },
+                };
+                let (state, shared) = (state.clone(), shared.clone());
+                tokio::spawn(async move {
+                    state.deliver_claimed(job, &shared).await;
+                    drop(permit);
+                });
+            }
+        }
+    })]
 }
 
 impl AppState {
@@ -78,32 +96,33 @@ impl AppState {
         }
     }
 
-    /// Claims one delivery (waiting up to 10 s for one) and makes it.
-    async fn deliver_next(&self, shared: &Shared) {
-        let busy = &shared.busy;
+    /// Claims up to `max` deliveries, waiting up to 10 s for one.
+    async fn claim_deliveries(&self, max: u32) -> Vec<Claimed> {
         let queues = [QUEUE.to_string()];
         let req = ClaimRequest {
             queues: &queues,
             tenant: None,
             claimer: WORKER,
-            max: 1,
+            max,
             lease_ms: self.cfg.webhooks.timeout_seconds as i64 * 1000 + LEASE_MARGIN_MS,
         };
-        let job = match self
+        match self
             .jobs
             .claim_waiting(&req, Duration::from_secs(10), tenantd_limits::now_ms)
             .await
         {
-            Ok(mut got) => match got.pop() {
-                Some(j) => j,
-                None => return,
-            },
+            Ok(got) => got,
             Err(e) => {
                 tracing::error!(error = %e, "could not claim webhook deliveries");
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                return;
+                Vec::new()
             }
-        };
+        }
+    }
+
+    /// Makes a claimed delivery, or gives it back when its endpoint is busy.
+    async fn deliver_claimed(&self, job: Claimed, shared: &Shared) {
+        let busy = &shared.busy;
         let by = Holder::Lease(&job.lease);
         let now_ms = tenantd_limits::now_ms;
         let Ok(task) = serde_json::from_value::<Task>(job.payload.clone()) else {
@@ -174,14 +193,15 @@ impl AppState {
             return Ok(Done::Finished);
         }
         let (msg_id, kind, at, body) = match (&task.event, &task.message) {
-            (Some((chain, seq)), _) => {
+            (Some((chain, seq, id)), _) => {
                 let got = self
                     .catalog
                     .chain_events(chain, &AuditFilter::default(), seq - 1, 1)
                     .await
                     .map_err(|e| e.to_string())?;
-                // Purged since: its content is gone, and so is the delivery.
-                let Some(e) = got.into_iter().find(|e| e.seq == *seq && !e.redacted) else {
+                // Purged since (its content is gone), or a chain begun again under a
+                // reused tenant id: nothing to deliver.
+                let Some(e) = got.into_iter().find(|e| e.seq == *seq && e.id == *id && !e.redacted) else {
                     return Ok(Done::Finished);
                 };
                 let body = json!({"type": e.kind, "timestamp": tenantd_core::ts::format(e.at), "data": e});

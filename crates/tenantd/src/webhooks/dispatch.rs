@@ -24,9 +24,10 @@ const ATTEMPTS: u32 = 100;
 pub struct Task {
     /// `wh_…`
     pub webhook_id: String,
-    /// The event: its chain and `seq`.
+    /// The event: its chain, `seq` and id (a chain begun again under a reused tenant id
+    /// has other events at the same `seq`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub event: Option<(String, i64)>,
+    pub event: Option<(String, i64, String)>,
     /// A message sent as it is (`webhook.test`): `{id, type, timestamp, data}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<serde_json::Value>,
@@ -98,7 +99,7 @@ impl AppState {
                     for h in to {
                         let task = Task {
                             webhook_id: h.id.clone(),
-                            event: Some((chain.clone(), e.seq)),
+                            event: Some((chain.clone(), e.seq, e.id.clone())),
                             message: None,
                         };
                         made += self.enqueue_delivery(&mut w, h, &chain, &task, &e.id).await?;

@@ -101,12 +101,14 @@ fn without_values(text: &str) -> String {
 }
 
 /// The lines of `text` outside the series added since (the HTTP API's requests, the job
-/// queue's), which their own tests check.
+/// queue's, the webhooks'), which their own tests check.
 fn without_newer_metrics(text: &str) -> String {
     text.lines()
         .filter(|l| {
             let name = l.trim_start_matches("# HELP ").trim_start_matches("# TYPE ");
-            !name.starts_with("tenantd_http_request") && !name.starts_with("tenantd_job")
+            !["tenantd_http_request", "tenantd_job", "tenantd_webhook"]
+                .iter()
+                .any(|newer| name.starts_with(newer))
         })
         .fold(String::new(), |out, l| out + l + "\n")
 }

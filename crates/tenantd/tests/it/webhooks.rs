@@ -157,6 +157,18 @@ async fn until<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T 
     }
 }
 
+/// `GET path` as the operator until `done` says yes (up to 15 s); the last body.
+async fn poll(app: &TestApp, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let body = app.get(path, ADMIN).await.expect(200).body;
+        if done(&body) || Instant::now() >= deadline {
+            return body;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Creates a webhook at `path` (`/v1/tenants/{id}/webhooks` or `/v1/webhooks`): (id, secret).
 async fn webhook(app: &TestApp, path: &str, url: &str, types: &[&str]) -> (String, String) {
     let b = app
@@ -388,14 +400,7 @@ async fn failures_follow_the_schedule_and_retry_after_and_410_disables(app: Test
 
     // 410 disables at once, with its event, and nothing more is sent there.
     until("the 410", 20, || Some(()).filter(|_| !gone.got().is_empty())).await;
-    let mut disabled = Value::Null;
-    for _ in 0..200 {
-        disabled = app.get(&format!("{path}/{gone_id}"), ADMIN).await.expect(200).body;
-        if disabled["enabled"] == false {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let disabled = poll(&app, &format!("{path}/{gone_id}"), |b| b["enabled"] == false).await;
     assert_eq!(disabled["enabled"], false, "{disabled}");
     assert!(
         disabled["disabled_reason"].as_str().unwrap().contains("410"),
@@ -597,38 +602,24 @@ async fn endpoints_are_checked_and_kept_to_their_owner(app: TestApp) {
     // The guard holds at delivery time too (a name may resolve elsewhere by then): an
     // endpoint on loopback that got into the catalog is never called.
     let r = Receiver::spawn(&[], Answer::Status(200)).await;
-    let sneaked = tenantd_store::Webhook {
-        id: "wh_aaaaaaaaaaaaaaaaaaaa".into(),
-        tenant_id: Some("beta".into()),
-        url: r.url.clone(),
-        event_types: vec![],
-        description: String::new(),
-        enabled: true,
-        disabled_reason: None,
-        failing_since: None,
-        previous_secret_until: None,
-        created_at: tenantd_core::now_secs() - 5,
-        secrets: tenantd_store::WebhookSecrets {
-            current: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
-            previous: None,
-        },
-    };
+    let mut sneaked = tenantd_store::Webhook::new(
+        "wh_aaaaaaaaaaaaaaaaaaaa".into(),
+        Some("beta".into()),
+        r.url.clone(),
+        vec![],
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+    );
+    sneaked.created_at -= 5;
     let mut w = app.state.catalog.begin().await.unwrap();
     app.state.catalog.create_webhook(&mut w, &sneaked).await.unwrap();
     w.commit().await.unwrap();
     touch(&app, "beta", 1).await;
-    let mut attempts = Value::Null;
-    for _ in 0..200 {
-        attempts = app
-            .get(&format!("/v1/tenants/beta/webhooks/{}/deliveries", sneaked.id), ADMIN)
-            .await
-            .expect(200)
-            .body;
-        if !attempts["items"].as_array().unwrap().is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let attempts = poll(
+        &app,
+        &format!("/v1/tenants/beta/webhooks/{}/deliveries", sneaked.id),
+        |b| !b["items"].as_array().unwrap().is_empty(),
+    )
+    .await;
     let error = attempts["items"][0]["error"]
         .as_str()
         .unwrap_or_else(|| panic!("{attempts}"));
@@ -644,18 +635,10 @@ async fn an_endpoint_failing_too_long_is_disabled(app: TestApp) {
     let down = Receiver::spawn(&[], Answer::Status(500)).await;
     let (wh, _) = webhook(&app, "/v1/tenants/acme/webhooks", &down.url, &["tenant.updated"]).await;
     touch(&app, "acme", 1).await;
-    let mut hook = Value::Null;
-    for _ in 0..300 {
-        hook = app
-            .get(&format!("/v1/tenants/acme/webhooks/{wh}"), ADMIN)
-            .await
-            .expect(200)
-            .body;
-        if hook["enabled"] == false {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let hook = poll(&app, &format!("/v1/tenants/acme/webhooks/{wh}"), |b| {
+        b["enabled"] == false
+    })
+    .await;
     assert_eq!(hook["enabled"], false, "{hook}");
     assert!(
         hook["disabled_reason"].as_str().unwrap().contains("failed for"),
