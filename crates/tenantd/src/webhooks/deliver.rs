@@ -55,37 +55,45 @@ struct Shared {
     clients: DashMap<(String, Vec<SocketAddr>), reqwest::Client>,
 }
 
-/// Starts this node's delivery claimer: one task that claims as many deliveries as
-/// there are free places among `[webhooks] workers`, and makes each in a task of its own
-/// (idle, it asks the queue once a second, not once per worker).
+/// Claimers per node: two, so that one claim's round trip to the database does not
+/// hold up the next while deliveries flow.
+const CLAIMERS: usize = 2;
+
+/// Starts this node's delivery claimers: each claims as many deliveries as there are free
+/// places among `[webhooks] workers`, and makes each in a task of its own (idle, each
+/// asks the queue once a second, not once per worker).
 pub fn delivery_workers(state: &State) -> Vec<tokio::task::JoinHandle<()>> {
     let shared: Arc<Shared> = Arc::default();
     let places = Arc::new(tokio::sync::Semaphore::new(state.cfg.webhooks.workers));
-    let state = state.clone();
-    vec![tokio::spawn(async move {
-        loop {
-            let Ok(first) = places.clone().acquire_owned().await else {
-                return;
-            };
-            let free = 1 + places.available_permits();
-            let mut permits = vec![first];
-            for job in state.claim_deliveries(free as u32).await {
-                // Only this loop takes places, so the free ones counted are still free.
-                let permit = match permits.pop() {
-                    Some(p) => p,
-                    None => match places.clone().acquire_owned().await {
-                        Ok(p) => p,
-                        Err(_) => return,
-                    },
-                };
-                let (state, shared) = (state.clone(), shared.clone());
-                tokio::spawn(async move {
-                    state.deliver_claimed(job, &shared).await;
-                    drop(permit);
-                });
-            }
-        }
-    })]
+    (0..CLAIMERS.min(state.cfg.webhooks.workers))
+        .map(|_| {
+            let (state, shared, places) = (state.clone(), shared.clone(), places.clone());
+            tokio::spawn(async move {
+                loop {
+                    let Ok(first) = places.clone().acquire_owned().await else {
+                        return;
+                    };
+                    let free = 1 + places.available_permits();
+                    let mut permits = vec![first];
+                    for job in state.claim_deliveries(free as u32).await {
+                        // Another claimer may have taken a place counted free: wait for one.
+                        let permit = match permits.pop() {
+                            Some(p) => p,
+                            None => match places.clone().acquire_owned().await {
+                                Ok(p) => p,
+                                Err(_) => return,
+                            },
+                        };
+                        let (state, shared) = (state.clone(), shared.clone());
+                        tokio::spawn(async move {
+                            state.deliver_claimed(job, &shared).await;
+                            drop(permit);
+                        });
+                    }
+                }
+            })
+        })
+        .collect()
 }
 
 impl AppState {
