@@ -126,17 +126,6 @@ pub struct Broken {
     pub reason: String,
 }
 
-/// Checks events of one chain, in `seq` order, from its start: every `seq` follows the
-/// one before from 1, every `prev_hash` is the hash before (64 zeros first), every
-/// content matches its digest, every hash is the link of the two.
-pub fn verify(events: impl IntoIterator<Item = Linked>) -> Result<Verified, Broken> {
-    let mut v = Verifier::default();
-    for e in events {
-        v.push(&e)?;
-    }
-    Ok(v.verified())
-}
-
 /// A chain check fed one event at a time (a chain read in batches, a file read by lines).
 #[derive(Debug, Clone)]
 pub struct Verifier {
@@ -354,6 +343,15 @@ pub fn verify_export(ndjson: &str, jwks: &Value) -> Result<Vec<ChainReport>, Str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A whole chain through one [`Verifier`].
+    fn verify(events: impl IntoIterator<Item = Linked>) -> Result<Verified, Broken> {
+        let mut v = Verifier::default();
+        for e in events {
+            v.push(&e)?;
+        }
+        Ok(v.verified())
+    }
     use serde_json::json;
 
     fn content(seq: i64) -> Content {

@@ -128,6 +128,7 @@ pub async fn sqlite_catalog() -> (crate::SqlCatalog, std::path::PathBuf) {
     let (url, dir) = fresh_sqlite();
     let c = crate::SqlCatalog::connect(&url).await.expect("connect to SQLite");
     c.migrate().await.expect("migrate SQLite");
+    assert_eq!(c.backend(), crate::Backend::Sqlite);
     (c, dir)
 }
 
@@ -138,6 +139,7 @@ pub async fn postgres_catalog(test: &str) -> Option<(crate::SqlCatalog, String)>
     let url = fresh_postgres(test).await?;
     let c = crate::SqlCatalog::connect(&url).await.expect("connect to PostgreSQL");
     c.migrate().await.expect("migrate PostgreSQL");
+    assert_eq!(c.backend(), crate::Backend::Postgres);
     Some((c, url))
 }
 

@@ -66,6 +66,16 @@ impl Work {
     }
 }
 
+/// Makes `chain`'s head row (seq 0, the genesis hash) unless it has one.
+pub(crate) async fn start_chain(tx: &mut sqlx::Transaction<'_, sqlx::Any>, chain: &str) -> Result<()> {
+    sqlx::query("INSERT INTO event_chains (chain, seq, hash) VALUES ($1, 0, $2) ON CONFLICT (chain) DO NOTHING")
+        .bind(chain)
+        .bind(chain::GENESIS)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 /// Writes `ev` to the event log in `tx`: the one place every event is written. The event
 /// takes the next `seq` of its chain (its tenant's, or the platform's) and links to the
 /// chain's head: the head's row stays locked until `tx` ends, so writers of one chain on
@@ -81,11 +91,7 @@ pub(crate) async fn append_in(tx: &mut sqlx::Transaction<'_, sqlx::Any>, ev: &Ne
         if let Some(h) = head {
             break (h.try_get::<i64, _>("seq")?, h.try_get::<String, _>("hash")?);
         }
-        sqlx::query("INSERT INTO event_chains (chain, seq, hash) VALUES ($1, 0, $2) ON CONFLICT (chain) DO NOTHING")
-            .bind(&chain)
-            .bind(chain::GENESIS)
-            .execute(&mut **tx)
-            .await?;
+        start_chain(tx, &chain).await?;
     };
     let at = now_secs();
     let content = chain::Content {

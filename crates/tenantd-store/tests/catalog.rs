@@ -6,12 +6,10 @@
 //! variable is unset, a failure under `CI=true`).
 use std::collections::BTreeSet;
 
-use sqlx::{Connection, Executor};
 use tenantd_core::tenant::{Transition, RETENTION_DAYS};
 use tenantd_core::{
     Email, Enforcement, Isolation, Limit, Permission, Plan, PlanId, Role, TenantId, TenantStatus, Window,
 };
-use tenantd_store::testing::{fresh_postgres, fresh_sqlite};
 use tenantd_store::*;
 
 // ---------------------------------------------------------------- harness
@@ -62,59 +60,7 @@ in_own_work! {
     add_domain(tenant: &TenantId, host: &str, token: &str) -> Domain;
 }
 
-async fn sqlite_catalog() -> (SqlCatalog, std::path::PathBuf) {
-    let (url, dir) = fresh_sqlite();
-    let c = SqlCatalog::connect(&url).await.expect("connect to SQLite");
-    c.migrate().await.expect("migrate SQLite");
-    assert_eq!(c.backend(), Backend::Sqlite);
-    (c, dir)
-}
-
-async fn postgres_catalog(test: &str) -> Option<(SqlCatalog, String)> {
-    let url = fresh_postgres(test).await?;
-    let c = SqlCatalog::connect(&url).await.expect("connect to PostgreSQL");
-    c.migrate().await.expect("migrate PostgreSQL");
-    assert_eq!(c.backend(), Backend::Postgres);
-    Some((c, url))
-}
-
-/// Drops the per-test database once its test passed (a failed test leaves it for a look).
-async fn drop_postgres(c: SqlCatalog, url: &str) {
-    c.pool().close().await;
-    let name = url
-        .rsplit_once('/')
-        .map(|(_, n)| n.split('?').next().unwrap_or(n))
-        .expect("database name in url");
-    let base = std::env::var("TENANTD_TEST_DATABASE_URL").expect("set when a test ran");
-    if let Ok(mut conn) = sqlx::PgConnection::connect(&base).await {
-        let _ = conn
-            .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
-            .await;
-    }
-}
-
-macro_rules! both_backends {
-    ($($case:ident => $sqlite:ident, $postgres:ident;)*) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $sqlite() {
-            let (c, dir) = sqlite_catalog().await;
-            $case(&c).await;
-            c.pool().close().await;
-            let _ = std::fs::remove_dir_all(dir);
-        }
-
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $postgres() {
-            let Some((c, url)) = postgres_catalog(stringify!($postgres)).await else {
-                return;
-            };
-            $case(&c).await;
-            drop_postgres(c, &url).await;
-        }
-    )*};
-}
-
-both_backends! {
+tenantd_store::both_catalogs! {
     case_migrate_seeds_builtin_plans => sqlite_migrate_seeds_builtin_plans, postgres_migrate_seeds_builtin_plans;
     case_plan_crud => sqlite_plan_crud, postgres_plan_crud;
     case_a_change_and_its_event_commit_together => sqlite_a_change_and_its_event_commit_together, postgres_a_change_and_its_event_commit_together;

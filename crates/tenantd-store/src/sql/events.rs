@@ -266,11 +266,7 @@ pub(crate) async fn link_unlinked(c: &SqlCatalog) -> Result<u64> {
     let mut linked = 0;
     for chain in chains {
         let mut w = c.begin().await?;
-        sqlx::query("INSERT INTO event_chains (chain, seq, hash) VALUES ($1, 0, $2) ON CONFLICT (chain) DO NOTHING")
-            .bind(&chain)
-            .bind(chain::GENESIS)
-            .execute(&mut *w.tx)
-            .await?;
+        crate::work::start_chain(&mut w.tx, &chain).await?;
         let head = sqlx::query("UPDATE event_chains SET seq = seq WHERE chain = $1 RETURNING seq, hash")
             .bind(&chain)
             .fetch_one(&mut *w.tx)
