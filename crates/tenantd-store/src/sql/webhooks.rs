@@ -45,6 +45,14 @@ fn delivery_from(r: &AnyRow) -> Result<Delivery> {
     })
 }
 
+/// `NotFound` when a write touched no endpoint (none, or another owner's).
+fn found(rows_affected: u64) -> Result<()> {
+    match rows_affected {
+        0 => Err(StoreError::NotFound("webhook")),
+        _ => Ok(()),
+    }
+}
+
 /// `tenant_id = $n`, or `tenant_id IS NULL` for the operator's.
 fn owner(tenant: Option<&TenantId>, n: usize) -> String {
     match tenant {
@@ -133,10 +141,7 @@ impl WebhookStore for SqlCatalog {
         .execute(&mut *w.tx)
         .await?
         .rows_affected();
-        if n == 0 {
-            return Err(StoreError::NotFound("webhook"));
-        }
-        Ok(())
+        found(n)
     }
 
     async fn delete_webhook(&self, w: &mut Work, tenant: Option<&TenantId>, id: &str) -> Result<()> {
@@ -146,9 +151,7 @@ impl WebhookStore for SqlCatalog {
             .execute(&mut *w.tx)
             .await?
             .rows_affected();
-        if n == 0 {
-            return Err(StoreError::NotFound("webhook"));
-        }
+        found(n)?;
         sqlx::query("DELETE FROM webhook_deliveries WHERE webhook_id = $1")
             .bind(id)
             .execute(&mut *w.tx)
@@ -176,9 +179,7 @@ impl WebhookStore for SqlCatalog {
         .execute(&mut *w.tx)
         .await?
         .rows_affected();
-        if n == 0 {
-            return Err(StoreError::NotFound("webhook"));
-        }
+        found(n)?;
         let r = sqlx::query(&format!("SELECT {COLS} FROM webhooks WHERE id = $1"))
             .bind(id)
             .fetch_one(&mut *w.tx)

@@ -1,4 +1,4 @@
-//! Who am I, may I, token exchange and minting, and the audit trail.
+//! Who am I, may I, and token exchange and minting (the audit trail is `audit.rs`).
 use crate::error::ApiResult;
 use crate::extract::{Json, RawBody};
 use crate::routes::openapi::TenantPath;
