@@ -253,7 +253,8 @@ async fn deliveries_are_signed_standard_webhooks_of_the_chosen_types(app: TestAp
         );
     }
     assert_eq!(list["items"][0]["id"], wh);
-    let (_, op_secret) = webhook(&app, "/v1/webhooks", &ops.url, &[]).await;
+    let since = tenantd_core::ts::format(tenantd_core::now_secs() - 1);
+    let (op_id, op_secret) = webhook(&app, "/v1/webhooks", &ops.url, &[]).await;
 
     let (key_id, _) = app.key("acme", "member").await;
     let updated = touch(&app, "acme", 1).await;
@@ -283,6 +284,22 @@ async fn deliveries_are_signed_standard_webhooks_of_the_chosen_types(app: TestAp
     assert_eq!(upd.id, updated, "webhook-id is the event's id");
     let plan = got.iter().find(|g| g.kind() == "plan.created").unwrap().json();
     assert_eq!(plan["data"]["tenant_id"], Value::Null, "{plan}");
+    // The operator's replay walks every chain: the tenant's events and the platform's again.
+    let replayed = app
+        .post(&format!("/v1/webhooks/{op_id}/replay"), ADMIN, json!({"since": since}))
+        .await
+        .expect(202)
+        .body;
+    assert!(replayed["deliveries"].as_u64().unwrap() >= 3, "{replayed}");
+    let plan_id = got.iter().find(|g| g.kind() == "plan.created").unwrap().id.clone();
+    until("the operator's replay", 20, || {
+        let ids = ops.delivered();
+        [&updated, &plan_id]
+            .iter()
+            .all(|id| ids.iter().filter(|i| i == id).count() == 2)
+            .then_some(())
+    })
+    .await;
 
     // The tenant's endpoint: only key.* events, as Standard Webhooks.
     let g = until("the key event", 20, || keys.got().into_iter().next()).await;
