@@ -4,7 +4,9 @@
 #![forbid(unsafe_code)]
 
 pub mod crash;
+pub mod flags;
 pub mod ids;
+pub mod layers;
 pub mod perms;
 pub mod plan;
 pub mod problem;

@@ -11,6 +11,7 @@ pub mod chain;
 mod cursor;
 mod model;
 pub mod notify;
+mod settings;
 mod sql;
 mod stores;
 mod tables;
@@ -19,6 +20,7 @@ mod work;
 
 pub use cursor::Cursors;
 pub use model::*;
+pub use settings::*;
 pub use sql::{Backend, SqlCatalog};
 pub use stores::*;
 pub use tables::{TenantTable, TENANT_TABLES};
@@ -28,8 +30,8 @@ pub use work::Work;
 /// The catalog's traits, for `use tenantd_store::prelude::*` where their methods are called.
 pub mod prelude {
     pub use crate::stores::{
-        DomainStore, EventStore, KeyStore, MemberStore, Notify, PlanStore, RoleStore, SigningKeyStore, TenantStore,
-        UsageStore, UsageWrite, WebhookStore,
+        ConfigStore, DomainStore, EventStore, KeyStore, MemberStore, Notify, PlanStore, RoleStore, SigningKeyStore,
+        TenantStore, UsageStore, UsageWrite, WebhookStore,
     };
     pub use crate::Catalog;
 }
@@ -86,6 +88,7 @@ pub trait Catalog:
     + DomainStore
     + EventStore
     + WebhookStore
+    + ConfigStore
     + UsageStore
     + SigningKeyStore
     + Notify

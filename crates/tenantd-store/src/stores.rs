@@ -263,6 +263,65 @@ pub trait WebhookStore: Send + Sync {
     async fn set_cursor(&self, w: &mut Work, chain: &str, seq: i64) -> Result<()>;
 }
 
+/// Tenant configuration (schemas, the plans' and tenants' layers, every version) and
+/// feature flags.
+#[async_trait::async_trait]
+pub trait ConfigStore: Send + Sync {
+    /// Creates or replaces a key's schema and default; `Conflict` unless the stored
+    /// version is `expected` (0: none), when given.
+    async fn put_schema(
+        &self,
+        w: &mut Work,
+        key: &str,
+        schema: &serde_json::Value,
+        default: Option<&serde_json::Value>,
+        expected: Option<i64>,
+    ) -> Result<ConfigSchema>;
+    /// A key's schema.
+    async fn get_schema(&self, key: &str) -> Result<Option<ConfigSchema>>;
+    /// Every schema, by key.
+    async fn list_schemas(&self) -> Result<Vec<ConfigSchema>>;
+    /// Deletes a key's schema; `Conflict` while a plan or tenant layer holds a value.
+    async fn delete_schema(&self, w: &mut Work, key: &str) -> Result<()>;
+    /// Writes a new version of `key` in `owner`'s layer (`None` removes the layer's
+    /// value); `Conflict` unless the latest version is `expected` (0: none), when given,
+    /// or when another writer took the same version.
+    async fn put_config(
+        &self,
+        w: &mut Work,
+        owner: &ConfigOwner,
+        key: &str,
+        value: Option<&serde_json::Value>,
+        expected: Option<i64>,
+        actor: &str,
+    ) -> Result<ConfigEntry>;
+    /// A version of `key` in `owner`'s layer (`None`: the latest).
+    async fn config_entry(&self, owner: &ConfigOwner, key: &str, version: Option<i64>) -> Result<Option<ConfigEntry>>;
+    /// Every version of `key` in `owner`'s layer, newest first, one page.
+    async fn config_versions(&self, owner: &ConfigOwner, key: &str, page: &PageRequest) -> Result<Page<ConfigEntry>>;
+    /// The values `owner`'s layer holds now, by key.
+    async fn config_layer(&self, owner: &ConfigOwner) -> Result<Vec<ConfigEntry>>;
+    /// Every plan's layer: the values held now.
+    async fn plan_layers(&self) -> Result<Vec<(PlanId, ConfigEntry)>>;
+    /// Every layer's value of `key` held now, read in `w`.
+    async fn current_values_in(&self, w: &mut Work, key: &str) -> Result<Vec<(ConfigOwner, ConfigEntry)>>;
+    /// Creates or replaces a flag; `Conflict` unless its version is `expected` (0: none),
+    /// when given.
+    async fn put_flag(
+        &self,
+        w: &mut Work,
+        key: &str,
+        spec: &tenantd_core::flags::FlagSpec,
+        expected: Option<i64>,
+    ) -> Result<tenantd_core::flags::Flag>;
+    /// A flag.
+    async fn get_flag(&self, key: &str) -> Result<Option<tenantd_core::flags::Flag>>;
+    /// Every flag, by key.
+    async fn list_flags(&self) -> Result<Vec<tenantd_core::flags::Flag>>;
+    /// Deletes a flag; what it was.
+    async fn delete_flag(&self, w: &mut Work, key: &str) -> Result<tenantd_core::flags::Flag>;
+}
+
 /// The name of a tenant's chain (`None`: the platform's, `""`).
 pub fn chain_name(tenant: Option<&TenantId>) -> &str {
     tenant.map_or("", |t| t.as_str())

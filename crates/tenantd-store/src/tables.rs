@@ -36,6 +36,7 @@ pub const TENANT_TABLES: &[TenantTable] = &[
     table("plan_history", "plan history"),
     table("webhook_deliveries", "webhook delivery attempts"),
     table("webhooks", "webhook endpoints"),
+    table("config_values", "its configuration layer, every version"),
     table("jobs", "background jobs"),
     table("job_lanes", "its lanes in the job queue's rotation"),
     table("job_tenants", "its job policy and running count"),

@@ -7,6 +7,7 @@ use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Executor, Row};
 use tenantd_core::now_secs;
 
+mod config;
 mod domains;
 mod events;
 mod keys;

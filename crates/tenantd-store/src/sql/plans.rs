@@ -110,6 +110,11 @@ impl PlanStore for SqlCatalog {
         if n == 0 {
             return Err(StoreError::NotFound("plan"));
         }
+        // A plan made later under the same id starts without this one's configuration.
+        sqlx::query("DELETE FROM config_values WHERE tenant_id = '' AND plan_id = $1")
+            .bind(id.as_str())
+            .execute(&mut *w.tx)
+            .await?;
         Ok(())
     }
 }

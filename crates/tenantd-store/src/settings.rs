@@ -1,0 +1,52 @@
+//! What the catalog keeps of tenant configuration and feature flags (docs/config.md).
+use serde_json::Value;
+use tenantd_core::{PlanId, TenantId};
+
+/// A configuration key's schema and default.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigSchema {
+    /// The key.
+    pub key: String,
+    /// Its JSON Schema (2020-12).
+    pub schema: Value,
+    /// The value when no plan or tenant layer has one.
+    pub default: Option<Value>,
+    /// Raised by every change, from 1.
+    pub version: i64,
+    /// Unix seconds.
+    pub updated_at: i64,
+}
+
+/// Whose layer a configuration value is in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigOwner {
+    /// A plan's: every tenant on it.
+    Plan(PlanId),
+    /// One tenant's.
+    Tenant(TenantId),
+}
+
+impl ConfigOwner {
+    /// `(tenant_id, plan_id)` as stored: the other is `''`.
+    pub(crate) fn columns(&self) -> (&str, &str) {
+        match self {
+            ConfigOwner::Plan(p) => ("", p.as_str()),
+            ConfigOwner::Tenant(t) => (t.as_str(), ""),
+        }
+    }
+}
+
+/// One version of a key in a layer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigEntry {
+    /// The key.
+    pub key: String,
+    /// From 1 in each layer.
+    pub version: i64,
+    /// `None`: this version removed the layer's value.
+    pub value: Option<Value>,
+    /// Who wrote it (`operator`, `usr_…`, `key_…`).
+    pub actor: String,
+    /// Unix seconds.
+    pub at: i64,
+}
