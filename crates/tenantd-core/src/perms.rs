@@ -155,6 +155,51 @@ impl BuiltinRole {
     }
 }
 
+/// The resources of tenantd's own permissions (its control plane and its data plane).
+/// The configuration may add app permissions to built-in roles (`[roles.*]`), never
+/// these: a tenant's `member` must not gain `keys:manage` from a platform setting.
+pub const TENANTD_RESOURCES: &[&str] = &[
+    "tenant",
+    "tenants",
+    "members",
+    "owners",
+    "keys",
+    "roles",
+    "workspaces",
+    "domains",
+    "plans",
+    "usage",
+    "invoices",
+    "billing",
+    "audit",
+    "events",
+    "webhooks",
+    "config",
+    "flags",
+    "secrets",
+    "jobs",
+    "records",
+    "blobs",
+    "cache",
+    "data",
+    "leases",
+    "exports",
+    "backups",
+];
+
+/// Checks a permission the configuration adds to a built-in role: an app's own
+/// (`reports:write`, `reports:*`), never one of tenantd's ([`TENANTD_RESOURCES`]) nor a
+/// wildcard resource that would reach them.
+pub fn check_platform_grant(p: &Permission) -> Result<(), String> {
+    let resource = p.as_str().split_once(':').map_or("*", |(r, _)| r);
+    if resource == "*" || TENANTD_RESOURCES.contains(&resource) {
+        return Err(format!(
+            "'{p}' reaches tenantd's own permissions; built-in roles may only gain app permissions such as 'reports:write'"
+        ));
+    }
+    Ok(())
+}
+
 /// A role: a name and the permission patterns it grants (and, for built-ins, denies).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Role {
@@ -254,6 +299,23 @@ mod tests {
         assert!(!member.allows("keys:manage") && !member.allows("members:manage"));
         assert!(viewer.allows("records:read") && !viewer.allows("records:write"));
         assert!(guest.allows("tenant:read") && !guest.allows("records:read"));
+    }
+
+    #[test]
+    fn only_app_permissions_may_be_added_to_builtin_roles() {
+        let p = |s| Permission::parse(s).unwrap();
+        assert!(check_platform_grant(&p("reports:write")).is_ok());
+        assert!(check_platform_grant(&p("reports:*")).is_ok());
+        for refused in [
+            "keys:manage",
+            "members:*",
+            "*:read",
+            "*",
+            "records:write",
+            "config:write",
+        ] {
+            assert!(check_platform_grant(&p(refused)).is_err(), "{refused}");
+        }
     }
 
     #[test]

@@ -9,6 +9,8 @@ pub enum Code {
     InvalidTenantId,
     /// 400: the request needs a tenant and none was given.
     TenantRequired,
+    /// 400: a configuration value its key's schema refuses.
+    InvalidConfig,
     /// 401: no valid credential.
     Unauthenticated,
     /// 403: the principal's role does not grant the permission.
@@ -51,12 +53,13 @@ pub enum Code {
 
 impl Code {
     /// Every code.
-    pub const ALL: [Code; 22] = {
+    pub const ALL: [Code; 23] = {
         use Code::*;
         [
             InvalidRequest,
             InvalidTenantId,
             TenantRequired,
+            InvalidConfig,
             Unauthenticated,
             Forbidden,
             TenantMismatch,
@@ -88,7 +91,7 @@ impl Code {
     pub fn status(self) -> u16 {
         use Code::*;
         match self {
-            InvalidRequest | InvalidTenantId | TenantRequired => 400,
+            InvalidRequest | InvalidTenantId | TenantRequired | InvalidConfig => 400,
             Unauthenticated => 401,
             Forbidden | TenantMismatch | TenantSuspended => 403,
             TenantNotFound | NotFound => 404,
@@ -113,6 +116,7 @@ impl Code {
             InvalidRequest => "invalid_request",
             InvalidTenantId => "invalid_tenant_id",
             TenantRequired => "tenant_required",
+            InvalidConfig => "invalid_config",
             Unauthenticated => "unauthenticated",
             Forbidden => "forbidden",
             TenantMismatch => "tenant_mismatch",
@@ -142,6 +146,7 @@ impl Code {
             InvalidRequest => "Invalid request",
             InvalidTenantId => "Invalid tenant id",
             TenantRequired => "Tenant required",
+            InvalidConfig => "Invalid configuration value",
             Unauthenticated => "Unauthenticated",
             Forbidden => "Forbidden",
             TenantMismatch => "Tenant mismatch",

@@ -112,6 +112,7 @@ fn build() -> World {
             counter_failure: Default::default(),
             job_weight: 1,
             upstream: None,
+            config: Arc::default(),
         });
     }
     let roles = ["owner", "admin", "member", "viewer"];

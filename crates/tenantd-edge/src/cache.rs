@@ -5,11 +5,11 @@ use crate::keys::KeyId;
 use dashmap::DashMap;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
-use tenantd_core::{BuiltinRole, Limit, Role, TenantId, TenantStatus};
+use std::sync::{Arc, Mutex, RwLock};
+use tenantd_core::{BuiltinRole, Limit, Permission, Role, TenantId, TenantStatus};
 
 /// What the edge needs to know of a tenant.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TenantEntry {
     /// The tenant's id.
     pub id: TenantId,
@@ -29,6 +29,8 @@ pub struct TenantEntry {
     /// why a stored value is not usable (the gateway answers 502 rather than send the
     /// tenant's traffic elsewhere).
     pub upstream: Option<Result<crate::Upstream, String>>,
+    /// Its own configuration layer (docs/config.md).
+    pub config: Arc<tenantd_core::layers::Layer>,
 }
 
 /// What the edge needs to know of an API key. Never the secret.
@@ -95,17 +97,10 @@ pub trait Directory: Send + Sync + 'static {
     async fn fold_security_events(&self, repeats: &[(i64, u64)]);
     /// Records a quota threshold crossing (`quota.warning`, `quota.exceeded`).
     async fn quota_event(&self, crossing: tenantd_limits::Crossing);
-}
-
-fn builtin(role: BuiltinRole) -> Arc<Role> {
-    static ROLES: OnceLock<Vec<Arc<Role>>> = OnceLock::new();
-    let all = ROLES.get_or_init(|| BuiltinRole::ALL.iter().map(|r| Arc::new(r.role())).collect());
-    all[BuiltinRole::ALL.iter().position(|r| *r == role).unwrap_or(0)].clone()
-}
-
-/// The built-in role with this name, shared.
-pub fn builtin_role(name: &str) -> Option<Arc<Role>> {
-    BuiltinRole::from_name(name).map(builtin)
+    /// The flags and the configuration's shared layers (none by default).
+    async fn settings(&self) -> Result<crate::Settings, DirectoryError> {
+        Ok(crate::Settings::default())
+    }
 }
 
 /// Something the cache may hold that changed in the catalog.
@@ -121,8 +116,12 @@ pub enum Change<'a> {
     Role(&'a str, &'a str),
     /// A custom domain (claimed, verified or released).
     Domain(&'a str),
-    /// A plan's limits or policy: every tenant on it.
+    /// A plan's limits or policy: every tenant on it (and its features: the flags).
     Plan(&'a str),
+    /// A tenant's configuration layer.
+    Config(&'a str),
+    /// Flags, configuration schemas or a plan's configuration layer.
+    Settings,
 }
 
 impl Change<'_> {
@@ -135,6 +134,8 @@ impl Change<'_> {
             Change::Role(t, n) => format!("role:{t}/{n}"),
             Change::Domain(h) => format!("domain:{h}"),
             Change::Plan(p) => format!("plan:{p}"),
+            Change::Config(t) => format!("config:{t}"),
+            Change::Settings => "settings:".to_string(),
         }
     }
 
@@ -148,6 +149,8 @@ impl Change<'_> {
             "role" => rest.split_once('/').map(|(t, n)| Change::Role(t, n)),
             "domain" => Some(Change::Domain(rest)),
             "plan" => Some(Change::Plan(rest)),
+            "config" => Some(Change::Config(rest)),
+            "settings" => Some(Change::Settings),
             _ => None,
         }
     }
@@ -170,18 +173,15 @@ pub struct EdgeCache {
     domains: RwLock<Arc<HashMap<String, TenantId>>>,
     /// Set when the domains must be reloaded before the next resolution.
     domains_stale: AtomicBool,
+    /// The built-in roles, with the permissions the configuration adds to them.
+    builtins: Vec<Arc<Role>>,
+    /// Flags and shared configuration, replaced whole ([`crate::Edge::reload_settings`]).
+    settings: arc_swap::ArcSwap<crate::Settings>,
 }
 
 impl Default for EdgeCache {
     fn default() -> Self {
-        Self {
-            tenants: DashMap::default(),
-            keys: DashMap::default(),
-            roles: DashMap::default(),
-            used: Mutex::new(Vec::new()),
-            domains: RwLock::new(Arc::new(HashMap::new())),
-            domains_stale: AtomicBool::new(true),
-        }
+        Self::with_platform_roles(&[])
     }
 }
 
@@ -193,6 +193,48 @@ fn role_key(tenant: &str, name: &str) -> String {
 }
 
 impl EdgeCache {
+    /// A cache whose built-in roles also grant the given app permissions (`[roles.*]` in
+    /// the configuration file, checked there).
+    pub fn with_platform_roles(extra: &[(BuiltinRole, Vec<Permission>)]) -> Self {
+        let builtins = BuiltinRole::ALL
+            .iter()
+            .map(|b| {
+                let mut r = b.role();
+                for (_, perms) in extra.iter().filter(|(e, _)| e == b) {
+                    r.allow.extend(perms.iter().cloned());
+                }
+                Arc::new(r)
+            })
+            .collect();
+        Self {
+            tenants: DashMap::default(),
+            keys: DashMap::default(),
+            roles: DashMap::default(),
+            used: Mutex::new(Vec::new()),
+            domains: RwLock::new(Arc::new(HashMap::new())),
+            domains_stale: AtomicBool::new(true),
+            builtins,
+            settings: Default::default(),
+        }
+    }
+    /// The built-in role with this name, with what the configuration adds to it.
+    pub fn builtin_role(&self, name: &str) -> Option<Arc<Role>> {
+        let b = BuiltinRole::from_name(name)?;
+        let i = BuiltinRole::ALL.iter().position(|r| *r == b)?;
+        self.builtins.get(i).cloned()
+    }
+    /// Every built-in role, strongest first.
+    pub fn builtin_roles(&self) -> &[Arc<Role>] {
+        &self.builtins
+    }
+    /// The flags and shared configuration now.
+    pub fn settings(&self) -> Arc<crate::Settings> {
+        self.settings.load_full()
+    }
+    /// Replaces the flags and shared configuration.
+    pub fn set_settings(&self, s: crate::Settings) {
+        self.settings.store(Arc::new(s));
+    }
     /// A cached tenant.
     pub fn tenant(&self, id: &str) -> Option<Arc<TenantEntry>> {
         self.tenants.get(id).map(|e| e.value().clone())
@@ -225,7 +267,8 @@ impl EdgeCache {
     }
     /// A role by name: built-in, or the tenant's cached custom role.
     pub fn role(&self, tenant: &str, name: &str) -> Option<Arc<Role>> {
-        builtin_role(name).or_else(|| self.roles.get(&role_key(tenant, name)).map(|r| r.value().clone()))
+        self.builtin_role(name)
+            .or_else(|| self.roles.get(&role_key(tenant, name)).map(|r| r.value().clone()))
     }
     /// Caches a custom role.
     pub fn put_role(&self, tenant: &str, role: Role) -> Arc<Role> {
@@ -255,6 +298,9 @@ impl EdgeCache {
             Change::Role(t, n) => self.forget_role(t, n),
             Change::Domain(_) => self.domains_stale.store(true, Ordering::Release),
             Change::Plan(p) => self.tenants.retain(|_, t| t.plan.as_str() != p),
+            Change::Config(t) => self.forget_tenant(t),
+            // The server reloads the settings whole ([`crate::Edge::reload_settings`]).
+            Change::Settings => {}
         }
     }
 
@@ -332,6 +378,8 @@ mod tests {
             Change::Role("acme", "rep"),
             Change::Domain("a.example"),
             Change::Plan("free"),
+            Change::Config("acme"),
+            Change::Settings,
         ] {
             assert_eq!(Change::parse(&c.topic()), Some(c));
         }
@@ -345,6 +393,7 @@ mod tests {
             counter_failure: Default::default(),
             job_weight: 1,
             upstream: None,
+            config: Arc::default(),
         });
         cache.put_tenant(TenantEntry {
             id: TenantId::parse("beta").unwrap(),
@@ -355,6 +404,7 @@ mod tests {
             counter_failure: Default::default(),
             job_weight: 1,
             upstream: None,
+            config: Arc::default(),
         });
         cache.apply(Some("tenant:acme"));
         assert!(cache.tenant("acme").is_none() && cache.tenant("beta").is_some());
@@ -368,6 +418,7 @@ mod tests {
             counter_failure: Default::default(),
             job_weight: 1,
             upstream: None,
+            config: Arc::default(),
         });
         cache.apply(Some("plan:starter"));
         assert!(cache.tenant("gamma").is_none() && cache.tenant("beta").is_some());
@@ -401,6 +452,7 @@ mod tests {
                 counter_failure: Default::default(),
                 job_weight: 1,
                 upstream: None,
+                config: Arc::default(),
             });
             cache.put_key(key(k, tenant));
             cache.put_role(tenant, Role::custom("auditor".into(), Vec::new()));

@@ -5,6 +5,8 @@ use crate::problem::Problem;
 use axum::extract::FromRequestParts;
 use http::request::Parts;
 use std::sync::Arc;
+use tenantd_core::flags::{EvalError, Evaluation, Subject};
+use tenantd_core::layers::Effective;
 use tenantd_core::{Code, Role, TenantId, TenantStatus};
 
 /// Who is calling.
@@ -74,6 +76,9 @@ pub struct RequestContext {
     pub limit: Option<tenantd_limits::LimitState>,
     /// The API key's own limits, when the caller used a key.
     pub key_limits: Option<Arc<[tenantd_core::Limit]>>,
+    /// The flags and shared configuration when the tenant was resolved (in process;
+    /// `None` from a remote tenantd).
+    pub settings: Option<Arc<crate::Settings>>,
 }
 
 impl RequestContext {
@@ -138,6 +143,46 @@ impl TenantContext {
     /// The whole request context.
     pub fn request(&self) -> &RequestContext {
         &self.ctx
+    }
+
+    /// The subject flags are evaluated for: this tenant, and `targeting_key`.
+    fn subject<'a>(&'a self, targeting_key: Option<&'a str>) -> Subject<'a> {
+        Subject {
+            tenant: self.tenant.id.as_str(),
+            plan: self.tenant.plan.as_str(),
+            targeting_key,
+        }
+    }
+
+    /// Evaluates flag `key` for this tenant, with `targeting_key` for rollouts by
+    /// targeting key; `None` if there is no such flag (or no settings: a remote edge).
+    /// No I/O: the flags are this node's snapshot.
+    pub fn flag_for(&self, key: &str, targeting_key: Option<&str>) -> Option<Result<Evaluation<'_>, EvalError>> {
+        self.ctx
+            .settings
+            .as_ref()?
+            .flags
+            .evaluate(key, &self.subject(targeting_key))
+    }
+
+    /// [`TenantContext::flag_for`] with the caller (`usr_…`, `key_…`, `operator`) as the
+    /// targeting key.
+    pub fn flag(&self, key: &str) -> Option<Result<Evaluation<'_>, EvalError>> {
+        let caller = self.principal().actor();
+        self.flag_for(key, Some(&caller))
+    }
+
+    /// Whether boolean flag `key` is on for this tenant and caller (`false` when it is
+    /// off, missing, not boolean or cannot be evaluated).
+    pub fn enabled(&self, key: &str) -> bool {
+        matches!(self.flag(key), Some(Ok(e)) if e.value == &serde_json::Value::Bool(true))
+    }
+
+    /// Configuration `key`'s effective value for this tenant: its own, its plan's or the
+    /// default, with the source.
+    pub fn config(&self, key: &str) -> Option<Effective<'_>> {
+        let s = self.ctx.settings.as_ref()?;
+        s.layers.effective(&self.tenant.config, self.tenant.plan.as_str(), key)
     }
 
     /// Whether the caller may do `permission` here. Operators may do anything; on a

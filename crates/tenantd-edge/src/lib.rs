@@ -18,12 +18,14 @@ pub mod problem;
 pub mod remote;
 pub mod request;
 pub mod security;
+pub mod settings;
 pub mod upstream;
 
-pub use cache::{builtin_role, Change, Directory, DirectoryError, EdgeCache, KeyEntry, SecurityEvent, TenantEntry};
+pub use cache::{Change, Directory, DirectoryError, EdgeCache, KeyEntry, SecurityEvent, TenantEntry};
 pub use context::{Ctx, Principal, RequestContext, TenantContext};
 pub use layer::EdgeLayer;
 pub use pipeline::{Edge, EdgeConfig, EdgeMetrics, RequestInfo, RouteNeeds};
 pub use problem::Problem;
 pub use remote::RemoteEdge;
+pub use settings::Settings;
 pub use upstream::Upstream;

@@ -24,6 +24,8 @@ pub struct EdgeConfig {
     pub single_tenant: Option<TenantId>,
     /// SHA-256 of the operator key.
     pub operator_key_hash: [u8; 32],
+    /// App permissions the configuration adds to built-in roles (`[roles.*]`).
+    pub platform_roles: Vec<(tenantd_core::BuiltinRole, Vec<tenantd_core::Permission>)>,
 }
 
 /// Counters the edge keeps (exposed by the server at `/metrics`).
@@ -77,8 +79,8 @@ impl Edge {
     /// An edge over a directory, with tenantd's signer and an optional OpenID verifier.
     pub fn new(cfg: EdgeConfig, dir: Arc<dyn Directory>, signer: Arc<Signer>, oidc: Option<Arc<OidcVerifier>>) -> Self {
         Self {
+            cache: EdgeCache::with_platform_roles(&cfg.platform_roles),
             cfg,
-            cache: EdgeCache::default(),
             dir,
             signer,
             oidc,
@@ -111,6 +113,13 @@ impl Edge {
     /// The settings.
     pub fn config(&self) -> &EdgeConfig {
         &self.cfg
+    }
+    /// Loads the flags and shared configuration again (after this node or another
+    /// changed them); until it succeeds the previous ones stay.
+    pub async fn reload_settings(&self) -> Result<(), crate::cache::DirectoryError> {
+        let s = self.dir.settings().await?;
+        self.cache.set_settings(s);
+        Ok(())
     }
 
     async fn load_key(&self, token: &str) -> Result<Option<Arc<KeyEntry>>, Problem> {
@@ -392,6 +401,7 @@ impl Edge {
             role: None,
             limit,
             key_limits: None,
+            settings: Some(self.cache.settings()),
         })
     }
 
@@ -449,6 +459,7 @@ impl Edge {
                 role: None,
                 limit: None,
                 key_limits: None,
+                settings: None,
             });
         }
         let requested = match self.requested_tenant(info) {
@@ -489,6 +500,7 @@ impl Edge {
                 role: None,
                 limit: None,
                 key_limits: None,
+                settings: None,
             });
         };
         let role_name: Option<Cow<'_, str>> = match &authn {
@@ -541,6 +553,7 @@ impl Edge {
             tenant: Some(tenant),
             role: Some(role),
             limit,
+            settings: Some(self.cache.settings()),
             // Most keys have no limits of their own: cloning their empty list would
             // still touch its reference count, a cache miss per request at 10M keys.
             key_limits: match &authn {

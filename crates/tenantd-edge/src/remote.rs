@@ -346,6 +346,7 @@ impl DecideResponse {
                         counter_failure: t.counter_failure,
                         job_weight: t.job_weight,
                         upstream: None,
+                        config: Arc::default(),
                     })),
                 };
                 let limit = match c.limit {
@@ -374,6 +375,7 @@ impl DecideResponse {
                     role: c.role.map(Arc::new),
                     limit,
                     key_limits: c.key_limits.map(Into::into),
+                    settings: None,
                 };
                 Ok((ctx, headers(h)))
             }

@@ -99,6 +99,43 @@ pub struct FileConfig {
     audit: Option<AuditFile>,
     /// `[webhooks]`: delivery.
     webhooks: Option<crate::webhooks::settings::WebhooksFile>,
+    /// `[roles.<builtin>]`: app permissions added to built-in roles.
+    roles: Option<std::collections::BTreeMap<String, RoleFile>>,
+}
+
+/// A `[roles.<builtin>]` table.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleFile {
+    allow: Vec<String>,
+}
+
+/// The app permissions `[roles.*]` adds to built-in roles, checked: a known built-in
+/// role, valid permissions, none of tenantd's own.
+fn platform_roles(
+    roles: std::collections::BTreeMap<String, RoleFile>,
+) -> Result<Vec<(tenantd_core::BuiltinRole, Vec<tenantd_core::Permission>)>, ConfigError> {
+    roles
+        .into_iter()
+        .map(|(name, r)| {
+            let role = tenantd_core::BuiltinRole::from_name(&name).ok_or_else(|| {
+                ConfigError(format!(
+                    "[roles.{name}]: not a built-in role (owner, admin, member, viewer, guest); custom roles are made in each tenant"
+                ))
+            })?;
+            let perms = r
+                .allow
+                .iter()
+                .map(|p| {
+                    let p = tenantd_core::Permission::parse(p).map_err(|e| ConfigError(format!("[roles.{name}] allow: {e}")))?;
+                    tenantd_core::perms::check_platform_grant(&p)
+                        .map_err(|e| ConfigError(format!("[roles.{name}] allow: {e}")))?;
+                    Ok(p)
+                })
+                .collect::<Result<Vec<_>, ConfigError>>()?;
+            Ok((role, perms))
+        })
+        .collect()
 }
 
 /// The `[audit]` table.
@@ -211,6 +248,8 @@ pub struct Config {
     pub audit_checkpoint_seconds: u64,
     /// How webhooks are delivered (`[webhooks]`).
     pub webhooks: crate::webhooks::settings::WebhookSettings,
+    /// App permissions added to built-in roles for every tenant (`[roles.*]`).
+    pub platform_roles: Vec<(tenantd_core::BuiltinRole, Vec<tenantd_core::Permission>)>,
     /// The configuration file, re-read when the gateway reloads.
     pub config_path: Option<PathBuf>,
     /// `TENANTD_ADMIN_KEY`, never printed (`Debug` shows `[redacted]`).
@@ -303,6 +342,7 @@ impl Config {
             audit_checkpoint_seconds: f.audit.unwrap_or_default().checkpoint_seconds.unwrap_or(3600),
             webhooks: crate::webhooks::settings::WebhookSettings::from_file(f.webhooks.unwrap_or_default())
                 .map_err(ConfigError)?,
+            platform_roles: platform_roles(f.roles.unwrap_or_default())?,
             config_path: None,
             admin_key: admin_key.map(Secret::new),
         };
@@ -508,6 +548,27 @@ mod tests {
             (&pg, "data_pool_size = 1001", "data_pool_size"),
         ] {
             let e = Config::merge(args, file(toml), None).unwrap_err().to_string();
+            assert!(e.contains(named), "{toml}: {e}");
+        }
+    }
+
+    #[test]
+    fn platform_roles_add_app_permissions_only() {
+        let merged = |toml| Config::merge(&ServeArgs::default(), file(toml), None);
+        let c = merged("[roles.member]\nallow = [\"reports:write\", \"Reports:Read\"]").unwrap();
+        assert_eq!(c.platform_roles.len(), 1);
+        assert_eq!(c.platform_roles[0].0, tenantd_core::BuiltinRole::Member);
+        let perms: Vec<&str> = c.platform_roles[0].1.iter().map(|p| p.as_str()).collect();
+        assert_eq!(perms, ["reports:write", "reports:read"]);
+        for (toml, named) in [
+            ("[roles.member]\nallow = [\"keys:manage\"]", "keys:manage"),
+            ("[roles.viewer]\nallow = [\"*:write\"]", "*:write"),
+            ("[roles.guest]\nallow = [\"members:read\"]", "members:read"),
+            ("[roles.auditor]\nallow = [\"reports:read\"]", "not a built-in role"),
+            ("[roles.member]\nallow = [\"reports\"]", "invalid permission"),
+            ("[roles.member]\ngrant = [\"reports:read\"]", "grant"),
+        ] {
+            let e = merged(toml).unwrap_err().to_string();
             assert!(e.contains(named), "{toml}: {e}");
         }
     }

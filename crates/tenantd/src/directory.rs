@@ -1,10 +1,12 @@
 //! The edge's [`Directory`] over the local catalog.
 use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
+use tenantd_core::flags::FlagSet;
+use tenantd_core::layers::{Layer, SharedLayers, Versioned};
 use tenantd_core::plan::merge_limits;
 use tenantd_core::{Email, Plan, Role, TenantId};
-use tenantd_edge::{Directory, DirectoryError, KeyEntry, SecurityEvent, TenantEntry};
-use tenantd_store::{ApiKey, Catalog, NewEvent, StoreError, Tenant};
+use tenantd_edge::{Directory, DirectoryError, KeyEntry, SecurityEvent, Settings, TenantEntry};
+use tenantd_store::{ApiKey, Catalog, ConfigEntry, ConfigOwner, NewEvent, StoreError, Tenant};
 
 /// Reads the catalog for the edge.
 pub struct CatalogDirectory(pub Arc<dyn Catalog>);
@@ -28,7 +30,72 @@ pub fn tenant_entry(t: &Tenant, plan: &Plan) -> TenantEntry {
                 .ok_or_else(|| "settings.upstream is not a string".to_string())
                 .and_then(tenantd_edge::Upstream::parse)
         }),
+        config: Arc::default(),
     }
+}
+
+/// A configuration layer as the edge holds it.
+pub fn layer(entries: Vec<ConfigEntry>) -> Layer {
+    entries
+        .into_iter()
+        .filter_map(|e| {
+            let value = e.value?;
+            Some((
+                e.key,
+                Versioned {
+                    value,
+                    version: e.version,
+                },
+            ))
+        })
+        .collect()
+}
+
+/// The flags (with every plan's features) and the configuration's defaults and plan
+/// layers, from the catalog.
+pub async fn load_settings(c: &dyn Catalog) -> Result<Settings, StoreError> {
+    let features: Vec<(String, Vec<String>)> = c
+        .list_plans()
+        .await?
+        .into_iter()
+        .map(|p| (p.id.as_str().to_string(), p.features))
+        .collect();
+    let flags = FlagSet::new(c.list_flags().await?, &features);
+    let defaults = c
+        .list_schemas()
+        .await?
+        .into_iter()
+        .filter_map(|s| {
+            let value = s.default?;
+            Some((
+                s.key,
+                Versioned {
+                    value,
+                    version: s.version,
+                },
+            ))
+        })
+        .collect();
+    let plans = c
+        .plan_layers()
+        .await?
+        .into_iter()
+        .filter_map(|(p, e)| {
+            let value = e.value?;
+            Some((
+                p.as_str().to_string(),
+                e.key,
+                Versioned {
+                    value,
+                    version: e.version,
+                },
+            ))
+        })
+        .collect();
+    Ok(Settings {
+        flags,
+        layers: SharedLayers::new(defaults, plans),
+    })
 }
 
 /// The edge's view of a stored key.
@@ -69,7 +136,11 @@ impl Directory for CatalogDirectory {
         match self.0.get_tenant(id).await {
             Ok(t) => {
                 let plan = self.0.get_plan(&t.plan).await.map_err(err)?;
-                Ok(Some(tenant_entry(&t, &plan)))
+                let own = self.0.config_layer(&ConfigOwner::Tenant(t.id)).await.map_err(err)?;
+                Ok(Some(TenantEntry {
+                    config: Arc::new(layer(own)),
+                    ..tenant_entry(&t, &plan)
+                }))
             }
             Err(StoreError::NotFound(_)) => Ok(None),
             Err(e) => Err(err(e)),
@@ -95,6 +166,10 @@ impl Directory for CatalogDirectory {
     async fn user_by_email(&self, email: &str) -> Result<String, DirectoryError> {
         let email = Email::parse(email).map_err(|e| DirectoryError(e.to_string()))?;
         Ok(self.0.ensure_user(&email).await.map_err(err)?.id)
+    }
+
+    async fn settings(&self) -> Result<Settings, DirectoryError> {
+        load_settings(&*self.0).await.map_err(err)
     }
 
     async fn quota_event(&self, c: tenantd_limits::Crossing) {

@@ -156,6 +156,33 @@ pub fn optional_json<T: Default + serde::de::DeserializeOwned>(body: &[u8]) -> R
     Ok(parse_json::<Option<T>>(body)?.unwrap_or_default())
 }
 
+/// The version an `If-Match` header names (`"3"`, or `W/"3"`), for writes that must not
+/// overwrite a change they have not seen; `None` without the header or for `*`.
+pub fn if_match(h: &http::HeaderMap) -> Result<Option<i64>, Problem> {
+    let Some(v) = h.get(http::header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let bad = || Problem::invalid("If-Match must be an ETag this API gave, such as \"3\"");
+    let s = v.to_str().map_err(|_| bad())?.trim();
+    if s == "*" {
+        return Ok(None);
+    }
+    let tag = s.strip_prefix("W/").unwrap_or(s);
+    let n = tag
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .ok_or_else(bad)?;
+    n.parse::<i64>().ok().filter(|n| *n >= 0).map(Some).ok_or_else(bad)
+}
+
+/// The `ETag` header of version `v`.
+pub fn etag(v: i64) -> [(http::HeaderName, http::HeaderValue); 1] {
+    [(
+        http::header::ETAG,
+        http::HeaderValue::from_str(&format!("\"{v}\"")).expect("digits and quotes are a valid header value"),
+    )]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,11 +5,11 @@ use crate::state::State;
 use std::sync::Arc;
 use tenantd_core::perms::OWNERS_MANAGE;
 use tenantd_core::{Code, Role};
-use tenantd_edge::{builtin_role, Problem, TenantContext};
+use tenantd_edge::{Problem, TenantContext};
 
 /// The role named `name` in the context's tenant, or `400` if there is none.
 pub async fn known_role(state: &State, ctx: &TenantContext, name: &str) -> ApiResult<Arc<Role>> {
-    if let Some(r) = builtin_role(name) {
+    if let Some(r) = state.edge.cache().builtin_role(name) {
         return Ok(r);
     }
     match state.catalog.get_role(ctx.tenant_id(), name).await? {

@@ -18,6 +18,7 @@ pub mod levels;
 pub mod metrics;
 pub mod platform_jobs;
 pub mod routes;
+pub mod schemas;
 pub mod serve;
 pub mod startup;
 pub mod state;

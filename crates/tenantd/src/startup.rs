@@ -154,6 +154,7 @@ pub async fn prepare(cfg: Config) -> Result<State, StartError> {
         allow_query_tenant: cfg.allow_query_tenant,
         single_tenant,
         operator_key_hash: operator_key_hash(&cfg, catalog.as_ref()).await?,
+        platform_roles: cfg.platform_roles.clone(),
     };
     let store = Arc::new(crate::directory::CatalogCounters(catalog.clone()));
     let limiter = Arc::new(match &cfg.redis_url {
@@ -179,6 +180,9 @@ pub async fn prepare(cfg: Config) -> Result<State, StartError> {
         )
         .with_limiter(limiter.clone()),
     );
+    edge.reload_settings()
+        .await
+        .map_err(|e| StartError(format!("cannot load flags and configuration: {e}")))?;
     let (gateway, gateway_listener) = match (&cfg.gateway_listen, &cfg.upstream) {
         (Some(addr), Some(upstream)) => {
             let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -204,9 +208,11 @@ pub async fn prepare(cfg: Config) -> Result<State, StartError> {
             while let Some(topic) = rx.recv().await {
                 // A tenant's or plan's change may change its job policy.
                 policies.clear();
-                if let Some(change) = edge.cache().apply(topic.as_deref()) {
+                let change = edge.cache().apply(topic.as_deref());
+                if let Some(change) = change {
                     forget_purged(&data, &limiter, change).await;
                 }
+                crate::state::reload_settings(&edge, change).await;
             }
         });
     }

@@ -107,6 +107,7 @@ impl AppState {
         self.edge.cache().forget(change);
         self.job_policies.clear();
         forget_purged(&self.data, &self.limiter, change).await;
+        reload_settings(&self.edge, Some(change)).await;
         if let Err(e) = self.catalog.publish(&change.topic()).await {
             tracing::error!(error = %e, topic = %change.topic(), "could not publish a cache invalidation");
         }
@@ -126,6 +127,17 @@ pub(crate) async fn forget_purged(
         data.forget(&tenant).await;
         if let Err(e) = limiter.forget(tenant).await {
             tracing::warn!(tenant_id = %tenant, error = %e, "a purged tenant's counters were not all removed");
+        }
+    }
+}
+
+/// Loads the flags and shared configuration again when `change` touched them (`None`:
+/// anything may have changed). A failure keeps the previous ones and is logged.
+pub(crate) async fn reload_settings(edge: &tenantd_edge::Edge, change: Option<tenantd_edge::Change<'_>>) {
+    use tenantd_edge::Change;
+    if matches!(change, None | Some(Change::Settings | Change::Plan(_))) {
+        if let Err(e) = edge.reload_settings().await {
+            tracing::error!(error = %e, "could not reload flags and configuration; the previous ones stay");
         }
     }
 }

@@ -8,7 +8,7 @@ use http::HeaderMap;
 use tenantd_core::{now_secs, TenantId, TenantStatus};
 use tenantd_edge::context::evaluate;
 use tenantd_edge::jwt::{Claims, ISSUER};
-use tenantd_edge::{builtin_role, Ctx, Principal, Problem, TenantContext};
+use tenantd_edge::{Ctx, Principal, Problem, TenantContext};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -146,7 +146,7 @@ pub async fn authorize(
         Ok(t) if t.status != TenantStatus::Deleted => t,
         _ => return Ok(no()),
     };
-    let role = match builtin_role(&role_name) {
+    let role = match state.edge.cache().builtin_role(&role_name) {
         Some(r) => r,
         None => std::sync::Arc::new(
             state

@@ -140,7 +140,13 @@ pub async fn remove(S(state): S<State>, ctx: TenantContext, Path(p): Path<Member
 #[utoipa::path(get, path = "/v1/tenants/{id}/roles", tag = "members", params(TenantPath), responses((status = 200, description = "Built-in and custom roles", body = Items<Role>)))]
 pub async fn list_roles(S(state): S<State>, ctx: TenantContext) -> ApiResult<axum::Json<serde_json::Value>> {
     ctx.require("roles:read")?;
-    let mut items: Vec<Role> = BuiltinRole::ALL.iter().map(|r| r.role()).collect();
+    let mut items: Vec<Role> = state
+        .edge
+        .cache()
+        .builtin_roles()
+        .iter()
+        .map(|r| (**r).clone())
+        .collect();
     items.extend(state.catalog.list_roles(ctx.tenant_id()).await?);
     Ok(axum::Json(serde_json::json!({ "items": items })))
 }

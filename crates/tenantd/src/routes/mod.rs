@@ -11,9 +11,11 @@ pub mod audit;
 pub mod billing;
 pub mod blobs;
 pub mod cache;
+pub mod config;
 pub mod data;
 pub mod domains;
 pub mod edge;
+pub mod flags;
 pub mod identity;
 pub mod jobs;
 pub mod keys;
@@ -40,6 +42,8 @@ pub fn api() -> OpenApiRouter<State> {
         .merge(identity::router())
         .merge(audit::router())
         .merge(webhooks::router())
+        .merge(config::router())
+        .merge(flags::router())
         .merge(usage::router())
         .merge(usage_events::router())
         .merge(billing::router())

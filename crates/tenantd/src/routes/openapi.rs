@@ -24,6 +24,8 @@ use utoipa::OpenApi as _;
         (name = "usage", description = "Quotas, metered usage, leases, tenant events"),
         (name = "billing", description = "Invoices and the billing report"),
         (name = "data", description = "Tenant data: JSON records in collections, blobs and a cache"),
+        (name = "config", description = "Tenant configuration: schemas, plan and tenant layers, versions"),
+        (name = "flags", description = "Feature flags, a tenant's features, and OFREP evaluation"),
         (name = "jobs", description = "Background jobs: enqueue, claim under a lease, complete or fail"),
         (name = "edge", description = "The edge decision, for services embedding tenantd's layer against a remote tenantd"),
     )

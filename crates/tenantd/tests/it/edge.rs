@@ -44,7 +44,7 @@ async fn the_edge_decides_for_another_service_with_tenantds_rules(app: TestApp) 
     );
     assert_eq!(
         c["role"],
-        serde_json::to_value(&*tenantd_edge::builtin_role("viewer").unwrap()).unwrap()
+        serde_json::to_value(tenantd_core::BuiltinRole::Viewer.role()).unwrap()
     );
     assert_eq!(c["limit"]["resource"], "api_calls");
     let headers = d["headers"].as_array().unwrap();

@@ -1,6 +1,7 @@
 //! Integration tests: the real server over HTTP, every case on SQLite and PostgreSQL.
 mod audit;
 mod common;
+mod config;
 mod connections;
 mod crash;
 mod data;
