@@ -102,8 +102,9 @@ impl TryFrom<f64> for Percent {
 
 impl Serialize for Percent {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if self.0 % 100 == 0 {
-            s.serialize_u16(self.0 / 100)
+        let whole = self.0 / 100;
+        if whole * 100 == self.0 {
+            s.serialize_u16(whole)
         } else {
             s.serialize_f64(f64::from(self.0) / 100.0)
         }

@@ -99,14 +99,14 @@ pub enum KeyCmd {
     },
 }
 
-struct Client {
+pub(crate) struct Client {
     http: reqwest::Client,
     url: String,
     key: String,
 }
 
 impl Client {
-    fn new(r: &Remote) -> Result<Self> {
+    pub(crate) fn new(r: &Remote) -> Result<Self> {
         let key = std::env::var("TENANTD_ADMIN_KEY")
             .ok()
             .filter(|k| !k.is_empty())
@@ -118,7 +118,7 @@ impl Client {
         })
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value> {
+    pub(crate) async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value> {
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.url))
@@ -179,7 +179,7 @@ fn table(items: &[Value], cols: &[&str]) -> String {
     out.join("\n")
 }
 
-fn print(r: &Remote, v: &Value, cols: &[&str]) {
+pub(crate) fn print(r: &Remote, v: &Value, cols: &[&str]) {
     if r.json {
         println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
     } else if let Some(items) = v["items"].as_array() {

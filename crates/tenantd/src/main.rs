@@ -54,6 +54,20 @@ enum Command {
         #[command(subcommand)]
         cmd: tenantd::cli_audit::AuditCmd,
     },
+    /// Feature flags: set, get, list, delete (calls a running server).
+    Flag {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(subcommand)]
+        cmd: tenantd::cli_settings::FlagCmd,
+    },
+    /// A tenant's configuration: get, set (calls a running server).
+    Config {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(subcommand)]
+        cmd: tenantd::cli_settings::ConfigCmd,
+    },
     /// Prints a tenant's quota table (calls a running server).
     Usage {
         #[command(flatten)]
@@ -168,6 +182,8 @@ fn main() -> ExitCode {
             } => migrate(args, tenants, concurrency).await,
             Command::Tenant { remote, cmd } => run(tenantd::cli::tenant(&remote, cmd).await),
             Command::Key { remote, cmd } => run(tenantd::cli::key(&remote, cmd).await),
+            Command::Flag { remote, cmd } => run(tenantd::cli_settings::flag(&remote, cmd).await),
+            Command::Config { remote, cmd } => run(tenantd::cli_settings::config(&remote, cmd).await),
             Command::Usage { remote, tenant } => run(tenantd::cli::usage(&remote, &tenant).await),
         }
     })

@@ -427,6 +427,9 @@ impl Gateway {
             headers.remove(header::AUTHORIZATION);
         }
         self.set_identity(&mut headers, &ctx, request_id);
+        if route.is_some_and(|r| r.features) {
+            set_features(&mut headers, &ctx);
+        }
         set_forwarded(&mut headers, peer, original_host);
         let mut up = Request::new(
             Limited::new(body, s.max_body_bytes as usize)
@@ -538,6 +541,24 @@ async fn handle(gw: Arc<Gateway>, peer: SocketAddr, req: Request<Body>) -> Respo
         tracing::info!(method = %method, path = %path, status = resp.status().as_u16(), latency_us = start.elapsed().as_micros() as u64, "proxied");
     });
     resp
+}
+
+/// `X-Tenant-Features`: the boolean flags on for the request's tenant and caller (the
+/// caller is the targeting key), comma-separated; empty when none is.
+fn set_features(h: &mut HeaderMap, ctx: &RequestContext) {
+    let (Some(t), Some(s)) = (&ctx.tenant, &ctx.settings) else {
+        return;
+    };
+    let actor = ctx.principal.as_ref().map(Principal::actor);
+    let subject = tenantd_core::flags::Subject {
+        tenant: t.id.as_str(),
+        plan: t.plan.as_str(),
+        targeting_key: actor.as_deref(),
+    };
+    let on: Vec<&str> = s.flags.enabled_booleans(&subject).collect();
+    if let Ok(v) = HeaderValue::from_str(&on.join(",")) {
+        h.insert(HeaderName::from_static("x-tenant-features"), v);
+    }
 }
 
 #[cfg(test)]

@@ -42,6 +42,9 @@ pub struct RouteFile {
     /// is counted.
     #[serde(default)]
     pub public: bool,
+    /// Adds `X-Tenant-Features`: the boolean flags on for the tenant and caller.
+    #[serde(default)]
+    pub features: bool,
 }
 
 /// A validated route.
@@ -57,6 +60,8 @@ pub struct Route {
     pub cost: u64,
     /// No authentication.
     pub public: bool,
+    /// Adds `X-Tenant-Features`.
+    pub features: bool,
 }
 
 /// The gateway's reloadable settings, validated.
@@ -107,6 +112,7 @@ impl GatewaySettings {
                 permission: r.permission,
                 cost,
                 public: r.public,
+                features: r.features,
             });
         }
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));

@@ -339,6 +339,58 @@ async fn routes_demand_their_permission_and_count_their_cost_public_routes_only_
     assert_eq!((status, body["code"].as_str()), (404, Some("tenant_not_found")));
 }
 
+/// Every tenant's members may write reports (a platform role), and the reports route
+/// tells the upstream which boolean flags are on.
+const FLAGGED: &str = r#"
+[roles.member]
+allow = ["reports:write"]
+
+[[gateway.routes]]
+prefix = "/reports"
+permission = "reports:write"
+features = true
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_platform_role_opens_a_route_and_the_route_gets_the_features_on() {
+    let up = upstream().await;
+    let Some((app, gw)) = gateway_app(Backend::Sqlite, &up.url, FLAGGED).await else {
+        return;
+    };
+    app.tenant("acme", "professional").await;
+    let (_, member) = app.key("acme", "member").await;
+    let (_, viewer) = app.key("acme", "viewer").await;
+    app.call(
+        "PUT",
+        "/v1/flags/new-ui",
+        Some(ADMIN),
+        Some(json!({"type": "boolean", "default": false, "tenants": {"acme": true}})),
+        &[],
+    )
+    .await
+    .expect(201);
+    let http = reqwest::Client::new();
+    let (status, _, body) = send(
+        http.post(format!("{gw}/reports/q1"))
+            .bearer_auth(&member)
+            .header("X-Tenant-Features", "forged"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["headers"]["x-tenant-features"], "custom_roles,exports,new-ui,sso");
+    let (status, _, body) = send(http.post(format!("{gw}/reports/q1")).bearer_auth(&viewer)).await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("forbidden")));
+    // Another route does not ask for them: none is sent, a forged one neither.
+    let (status, _, body) = send(
+        http.get(format!("{gw}/other"))
+            .bearer_auth(&member)
+            .header("X-Tenant-Features", "forged"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(body["headers"].get("x-tenant-features").is_none(), "{body}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_limit_answers_429_through_the_gateway_and_refused_calls_never_reach_the_upstream() {
     let up = upstream().await;

@@ -306,6 +306,66 @@ fn sigterm_stops_cleanly_and_the_cli_drives_the_api() {
         "{out}"
     );
     assert_eq!(cli(&["usage", "nosuch"]).0, Some(1));
+    // Flags and configuration.
+    let (code, out, err) = cli(&[
+        "flag",
+        "set",
+        "new-ui",
+        "--type",
+        "boolean",
+        "--default",
+        "false",
+        "--tenant",
+        "acme=true",
+        "--rollout",
+        "12.5=true",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.lines().any(|l| l.starts_with("new-ui") && l.contains("boolean")),
+        "{out}"
+    );
+    let (code, out, _) = cli(&["flag", "get", "new-ui"]);
+    assert_eq!(code, Some(0));
+    let f: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (f["tenants"]["acme"].clone(), f["rollout"]["percent"].clone()),
+        (json!(true), json!(12.5))
+    );
+    assert!(cli(&["flag", "list"]).1.lines().any(|l| l.starts_with("new-ui")));
+    let (code, _, err) = cli(&["flag", "set", "bad", "--type", "boolean", "--default", "maybe"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("400 invalid_request") && err.contains("default"), "{err}");
+    assert_eq!(cli(&["flag", "delete", "new-ui"]).0, Some(0));
+    assert_eq!(cli(&["flag", "get", "new-ui"]).0, Some(1));
+    let put = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        reqwest::Client::new()
+            .put(format!("{url}/v1/config-schemas/theme"))
+            .bearer_auth(ADMIN)
+            .json(&json!({"schema": {"enum": ["light", "dark"]}, "default": "light"}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    assert_eq!(put, 201);
+    let (code, out, _) = cli(&["config", "get", "acme", "theme"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        out.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["theme", "light", "default", "1"]),
+        "{out}"
+    );
+    let (code, _, err) = cli(&["config", "set", "acme", "theme", "pink"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("400 invalid_config"), "{err}");
+    assert_eq!(cli(&["config", "set", "acme", "theme", "dark"]).0, Some(0));
+    let (_, out, _) = cli(&["config", "get", "acme"]);
+    assert!(
+        out.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["theme", "dark", "tenant", "1"]),
+        "{out}"
+    );
     assert_eq!(cli(&["tenant", "suspend", "acme", "--reason", "test"]).0, Some(0));
     assert!(cli(&["tenant", "show", "acme"]).1.contains("suspended"));
     assert_eq!(cli(&["tenant", "resume", "acme"]).0, Some(0));
