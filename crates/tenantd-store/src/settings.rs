@@ -36,6 +36,16 @@ impl ConfigOwner {
     }
 }
 
+impl std::fmt::Display for ConfigOwner {
+    /// `plan 'pro'` or `tenant 'acme'`, as messages name a layer.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigOwner::Plan(p) => write!(f, "plan '{p}'"),
+            ConfigOwner::Tenant(t) => write!(f, "tenant '{t}'"),
+        }
+    }
+}
+
 /// One version of a key in a layer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConfigEntry {

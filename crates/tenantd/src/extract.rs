@@ -175,6 +175,14 @@ pub fn if_match(h: &http::HeaderMap) -> Result<Option<i64>, Problem> {
     n.parse::<i64>().ok().filter(|n| *n >= 0).map(Some).ok_or_else(bad)
 }
 
+/// `201 Created` for a `PUT` that wrote version 1 of a thing, `200` for a later one.
+pub fn created_or_ok(version: i64) -> http::StatusCode {
+    match version {
+        1 => http::StatusCode::CREATED,
+        _ => http::StatusCode::OK,
+    }
+}
+
 /// The `ETag` header of version `v`.
 pub fn etag(v: i64) -> [(http::HeaderName, http::HeaderValue); 1] {
     [(

@@ -64,6 +64,63 @@ fn raced(what: &str, e: StoreError) -> StoreError {
     }
 }
 
+/// Writes row `key` of `table` (a key, text columns `cols` set to `values`, `version`,
+/// `updated_at`) at the version after the stored one; `Conflict` unless the stored one
+/// is `expected` (0: none), when given, or when another writer got there first. The new
+/// version and its time.
+async fn put_versioned(
+    w: &mut Work,
+    table: &str,
+    key: &str,
+    cols: &[&str],
+    values: &[Option<String>],
+    expected: Option<i64>,
+    what: &str,
+) -> Result<(i64, i64)> {
+    let stored: Option<i64> = sqlx::query(&format!("SELECT version FROM {table} WHERE key = $1"))
+        .bind(key)
+        .fetch_optional(&mut *w.tx)
+        .await?
+        .map(|r| r.try_get("version"))
+        .transpose()?;
+    expect(what, stored.unwrap_or(0), expected)?;
+    let (version, now) = (stored.unwrap_or(0) + 1, now_secs());
+    let n = cols.len();
+    let (v, at) = (n + 2, n + 3);
+    let q = if stored.is_some() {
+        let sets: Vec<String> = cols
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c} = ${}", i + 2))
+            .collect();
+        format!(
+            "UPDATE {table} SET {}, version = ${v}, updated_at = ${at} WHERE key = $1 AND version = ${v} - 1",
+            sets.join(", ")
+        )
+    } else {
+        let places: Vec<String> = (2..=n + 3).map(|i| format!("${i}")).collect();
+        format!(
+            "INSERT INTO {table} (key, {}, version, updated_at) VALUES ($1, {})",
+            cols.join(", "),
+            places.join(", ")
+        )
+    };
+    let mut query = sqlx::query(&q).bind(key);
+    for value in values {
+        query = query.bind(value.clone());
+    }
+    let done = query
+        .bind(version)
+        .bind(now)
+        .execute(&mut *w.tx)
+        .await
+        .map_err(|e| raced(what, e.into()))?;
+    if done.rows_affected() == 0 {
+        return Err(raced(what, StoreError::Conflict(String::new())));
+    }
+    Ok((version, now))
+}
+
 /// The latest version of each key in a layer (`$1` tenant_id, `$2` plan_id).
 const LATEST: &str = "SELECT c.* FROM config_values c WHERE c.tenant_id = $1 AND c.plan_id = $2 \
                       AND c.version = (SELECT MAX(d.version) FROM config_values d \
@@ -79,40 +136,23 @@ impl ConfigStore for SqlCatalog {
         default: Option<&Value>,
         expected: Option<i64>,
     ) -> Result<ConfigSchema> {
-        let stored: Option<i64> = sqlx::query("SELECT version FROM config_schemas WHERE key = $1")
-            .bind(key)
-            .fetch_optional(&mut *w.tx)
-            .await?
-            .map(|r| r.try_get("version"))
-            .transpose()?;
-        let what = format!("the schema of '{key}'");
-        expect(&what, stored.unwrap_or(0), expected)?;
+        let (version, updated_at) = put_versioned(
+            w,
+            "config_schemas",
+            key,
+            &["schema", "default_value"],
+            &[Some(schema.to_string()), default.map(Value::to_string)],
+            expected,
+            &format!("the schema of '{key}'"),
+        )
+        .await?;
         let s = ConfigSchema {
             key: key.to_string(),
             schema: schema.clone(),
             default: default.cloned(),
-            version: stored.unwrap_or(0) + 1,
-            updated_at: now_secs(),
+            version,
+            updated_at,
         };
-        let q = if stored.is_some() {
-            "UPDATE config_schemas SET schema = $2, default_value = $3, version = $4, updated_at = $5 \
-             WHERE key = $1 AND version = $4 - 1"
-        } else {
-            "INSERT INTO config_schemas (key, schema, default_value, version, updated_at) VALUES ($1, $2, $3, $4, $5)"
-        };
-        let n = sqlx::query(q)
-            .bind(key)
-            .bind(schema.to_string())
-            .bind(default.map(Value::to_string))
-            .bind(s.version)
-            .bind(s.updated_at)
-            .execute(&mut *w.tx)
-            .await
-            .map_err(|e| raced(&what, e.into()))?
-            .rows_affected();
-        if n == 0 {
-            return Err(raced(&what, StoreError::Conflict(String::new())));
-        }
         Ok(s)
     }
 
@@ -136,12 +176,8 @@ impl ConfigStore for SqlCatalog {
     async fn delete_schema(&self, w: &mut Work, key: &str) -> Result<()> {
         let held = self.current_values_in(w, key).await?;
         if let Some((owner, _)) = held.first() {
-            let whose = match owner {
-                ConfigOwner::Plan(p) => format!("plan '{p}'"),
-                ConfigOwner::Tenant(t) => format!("tenant '{t}'"),
-            };
             return Err(StoreError::Conflict(format!(
-                "{} layer(s) hold a value of '{key}' ({whose} first): delete them first",
+                "{} layer(s) hold a value of '{key}' ({owner} first): delete them first",
                 held.len()
             )));
         }
@@ -286,33 +322,16 @@ impl ConfigStore for SqlCatalog {
     }
 
     async fn put_flag(&self, w: &mut Work, key: &str, spec: &FlagSpec, expected: Option<i64>) -> Result<Flag> {
-        let stored: Option<i64> = sqlx::query("SELECT version FROM flags WHERE key = $1")
-            .bind(key)
-            .fetch_optional(&mut *w.tx)
-            .await?
-            .map(|r| r.try_get("version"))
-            .transpose()?;
-        let what = format!("flag '{key}'");
-        expect(&what, stored.unwrap_or(0), expected)?;
-        let version = stored.unwrap_or(0) + 1;
-        let now = now_secs();
-        let q = if stored.is_some() {
-            "UPDATE flags SET definition = $2, version = $3, updated_at = $4 WHERE key = $1 AND version = $3 - 1"
-        } else {
-            "INSERT INTO flags (key, definition, version, updated_at) VALUES ($1, $2, $3, $4)"
-        };
-        let n = sqlx::query(q)
-            .bind(key)
-            .bind(super::to_json(spec))
-            .bind(version)
-            .bind(now)
-            .execute(&mut *w.tx)
-            .await
-            .map_err(|e| raced(&what, e.into()))?
-            .rows_affected();
-        if n == 0 {
-            return Err(raced(&what, StoreError::Conflict(String::new())));
-        }
+        let (version, now) = put_versioned(
+            w,
+            "flags",
+            key,
+            &["definition"],
+            &[Some(super::to_json(spec))],
+            expected,
+            &format!("flag '{key}'"),
+        )
+        .await?;
         Ok(Flag {
             key: key.to_string(),
             spec: spec.clone(),

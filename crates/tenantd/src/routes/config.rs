@@ -2,7 +2,7 @@
 //! (operator), values in a plan's layer (operator) and a tenant's (`config:write`), every
 //! write a version guarded by `If-Match`, rollback, and effective values with their source.
 use crate::error::ApiResult;
-use crate::extract::{etag, if_match, Json, PageQuery, Query};
+use crate::extract::{created_or_ok, etag, if_match, Json, PageQuery, Query};
 use crate::routes::openapi::{Items, PageParams, TenantPath};
 use crate::schemas::{check, compile};
 use crate::state::State;
@@ -154,12 +154,8 @@ pub async fn put_schema(
     }
     let mut w = state.catalog.begin().await?;
     for (owner, e) in state.catalog.current_values_in(&mut w, &key).await? {
-        let whose = match owner {
-            ConfigOwner::Plan(p) => format!("plan '{p}'"),
-            ConfigOwner::Tenant(t) => format!("tenant '{t}'"),
-        };
         if let Some(v) = &e.value {
-            check(&validator, &format!("{whose}'s value (version {})", e.version), v)?;
+            check(&validator, &format!("{owner}'s value (version {})", e.version), v)?;
         }
     }
     let s = state
@@ -172,12 +168,11 @@ pub async fn put_schema(
     ))
     .await?;
     state.changed(Change::Settings).await;
-    let status = if s.version == 1 {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((status, HeaderMap::from_iter(etag(s.version)), axum::Json(s.into())))
+    Ok((
+        created_or_ok(s.version),
+        HeaderMap::from_iter(etag(s.version)),
+        axum::Json(s.into()),
+    ))
 }
 
 /// Every key's schema (operator).

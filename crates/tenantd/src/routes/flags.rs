@@ -3,7 +3,7 @@
 //! Evaluation Protocol) with the tenant from its credential. Evaluation reads this
 //! node's snapshot ([`tenantd_edge::Settings`]): no I/O.
 use crate::error::ApiResult;
-use crate::extract::{etag, if_match, optional_json, Json, Query, RawBody};
+use crate::extract::{created_or_ok, etag, if_match, optional_json, Json, Query, RawBody};
 use crate::routes::openapi::{Items, TenantPath};
 use crate::state::State;
 use axum::extract::{Path, State as S};
@@ -48,12 +48,11 @@ pub async fn put(
     ))
     .await?;
     state.changed(Change::Settings).await;
-    let status = if f.version == 1 {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((status, HeaderMap::from_iter(etag(f.version)), axum::Json(f)))
+    Ok((
+        created_or_ok(f.version),
+        HeaderMap::from_iter(etag(f.version)),
+        axum::Json(f),
+    ))
 }
 
 /// Every flag the operator defined (operator). Plan features that no flag defines are

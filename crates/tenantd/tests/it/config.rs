@@ -443,71 +443,70 @@ async fn ofrep_answers_as_the_protocol_says(app: TestApp) {
         r.body,
         json!({"key": "new-ui", "value": true, "reason": "TARGETING_MATCH", "variant": "tenant", "metadata": {}})
     );
-    // The tenant is the credential's: beta gets its own answer.
-    let r = ofrep(
-        &app,
-        &one("new-ui"),
-        &beta,
-        json!({"context": {"targetingKey": "u1"}}),
-        &[],
-    )
-    .await
-    .expect(200);
-    assert_eq!(
-        (r.body["value"].clone(), r.body["reason"].clone()),
-        (json!(false), json!("DEFAULT"))
-    );
-    let r = ofrep(&app, &one("nope"), &acme, json!({"context": {}}), &[])
-        .await
-        .expect(404);
-    assert_eq!(
-        (r.body["key"].clone(), r.body["errorCode"].clone()),
-        (json!("nope"), json!("FLAG_NOT_FOUND"))
-    );
-    let r = ofrep(&app, &one("banner"), &acme, json!({"context": {}}), &[])
-        .await
-        .expect(400);
-    assert_eq!(
-        (r.body["key"].clone(), r.body["errorCode"].clone()),
-        (json!("banner"), json!("TARGETING_KEY_MISSING"))
-    );
-    let r = ofrep(
-        &app,
-        &one("banner"),
-        &acme,
-        json!({"context": {"targetingKey": "u1"}}),
-        &[],
-    )
-    .await
-    .expect(200);
-    assert_eq!(
-        (r.body["value"].clone(), r.body["reason"].clone()),
-        (json!("sale"), json!("SPLIT"))
-    );
-    let r = ofrep(
-        &app,
-        &one("banner"),
-        &acme,
-        json!({"context": {"targetingKey": 5}}),
-        &[],
-    )
-    .await
-    .expect(400);
-    assert_eq!(r.body["errorCode"], "INVALID_CONTEXT");
-    let r = ofrep(&app, &one("banner"), &acme, json!({"context": []}), &[])
-        .await
-        .expect(400);
-    assert_eq!(r.body["errorCode"], "INVALID_CONTEXT");
-    let r = app
-        .call(
-            "POST",
-            &one("banner"),
-            Some(&acme),
-            None,
-            &[("content-type", "application/json")],
-        )
-        .await;
-    assert_eq!(r.status, 400, "no context: the targeting key is missing; {}", r.body);
+    // The tenant is the credential's: beta gets its own answer. Each case: flag, caller,
+    // body, status, and two members of the answer.
+    let cases = [
+        (
+            "new-ui",
+            &beta,
+            json!({"context": {"targetingKey": "u1"}}),
+            200,
+            ("value", json!(false)),
+            ("reason", json!("DEFAULT")),
+        ),
+        (
+            "nope",
+            &acme,
+            json!({"context": {}}),
+            404,
+            ("key", json!("nope")),
+            ("errorCode", json!("FLAG_NOT_FOUND")),
+        ),
+        (
+            "banner",
+            &acme,
+            json!({"context": {}}),
+            400,
+            ("key", json!("banner")),
+            ("errorCode", json!("TARGETING_KEY_MISSING")),
+        ),
+        (
+            "banner",
+            &acme,
+            json!({"context": {"targetingKey": "u1"}}),
+            200,
+            ("value", json!("sale")),
+            ("reason", json!("SPLIT")),
+        ),
+        (
+            "banner",
+            &acme,
+            json!({"context": {"targetingKey": 5}}),
+            400,
+            ("key", json!("banner")),
+            ("errorCode", json!("INVALID_CONTEXT")),
+        ),
+        (
+            "banner",
+            &acme,
+            json!({"context": []}),
+            400,
+            ("key", json!("banner")),
+            ("errorCode", json!("INVALID_CONTEXT")),
+        ),
+        (
+            "banner",
+            &acme,
+            json!(null),
+            400,
+            ("key", json!("banner")),
+            ("errorCode", json!("TARGETING_KEY_MISSING")),
+        ),
+    ];
+    for (flag, token, body, status, (k1, v1), (k2, v2)) in cases {
+        let r = ofrep(&app, &one(flag), token, body.clone(), &[]).await.expect(status);
+        assert_eq!((&r.body[k1], &r.body[k2]), (&v1, &v2), "{flag} {body}: {}", r.body);
+    }
     // Without a credential: 401 as everywhere.
     app.call("POST", &one("new-ui"), None, Some(json!({})), &[])
         .await
@@ -648,24 +647,12 @@ async fn context_evaluates_in_process(backend: Backend) {
     let app = start_with(db, dir, String::new(), extra).await;
     app.tenant("acme", "starter").await;
     let (_, key) = app.key("acme", "member").await;
-    put(
+    limits_and_wide(
         &app,
-        LIMITS,
-        ADMIN,
-        json!({"schema": {"type": "integer"}, "default": 3}),
-        &[],
-    )
-    .await
-    .expect(201);
-    put(
-        &app,
-        "/v1/flags/wide",
-        ADMIN,
+        3,
         json!({"type": "boolean", "default": false, "plans": {"starter": true}}),
-        &[],
     )
-    .await
-    .expect(201);
+    .await;
     let r = app.get("/app/probe", &key).await.expect(200).body;
     assert_eq!(r["wide"], json!([true, "TARGETING_MATCH"]));
     assert_eq!(r["enabled"], true);
@@ -697,6 +684,20 @@ async fn seen_within(mut check: impl AsyncFnMut() -> bool) -> Duration {
     start.elapsed()
 }
 
+/// An integer key `limits` with a default, and a boolean flag `wide`.
+async fn limits_and_wide(app: &TestApp, default: i64, wide: Value) {
+    let schema = json!({"schema": {"type": "integer"}, "default": default});
+    put(app, LIMITS, ADMIN, schema, &[]).await.expect(201);
+    put(app, "/v1/flags/wide", ADMIN, wide, &[]).await.expect(201);
+}
+
+/// A member's request to `app`: its status and JSON body.
+async fn as_member(app: &TestApp, method: &str, path: &str, key: &str) -> (u16, Value) {
+    let body = (method == "POST").then(|| json!({}));
+    let r = app.call(method, path, Some(key), body, &[]).await;
+    (r.status.as_u16(), r.body)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_a_change_on_one_node_is_seen_on_another_within_a_second() {
     let Some(a) = spawn_app(Backend::Postgres, "").await else {
@@ -705,47 +706,15 @@ async fn postgres_a_change_on_one_node_is_seen_on_another_within_a_second() {
     let b = a.second_node().await;
     a.tenant("acme", "starter").await;
     let (_, key) = a.key("acme", "member").await;
-    put(
-        &a,
-        LIMITS,
-        ADMIN,
-        json!({"schema": {"type": "integer"}, "default": 1}),
-        &[],
-    )
-    .await
-    .expect(201);
-    put(
-        &a,
-        "/v1/flags/wide",
-        ADMIN,
-        json!({"type": "boolean", "default": false}),
-        &[],
-    )
-    .await
-    .expect(201);
-    // Warm B's cache with the tenant and the flags.
-    let eval = |app: &TestApp| {
-        let (url, key) = (format!("{}/ofrep/v1/evaluate/flags/wide", app.url), key.clone());
-        async move {
-            let r = reqwest::Client::new()
-                .post(url)
-                .bearer_auth(key)
-                .json(&json!({}))
-                .send()
-                .await
-                .unwrap();
-            r.json::<Value>().await.unwrap()["value"].clone()
-        }
+    limits_and_wide(&a, 1, json!({"type": "boolean", "default": false})).await;
+    let flag = |f: &'static str| {
+        let (b, key) = (&b, key.clone());
+        async move { as_member(b, "POST", &format!("/ofrep/v1/evaluate/flags/{f}"), &key).await }
     };
-    assert_eq!(eval(&b).await, json!(false));
-    let config = |app: &TestApp| {
-        let (url, key) = (format!("{}/v1/tenants/acme/config/limits", app.url), key.clone());
-        async move {
-            let r = reqwest::Client::new().get(url).bearer_auth(key).send().await.unwrap();
-            r.json::<Value>().await.unwrap()["value"].clone()
-        }
-    };
-    assert_eq!(config(&b).await, json!(1));
+    let limits = || async { as_member(&b, "GET", "/v1/tenants/acme/config/limits", &key).await.1["value"].clone() };
+    // B has the tenant and the settings cached before each change.
+    assert_eq!(flag("wide").await.1["value"], false);
+    assert_eq!(limits().await, 1);
     // A flag, a tenant's value, a plan's value and a plan's features, each changed on A.
     put(
         &a,
@@ -756,35 +725,23 @@ async fn postgres_a_change_on_one_node_is_seen_on_another_within_a_second() {
     )
     .await
     .expect(200);
-    let took = seen_within(async || eval(&b).await == json!(true)).await;
+    let took = seen_within(async || flag("wide").await.1["value"] == true).await;
     assert!(took < Duration::from_secs(1), "a flag took {took:?}");
     put(&a, "/v1/tenants/acme/config/limits", ADMIN, json!({"value": 2}), &[])
         .await
         .expect(200);
-    let took = seen_within(async || config(&b).await == json!(2)).await;
+    let took = seen_within(async || limits().await == 2).await;
     assert!(took < Duration::from_secs(1), "a tenant's value took {took:?}");
     a.delete("/v1/tenants/acme/config/limits", ADMIN).await.expect(204);
     put(&a, "/v1/plans/starter/config/limits", ADMIN, json!({"value": 3}), &[])
         .await
         .expect(200);
-    let took = seen_within(async || config(&b).await == json!(3)).await;
+    let took = seen_within(async || limits().await == 3).await;
     assert!(took < Duration::from_secs(1), "a plan's value took {took:?}");
+    assert_eq!(flag("beta-ui").await.0, 404);
     a.patch("/v1/plans/starter", ADMIN, json!({"features": ["exports", "beta-ui"]}))
         .await
         .expect(200);
-    let features = |app: &TestApp| {
-        let (url, key) = (format!("{}/ofrep/v1/evaluate/flags/beta-ui", app.url), key.clone());
-        async move {
-            let r = reqwest::Client::new()
-                .post(url)
-                .bearer_auth(key)
-                .json(&json!({}))
-                .send()
-                .await
-                .unwrap();
-            r.status().as_u16()
-        }
-    };
-    let took = seen_within(async || features(&b).await == 200).await;
+    let took = seen_within(async || flag("beta-ui").await.1["value"] == true).await;
     assert!(took < Duration::from_secs(1), "a plan's features took {took:?}");
 }
