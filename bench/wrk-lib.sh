@@ -1,5 +1,6 @@
 # Shared by the bench scripts (sourced): wrk runs recorded per contender, and their medians.
-# Needs WORK, THREADS, CONNECTIONS, DURATION and KEY (sent as the bearer).
+# Needs WORK, THREADS, CONNECTIONS, DURATION and KEY (sent as the bearer); SCRIPT, when
+# set, is a wrk Lua script for the request (a method, a body, headers).
 
 # us VALUE: a wrk latency (12.3us, 1.2ms, 1.1s) in microseconds.
 us() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) print n; else if (v ~ /ms$/) print n * 1000; else if (v ~ /s$/) print n * 1000000; else print n }'; }
@@ -14,7 +15,8 @@ ticks() {
 # before its end (DURATION in whole seconds, at least 3); "-" without PIDs.
 load() {
   local name=$1 url=$2 out="$WORK/$1.wrk"; shift 2
-  wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -H "Authorization: Bearer $KEY" "$url" >"$out" &
+  wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -H "Authorization: Bearer $KEY" \
+    ${SCRIPT:+-s "$SCRIPT"} "$url" >"$out" &
   local run=$! secs=${DURATION%s} u0=0 s0=0 u1=0 s1=0 cpu="- - -"
   if [ $# -gt 0 ] && [ "$secs" -ge 3 ] 2>/dev/null; then
     sleep 1; read -r u0 s0 < <(ticks "$@"); sleep $((secs - 2)); read -r u1 s1 < <(ticks "$@")
