@@ -22,7 +22,10 @@ fn tenantd_set() -> FlagSet {
     // Plan features as real deployments have them, so the lookup is not of a set of one.
     let features = vec![
         ("starter".to_string(), vec!["exports".to_string()]),
-        ("professional".to_string(), vec!["exports".to_string(), "sso".to_string()]),
+        (
+            "professional".to_string(),
+            vec!["exports".to_string(), "sso".to_string()],
+        ),
     ];
     FlagSet::new(vec![flag], &features)
 }
@@ -60,11 +63,18 @@ fn evaluation(c: &mut Criterion) {
     let ours = ids
         .iter()
         .filter(|t| {
-            let s = Subject { tenant: t, plan: "free", targeting_key: None };
+            let s = Subject {
+                tenant: t,
+                plan: "free",
+                targeting_key: None,
+            };
             set.evaluate("gradual", &s).unwrap().unwrap().value == &json!(true)
         })
         .count();
-    let theirs = contexts.iter().filter(|c| engine.is_enabled("gradual", c, &None)).count();
+    let theirs = contexts
+        .iter()
+        .filter(|c| engine.is_enabled("gradual", c, &None))
+        .count();
     eprintln!("in the 25 % rollout of {SUBJECTS}: tenantd {ours}, unleash {theirs}");
 
     let mut g = c.benchmark_group("rollout_flag");
@@ -72,8 +82,15 @@ fn evaluation(c: &mut Criterion) {
     g.bench_function("tenantd", |b| {
         b.iter(|| {
             i = (i + 1) % SUBJECTS;
-            let s = Subject { tenant: &ids[i], plan: "free", targeting_key: None };
-            black_box(set.evaluate(black_box("gradual"), &s).map(|r| r.map(|e| e.value.is_boolean())))
+            let s = Subject {
+                tenant: &ids[i],
+                plan: "free",
+                targeting_key: None,
+            };
+            black_box(
+                set.evaluate(black_box("gradual"), &s)
+                    .map(|r| r.map(|e| e.value.is_boolean())),
+            )
         })
     });
     let mut i = 0;

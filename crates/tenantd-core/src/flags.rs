@@ -215,7 +215,7 @@ pub struct Flag {
 }
 
 /// Why an evaluation gave its value (OpenFeature's reasons).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Reason {
     /// The flag is disabled: its default.

@@ -76,8 +76,8 @@ pub struct RequestContext {
     pub limit: Option<tenantd_limits::LimitState>,
     /// The API key's own limits, when the caller used a key.
     pub key_limits: Option<Arc<[tenantd_core::Limit]>>,
-    /// The flags and shared configuration when the tenant was resolved (in process;
-    /// `None` from a remote tenantd).
+    /// The flags and shared configuration when the tenant was resolved (in process), or
+    /// a remote tenantd's answers for this request (when asked for them).
     pub settings: Option<Arc<crate::Settings>>,
 }
 
@@ -155,14 +155,17 @@ impl TenantContext {
     }
 
     /// Evaluates flag `key` for this tenant, with `targeting_key` for rollouts by
-    /// targeting key; `None` if there is no such flag (or no settings: a remote edge).
-    /// No I/O: the flags are this node's snapshot.
+    /// targeting key; `None` if there is no such flag (or no settings: a remote edge not
+    /// asked for them). No I/O: the flags are this node's snapshot.
+    ///
+    /// Against a remote tenantd asked for settings, only the caller's own evaluations
+    /// are known: another targeting key answers `None`.
     pub fn flag_for(&self, key: &str, targeting_key: Option<&str>) -> Option<Result<Evaluation<'_>, EvalError>> {
-        self.ctx
-            .settings
-            .as_ref()?
-            .flags
-            .evaluate(key, &self.subject(targeting_key))
+        let s = self.ctx.settings.as_ref()?;
+        if let Some(e) = &s.evaluated {
+            return (targeting_key == Some(&self.principal().actor())).then(|| e.flag(key).map(Ok))?;
+        }
+        s.flags.evaluate(key, &self.subject(targeting_key))
     }
 
     /// [`TenantContext::flag_for`] with the caller (`usr_…`, `key_…`, `operator`) as the
@@ -182,6 +185,9 @@ impl TenantContext {
     /// default, with the source.
     pub fn config(&self, key: &str) -> Option<Effective<'_>> {
         let s = self.ctx.settings.as_ref()?;
+        if let Some(e) = &s.evaluated {
+            return e.config(key);
+        }
         s.layers.effective(&self.tenant.config, self.tenant.plan.as_str(), key)
     }
 

@@ -54,6 +54,10 @@ pub struct DecideRequest {
     /// A permission the caller's role must grant before the request counts.
     #[schema(pattern = "^(\\*|(\\*|[A-Za-z0-9_.-]{1,64}):(\\*|[A-Za-z0-9_.-]{1,64}))$")]
     pub permission: Option<String>,
+    /// Also answer the tenant's flags (evaluated with the caller as the targeting key) and
+    /// configuration, for the service's `TenantContext::flag`/`config` (default `false`).
+    #[serde(default)]
+    pub settings: bool,
 }
 
 impl DecideRequest {
@@ -70,6 +74,7 @@ impl DecideRequest {
             bearer: own(info.bearer),
             cost: info.cost,
             permission: own(info.route.and_then(|r| r.permission)),
+            settings: false,
         }
     }
 
@@ -149,6 +154,9 @@ pub struct ContextWire {
     pub limit: Option<LimitWire>,
     /// The API key's own limits.
     pub key_limits: Option<Vec<Limit>>,
+    /// The tenant's flags and configuration, when asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<crate::settings::Evaluated>,
 }
 
 /// A [`Principal`] on the wire.
@@ -237,7 +245,7 @@ fn bad_answer(why: impl std::fmt::Display) -> Problem {
 
 impl DecideResponse {
     /// The answer for a decision tenantd made.
-    pub fn of(decided: Result<RequestContext, Problem>) -> Self {
+    pub fn of(decided: Result<RequestContext, Problem>, with_settings: bool) -> Self {
         match decided {
             Ok(ctx) => DecideResponse::Admitted {
                 headers: ctx
@@ -246,6 +254,12 @@ impl DecideResponse {
                     .map(|l| header_pairs(&crate::problem::rate_limit_headers(l)))
                     .unwrap_or_default(),
                 context: Box::new(ContextWire {
+                    settings: match (&ctx.settings, &ctx.tenant, &ctx.principal) {
+                        (Some(s), Some(t), Some(p)) if with_settings => {
+                            Some(crate::settings::Evaluated::of(s, t, &p.actor()))
+                        }
+                        _ => None,
+                    },
                     principal: ctx.principal.map(|p| match p {
                         Principal::Operator => PrincipalWire::Operator,
                         Principal::Key { id, tenant } => PrincipalWire::Key {
@@ -375,7 +389,12 @@ impl DecideResponse {
                     role: c.role.map(Arc::new),
                     limit,
                     key_limits: c.key_limits.map(Into::into),
-                    settings: None,
+                    settings: c.settings.map(|e| {
+                        Arc::new(crate::Settings {
+                            evaluated: Some(e),
+                            ..Default::default()
+                        })
+                    }),
                 };
                 Ok((ctx, headers(h)))
             }
@@ -389,6 +408,7 @@ pub struct RemoteEdge {
     url: http::Uri,
     client: Client<HttpConnector, Full<Bytes>>,
     timeout: Duration,
+    settings: bool,
 }
 
 impl RemoteEdge {
@@ -407,7 +427,15 @@ impl RemoteEdge {
             url,
             client,
             timeout: Duration::from_secs(2),
+            settings: false,
         })
+    }
+
+    /// Also asks for the tenant's flags and configuration with each decision, so that
+    /// handlers' `TenantContext::flag`/`config` answer (a larger answer per request).
+    pub fn with_settings(mut self) -> Self {
+        self.settings = true;
+        self
     }
 
     /// Waits at most `timeout` for a decision (connecting included); past it the request
@@ -430,7 +458,11 @@ impl RemoteEdge {
                 "tenantd, which decides this service's requests, cannot be reached; try again shortly",
             )
         };
-        let body = serde_json::to_vec(&DecideRequest::of(info, request_id)).map_err(|e| unreachable(e.to_string()))?;
+        let ask = DecideRequest {
+            settings: self.settings,
+            ..DecideRequest::of(info, request_id)
+        };
+        let body = serde_json::to_vec(&ask).map_err(|e| unreachable(e.to_string()))?;
         let req = Request::builder()
             .method(Method::POST)
             .uri(self.url.clone())

@@ -95,6 +95,7 @@ pub async fn load_settings(c: &dyn Catalog) -> Result<Settings, StoreError> {
     Ok(Settings {
         flags,
         layers: SharedLayers::new(defaults, plans),
+        evaluated: None,
     })
 }
 

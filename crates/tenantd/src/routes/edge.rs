@@ -20,7 +20,7 @@ use utoipa_axum::routes;
 pub async fn decide(S(state): S<State>, Json(req): Json<DecideRequest>) -> ApiResult<axum::Json<DecideResponse>> {
     let info = req.info()?;
     let decided = state.edge.decide(&info, req.request_id.clone()).await;
-    Ok(axum::Json(DecideResponse::of(decided)))
+    Ok(axum::Json(DecideResponse::of(decided, req.settings)))
 }
 
 /// This module's routes, with their OpenAPI descriptions.

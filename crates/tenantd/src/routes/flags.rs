@@ -165,6 +165,44 @@ pub struct OfrepRequest {
     context: Option<Value>,
 }
 
+/// OFREP's answer for one flag.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct OfrepEvaluation {
+    /// The flag's key.
+    key: String,
+    /// Its value for the tenant and context.
+    value: Value,
+    /// `DISABLED`, `TARGETING_MATCH`, `SPLIT` or `DEFAULT`.
+    reason: String,
+    /// `default`, `tenant`, `plan` or `rollout`.
+    variant: String,
+    /// Always `{}`.
+    metadata: Map<String, Value>,
+}
+
+/// OFREP's failure: an unknown flag, a missing targeting key, a bad context.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct OfrepFailure {
+    /// The flag's key (not on a bulk request's failure).
+    key: Option<String>,
+    /// `FLAG_NOT_FOUND`, `TARGETING_KEY_MISSING`, `INVALID_CONTEXT` or `PARSE_ERROR`.
+    #[schema(rename = "errorCode")]
+    error_code: String,
+    /// Why, for people.
+    #[schema(rename = "errorDetails")]
+    error_details: String,
+}
+
+/// OFREP's bulk answer.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct OfrepBulk {
+    /// Every flag: an evaluation, or `{key, errorCode, errorDetails}`.
+    flags: Vec<Value>,
+}
+
 /// An OFREP failure: `{key?, errorCode, errorDetails}` with its status.
 fn ofrep_error(status: StatusCode, key: Option<&str>, code: &str, details: String) -> Response {
     let mut body = json!({"errorCode": code, "errorDetails": details});
@@ -194,7 +232,7 @@ fn ofrep_success(key: &str, e: &Evaluation<'_>) -> Value {
 }
 
 /// Evaluates one flag for the credential's tenant (`config:read`), as OFREP asks.
-#[utoipa::path(post, path = "/ofrep/v1/evaluate/flags/{flag}", tag = "flags", params(FlagPath), request_body = OfrepRequest, responses((status = 200, description = "The evaluation: {key, value, reason, variant, metadata}", body = Object), (status = 404, description = "{key, errorCode: FLAG_NOT_FOUND}", body = Object)))]
+#[utoipa::path(post, path = "/ofrep/v1/evaluate/flags/{flag}", tag = "flags", params(FlagPath), request_body = OfrepRequest, responses((status = 200, description = "The evaluation", body = OfrepEvaluation), (status = 400, description = "TARGETING_KEY_MISSING, INVALID_CONTEXT or PARSE_ERROR (OFREP's body); or tenantd's problem+json (no tenant)", content((OfrepFailure = "application/json"), (crate::routes::openapi::Problem = "application/problem+json"))), (status = 404, description = "FLAG_NOT_FOUND (OFREP's body); or tenantd's problem+json (no such tenant)", content((OfrepFailure = "application/json"), (crate::routes::openapi::Problem = "application/problem+json")))))]
 pub async fn ofrep_one(ctx: TenantContext, Path(key): Path<String>, RawBody(body): RawBody) -> ApiResult<Response> {
     ctx.require("config:read")?;
     let tk = match targeting_key(&body) {
@@ -226,7 +264,7 @@ fn none_match(h: &HeaderMap, tag: &str) -> bool {
 
 /// Evaluates every flag for the credential's tenant (`config:read`): `{flags: […]}` with
 /// an `ETag` of the answer; `304` when `If-None-Match` names it.
-#[utoipa::path(post, path = "/ofrep/v1/evaluate/flags", tag = "flags", request_body = OfrepRequest, responses((status = 200, description = "{flags: [evaluation or {key, errorCode}]}", body = Object), (status = 304, description = "Not modified")))]
+#[utoipa::path(post, path = "/ofrep/v1/evaluate/flags", tag = "flags", request_body = OfrepRequest, responses((status = 200, description = "Every flag's evaluation, with an ETag", body = OfrepBulk), (status = 304, description = "Not modified: If-None-Match names the answer's ETag"), (status = 400, description = "INVALID_CONTEXT or PARSE_ERROR (OFREP's body); or tenantd's problem+json (no tenant)", content((OfrepFailure = "application/json"), (crate::routes::openapi::Problem = "application/problem+json")))))]
 pub async fn ofrep_bulk(ctx: TenantContext, h: HeaderMap, RawBody(body): RawBody) -> ApiResult<Response> {
     ctx.require("config:read")?;
     let tk = match targeting_key(&body) {
