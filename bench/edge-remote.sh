@@ -45,7 +45,8 @@ curl -sf -X POST "$api/tenants" -H "$auth" -H "$json" \
 KEY=$(curl -sf -X POST "$api/tenants/bench/keys" -H "$auth" -H "$json" -d '{"name":"wrk","role":"member"}' \
   | sed -E 's/.*"key":"([^"]+)".*/\1/')
 
-NOTES_LISTEN=127.0.0.1:$LOCAL_PORT TENANTD_DATABASE_URL="sqlite://$WORK/tenantd/catalog.db" NOTES_LOG=warn \
+NOTES_LISTEN=127.0.0.1:$LOCAL_PORT TENANTD_DATABASE_URL="sqlite://$WORK/tenantd/catalog.db" \
+  TENANTD_MASTER_KEY_FILE="$WORK/tenantd/master.key" NOTES_LOG=warn \
   target/release/tenantd-example-notes >"$WORK/local.log" 2>&1 &
 PIDS+=($!)
 NOTES_LISTEN=127.0.0.1:$REMOTE_PORT TENANTD_URL="http://127.0.0.1:$API_PORT" NOTES_LOG=warn \

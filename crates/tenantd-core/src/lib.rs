@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod crash;
+pub mod crypto;
 pub mod flags;
 pub mod ids;
 pub mod layers;

@@ -140,6 +140,9 @@ impl BuiltinRole {
     fn deny(self) -> &'static [&'static str] {
         match self {
             Self::Admin => &[TENANT_DELETE, OWNERS_MANAGE],
+            // `*:read` must not reach the tenant's secrets: owners and admins only, or a
+            // custom role that names them.
+            Self::Member | Self::Viewer => &["secrets:*"],
             _ => &[],
         }
     }
@@ -299,6 +302,10 @@ mod tests {
         assert!(!member.allows("keys:manage") && !member.allows("members:manage"));
         assert!(viewer.allows("records:read") && !viewer.allows("records:write"));
         assert!(guest.allows("tenant:read") && !guest.allows("records:read"));
+        for r in [&member, &viewer, &guest] {
+            assert!(!r.allows("secrets:read"), "{}", r.name);
+        }
+        assert!(admin.allows("secrets:read") && admin.allows("secrets:write"));
     }
 
     #[test]

@@ -31,7 +31,7 @@ pub use work::Work;
 pub mod prelude {
     pub use crate::stores::{
         ConfigStore, DomainStore, EventStore, KeyStore, MemberStore, Notify, PlanStore, RoleStore, SigningKeyStore,
-        TenantStore, UsageStore, UsageWrite, WebhookStore,
+        TenantStore, UsageStore, UsageWrite, VaultStore, WebhookStore,
     };
     pub use crate::Catalog;
 }
@@ -89,6 +89,7 @@ pub trait Catalog:
     + EventStore
     + WebhookStore
     + ConfigStore
+    + VaultStore
     + UsageStore
     + SigningKeyStore
     + Notify

@@ -60,3 +60,27 @@ pub struct ConfigEntry {
     /// Unix seconds.
     pub at: i64,
 }
+
+/// A tenant's secret as stored: its value sealed, never in the clear.
+#[derive(Clone, PartialEq)]
+pub struct StoredSecret {
+    /// The secret's name.
+    pub name: String,
+    /// Raised by every write, from 1.
+    pub version: i64,
+    /// The version of the tenant's data key that sealed it.
+    pub key_version: i64,
+    /// base64 of the sealed value.
+    pub sealed: String,
+    /// Unix seconds.
+    pub updated_at: i64,
+}
+
+impl std::fmt::Debug for StoredSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredSecret")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}

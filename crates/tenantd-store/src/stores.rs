@@ -322,6 +322,39 @@ pub trait ConfigStore: Send + Sync {
     async fn delete_flag(&self, w: &mut Work, key: &str) -> Result<tenantd_core::flags::Flag>;
 }
 
+/// What protects tenants' data (docs/protection.md): the master key's fingerprint, each
+/// tenant's data keys wrapped under it, and tenants' sealed secrets.
+#[async_trait::async_trait]
+pub trait VaultStore: Send + Sync {
+    /// The fingerprint of the master key the data keys are wrapped under, if any was
+    /// recorded.
+    async fn master_fingerprint(&self) -> Result<Option<String>>;
+    /// Records `fingerprint` unless one is recorded; the recorded one.
+    async fn claim_master_fingerprint(&self, fingerprint: &str) -> Result<String>;
+    /// A tenant's data keys `(version, base64 of the wrapped key)`, oldest first.
+    async fn data_keys(&self, tenant: &TenantId) -> Result<Vec<(i64, String)>>;
+    /// Stores a tenant's data key unless that version exists (another node made it
+    /// first: read the keys again and use theirs).
+    async fn add_data_key(&self, tenant: &TenantId, version: i64, wrapped: &str) -> Result<()>;
+    /// Destroys every data key of a tenant (crypto-shredding); how many.
+    async fn shred(&self, w: &mut Work, tenant: &TenantId) -> Result<u64>;
+    /// Creates or replaces a secret (its version rises); the stored secret.
+    async fn put_secret(
+        &self,
+        w: &mut Work,
+        tenant: &TenantId,
+        name: &str,
+        key_version: i64,
+        sealed: &str,
+    ) -> Result<StoredSecret>;
+    /// One secret, sealed.
+    async fn get_secret(&self, tenant: &TenantId, name: &str) -> Result<Option<StoredSecret>>;
+    /// The tenant's secrets, sealed, by name.
+    async fn list_secrets(&self, tenant: &TenantId) -> Result<Vec<StoredSecret>>;
+    /// Deletes a secret; what it was.
+    async fn delete_secret(&self, w: &mut Work, tenant: &TenantId, name: &str) -> Result<StoredSecret>;
+}
+
 /// The name of a tenant's chain (`None`: the platform's, `""`).
 pub fn chain_name(tenant: Option<&TenantId>) -> &str {
     tenant.map_or("", |t| t.as_str())

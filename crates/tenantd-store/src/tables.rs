@@ -37,6 +37,8 @@ pub const TENANT_TABLES: &[TenantTable] = &[
     table("webhook_deliveries", "webhook delivery attempts"),
     table("webhooks", "webhook endpoints"),
     table("config_values", "its configuration layer, every version"),
+    table("tenant_secrets", "its secrets (sealed)"),
+    table("tenant_keys", "its data keys (wrapped; destroyed first by the purge)"),
     table("jobs", "background jobs"),
     table("job_lanes", "its lanes in the job queue's rotation"),
     table("job_tenants", "its job policy and running count"),

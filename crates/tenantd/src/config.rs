@@ -43,6 +43,10 @@ pub struct ServeArgs {
     /// Log filter, e.g. info or tenantd=debug [default: info].
     #[arg(long, env = "TENANTD_LOG")]
     pub log: Option<String>,
+    /// File holding the master key (base64 of 32 bytes) [default: <data-dir>/master.key,
+    /// generated at the first start]; `TENANTD_MASTER_KEY` holds the key itself.
+    #[arg(long, env = "TENANTD_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
 }
 
 /// The `[oidc]` table: an external OpenID provider whose ID tokens are accepted.
@@ -254,6 +258,11 @@ pub struct Config {
     pub config_path: Option<PathBuf>,
     /// `TENANTD_ADMIN_KEY`, never printed (`Debug` shows `[redacted]`).
     pub admin_key: Option<Secret>,
+    /// `TENANTD_MASTER_KEY`: the master key itself, base64 (never printed).
+    pub master_key: Option<Secret>,
+    /// Where the master key is read from when `TENANTD_MASTER_KEY` is not set
+    /// (`--master-key-file`; default `<data-dir>/master.key`).
+    pub master_key_file: Option<PathBuf>,
 }
 
 /// Why configuration could not be loaded.
@@ -276,7 +285,16 @@ impl Config {
         let admin_key = std::env::var("TENANTD_ADMIN_KEY").ok().filter(|s| !s.is_empty());
         let mut c = Self::merge(args, file, admin_key)?;
         c.config_path = args.config.clone();
-        Ok(c)
+        Ok(c.with_env_master_key())
+    }
+
+    /// The master key from `TENANTD_MASTER_KEY`, when it is set (for services that build
+    /// their configuration with [`Config::merge`] and share a tenantd catalog).
+    pub fn with_env_master_key(mut self) -> Self {
+        if let Some(k) = std::env::var("TENANTD_MASTER_KEY").ok().filter(|s| !s.is_empty()) {
+            self.master_key = Some(Secret::new(k));
+        }
+        self
     }
 
     /// Merges flags/environment over the file over defaults, and validates.
@@ -345,6 +363,8 @@ impl Config {
             platform_roles: platform_roles(f.roles.unwrap_or_default())?,
             config_path: None,
             admin_key: admin_key.map(Secret::new),
+            master_key: None,
+            master_key_file: a.master_key_file.clone(),
         };
         c.validate()?;
         Ok(c)

@@ -52,6 +52,23 @@ pub fn unstorable() -> Problem {
     Problem::invalid("the request holds text that cannot be stored (a NUL character)")
 }
 
+impl From<crate::keyring::KeyringError> for ApiError {
+    fn from(e: crate::keyring::KeyringError) -> Self {
+        use crate::keyring::KeyringError;
+        match e {
+            KeyringError::Store(e) => e.into(),
+            other => {
+                // Never another tenant's data, never a panic: the value stays sealed.
+                tracing::error!(error = %other, "a tenant's stored value did not decrypt");
+                Self(Problem::new(
+                    Code::Internal,
+                    format!("a stored value of this tenant could not be decrypted: {other}"),
+                ))
+            }
+        }
+    }
+}
+
 impl From<tenantd_core::IdError> for ApiError {
     fn from(e: tenantd_core::IdError) -> Self {
         Self(match e {

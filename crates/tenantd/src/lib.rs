@@ -15,6 +15,7 @@ pub mod event_log;
 pub mod extract;
 pub mod gateway;
 pub mod grants;
+pub mod keyring;
 pub mod levels;
 pub mod metrics;
 pub mod platform_jobs;

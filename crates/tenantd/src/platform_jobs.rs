@@ -271,6 +271,33 @@ impl AppState {
         Outcome::Later("the plan kept changing; following up".into())
     }
 
+    /// Destroys a purgeable tenant's data keys (crypto-shredding), with a platform
+    /// `tenant.shredded` event: from then on nothing sealed under them opens, wherever a
+    /// copy of it is. Nothing when it has none left (a purge run again), or is gone.
+    async fn shred(&self, tenant: &TenantId, now: i64) -> Result<(), tenantd_store::StoreError> {
+        match self.catalog.get_tenant(tenant).await {
+            // A tenant past its retention cannot be restored: the check holds.
+            Ok(t) if t.status == tenantd_core::TenantStatus::Deleted && t.purge_after.is_some_and(|p| p <= now) => {}
+            Ok(_) => {
+                return Err(tenantd_store::StoreError::Conflict(
+                    "the tenant is not due for purging".into(),
+                ))
+            }
+            Err(tenantd_store::StoreError::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        let mut w = self.catalog.begin().await?;
+        let keys = self.catalog.shred(&mut w, tenant).await?;
+        if keys > 0 {
+            let detail = json!({"tenant_id": tenant.as_str(), "data_keys": keys});
+            w.commit_with(&NewEvent::new(None, "system", "tenant.shredded", detail, ""))
+                .await?;
+            tracing::info!(tenant_id = %tenant, data_keys = keys, "destroyed a purged tenant's data keys");
+        }
+        self.keyring.forget(tenant);
+        Ok(())
+    }
+
     /// Purges one deleted tenant past its retention at `now` (Unix seconds): first its data
     /// (records, blobs, cache; a schema or database is dropped), then every catalog row of
     /// it, then its data once more (what a request placed meanwhile), then what this node
@@ -278,6 +305,9 @@ impl AppState {
     /// `None` when another node purged it first. Each step is safe to run again, so a purge
     /// a crash interrupted finishes when its job runs again.
     async fn purge(&self, tenant: &TenantId, now: i64) -> Result<Option<u64>, String> {
+        self.shred(tenant, now)
+            .await
+            .map_err(|e| format!("its data keys were not destroyed: {e}"))?;
         self.data
             .remove(tenant)
             .await

@@ -138,6 +138,12 @@ pub async fn prepare(cfg: Config) -> Result<State, StartError> {
         .await
         .map_err(|e| StartError(format!("cannot listen for enqueued jobs: {e}")))?;
     let catalog: Arc<dyn Catalog> = Arc::new(sql);
+    let master = crate::keyring::master_key(&cfg).map_err(|e| StartError(e.to_string()))?;
+    let keyring = Arc::new(
+        crate::keyring::Keyring::open(master, catalog.clone())
+            .await
+            .map_err(|e| StartError(e.to_string()))?,
+    );
     let data = open_data(&cfg).await?;
     let invalidations = catalog
         .subscribe()
@@ -202,7 +208,7 @@ pub async fn prepare(cfg: Config) -> Result<State, StartError> {
     let server_limits = cfg.server;
     let job_policies: Arc<dashmap::DashMap<TenantId, tenantd_jobs::Policy>> = Arc::default();
     if let Some(mut rx) = invalidations {
-        let (edge, data, limiter) = (edge.clone(), data.clone(), limiter.clone());
+        let (edge, data, limiter, keys) = (edge.clone(), data.clone(), limiter.clone(), keyring.clone());
         let policies = job_policies.clone();
         tokio::spawn(async move {
             while let Some(topic) = rx.recv().await {
@@ -210,13 +216,14 @@ pub async fn prepare(cfg: Config) -> Result<State, StartError> {
                 policies.clear();
                 let change = edge.cache().apply(topic.as_deref());
                 if let Some(change) = change {
-                    forget_purged(&data, &limiter, change).await;
+                    forget_purged(&data, &limiter, &keys, change).await;
                 }
                 crate::state::reload_settings(&edge, change).await;
             }
         });
     }
     Ok(Arc::new(AppState {
+        keyring,
         catalog,
         jobs,
         data,

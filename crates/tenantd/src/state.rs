@@ -9,6 +9,8 @@ use tenantd_store::{Catalog, NewEvent};
 
 /// Everything handlers share.
 pub struct AppState {
+    /// Tenants' data keys, under the master key.
+    pub keyring: Arc<crate::keyring::Keyring>,
     /// The catalog.
     pub catalog: Arc<dyn Catalog>,
     /// Tenant data at every tier.
@@ -106,7 +108,7 @@ impl AppState {
     pub async fn changed(&self, change: tenantd_edge::Change<'_>) {
         self.edge.cache().forget(change);
         self.job_policies.clear();
-        forget_purged(&self.data, &self.limiter, change).await;
+        forget_purged(&self.data, &self.limiter, &self.keyring, change).await;
         reload_settings(&self.edge, Some(change)).await;
         if let Err(e) = self.catalog.publish(&change.topic()).await {
             tracing::error!(error = %e, topic = %change.topic(), "could not publish a cache invalidation");
@@ -120,10 +122,12 @@ impl AppState {
 pub(crate) async fn forget_purged(
     data: &tenantd_data::DataStore,
     limiter: &tenantd_limits::Limiter,
+    keyring: &crate::keyring::Keyring,
     change: tenantd_edge::Change<'_>,
 ) {
     if let tenantd_edge::Change::Purged(t) = change {
         let Ok(tenant) = TenantId::parse(t) else { return };
+        keyring.forget(&tenant);
         data.forget(&tenant).await;
         if let Err(e) = limiter.forget(tenant).await {
             tracing::warn!(tenant_id = %tenant, error = %e, "a purged tenant's counters were not all removed");

@@ -26,9 +26,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         database_url: std::env::var("TENANTD_DATABASE_URL")
             .ok()
             .map(tenantd_core::secret::SecretUrl::new),
+        // The catalog's master key (the server's `TENANTD_MASTER_KEY` or key file).
+        master_key_file: std::env::var("TENANTD_MASTER_KEY_FILE").ok().map(Into::into),
         ..Default::default()
     };
-    let cfg = Config::merge(&args, FileConfig::default(), std::env::var("TENANTD_ADMIN_KEY").ok())?;
+    let cfg =
+        Config::merge(&args, FileConfig::default(), std::env::var("TENANTD_ADMIN_KEY").ok())?.with_env_master_key();
     let state = tenantd::startup::prepare(cfg).await?;
     // Writes metered usage and keys' last use to the catalog while the service runs.
     let background = tenantd::background::background(&state);

@@ -11,6 +11,7 @@ mod config;
 mod domains;
 mod events;
 mod keys;
+mod keys_vault;
 mod members;
 mod plans;
 mod roles;

@@ -22,6 +22,7 @@ pub mod keys;
 pub mod members;
 pub mod openapi;
 pub mod plans;
+pub mod secrets;
 pub mod system;
 pub mod tenants;
 pub mod usage;
@@ -44,6 +45,7 @@ pub fn api() -> OpenApiRouter<State> {
         .merge(webhooks::router())
         .merge(config::router())
         .merge(flags::router())
+        .merge(secrets::router())
         .merge(usage::router())
         .merge(usage_events::router())
         .merge(billing::router())

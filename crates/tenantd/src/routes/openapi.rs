@@ -26,6 +26,7 @@ use utoipa::OpenApi as _;
         (name = "data", description = "Tenant data: JSON records in collections, blobs and a cache"),
         (name = "config", description = "Tenant configuration: schemas, plan and tenant layers, versions"),
         (name = "flags", description = "Feature flags, a tenant's features, and OFREP evaluation"),
+        (name = "secrets", description = "A tenant's secrets, sealed under its data key"),
         (name = "jobs", description = "Background jobs: enqueue, claim under a lease, complete or fail"),
         (name = "edge", description = "The edge decision, for services embedding tenantd's layer against a remote tenantd"),
     )

@@ -15,6 +15,9 @@ pub enum Backend {
 }
 
 pub const ADMIN: &str = "test-operator-key-0123456789";
+/// The master key of every test server, in process or a child process: nodes sharing a
+/// catalog must share it.
+pub const MASTER_KEY: &str = "dGVuYW50ZC10ZXN0LW1hc3Rlci1rZXktMzItYnl0ZXM=";
 
 pub struct TestApp {
     pub url: String,
@@ -161,6 +164,7 @@ pub async fn start_with(
     };
     let file: FileConfig = toml::from_str(&toml).expect("test config");
     let mut cfg = Config::merge(&args, file, Some(ADMIN.into())).expect("config");
+    cfg.master_key = Some(tenantd_core::secret::Secret::new(MASTER_KEY));
     // The configuration as a file too, for the gateway's reload.
     std::fs::create_dir_all(&data_dir).expect("data dir");
     let path = data_dir.join("tenantd.toml");
@@ -445,6 +449,7 @@ impl Node {
             .arg("--config")
             .arg(&cfg)
             .env("TENANTD_ADMIN_KEY", ADMIN)
+            .env("TENANTD_MASTER_KEY", MASTER_KEY)
             .env_remove("TENANTD_REDIS_URL")
             .env_remove("TENANTD_DATABASE_URL")
             .envs(env.iter().copied())

@@ -15,6 +15,7 @@ mod keys;
 mod limits;
 mod members;
 mod metrics;
+mod protection;
 mod system;
 mod tenants;
 mod usage;

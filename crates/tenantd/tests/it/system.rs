@@ -554,3 +554,65 @@ async fn the_openapi_document_describes_every_request_and_response() {
     );
     assert_eq!(resolve(&add_domain["properties"]["host"])["pattern"], HOST_PATTERN);
 }
+
+#[test]
+fn the_master_key_is_generated_once_and_another_key_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("tenantd-master-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let port = crate::common::free_port();
+    let child = bin()
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--log-format",
+            "text",
+        ])
+        .arg("--data-dir")
+        .arg(&dir)
+        .env("TENANTD_ADMIN_KEY", ADMIN)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ready = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    assert!(ready, "server did not start");
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("generated a master key"), "{log}");
+    let path = dir.join("master.key");
+    let meta = std::fs::metadata(&path).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600, "readable by its owner only");
+    let key = std::fs::read_to_string(&path).unwrap();
+    assert!(tenantd_core::crypto::Key::from_base64(&key).is_ok());
+    assert!(!log.contains(key.trim()), "the key itself is never logged");
+    // Another key for the same catalog is refused at start, naming both fingerprints;
+    // a malformed one names its source.
+    let other = tenantd_core::crypto::Key::generate().unwrap().to_base64();
+    for (env, named) in [
+        (other.as_str(), "not the one the catalog's data keys"),
+        ("garbage", "TENANTD_MASTER_KEY"),
+    ] {
+        let out = bin()
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(&dir)
+            .env("TENANTD_MASTER_KEY", env)
+            .stdout(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(named), "{err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,180 @@
+//! The key hierarchy (docs/protection.md): the master key, and each tenant's versioned
+//! data keys wrapped under it. The [`Keyring`] seals and opens a tenant's values with its
+//! data keys, unwrapping each key once per process.
+use crate::config::Config;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use dashmap::DashMap;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tenantd_core::crypto::{self, CryptoError, Key};
+use tenantd_core::TenantId;
+use tenantd_store::{Catalog, StoreError};
+
+/// The master key's file in the data directory when none is given.
+pub const MASTER_KEY_FILE: &str = "master.key";
+
+/// Why the master key could not be had.
+#[derive(Debug, thiserror::Error)]
+#[error("master key: {0}")]
+pub struct MasterKeyError(pub String);
+
+/// The master key: `TENANTD_MASTER_KEY` (base64 of 32 bytes), else the file
+/// `--master-key-file` names, else `<data-dir>/master.key`, generated (mode 0600) at the
+/// first start.
+pub fn master_key(cfg: &Config) -> Result<Key, MasterKeyError> {
+    let bad = |where_: &str, e: CryptoError| MasterKeyError(format!("{where_}: {e}"));
+    if let Some(k) = &cfg.master_key {
+        return Key::from_base64(k.expose()).map_err(|e| bad("TENANTD_MASTER_KEY", e));
+    }
+    let path = cfg
+        .master_key_file
+        .clone()
+        .unwrap_or_else(|| cfg.data_dir.join(MASTER_KEY_FILE));
+    let shown = path.display().to_string();
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Key::from_base64(&text).map_err(|e| bad(&shown, e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && cfg.master_key_file.is_none() => {
+            let key = Key::generate().map_err(|e| bad("generating", e))?;
+            write_key_file(&path, &key).map_err(|e| MasterKeyError(format!("cannot write {shown}: {e}")))?;
+            tracing::warn!(path = %shown, fingerprint = %key.fingerprint(),
+                "generated a master key: back this file up apart from the database; without it no tenant's data can be read");
+            Ok(key)
+        }
+        Err(e) => Err(MasterKeyError(format!("cannot read {shown}: {e}"))),
+    }
+}
+
+/// Writes a key file readable by its owner only; never over an existing file.
+pub fn write_key_file(path: &std::path::Path, key: &Key) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    writeln!(f, "{}", key.to_base64())?;
+    f.sync_all()
+}
+
+/// What can go wrong sealing or opening a tenant's value.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyringError {
+    /// The catalog failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A value or key did not decrypt.
+    #[error("{0}")]
+    Crypto(#[from] CryptoError),
+    /// The tenant has no data key of that version (shredded, or never made).
+    #[error("the tenant has no data key version {0} (its keys were destroyed, or the value is not its own)")]
+    NoKey(i64),
+}
+
+/// One tenant's unwrapped data keys.
+struct TenantKeys {
+    current: i64,
+    keys: BTreeMap<i64, Key>,
+}
+
+/// Seals and opens tenants' values under their data keys.
+pub struct Keyring {
+    master: Key,
+    catalog: Arc<dyn Catalog>,
+    tenants: DashMap<TenantId, Arc<TenantKeys>>,
+}
+
+impl Keyring {
+    /// Over `catalog`, with `master`, which must be the key the catalog's data keys are
+    /// wrapped under (the first node to start records its fingerprint).
+    pub async fn open(master: Key, catalog: Arc<dyn Catalog>) -> Result<Self, MasterKeyError> {
+        let mine = master.fingerprint();
+        let recorded = catalog
+            .claim_master_fingerprint(&mine)
+            .await
+            .map_err(|e| MasterKeyError(e.to_string()))?;
+        if recorded != mine {
+            return Err(MasterKeyError(format!(
+                "this master key (fingerprint {mine}) is not the one the catalog's data keys are wrapped under \
+                 ({recorded}): start with that key (TENANTD_MASTER_KEY, --master-key-file or <data-dir>/{MASTER_KEY_FILE})"
+            )));
+        }
+        Ok(Self {
+            master,
+            catalog,
+            tenants: DashMap::new(),
+        })
+    }
+
+    async fn load(&self, tenant: &TenantId) -> Result<Option<Arc<TenantKeys>>, KeyringError> {
+        if let Some(k) = self.tenants.get(tenant) {
+            return Ok(Some(k.clone()));
+        }
+        let mut keys = BTreeMap::new();
+        for (version, wrapped) in self.catalog.data_keys(tenant).await? {
+            let bytes = STANDARD.decode(wrapped).map_err(|_| CryptoError::Open)?;
+            keys.insert(version, crypto::unwrap(&self.master, tenant.as_str(), version, &bytes)?);
+        }
+        let Some(current) = keys.keys().next_back().copied() else {
+            return Ok(None);
+        };
+        let k = Arc::new(TenantKeys { current, keys });
+        self.tenants.insert(*tenant, k.clone());
+        Ok(Some(k))
+    }
+
+    /// The tenant's keys, its first one made if it has none.
+    async fn keys(&self, tenant: &TenantId) -> Result<Arc<TenantKeys>, KeyringError> {
+        if let Some(k) = self.load(tenant).await? {
+            return Ok(k);
+        }
+        let dk = Key::generate()?;
+        let wrapped = STANDARD.encode(crypto::wrap(&self.master, tenant.as_str(), 1, &dk)?);
+        // Another node may make version 1 at the same time: whichever was stored wins.
+        self.catalog.add_data_key(tenant, 1, &wrapped).await?;
+        self.load(tenant).await?.ok_or(KeyringError::NoKey(1))
+    }
+
+    /// Seals `plaintext` as the tenant's `kind`/`name` under its current data key: the
+    /// key's version and base64 of the sealed bytes.
+    pub async fn seal(
+        &self,
+        tenant: &TenantId,
+        kind: &str,
+        name: &str,
+        plaintext: &[u8],
+    ) -> Result<(i64, String), KeyringError> {
+        let k = self.keys(tenant).await?;
+        let key = &k.keys[&k.current];
+        let sealed = crypto::seal(key, &crypto::object_aad(tenant.as_str(), kind, name), plaintext)?;
+        Ok((k.current, STANDARD.encode(sealed)))
+    }
+
+    /// Opens what [`Keyring::seal`] made for the same tenant, kind and name.
+    pub async fn open_value(
+        &self,
+        tenant: &TenantId,
+        kind: &str,
+        name: &str,
+        key_version: i64,
+        sealed: &str,
+    ) -> Result<Vec<u8>, KeyringError> {
+        let k = self.load(tenant).await?.ok_or(KeyringError::NoKey(key_version))?;
+        let key = k.keys.get(&key_version).ok_or(KeyringError::NoKey(key_version))?;
+        let bytes = STANDARD.decode(sealed).map_err(|_| CryptoError::Open)?;
+        Ok(crypto::open(
+            key,
+            &crypto::object_aad(tenant.as_str(), kind, name),
+            &bytes,
+        )?)
+    }
+
+    /// Forgets a tenant's unwrapped keys (after they were destroyed).
+    pub fn forget(&self, tenant: &TenantId) {
+        self.tenants.remove(tenant);
+    }
+}
