@@ -338,6 +338,13 @@ pub trait VaultStore: Send + Sync {
     async fn add_data_key(&self, tenant: &TenantId, version: i64, wrapped: &str) -> Result<()>;
     /// Destroys every data key of a tenant (crypto-shredding); how many.
     async fn shred(&self, w: &mut Work, tenant: &TenantId) -> Result<u64>;
+    /// Every tenant's wrapped data keys `(tenant, version, base64)`, read in `w` (for a
+    /// master key rotation).
+    async fn all_data_keys(&self, w: &mut Work) -> Result<Vec<(TenantId, i64, String)>>;
+    /// Replaces a data key's wrapping (the same key under a new master key), in `w`.
+    async fn rewrap_data_key(&self, w: &mut Work, tenant: &TenantId, version: i64, wrapped: &str) -> Result<()>;
+    /// Records the fingerprint of the master key the data keys are now wrapped under.
+    async fn set_master_fingerprint(&self, w: &mut Work, fingerprint: &str) -> Result<()>;
     /// Creates or replaces a secret (its version rises); the stored secret.
     async fn put_secret(
         &self,
@@ -368,6 +375,8 @@ pub trait SigningKeyStore: Send + Sync {
     /// Stores a new signing key, unless its kid or generation is taken (another node
     /// added that generation first: reload and use theirs).
     async fn add_signing_key(&self, key: &SigningKeyRecord) -> Result<()>;
+    /// Replaces a signing key's stored private key (sealed again, under a new master key).
+    async fn set_signing_key_private(&self, w: Option<&mut Work>, kid: &str, private: &[u8]) -> Result<()>;
 
     /// The hex SHA-256 of the generated operator key, if one was generated.
     async fn operator_key_hash(&self) -> Result<Option<String>>;

@@ -586,11 +586,12 @@ mod tests {
             ("[roles.guest]\nallow = [\"members:read\"]", "members:read"),
             ("[roles.auditor]\nallow = [\"reports:read\"]", "not a built-in role"),
             ("[roles.member]\nallow = [\"reports\"]", "invalid permission"),
-            ("[roles.member]\ngrant = [\"reports:read\"]", "grant"),
         ] {
             let e = merged(toml).unwrap_err().to_string();
             assert!(e.contains(named), "{toml}: {e}");
         }
+        let e = toml::from_str::<FileConfig>("[roles.member]\ngrant = [\"reports:read\"]").unwrap_err();
+        assert!(e.to_string().contains("grant"), "{e}");
     }
 
     #[test]

@@ -61,6 +61,27 @@ pub fn write_key_file(path: &std::path::Path, key: &Key) -> std::io::Result<()> 
     f.sync_all()
 }
 
+/// The first bytes of a value of tenantd's own (a JWT signing key) sealed under the
+/// master key; a stored value without them is from before keys were sealed.
+const OWN_SEALED: &[u8] = b"TDS1";
+
+fn own_aad(what: &str) -> Vec<u8> {
+    format!("tenantd/own/{what}").into_bytes()
+}
+
+/// Seals a value of tenantd's own (`what`: `signing-key/<kid>`) under the master key.
+pub fn seal_own(master: &Key, what: &str, plain: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    Ok([OWN_SEALED, &crypto::seal(master, &own_aad(what), plain)?].concat())
+}
+
+/// Opens what [`seal_own`] made; `None` for a value stored before sealing (in the clear).
+pub fn open_own(master: &Key, what: &str, stored: &[u8]) -> Result<Option<Vec<u8>>, CryptoError> {
+    match stored.strip_prefix(OWN_SEALED) {
+        Some(sealed) => crypto::open(master, &own_aad(what), sealed).map(Some),
+        None => Ok(None),
+    }
+}
+
 /// What can go wrong sealing or opening a tenant's value.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyringError {
@@ -171,6 +192,11 @@ impl Keyring {
             &crypto::object_aad(tenant.as_str(), kind, name),
             &bytes,
         )?)
+    }
+
+    /// The master key, for tenantd's own values ([`seal_own`]).
+    pub fn master(&self) -> &Key {
+        &self.master
     }
 
     /// Forgets a tenant's unwrapped keys (after they were destroyed).

@@ -54,6 +54,11 @@ enum Command {
         #[command(subcommand)]
         cmd: tenantd::cli_audit::AuditCmd,
     },
+    /// The master key: rotate (works on the catalog, with the servers stopped).
+    MasterKey {
+        #[command(subcommand)]
+        cmd: tenantd::cli_keys::MasterKeyCmd,
+    },
     /// Feature flags: set, get, list, delete (calls a running server).
     Flag {
         #[command(flatten)]
@@ -182,6 +187,13 @@ fn main() -> ExitCode {
             } => migrate(args, tenants, concurrency).await,
             Command::Tenant { remote, cmd } => run(tenantd::cli::tenant(&remote, cmd).await),
             Command::Key { remote, cmd } => run(tenantd::cli::key(&remote, cmd).await),
+            Command::MasterKey { cmd } => match tenantd::cli_keys::run(cmd).await {
+                Ok(done) => {
+                    eprintln!("tenantd: {done}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(format!("{e:#}")),
+            },
             Command::Flag { remote, cmd } => run(tenantd::cli_settings::flag(&remote, cmd).await),
             Command::Config { remote, cmd } => run(tenantd::cli_settings::config(&remote, cmd).await),
             Command::Usage { remote, tenant } => run(tenantd::cli::usage(&remote, &tenant).await),

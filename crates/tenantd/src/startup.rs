@@ -34,7 +34,11 @@ pub async fn open_catalog(cfg: &Config) -> Result<SqlCatalog, StartError> {
     Ok(c)
 }
 
-async fn signer(cfg: &Config, catalog: &dyn Catalog) -> Result<Signer, StartError> {
+/// tenantd's JWT signer, from its signing keys sealed under the master key (a key
+/// stored in the clear by an earlier version is sealed now); the first one made if none.
+async fn signer(cfg: &Config, catalog: &dyn Catalog, master: &tenantd_core::crypto::Key) -> Result<Signer, StartError> {
+    use crate::keyring::{open_own, seal_own};
+    let what = |kid: &str| format!("signing-key/{kid}");
     let load = || async {
         catalog
             .signing_keys()
@@ -46,9 +50,10 @@ async fn signer(cfg: &Config, catalog: &dyn Catalog) -> Result<Signer, StartErro
     // with a random kid signs from now on (the old key still verifies what it signed).
     if keys.last().is_none_or(|k| k.kid == LEGACY_KID) {
         let (kid, pkcs8, x) = tenantd_edge::jwt::generate_signing_key();
+        let sealed = seal_own(master, &what(&kid), &pkcs8).map_err(|e| StartError(e.to_string()))?;
         let rec = SigningKeyRecord {
             kid,
-            private_pkcs8: pkcs8,
+            private_pkcs8: sealed,
             public_x: x,
             created_at: tenantd_core::now_secs(),
             generation: keys.last().map_or(1, |k| k.generation + 1),
@@ -60,8 +65,24 @@ async fn signer(cfg: &Config, catalog: &dyn Catalog) -> Result<Signer, StartErro
             .map_err(|e| StartError(format!("cannot store a signing key: {e}")))?;
         keys = load().await?;
     }
-    let keys: Vec<_> = keys.into_iter().map(|k| (k.kid, k.private_pkcs8, k.public_x)).collect();
-    Signer::new(&keys, cfg.token_ttl_seconds).map_err(StartError)
+    let mut opened = Vec::with_capacity(keys.len());
+    for k in keys {
+        let pkcs8 = match open_own(master, &what(&k.kid), &k.private_pkcs8) {
+            Ok(Some(plain)) => plain,
+            Ok(None) => {
+                let sealed =
+                    seal_own(master, &what(&k.kid), &k.private_pkcs8).map_err(|e| StartError(e.to_string()))?;
+                catalog
+                    .set_signing_key_private(None, &k.kid, &sealed)
+                    .await
+                    .map_err(|e| StartError(format!("cannot seal signing key {}: {e}", k.kid)))?;
+                k.private_pkcs8
+            }
+            Err(e) => return Err(StartError(format!("signing key {}: {e}", k.kid))),
+        };
+        opened.push((k.kid, pkcs8, k.public_x));
+    }
+    Signer::new(&opened, cfg.token_ttl_seconds).map_err(StartError)
 }
 
 /// The kid every deployment's first signing key had before kids were random.
@@ -149,7 +170,7 @@ pub async fn prepare(cfg: Config) -> Result<State, StartError> {
         .subscribe()
         .await
         .map_err(|e| StartError(format!("cannot listen for cache invalidations: {e}")))?;
-    let signer = signer(&cfg, catalog.as_ref()).await?;
+    let signer = signer(&cfg, catalog.as_ref(), keyring.master()).await?;
     let single_tenant = if cfg.multi_tenancy {
         None
     } else {

@@ -68,6 +68,42 @@ impl VaultStore for SqlCatalog {
             .rows_affected())
     }
 
+    async fn all_data_keys(&self, w: &mut Work) -> Result<Vec<(TenantId, i64, String)>> {
+        let rows = sqlx::query("SELECT tenant_id, version, wrapped FROM tenant_keys ORDER BY tenant_id, version")
+            .fetch_all(&mut *w.tx)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    TenantId::from_trusted(r.try_get("tenant_id")?),
+                    i64::from(r.try_get::<i32, _>("version")?),
+                    r.try_get("wrapped")?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn rewrap_data_key(&self, w: &mut Work, tenant: &TenantId, version: i64, wrapped: &str) -> Result<()> {
+        sqlx::query("UPDATE tenant_keys SET wrapped = $3 WHERE tenant_id = $1 AND version = $2")
+            .bind(tenant.as_str())
+            .bind(version as i32)
+            .bind(wrapped)
+            .execute(&mut *w.tx)
+            .await?;
+        Ok(())
+    }
+
+    async fn set_master_fingerprint(&self, w: &mut Work, fingerprint: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO master_key (id, fingerprint) VALUES (1, $1) \
+             ON CONFLICT (id) DO UPDATE SET fingerprint = excluded.fingerprint",
+        )
+        .bind(fingerprint)
+        .execute(&mut *w.tx)
+        .await?;
+        Ok(())
+    }
+
     async fn put_secret(
         &self,
         w: &mut Work,

@@ -42,6 +42,17 @@ impl SigningKeyStore for SqlCatalog {
         Ok(())
     }
 
+    async fn set_signing_key_private(&self, w: Option<&mut Work>, kid: &str, private: &[u8]) -> Result<()> {
+        let q = sqlx::query("UPDATE signing_keys SET private_key = $2 WHERE kid = $1")
+            .bind(kid)
+            .bind(base64::engine::general_purpose::STANDARD.encode(private));
+        match w {
+            Some(w) => q.execute(&mut *w.tx).await?,
+            None => q.execute(&self.pool).await?,
+        };
+        Ok(())
+    }
+
     async fn operator_key_hash(&self) -> Result<Option<String>> {
         Ok(sqlx::query("SELECT hash FROM operator_keys WHERE id = 'operator'")
             .fetch_optional(&self.pool)

@@ -156,6 +156,17 @@ pub async fn start_with(
     toml: String,
     extra: axum::Router<State>,
 ) -> TestApp {
+    start_keyed(db_url, data_dir, toml, extra, MASTER_KEY).await
+}
+
+/// [`start_with`] under the master key `master` (base64).
+pub async fn start_keyed(
+    db_url: String,
+    data_dir: std::path::PathBuf,
+    toml: String,
+    extra: axum::Router<State>,
+    master: &str,
+) -> TestApp {
     let args = ServeArgs {
         database_url: Some(db_url.as_str().into()),
         data_dir: Some(data_dir.clone()),
@@ -164,7 +175,7 @@ pub async fn start_with(
     };
     let file: FileConfig = toml::from_str(&toml).expect("test config");
     let mut cfg = Config::merge(&args, file, Some(ADMIN.into())).expect("config");
-    cfg.master_key = Some(tenantd_core::secret::Secret::new(MASTER_KEY));
+    cfg.master_key = Some(tenantd_core::secret::Secret::new(master));
     // The configuration as a file too, for the gateway's reload.
     std::fs::create_dir_all(&data_dir).expect("data dir");
     let path = data_dir.join("tenantd.toml");

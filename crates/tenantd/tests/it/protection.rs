@@ -3,7 +3,7 @@
 //! each read an event; a sealed value copied into another tenant's row does not open
 //! (a clear error, never the other tenant's value); a purge destroys the tenant's data
 //! keys first, so a copy of its sealed values taken before never opens again.
-use crate::common::{TestApp, ADMIN};
+use crate::common::{start_keyed, TestApp, ADMIN, MASTER_KEY};
 use serde_json::{json, Value};
 use sqlx::Row;
 
@@ -11,6 +11,7 @@ crate::both! {
     secrets_are_sealed_at_rest_and_read_only_with_their_permission;
     a_sealed_value_in_another_tenants_row_does_not_open;
     a_purge_destroys_the_data_keys_first;
+    a_master_key_rotation_keeps_every_value_readable;
 }
 
 const MARKER: &str = "sk_live_MARKER_7f3c1e";
@@ -98,6 +99,19 @@ async fn secrets_are_sealed_at_rest_and_read_only_with_their_permission(app: Tes
         !files.windows(6).any(|w| w == b"MARKER"),
         "not in the SQLite files either"
     );
+    // tenantd's JWT signing keys are sealed under the master key too.
+    let mut c = connect(&app.db_url).await;
+    for r in sqlx::query("SELECT private_key FROM signing_keys")
+        .fetch_all(&mut c)
+        .await
+        .unwrap()
+    {
+        use base64::Engine;
+        let stored = base64::engine::general_purpose::STANDARD
+            .decode(r.get::<String, _>(0))
+            .unwrap();
+        assert!(stored.starts_with(b"TDS1"), "a signing key stored in the clear");
+    }
     // A member (`*:read`) does not read secrets; an admin does, and each read is an event.
     for path in ["/v1/tenants/acme/secrets/stripe", "/v1/tenants/acme/secrets"] {
         app.get(path, &member).await.problem(403, "forbidden");
@@ -217,4 +231,77 @@ async fn a_purge_destroys_the_data_keys_first(app: TestApp) {
     // Another tenant's secrets are untouched.
     let r = app.get("/v1/tenants/kept/secrets/token", ADMIN).await.expect(200);
     assert_eq!(r.body["value"], "kept's");
+}
+
+async fn a_master_key_rotation_keeps_every_value_readable(mut app: TestApp) {
+    app.tenant("acme", "starter").await;
+    app.tenant("beta", "starter").await;
+    for t in ["acme", "beta"] {
+        put_secret(&app, t, "token", ADMIN, &format!("{t}-{MARKER}"))
+            .await
+            .expect(201);
+    }
+    let (uid, _) = app.user("acme", "ann@acme.test", "admin").await;
+    app.stop().await;
+    let new_file = app.data_dir.join("new.key");
+    let rotate = |master: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tenantd"))
+            .args(["master-key", "rotate", "--new-key-file"])
+            .arg(&new_file)
+            .args(["--database-url", &app.db_url])
+            .arg("--data-dir")
+            .arg(&app.data_dir)
+            .env("TENANTD_MASTER_KEY", master)
+            .env_remove("TENANTD_DATABASE_URL")
+            .output()
+            .unwrap()
+    };
+    let out = rotate(MASTER_KEY);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("re-wrapped 2 data keys and 1 signing keys"), "{err}");
+    let new = std::fs::read_to_string(&new_file).unwrap().trim().to_string();
+    // Run again with the old key: the catalog is the new key's now, and nothing changes.
+    let again = rotate(MASTER_KEY);
+    assert_eq!(
+        again.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    // The old key no longer opens the catalog; the new one reads every value.
+    let old = tenantd::config::Config::merge(
+        &tenantd::config::ServeArgs {
+            database_url: Some(app.db_url.as_str().into()),
+            data_dir: Some(app.data_dir.clone()),
+            ..Default::default()
+        },
+        Default::default(),
+        Some(ADMIN.into()),
+    )
+    .unwrap();
+    let refused = tenantd::startup::prepare(tenantd::config::Config {
+        master_key: Some(tenantd_core::secret::Secret::new(MASTER_KEY)),
+        ..old
+    })
+    .await;
+    assert!(refused.is_err_and(|e| e.to_string().contains("not the one")));
+    let app = start_keyed(
+        app.db_url.clone(),
+        app.data_dir.clone(),
+        String::new(),
+        axum::Router::new(),
+        &new,
+    )
+    .await;
+    for t in ["acme", "beta"] {
+        let r = app
+            .get(&format!("/v1/tenants/{t}/secrets/token"), ADMIN)
+            .await
+            .expect(200);
+        assert_eq!(r.body["value"], format!("{t}-{MARKER}"));
+    }
+    // The signing key survived too: a token minted now verifies.
+    let token = app.token_for("acme", &uid).await;
+    app.get("/v1/me", &token).await.expect(200);
 }
