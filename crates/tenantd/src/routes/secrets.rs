@@ -18,14 +18,14 @@ use utoipa_axum::routes;
 /// of its tenant.
 const KIND: &str = "secret";
 
-/// The longest secret value, in bytes.
-pub const MAX_SECRET_BYTES: usize = 64 * 1024;
+/// The longest secret value, in characters (as JSON Schema counts them).
+pub const MAX_SECRET_CHARS: usize = 64 * 1024;
 
 /// `PUT …/secrets/{name}` body.
 #[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SecretBody {
-    /// The value: any text up to 64 KiB.
+    /// The value: any text up to 65,536 characters.
     #[schema(max_length = 65536)]
     value: String,
 }
@@ -86,8 +86,8 @@ pub async fn put(
 ) -> ApiResult<(StatusCode, axum::Json<SecretMeta>)> {
     ctx.require("secrets:write")?;
     let name = name_of(&p.name)?;
-    if b.value.len() > MAX_SECRET_BYTES {
-        return Err(Problem::invalid(format!("value: at most {MAX_SECRET_BYTES} bytes")).into());
+    if b.value.chars().count() > MAX_SECRET_CHARS {
+        return Err(Problem::invalid(format!("value: at most {MAX_SECRET_CHARS} characters")).into());
     }
     let tenant = ctx.tenant_id();
     let (key_version, sealed) = state.keyring.seal(tenant, KIND, &name, b.value.as_bytes()).await?;

@@ -444,7 +444,15 @@ async fn tenantd_jwts_live_no_longer_than_issued_and_carry_no_crit(app: TestApp)
     let c = signer.verify(&minted).unwrap();
     assert_eq!(c.exp - c.iat, 300);
     // crit, signed with the server's own current key: refused; without it, accepted.
-    let key = app.state.catalog.signing_keys().await.unwrap().pop().unwrap();
+    let mut key = app.state.catalog.signing_keys().await.unwrap().pop().unwrap();
+    // Stored sealed under the master key.
+    key.private_pkcs8 = tenantd::keyring::open_own(
+        app.state.keyring.master(),
+        &format!("signing-key/{}", key.kid),
+        &key.private_pkcs8,
+    )
+    .unwrap()
+    .expect("the signing key is stored sealed");
     let body = serde_json::to_value(claims(&uid, "acme", 60)).unwrap();
     let crit = sign_raw(
         &key.private_pkcs8,
@@ -510,6 +518,12 @@ async fn signing_keys_have_random_kids() {
     let kids = kid_of(&jwks(&app).await);
     assert_eq!(kids.len(), 2, "{kids:?}");
     assert_eq!(kids[0], "initial");
+    // The key that was stored in the clear is sealed now.
+    let stored = app.state.catalog.signing_keys().await.unwrap();
+    assert!(
+        stored.iter().all(|k| k.private_pkcs8.starts_with(b"TDS1")),
+        "a signing key left in the clear"
+    );
     app.tenant("acme", "free").await;
     let (uid, minted) = app.user("acme", "ann@acme.test", "member").await;
     let head: serde_json::Value =

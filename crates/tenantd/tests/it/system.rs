@@ -87,6 +87,22 @@ async fn health_and_openapi_cover_every_route() {
         ("/v1/jobs/{job_id}/heartbeat", &["post"]),
         ("/v1/jobs/{job_id}/complete", &["post"]),
         ("/v1/jobs/{job_id}/fail", &["post"]),
+        ("/v1/config-schemas", &["get"]),
+        ("/v1/config-schemas/{key}", &["get", "put", "delete"]),
+        ("/v1/plans/{plan}/config/{key}", &["get", "put", "delete"]),
+        ("/v1/plans/{plan}/config/{key}/versions", &["get"]),
+        ("/v1/plans/{plan}/config/{key}/rollback", &["post"]),
+        ("/v1/tenants/{id}/config", &["get"]),
+        ("/v1/tenants/{id}/config/{key}", &["get", "put", "delete"]),
+        ("/v1/tenants/{id}/config/{key}/versions", &["get"]),
+        ("/v1/tenants/{id}/config/{key}/rollback", &["post"]),
+        ("/v1/flags", &["get"]),
+        ("/v1/flags/{flag}", &["get", "put", "delete"]),
+        ("/v1/tenants/{id}/features", &["get"]),
+        ("/ofrep/v1/evaluate/flags", &["post"]),
+        ("/ofrep/v1/evaluate/flags/{flag}", &["post"]),
+        ("/v1/tenants/{id}/secrets", &["get"]),
+        ("/v1/tenants/{id}/secrets/{name}", &["get", "put", "delete"]),
     ];
     for (path, methods) in expected {
         let item = paths
@@ -233,15 +249,11 @@ fn migrate_tenants_reports_progress_and_is_idempotent() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[test]
-fn sigterm_stops_cleanly_and_the_cli_drives_the_api() {
-    let dir = std::env::temp_dir().join(format!("tenantd-sig-{}", std::process::id()));
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let url = format!("http://127.0.0.1:{port}");
-    let mut child = bin()
+/// `tenantd serve` on a free port with data directory `dir` and its log (text) to
+/// `stderr`, once it accepts connections; with its URL.
+fn serve_in(dir: &std::path::Path, stderr: Stdio) -> (std::process::Child, String) {
+    let port = crate::common::free_port();
+    let child = bin()
         .args([
             "serve",
             "--listen",
@@ -250,10 +262,10 @@ fn sigterm_stops_cleanly_and_the_cli_drives_the_api() {
             "text",
         ])
         .arg("--data-dir")
-        .arg(&dir)
+        .arg(dir)
         .env("TENANTD_ADMIN_KEY", ADMIN)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     let ready = (0..100).any(|_| {
@@ -261,6 +273,13 @@ fn sigterm_stops_cleanly_and_the_cli_drives_the_api() {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
     assert!(ready, "server did not start");
+    (child, format!("http://127.0.0.1:{port}"))
+}
+
+#[test]
+fn sigterm_stops_cleanly_and_the_cli_drives_the_api() {
+    let dir = std::env::temp_dir().join(format!("tenantd-sig-{}", std::process::id()));
+    let (mut child, url) = serve_in(&dir, Stdio::null());
     let cli = |args: &[&str]| {
         let out = bin()
             .args(args)
@@ -560,27 +579,7 @@ fn the_master_key_is_generated_once_and_another_key_is_refused() {
     use std::os::unix::fs::PermissionsExt;
     let dir = std::env::temp_dir().join(format!("tenantd-master-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let port = crate::common::free_port();
-    let child = bin()
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--log-format",
-            "text",
-        ])
-        .arg("--data-dir")
-        .arg(&dir)
-        .env("TENANTD_ADMIN_KEY", ADMIN)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let ready = (0..100).any(|_| {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    assert!(ready, "server did not start");
+    let (child, _) = serve_in(&dir, Stdio::piped());
     assert!(Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
