@@ -49,8 +49,11 @@ pub(super) async fn owner_pool(url: &str) -> Result<AnyPool, sqlx::Error> {
 /// A file's pool; the file is created only when `create`.
 pub(super) async fn sqlite_pool(path: &std::path::Path, create: bool) -> Result<AnyPool, DataError> {
     let mode = if create { "rwc" } else { "rw" };
+    // No idle reaper for a file (see tenantd-store's SQLite pool: sqlx issue 3645).
     Ok(AnyPoolOptions::new()
         .max_connections(1)
+        .idle_timeout(None)
+        .max_lifetime(None)
         .connect(&format!("sqlite://{}?mode={mode}", path.display()))
         .await?)
 }

@@ -113,6 +113,10 @@ impl SqlCatalog {
             .max_connections(max)
             .acquire_timeout(std::time::Duration::from_secs(10));
         if backend == Backend::Sqlite {
+            // No reaper for a local file's connections: sqlx 0.8's idle-connection
+            // maintenance can spin forever on a miscounted idle queue (sqlx issue 3645),
+            // and closing idle connections to a file gains nothing.
+            opts = opts.idle_timeout(None).max_lifetime(None);
             opts = opts.after_connect(|conn, _| {
                 Box::pin(async move {
                     conn.execute("PRAGMA journal_mode = WAL").await?;

@@ -750,9 +750,10 @@ async fn postgres_a_change_on_one_node_is_seen_on_another_within_a_second() {
         async move { as_member(b, "POST", &format!("/ofrep/v1/evaluate/flags/{f}"), &key).await }
     };
     let limits = || async { as_member(&b, "GET", "/v1/tenants/acme/config/limits", &key).await.1["value"].clone() };
-    // B has the tenant and the settings cached before each change.
-    assert_eq!(flag("wide").await.1["value"], false);
-    assert_eq!(limits().await, 1);
+    // B sees the new flag and key (as it sees every change), and from then on has the
+    // tenant and the settings cached before each change below.
+    seen_within_a_second("a new flag", async || flag("wide").await.1["value"] == false).await;
+    seen_within_a_second("a new key's default", async || limits().await == 1).await;
     // A flag, a tenant's value, a plan's value and a plan's features, each changed on A.
     put(
         &a,
