@@ -25,9 +25,36 @@ fn flag_event(ctx: &Ctx, data: Value) -> NewEvent {
     NewEvent::new(None, "operator", "flag.changed", data, &ctx.request_id)
 }
 
+/// A stored flag as the API answers it: its definition's fields beside `key`, `version`
+/// and `updated_at` (the document's schema for [`Flag`], whose definition refuses
+/// unknown fields on the way in).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct FlagView {
+    /// The flag's key.
+    key: String,
+    /// The type every value has.
+    #[schema(rename = "type")]
+    kind: tenantd_core::flags::FlagType,
+    /// The value when nothing else applies.
+    default: Value,
+    /// The kill switch.
+    enabled: bool,
+    /// Values per plan id.
+    plans: Option<std::collections::BTreeMap<String, Value>>,
+    /// Values per tenant id.
+    tenants: Option<std::collections::BTreeMap<String, Value>>,
+    /// A gradual rollout.
+    rollout: Option<tenantd_core::flags::Rollout>,
+    /// Raised by every change, from 1.
+    version: i64,
+    /// When it last changed (RFC 3339).
+    updated_at: String,
+}
+
 /// Creates or replaces a flag (operator); `If-Match` guards against overwriting a change
 /// not seen. Every node evaluates the new definition within a second.
-#[utoipa::path(put, path = "/v1/flags/{flag}", tag = "flags", params(FlagPath), request_body = FlagSpec, responses((status = 200, description = "Replaced", body = Flag), (status = 201, description = "Created", body = Flag)))]
+#[utoipa::path(put, path = "/v1/flags/{flag}", tag = "flags", params(FlagPath), request_body = FlagSpec, responses((status = 200, description = "Replaced", body = FlagView), (status = 201, description = "Created", body = FlagView)))]
 pub async fn put(
     S(state): S<State>,
     ctx: Ctx,
@@ -57,14 +84,14 @@ pub async fn put(
 
 /// Every flag the operator defined (operator). Plan features that no flag defines are
 /// evaluated as boolean flags but not listed here.
-#[utoipa::path(get, path = "/v1/flags", tag = "flags", responses((status = 200, description = "Every flag", body = Items<Flag>)))]
+#[utoipa::path(get, path = "/v1/flags", tag = "flags", responses((status = 200, description = "Every flag", body = Items<FlagView>)))]
 pub async fn list(S(state): S<State>, ctx: Ctx) -> ApiResult<axum::Json<Value>> {
     ctx.require_operator()?;
     Ok(axum::Json(json!({"items": state.catalog.list_flags().await?})))
 }
 
 /// One flag (operator).
-#[utoipa::path(get, path = "/v1/flags/{flag}", tag = "flags", params(FlagPath), responses((status = 200, description = "The flag", body = Flag)))]
+#[utoipa::path(get, path = "/v1/flags/{flag}", tag = "flags", params(FlagPath), responses((status = 200, description = "The flag", body = FlagView)))]
 pub async fn get(S(state): S<State>, ctx: Ctx, Path(key): Path<String>) -> ApiResult<(HeaderMap, axum::Json<Flag>)> {
     ctx.require_operator()?;
     let f = state
