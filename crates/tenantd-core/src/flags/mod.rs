@@ -391,16 +391,6 @@ impl FlagSet {
             .filter(|(_, e)| matches!(e, Ok(e) if e.value == &Value::Bool(true)))
             .map(|(k, _)| k)
     }
-
-    /// How many flags there are.
-    pub fn len(&self) -> usize {
-        self.flags.len()
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.flags.is_empty()
-    }
 }
 
 #[cfg(test)]
