@@ -120,6 +120,30 @@ async fn config_is_validated_layered_versioned_and_kept_to_its_tenant(app: TestA
         (g.body["value"]["seats"].clone(), g.body["source"].clone()),
         (json!(50), json!("plan"))
     );
+    // The plan's layer has versions and rollback too, and schemas are listed.
+    let plan = "/v1/plans/professional/config/limits";
+    put(
+        &app,
+        plan,
+        ADMIN,
+        json!({"value": {"seats": 60}}),
+        &[("if-match", "\"1\"")],
+    )
+    .await
+    .expect(200);
+    let v = app.get(&format!("{plan}/versions"), ADMIN).await.expect(200);
+    assert_eq!(versions(&v.body), [2, 1]);
+    let r = app
+        .post(&format!("{plan}/rollback"), ADMIN, json!({"version": 1}))
+        .await
+        .expect(200);
+    assert_eq!(
+        (r.body["version"].clone(), r.body["value"]["seats"].clone()),
+        (json!(3), json!(50))
+    );
+    assert_eq!(app.get(plan, ADMIN).await.expect(200).body["source"], "plan");
+    let listed = app.get("/v1/config-schemas", ADMIN).await.expect(200).body;
+    assert_eq!(listed["items"][0]["key"], "limits");
     // A refused value changes nothing and names the pointer and keyword.
     let r = put(
         &app,
