@@ -35,6 +35,9 @@ pub enum CryptoError {
     /// The system's random source failed.
     #[error("no randomness available")]
     Random,
+    /// The tenant has no data key of that version.
+    #[error("the tenant has no data key version {0} (its keys were destroyed, or the value is not its own)")]
+    NoKey(i64),
 }
 
 impl Key {
@@ -142,6 +145,58 @@ pub fn object_aad(tenant: &str, kind: &str, name: &str) -> Vec<u8> {
     format!("tenant/{tenant}/{kind}/{name}").into_bytes()
 }
 
+/// One tenant's unwrapped data keys: the newest version seals, every version opens.
+pub struct TenantKeys {
+    tenant: String,
+    current: i64,
+    keys: std::collections::BTreeMap<i64, Key>,
+}
+
+impl fmt::Debug for TenantKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TenantKeys")
+            .field("tenant", &self.tenant)
+            .field("versions", &self.keys.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl TenantKeys {
+    /// The tenant's keys by version; `None` when there are none.
+    pub fn new(tenant: &str, keys: std::collections::BTreeMap<i64, Key>) -> Option<Self> {
+        let current = *keys.keys().next_back()?;
+        Some(Self {
+            tenant: tenant.to_string(),
+            current,
+            keys,
+        })
+    }
+
+    /// The version new values are sealed under.
+    pub fn current(&self) -> i64 {
+        self.current
+    }
+
+    /// Whether it holds that version.
+    pub fn has(&self, version: i64) -> bool {
+        self.keys.contains_key(&version)
+    }
+
+    /// Seals the tenant's `kind`/`name` under the current key: its version and the
+    /// sealed bytes.
+    pub fn seal(&self, kind: &str, name: &str, plaintext: &[u8]) -> Result<(i64, Vec<u8>), CryptoError> {
+        let key = &self.keys[&self.current];
+        let sealed = seal(key, &object_aad(&self.tenant, kind, name), plaintext)?;
+        Ok((self.current, sealed))
+    }
+
+    /// Opens what [`TenantKeys::seal`] made for the same tenant, kind and name.
+    pub fn open(&self, version: i64, kind: &str, name: &str, sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let key = self.keys.get(&version).ok_or(CryptoError::NoKey(version))?;
+        open(key, &object_aad(&self.tenant, kind, name), sealed)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,6 +237,24 @@ mod tests {
         assert!(unwrap(&master, "acme", 2, &w).is_err());
         assert!(unwrap(&master, "globex", 1, &w).is_err());
         assert!(unwrap(&Key::generate().unwrap(), "acme", 1, &w).is_err());
+    }
+
+    #[test]
+    fn tenant_keys_seal_under_the_newest_and_open_every_version() {
+        let (k1, k2) = (Key::generate().unwrap(), Key::generate().unwrap());
+        let one = TenantKeys::new("acme", [(1, k1.clone())].into()).unwrap();
+        let (v, sealed) = one.seal("record", "orders/1", b"marker").unwrap();
+        assert_eq!(v, 1);
+        let both = TenantKeys::new("acme", [(1, k1.clone()), (2, k2)].into()).unwrap();
+        assert_eq!(both.current(), 2);
+        assert_eq!(both.open(1, "record", "orders/1", &sealed).unwrap(), b"marker");
+        assert_eq!(both.seal("record", "orders/1", b"x").unwrap().0, 2);
+        assert_eq!(both.open(1, "record", "orders/2", &sealed), Err(CryptoError::Open));
+        assert_eq!(both.open(3, "record", "orders/1", &sealed), Err(CryptoError::NoKey(3)));
+        let globex = TenantKeys::new("globex", [(1, k1)].into()).unwrap();
+        assert_eq!(globex.open(1, "record", "orders/1", &sealed), Err(CryptoError::Open));
+        assert!(TenantKeys::new("acme", Default::default()).is_none());
+        assert!(!format!("{both:?}").contains("Key("));
     }
 
     #[test]

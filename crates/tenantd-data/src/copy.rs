@@ -43,6 +43,7 @@ pub(crate) const COPIED: [Table; 4] = [
             ("size_bytes", Int),
             ("created_at", Int),
             ("updated_at", Int),
+            ("key_version", Int),
         ],
         version: Some("version"),
         batch: 500,
@@ -50,7 +51,13 @@ pub(crate) const COPIED: [Table; 4] = [
     Table {
         name: "blob_chunks",
         keys: 2,
-        cols: &[("blob_id", Text), ("seq", Int), ("data", Bytes), ("created_at", Int)],
+        cols: &[
+            ("blob_id", Text),
+            ("seq", Int),
+            ("data", Bytes),
+            ("created_at", Int),
+            ("key_version", Int),
+        ],
         version: None,
         batch: 16,
     },
@@ -81,6 +88,7 @@ pub(crate) const COPIED: [Table; 4] = [
             ("size_bytes", Int),
             ("version", Int),
             ("updated_at", Int),
+            ("key_version", Int),
         ],
         version: Some("version"),
         batch: 500,
@@ -102,6 +110,15 @@ impl Table {
     /// Rows per page.
     pub(crate) fn batch(&self) -> usize {
         self.batch as usize
+    }
+
+    /// A row's version, if the table's rows change.
+    pub(crate) fn version_of(&self, row: &[Val]) -> Option<i64> {
+        let at = self.cols.iter().position(|c| Some(c.0) == self.version)?;
+        match row[at] {
+            Val::Int(v) => Some(v),
+            _ => None,
+        }
     }
 
     /// A row's key.
@@ -298,6 +315,71 @@ impl Location {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Replaces a row's sealed value (column `value` of the table's columns) with `new`,
+    /// sealed under `keys.1`, if it is still sealed under `keys.0` and still at `version`
+    /// (a write meanwhile wins); whether it did.
+    pub(crate) async fn reseal_row(
+        &self,
+        tenant: &TenantId,
+        table: &Table,
+        key: &[Val],
+        (old, current): (i64, i64),
+        (value, version): (usize, Option<i64>),
+        new: &Val,
+    ) -> Result<bool, DataError> {
+        let (col, kind) = table.cols[value];
+        let (cols, params) = table.key_tuple(4);
+        let value_in = match kind {
+            Json if self.pg => "CAST($2 AS jsonb)",
+            _ => "$2",
+        };
+        let n = 4 + table.keys;
+        let guard = match (table.version, version) {
+            (Some(c), Some(_)) => format!(" AND {c} = ${}", n + 1),
+            _ => String::new(),
+        };
+        let sql = format!(
+            "UPDATE {} SET {col} = {value_in}, key_version = $3 WHERE tenant_id = $1 AND {cols} = {params} \
+             AND key_version = ${n}{guard}",
+            table.name
+        );
+        let mut args = vec![new.arg(), Arg::Int(current)];
+        args.extend(key.iter().map(Val::arg));
+        args.push(Arg::Int(old));
+        if !guard.is_empty() {
+            args.push(Arg::Int(version.unwrap_or_default()));
+        }
+        let mut tx = self.begin(tenant).await?;
+        let done = bind(sqlx::query(&sql).bind(tenant.as_str()), args)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(done > 0)
+    }
+
+    /// How many of the tenant's rows in the sealed tables are under key `current`, and
+    /// how many there are.
+    pub(crate) async fn seal_count(&self, tenant: &TenantId, current: i64) -> Result<crate::SealCount, DataError> {
+        let mut tx = self.begin(tenant).await?;
+        let mut count = crate::SealCount::default();
+        for t in crate::store::sealed_tables() {
+            let row = sqlx::query(&format!(
+                "SELECT CAST(COUNT(*) AS bigint) AS total, \
+                 CAST(COALESCE(SUM(CASE WHEN key_version = $2 THEN 1 ELSE 0 END), 0) AS bigint) AS current \
+                 FROM {t} WHERE tenant_id = $1"
+            ))
+            .bind(tenant.as_str())
+            .bind(current)
+            .fetch_one(&mut *tx)
+            .await?;
+            count.total += row.try_get::<i64, _>("total")? as u64;
+            count.current += row.try_get::<i64, _>("current")? as u64;
+        }
+        tx.commit().await?;
+        Ok(count)
     }
 
     /// How many rows the tenant has in `table`, and a SHA-256 over all of them in key

@@ -21,7 +21,9 @@ mod schema;
 mod store;
 
 pub use location::{Blob, CacheEntry, CacheSelector, Record};
-pub use store::{with_user, DataOptions, DataStore, MigrateReport, Placement, Scope, DEFAULT_POOL_SIZE};
+pub use store::{
+    with_user, DataKeys, DataOptions, DataStore, MigrateReport, Placement, Scope, SealCount, DEFAULT_POOL_SIZE,
+};
 
 /// The PostgreSQL role the data plane connects as: it owns nothing and cannot bypass
 /// row-level security. tenantd creates it (without a password) when it is missing.
@@ -54,6 +56,10 @@ pub enum DataError {
     /// The database failed.
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
+    /// A stored value did not decrypt (sealed under another tenant's key or for another
+    /// object, altered, or its key destroyed), or could not be sealed.
+    #[error("a stored value could not be decrypted: {0}")]
+    Sealed(String),
     /// A stored document did not parse.
     #[error("corrupt stored document: {0}")]
     Corrupt(#[from] serde_json::Error),

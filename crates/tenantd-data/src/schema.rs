@@ -57,6 +57,16 @@ CREATE INDEX IF NOT EXISTS blob_chunks_age ON blob_chunks (tenant_id, created_at
 CREATE INDEX IF NOT EXISTS blobs_blob_id ON blobs (tenant_id, blob_id);
 ",
     },
+    // Encryption at rest: the data key version each value is sealed under (0: in the
+    // clear, written before encryption; the `tenantd.reseal` job seals those).
+    Migration {
+        version: 3,
+        sql: "
+ALTER TABLE records ADD COLUMN key_version bigint NOT NULL DEFAULT 0;
+ALTER TABLE blob_chunks ADD COLUMN key_version bigint NOT NULL DEFAULT 0;
+ALTER TABLE cache_entries ADD COLUMN key_version bigint NOT NULL DEFAULT 0;
+",
+    },
 ];
 
 /// A migration's statements for PostgreSQL (`pg`) or SQLite: documents are `jsonb` or

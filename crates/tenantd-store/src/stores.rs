@@ -333,6 +333,8 @@ pub trait VaultStore: Send + Sync {
     async fn claim_master_fingerprint(&self, fingerprint: &str) -> Result<String>;
     /// A tenant's data keys `(version, base64 of the wrapped key)`, oldest first.
     async fn data_keys(&self, tenant: &TenantId) -> Result<Vec<(i64, String)>>;
+    /// A tenant's data key versions with when each was made (Unix seconds), oldest first.
+    async fn data_key_versions(&self, tenant: &TenantId) -> Result<Vec<(i64, i64)>>;
     /// Stores a tenant's data key unless that version exists (another node made it
     /// first: read the keys again and use theirs).
     async fn add_data_key(&self, tenant: &TenantId, version: i64, wrapped: &str) -> Result<()>;
@@ -358,6 +360,16 @@ pub trait VaultStore: Send + Sync {
     async fn get_secret(&self, tenant: &TenantId, name: &str) -> Result<Option<StoredSecret>>;
     /// The tenant's secrets, sealed, by name.
     async fn list_secrets(&self, tenant: &TenantId) -> Result<Vec<StoredSecret>>;
+    /// Replaces a secret's sealed value (the same value under another key) if it is
+    /// still at `version`; whether it was.
+    async fn reseal_secret(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        version: i64,
+        key_version: i64,
+        sealed: &str,
+    ) -> Result<bool>;
     /// Deletes a secret; what it was.
     async fn delete_secret(&self, w: &mut Work, tenant: &TenantId, name: &str) -> Result<StoredSecret>;
 }

@@ -93,6 +93,7 @@ pub struct FileConfig {
     data_servers: Option<Vec<SecretUrl>>,
     data_move_grace_seconds: Option<u64>,
     data_pool_size: Option<u32>,
+    encrypt_data: Option<bool>,
     max_blob_bytes: Option<u64>,
     oidc: Option<OidcFile>,
     /// `[gateway]`: routes, timeouts and body limit (reloadable).
@@ -239,6 +240,9 @@ pub struct Config {
     pub data_move_grace_seconds: u64,
     /// Connections of the tenant data pool (row and schema tiers) on PostgreSQL.
     pub data_pool_size: u32,
+    /// Whether tenants' records, blob chunks and cache values are sealed under their data
+    /// keys (default true; off only for measuring its cost).
+    pub encrypt_data: bool,
     /// The largest blob accepted.
     pub max_blob_bytes: u64,
     /// External OpenID provider.
@@ -352,6 +356,7 @@ impl Config {
             data_servers: f.data_servers.unwrap_or_default(),
             data_move_grace_seconds: f.data_move_grace_seconds.unwrap_or(3),
             data_pool_size: f.data_pool_size.unwrap_or(tenantd_data::DEFAULT_POOL_SIZE),
+            encrypt_data: f.encrypt_data.unwrap_or(true),
             max_blob_bytes: f.max_blob_bytes.unwrap_or(1 << 30),
             oidc: f.oidc,
             gateway: crate::gateway::settings::GatewaySettings::from_file(f.gateway.unwrap_or_default())

@@ -89,6 +89,14 @@ impl From<tenantd_data::DataError> for ApiError {
                 p.headers.push((http::header::RETRY_AFTER, http::HeaderValue::from(5)));
                 p
             }
+            DataError::Sealed(m) => {
+                // Never another tenant's data, never a panic: the value stays sealed.
+                tracing::error!(error = %m, "a tenant's stored value did not decrypt");
+                Problem::new(
+                    Code::Internal,
+                    format!("a stored value of this tenant could not be decrypted: {m}"),
+                )
+            }
             other => {
                 tracing::error!(error = %other, "tenant data failure");
                 Problem::internal()

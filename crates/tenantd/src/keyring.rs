@@ -5,9 +5,11 @@ use crate::config::Config;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use dashmap::DashMap;
+use futures_util::future::BoxFuture;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use tenantd_core::crypto::{self, CryptoError, Key};
+use std::time::{Duration, Instant};
+use tenantd_core::crypto::{self, CryptoError, Key, TenantKeys};
 use tenantd_core::TenantId;
 use tenantd_store::{Catalog, StoreError};
 
@@ -88,25 +90,25 @@ pub enum KeyringError {
     /// The catalog failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// A value or key did not decrypt.
+    /// A value or key did not decrypt, or its key is gone.
     #[error("{0}")]
     Crypto(#[from] CryptoError),
-    /// The tenant has no data key of that version (shredded, or never made).
-    #[error("the tenant has no data key version {0} (its keys were destroyed, or the value is not its own)")]
-    NoKey(i64),
 }
 
-/// One tenant's unwrapped data keys.
-struct TenantKeys {
-    current: i64,
-    keys: BTreeMap<i64, Key>,
+/// How long a node trusts its unwrapped copy of a tenant's keys: a rotation on another
+/// node is seen within this (and at once by a value sealed under a newer version).
+const KEYS_TTL: Duration = Duration::from_secs(5);
+
+struct Cached {
+    keys: Arc<TenantKeys>,
+    at: Instant,
 }
 
 /// Seals and opens tenants' values under their data keys.
 pub struct Keyring {
     master: Key,
     catalog: Arc<dyn Catalog>,
-    tenants: DashMap<TenantId, Arc<TenantKeys>>,
+    tenants: DashMap<TenantId, Cached>,
 }
 
 impl Keyring {
@@ -131,33 +133,62 @@ impl Keyring {
         })
     }
 
-    async fn load(&self, tenant: &TenantId) -> Result<Option<Arc<TenantKeys>>, KeyringError> {
-        if let Some(k) = self.tenants.get(tenant) {
-            return Ok(Some(k.clone()));
-        }
+    /// The tenant's keys as the catalog has them now.
+    async fn reload(&self, tenant: &TenantId) -> Result<Option<Arc<TenantKeys>>, KeyringError> {
         let mut keys = BTreeMap::new();
         for (version, wrapped) in self.catalog.data_keys(tenant).await? {
             let bytes = STANDARD.decode(wrapped).map_err(|_| CryptoError::Open)?;
             keys.insert(version, crypto::unwrap(&self.master, tenant.as_str(), version, &bytes)?);
         }
-        let Some(current) = keys.keys().next_back().copied() else {
+        let Some(k) = TenantKeys::new(tenant.as_str(), keys).map(Arc::new) else {
+            self.tenants.remove(tenant);
             return Ok(None);
         };
-        let k = Arc::new(TenantKeys { current, keys });
-        self.tenants.insert(*tenant, k.clone());
+        self.tenants.insert(
+            *tenant,
+            Cached {
+                keys: k.clone(),
+                at: Instant::now(),
+            },
+        );
         Ok(Some(k))
     }
 
+    /// The tenant's keys, reloaded when the copy here is old or lacks `version`.
+    pub async fn load(&self, tenant: &TenantId, version: Option<i64>) -> Result<Option<Arc<TenantKeys>>, KeyringError> {
+        if let Some(c) = self.tenants.get(tenant) {
+            if c.at.elapsed() < KEYS_TTL && version.is_none_or(|v| c.keys.has(v)) {
+                return Ok(Some(c.keys.clone()));
+            }
+        }
+        self.reload(tenant).await
+    }
+
     /// The tenant's keys, its first one made if it has none.
-    async fn keys(&self, tenant: &TenantId) -> Result<Arc<TenantKeys>, KeyringError> {
-        if let Some(k) = self.load(tenant).await? {
+    pub async fn keys(&self, tenant: &TenantId) -> Result<Arc<TenantKeys>, KeyringError> {
+        if let Some(k) = self.load(tenant, None).await? {
             return Ok(k);
         }
+        self.add_version(tenant, 1).await?;
+        Ok(self.reload(tenant).await?.ok_or(CryptoError::NoKey(1))?)
+    }
+
+    /// Makes the tenant's data key `version` (another node making the same version at the
+    /// same time: whichever was stored wins).
+    async fn add_version(&self, tenant: &TenantId, version: i64) -> Result<(), KeyringError> {
         let dk = Key::generate()?;
-        let wrapped = STANDARD.encode(crypto::wrap(&self.master, tenant.as_str(), 1, &dk)?);
-        // Another node may make version 1 at the same time: whichever was stored wins.
-        self.catalog.add_data_key(tenant, 1, &wrapped).await?;
-        self.load(tenant).await?.ok_or(KeyringError::NoKey(1))
+        let wrapped = STANDARD.encode(crypto::wrap(&self.master, tenant.as_str(), version, &dk)?);
+        self.catalog.add_data_key(tenant, version, &wrapped).await?;
+        Ok(())
+    }
+
+    /// Starts the tenant's next data key version (values are re-sealed under it by the
+    /// `tenantd.reseal` job); returns it.
+    pub async fn rotate(&self, tenant: &TenantId) -> Result<i64, KeyringError> {
+        let next = self.reload(tenant).await?.map_or(1, |k| k.current() + 1);
+        self.add_version(tenant, next).await?;
+        self.reload(tenant).await?;
+        Ok(next)
     }
 
     /// Seals `plaintext` as the tenant's `kind`/`name` under its current data key: the
@@ -169,10 +200,8 @@ impl Keyring {
         name: &str,
         plaintext: &[u8],
     ) -> Result<(i64, String), KeyringError> {
-        let k = self.keys(tenant).await?;
-        let key = &k.keys[&k.current];
-        let sealed = crypto::seal(key, &crypto::object_aad(tenant.as_str(), kind, name), plaintext)?;
-        Ok((k.current, STANDARD.encode(sealed)))
+        let (v, sealed) = self.keys(tenant).await?.seal(kind, name, plaintext)?;
+        Ok((v, STANDARD.encode(sealed)))
     }
 
     /// Opens what [`Keyring::seal`] made for the same tenant, kind and name.
@@ -184,14 +213,12 @@ impl Keyring {
         key_version: i64,
         sealed: &str,
     ) -> Result<Vec<u8>, KeyringError> {
-        let k = self.load(tenant).await?.ok_or(KeyringError::NoKey(key_version))?;
-        let key = k.keys.get(&key_version).ok_or(KeyringError::NoKey(key_version))?;
+        let k = self
+            .load(tenant, Some(key_version))
+            .await?
+            .ok_or(CryptoError::NoKey(key_version))?;
         let bytes = STANDARD.decode(sealed).map_err(|_| CryptoError::Open)?;
-        Ok(crypto::open(
-            key,
-            &crypto::object_aad(tenant.as_str(), kind, name),
-            &bytes,
-        )?)
+        Ok(k.open(key_version, kind, name, &bytes)?)
     }
 
     /// The master key, for tenantd's own values ([`seal_own`]).
@@ -202,5 +229,19 @@ impl Keyring {
     /// Forgets a tenant's unwrapped keys (after they were destroyed).
     pub fn forget(&self, tenant: &TenantId) {
         self.tenants.remove(tenant);
+    }
+}
+
+impl tenantd_data::DataKeys for Keyring {
+    fn sealing<'a>(&'a self, tenant: &'a TenantId) -> BoxFuture<'a, Result<Arc<TenantKeys>, String>> {
+        Box::pin(async move { self.keys(tenant).await.map_err(|e| e.to_string()) })
+    }
+
+    fn opening<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        version: i64,
+    ) -> BoxFuture<'a, Result<Option<Arc<TenantKeys>>, String>> {
+        Box::pin(async move { self.load(tenant, Some(version)).await.map_err(|e| e.to_string()) })
     }
 }

@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod platform_jobs;
 pub mod routes;
 pub mod schemas;
+pub mod sealing;
 pub mod serve;
 pub mod startup;
 pub mod state;

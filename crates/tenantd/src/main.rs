@@ -125,7 +125,8 @@ async fn migrate(args: ServeArgs, tenants: bool, concurrency: usize) -> ExitCode
     if !tenants {
         return ExitCode::SUCCESS;
     }
-    let data = match tenantd::startup::open_data(&cfg).await {
+    // Migrations move no values: no keys needed.
+    let data = match tenantd::startup::open_data(&cfg, None).await {
         Ok(d) => d,
         Err(e) => return fail(e),
     };

@@ -17,10 +17,16 @@ use tenantd_store::NewEvent;
 pub const PURGE: &str = "tenantd.purge";
 /// Moves one tenant's data to its plan's tier.
 pub const MOVE: &str = "tenantd.move";
+/// Seals one tenant's values again under its current data key (after a rotation).
+pub const RESEAL: &str = "tenantd.reseal";
+/// Seals every tenant's values stored in the clear.
+pub const SEAL_ALL: &str = "tenantd.seal_all";
+/// Every platform queue a node's worker takes.
+const QUEUES: [&str; 4] = [PURGE, MOVE, RESEAL, SEAL_ALL];
 /// Who claims platform jobs.
 pub const WORKER: &str = "tenantd";
 /// How long a platform worker holds a job between heartbeats.
-const LEASE_MS: i64 = 15_000;
+pub(crate) const LEASE_MS: i64 = 15_000;
 /// How often a running platform job's lease is extended.
 const BEAT: Duration = Duration::from_secs(5);
 /// How often a task is tried before its job is dead (the backoff reaches an hour after
@@ -37,7 +43,7 @@ struct Task {
 }
 
 /// What a run of a task asks of its job.
-enum Outcome {
+pub(crate) enum Outcome {
     Done(serde_json::Value),
     /// Not now: run again in a moment (another worker is on the same tenant).
     Later(String),
@@ -204,6 +210,8 @@ impl AppState {
                 Err(e) => Outcome::Failed(e),
             },
             MOVE => self.run_move(&tenant, &job.job_id).await,
+            RESEAL => self.run_reseal(&tenant, job).await,
+            SEAL_ALL => self.run_seal_all().await,
             other => Outcome::Failed(format!("no platform task is called {other}")),
         }
     }
@@ -360,8 +368,9 @@ pub fn platform_worker(state: &State) -> tokio::task::JoinHandle<()> {
             }
             Err(e) => tracing::error!(error = %e, "could not look for unsettled tier moves"),
         }
+        state.queue_seal_all().await;
         loop {
-            state.work_platform_jobs(&[PURGE, MOVE], Duration::from_secs(10)).await;
+            state.work_platform_jobs(&QUEUES, Duration::from_secs(10)).await;
         }
     })
 }

@@ -165,7 +165,12 @@ pub async fn prepare(cfg: Config) -> Result<State, StartError> {
             .await
             .map_err(|e| StartError(e.to_string()))?,
     );
-    let data = open_data(&cfg).await?;
+    let data = open_data(
+        &cfg,
+        cfg.encrypt_data
+            .then(|| keyring.clone() as Arc<dyn tenantd_data::DataKeys>),
+    )
+    .await?;
     let invalidations = catalog
         .subscribe()
         .await
@@ -268,7 +273,10 @@ pub async fn prepare(cfg: Config) -> Result<State, StartError> {
 /// Tenant data: on PostgreSQL the row tier in the catalog's database (connecting as a
 /// role that cannot bypass row-level security), schemas there and databases on
 /// `data_servers`; on SQLite `tenant-data.db` and `tenants/<id>.db` in the data directory.
-pub async fn open_data(cfg: &Config) -> Result<Arc<tenantd_data::DataStore>, StartError> {
+pub async fn open_data(
+    cfg: &Config,
+    keys: Option<Arc<dyn tenantd_data::DataKeys>>,
+) -> Result<Arc<tenantd_data::DataStore>, StartError> {
     let url = match tenantd_store::Backend::from_url(&cfg.database_url) {
         Ok(tenantd_store::Backend::Postgres) => cfg.database_url.to_string(),
         _ => {
@@ -287,7 +295,7 @@ pub async fn open_data(cfg: &Config) -> Result<Arc<tenantd_data::DataStore>, Sta
     };
     tenantd_data::DataStore::open(opts)
         .await
-        .map(Arc::new)
+        .map(|d| Arc::new(if let Some(k) = keys { d.with_keys(k) } else { d }))
         .map_err(|e| StartError(format!("tenant data: {e}")))
 }
 

@@ -47,13 +47,19 @@ fn blob(row: &AnyRow) -> Result<Blob, DataError> {
 }
 
 impl Location {
-    /// Stores one chunk of a blob being uploaded; it is counted, and visible, once the
-    /// blob is committed.
-    pub async fn stage_chunk(&self, tenant: &TenantId, blob_id: &str, seq: i64, data: &[u8]) -> Result<(), DataError> {
+    /// Stores one chunk of a blob being uploaded (as stored: sealed under `key_version`);
+    /// it is counted, and visible, once the blob is committed.
+    pub async fn stage_chunk(
+        &self,
+        tenant: &TenantId,
+        blob_id: &str,
+        seq: i64,
+        (data, key_version): (&[u8], i64),
+    ) -> Result<(), DataError> {
         let mut tx = self.begin(tenant).await?;
         // A chunk a tier move copied already is left as it is (the same bytes).
         sqlx::query(
-            "INSERT INTO blob_chunks (tenant_id, blob_id, seq, data, created_at) VALUES ($1, $2, $3, $4, $5) \
+            "INSERT INTO blob_chunks (tenant_id, blob_id, seq, data, created_at, key_version) VALUES ($1, $2, $3, $4, $5, $6) \
              ON CONFLICT (tenant_id, blob_id, seq) DO NOTHING",
         )
         .bind(tenant.as_str())
@@ -61,6 +67,7 @@ impl Location {
         .bind(seq)
         .bind(data)
         .bind(now_secs())
+        .bind(key_version)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -165,17 +172,21 @@ impl Location {
         row.as_ref().map(blob).transpose()
     }
 
-    /// Chunk `seq` of a blob's content; `None` past its end.
-    pub async fn chunk(&self, tenant: &TenantId, blob_id: &str, seq: i64) -> Result<Option<Vec<u8>>, DataError> {
+    /// Chunk `seq` of a blob's content as stored, with the data key version it is
+    /// sealed under; `None` past its end.
+    pub async fn chunk(&self, tenant: &TenantId, blob_id: &str, seq: i64) -> Result<Option<(Vec<u8>, i64)>, DataError> {
         let mut tx = self.begin(tenant).await?;
-        let row = sqlx::query("SELECT data FROM blob_chunks WHERE tenant_id = $1 AND blob_id = $2 AND seq = $3")
-            .bind(tenant.as_str())
-            .bind(blob_id)
-            .bind(seq)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let row =
+            sqlx::query("SELECT data, key_version FROM blob_chunks WHERE tenant_id = $1 AND blob_id = $2 AND seq = $3")
+                .bind(tenant.as_str())
+                .bind(blob_id)
+                .bind(seq)
+                .fetch_optional(&mut *tx)
+                .await?;
         tx.commit().await?;
-        Ok(row.map(|r| r.try_get("data")).transpose()?)
+        Ok(row
+            .map(|r| Ok::<_, sqlx::Error>((r.try_get("data")?, r.try_get("key_version")?)))
+            .transpose()?)
     }
 
     /// Up to `limit` blobs whose path starts with `prefix`, after `after`, by path.

@@ -23,6 +23,9 @@ pub struct CacheEntry {
     pub updated_at: i64,
     /// The value.
     pub value: serde_json::Value,
+    /// The data key version `value` is sealed under (0: stored in the clear).
+    #[serde(skip)]
+    pub key_version: i64,
 }
 
 /// Which cache entries a delete removes.
@@ -45,6 +48,7 @@ fn cache_entry(row: &AnyRow) -> Result<CacheEntry, DataError> {
         tags: tags.split(',').filter(|t| !t.is_empty()).map(str::to_string).collect(),
         expires_at: row.try_get("expires_at")?,
         updated_at: row.try_get("updated_at")?,
+        key_version: row.try_get("key_version")?,
     })
 }
 
@@ -63,18 +67,19 @@ impl Location {
             .sum()
     }
 
-    /// Sets a cache entry (`value` as JSON text).
+    /// Sets a cache entry (`value` as stored JSON text, sealed under `key_version`;
+    /// `size`: the entry's length in the clear).
+    #[allow(clippy::too_many_arguments)]
     pub async fn put_cache(
         &self,
         tenant: &TenantId,
         key: &str,
-        value: &str,
+        (value, size, key_version): (&str, i64, i64),
         expires_at: Option<i64>,
         tags: &[String],
         max: Option<u64>,
     ) -> Result<Written<CacheEntry>, DataError> {
         let now = now_secs();
-        let size = (key.len() + value.len()) as i64;
         let tags = if tags.is_empty() {
             String::new()
         } else {
@@ -90,17 +95,18 @@ impl Location {
             Arg::OptInt(expires_at),
             Arg::Int(size),
             Arg::Int(now),
+            Arg::Int(key_version),
         ];
         let put = self
             .put_keyed(
                 &mut tx,
                 Some(
-                    "INSERT INTO cache_entries (tenant_id, key, value, tags, expires_at, size_bytes, version, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, 1, $7) ON CONFLICT (tenant_id, key) DO NOTHING RETURNING {cache_cols}",
+                    "INSERT INTO cache_entries (tenant_id, key, value, tags, expires_at, size_bytes, version, updated_at, key_version) \
+                     VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $8) ON CONFLICT (tenant_id, key) DO NOTHING RETURNING {cache_cols}",
                 ),
                 "SELECT size_bytes FROM cache_entries WHERE tenant_id = $1 AND key = $2 {lock}",
                 "UPDATE cache_entries SET value = $3, tags = $4, expires_at = $5, size_bytes = $6, \
-                 version = version + 1, updated_at = $7 WHERE tenant_id = $1 AND key = $2 RETURNING {cache_cols}",
+                 version = version + 1, updated_at = $7, key_version = $8 WHERE tenant_id = $1 AND key = $2 RETURNING {cache_cols}",
                 &args,
                 2,
                 |_| true,

@@ -95,13 +95,13 @@ fn resolve(template: &str, pg: bool) -> String {
     template
         .replace(
             "{record_cols}",
-            "collection, id, {doc_out} AS doc, version, created_at, updated_at",
+            "collection, id, {doc_out} AS doc, version, created_at, updated_at, key_version",
         )
         .replace(
             "{blob_cols}",
             "path, blob_id, content_type, size_bytes, sha256, version, created_at, updated_at",
         )
-        .replace("{cache_cols}", "key, value, tags, expires_at, updated_at")
+        .replace("{cache_cols}", "key, value, tags, expires_at, updated_at, key_version")
         .replace("{doc_in}", pick("CAST($4 AS jsonb)", "$4"))
         .replace("{doc_out}", pick("CAST(doc AS text)", "doc"))
         .replace("{lock}", pick("FOR UPDATE", ""))

@@ -26,6 +26,10 @@ pub struct Record {
     pub updated_at: i64,
     /// 1 when created, one more on each write (the ETag).
     pub version: i64,
+    /// The data key version `doc` is sealed under (0: stored in the clear); the scope
+    /// opens it before anyone sees the record.
+    #[serde(skip)]
+    pub key_version: i64,
 }
 
 fn record(row: &AnyRow) -> Result<Record, DataError> {
@@ -37,22 +41,24 @@ fn record(row: &AnyRow) -> Result<Record, DataError> {
         version: row.try_get("version")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
+        key_version: row.try_get("key_version")?,
     })
 }
 
 impl Location {
-    /// Creates or replaces a record (`expected`: only at that version; `None` returned
-    /// when it is missing or has changed).
+    /// Creates or replaces a record (`doc` as stored, sealed under `key_version`;
+    /// `size`: its length in the clear; `expected`: only at that version; `None`
+    /// returned when it is missing or has changed).
+    #[allow(clippy::too_many_arguments)]
     pub async fn write_record(
         &self,
         tenant: &TenantId,
         collection: &str,
         id: &str,
-        doc: &str,
+        (doc, size, key_version): (&str, i64, i64),
         expected: Option<i64>,
         max: Option<u64>,
     ) -> Result<Option<Written<Record>>, DataError> {
-        let size = doc.len() as i64;
         let mut tx = self.begin(tenant).await?;
         let args = [
             Arg::Text(tenant.as_str()),
@@ -61,17 +67,18 @@ impl Location {
             Arg::Text(doc),
             Arg::Int(size),
             Arg::Int(now_secs()),
+            Arg::Int(key_version),
         ];
         let put = self
             .put_keyed(
                 &mut tx,
                 expected.is_none().then_some(
-                    "INSERT INTO records (tenant_id, collection, id, doc, version, size_bytes, created_at, updated_at) \
-                     VALUES ($1, $2, $3, {doc_in}, 1, $5, $6, $6) \
+                    "INSERT INTO records (tenant_id, collection, id, doc, version, size_bytes, created_at, updated_at, key_version) \
+                     VALUES ($1, $2, $3, {doc_in}, 1, $5, $6, $6, $7) \
                      ON CONFLICT (tenant_id, collection, id) DO NOTHING RETURNING {record_cols}",
                 ),
                 "SELECT size_bytes, version FROM records WHERE tenant_id = $1 AND collection = $2 AND id = $3 {lock}",
-                "UPDATE records SET doc = {doc_in}, version = version + 1, size_bytes = $5, updated_at = $6 \
+                "UPDATE records SET doc = {doc_in}, version = version + 1, size_bytes = $5, updated_at = $6, key_version = $7 \
                  WHERE tenant_id = $1 AND collection = $2 AND id = $3 RETURNING {record_cols}",
                 &args,
                 3,

@@ -2,6 +2,7 @@
 //! at a time.
 use super::Scope;
 use crate::location::Blob;
+use crate::store::BLOB;
 use crate::{DataError, Written};
 use futures_util::FutureExt;
 use std::time::Duration;
@@ -10,7 +11,10 @@ use tenantd_core::now_secs;
 impl Scope<'_> {
     /// Stores chunk `seq` of an upload (`blob_id` from [`new_blob_id`](crate::new_blob_id)).
     pub async fn stage_chunk(&self, blob_id: &str, seq: i64, data: &[u8]) -> Result<(), DataError> {
-        self.loc.stage_chunk(&self.tenant, blob_id, seq, data).await
+        let (version, stored) = self.seal(BLOB, &name(blob_id, seq), data.to_vec()).await?;
+        self.loc
+            .stage_chunk(&self.tenant, blob_id, seq, (&stored, version))
+            .await
     }
 
     /// Drops an upload's staged chunks.
@@ -28,12 +32,12 @@ impl Scope<'_> {
                     // The tenant moved during the upload: the chunks go along from the
                     // old copy (kept for the grace period) before the commit.
                     for seq in 0..chunks {
-                        let data = staged.chunk(&t, &blob.blob_id, seq).await?.ok_or_else(|| {
+                        let (data, version) = staged.chunk(&t, &blob.blob_id, seq).await?.ok_or_else(|| {
                             DataError::Invalid(
                                 "the tenant's data moved to another tier during the upload; upload it again".into(),
                             )
                         })?;
-                        l.stage_chunk(&t, &blob.blob_id, seq, &data).await?;
+                        l.stage_chunk(&t, &blob.blob_id, seq, (&data, version)).await?;
                     }
                 }
                 l.commit_blob(&t, blob, chunks, max).await
@@ -62,8 +66,15 @@ impl Scope<'_> {
     /// Chunk `seq` of a blob's content (from [`Scope::get_blob`]); `None` past its end.
     pub async fn chunk(&self, blob: &Blob, seq: i64) -> Result<Option<Vec<u8>>, DataError> {
         let t = self.tenant;
-        self.run(|l| async move { l.chunk(&t, &blob.blob_id, seq).await }.boxed())
+        let Some((stored, version)) = self
+            .run(|l| async move { l.chunk(&t, &blob.blob_id, seq).await }.boxed())
+            .await?
+        else {
+            return Ok(None);
+        };
+        self.open(BLOB, &name(&blob.blob_id, seq), version, stored)
             .await
+            .map(Some)
     }
 
     /// Up to `limit` blobs whose path starts with `prefix`, after `after`, by path.
@@ -79,4 +90,9 @@ impl Scope<'_> {
         let t = self.tenant;
         self.run(|l| async move { l.delete_blob(&t, path).await }.boxed()).await
     }
+}
+
+/// A chunk's name in its associated data.
+fn name(blob_id: &str, seq: i64) -> String {
+    format!("{blob_id}/{seq}")
 }

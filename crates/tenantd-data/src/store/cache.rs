@@ -1,6 +1,7 @@
 //! A scope's cache: JSON values by key, with expiry and tags.
 use super::Scope;
 use crate::location::{CacheEntry, CacheSelector};
+use crate::store::CACHE;
 use crate::{DataError, Written};
 use futures_util::FutureExt;
 use serde_json::Value;
@@ -19,15 +20,27 @@ impl Scope<'_> {
         crate::check_depth(value)?;
         let text = serde_json::to_string(value)?;
         let expires = ttl_seconds.map(|s| now_secs().saturating_add(s.min(i64::MAX as u64 / 2) as i64));
-        let (t, text) = (self.tenant, text.as_str());
-        self.run(|l| async move { l.put_cache(&t, key, text, expires, tags, max).await }.boxed())
-            .await
+        let size = (key.len() + text.len()) as i64;
+        let (version, stored) = self.seal_json(CACHE, key, text).await?;
+        let (t, stored) = (self.tenant, (stored.as_str(), size, version));
+        let mut w = self
+            .run(|l| async move { l.put_cache(&t, key, stored, expires, tags, max).await }.boxed())
+            .await?;
+        w.value.value = value.clone();
+        w.value.key_version = 0;
+        Ok(w)
     }
 
     /// A cache entry that has not expired.
     pub async fn get_cache(&self, key: &str) -> Result<Option<CacheEntry>, DataError> {
         let t = self.tenant;
-        self.run(|l| async move { l.get_cache(&t, key).await }.boxed()).await
+        let Some(mut e) = self.run(|l| async move { l.get_cache(&t, key).await }.boxed()).await? else {
+            return Ok(None);
+        };
+        let stored = std::mem::take(&mut e.value);
+        e.value = self.open_json(CACHE, key, e.key_version, stored).await?;
+        e.key_version = 0;
+        Ok(Some(e))
     }
 
     /// Deletes cache entries by key, prefix or tag; returns how many.

@@ -19,12 +19,16 @@ mod options;
 mod placement;
 mod records;
 mod scope;
+mod sealing;
 mod url;
 
 pub use migrate::MigrateReport;
 pub use options::{DataOptions, DEFAULT_POOL_SIZE};
 pub use placement::Placement;
 pub use scope::Scope;
+pub(crate) use sealing::sealed_tables;
+pub use sealing::{DataKeys, SealCount};
+pub(crate) use sealing::{BLOB, CACHE, RECORD};
 pub use url::with_user;
 
 use crate::location::Location;
@@ -70,6 +74,22 @@ pub struct DataStore {
     /// Migrations `open` applied to the shared location, reported by the first
     /// `migrate_all`.
     home_applied: std::sync::atomic::AtomicUsize,
+    /// Tenants' data keys: with none, values are stored in the clear.
+    keys: Option<Arc<dyn DataKeys>>,
+}
+
+impl DataStore {
+    /// Seals every record, blob chunk and cache value written from now on under its
+    /// tenant's data key from `keys`, and opens them when read (docs/protection.md).
+    pub fn with_keys(mut self, keys: Arc<dyn DataKeys>) -> Self {
+        self.keys = Some(keys);
+        self
+    }
+
+    /// Whether values are sealed.
+    pub fn seals(&self) -> bool {
+        self.keys.is_some()
+    }
 }
 
 impl DataStore {

@@ -229,6 +229,21 @@ impl DataStore {
             .collect()
     }
 
+    /// Up to `limit` placed tenants with ids after `after`, by id.
+    pub async fn placed_tenants(&self, after: Option<&TenantId>, limit: u32) -> Result<Vec<TenantId>, DataError> {
+        let rows: Vec<String> = sqlx::query_scalar(&format!(
+            "SELECT tenant_id FROM {} WHERE tenant_id > $1 ORDER BY tenant_id LIMIT $2",
+            self.placements()
+        ))
+        .bind(after.map_or("", |t| t.as_str()))
+        .bind(i64::from(limit))
+        .fetch_all(&self.admin)
+        .await?;
+        rows.iter()
+            .map(|id| TenantId::parse(id).map_err(|e| DataError::Invalid(e.to_string())))
+            .collect()
+    }
+
     /// After a crash: the tenant's move that was under way is undone (the tenant thawed
     /// where it was, the partial copy dropped), or, if it had switched, its old copy is
     /// dropped. The caller must know that no other process runs the move (tenantd's job

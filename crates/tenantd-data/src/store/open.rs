@@ -152,6 +152,7 @@ impl DataStore {
             locations: tokio::sync::Mutex::new(locations),
             grace,
             home_applied: home_applied.into(),
+            keys: None,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! A scope's records: JSON documents by collection and id.
 use super::Scope;
 use crate::location::Record;
+use crate::store::RECORD;
 use crate::{check_name, DataError, Written};
 use futures_util::FutureExt;
 use serde_json::Value;
@@ -45,9 +46,26 @@ impl Scope<'_> {
         check_name("the record id", id)?;
         crate::check_depth(doc)?;
         let text = serde_json::to_string(doc)?;
-        let (t, text) = (self.tenant, text.as_str());
-        self.run(|l| async move { l.write_record(&t, collection, id, text, expected, max).await }.boxed())
-            .await
+        let size = text.len() as i64;
+        let (version, stored) = self.seal_json(RECORD, &name(collection, id), text).await?;
+        let (t, stored) = (self.tenant, (stored.as_str(), size, version));
+        let written = self
+            .run(|l| async move { l.write_record(&t, collection, id, stored, expected, max).await }.boxed())
+            .await?;
+        let Some(mut w) = written else { return Ok(None) };
+        w.value.doc = doc.clone();
+        w.value.key_version = 0;
+        Ok(Some(w))
+    }
+
+    /// A record as read, opened.
+    async fn opened(&self, mut r: Record) -> Result<Record, DataError> {
+        let doc = std::mem::take(&mut r.doc);
+        r.doc = self
+            .open_json(RECORD, &name(&r.collection, &r.id), r.key_version, doc)
+            .await?;
+        r.key_version = 0;
+        Ok(r)
     }
 
     /// A record, if this tenant has it.
@@ -55,8 +73,13 @@ impl Scope<'_> {
         check_name("the collection", collection)?;
         check_name("the record id", id)?;
         let t = self.tenant;
-        self.run(|l| async move { l.get_record(&t, collection, id).await }.boxed())
-            .await
+        match self
+            .run(|l| async move { l.get_record(&t, collection, id).await }.boxed())
+            .await?
+        {
+            Some(r) => self.opened(r).await.map(Some),
+            None => Ok(None),
+        }
     }
 
     /// Up to `limit` (1 to 1000) records of the collection with ids after `after`, by id.
@@ -69,8 +92,14 @@ impl Scope<'_> {
         check_name("the collection", collection)?;
         let t = self.tenant;
         let after = after.unwrap_or("");
-        self.run(|l| async move { l.list_records(&t, collection, after, limit).await }.boxed())
-            .await
+        let stored = self
+            .run(|l| async move { l.list_records(&t, collection, after, limit).await }.boxed())
+            .await?;
+        let mut out = Vec::with_capacity(stored.len());
+        for r in stored {
+            out.push(self.opened(r).await?);
+        }
+        Ok(out)
     }
 
     /// Deletes a record; `false` if this tenant has no such record.
@@ -81,4 +110,9 @@ impl Scope<'_> {
         self.run(|l| async move { l.delete_record(&t, collection, id).await }.boxed())
             .await
     }
+}
+
+/// A record's name in its associated data.
+fn name(collection: &str, id: &str) -> String {
+    format!("{collection}/{id}")
 }

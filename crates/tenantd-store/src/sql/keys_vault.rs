@@ -46,6 +46,16 @@ impl VaultStore for SqlCatalog {
             .collect()
     }
 
+    async fn data_key_versions(&self, tenant: &TenantId) -> Result<Vec<(i64, i64)>> {
+        let rows = sqlx::query("SELECT version, created_at FROM tenant_keys WHERE tenant_id = $1 ORDER BY version")
+            .bind(tenant.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((i64::from(r.try_get::<i32, _>("version")?), r.try_get("created_at")?)))
+            .collect()
+    }
+
     async fn add_data_key(&self, tenant: &TenantId, version: i64, wrapped: &str) -> Result<()> {
         sqlx::query(
             "INSERT INTO tenant_keys (tenant_id, version, wrapped, created_at) VALUES ($1, $2, $3, $4) \
@@ -147,6 +157,28 @@ impl VaultStore for SqlCatalog {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(secret_from).collect()
+    }
+
+    async fn reseal_secret(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        version: i64,
+        key_version: i64,
+        sealed: &str,
+    ) -> Result<bool> {
+        let n = sqlx::query(
+            "UPDATE tenant_secrets SET key_version = $4, value = $5 WHERE tenant_id = $1 AND name = $2 AND version = $3",
+        )
+        .bind(tenant.as_str())
+        .bind(name)
+        .bind(version)
+        .bind(key_version as i32)
+        .bind(sealed)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n > 0)
     }
 
     async fn delete_secret(&self, w: &mut Work, tenant: &TenantId, name: &str) -> Result<StoredSecret> {

@@ -13,6 +13,7 @@ pub mod blobs;
 pub mod cache;
 pub mod config;
 pub mod data;
+pub mod data_key;
 pub mod domains;
 pub mod edge;
 pub mod flags;
@@ -46,6 +47,7 @@ pub fn api() -> OpenApiRouter<State> {
         .merge(config::router())
         .merge(flags::router())
         .merge(secrets::router())
+        .merge(data_key::router())
         .merge(usage::router())
         .merge(usage_events::router())
         .merge(billing::router())

@@ -27,6 +27,7 @@ use utoipa::OpenApi as _;
         (name = "config", description = "Tenant configuration: schemas, plan and tenant layers, versions"),
         (name = "flags", description = "Feature flags, a tenant's features, and OFREP evaluation"),
         (name = "secrets", description = "A tenant's secrets, sealed under its data key"),
+        (name = "protection", description = "A tenant's data key: rotation and progress; exports, backups, restore and clone"),
         (name = "jobs", description = "Background jobs: enqueue, claim under a lease, complete or fail"),
         (name = "edge", description = "The edge decision, for services embedding tenantd's layer against a remote tenantd"),
     )

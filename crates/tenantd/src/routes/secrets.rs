@@ -16,7 +16,7 @@ use utoipa_axum::routes;
 
 /// What a secret's value is sealed as: the associated data binds it to `secret/<name>`
 /// of its tenant.
-const KIND: &str = "secret";
+pub(crate) const KIND: &str = "secret";
 
 /// The longest secret value, in characters (as JSON Schema counts them).
 pub const MAX_SECRET_CHARS: usize = 64 * 1024;

@@ -16,6 +16,7 @@ mod limits;
 mod members;
 mod metrics;
 mod protection;
+mod sealing;
 mod system;
 mod tenants;
 mod usage;
