@@ -94,6 +94,8 @@ pub enum BuiltinRole {
 
 /// Permission that deletes the tenant (owners only).
 pub const TENANT_DELETE: &str = "tenant:delete";
+/// Permission that exports all of the tenant's data (owners only; operators too).
+pub const TENANT_EXPORT: &str = "tenant:export";
 /// Permission that grants or removes the owner role (owners only).
 pub const OWNERS_MANAGE: &str = "owners:manage";
 
@@ -139,7 +141,7 @@ impl BuiltinRole {
 
     fn deny(self) -> &'static [&'static str] {
         match self {
-            Self::Admin => &[TENANT_DELETE, OWNERS_MANAGE],
+            Self::Admin => &[TENANT_DELETE, OWNERS_MANAGE, TENANT_EXPORT],
             // `*:read` must not reach the tenant's secrets: owners and admins only, or a
             // custom role that names them.
             Self::Member | Self::Viewer => &["secrets:*"],
@@ -295,8 +297,8 @@ mod tests {
         let member = BuiltinRole::Member.role();
         let viewer = BuiltinRole::Viewer.role();
         let guest = BuiltinRole::Guest.role();
-        assert!(owner.allows(TENANT_DELETE) && owner.allows(OWNERS_MANAGE));
-        assert!(admin.allows("keys:manage") && !admin.allows(TENANT_DELETE));
+        assert!(owner.allows(TENANT_DELETE) && owner.allows(OWNERS_MANAGE) && owner.allows(TENANT_EXPORT));
+        assert!(admin.allows("keys:manage") && !admin.allows(TENANT_DELETE) && !admin.allows(TENANT_EXPORT));
         assert!(!admin.allows(OWNERS_MANAGE));
         assert!(member.allows("records:write") && member.allows("usage:read"));
         assert!(!member.allows("keys:manage") && !member.allows("members:manage"));

@@ -436,6 +436,23 @@ impl Location {
         Ok(row.try_get("bytes")?)
     }
 
+    /// How many records and blobs the tenant has here.
+    pub(crate) async fn counts(&self, tenant: &TenantId) -> Result<(u64, u64), DataError> {
+        let mut tx = self.begin(tenant).await?;
+        let mut n = [0u64; 2];
+        for (i, t) in ["records", "blobs"].iter().enumerate() {
+            let c: i64 = sqlx::query_scalar(&format!(
+                "SELECT CAST(COUNT(*) AS bigint) FROM {t} WHERE tenant_id = $1"
+            ))
+            .bind(tenant.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+            n[i] = c.max(0) as u64;
+        }
+        tx.commit().await?;
+        Ok((n[0], n[1]))
+    }
+
     /// Sets the tenant's storage level here (a move's copy), unfrozen.
     pub(crate) async fn set_storage(&self, tenant: &TenantId, bytes: i64) -> Result<(), DataError> {
         let mut tx = self.begin(tenant).await?;

@@ -7,6 +7,7 @@
 //! one test suite (`tests/catalog.rs`) runs against both.
 #![forbid(unsafe_code)]
 
+mod archive;
 pub mod chain;
 mod cursor;
 mod model;
@@ -18,10 +19,11 @@ mod tables;
 pub mod testing;
 mod work;
 
+pub use archive::{Archive, ArchiveEnd, ArchiveKind, NewArchive};
 pub use cursor::Cursors;
 pub use model::*;
 pub use settings::*;
-pub use sql::{Backend, SqlCatalog};
+pub use sql::{schema_version, Backend, SqlCatalog};
 pub use stores::*;
 pub use tables::{TenantTable, TENANT_TABLES};
 pub use tenantd_core::usage::{CounterRow, TenantEvent};
@@ -30,8 +32,8 @@ pub use work::Work;
 /// The catalog's traits, for `use tenantd_store::prelude::*` where their methods are called.
 pub mod prelude {
     pub use crate::stores::{
-        ConfigStore, DomainStore, EventStore, KeyStore, MemberStore, Notify, PlanStore, RoleStore, SigningKeyStore,
-        TenantStore, UsageStore, UsageWrite, VaultStore, WebhookStore,
+        ArchiveStore, ConfigStore, DomainStore, EventStore, KeyStore, MemberStore, Notify, PlanStore, RoleStore,
+        SigningKeyStore, TenantStore, UsageStore, UsageWrite, VaultStore, WebhookStore,
     };
     pub use crate::Catalog;
 }
@@ -90,6 +92,7 @@ pub trait Catalog:
     + WebhookStore
     + ConfigStore
     + VaultStore
+    + ArchiveStore
     + UsageStore
     + SigningKeyStore
     + Notify

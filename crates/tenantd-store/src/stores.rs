@@ -476,3 +476,27 @@ pub trait UsageWrite: Send {
         events: &[(&str, serde_json::Value)],
     ) -> Result<()>;
 }
+
+/// Tenants' exports and backups (docs/protection.md): each a `.tar.gz` in chunks.
+#[async_trait::async_trait]
+pub trait ArchiveStore: Send + Sync {
+    /// Records a new archive, `queued`.
+    async fn create_archive(&self, a: &NewArchive) -> Result<Archive>;
+    /// One archive of the tenant.
+    async fn get_archive(&self, tenant: &TenantId, id: &str) -> Result<Archive>;
+    /// The tenant's archives of `kind`, newest first.
+    async fn list_archives(&self, tenant: &TenantId, kind: ArchiveKind) -> Result<Vec<Archive>>;
+    /// Stores chunk `seq` of an archive being built (again: replaced).
+    async fn put_archive_chunk(&self, tenant: &TenantId, id: &str, seq: i64, data: &[u8]) -> Result<()>;
+    /// Chunk `seq` of an archive; `None` past its end.
+    async fn archive_chunk(&self, id: &str, seq: i64) -> Result<Option<Vec<u8>>>;
+    /// Sets an archive's state and progress.
+    async fn archive_progress(&self, id: &str, state: &str, done: u64, total: u64) -> Result<()>;
+    /// Ends an archive: `done` with its size, digest, chunk count and file counts, or
+    /// `failed` with the error (its chunks dropped).
+    async fn finish_archive(&self, id: &str, end: &ArchiveEnd) -> Result<()>;
+    /// Deletes an archive and its chunks; whether there was one.
+    async fn delete_archive(&self, id: &str) -> Result<bool>;
+    /// Archives whose `expires_at` passed by `now`: `(tenant, id)`.
+    async fn expired_archives(&self, now: i64) -> Result<Vec<(TenantId, String)>>;
+}

@@ -38,6 +38,8 @@ pub const TENANT_TABLES: &[TenantTable] = &[
     table("webhooks", "webhook endpoints"),
     table("config_values", "its configuration layer, every version"),
     table("tenant_secrets", "its secrets (sealed)"),
+    table("archive_chunks", "its exports' and backups' contents"),
+    table("archives", "its exports and backups"),
     table("tenant_keys", "its data keys (wrapped; destroyed first by the purge)"),
     table("jobs", "background jobs"),
     table("job_lanes", "its lanes in the job queue's rotation"),

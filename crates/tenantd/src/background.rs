@@ -74,6 +74,7 @@ pub fn background(state: &State) -> Background {
             Duration::from_secs(state.cfg.purge_interval_seconds),
             |s| async move {
                 s.purge_due(tenantd_core::now_secs()).await;
+                s.drop_expired_archives().await;
             },
         )
     });

@@ -2,6 +2,7 @@
 //! layer, and the operator CLI.
 #![forbid(unsafe_code)]
 
+pub mod archive;
 pub mod background;
 pub mod billing;
 pub mod cli;

@@ -267,6 +267,7 @@ pub async fn prepare(cfg: Config) -> Result<State, StartError> {
         job_metrics: Default::default(),
         webhook_metrics: Default::default(),
         job_policies,
+        restoring: Default::default(),
     }))
 }
 

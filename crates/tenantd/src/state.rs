@@ -48,6 +48,9 @@ pub struct AppState {
     /// The job policy (weight, running cap) this node last wrote for each tenant, so an
     /// enqueue writes it only when the tenant's plan or limits changed.
     pub job_policies: Arc<dashmap::DashMap<TenantId, tenantd_jobs::Policy>>,
+    /// Tenants whose data this node is restoring from a backup: their data answers
+    /// `503` meanwhile.
+    pub restoring: dashmap::DashSet<TenantId>,
 }
 
 /// The handle handlers get.
@@ -58,16 +61,59 @@ impl AppState {
     /// plan's tier.
     pub async fn scope(&self, ctx: &tenantd_edge::TenantContext) -> crate::error::ApiResult<tenantd_data::Scope<'_>> {
         let tenant = *ctx.tenant_id();
+        if self.restoring.contains(&tenant) {
+            let mut p = tenantd_edge::Problem::new(
+                tenantd_core::Code::Unavailable,
+                "the tenant's data is being restored from a backup; retry in a moment",
+            );
+            p.headers.push((http::header::RETRY_AFTER, http::HeaderValue::from(5)));
+            return Err(p.into());
+        }
+        self.data_scope(tenant, ctx.tenant().isolation).await
+    }
+
+    /// A tenant's data: at its placement, or (the first time) placed at `tier`.
+    pub async fn data_scope(
+        &self,
+        tenant: TenantId,
+        tier: tenantd_core::Isolation,
+    ) -> crate::error::ApiResult<tenantd_data::Scope<'_>> {
         match self.data.scope(tenant, None).await {
-            Err(tenantd_data::DataError::NotPlaced) => {
-                let tier = ctx.tenant().isolation;
-                self.data
-                    .scope(tenant, Some(tier))
-                    .await
-                    .map_err(crate::error::ApiError::from)
-            }
+            Err(tenantd_data::DataError::NotPlaced) => self
+                .data
+                .scope(tenant, Some(tier))
+                .await
+                .map_err(crate::error::ApiError::from),
             r => r.map_err(crate::error::ApiError::from),
         }
+    }
+
+    /// Creates a tenant and its owner (`tenant.created` by `actor`), and places its data
+    /// at its plan's tier (retried on first use if that fails).
+    pub async fn create_tenant(
+        &self,
+        new: &tenantd_store::NewTenant,
+        actor: &str,
+        request_id: &str,
+    ) -> Result<tenantd_store::Created<tenantd_store::Tenant>, tenantd_store::StoreError> {
+        let mut w = self.catalog.begin().await?;
+        let created = self.catalog.create_tenant(&mut w, new).await?;
+        let tenantd_store::Created::New(t) = &created else {
+            return Ok(created);
+        };
+        let detail = serde_json::json!({"plan": t.plan, "owner": new.owner_email});
+        w.commit_with(&NewEvent::new(Some(&t.id), actor, "tenant.created", detail, request_id))
+            .await?;
+        self.changed(tenantd_edge::Change::Tenant(t.id.as_str())).await;
+        match self.catalog.get_plan(&new.plan).await {
+            Ok(plan) => {
+                if let Err(e) = self.data.place(&t.id, plan.isolation).await {
+                    tracing::error!(tenant_id = %t.id, error = %e, "the new tenant's data was not placed; it will be on first use");
+                }
+            }
+            Err(e) => tracing::error!(tenant_id = %t.id, error = %e, "the new tenant's plan could not be read"),
+        }
+        Ok(created)
     }
 
     /// The event of what the context's principal did to its tenant, for the unit of work

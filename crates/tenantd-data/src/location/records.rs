@@ -127,6 +127,55 @@ impl Location {
         rows.iter().map(record).collect()
     }
 
+    /// Up to `limit` records of every collection after `(collection, id)`, by both.
+    pub async fn all_records(
+        &self,
+        tenant: &TenantId,
+        after: (&str, &str),
+        limit: u32,
+    ) -> Result<Vec<Record>, DataError> {
+        let mut tx = self.begin(tenant).await?;
+        let rows = sqlx::query(self.sql(
+            "SELECT {record_cols} FROM records WHERE tenant_id = $1 AND (collection, id) > ($2, $3) \
+             ORDER BY collection, id LIMIT $4",
+        ))
+        .bind(tenant.as_str())
+        .bind(after.0)
+        .bind(after.1)
+        .bind(i64::from(limit.clamp(1, 1000)))
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.iter().map(record).collect()
+    }
+
+    /// Writes a record exactly as given (a restore: its version and times kept; `doc`
+    /// as stored, sealed under `key_version`, `size` its length in the clear).
+    pub async fn restore_record(
+        &self,
+        tenant: &TenantId,
+        r: &Record,
+        (doc, size, key_version): (&str, i64, i64),
+    ) -> Result<(), DataError> {
+        let mut tx = self.begin(tenant).await?;
+        sqlx::query(self.sql(
+            "INSERT INTO records (tenant_id, collection, id, doc, version, size_bytes, created_at, updated_at, key_version) \
+             VALUES ($1, $2, $3, {doc_in}, $5, $6, $7, $8, $9)",
+        ))
+        .bind(tenant.as_str())
+        .bind(&r.collection)
+        .bind(&r.id)
+        .bind(doc)
+        .bind(r.version)
+        .bind(size)
+        .bind(r.created_at)
+        .bind(r.updated_at)
+        .bind(key_version)
+        .execute(&mut *tx)
+        .await?;
+        self.settle(tx, tenant, size, None, ()).await.map(drop)
+    }
+
     /// Deletes a record; `false` when there is none.
     pub async fn delete_record(
         &self,

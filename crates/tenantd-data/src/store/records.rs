@@ -102,6 +102,35 @@ impl Scope<'_> {
         Ok(out)
     }
 
+    /// Up to `limit` (1 to 1000) records of every collection after `(collection, id)`, by
+    /// collection and id (an export's walk).
+    pub async fn all_records(&self, after: Option<(&str, &str)>, limit: u32) -> Result<Vec<Record>, DataError> {
+        let t = self.tenant;
+        let after = after.unwrap_or(("", ""));
+        let stored = self
+            .run(|l| async move { l.all_records(&t, after, limit).await }.boxed())
+            .await?;
+        let mut out = Vec::with_capacity(stored.len());
+        for r in stored {
+            out.push(self.opened(r).await?);
+        }
+        Ok(out)
+    }
+
+    /// Writes a record as a backup holds it: its id, version and times kept. The tenant
+    /// must not have it ([`Scope::clear`] first).
+    pub async fn restore_record(&self, r: &Record) -> Result<(), DataError> {
+        check_name("the collection", &r.collection)?;
+        check_name("the record id", &r.id)?;
+        crate::check_depth(&r.doc)?;
+        let text = serde_json::to_string(&r.doc)?;
+        let size = text.len() as i64;
+        let (version, stored) = self.seal_json(RECORD, &name(&r.collection, &r.id), text).await?;
+        let (t, stored) = (self.tenant, (stored.as_str(), size, version));
+        self.run(|l| async move { l.restore_record(&t, r, stored).await }.boxed())
+            .await
+    }
+
     /// Deletes a record; `false` if this tenant has no such record.
     pub async fn delete_record(&self, collection: &str, id: &str) -> Result<Written<bool>, DataError> {
         check_name("the collection", collection)?;

@@ -83,6 +83,19 @@ impl Scope<'_> {
         }
     }
 
+    /// Deletes all of the tenant's records, blobs and cache entries (a restore's first
+    /// step); its storage level is 0 after.
+    pub async fn clear(&self) -> Result<(), DataError> {
+        let t = self.tenant;
+        self.run(|l| async move { l.clear(&t, false).await }.boxed()).await
+    }
+
+    /// How many records and blobs the tenant has.
+    pub async fn counts(&self) -> Result<(u64, u64), DataError> {
+        let t = self.tenant;
+        self.run(|l| async move { l.counts(&t).await }.boxed()).await
+    }
+
     /// The tenant's storage level: bytes of records, blobs and cache entries.
     pub async fn used(&self) -> Result<u64, DataError> {
         let t = self.tenant;

@@ -7,6 +7,7 @@ use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Executor, Row};
 use tenantd_core::now_secs;
 
+mod archives;
 mod config;
 mod domains;
 mod events;
@@ -23,6 +24,12 @@ mod workspaces;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
+
+/// The catalog's schema version: its newest migration's number (the same on both
+/// backends).
+pub fn schema_version() -> i64 {
+    POSTGRES_MIGRATIONS.iter().map(|m| m.version).max().unwrap_or(0)
+}
 
 /// The database behind a [`SqlCatalog`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,6 +7,7 @@ use tenantd_core::Code;
 use tenantd_edge::{EdgeLayer, Problem};
 use utoipa_axum::router::OpenApiRouter;
 
+pub mod archives;
 pub mod audit;
 pub mod billing;
 pub mod blobs;
@@ -48,6 +49,7 @@ pub fn api() -> OpenApiRouter<State> {
         .merge(flags::router())
         .merge(secrets::router())
         .merge(data_key::router())
+        .merge(archives::router())
         .merge(usage::router())
         .merge(usage_events::router())
         .merge(billing::router())

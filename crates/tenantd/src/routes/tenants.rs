@@ -8,7 +8,7 @@ use http::StatusCode;
 use tenantd_core::tenant::Transition;
 use tenantd_core::{Code, Email, Limit, PlanId, TenantId, TenantStatus};
 use tenantd_edge::{Change, Ctx, Principal, Problem, TenantContext};
-use tenantd_store::{Created, NewEvent, NewTenant, Page, Tenant, TenantFilter, TenantPatch};
+use tenantd_store::{Created, NewTenant, Page, Tenant, TenantFilter, TenantPatch};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -160,30 +160,8 @@ pub async fn create(
         .principal
         .as_ref()
         .map_or_else(|| "anonymous".to_string(), Principal::actor);
-    let mut w = state.catalog.begin().await?;
-    match state.catalog.create_tenant(&mut w, &new).await? {
-        Created::New(t) => {
-            let detail = serde_json::json!({"plan": t.plan, "owner": new.owner_email});
-            w.commit_with(&NewEvent::new(
-                Some(&t.id),
-                actor,
-                "tenant.created",
-                detail,
-                &ctx.request_id,
-            ))
-            .await?;
-            state.changed(Change::Tenant(t.id.as_str())).await;
-            // Its data's place, at its plan's tier (retried on first use if this fails).
-            match state.catalog.get_plan(&new.plan).await {
-                Ok(plan) => {
-                    if let Err(e) = state.data.place(&t.id, plan.isolation).await {
-                        tracing::error!(tenant_id = %t.id, error = %e, "the new tenant's data was not placed; it will be on first use");
-                    }
-                }
-                Err(e) => tracing::error!(tenant_id = %t.id, error = %e, "the new tenant's plan could not be read"),
-            }
-            Ok((StatusCode::CREATED, axum::Json(t)))
-        }
+    match state.create_tenant(&new, &actor, &ctx.request_id).await? {
+        Created::New(t) => Ok((StatusCode::CREATED, axum::Json(t))),
         Created::Existing(t) => Ok((StatusCode::OK, axum::Json(t))),
     }
 }
@@ -378,11 +356,26 @@ pub async fn delete(S(state): S<State>, ctx: TenantContext) -> ApiResult<axum::J
     transition(&state, &ctx, Transition::Delete, None, "tenant.deleted").await
 }
 
-/// Restores a deleted tenant in retention (operator), to the status it had.
-#[utoipa::path(post, path = "/v1/tenants/{id}/restore", tag = "tenants", params(TenantPath), responses((status = 200, description = "The tenant", body = Tenant)))]
-pub async fn restore(S(state): S<State>, ctx: TenantContext) -> ApiResult<axum::Json<Tenant>> {
+/// Without a body (or without `backup_id`): restores a deleted tenant in retention, to
+/// the status it had. With `{"backup_id"}`: replaces the tenant's data with that
+/// backup's (docs/protection.md). Operators only.
+#[utoipa::path(post, path = "/v1/tenants/{id}/restore", tag = "tenants", params(TenantPath), request_body(content = crate::routes::archives::RestoreBody, description = "Optional: a backup to restore the tenant's data from"), responses((status = 200, description = "The tenant (undeleted), or the backup's restore, verified", body = Tenant), (status = 202, description = "The backup's restore is still running", body = Object)))]
+pub async fn restore(
+    S(state): S<State>,
+    ctx: TenantContext,
+    body: axum::body::Bytes,
+) -> ApiResult<axum::response::Response> {
+    use axum::response::IntoResponse;
     ctx.request().require_operator()?;
-    transition(&state, &ctx, Transition::Restore, None, "tenant.restored").await
+    let b: crate::routes::archives::RestoreBody = crate::extract::optional_json(&body)?;
+    match b.backup_id {
+        Some(id) => Ok(crate::routes::archives::restore_backup(&state, &ctx, &id)
+            .await?
+            .into_response()),
+        None => Ok(transition(&state, &ctx, Transition::Restore, None, "tenant.restored")
+            .await?
+            .into_response()),
+    }
 }
 
 /// This module's routes, with their OpenAPI descriptions.

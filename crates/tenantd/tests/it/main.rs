@@ -1,4 +1,5 @@
 //! Integration tests: the real server over HTTP, every case on SQLite and PostgreSQL.
+mod archives;
 mod audit;
 mod common;
 mod config;
