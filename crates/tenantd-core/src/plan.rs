@@ -306,6 +306,19 @@ pub struct Plan {
     #[serde(default = "default_job_weight", deserialize_with = "crate::whole::u32")]
     #[schema(minimum = 1, maximum = 1000, default = 1)]
     pub job_weight: u32,
+    /// Back its tenants up every this many hours (0, the default: no scheduled backups).
+    #[serde(default, deserialize_with = "crate::whole::u32")]
+    #[schema(minimum = 0, maximum = 8760, default = 0)]
+    pub backup_every_hours: u32,
+    /// How many scheduled backups to keep per tenant (older ones are deleted): 1 to 1000
+    /// (default 7).
+    #[serde(default = "default_backup_keep", deserialize_with = "crate::whole::u32")]
+    #[schema(minimum = 1, maximum = 1000, default = 7)]
+    pub backup_keep: u32,
+}
+
+fn default_backup_keep() -> u32 {
+    7
 }
 
 /// The most a plan's `job_weight` may be.
@@ -353,6 +366,12 @@ impl Plan {
                 return Err(format!("limit {}/{:?} appears twice", l.resource, l.window));
             }
         }
+        if self.backup_every_hours > 8760 {
+            return Err("backup_every_hours must be 0 to 8760 (a year)".into());
+        }
+        if !(1..=1000).contains(&self.backup_keep) {
+            return Err("backup_keep must be 1 to 1000".into());
+        }
         if !(1..=MAX_JOB_WEIGHT).contains(&self.job_weight) {
             return Err(format!("job_weight must be 1 to {MAX_JOB_WEIGHT}"));
         }
@@ -388,6 +407,8 @@ impl Plan {
             isolation: iso,
             counter_failure: CounterFailure::default(),
             job_weight: 1,
+            backup_every_hours: 0,
+            backup_keep: 7,
         };
         vec![
             plan(

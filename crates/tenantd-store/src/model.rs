@@ -570,3 +570,14 @@ pub struct Delivery {
     #[schema(value_type = Option<String>, format = DateTime)]
     pub next_attempt_at: Option<i64>,
 }
+
+/// What erasing a person did.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Erased {
+    /// The tenants they were a member of.
+    pub tenants: Vec<String>,
+    /// Of those, the ones left without an owner.
+    pub ownerless: Vec<String>,
+    /// Events whose email became the pseudonym.
+    pub events: u64,
+}

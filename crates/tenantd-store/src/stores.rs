@@ -86,6 +86,11 @@ pub trait MemberStore: Send + Sync {
     async fn set_member_role(&self, w: &mut Work, tenant: &TenantId, user_id: &str, role: &str) -> Result<Member>;
     /// Removes a member; `LastOwner` if it is the last owner.
     async fn remove_member(&self, w: &mut Work, tenant: &TenantId, user_id: &str) -> Result<()>;
+    /// Erases a person (docs/protection.md): every membership and the user go, and their
+    /// email in every event becomes `pseudonym`. Such events keep their digest and links
+    /// and are marked redacted (the digest covers what they held before), so every chain
+    /// still verifies. Even the last owner goes.
+    async fn erase_user(&self, w: &mut Work, user_id: &str, pseudonym: &str) -> Result<Erased>;
 }
 
 /// A tenant's custom roles.
@@ -160,6 +165,9 @@ pub trait KeyStore: Send + Sync {
 /// The event log: audit, security and quota events.
 #[async_trait::async_trait]
 pub trait EventStore: Send + Sync {
+    /// Retention: the tenant's events before `before` (Unix seconds) become redacted
+    /// tombstones (their digest and links stay, so the chain verifies); how many.
+    async fn redact_events_before(&self, tenant: &TenantId, before: i64) -> Result<u64>;
     /// Appends an event that records no change of its own (a security or quota event), in a unit
     /// of work of its own. An event of a change is appended to the change's
     /// [`Work`] instead.
@@ -418,6 +426,9 @@ pub trait DomainStore: Send + Sync {
 /// Usage counters, levels, idempotency keys and plan history.
 #[async_trait::async_trait]
 pub trait UsageStore: Send + Sync {
+    /// Retention: deletes the tenant's counters of periods that started before `before`
+    /// (its live levels stay); how many.
+    async fn prune_usage(&self, tenant: &TenantId, before: i64) -> Result<u64>;
     /// The tenant's counters (all scopes) of periods starting at or after `since`, and
     /// its levels.
     async fn load_counters(&self, tenant: &TenantId, since: i64) -> Result<Vec<CounterRow>>;

@@ -325,6 +325,8 @@ async fn case_plan_crud(c: &dyn Catalog) {
         isolation: Isolation::Row,
         counter_failure: tenantd_core::CounterFailure::FailClosed,
         job_weight: 3,
+        backup_every_hours: 0,
+        backup_keep: 7,
     };
     committed(c).create_plan(&burst).await.unwrap();
     assert_eq!(c.get_plan(&pid("burst")).await.unwrap(), burst);

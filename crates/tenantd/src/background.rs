@@ -75,6 +75,8 @@ pub fn background(state: &State) -> Background {
             |s| async move {
                 s.purge_due(tenantd_core::now_secs()).await;
                 s.drop_expired_archives().await;
+                s.apply_retention(tenantd_core::now_secs()).await;
+                s.schedule_backups(tenantd_core::now_secs()).await;
             },
         )
     });

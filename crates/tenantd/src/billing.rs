@@ -293,6 +293,8 @@ mod tests {
             isolation: Default::default(),
             counter_failure: Default::default(),
             job_weight: 1,
+            backup_every_hours: 0,
+            backup_keep: 7,
         }
     }
 

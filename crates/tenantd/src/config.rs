@@ -102,6 +102,8 @@ pub struct FileConfig {
     server: Option<ServerFile>,
     /// `[audit]`: the event log's checkpoints.
     audit: Option<AuditFile>,
+    /// `[retention]`: how long events, usage and data are kept.
+    retention: Option<crate::retention::Retention>,
     /// `[webhooks]`: delivery.
     webhooks: Option<crate::webhooks::settings::WebhooksFile>,
     /// `[roles.<builtin>]`: app permissions added to built-in roles.
@@ -243,6 +245,8 @@ pub struct Config {
     /// Whether tenants' records, blob chunks and cache values are sealed under their data
     /// keys (default true; off only for measuring its cost).
     pub encrypt_data: bool,
+    /// `[retention]`.
+    pub retention: crate::retention::Retention,
     /// The largest blob accepted.
     pub max_blob_bytes: u64,
     /// External OpenID provider.
@@ -357,6 +361,7 @@ impl Config {
             data_move_grace_seconds: f.data_move_grace_seconds.unwrap_or(3),
             data_pool_size: f.data_pool_size.unwrap_or(tenantd_data::DEFAULT_POOL_SIZE),
             encrypt_data: f.encrypt_data.unwrap_or(true),
+            retention: f.retention.unwrap_or_default(),
             max_blob_bytes: f.max_blob_bytes.unwrap_or(1 << 30),
             oidc: f.oidc,
             gateway: crate::gateway::settings::GatewaySettings::from_file(f.gateway.unwrap_or_default())

@@ -21,6 +21,7 @@ pub mod keyring;
 pub mod levels;
 pub mod metrics;
 pub mod platform_jobs;
+pub mod retention;
 pub mod routes;
 pub mod schemas;
 pub mod sealing;

@@ -19,12 +19,15 @@ pub struct StartError(pub String);
 
 /// Opens and migrates the catalog.
 pub async fn open_catalog(cfg: &Config) -> Result<SqlCatalog, StartError> {
-    let c = SqlCatalog::connect(&cfg.database_url).await.map_err(|e| {
-        StartError(format!(
-            "cannot open the catalog at {}: {e}",
-            tenantd_core::redact_url(&cfg.database_url)
-        ))
-    })?;
+    let c = SqlCatalog::connect(&cfg.database_url)
+        .await
+        .map_err(|e| {
+            StartError(format!(
+                "cannot open the catalog at {}: {e}",
+                tenantd_core::redact_url(&cfg.database_url)
+            ))
+        })?
+        .with_deleted_tenant_days(i64::from(cfg.retention.deleted_tenant_days));
     c.migrate().await.map_err(|e| {
         StartError(format!(
             "cannot migrate the catalog at {}: {e}",

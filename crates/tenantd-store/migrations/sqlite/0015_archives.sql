@@ -30,3 +30,8 @@ CREATE TABLE archive_chunks (
     data BLOB NOT NULL,
     PRIMARY KEY (archive_id, seq)
 );
+
+-- Scheduled backups per plan: every this many hours (0: none), keeping the newest
+-- backup_keep of them.
+ALTER TABLE plans ADD COLUMN backup_every_hours INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE plans ADD COLUMN backup_keep INTEGER NOT NULL DEFAULT 7;

@@ -86,6 +86,18 @@ fn bind_all<'q>(
 
 #[async_trait::async_trait]
 impl EventStore for SqlCatalog {
+    async fn redact_events_before(&self, tenant: &TenantId, before: i64) -> Result<u64> {
+        Ok(sqlx::query(
+            "UPDATE audit_events SET detail = 'null', actor = '', actor_type = 'system', request_id = '', redacted = 1 \
+             WHERE chain = $1 AND at < $2 AND redacted = 0",
+        )
+        .bind(tenant.as_str())
+        .bind(before)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
     async fn record_event(&self, ev: &NewEvent) -> Result<i64> {
         let mut w = self.begin().await?;
         let id = w.append(ev).await?;

@@ -174,4 +174,58 @@ impl MemberStore for SqlCatalog {
         }
         Ok(())
     }
+
+    async fn erase_user(&self, w: &mut Work, user_id: &str, pseudonym: &str) -> Result<Erased> {
+        let tx = &mut w.tx;
+        let email: String = sqlx::query_scalar("SELECT email FROM users WHERE id = $1")
+            .bind(user_id)
+            .fetch_optional(&mut **tx)
+            .await?
+            .ok_or(StoreError::NotFound("user"))?;
+        let tenants: Vec<String> =
+            sqlx::query_scalar("SELECT tenant_id FROM memberships WHERE user_id = $1 ORDER BY tenant_id")
+                .bind(user_id)
+                .fetch_all(&mut **tx)
+                .await?;
+        for sql in [
+            "DELETE FROM workspace_members WHERE user_id = $1",
+            "DELETE FROM memberships WHERE user_id = $1",
+            "DELETE FROM users WHERE id = $1",
+        ] {
+            sqlx::query(sql).bind(user_id).execute(&mut **tx).await?;
+        }
+        let mut ownerless = Vec::new();
+        for t in &tenants {
+            let owners: i64 = sqlx::query_scalar(
+                "SELECT CAST(COUNT(*) AS bigint) FROM memberships WHERE tenant_id = $1 AND role = 'owner'",
+            )
+            .bind(t)
+            .fetch_one(&mut **tx)
+            .await?;
+            if owners == 0 {
+                ownerless.push(t.clone());
+            }
+        }
+        // The email as it appears inside JSON text (escaped as JSON escapes it).
+        let quoted = serde_json::Value::String(email.clone()).to_string();
+        let inner = &quoted[1..quoted.len() - 1];
+        let find = match self.backend() {
+            Backend::Postgres => "strpos(detail, $1) > 0 OR strpos(actor, $1) > 0",
+            Backend::Sqlite => "instr(detail, $1) > 0 OR instr(actor, $1) > 0",
+        };
+        let n = sqlx::query(&format!(
+            "UPDATE audit_events SET detail = replace(detail, $1, $2), actor = replace(actor, $1, $2), redacted = 1 \
+             WHERE {find}"
+        ))
+        .bind(inner)
+        .bind(pseudonym)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+        Ok(Erased {
+            tenants,
+            ownerless,
+            events: n,
+        })
+    }
 }

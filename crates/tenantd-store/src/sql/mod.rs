@@ -64,6 +64,8 @@ pub struct SqlCatalog {
     url: String,
     /// Set from the catalog's `cursor_key` by [`Catalog::migrate`].
     cursors: std::sync::Arc<std::sync::OnceLock<crate::Cursors>>,
+    /// How long a deleted tenant waits for its purge, in days.
+    pub(crate) deleted_tenant_days: i64,
 }
 
 pub(crate) fn is_unique_violation(e: &StoreError) -> bool {
@@ -90,6 +92,12 @@ pub(crate) fn user_from(r: &AnyRow) -> Result<User> {
 use crate::work::Tx;
 
 impl SqlCatalog {
+    /// Deleted tenants wait `days` for their purge (default 30; 0: the next purge run).
+    pub fn with_deleted_tenant_days(mut self, days: i64) -> Self {
+        self.deleted_tenant_days = days.max(0);
+        self
+    }
+
     /// Connects to `url` (`sqlite://path` or `postgres://…`); the SQLite file and its
     /// folder are created when missing. Does not migrate: call [`Catalog::migrate`].
     pub async fn connect(url: &str) -> Result<Self> {
@@ -143,6 +151,7 @@ impl SqlCatalog {
             backend,
             url,
             cursors: Default::default(),
+            deleted_tenant_days: tenantd_core::tenant::RETENTION_DAYS,
         })
     }
 

@@ -17,6 +17,8 @@ fn plan_from(r: &AnyRow) -> Result<Plan> {
         isolation: serde_json::from_value(serde_json::Value::String(isolation))?,
         counter_failure: serde_json::from_value(serde_json::Value::String(r.try_get("counter_failure")?))?,
         job_weight: r.try_get::<i32, _>("job_weight")?.max(1) as u32,
+        backup_every_hours: r.try_get::<i32, _>("backup_every_hours")?.max(0) as u32,
+        backup_keep: r.try_get::<i32, _>("backup_keep")?.max(1) as u32,
     })
 }
 
@@ -40,7 +42,7 @@ impl PlanStore for SqlCatalog {
 
     async fn create_plan(&self, w: &mut Work, p: &Plan) -> Result<()> {
         let now = now_secs();
-        let r = sqlx::query("INSERT INTO plans (id, name, price, currency, limits, features, isolation, created_at, updated_at, counter_failure, job_weight) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, $10)")
+        let r = sqlx::query("INSERT INTO plans (id, name, price, currency, limits, features, isolation, created_at, updated_at, counter_failure, job_weight, backup_every_hours, backup_keep) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, $10, $11, $12)")
             .bind(p.id.as_str())
             .bind(&p.name)
             .bind(&p.price)
@@ -51,6 +53,8 @@ impl PlanStore for SqlCatalog {
             .bind(now)
             .bind(p.counter_failure.as_str())
             .bind(p.job_weight as i32)
+            .bind(p.backup_every_hours as i32)
+            .bind(p.backup_keep as i32)
             .execute(&mut *w.tx)
             .await
             .map(|_| ())
@@ -62,7 +66,7 @@ impl PlanStore for SqlCatalog {
     }
 
     async fn update_plan(&self, w: &mut Work, p: &Plan) -> Result<()> {
-        let n = sqlx::query("UPDATE plans SET name = $2, price = $3, currency = $4, limits = $5, features = $6, isolation = $7, updated_at = $8, counter_failure = $9, job_weight = $10 WHERE id = $1")
+        let n = sqlx::query("UPDATE plans SET name = $2, price = $3, currency = $4, limits = $5, features = $6, isolation = $7, updated_at = $8, counter_failure = $9, job_weight = $10, backup_every_hours = $11, backup_keep = $12 WHERE id = $1")
             .bind(p.id.as_str())
             .bind(&p.name)
             .bind(&p.price)
@@ -73,6 +77,8 @@ impl PlanStore for SqlCatalog {
             .bind(now_secs())
             .bind(p.counter_failure.as_str())
             .bind(p.job_weight as i32)
+            .bind(p.backup_every_hours as i32)
+            .bind(p.backup_keep as i32)
             .execute(&mut *w.tx)
             .await?
             .rows_affected();

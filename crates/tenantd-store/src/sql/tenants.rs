@@ -5,7 +5,7 @@ use crate::*;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 use tenantd_core::plan::merge_limits;
-use tenantd_core::tenant::{Transition, RETENTION_DAYS};
+use tenantd_core::tenant::Transition;
 use tenantd_core::{now_secs, TenantStatus};
 
 const TENANT_COLS: &str =
@@ -234,7 +234,7 @@ impl TenantStore for SqlCatalog {
             Transition::Delete => {
                 reason = r.try_get("status_reason")?;
                 deleted_at = Some(now);
-                purge_after = Some(now + RETENTION_DAYS * 86_400);
+                purge_after = Some(now + self.deleted_tenant_days * 86_400);
                 before = Some(current.as_str().to_string());
             }
             Transition::Restore => {

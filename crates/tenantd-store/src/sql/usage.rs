@@ -24,6 +24,17 @@ fn row_from(r: &sqlx::any::AnyRow) -> Result<CounterRow> {
 
 #[async_trait::async_trait]
 impl UsageStore for SqlCatalog {
+    async fn prune_usage(&self, tenant: &TenantId, before: i64) -> Result<u64> {
+        Ok(
+            sqlx::query("DELETE FROM usage_counters WHERE tenant_id = $1 AND period_start > 0 AND period_start < $2")
+                .bind(tenant.as_str())
+                .bind(before)
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+        )
+    }
+
     async fn load_counters(&self, tenant: &TenantId, since: i64) -> Result<Vec<CounterRow>> {
         let rows = sqlx::query("SELECT tenant_id, scope, resource, win, period_start, value FROM usage_counters WHERE tenant_id = $1 AND ((period_start >= $2 AND win <> 'total') OR (win = 'total' AND period_start = 0))")
             .bind(tenant.as_str())

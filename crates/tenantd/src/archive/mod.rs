@@ -44,7 +44,16 @@ impl AppState {
             ArchiveKind::Export => "exp",
             ArchiveKind::Backup => "bak",
         };
-        let id = tenantd_core::ids::new_id(prefix);
+        self.start_archive_as(tenant, kind, tenantd_core::ids::new_id(prefix))
+            .await
+    }
+
+    async fn start_archive_as(
+        &self,
+        tenant: &TenantId,
+        kind: ArchiveKind,
+        id: String,
+    ) -> Result<Archive, crate::error::ApiError> {
         let mut job = NewJob::new(
             Jobs::platform(),
             BUILD,
@@ -88,6 +97,9 @@ impl AppState {
             Ok(end) => {
                 if let Err(e) = self.catalog.finish_archive(&a.id, &end).await {
                     return Outcome::Failed(e.to_string());
+                }
+                if a.kind == "backup" {
+                    self.keep_newest_backups(&tenant).await;
                 }
                 let kind = if a.kind == "backup" {
                     "backup.created"
@@ -227,6 +239,76 @@ impl AppState {
             }
         }
         Ok(())
+    }
+
+    /// Backs up every active tenant whose plan sets `backup_every_hours` and whose newest
+    /// backup is older than that. A backup's id names its tenant and time slot, so nodes
+    /// running this at the same time make it once.
+    pub async fn schedule_backups(&self, now: i64) {
+        let plans = match self.catalog.list_plans().await {
+            Ok(p) => p,
+            Err(e) => return tracing::warn!(error = %e, "scheduled backups: could not list plans"),
+        };
+        for plan in plans.iter().filter(|p| p.backup_every_hours > 0) {
+            let every = i64::from(plan.backup_every_hours) * 3600;
+            let filter = tenantd_store::TenantFilter {
+                status: Some(tenantd_core::TenantStatus::Active),
+                plan: Some(plan.id.to_string()),
+            };
+            let mut page = tenantd_store::PageRequest {
+                limit: 500,
+                after: None,
+            };
+            loop {
+                let tenants = match self.catalog.list_tenants(&filter, &page).await {
+                    Ok(t) => t,
+                    Err(e) => return tracing::warn!(error = %e, "scheduled backups: could not list tenants"),
+                };
+                for t in &tenants.items {
+                    let newest = self
+                        .catalog
+                        .list_archives(&t.id, ArchiveKind::Backup)
+                        .await
+                        .ok()
+                        .and_then(|a| a.into_iter().find(|a| a.state != "failed").map(|a| a.created_at));
+                    if newest.is_some_and(|at| at > now - every) {
+                        continue;
+                    }
+                    let id = format!("bak_{}_{}", t.id.as_str().replace('-', "_"), now / every);
+                    match self.start_archive_as(&t.id, ArchiveKind::Backup, id).await {
+                        Ok(a) => tracing::info!(tenant_id = %t.id, backup_id = %a.id, "started a scheduled backup"),
+                        Err(e) => tracing::debug!(tenant_id = %t.id, error = %e.0.detail,
+                            "a scheduled backup was not started (another node did)"),
+                    }
+                }
+                match tenants.next_cursor {
+                    Some(next) => page.after = Some(next),
+                    None => break,
+                }
+            }
+        }
+    }
+
+    /// Deletes the tenant's done backups past its plan's `backup_keep`, oldest first.
+    async fn keep_newest_backups(&self, tenant: &TenantId) {
+        let keep = match self.catalog.get_tenant(tenant).await {
+            Ok(t) => match self.catalog.get_plan(&t.plan).await {
+                Ok(p) => p.backup_keep.max(1) as usize,
+                Err(_) => return,
+            },
+            Err(_) => return,
+        };
+        let Ok(all) = self.catalog.list_archives(tenant, ArchiveKind::Backup).await else {
+            return;
+        };
+        for old in all.iter().filter(|a| a.state == "done").skip(keep) {
+            match self.catalog.delete_archive(&old.id).await {
+                Ok(_) => tracing::info!(tenant_id = %tenant, backup_id = %old.id, "deleted a backup past backup_keep"),
+                Err(e) => {
+                    tracing::warn!(tenant_id = %tenant, backup_id = %old.id, error = %e, "an old backup was not deleted")
+                }
+            }
+        }
     }
 
     /// Deletes exports past their 7 days.

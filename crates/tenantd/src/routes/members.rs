@@ -8,8 +8,8 @@ use axum::extract::{Path, State as S};
 use http::StatusCode;
 use tenantd_core::perms::OWNERS_MANAGE;
 use tenantd_core::{BuiltinRole, Code, Email, Permission, Role};
-use tenantd_edge::{Change, Problem, TenantContext};
-use tenantd_store::{Member, Page};
+use tenantd_edge::{Change, Ctx, Principal, Problem, TenantContext};
+use tenantd_store::{Erased, Member, NewEvent, Page};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -136,6 +136,35 @@ pub async fn remove(S(state): S<State>, ctx: TenantContext, Path(p): Path<Member
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `{user_id}` of `/v1/users/{user_id}`.
+#[derive(serde::Deserialize)]
+pub struct UserPath {
+    user_id: String,
+}
+
+/// Erases a person from every tenant (operators): their memberships and user go, and
+/// their email in every event becomes a pseudonym (`erased-…@users.invalid`); those
+/// events are marked redacted, keeping their digests, so every chain still verifies.
+#[utoipa::path(delete, path = "/v1/users/{user_id}", tag = "members", params(("user_id" = String, Path, description = "usr_…")), responses((status = 200, description = "What was erased", body = Erased)))]
+pub async fn erase_user(S(state): S<State>, ctx: Ctx, Path(p): Path<UserPath>) -> ApiResult<axum::Json<Erased>> {
+    match &ctx.principal {
+        Some(Principal::Operator) => {}
+        None => return Err(Problem::unauthenticated("erasing a person needs the operator key").into()),
+        Some(_) => return Err(Problem::new(Code::Forbidden, "only operators may erase a person").into()),
+    }
+    let pseudonym = format!(
+        "erased-{}@users.invalid",
+        tenantd_core::ids::new_id("x").trim_start_matches("x_")
+    );
+    let mut w = state.catalog.begin().await?;
+    let erased = state.catalog.erase_user(&mut w, &p.user_id, &pseudonym).await?;
+    let detail = serde_json::json!({"user_id": p.user_id, "tenants": erased.tenants.len(), "events": erased.events});
+    w.commit_with(&NewEvent::new(None, "operator", "user.erased", detail, &ctx.request_id))
+        .await?;
+    tracing::info!(user_id = %p.user_id, tenants = erased.tenants.len(), events = erased.events, "erased a person");
+    Ok(axum::Json(erased))
+}
+
 /// Built-in and custom roles (`roles:read`).
 #[utoipa::path(get, path = "/v1/tenants/{id}/roles", tag = "members", params(TenantPath), responses((status = 200, description = "Built-in and custom roles", body = Items<Role>)))]
 pub async fn list_roles(S(state): S<State>, ctx: TenantContext) -> ApiResult<axum::Json<serde_json::Value>> {
@@ -219,4 +248,5 @@ pub fn router() -> OpenApiRouter<State> {
         .routes(routes!(patch, remove))
         .routes(routes!(list_roles, create_role))
         .routes(routes!(delete_role))
+        .routes(routes!(erase_user))
 }

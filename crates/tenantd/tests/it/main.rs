@@ -7,6 +7,7 @@ mod connections;
 mod crash;
 mod data;
 mod edge;
+mod erasure;
 mod exactness;
 mod gateway;
 mod identity;
