@@ -118,6 +118,21 @@ impl Client {
         })
     }
 
+    /// A `GET` whose body is read by the caller (a download).
+    pub(crate) async fn get_raw(&self, path: &str) -> Result<reqwest::Response> {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(&self.key)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach tenantd at {}", self.url))?;
+        if !resp.status().is_success() {
+            bail!("{path}: {}", resp.status());
+        }
+        Ok(resp)
+    }
+
     pub(crate) async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value> {
         let mut req = self
             .http

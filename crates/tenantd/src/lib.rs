@@ -6,6 +6,7 @@ pub mod archive;
 pub mod background;
 pub mod billing;
 pub mod cli;
+pub mod cli_archives;
 pub mod cli_audit;
 pub mod cli_keys;
 pub mod cli_settings;

@@ -54,6 +54,48 @@ enum Command {
         #[command(subcommand)]
         cmd: tenantd::cli_audit::AuditCmd,
     },
+    /// Exports a tenant's data to a .tar.gz file (calls a running server).
+    Export {
+        #[command(flatten)]
+        remote: Remote,
+        /// Tenant id.
+        tenant: String,
+        /// Where to write the archive.
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
+    /// Backs a tenant up, sealed under its data key (calls a running server).
+    Backup {
+        #[command(flatten)]
+        remote: Remote,
+        /// Tenant id.
+        tenant: String,
+    },
+    /// Replaces a tenant's data with one of its backups (calls a running server).
+    Restore {
+        #[command(flatten)]
+        remote: Remote,
+        /// Tenant id.
+        tenant: String,
+        /// The backup's id (bak_…).
+        #[arg(long)]
+        backup: String,
+    },
+    /// Makes a new tenant from a backup of this one (calls a running server).
+    Clone {
+        #[command(flatten)]
+        remote: Remote,
+        /// The tenant to clone.
+        tenant: String,
+        /// The new tenant's id.
+        new_id: String,
+        /// Its plan (default: the source's).
+        #[arg(long)]
+        plan: Option<String>,
+        /// The backup to clone from (default: a new one, made first).
+        #[arg(long)]
+        backup: Option<String>,
+    },
     /// The master key: rotate (works on the catalog, with the servers stopped).
     MasterKey {
         #[command(subcommand)]
@@ -195,6 +237,18 @@ fn main() -> ExitCode {
                 }
                 Err(e) => fail(format!("{e:#}")),
             },
+            Command::Export { remote, tenant, out } => run(tenantd::cli_archives::export(&remote, &tenant, &out).await),
+            Command::Backup { remote, tenant } => run(tenantd::cli_archives::backup(&remote, &tenant).await),
+            Command::Restore { remote, tenant, backup } => {
+                run(tenantd::cli_archives::restore(&remote, &tenant, &backup).await)
+            }
+            Command::Clone {
+                remote,
+                tenant,
+                new_id,
+                plan,
+                backup,
+            } => run(tenantd::cli_archives::clone(&remote, &tenant, &new_id, plan.as_deref(), backup.as_deref()).await),
             Command::Flag { remote, cmd } => run(tenantd::cli_settings::flag(&remote, cmd).await),
             Command::Config { remote, cmd } => run(tenantd::cli_settings::config(&remote, cmd).await),
             Command::Usage { remote, tenant } => run(tenantd::cli::usage(&remote, &tenant).await),

@@ -14,6 +14,7 @@ use std::time::Duration;
 crate::both! {
     an_export_holds_the_tenant_and_nothing_else;
     a_backup_restores_clones_and_is_shredded_with_its_tenant;
+    the_cli_exports_backs_up_restores_and_clones;
 }
 
 const MARK_A: &str = "ACME_MARKER_91d2";
@@ -517,4 +518,62 @@ async fn a_backup_restores_clones_and_is_shredded_with_its_tenant(app: TestApp) 
 async fn connect(url: &str) -> sqlx::AnyConnection {
     sqlx::any::install_default_drivers();
     <sqlx::AnyConnection as sqlx::Connection>::connect(url).await.unwrap()
+}
+
+/// `tenantd <args>` against the app's URL with the operator key: exit code and output.
+async fn cli(app: &TestApp, args: &[&str]) -> (i32, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tenantd"));
+    cmd.args(args)
+        .args(["--url", &app.url])
+        .env("TENANTD_ADMIN_KEY", ADMIN)
+        .env_remove("TENANTD_URL");
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+async fn the_cli_exports_backs_up_restores_and_clones(app: TestApp) {
+    schema(&app).await;
+    app.tenant("acme", "starter").await;
+    fill(&app, "acme", MARK_A).await;
+    let before = snapshot(&app, "acme").await;
+    let out = app.data_dir.join("acme.tar.gz");
+    let (code, text) = cli(&app, &["export", "acme", "--out", out.to_str().unwrap()]).await;
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("wrote") && text.contains("done 7/7"), "{text}");
+    let files = untar(&std::fs::read(&out).unwrap());
+    assert!(files.contains_key("manifest.json") && files.contains_key("blobs/img/big.bin"));
+    let (code, text) = cli(&app, &["backup", "acme"]).await;
+    assert_eq!(code, 0, "{text}");
+    let start = text.find('{').unwrap();
+    let b: Value = serde_json::Deserializer::from_str(&text[start..])
+        .into_iter::<Value>()
+        .next()
+        .unwrap()
+        .unwrap();
+    let bid = b["id"].as_str().unwrap();
+    let (_, key) = app.key("acme", "admin").await;
+    app.delete("/v1/data/blobs/docs/a.txt", &key).await.expect(204);
+    let (code, text) = cli(&app, &["restore", "acme", "--backup", bid]).await;
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(snapshot(&app, "acme").await, before);
+    let (code, text) = cli(
+        &app,
+        &["clone", "acme", "acme2", "--plan", "professional", "--backup", bid],
+    )
+    .await;
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(snapshot(&app, "acme2").await, before);
+    // Errors name the problem and exit non-zero.
+    let (code, text) = cli(&app, &["restore", "acme", "--backup", "bak_nope"]).await;
+    assert_ne!(code, 0);
+    assert!(text.contains("not_found"), "{text}");
 }
