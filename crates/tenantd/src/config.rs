@@ -103,7 +103,7 @@ pub struct FileConfig {
     /// `[audit]`: the event log's checkpoints.
     audit: Option<AuditFile>,
     /// `[retention]`: how long events, usage and data are kept.
-    retention: Option<crate::retention::Retention>,
+    retention: Option<crate::retention_policy::Retention>,
     /// `[webhooks]`: delivery.
     webhooks: Option<crate::webhooks::settings::WebhooksFile>,
     /// `[roles.<builtin>]`: app permissions added to built-in roles.
@@ -246,7 +246,7 @@ pub struct Config {
     /// keys (default true; off only for measuring its cost).
     pub encrypt_data: bool,
     /// `[retention]`.
-    pub retention: crate::retention::Retention,
+    pub retention: crate::retention_policy::Retention,
     /// The largest blob accepted.
     pub max_blob_bytes: u64,
     /// External OpenID provider.

@@ -23,6 +23,7 @@ pub mod levels;
 pub mod metrics;
 pub mod platform_jobs;
 pub mod retention;
+pub mod retention_policy;
 pub mod routes;
 pub mod schemas;
 pub mod sealing;

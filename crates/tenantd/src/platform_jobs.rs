@@ -21,15 +21,12 @@ pub const MOVE: &str = "tenantd.move";
 pub const RESEAL: &str = "tenantd.reseal";
 /// Seals every tenant's values stored in the clear.
 pub const SEAL_ALL: &str = "tenantd.seal_all";
+/// Builds one export or backup.
+pub const BUILD: &str = "tenantd.archive";
+/// Restores a backup into its tenant or a clone.
+pub const RESTORE: &str = "tenantd.restore";
 /// Every platform queue a node's worker takes.
-const QUEUES: [&str; 6] = [
-    PURGE,
-    MOVE,
-    RESEAL,
-    SEAL_ALL,
-    crate::archive::BUILD,
-    crate::archive::restore::RESTORE,
-];
+const QUEUES: [&str; 6] = [PURGE, MOVE, RESEAL, SEAL_ALL, BUILD, RESTORE];
 /// Who claims platform jobs.
 pub const WORKER: &str = "tenantd";
 /// How long a platform worker holds a job between heartbeats.
@@ -218,8 +215,8 @@ impl AppState {
             },
             MOVE => self.run_move(&tenant, &job.job_id).await,
             RESEAL => self.run_reseal(&tenant, job).await,
-            crate::archive::BUILD => self.run_build(job).await,
-            crate::archive::restore::RESTORE => self.run_restore(job).await,
+            BUILD => self.run_build(job).await,
+            RESTORE => self.run_restore(job).await,
             SEAL_ALL => self.run_seal_all().await,
             other => Outcome::Failed(format!("no platform task is called {other}")),
         }

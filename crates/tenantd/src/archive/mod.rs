@@ -4,13 +4,15 @@
 //! - `tarball`: the `.tar.gz` itself, on a blocking thread; `content`: what goes in.
 //! - `restore`: a backup put back into its tenant, or into a new one.
 //!
-//! An export's chunks are the archive as downloaded. A backup's are each sealed under
-//! the tenant's data key (the version current when it was made), bound to the backup and
-//! the chunk's place: destroying the tenant's keys makes every copy of it unreadable.
+//! Every chunk, an export's as a backup's, is sealed under the tenant's data key (the
+//! version current when it was made), bound to the archive and the chunk's place: an
+//! export is decrypted only as it is downloaded, and destroying the tenant's keys makes
+//! every copy of either unreadable.
 mod content;
 pub mod restore;
 mod tarball;
 
+use crate::platform_jobs::BUILD;
 use crate::state::AppState;
 use serde_json::json;
 use std::sync::Arc;
@@ -23,12 +25,10 @@ use tokio::sync::mpsc;
 
 pub use tarball::FORMAT;
 
-/// Builds one export or backup.
-pub const BUILD: &str = "tenantd.archive";
 /// How long an export is kept.
 pub const EXPORT_DAYS: i64 = 7;
-/// What a backup's chunks are sealed as (bound to `<backup id>/<seq>`).
-const KIND: &str = "backup";
+/// What an archive's chunks are sealed as (bound to `<archive id>/<seq>`).
+const KIND: &str = "archive";
 
 /// A build job's payload.
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -126,10 +126,7 @@ impl AppState {
     /// chunks (sealed, for a backup).
     async fn build(&self, a: &Archive) -> Result<ArchiveEnd, String> {
         let tenant = a.tenant;
-        let keys = match a.kind.as_str() {
-            "backup" => Some(self.keyring.keys(&tenant).await.map_err(|e| e.to_string())?),
-            _ => None,
-        };
+        let keys = self.keyring.keys(&tenant).await.map_err(|e| e.to_string())?;
         let head = Manifest {
             format: FORMAT,
             schema_version: a.schema_version,
@@ -149,10 +146,7 @@ impl AppState {
             let keys = sealing;
             let mut seq = 0i64;
             while let Some(chunk) = crx.recv().await {
-                let data = match &keys {
-                    Some(k) => seal_chunk(k, &a.id, seq, &chunk)?,
-                    None => chunk,
-                };
+                let data = seal_chunk(&keys, &a.id, seq, &chunk)?;
                 self.catalog
                     .put_archive_chunk(&tenant, &a.id, seq, &data)
                     .await
@@ -197,16 +191,16 @@ impl AppState {
             size_bytes: built.size,
             sha256: built.sha256,
             chunks,
-            key_version: keys.map(|k| k.current()),
+            key_version: Some(keys.current()),
             counts: serde_json::Value::Object(counts),
         })
     }
 
-    /// An archive's chunks in order, opened (a backup's with its tenant's keys), sent to
-    /// `tx`; stops early if `tx` is dropped.
+    /// An archive's chunks in order, opened with its tenant's keys, sent to `tx`; stops
+    /// early if `tx` is dropped.
     pub(crate) async fn read_chunks(&self, a: &Archive, tx: mpsc::Sender<Vec<u8>>) -> Result<(), String> {
-        let keys = match (a.kind.as_str(), a.key_version) {
-            ("backup", Some(v)) => Some(
+        let keys = match a.key_version {
+            Some(v) => Some(
                 self.keyring
                     .load(&a.tenant, Some(v))
                     .await
@@ -214,8 +208,8 @@ impl AppState {
                     .filter(|k| k.has(v))
                     .ok_or_else(|| {
                         format!(
-                            "the backup cannot be decrypted: tenant {}'s data key version {v} is gone (crypto-shredded)",
-                            a.tenant
+                            "the {} cannot be decrypted: tenant {}'s data key version {v} is gone (crypto-shredded)",
+                            a.kind, a.tenant
                         )
                     })?,
             ),
@@ -231,7 +225,7 @@ impl AppState {
             let data = match (&keys, a.key_version) {
                 (Some(k), Some(v)) => k
                     .open(v, KIND, &format!("{}/{seq}", a.id), &stored)
-                    .map_err(|e| format!("the backup's chunk {seq} does not decrypt: {e}"))?,
+                    .map_err(|e| format!("the {}'s chunk {seq} does not decrypt: {e}", a.kind))?,
                 _ => stored,
             };
             if tx.send(data).await.is_err() {

@@ -8,7 +8,7 @@
 //! backup to read, and usage is never rewound (that would lift a tenant's limits).
 use super::content::{BlobLine, ConfigLine, RecordLine};
 use super::tarball::{self, FileMeta, Manifest, Part};
-use crate::platform_jobs::Outcome;
+use crate::platform_jobs::{Outcome, RESTORE};
 use crate::state::AppState;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
@@ -16,9 +16,6 @@ use tenantd_core::TenantId;
 use tenantd_jobs::{Claimed, Jobs, NewJob};
 use tenantd_store::{Archive, ConfigOwner, NewEvent};
 use tokio::sync::mpsc;
-
-/// Restores a backup into its tenant or a clone.
-pub const RESTORE: &str = "tenantd.restore";
 
 /// A restore's payload: the backup (of `tenant_id`) and the tenant it goes into.
 #[derive(serde::Serialize, serde::Deserialize)]

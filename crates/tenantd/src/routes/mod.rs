@@ -102,7 +102,13 @@ fn reaches_tenant_data(path: &str) -> bool {
     path.starts_with("/v1/data/")
         || path.strip_prefix("/v1/tenants/").is_some_and(|rest| {
             let sub = rest.split_once('/').map_or("", |(_, sub)| sub);
-            sub == "usage/events" || sub == "leases" || sub.starts_with("leases/")
+            sub == "usage/events"
+                || sub == "leases"
+                || sub.starts_with("leases/")
+                || sub == "exports"
+                || sub.starts_with("exports/")
+                || sub == "clone"
+                || sub == "backups"
         })
 }
 

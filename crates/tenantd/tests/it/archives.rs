@@ -267,6 +267,19 @@ async fn an_export_holds_the_tenant_and_nothing_else(app: TestApp) {
     assert!(!contains(&all, SECRET), "a secret's value");
     assert!(!contains(&all, &acme_key_secret), "an API key's secret");
     assert!(contains(&files["keys.ndjson"], "viewer"));
+    // Stored sealed: the catalog's chunks of the export hold no marker.
+    let mut c = connect(&app.db_url).await;
+    let stored: Vec<Vec<u8>> = sqlx::query_scalar("SELECT data FROM archive_chunks WHERE archive_id = $1")
+        .bind(id)
+        .fetch_all(&mut c)
+        .await
+        .unwrap();
+    assert!(
+        stored.len() >= 2
+            && stored
+                .iter()
+                .all(|ch| !contains(ch, MARK_A) && !ch.starts_with(&[0x1f, 0x8b]))
+    );
 }
 
 /// This month as `YYYY-MM`.
@@ -358,6 +371,13 @@ async fn a_backup_restores_clones_and_is_shredded_with_its_tenant(app: TestApp) 
         .problem(403, "forbidden");
     let bid = backup(&app, "acme").await;
     let beta_bid = backup(&app, "beta").await;
+    // An operator reaching a tenant's data through its backups is on its record.
+    let seen = app
+        .get("/v1/tenants/acme/audit?type=data.operator_access", ADMIN)
+        .await
+        .expect(200)
+        .body;
+    assert!(seen.to_string().contains("/v1/tenants/acme/backups"), "{seen}");
     let list = app.get("/v1/tenants/acme/backups", ADMIN).await.expect(200).body;
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
     assert_eq!(list["items"][0]["id"], bid);

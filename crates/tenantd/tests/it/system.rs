@@ -103,6 +103,15 @@ async fn health_and_openapi_cover_every_route() {
         ("/ofrep/v1/evaluate/flags/{flag}", &["post"]),
         ("/v1/tenants/{id}/secrets", &["get"]),
         ("/v1/tenants/{id}/secrets/{name}", &["get", "put", "delete"]),
+        ("/v1/tenants/{id}/data-key", &["get"]),
+        ("/v1/tenants/{id}/data-key/rotate", &["post"]),
+        ("/v1/tenants/{id}/exports", &["post"]),
+        ("/v1/tenants/{id}/exports/{aid}", &["get"]),
+        ("/v1/tenants/{id}/exports/{aid}/download", &["get"]),
+        ("/v1/tenants/{id}/backups", &["get", "post"]),
+        ("/v1/tenants/{id}/backups/{aid}", &["get"]),
+        ("/v1/tenants/{id}/clone", &["post"]),
+        ("/v1/users/{user_id}", &["delete"]),
     ];
     for (path, methods) in expected {
         let item = paths
