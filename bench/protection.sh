@@ -93,7 +93,6 @@ done
 
 # Export throughput: RECORDS records and BLOB_MIB MiB of blobs in tenant "big" ("on").
 base=${URL[on]} BIG=$(key "${URL[on]}" big)
-per=$(( (RECORDS + CONNECTIONS - 1) / CONNECTIONS ))
 cat >"$WORK/fill.lua" <<LUA
 wrk.method = "POST"
 wrk.body = '$doc'
@@ -102,8 +101,15 @@ local n = 0
 function response(status) n = n + 1; if n >= $(( RECORDS / THREADS )) then wrk.thread:stop() end end
 LUA
 echo "filling: $RECORDS records…" >&2
-wrk -t"$THREADS" -c"$CONNECTIONS" -d600s -H "Authorization: Bearer $BIG" -s "$WORK/fill.lua" \
-  "$base/v1/data/collections/orders/records" >/dev/null
+# (wrk's threads stop at their count, but wrk itself waits out -d: it is stopped once the
+# rows are there.)
+wrk -t"$THREADS" -c"$CONNECTIONS" -d3600s -H "Authorization: Bearer $BIG" -s "$WORK/fill.lua" \
+  "$base/v1/data/collections/orders/records" >/dev/null &
+fill=$!
+count() { psql -qtA "${BASE%/*}/tenantd_bench_prot_on" -c "SELECT COUNT(*) FROM tenant_data.records WHERE tenant_id = 'big'"; }
+until [ "$(count)" -ge "$RECORDS" ]; do sleep 1; done
+kill -INT "$fill" 2>/dev/null || true
+wait "$fill" 2>/dev/null || true
 blobs=$((BLOB_MIB / 64)); [ "$blobs" -ge 1 ] || blobs=1
 echo "filling: $blobs blobs of 64 MiB…" >&2
 head -c $((64 << 20)) /dev/urandom >"$WORK/blob.bin"

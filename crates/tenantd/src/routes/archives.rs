@@ -254,8 +254,10 @@ pub async fn restore_backup(
 #[serde(deny_unknown_fields)]
 pub struct CloneBody {
     /// The new tenant's id.
+    #[schema(pattern = "^[A-Za-z0-9]([A-Za-z0-9-]{0,37}[A-Za-z0-9])?$")]
     new_id: String,
     /// Its plan (default: the source's).
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     plan: Option<String>,
     /// The backup to clone from (default: a new backup, made first).
     backup_id: Option<String>,
