@@ -280,6 +280,22 @@ async fn an_export_holds_the_tenant_and_nothing_else(app: TestApp) {
                 .iter()
                 .all(|ch| !contains(ch, MARK_A) && !ch.starts_with(&[0x1f, 0x8b]))
     );
+    // Seven days on, the export is gone, chunks and all.
+    let week = tenantd_core::ts::format(tenantd_core::now_secs() + 6 * 86_400);
+    assert!(s["expires_at"].as_str().unwrap() > week.as_str(), "{s}");
+    sqlx::query("UPDATE archives SET expires_at = 1 WHERE id = $1")
+        .bind(id)
+        .execute(&mut c)
+        .await
+        .unwrap();
+    app.state.drop_expired_archives().await;
+    app.get(&path, ADMIN).await.problem(404, "not_found");
+    let left: Vec<Vec<u8>> = sqlx::query_scalar("SELECT data FROM archive_chunks WHERE archive_id = $1")
+        .bind(id)
+        .fetch_all(&mut c)
+        .await
+        .unwrap();
+    assert!(left.is_empty());
 }
 
 /// This month as `YYYY-MM`.
