@@ -112,6 +112,14 @@ impl Table {
         self.batch as usize
     }
 
+    /// Where column `name` is in a row.
+    pub(crate) fn column(&self, name: &str) -> usize {
+        self.cols
+            .iter()
+            .position(|c| c.0 == name)
+            .unwrap_or_else(|| panic!("{} has no column {name}", self.name))
+    }
+
     /// A row's version, if the table's rows change.
     pub(crate) fn version_of(&self, row: &[Val]) -> Option<i64> {
         let at = self.cols.iter().position(|c| Some(c.0) == self.version)?;

@@ -69,7 +69,6 @@ impl Location {
 
     /// Sets a cache entry (`value` as stored JSON text, sealed under `key_version`;
     /// `size`: the entry's length in the clear).
-    #[allow(clippy::too_many_arguments)]
     pub async fn put_cache(
         &self,
         tenant: &TenantId,

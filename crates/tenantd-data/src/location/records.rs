@@ -49,7 +49,6 @@ impl Location {
     /// Creates or replaces a record (`doc` as stored, sealed under `key_version`;
     /// `size`: its length in the clear; `expected`: only at that version; `None`
     /// returned when it is missing or has changed).
-    #[allow(clippy::too_many_arguments)]
     pub async fn write_record(
         &self,
         tenant: &TenantId,

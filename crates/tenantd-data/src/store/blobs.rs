@@ -2,7 +2,7 @@
 //! at a time.
 use super::Scope;
 use crate::location::Blob;
-use crate::store::BLOB;
+use crate::store::Object;
 use crate::{DataError, Written};
 use futures_util::FutureExt;
 use std::time::Duration;
@@ -11,7 +11,7 @@ use tenantd_core::now_secs;
 impl Scope<'_> {
     /// Stores chunk `seq` of an upload (`blob_id` from [`new_blob_id`](crate::new_blob_id)).
     pub async fn stage_chunk(&self, blob_id: &str, seq: i64, data: &[u8]) -> Result<(), DataError> {
-        let (version, stored) = self.seal(BLOB, &name(blob_id, seq), data.to_vec()).await?;
+        let (version, stored) = self.seal(Object::Chunk(blob_id, seq), data).await?;
         self.loc
             .stage_chunk(&self.tenant, blob_id, seq, (&stored, version))
             .await
@@ -72,7 +72,7 @@ impl Scope<'_> {
         else {
             return Ok(None);
         };
-        self.open(BLOB, &name(&blob.blob_id, seq), version, stored)
+        self.open(Object::Chunk(&blob.blob_id, seq), version, stored)
             .await
             .map(Some)
     }
@@ -90,9 +90,4 @@ impl Scope<'_> {
         let t = self.tenant;
         self.run(|l| async move { l.delete_blob(&t, path).await }.boxed()).await
     }
-}
-
-/// A chunk's name in its associated data.
-fn name(blob_id: &str, seq: i64) -> String {
-    format!("{blob_id}/{seq}")
 }

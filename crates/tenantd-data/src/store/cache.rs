@@ -1,7 +1,7 @@
 //! A scope's cache: JSON values by key, with expiry and tags.
 use super::Scope;
 use crate::location::{CacheEntry, CacheSelector};
-use crate::store::CACHE;
+use crate::store::Object;
 use crate::{DataError, Written};
 use futures_util::FutureExt;
 use serde_json::Value;
@@ -21,7 +21,7 @@ impl Scope<'_> {
         let text = serde_json::to_string(value)?;
         let expires = ttl_seconds.map(|s| now_secs().saturating_add(s.min(i64::MAX as u64 / 2) as i64));
         let size = (key.len() + text.len()) as i64;
-        let (version, stored) = self.seal_json(CACHE, key, text).await?;
+        let (version, stored) = self.seal_json(Object::Cache(key), text).await?;
         let (t, stored) = (self.tenant, (stored.as_str(), size, version));
         let mut w = self
             .run(|l| async move { l.put_cache(&t, key, stored, expires, tags, max).await }.boxed())
@@ -38,7 +38,7 @@ impl Scope<'_> {
             return Ok(None);
         };
         let stored = std::mem::take(&mut e.value);
-        e.value = self.open_json(CACHE, key, e.key_version, stored).await?;
+        e.value = self.open_json(Object::Cache(key), e.key_version, stored).await?;
         e.key_version = 0;
         Ok(Some(e))
     }

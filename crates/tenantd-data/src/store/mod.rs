@@ -27,8 +27,8 @@ pub use options::{DataOptions, DEFAULT_POOL_SIZE};
 pub use placement::Placement;
 pub use scope::Scope;
 pub(crate) use sealing::sealed_tables;
+pub(crate) use sealing::Object;
 pub use sealing::{DataKeys, SealCount};
-pub(crate) use sealing::{BLOB, CACHE, RECORD};
 pub use url::with_user;
 
 use crate::location::Location;

@@ -1,7 +1,7 @@
 //! A scope's records: JSON documents by collection and id.
 use super::Scope;
 use crate::location::Record;
-use crate::store::RECORD;
+use crate::store::Object;
 use crate::{check_name, DataError, Written};
 use futures_util::FutureExt;
 use serde_json::Value;
@@ -47,7 +47,7 @@ impl Scope<'_> {
         crate::check_depth(doc)?;
         let text = serde_json::to_string(doc)?;
         let size = text.len() as i64;
-        let (version, stored) = self.seal_json(RECORD, &name(collection, id), text).await?;
+        let (version, stored) = self.seal_json(Object::Record(collection, id), text).await?;
         let (t, stored) = (self.tenant, (stored.as_str(), size, version));
         let written = self
             .run(|l| async move { l.write_record(&t, collection, id, stored, expected, max).await }.boxed())
@@ -62,7 +62,7 @@ impl Scope<'_> {
     async fn opened(&self, mut r: Record) -> Result<Record, DataError> {
         let doc = std::mem::take(&mut r.doc);
         r.doc = self
-            .open_json(RECORD, &name(&r.collection, &r.id), r.key_version, doc)
+            .open_json(Object::Record(&r.collection, &r.id), r.key_version, doc)
             .await?;
         r.key_version = 0;
         Ok(r)
@@ -125,7 +125,7 @@ impl Scope<'_> {
         crate::check_depth(&r.doc)?;
         let text = serde_json::to_string(&r.doc)?;
         let size = text.len() as i64;
-        let (version, stored) = self.seal_json(RECORD, &name(&r.collection, &r.id), text).await?;
+        let (version, stored) = self.seal_json(Object::Record(&r.collection, &r.id), text).await?;
         let (t, stored) = (self.tenant, (stored.as_str(), size, version));
         self.run(|l| async move { l.restore_record(&t, r, stored).await }.boxed())
             .await
@@ -139,9 +139,4 @@ impl Scope<'_> {
         self.run(|l| async move { l.delete_record(&t, collection, id).await }.boxed())
             .await
     }
-}
-
-/// A record's name in its associated data.
-fn name(collection: &str, id: &str) -> String {
-    format!("{collection}/{id}")
 }

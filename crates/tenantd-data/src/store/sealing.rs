@@ -16,6 +16,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
+use std::borrow::Cow;
 use std::sync::Arc;
 use tenantd_core::crypto::{CryptoError, TenantKeys};
 use tenantd_core::TenantId;
@@ -32,44 +33,46 @@ pub trait DataKeys: Send + Sync {
     ) -> BoxFuture<'a, Result<Option<Arc<TenantKeys>>, String>>;
 }
 
-/// How a table's sealed column is found in a copied row: the value's column, the
-/// `key_version` column, and the kind its associated data names.
-struct SealedColumn {
-    table: &'static str,
-    value: usize,
-    key_version: usize,
-    kind: &'static str,
-    json: bool,
+/// A sealed value's object, as its associated data names it: a record's document
+/// (`record`, `collection/id`), a blob's chunk (`blob`, `blob_id/seq`) or a cache value
+/// (`cache`, its key). The one place these names are made.
+#[derive(Clone, Copy)]
+pub(crate) enum Object<'a> {
+    Record(&'a str, &'a str),
+    Chunk(&'a str, i64),
+    Cache(&'a str),
 }
 
-const SEALED: [SealedColumn; 3] = [
-    SealedColumn {
-        table: "records",
-        value: 2,
-        key_version: 7,
-        kind: RECORD,
-        json: true,
-    },
-    SealedColumn {
-        table: "blob_chunks",
-        value: 2,
-        key_version: 4,
-        kind: BLOB,
-        json: false,
-    },
-    SealedColumn {
-        table: "cache_entries",
-        value: 1,
-        key_version: 7,
-        kind: CACHE,
-        json: true,
-    },
-];
+impl Object<'_> {
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Record(..) => "record",
+            Self::Chunk(..) => "blob",
+            Self::Cache(_) => "cache",
+        }
+    }
 
-/// The kinds of sealed values, as their associated data names them.
-pub(crate) const RECORD: &str = "record";
-pub(crate) const BLOB: &str = "blob";
-pub(crate) const CACHE: &str = "cache";
+    fn name(&self) -> String {
+        match self {
+            Self::Record(collection, id) => format!("{collection}/{id}"),
+            Self::Chunk(blob_id, seq) => format!("{blob_id}/{seq}"),
+            Self::Cache(key) => (*key).to_string(),
+        }
+    }
+
+    /// The object of a copied row of `table` with key `key`.
+    fn of_row<'k>(table: &str, key: &'k [Val]) -> Option<Object<'k>> {
+        match (table, key) {
+            ("records", [Val::Text(c), Val::Text(id)]) => Some(Object::Record(c, id)),
+            ("blob_chunks", [Val::Text(b), Val::Int(seq)]) => Some(Object::Chunk(b, *seq)),
+            ("cache_entries", [Val::Text(k)]) => Some(Object::Cache(k)),
+            _ => None,
+        }
+    }
+}
+
+/// The sealed tables and the column each seals (the rest is in [`COPIED`]).
+const SEALED: [(&str, &str); 3] = [("records", "doc"), ("blob_chunks", "data"), ("cache_entries", "value")];
 
 fn crypto(tenant: &TenantId, e: impl std::fmt::Display) -> DataError {
     DataError::Sealed(format!("tenant {tenant}: {e}"))
@@ -85,24 +88,25 @@ pub struct SealCount {
 }
 
 impl Scope<'_> {
-    /// Seals `plain` as the tenant's `kind`/`name`: the key version and the bytes to
-    /// store (in the clear, version 0, when the store has no keys).
-    pub(crate) async fn seal(&self, kind: &str, name: &str, plain: Vec<u8>) -> Result<(i64, Vec<u8>), DataError> {
+    /// Seals `plain` as the tenant's `object`: the key version and the bytes to store
+    /// (`plain` itself, version 0, when the store has no keys).
+    pub(crate) async fn seal<'p>(
+        &self,
+        object: Object<'_>,
+        plain: &'p [u8],
+    ) -> Result<(i64, Cow<'p, [u8]>), DataError> {
         let Some(keys) = &self.store.keys else {
-            return Ok((0, plain));
+            return Ok((0, Cow::Borrowed(plain)));
         };
         let k = keys.sealing(&self.tenant).await.map_err(|e| crypto(&self.tenant, e))?;
-        k.seal(kind, name, &plain).map_err(|e| crypto(&self.tenant, e))
+        let (v, sealed) = k
+            .seal(object.kind(), &object.name(), plain)
+            .map_err(|e| crypto(&self.tenant, e))?;
+        Ok((v, Cow::Owned(sealed)))
     }
 
-    /// Opens what [`Scope::seal`] stored under `version`.
-    pub(crate) async fn open(
-        &self,
-        kind: &str,
-        name: &str,
-        version: i64,
-        stored: Vec<u8>,
-    ) -> Result<Vec<u8>, DataError> {
+    /// Opens what [`Scope::seal`] stored under `version` (0: it is in the clear).
+    pub(crate) async fn open(&self, object: Object<'_>, version: i64, stored: Vec<u8>) -> Result<Vec<u8>, DataError> {
         if version == 0 {
             return Ok(stored);
         }
@@ -117,25 +121,27 @@ impl Scope<'_> {
             .await
             .map_err(|e| crypto(&self.tenant, e))?
             .ok_or_else(|| crypto(&self.tenant, CryptoError::NoKey(version)))?;
-        k.open(version, kind, name, &stored)
+        k.open(version, object.kind(), &object.name(), &stored)
             .map_err(|e| crypto(&self.tenant, e))
     }
 
-    /// Seals a JSON text: the key version and the JSON text to store.
-    pub(crate) async fn seal_json(&self, kind: &str, name: &str, json: String) -> Result<(i64, String), DataError> {
-        let (v, bytes) = self.seal(kind, name, json.into_bytes()).await?;
-        if v == 0 {
-            // In the clear: the bytes are the JSON text.
-            return Ok((0, String::from_utf8(bytes).expect("the JSON text it was")));
+    /// Seals a JSON text: the key version and the JSON text to store (a JSON string of
+    /// base64 when sealed).
+    pub(crate) async fn seal_json(&self, object: Object<'_>, json: String) -> Result<(i64, String), DataError> {
+        let (v, sealed) = match self.seal(object, json.as_bytes()).await? {
+            (0, _) => (0, None),
+            (v, sealed) => (v, Some(STANDARD.encode(sealed))),
+        };
+        match sealed {
+            Some(b64) => Ok((v, serde_json::to_string(&b64)?)),
+            None => Ok((0, json)),
         }
-        Ok((v, serde_json::to_string(&STANDARD.encode(bytes))?))
     }
 
     /// Opens a JSON value [`Scope::seal_json`] stored under `version`.
     pub(crate) async fn open_json(
         &self,
-        kind: &str,
-        name: &str,
+        object: Object<'_>,
         version: i64,
         stored: serde_json::Value,
     ) -> Result<serde_json::Value, DataError> {
@@ -146,7 +152,7 @@ impl Scope<'_> {
             Some(Ok(b)) => b,
             _ => return Err(crypto(&self.tenant, CryptoError::Open)),
         };
-        let plain = self.open(kind, name, version, bytes).await?;
+        let plain = self.open(object, version, bytes).await?;
         Ok(serde_json::from_slice(&plain)?)
     }
 
@@ -168,24 +174,19 @@ impl Scope<'_> {
         let k = keys.sealing(&self.tenant).await.map_err(|e| crypto(&self.tenant, e))?;
         let total = self.seal_count(k.current()).await?.total;
         let (mut examined, mut resealed) = (0u64, 0u64);
-        for col in &SEALED {
+        for (name, column) in SEALED {
             let table = COPIED
                 .iter()
-                .find(|t| t.name == col.table)
+                .find(|t| t.name == name)
                 .expect("every sealed table is copied");
+            let value = table.column(column);
             let mut after: Option<Vec<Val>> = None;
             loop {
-                let t = self.tenant;
-                let a = after.clone();
-                let page = self
-                    .run(|l| {
-                        let a = a.clone();
-                        async move { l.page(&t, table, a.as_deref()).await }.boxed()
-                    })
-                    .await?;
+                let (t, a) = (self.tenant, after.as_deref());
+                let page = self.run(|l| async move { l.page(&t, table, a).await }.boxed()).await?;
                 for row in &page {
                     examined += 1;
-                    if self.reseal_row(table, col, row, k.current()).await? {
+                    if self.reseal_row(table, value, row, k.current()).await? {
                         resealed += 1;
                     }
                 }
@@ -199,56 +200,36 @@ impl Scope<'_> {
         Ok(resealed)
     }
 
-    /// Seals one row again under `current` if it is under another version; whether it
-    /// did.
-    async fn reseal_row(
-        &self,
-        table: &Table,
-        col: &SealedColumn,
-        row: &[Val],
-        current: i64,
-    ) -> Result<bool, DataError> {
-        let Val::Int(old) = row[col.key_version] else {
+    /// Seals one row (its column `value` sealed) again under `current` if it is under
+    /// another version; whether it did.
+    async fn reseal_row(&self, table: &Table, value: usize, row: &[Val], current: i64) -> Result<bool, DataError> {
+        let Val::Int(old) = row[table.column("key_version")] else {
             return Err(crypto(&self.tenant, "a row without a key version"));
         };
         if old == current {
             return Ok(false);
         }
         let key = table.key_of(row);
-        let name = aad_name(&key);
-        let new = match &row[col.value] {
-            Val::Text(text) if col.json => {
-                let stored: serde_json::Value = serde_json::from_str(text)?;
-                let plain = self.open_json(col.kind, &name, old, stored).await?;
-                Val::Text(self.seal_json(col.kind, &name, serde_json::to_string(&plain)?).await?.1)
+        let object = Object::of_row(table.name, &key).ok_or_else(|| crypto(&self.tenant, "not a sealed table"))?;
+        let new = match &row[value] {
+            Val::Text(text) => {
+                let plain = self.open_json(object, old, serde_json::from_str(text)?).await?;
+                Val::Text(self.seal_json(object, serde_json::to_string(&plain)?).await?.1)
             }
-            Val::Bytes(b) if !col.json => {
-                let plain = self.open(col.kind, &name, old, b.clone()).await?;
-                Val::Bytes(self.seal(col.kind, &name, plain).await?.1)
+            Val::Bytes(b) => {
+                let plain = self.open(object, old, b.clone()).await?;
+                Val::Bytes(self.seal(object, &plain).await?.1.into_owned())
             }
             _ => return Err(crypto(&self.tenant, "a sealed column of an unexpected type")),
         };
         let t = self.tenant;
-        let (key, new, at) = (&key, &new, (col.value, table.version_of(row)));
+        let (key, new, at) = (&key, &new, (value, table.version_of(row)));
         self.run(|l| async move { l.reseal_row(&t, table, key, (old, current), at, new).await }.boxed())
             .await
     }
 }
 
-/// The name a row's associated data gives it: its key columns joined by `/`
-/// (`orders/1`, `blb_…/0`, a cache key).
-pub(crate) fn aad_name(key: &[Val]) -> String {
-    key.iter()
-        .map(|v| match v {
-            Val::Text(s) => s.clone(),
-            Val::Int(i) => i.to_string(),
-            Val::Null | Val::Bytes(_) => String::new(),
-        })
-        .collect::<Vec<_>>()
-        .join("/")
-}
-
 /// The sealed tables' names, for counting.
 pub(crate) fn sealed_tables() -> impl Iterator<Item = &'static str> {
-    SEALED.iter().map(|c| c.table)
+    SEALED.iter().map(|(t, _)| *t)
 }
