@@ -57,16 +57,19 @@ impl From<crate::keyring::KeyringError> for ApiError {
         use crate::keyring::KeyringError;
         match e {
             KeyringError::Store(e) => e.into(),
-            other => {
-                // Never another tenant's data, never a panic: the value stays sealed.
-                tracing::error!(error = %other, "a tenant's stored value did not decrypt");
-                Self(Problem::new(
-                    Code::Internal,
-                    format!("a stored value of this tenant could not be decrypted: {other}"),
-                ))
-            }
+            other => Self(undecryptable(other)),
         }
     }
+}
+
+/// A tenant's value that did not decrypt: a clear `500`, logged. Never another tenant's
+/// data, never a panic: the value stays sealed.
+fn undecryptable(e: impl std::fmt::Display) -> Problem {
+    tracing::error!(error = %e, "a tenant's stored value did not decrypt");
+    Problem::new(
+        Code::Internal,
+        format!("a stored value of this tenant could not be decrypted: {e}"),
+    )
 }
 
 impl From<tenantd_core::IdError> for ApiError {
@@ -89,14 +92,7 @@ impl From<tenantd_data::DataError> for ApiError {
                 p.headers.push((http::header::RETRY_AFTER, http::HeaderValue::from(5)));
                 p
             }
-            DataError::Sealed(m) => {
-                // Never another tenant's data, never a panic: the value stays sealed.
-                tracing::error!(error = %m, "a tenant's stored value did not decrypt");
-                Problem::new(
-                    Code::Internal,
-                    format!("a stored value of this tenant could not be decrypted: {m}"),
-                )
-            }
+            DataError::Sealed(m) => undecryptable(m),
             other => {
                 tracing::error!(error = %other, "tenant data failure");
                 Problem::internal()

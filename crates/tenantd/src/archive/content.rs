@@ -21,8 +21,8 @@ const PAGE: u32 = 500;
 /// Why a file could not be read.
 pub type Failed = String;
 
-fn fail(what: &str) -> impl Fn(String) -> Failed + '_ {
-    move |e| format!("{what}: {e}")
+fn fail(what: &str, e: impl std::fmt::Display) -> Failed {
+    format!("{what}: {e}")
 }
 
 /// An ndjson file spooled to disk (its size must be known before the tar header).
@@ -103,6 +103,29 @@ pub struct ConfigLine {
     pub version: i64,
 }
 
+/// Every item of a paged catalog list, spooled as ndjson.
+async fn spool_pages<T, F, Fut>(tmp: &std::path::Path, name: &str, mut list: F) -> Result<Spool, Failed>
+where
+    T: Serialize,
+    F: FnMut(PageRequest) -> Fut,
+    Fut: std::future::Future<Output = tenantd_store::Result<tenantd_store::Page<T>>>,
+{
+    let mut spool = Spool::new(tmp, name).await?;
+    let mut after = None;
+    loop {
+        let p = list(PageRequest { limit: 1000, after })
+            .await
+            .map_err(|e| fail(name, e))?;
+        for item in &p.items {
+            spool.line(item).await?;
+        }
+        match p.next_cursor {
+            Some(next) => after = Some(next),
+            None => return Ok(spool),
+        }
+    }
+}
+
 /// Sends the tenant's content to `tx`; `progress(done, total)` hears how far.
 pub async fn produce(
     state: &AppState,
@@ -123,10 +146,7 @@ pub async fn produce(
         body: Body::Bytes(serde_json::to_vec_pretty(v).unwrap_or_default()),
     };
     let c = &*state.catalog;
-    let t = c
-        .get_tenant(tenant)
-        .await
-        .map_err(|e| fail("the tenant")(e.to_string()))?;
+    let t = c.get_tenant(tenant).await.map_err(|e| fail("the tenant", e))?;
     let scope = if state.data.placement(tenant).await.map_err(|e| e.to_string())?.is_some() {
         Some(state.data.scope(*tenant, None).await.map_err(|e| e.to_string())?)
     } else {
@@ -140,63 +160,30 @@ pub async fn produce(
     progress(0, total);
     send(json_file("tenant.json", &json!(t), None)).await?;
 
-    let mut members = Spool::new(tmp, "members").await?;
-    let mut page = PageRequest {
-        limit: 1000,
-        after: None,
-    };
-    loop {
-        let p = c
-            .list_members(tenant, &page)
-            .await
-            .map_err(|e| fail("members")(e.to_string()))?;
-        for m in &p.items {
-            members.line(m).await?;
-        }
-        match p.next_cursor {
-            Some(next) => page.after = Some(next),
-            None => break,
-        }
-    }
+    let members = spool_pages(
+        tmp,
+        "members",
+        |page| async move { c.list_members(tenant, &page).await },
+    )
+    .await?;
     send(members.entry("members.ndjson".into()).await?).await?;
 
-    let roles = c.list_roles(tenant).await.map_err(|e| fail("roles")(e.to_string()))?;
+    let roles = c.list_roles(tenant).await.map_err(|e| fail("roles", e))?;
     send(json_file("roles.json", &json!(roles), Some(roles.len() as u64))).await?;
 
     let mut workspaces = Spool::new(tmp, "workspaces").await?;
-    for w in c
-        .list_workspaces(tenant)
-        .await
-        .map_err(|e| fail("workspaces")(e.to_string()))?
-    {
+    for w in c.list_workspaces(tenant).await.map_err(|e| fail("workspaces", e))? {
         workspaces.line(&w).await?;
     }
     send(workspaces.entry("workspaces.ndjson".into()).await?).await?;
 
-    let mut keys = Spool::new(tmp, "keys").await?;
-    let mut page = PageRequest {
-        limit: 1000,
-        after: None,
-    };
-    loop {
-        let p = c
-            .list_keys(tenant, &page)
-            .await
-            .map_err(|e| fail("keys")(e.to_string()))?;
-        for k in &p.items {
-            keys.line(k).await?;
-        }
-        match p.next_cursor {
-            Some(next) => page.after = Some(next),
-            None => break,
-        }
-    }
+    let keys = spool_pages(tmp, "keys", |page| async move { c.list_keys(tenant, &page).await }).await?;
     send(keys.entry("keys.ndjson".into()).await?).await?;
 
     let layer = c
         .config_layer(&ConfigOwner::Tenant(*tenant))
         .await
-        .map_err(|e| fail("configuration")(e.to_string()))?;
+        .map_err(|e| fail("configuration", e))?;
     let config: serde_json::Map<String, Value> = layer
         .into_iter()
         .filter_map(|e| {
@@ -239,11 +226,7 @@ pub async fn produce(
     .await?;
 
     let mut usage = Spool::new(tmp, "usage").await?;
-    for r in c
-        .load_counters(tenant, 0)
-        .await
-        .map_err(|e| fail("usage")(e.to_string()))?
-    {
+    for r in c.load_counters(tenant, 0).await.map_err(|e| fail("usage", e))? {
         usage
             .line(
                 &json!({"resource": r.resource, "key_id": r.scope.map(|k| k.to_string()),
@@ -259,7 +242,7 @@ pub async fn produce(
     while (y, m) <= last {
         let i = crate::billing::inputs(c, tenant, y, m, now)
             .await
-            .map_err(|e| fail("invoices")(e.to_string()))?;
+            .map_err(|e| fail("invoices", e))?;
         let path = format!("invoices/{y:04}-{m:02}.json");
         send(json_file(&path, &json!(crate::billing::invoice(&i)), None)).await?;
         (y, m) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
@@ -272,7 +255,7 @@ pub async fn produce(
         let events = c
             .chain_events(chain, &AuditFilter::default(), after, 1000)
             .await
-            .map_err(|e| fail("audit")(e.to_string()))?;
+            .map_err(|e| fail("audit", e))?;
         for e in &events {
             audit.line(e).await?;
         }
@@ -285,7 +268,7 @@ pub async fn produce(
     let checkpoint = c
         .latest_checkpoint(chain)
         .await
-        .map_err(|e| fail("audit checkpoint")(e.to_string()))?
+        .map_err(|e| fail("audit checkpoint", e))?
         .map(|cp| json!(cp));
 
     let Some(scope) = scope else { return Ok(checkpoint) };
@@ -297,7 +280,7 @@ pub async fn produce(
         let page = scope
             .all_records(after.as_ref().map(|(c, i)| (c.as_str(), i.as_str())), PAGE)
             .await
-            .map_err(|e| fail("records")(e.to_string()))?;
+            .map_err(|e| fail("records", e))?;
         for r in &page {
             if current.as_ref().is_none_or(|(c, _)| *c != r.collection) {
                 if let Some((c, spool)) = current.take() {
@@ -332,7 +315,7 @@ pub async fn produce(
         let page = scope
             .list_blobs("", after.as_deref(), PAGE)
             .await
-            .map_err(|e| fail("blobs")(e.to_string()))?;
+            .map_err(|e| fail("blobs", e))?;
         for b in &page {
             let line = BlobLine {
                 path: b.path.clone(),
@@ -360,7 +343,7 @@ pub async fn produce(
         })
         .await?;
         for seq in 0.. {
-            let piece = scope.chunk(b, seq).await.map_err(|e| fail(&b.path)(e.to_string()))?;
+            let piece = scope.chunk(b, seq).await.map_err(|e| fail(&b.path, e))?;
             let Some(piece) = piece else { break };
             if ptx.send(piece).await.is_err() {
                 return Err("the archive's builder stopped".into());
