@@ -4,7 +4,7 @@
 //! data exactly as it was (deep compare) after changes and deletions, clones into a new
 //! tenant at another tier, is refused when written by a newer schema, and cannot be read
 //! once its tenant is purged (crypto-shredding) while other tenants' backups restore.
-use crate::common::{TestApp, ADMIN};
+use crate::common::{connect, TestApp, ADMIN};
 use serde_json::{json, Value};
 use sqlx::Row;
 use std::collections::BTreeMap;
@@ -21,22 +21,9 @@ const MARK_A: &str = "ACME_MARKER_91d2";
 const MARK_B: &str = "BETA_MARKER_77aa";
 const SECRET: &str = "SECRET_VALUE_5e5e";
 
-/// The owner's token (the tenant was created with `owner@{id}.test`).
+/// The owner's token.
 async fn owner(app: &TestApp, tenant: &str) -> String {
-    let m = app
-        .get(&format!("/v1/tenants/{tenant}/members"), ADMIN)
-        .await
-        .expect(200)
-        .body;
-    let uid = m["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["role"] == "owner")
-        .unwrap()["user_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let uid = app.owner_id(tenant).await;
     app.token_for(tenant, &uid).await
 }
 
@@ -378,6 +365,13 @@ async fn a_backup_restores_clones_and_is_shredded_with_its_tenant(app: TestApp) 
         .await
         .expect(200);
     let before = snapshot(&app, "acme").await;
+    // While a restore runs here, the tenant's data answers 503 with Retry-After.
+    let acme = tenantd_core::TenantId::parse("acme").unwrap();
+    app.state.restoring.insert(acme);
+    let r = app.get(&first_path, &key).await.problem(503, "unavailable");
+    assert_eq!(r.headers["retry-after"], "5");
+    app.state.restoring.remove(&acme);
+    app.get(&first_path, &key).await.expect(200);
     // Only operators back up, list or restore.
     app.post("/v1/tenants/acme/backups", &key, json!({}))
         .await
@@ -549,11 +543,6 @@ async fn a_backup_restores_clones_and_is_shredded_with_its_tenant(app: TestApp) 
     app.post("/v1/tenants/beta/restore", ADMIN, json!({"backup_id": beta_bid}))
         .await
         .expect(200);
-}
-
-async fn connect(url: &str) -> sqlx::AnyConnection {
-    sqlx::any::install_default_drivers();
-    <sqlx::AnyConnection as sqlx::Connection>::connect(url).await.unwrap()
 }
 
 /// `tenantd <args>` against the app's URL with the operator key: exit code and output.

@@ -1,6 +1,6 @@
 //! The event log over HTTP and from the CLI: each change's event once, none for a refused
 //! request; verification, checkpoints and NDJSON exports; tampering caught at its seq.
-use crate::common::{TestApp, ADMIN};
+use crate::common::{connect, TestApp, ADMIN};
 use serde_json::{json, Value};
 
 crate::both! {
@@ -227,13 +227,6 @@ async fn the_chain_verifies_streams_and_catches_an_edit(app: TestApp) {
         .unwrap();
     let v = app.get("/v1/tenants/acme/audit/verify", &owner).await.expect(200).body;
     assert_eq!((&v["valid"], &v["first_bad_seq"]), (&json!(false), &json!(3)), "{v}");
-}
-
-async fn connect(db_url: &str) -> sqlx::AnyConnection {
-    sqlx::any::install_default_drivers();
-    <sqlx::AnyConnection as sqlx::Connection>::connect(db_url)
-        .await
-        .unwrap()
 }
 
 /// `tenantd audit verify` with these arguments: its exit code and what it printed.

@@ -354,6 +354,24 @@ impl TestApp {
         (uid.clone(), self.token_for(tenant, &uid).await)
     }
 
+    /// The user id of the tenant's first owner.
+    pub async fn owner_id(&self, tenant: &str) -> String {
+        let m = self
+            .get(&format!("/v1/tenants/{tenant}/members?limit=1000"), ADMIN)
+            .await
+            .expect(200)
+            .body;
+        m["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["role"] == "owner")
+            .unwrap()["user_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
     /// Mints a JWT for an existing member.
     pub async fn token_for(&self, tenant: &str, uid: &str) -> String {
         let t = self
@@ -487,4 +505,10 @@ impl Node {
         }
         panic!("node {} did not start", self.1);
     }
+}
+
+/// A connection of its own to a database the tests read raw (as its owner).
+pub async fn connect(url: &str) -> sqlx::AnyConnection {
+    sqlx::any::install_default_drivers();
+    <sqlx::AnyConnection as sqlx::Connection>::connect(url).await.unwrap()
 }

@@ -3,7 +3,7 @@
 //! verifies; `[retention]` makes old events tombstones, prunes old usage rows, deletes a
 //! tenant suspended past its data retention (and `deleted_tenant_days = 0` purges it at
 //! the next run); plans' scheduled backups keep the newest `backup_keep`.
-use crate::common::{TestApp, ADMIN};
+use crate::common::{connect, TestApp, ADMIN};
 use serde_json::json;
 use std::time::Duration;
 
@@ -11,11 +11,6 @@ crate::both! {
     erasing_a_person_pseudonymizes_them_and_every_chain_verifies;
     retention_redacts_prunes_and_retires, "[retention]\ndeleted_tenant_days = 0\n[retention.suspended]\ndata_days = 2\n";
     scheduled_backups_run_per_plan_and_keep_the_newest;
-}
-
-async fn connect(url: &str) -> sqlx::AnyConnection {
-    sqlx::any::install_default_drivers();
-    <sqlx::AnyConnection as sqlx::Connection>::connect(url).await.unwrap()
 }
 
 async fn erasing_a_person_pseudonymizes_them_and_every_chain_verifies(app: TestApp) {

@@ -149,15 +149,7 @@ async fn roles_only_narrow(app: TestApp) {
     )
     .await
     .problem(403, "forbidden");
-    let owner_id = app.get("/v1/tenants/acme/members?limit=1000", ADMIN).await.body["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["role"] == "owner")
-        .unwrap()["user_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let owner_id = app.owner_id("acme").await;
     app.patch(
         &format!("/v1/tenants/acme/members/{owner_id}"),
         &admin,

@@ -3,7 +3,7 @@
 //! each read an event; a sealed value copied into another tenant's row does not open
 //! (a clear error, never the other tenant's value); a purge destroys the tenant's data
 //! keys first, so a copy of its sealed values taken before never opens again.
-use crate::common::{start_keyed, TestApp, ADMIN, MASTER_KEY};
+use crate::common::{connect, start_keyed, TestApp, ADMIN, MASTER_KEY};
 use serde_json::{json, Value};
 use sqlx::Row;
 
@@ -15,13 +15,6 @@ crate::both! {
 }
 
 const MARKER: &str = "sk_live_MARKER_7f3c1e";
-
-async fn connect(db_url: &str) -> sqlx::AnyConnection {
-    sqlx::any::install_default_drivers();
-    <sqlx::AnyConnection as sqlx::Connection>::connect(db_url)
-        .await
-        .unwrap()
-}
 
 /// Every stored text of the tables a secret could reach, as the database holds it.
 async fn raw_rows(db_url: &str) -> String {

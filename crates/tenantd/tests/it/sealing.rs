@@ -4,7 +4,7 @@
 //! sees them); a sealed record copied into another tenant's row does not open; a data key
 //! rotation seals everything again under the new version, with progress; data written in
 //! the clear (encryption off) is sealed at the next start.
-use crate::common::{start_with, TestApp, ADMIN};
+use crate::common::{connect, start_with, TestApp, ADMIN};
 use serde_json::{json, Value};
 use sqlx::Row;
 use std::time::Duration;
@@ -17,11 +17,6 @@ crate::both! {
 }
 
 const MARKER: &str = "MARKER_c0ffee_42";
-
-async fn connect(url: &str) -> sqlx::AnyConnection {
-    sqlx::any::install_default_drivers();
-    <sqlx::AnyConnection as sqlx::Connection>::connect(url).await.unwrap()
-}
 
 /// Writes a record, a cache value, a blob and a secret holding the marker; the record's
 /// path.
