@@ -199,22 +199,21 @@ impl AppState {
     /// An archive's chunks in order, opened with its tenant's keys, sent to `tx`; stops
     /// early if `tx` is dropped.
     pub(crate) async fn read_chunks(&self, a: &Archive, tx: mpsc::Sender<Vec<u8>>) -> Result<(), String> {
-        let keys = match a.key_version {
-            Some(v) => Some(
-                self.keyring
-                    .load(&a.tenant, Some(v))
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .filter(|k| k.has(v))
-                    .ok_or_else(|| {
-                        format!(
-                            "the {} cannot be decrypted: tenant {}'s data key version {v} is gone (crypto-shredded)",
-                            a.kind, a.tenant
-                        )
-                    })?,
-            ),
-            _ => None,
-        };
+        let v = a
+            .key_version
+            .ok_or_else(|| format!("the {} {} is not done", a.kind, a.id))?;
+        let keys = self
+            .keyring
+            .load(&a.tenant, Some(v))
+            .await
+            .map_err(|e| e.to_string())?
+            .filter(|k| k.has(v))
+            .ok_or_else(|| {
+                format!(
+                    "the {} cannot be decrypted: tenant {}'s data key version {v} is gone (crypto-shredded)",
+                    a.kind, a.tenant
+                )
+            })?;
         for seq in 0..a.chunks.unwrap_or(0) {
             let stored = self
                 .catalog
@@ -222,12 +221,9 @@ impl AppState {
                 .await
                 .map_err(|e| e.to_string())?
                 .ok_or_else(|| format!("the archive is missing its chunk {seq}"))?;
-            let data = match (&keys, a.key_version) {
-                (Some(k), Some(v)) => k
-                    .open(v, KIND, &format!("{}/{seq}", a.id), &stored)
-                    .map_err(|e| format!("the {}'s chunk {seq} does not decrypt: {e}", a.kind))?,
-                _ => stored,
-            };
+            let data = keys
+                .open(v, KIND, &chunk_name(&a.id, seq), &stored)
+                .map_err(|e| format!("the {}'s chunk {seq} does not decrypt: {e}", a.kind))?;
             if tx.send(data).await.is_err() {
                 break;
             }
@@ -324,7 +320,12 @@ impl AppState {
 }
 
 fn seal_chunk(k: &Arc<TenantKeys>, id: &str, seq: i64, chunk: &[u8]) -> Result<Vec<u8>, String> {
-    k.seal(KIND, &format!("{id}/{seq}"), chunk)
+    k.seal(KIND, &chunk_name(id, seq), chunk)
         .map(|(_, b)| b)
         .map_err(|e| e.to_string())
+}
+
+/// A chunk's name in its associated data: `<archive id>/<seq>`.
+fn chunk_name(id: &str, seq: i64) -> String {
+    format!("{id}/{seq}")
 }

@@ -26,13 +26,19 @@ struct Task {
 }
 
 /// Why a backup cannot be restored, before anything changed.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum Refused {
     /// No such backup of the tenant.
+    #[error("no such backup of this tenant")]
     NotFound,
     /// Not built (yet, or it failed).
+    #[error("the backup is {0}, not done")]
     NotDone(String),
     /// Written by a newer tenantd.
+    #[error(
+        "the backup was written at catalog schema version {0}, newer than this tenantd's {ours}: restore it with that version or later",
+        ours = tenantd_store::schema_version()
+    )]
     Newer(i64),
 }
 
@@ -76,7 +82,7 @@ impl AppState {
             Err(Refused::NotDone(s)) if s != "failed" => return Outcome::Later(format!("the backup is {s}")),
             Err(e) => {
                 return Outcome::Done(
-                    json!({"restored": false, "error": format!("the backup cannot be restored: {e:?}")}),
+                    json!({"restored": false, "error": format!("the backup cannot be restored: {e}")}),
                 )
             }
         };

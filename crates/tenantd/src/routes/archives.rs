@@ -185,14 +185,7 @@ pub struct RestoreBody {
 fn refused(r: Refused, id: &str) -> Problem {
     match r {
         Refused::NotFound => Problem::not_found("backup"),
-        Refused::NotDone(s) => Problem::new(Code::Conflict, format!("backup {id} is {s}, not done")),
-        Refused::Newer(v) => Problem::new(
-            Code::Conflict,
-            format!(
-                "backup {id} was written at catalog schema version {v}, newer than this tenantd's {}: restore it with that version or later",
-                tenantd_store::schema_version()
-            ),
-        ),
+        other => Problem::new(Code::Conflict, format!("backup {id}: {other}")),
     }
 }
 
