@@ -113,6 +113,7 @@ fn build() -> World {
             job_weight: 1,
             upstream: None,
             config: Arc::default(),
+            activity: Arc::default(),
         });
     }
     let roles = ["owner", "admin", "member", "viewer"];

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use tenantd_core::{BuiltinRole, Limit, Permission, Role, TenantId, TenantStatus};
 
 /// What the edge needs to know of a tenant.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct TenantEntry {
     /// The tenant's id.
     pub id: TenantId,
@@ -31,6 +31,9 @@ pub struct TenantEntry {
     pub upstream: Option<Result<crate::Upstream, String>>,
     /// Its own configuration layer (docs/config.md).
     pub config: Arc<tenantd_core::layers::Layer>,
+    /// Its requests and refusals at this node: set by [`EdgeCache::put_tenant`] to the
+    /// tenant's counters, which outlive the entry. Not part of what the entry says.
+    pub activity: Arc<crate::activity::TenantCounters>,
 }
 
 /// What the edge needs to know of an API key. Never the secret.
@@ -177,6 +180,8 @@ pub struct EdgeCache {
     builtins: Vec<Arc<Role>>,
     /// Flags and shared configuration, replaced whole ([`crate::Edge::reload_settings`]).
     settings: arc_swap::ArcSwap<crate::Settings>,
+    /// Each tenant's requests and refusals at this node.
+    activity: crate::activity::Activity,
 }
 
 impl Default for EdgeCache {
@@ -215,6 +220,7 @@ impl EdgeCache {
             domains_stale: AtomicBool::new(true),
             builtins,
             settings: Default::default(),
+            activity: Default::default(),
         }
     }
     /// The built-in role with this name, with what the configuration adds to it.
@@ -239,11 +245,16 @@ impl EdgeCache {
     pub fn tenant(&self, id: &str) -> Option<Arc<TenantEntry>> {
         self.tenants.get(id).map(|e| e.value().clone())
     }
-    /// Caches (or replaces) a tenant.
-    pub fn put_tenant(&self, t: TenantEntry) -> Arc<TenantEntry> {
+    /// Caches (or replaces) a tenant, with its counters.
+    pub fn put_tenant(&self, mut t: TenantEntry) -> Arc<TenantEntry> {
+        t.activity = self.activity.of(t.id);
         let t = Arc::new(t);
         self.tenants.insert(t.id, t.clone());
         t
+    }
+    /// Each tenant's requests and refusals at this node.
+    pub fn activity(&self) -> &crate::activity::Activity {
+        &self.activity
     }
     /// Forgets a tenant (it is reloaded on next use).
     pub fn forget_tenant(&self, id: &str) {
@@ -290,6 +301,7 @@ impl EdgeCache {
             }
             Change::Purged(t) => {
                 self.forget(Change::Tenant(t));
+                self.activity.forget(t);
                 self.keys.retain(|_, k| k.tenant.as_str() != t);
                 let prefix = role_key(t, "");
                 self.roles.retain(|k, _| !k.starts_with(&prefix));
@@ -394,6 +406,7 @@ mod tests {
             job_weight: 1,
             upstream: None,
             config: Arc::default(),
+            activity: Arc::default(),
         });
         cache.put_tenant(TenantEntry {
             id: TenantId::parse("beta").unwrap(),
@@ -405,6 +418,7 @@ mod tests {
             job_weight: 1,
             upstream: None,
             config: Arc::default(),
+            activity: Arc::default(),
         });
         cache.apply(Some("tenant:acme"));
         assert!(cache.tenant("acme").is_none() && cache.tenant("beta").is_some());
@@ -419,6 +433,7 @@ mod tests {
             job_weight: 1,
             upstream: None,
             config: Arc::default(),
+            activity: Arc::default(),
         });
         cache.apply(Some("plan:starter"));
         assert!(cache.tenant("gamma").is_none() && cache.tenant("beta").is_some());
@@ -453,6 +468,7 @@ mod tests {
                 job_weight: 1,
                 upstream: None,
                 config: Arc::default(),
+                activity: Arc::default(),
             });
             cache.put_key(key(k, tenant));
             cache.put_role(tenant, Role::custom("auditor".into(), Vec::new()));

@@ -129,7 +129,14 @@ async fn decide(
                 .unwrap_or_default();
             Ok((ctx, headers))
         }
-        Decider::Remote(remote) => remote.decide(&info, &request_id).await,
+        Decider::Remote(remote) => {
+            let decided = remote.decide(&info, &request_id).await;
+            // A local edge notes the tenant in the span itself.
+            if let Ok((RequestContext { tenant: Some(t), .. }, _)) = &decided {
+                tracing::Span::current().record("tenant_id", t.id.as_str());
+            }
+            decided
+        }
     }
 }
 
@@ -146,9 +153,6 @@ where
         let path = parts.uri.path().to_string();
         let mut resp = match decide(&edge, &parts, request_id.clone()).await {
             Ok((ctx, headers)) => {
-                if let Some(t) = &ctx.tenant {
-                    tracing::Span::current().record("tenant_id", t.id.as_str());
-                }
                 parts.extensions.insert(Arc::new(ctx));
                 let mut r = match inner.call(Request::from_parts(parts, body)).await {
                     Ok(r) => r,

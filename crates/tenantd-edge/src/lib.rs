@@ -8,6 +8,7 @@
 //! without I/O.
 #![forbid(unsafe_code)]
 
+pub mod activity;
 pub mod cache;
 pub mod context;
 pub mod jwt;

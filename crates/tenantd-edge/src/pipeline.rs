@@ -7,6 +7,7 @@ use crate::jwt::{OidcVerifier, Signer, TokenError};
 use crate::keys;
 use crate::problem::Problem;
 pub use crate::request::{single_header, RequestInfo, RouteNeeds};
+use prometheus_client::metrics::histogram::Histogram;
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -29,7 +30,7 @@ pub struct EdgeConfig {
 }
 
 /// Counters the edge keeps (exposed by the server at `/metrics`).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct EdgeMetrics {
     /// Requests decided.
     pub requests: AtomicU64,
@@ -37,6 +38,61 @@ pub struct EdgeMetrics {
     pub unauthenticated: AtomicU64,
     /// `security.cross_tenant_attempt` events.
     pub cross_tenant_attempts: AtomicU64,
+    /// Refused decisions, by code in [`Code::ALL`] order.
+    pub refusals: [AtomicU64; Code::ALL.len()],
+    /// How long admissions take, one in [`ADMISSION_SAMPLE`] timed.
+    pub admission: Histogram,
+}
+
+impl Default for EdgeMetrics {
+    fn default() -> Self {
+        Self {
+            requests: AtomicU64::default(),
+            unauthenticated: AtomicU64::default(),
+            cross_tenant_attempts: AtomicU64::default(),
+            refusals: Default::default(),
+            admission: Histogram::new(ADMISSION_BUCKETS),
+        }
+    }
+}
+
+impl EdgeMetrics {
+    fn refused(&self, code: Code) {
+        if let Some(i) = Code::ALL.iter().position(|c| *c == code) {
+            self.refusals[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Records the tenant in the span the request is served in (`tenant_id`, declared
+/// empty by the API's and the gateway's request spans), so every line written from here
+/// on names it (docs/observability.md).
+fn note_tenant(tenant: &TenantEntry) {
+    tracing::Span::current().record("tenant_id", tenant.id.as_str());
+}
+
+/// One admission in this many is timed: two clock reads and the histogram's lock are
+/// not worth paying on every request, and a sample this size shows the distribution.
+pub const ADMISSION_SAMPLE: u32 = 64;
+
+/// Upper bounds of the admission latency buckets, in seconds: 100 ns to 100 ms (an
+/// in-process decision takes well under a microsecond, a Redis one a round trip).
+const ADMISSION_BUCKETS: [f64; 13] = [
+    1e-7, 2.5e-7, 5e-7, 1e-6, 2.5e-6, 5e-6, 1e-5, 5e-5, 2.5e-4, 1e-3, 5e-3, 2.5e-2, 1e-1,
+];
+
+thread_local! {
+    /// Admissions on this thread since the last timed one.
+    static UNTIMED: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Whether to time this admission: every [`ADMISSION_SAMPLE`]th on each thread.
+fn time_this_admission() -> bool {
+    UNTIMED.with(|n| {
+        let next = n.get() + 1;
+        n.set(if next == ADMISSION_SAMPLE { 0 } else { next });
+        next == ADMISSION_SAMPLE
+    })
 }
 
 /// The most one request may cost in `api_calls` (a gateway route's `cost`, or a remote
@@ -363,7 +419,12 @@ impl Edge {
         let Some(first) = asks.first() else {
             return Ok(None);
         };
-        match lim.admit_all(asks).await {
+        let start = time_this_admission().then(std::time::Instant::now);
+        let outcome = lim.admit_all(asks).await;
+        if let Some(t) = start {
+            self.metrics.admission.observe(t.elapsed().as_secs_f64());
+        }
+        match outcome {
             Ok(Outcome::Admitted { tightest, crossings }) => {
                 for c in crossings {
                     self.dir.quota_event(c).await;
@@ -390,10 +451,13 @@ impl Edge {
             Some(t) if t.status != TenantStatus::Deleted => t,
             _ => return Err(Problem::new(Code::TenantNotFound, "tenant not found")),
         };
-        if tenant.status != TenantStatus::Active {
-            return Err(Problem::tenant_suspended());
-        }
-        let limit = self.admit_call(&tenant, None, info.cost).await?;
+        note_tenant(&tenant);
+        let admitted = match tenant.status {
+            TenantStatus::Active => self.admit_call(&tenant, None, info.cost).await,
+            _ => Err(Problem::tenant_suspended()),
+        };
+        tenant.activity.count(admitted.as_ref().err().map(|p| p.code));
+        let limit = admitted?;
         Ok(RequestContext {
             request_id,
             principal: None,
@@ -408,6 +472,16 @@ impl Edge {
     /// Decides a request. With a warm cache and an API key this completes without awaiting.
     pub async fn decide(&self, info: &RequestInfo<'_>, request_id: String) -> Result<RequestContext, Problem> {
         self.metrics.requests.fetch_add(1, Ordering::Relaxed);
+        let decided = self.decide_counted(info, request_id).await;
+        if let Err(p) = &decided {
+            self.metrics.refused(p.code);
+        }
+        decided
+    }
+
+    /// [`Edge::decide`]; the tenant's own requests and refusals are counted here, once
+    /// the tenant is known.
+    async fn decide_counted(&self, info: &RequestInfo<'_>, request_id: String) -> Result<RequestContext, Problem> {
         let now = now_secs();
         let public = info.route.is_some_and(|r| r.public);
         let authn = match public {
@@ -523,30 +597,40 @@ impl Edge {
             Some(t) if t.status != TenantStatus::Deleted || principal.is_operator() => t,
             _ => return Err(Problem::new(Code::TenantNotFound, "tenant not found")),
         };
-        let role = self.role(&tenant_id, &role_name).await?;
-        if let Some(route) = info.route {
-            // Gateway routes are the tenant's own traffic: refused on a suspended tenant
-            // (operators excepted), and authorized before they count.
-            if !principal.is_operator() {
-                if tenant.status != TenantStatus::Active {
-                    return Err(Problem::tenant_suspended());
-                }
-                if let Some(p) = route.permission.filter(|p| !role.allows(p)) {
-                    return Err(Problem::forbidden(p));
+        note_tenant(&tenant);
+        let checked = async {
+            let role = self.role(&tenant_id, &role_name).await?;
+            if let Some(route) = info.route {
+                // Gateway routes are the tenant's own traffic: refused on a suspended
+                // tenant (operators excepted), and authorized before they count.
+                if !principal.is_operator() {
+                    if tenant.status != TenantStatus::Active {
+                        return Err(Problem::tenant_suspended());
+                    }
+                    if let Some(p) = route.permission.filter(|p| !role.allows(p)) {
+                        return Err(Problem::forbidden(p));
+                    }
                 }
             }
-        }
-        // Operators' requests are not the tenant's use; suspended and deleted tenants'
-        // requests are refused by the handlers and count nothing.
-        let limit = if principal.is_operator() || tenant.status != TenantStatus::Active {
-            None
-        } else {
-            let key = match &authn {
-                Authn::Key(k) => Some(&**k),
-                _ => None,
+            // Operators' requests are not the tenant's use; suspended and deleted
+            // tenants' requests are refused by the handlers and count nothing.
+            let limit = if principal.is_operator() || tenant.status != TenantStatus::Active {
+                None
+            } else {
+                let key = match &authn {
+                    Authn::Key(k) => Some(&**k),
+                    _ => None,
+                };
+                self.admit_call(&tenant, key, info.cost).await?
             };
-            self.admit_call(&tenant, key, info.cost).await?
-        };
+            Ok((role, limit))
+        }
+        .await;
+        // Operators' requests are not the tenant's activity either.
+        if !principal.is_operator() {
+            tenant.activity.count(checked.as_ref().err().map(|p| p.code));
+        }
+        let (role, limit) = checked?;
         Ok(RequestContext {
             request_id,
             principal: Some(principal),

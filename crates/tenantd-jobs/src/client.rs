@@ -175,7 +175,9 @@ impl Worker {
     }
 
     /// Works one job: heartbeats every third of the lease while `handler` runs, then
-    /// completes the job with its `Ok` or fails it with its `Err`.
+    /// completes the job with its `Ok` or fails it with its `Err`. The handler's lines
+    /// carry `job_id`, `queue` and `tenant_id`.
+    #[tracing::instrument(name = "job", skip_all, fields(job_id = %task.job_id, queue = %task.queue, tenant_id = %task.tenant_id))]
     pub async fn work<F, Fut>(&self, task: Task, handler: &F) -> Result<(), ClientError>
     where
         F: Fn(Task) -> Fut,

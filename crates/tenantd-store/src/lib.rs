@@ -110,4 +110,37 @@ pub trait Catalog:
     /// Begins a unit of work: the writes given it, and the events appended to it, commit
     /// together ([`Work::commit`]) or not at all.
     async fn begin(&self) -> Result<Work>;
+    /// The catalog's connections now.
+    fn pool_use(&self) -> PoolUse;
+}
+
+/// A connection pool's use now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolUse {
+    /// Connections open.
+    pub open: u32,
+    /// Of those, idle.
+    pub idle: u32,
+    /// The most the pool opens.
+    pub max: u32,
+}
+
+impl PoolUse {
+    /// `pool`'s use now.
+    pub fn of(pool: &sqlx::AnyPool) -> Self {
+        Self {
+            open: pool.size(),
+            idle: u32::try_from(pool.num_idle()).unwrap_or(u32::MAX),
+            max: pool.options().get_max_connections(),
+        }
+    }
+
+    /// The use of several pools together.
+    pub fn sum<'a>(pools: impl IntoIterator<Item = &'a sqlx::AnyPool>) -> Self {
+        pools.into_iter().map(Self::of).fold(Self::default(), |a, b| Self {
+            open: a.open + b.open,
+            idle: a.idle + b.idle,
+            max: a.max + b.max,
+        })
+    }
 }

@@ -102,6 +102,8 @@ pub struct FileConfig {
     server: Option<ServerFile>,
     /// `[audit]`: the event log's checkpoints.
     audit: Option<AuditFile>,
+    /// `[metrics]`: the per-tenant series.
+    metrics: Option<MetricsFile>,
     /// `[retention]`: how long events, usage and data are kept.
     retention: Option<crate::retention_policy::Retention>,
     /// `[webhooks]`: delivery.
@@ -151,6 +153,16 @@ fn platform_roles(
 pub struct AuditFile {
     checkpoint_seconds: Option<u64>,
 }
+
+/// The `[metrics]` table.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsFile {
+    tenant_series: Option<usize>,
+}
+
+/// The most `[metrics] tenant_series` may be: each named tenant costs a handful of series.
+pub const MAX_TENANT_SERIES: usize = 10_000;
 
 /// The `[server]` table: connection limits, for the API and the gateway listener alike.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -255,6 +267,9 @@ pub struct Config {
     pub gateway: crate::gateway::settings::GatewaySettings,
     /// Connection limits of every listener (`[server]`).
     pub server: crate::conn::Limits,
+    /// How many tenants get their own `tenant` label at `/metrics` (`[metrics]
+    /// tenant_series`, default 100; 0 puts every tenant under `_other`).
+    pub tenant_series: usize,
     /// How often each changed event chain's head is signed (`[audit] checkpoint_seconds`,
     /// seconds); 0 only on `POST /v1/audit/checkpoints`.
     pub audit_checkpoint_seconds: u64,
@@ -367,6 +382,14 @@ impl Config {
             gateway: crate::gateway::settings::GatewaySettings::from_file(f.gateway.unwrap_or_default())
                 .map_err(ConfigError)?,
             server: f.server.unwrap_or_default().limits()?,
+            tenant_series: match f.metrics.unwrap_or_default().tenant_series {
+                Some(n) if n > MAX_TENANT_SERIES => {
+                    return Err(ConfigError(format!(
+                        "[metrics] tenant_series must be at most {MAX_TENANT_SERIES}"
+                    )))
+                }
+                n => n.unwrap_or(100),
+            },
             audit_checkpoint_seconds: f.audit.unwrap_or_default().checkpoint_seconds.unwrap_or(3600),
             webhooks: crate::webhooks::settings::WebhookSettings::from_file(f.webhooks.unwrap_or_default())
                 .map_err(ConfigError)?,

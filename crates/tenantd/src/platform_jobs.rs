@@ -155,6 +155,14 @@ impl AppState {
             }
         };
         self.job_metrics.claimed(job.waited_ms);
+        self.run_claimed(job).await;
+        true
+    }
+
+    /// Runs a claimed platform job while keeping its lease, and reports how it went.
+    /// Its lines carry the job and, once its payload is read, the tenant it is for.
+    #[tracing::instrument(name = "job", skip_all, fields(job_id = %job.job_id, queue = %job.queue, tenant_id = tracing::field::Empty))]
+    async fn run_claimed(self: &Arc<Self>, job: Claimed) {
         let beats = {
             let (jobs, id, lease) = (self.jobs.clone(), job.job_id.clone(), job.lease.clone());
             tokio::spawn(async move {
@@ -197,7 +205,6 @@ impl AppState {
         if let Err(e) = reported {
             tracing::error!(job_id = %job.job_id, error = %e, "a platform job's end could not be recorded; it will run again");
         }
-        true
     }
 
     async fn run(&self, job: &Claimed) -> Outcome {
@@ -205,6 +212,7 @@ impl AppState {
             return Outcome::Failed(format!("not a task: {}", job.payload));
         };
         let tenant = TenantId::from_trusted(task.tenant_id);
+        tracing::Span::current().record("tenant_id", tenant.as_str());
         match job.queue.as_str() {
             PURGE => match self
                 .purge(&tenant, task.due_at.unwrap_or_else(tenantd_core::now_secs))

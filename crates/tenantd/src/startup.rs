@@ -251,6 +251,7 @@ pub async fn prepare(cfg: Config) -> Result<State, StartError> {
             }
         });
     }
+    let tenant_series = crate::metrics::tenants::TenantSeries::new(cfg.tenant_series);
     Ok(Arc::new(AppState {
         keyring,
         catalog,
@@ -268,6 +269,7 @@ pub async fn prepare(cfg: Config) -> Result<State, StartError> {
         storage_levels: dashmap::DashMap::new(),
         http_metrics: Arc::default(),
         job_metrics: Default::default(),
+        tenant_series,
         webhook_metrics: Default::default(),
         job_policies,
         restoring: Default::default(),

@@ -41,6 +41,8 @@ pub struct AppState {
     pub storage_levels: dashmap::DashMap<TenantId, u64>,
     /// The HTTP API's request counter and latency histogram.
     pub http_metrics: Arc<crate::metrics::requests::HttpMetrics>,
+    /// Which tenants get their own series at `/metrics`.
+    pub tenant_series: crate::metrics::tenants::TenantSeries,
     /// The job queue's series.
     pub job_metrics: crate::metrics::jobs::JobMetrics,
     /// Webhook deliveries' series.

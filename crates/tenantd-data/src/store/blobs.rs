@@ -10,6 +10,7 @@ use tenantd_core::now_secs;
 
 impl Scope<'_> {
     /// Stores chunk `seq` of an upload (`blob_id` from [`new_blob_id`](crate::new_blob_id)).
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant_id = %self.tenant))]
     pub async fn stage_chunk(&self, blob_id: &str, seq: i64, data: &[u8]) -> Result<(), DataError> {
         let (version, stored) = self.seal(Object::Chunk(blob_id, seq), data).await?;
         self.loc
@@ -18,11 +19,13 @@ impl Scope<'_> {
     }
 
     /// Drops an upload's staged chunks.
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant_id = %self.tenant))]
     pub async fn discard_chunks(&self, blob_id: &str) -> Result<(), DataError> {
         self.loc.discard_chunks(&self.tenant, blob_id).await
     }
 
     /// Makes an upload (its `chunks` chunks staged by this scope) the blob at its path.
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant_id = %self.tenant))]
     pub async fn commit_blob(&self, blob: &Blob, chunks: i64, max: Option<u64>) -> Result<Written<Blob>, DataError> {
         let t = self.tenant;
         let staged = &self.loc;
@@ -50,6 +53,7 @@ impl Scope<'_> {
     /// Deletes the chunks of this tenant's uploads that were never committed and are
     /// older than `age` (an upload still running that long is refused at its commit);
     /// returns how many chunks.
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant_id = %self.tenant))]
     pub async fn sweep_abandoned_uploads(&self, age: Duration) -> Result<u64, DataError> {
         let t = self.tenant;
         let before = now_secs().saturating_sub(age.as_secs().min(i64::MAX as u64) as i64);
@@ -58,12 +62,14 @@ impl Scope<'_> {
     }
 
     /// A blob's description.
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant_id = %self.tenant))]
     pub async fn get_blob(&self, path: &str) -> Result<Option<Blob>, DataError> {
         let t = self.tenant;
         self.run(|l| async move { l.get_blob(&t, path).await }.boxed()).await
     }
 
     /// Chunk `seq` of a blob's content (from [`Scope::get_blob`]); `None` past its end.
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant_id = %self.tenant))]
     pub async fn chunk(&self, blob: &Blob, seq: i64) -> Result<Option<Vec<u8>>, DataError> {
         let t = self.tenant;
         let Some((stored, version)) = self
@@ -78,6 +84,7 @@ impl Scope<'_> {
     }
 
     /// Up to `limit` blobs whose path starts with `prefix`, after `after`, by path.
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant_id = %self.tenant))]
     pub async fn list_blobs(&self, prefix: &str, after: Option<&str>, limit: u32) -> Result<Vec<Blob>, DataError> {
         let t = self.tenant;
         let after = after.unwrap_or("");
@@ -86,6 +93,7 @@ impl Scope<'_> {
     }
 
     /// Deletes a blob; `false` if this tenant has none at that path.
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant_id = %self.tenant))]
     pub async fn delete_blob(&self, path: &str) -> Result<Written<bool>, DataError> {
         let t = self.tenant;
         self.run(|l| async move { l.delete_blob(&t, path).await }.boxed()).await

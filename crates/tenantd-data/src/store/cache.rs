@@ -9,6 +9,7 @@ use tenantd_core::now_secs;
 
 impl Scope<'_> {
     /// Sets a cache entry, expiring after `ttl_seconds` if given.
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant_id = %self.tenant))]
     pub async fn put_cache(
         &self,
         key: &str,
@@ -32,6 +33,7 @@ impl Scope<'_> {
     }
 
     /// A cache entry that has not expired.
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant_id = %self.tenant))]
     pub async fn get_cache(&self, key: &str) -> Result<Option<CacheEntry>, DataError> {
         let t = self.tenant;
         let Some(mut e) = self.run(|l| async move { l.get_cache(&t, key).await }.boxed()).await? else {
@@ -44,6 +46,7 @@ impl Scope<'_> {
     }
 
     /// Deletes cache entries by key, prefix or tag; returns how many.
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant_id = %self.tenant))]
     pub async fn delete_cache(&self, which: CacheSelector<'_>) -> Result<Written<u64>, DataError> {
         let t = self.tenant;
         self.run(|l| async move { l.delete_cache(&t, which).await }.boxed())

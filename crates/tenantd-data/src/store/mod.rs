@@ -90,6 +90,21 @@ impl DataStore {
     pub fn seals(&self) -> bool {
         self.keys.is_some()
     }
+
+    /// The pools of every location open at this node, and the owner's.
+    pub async fn pools(&self) -> Vec<AnyPool> {
+        let mut all = vec![self.home.pool.clone()];
+        // On SQLite the owner's pool is the shared location's.
+        if matches!(self.backend, Backend::Postgres { .. }) {
+            all.push(self.admin.clone());
+        }
+        for loc in self.locations.lock().await.values() {
+            if !Arc::ptr_eq(loc, &self.home) {
+                all.push(loc.pool.clone());
+            }
+        }
+        all
+    }
 }
 
 impl DataStore {

@@ -9,6 +9,7 @@ use serde_json::Value;
 impl Scope<'_> {
     /// Creates or replaces a record; its version goes up by one. `max`: the storage
     /// level it may not grow past.
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant_id = %self.tenant))]
     pub async fn put_record(
         &self,
         collection: &str,
@@ -23,6 +24,7 @@ impl Scope<'_> {
 
     /// Replaces a record's document if its version is still `expected`; `None` when
     /// the tenant has no such record or it has changed since.
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant_id = %self.tenant))]
     pub async fn update_record(
         &self,
         collection: &str,
@@ -69,6 +71,7 @@ impl Scope<'_> {
     }
 
     /// A record, if this tenant has it.
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant_id = %self.tenant))]
     pub async fn get_record(&self, collection: &str, id: &str) -> Result<Option<Record>, DataError> {
         check_name("the collection", collection)?;
         check_name("the record id", id)?;
@@ -83,6 +86,7 @@ impl Scope<'_> {
     }
 
     /// Up to `limit` (1 to 1000) records of the collection with ids after `after`, by id.
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant_id = %self.tenant))]
     pub async fn list_records(
         &self,
         collection: &str,
@@ -104,6 +108,7 @@ impl Scope<'_> {
 
     /// Up to `limit` (1 to 1000) records of every collection after `(collection, id)`, by
     /// collection and id (an export's walk).
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant_id = %self.tenant))]
     pub async fn all_records(&self, after: Option<(&str, &str)>, limit: u32) -> Result<Vec<Record>, DataError> {
         let t = self.tenant;
         let after = after.unwrap_or(("", ""));
@@ -119,6 +124,7 @@ impl Scope<'_> {
 
     /// Writes a record as a backup holds it: its id, version and times kept. The tenant
     /// must not have it ([`Scope::clear`] first).
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant_id = %self.tenant))]
     pub async fn restore_record(&self, r: &Record) -> Result<(), DataError> {
         check_name("the collection", &r.collection)?;
         check_name("the record id", &r.id)?;
@@ -132,6 +138,7 @@ impl Scope<'_> {
     }
 
     /// Deletes a record; `false` if this tenant has no such record.
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant_id = %self.tenant))]
     pub async fn delete_record(&self, collection: &str, id: &str) -> Result<Written<bool>, DataError> {
         check_name("the collection", collection)?;
         check_name("the record id", id)?;

@@ -17,6 +17,7 @@ const FREEZE_WAIT: Duration = Duration::from_secs(30);
 impl DataStore {
     /// The tenant's data. `wanted` places a tenant that has no placement yet at that
     /// tier; with `None` such a tenant is [`DataError::NotPlaced`].
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant_id = %tenant))]
     pub async fn scope(&self, tenant: TenantId, wanted: Option<Isolation>) -> Result<Scope<'_>, DataError> {
         let cached = self
             .placed

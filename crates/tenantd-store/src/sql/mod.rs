@@ -262,6 +262,10 @@ impl Catalog for SqlCatalog {
         self.backend
     }
 
+    fn pool_use(&self) -> crate::PoolUse {
+        crate::PoolUse::of(&self.pool)
+    }
+
     async fn begin(&self) -> Result<Work> {
         Work::begin(&self.pool, self.backend).await
     }

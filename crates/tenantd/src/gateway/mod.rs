@@ -54,6 +54,8 @@ pub struct GatewayMetrics {
     pub reloads: AtomicU64,
     /// Reloads refused (invalid file).
     pub reload_failures: AtomicU64,
+    /// Time from sending a request upstream to its response head.
+    pub upstream_latency: crate::metrics::requests::Latency,
 }
 
 thread_local! {
@@ -401,7 +403,6 @@ impl Gateway {
         let ctx = self.edge.decide(&info, request_id.to_string()).await?;
         // The edge gives every admitted gateway request a tenant.
         let tenant = ctx.tenant.as_ref().ok_or_else(Problem::internal)?;
-        tracing::Span::current().record("tenant_id", tenant.id.as_str());
         let upstream = match &tenant.upstream {
             Some(Ok(u)) => u,
             Some(Err(e)) => {
@@ -439,6 +440,7 @@ impl Gateway {
         *up.method_mut() = parts.method;
         *up.uri_mut() = uri;
         *up.headers_mut() = headers;
+        let sent = Instant::now();
         let mut resp = match tokio::time::timeout(s.request_timeout, live.client().request(up)).await {
             Err(_) => {
                 self.metrics.upstream_timeouts.fetch_add(1, Ordering::Relaxed);
@@ -451,7 +453,10 @@ impl Gateway {
                 ));
             }
             Ok(Err(e)) => return Err(self.upstream_error(&e, too_large)),
-            Ok(Ok(r)) => r,
+            Ok(Ok(r)) => {
+                self.metrics.upstream_latency.0.observe(sent.elapsed().as_secs_f64());
+                r
+            }
         };
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
         if switching {

@@ -6,7 +6,9 @@
 //! time through a [`Collector`]. The HTTP API's requests are counted and timed here, by
 //! the [`track`] middleware, per route template, method and status.
 pub mod jobs;
+pub mod ranking;
 pub mod requests;
+pub mod tenants;
 pub mod webhooks;
 
 use crate::state::State;
@@ -21,14 +23,24 @@ use requests::family_name;
 pub use requests::{track, HttpMetrics};
 use std::fmt;
 use std::sync::atomic::Ordering::Relaxed;
+use tenantd_core::Code;
 
 /// The `Content-Type` of [`render`]'s text.
 pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
 /// Every metric of this server, in the Prometheus text format ([`CONTENT_TYPE`]).
-pub fn render(state: &State) -> Result<String, fmt::Error> {
+pub async fn render(state: &State) -> Result<String, fmt::Error> {
+    let tenants = tenants::gather(state).await;
+    let pools = [
+        ("catalog", state.catalog.pool_use()),
+        ("data", tenantd_store::PoolUse::sum(&state.data.pools().await)),
+    ];
     let mut scrape = Registry::default();
-    scrape.register_collector(Box::new(Atomics(state.clone())));
+    scrape.register_collector(Box::new(Atomics {
+        state: state.clone(),
+        tenants,
+        pools,
+    }));
     let mut out = String::with_capacity(16 * 1024);
     prometheus_text::encode(&mut out, &scrape)?;
     prometheus_text::encode(&mut out, state.http_metrics.registry())?;
@@ -37,8 +49,13 @@ pub fn render(state: &State) -> Result<String, fmt::Error> {
     Ok(out)
 }
 
-/// The atomics counted on the hot paths, read at scrape time.
-struct Atomics(State);
+/// The atomics counted on the hot paths, read at scrape time, with what the scrape
+/// gathered before encoding (the tenants' series, the pools' use).
+struct Atomics {
+    state: State,
+    tenants: tenants::Scrape,
+    pools: [(&'static str, tenantd_store::PoolUse); 2],
+}
 
 impl fmt::Debug for Atomics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -48,7 +65,7 @@ impl fmt::Debug for Atomics {
 
 impl Collector for Atomics {
     fn encode(&self, mut enc: DescriptorEncoder<'_>) -> fmt::Result {
-        let state = &self.0;
+        let state = &self.state;
         let m = state.edge.metrics();
         let (tenants, keys) = state.edge.cache().sizes();
         counter(
@@ -69,6 +86,26 @@ impl Collector for Atomics {
             "Requests refused with 403 tenant_mismatch.",
             m.cross_tenant_attempts.load(Relaxed),
         )?;
+        labelled(
+            &mut enc,
+            "tenantd_edge_refusals_total",
+            "Requests the edge refused, by problem code.",
+            Code::ALL
+                .iter()
+                .zip(&m.refusals)
+                .map(|(code, n)| ([("code", code.as_str())], ConstCounter::new(n.load(Relaxed)))),
+        )?;
+        single(
+            &mut enc,
+            "tenantd_admission_duration_seconds",
+            &format!(
+                "Time the limits engine takes to admit a request (one admission in {} timed).",
+                tenantd_edge::pipeline::ADMISSION_SAMPLE
+            ),
+            m.admission.clone(),
+        )?;
+        self.tenants.encode(&mut enc)?;
+        pools(&self.pools, &mut enc)?;
         gauge(
             &mut enc,
             "tenantd_cache_tenants",
@@ -139,9 +176,36 @@ impl Collector for Atomics {
             ] {
                 counter(&mut enc, name, help, n.load(Relaxed))?;
             }
+            single(
+                &mut enc,
+                "tenantd_gateway_upstream_duration_seconds",
+                "Time from sending a request upstream to its response head.",
+                m.upstream_latency.0.clone(),
+            )?;
         }
         connections(state, &mut enc)
     }
+}
+
+/// The catalog's and the data plane's connections: open and idle, and the most each opens.
+fn pools(pools: &[(&'static str, tenantd_store::PoolUse)], enc: &mut DescriptorEncoder<'_>) -> fmt::Result {
+    labelled(
+        enc,
+        "tenantd_pool_connections",
+        "Database connections open now, by pool (catalog, data) and state (idle, in_use).",
+        pools.iter().flat_map(|(pool, u)| {
+            [("idle", u.idle), ("in_use", u.open.saturating_sub(u.idle))]
+                .map(|(state, n)| ([("pool", *pool), ("state", state)], ConstGauge::new(u64::from(n))))
+        }),
+    )?;
+    labelled(
+        enc,
+        "tenantd_pool_max_connections",
+        "The most connections each pool opens (the data pools summed).",
+        pools
+            .iter()
+            .map(|(pool, u)| ([("pool", *pool)], ConstGauge::new(u64::from(u.max)))),
+    )
 }
 
 /// Each listener's connections: open now, closed by a limit, refused by the HTTP layer.

@@ -91,6 +91,7 @@ async fn archive_of(state: &State, ctx: &TenantContext, id: &str, kind: ArchiveK
 /// Starts an export of all of the tenant's data (`tenant:export`: owners and operators):
 /// `202 {"export_id"}`.
 #[utoipa::path(post, path = "/v1/tenants/{id}/exports", tag = "protection", params(TenantPath), responses((status = 202, description = "Started", body = Object)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn export(S(state): S<State>, ctx: TenantContext) -> ApiResult<(StatusCode, axum::Json<Value>)> {
     ctx.require(TENANT_EXPORT)?;
     let a = state.start_archive(ctx.tenant_id(), ArchiveKind::Export).await?;
@@ -99,6 +100,7 @@ pub async fn export(S(state): S<State>, ctx: TenantContext) -> ApiResult<(Status
 
 /// An export's state and progress (`tenant:export`).
 #[utoipa::path(get, path = "/v1/tenants/{id}/exports/{aid}", tag = "protection", params(TenantPath, ("aid" = String, Path, description = "exp_…")), responses((status = 200, description = "The export", body = ArchiveView)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn export_status(
     S(state): S<State>,
     ctx: TenantContext,
@@ -112,6 +114,7 @@ pub async fn export_status(
 
 /// A done export's `.tar.gz` (`tenant:export`), streamed.
 #[utoipa::path(get, path = "/v1/tenants/{id}/exports/{aid}/download", tag = "protection", params(TenantPath, ("aid" = String, Path, description = "exp_…")), responses((status = 200, description = "The archive", content_type = "application/gzip", body = crate::routes::openapi::Bytes)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn download(S(state): S<State>, ctx: TenantContext, Path(p): Path<ArchivePath>) -> ApiResult<Response> {
     ctx.require(TENANT_EXPORT)?;
     let a = archive_of(&state, &ctx, &p.aid, ArchiveKind::Export).await?;
@@ -141,6 +144,7 @@ pub async fn download(S(state): S<State>, ctx: TenantContext, Path(p): Path<Arch
 
 /// Starts a backup of the tenant (operators): `202 {"backup_id"}`.
 #[utoipa::path(post, path = "/v1/tenants/{id}/backups", tag = "protection", params(TenantPath), responses((status = 202, description = "Started", body = Object)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn backup(S(state): S<State>, ctx: TenantContext) -> ApiResult<(StatusCode, axum::Json<Value>)> {
     operator_only(&ctx, "back a tenant up")?;
     let a = state.start_archive(ctx.tenant_id(), ArchiveKind::Backup).await?;
@@ -149,6 +153,7 @@ pub async fn backup(S(state): S<State>, ctx: TenantContext) -> ApiResult<(Status
 
 /// The tenant's backups, newest first (operators).
 #[utoipa::path(get, path = "/v1/tenants/{id}/backups", tag = "protection", params(TenantPath), responses((status = 200, description = "Its backups", body = crate::routes::openapi::Items<ArchiveView>)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn backups(S(state): S<State>, ctx: TenantContext) -> ApiResult<axum::Json<Value>> {
     operator_only(&ctx, "list a tenant's backups")?;
     let items: Vec<ArchiveView> = state
@@ -163,6 +168,7 @@ pub async fn backups(S(state): S<State>, ctx: TenantContext) -> ApiResult<axum::
 
 /// One backup (operators).
 #[utoipa::path(get, path = "/v1/tenants/{id}/backups/{aid}", tag = "protection", params(TenantPath, ("aid" = String, Path, description = "bak_…")), responses((status = 200, description = "The backup", body = ArchiveView)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn backup_status(
     S(state): S<State>,
     ctx: TenantContext,
@@ -259,6 +265,7 @@ pub struct CloneBody {
 /// Makes a new tenant from a backup of this one (operators): its owners, and its data
 /// and configuration at the new plan's tier. Answers as `restore` does.
 #[utoipa::path(post, path = "/v1/tenants/{id}/clone", tag = "protection", params(TenantPath), request_body = CloneBody, responses((status = 200, description = "Cloned and verified", body = Object), (status = 202, description = "Still cloning", body = Object)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn clone(
     S(state): S<State>,
     ctx: TenantContext,

@@ -148,6 +148,7 @@ fn stream(state: State, chains: Vec<String>, f: AuditFilter) -> Response {
 /// of it in `seq` order with its latest checkpoint (`audit:read`).
 #[utoipa::path(get, path = "/v1/tenants/{id}/audit", tag = "audit", params(TenantPath, AuditQuery), responses(
     (status = 200, description = "A page of the tenant's events, newest first; or, with Accept: application/x-ndjson, every match as JSON lines in seq order, then its checkpoint", body = Page<AuditEvent>)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn tenant_audit(
     S(state): S<State>,
     ctx: TenantContext,
@@ -167,6 +168,7 @@ pub async fn tenant_audit(
 /// order, each with its latest checkpoint (operator).
 #[utoipa::path(get, path = "/v1/audit", tag = "audit", params(AuditQuery, TenantFilter), responses(
     (status = 200, description = "A page of events, newest first; or, with Accept: application/x-ndjson, every match as JSON lines", body = Page<AuditEvent>)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn audit(
     S(state): S<State>,
     ctx: Ctx,
@@ -191,6 +193,7 @@ pub async fn audit(
 /// (`audit:read`).
 #[utoipa::path(get, path = "/v1/tenants/{id}/audit/verify", tag = "audit", params(TenantPath), responses(
     (status = 200, description = "Whether the chain verifies; where it breaks if not", body = Verification)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn verify_tenant(S(state): S<State>, ctx: TenantContext) -> ApiResult<axum::Json<Verification>> {
     ctx.require("audit:read")?;
     Ok(axum::Json(state.verify(chain_name(Some(ctx.tenant_id()))).await?))
@@ -199,6 +202,7 @@ pub async fn verify_tenant(S(state): S<State>, ctx: TenantContext) -> ApiResult<
 /// Checks the platform's chain (operator).
 #[utoipa::path(get, path = "/v1/audit/verify", tag = "audit", responses(
     (status = 200, description = "Whether the platform's chain verifies; where it breaks if not", body = Verification)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn verify_platform(S(state): S<State>, ctx: Ctx) -> ApiResult<axum::Json<Verification>> {
     ctx.require_operator()?;
     Ok(axum::Json(state.verify(chain_name(None)).await?))
@@ -214,6 +218,7 @@ pub struct Checkpoints {
 /// Signs the head of every chain that moved since its last checkpoint, now (operator).
 #[utoipa::path(post, path = "/v1/audit/checkpoints", tag = "audit", responses(
     (status = 201, description = "The new checkpoints", body = Checkpoints)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn checkpoints(S(state): S<State>, ctx: Ctx) -> ApiResult<(StatusCode, axum::Json<Checkpoints>)> {
     ctx.require_operator()?;
     let checkpoints = state.checkpoint_chains().await?;

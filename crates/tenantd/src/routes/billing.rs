@@ -42,6 +42,7 @@ fn month(raw: &str) -> Result<(i32, u8), Problem> {
 /// time on each plan, API calls above the included quota, storage above the plan. A month
 /// still running is `open` (figures so far).
 #[utoipa::path(get, path = "/v1/tenants/{id}/invoices/{period}", tag = "billing", params(TenantPath, PeriodPath), responses((status = 200, description = "The invoice; figures are decimal strings", body = Invoice)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn tenant_invoice(
     S(state): S<State>,
     ctx: TenantContext,
@@ -65,6 +66,7 @@ fn csv_field(s: &str) -> String {
 /// one `total` row per tenant) with `Accept: text/csv`. Deleted tenants are included
 /// while their record is retained.
 #[utoipa::path(get, path = "/v1/billing/{period}", tag = "billing", params(PeriodPath), responses((status = 200, description = "Every tenant's invoice; with `Accept: text/csv`, CSV with columns tenant_id,period,currency,description,quantity,unit_price,amount", content((Report = "application/json"), (String = "text/csv")))))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn report(
     S(state): S<State>,
     ctx: Ctx,

@@ -41,6 +41,7 @@ pub struct BlobPath {
 /// `max_blob_bytes`; `429` when it would pass a hard `storage_bytes` limit (nothing is
 /// stored).
 #[utoipa::path(put, path = "/v1/data/blobs/{*path}", tag = "data", params(BlobPath), request_body(content = Option<crate::routes::openapi::Bytes>, content_type = "application/octet-stream", description = "The content (may be empty). Any `Content-Type` is taken and kept with the blob (default `application/octet-stream`)"), responses((status = 201, description = "Stored", body = Blob), (status = 200, description = "Replaced", body = Blob)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn put(
     S(state): S<State>,
     ctx: TenantContext,
@@ -217,6 +218,7 @@ fn runs_in_a_browser(content_type: &str) -> bool {
 /// A blob's content (`blobs:read`), streamed, with its `Content-Type`, `Content-Length`
 /// and `ETag`, served so no browser runs it ([`served_safely`]).
 #[utoipa::path(get, path = "/v1/data/blobs/{*path}", tag = "data", params(BlobPath), responses((status = 200, description = "The content, with the type it was stored with", content_type = "*/*", body = crate::routes::openapi::Bytes)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn get(S(state): S<State>, ctx: TenantContext, Path(p): Path<BlobPath>) -> ApiResult<Response> {
     ctx.require("blobs:read")?;
     check_blob_path(&p.path).map_err(crate::error::ApiError::from)?;
@@ -255,6 +257,7 @@ pub async fn get(S(state): S<State>, ctx: TenantContext, Path(p): Path<BlobPath>
 
 /// Deletes a blob (`blobs:write`): `204`; `404` if this tenant has none at that path.
 #[utoipa::path(delete, path = "/v1/data/blobs/{*path}", tag = "data", params(BlobPath), responses((status = 204, description = "Deleted")))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn delete(S(state): S<State>, ctx: TenantContext, Path(p): Path<BlobPath>) -> ApiResult<StatusCode> {
     ctx.require("blobs:write")?;
     check_blob_path(&p.path).map_err(crate::error::ApiError::from)?;
@@ -278,6 +281,7 @@ pub struct ListBlobs {
 /// The tenant's blobs by path, a page at a time (`blobs:read`), optionally only those
 /// under `?prefix=`.
 #[utoipa::path(get, path = "/v1/data/blobs", tag = "data", params(ListBlobs), responses((status = 200, description = "A page of blobs, by path", body = tenantd_store::Page<Blob>)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn list(
     S(state): S<State>,
     ctx: TenantContext,

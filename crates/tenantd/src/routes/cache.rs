@@ -62,6 +62,7 @@ pub struct Deleted {
 /// a hard `storage_bytes` limit (nothing is written). Expired entries are removed, and
 /// stop counting, as the tenant writes.
 #[utoipa::path(put, path = "/v1/data/cache/{*key}", tag = "data", params(KeyPath), request_body = PutCache, responses((status = 200, description = "The entry", body = CacheEntry)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn put(
     S(state): S<State>,
     ctx: TenantContext,
@@ -91,6 +92,7 @@ pub async fn put(
 
 /// A cache entry that has not expired (`cache:read`).
 #[utoipa::path(get, path = "/v1/data/cache/{*key}", tag = "data", params(KeyPath), responses((status = 200, description = "The entry", body = CacheEntry)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn get(S(state): S<State>, ctx: TenantContext, Path(p): Path<KeyPath>) -> ApiResult<axum::Json<CacheEntry>> {
     ctx.require("cache:read")?;
     check_cache_key(&p.key).map_err(crate::error::ApiError::from)?;
@@ -106,6 +108,7 @@ pub async fn get(S(state): S<State>, ctx: TenantContext, Path(p): Path<KeyPath>)
 
 /// Deletes a cache entry (`cache:write`): `204`; `404` if there is none.
 #[utoipa::path(delete, path = "/v1/data/cache/{*key}", tag = "data", params(KeyPath), responses((status = 204, description = "Deleted")))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn delete(S(state): S<State>, ctx: TenantContext, Path(p): Path<KeyPath>) -> ApiResult<StatusCode> {
     ctx.require("cache:write")?;
     check_cache_key(&p.key).map_err(crate::error::ApiError::from)?;
@@ -137,6 +140,7 @@ pub struct DeleteMany {
 /// Deletes every entry under `?prefix=` or with `?tag=` (`cache:write`):
 /// `{"deleted": n}`.
 #[utoipa::path(delete, path = "/v1/data/cache", tag = "data", params(DeleteMany), responses((status = 200, description = "How many entries were removed", body = Deleted)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn delete_many(
     S(state): S<State>,
     ctx: TenantContext,

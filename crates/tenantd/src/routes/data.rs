@@ -73,6 +73,7 @@ pub struct IfMatch {
 
 /// Creates a record with a new id (`records:write`): `201` with the record and its `ETag`.
 #[utoipa::path(post, path = "/v1/data/collections/{c}/records", tag = "data", params(CollectionPath), request_body = RecordDoc, responses((status = 201, description = "The record, with its `ETag` and `Location`", body = Record)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn create(
     S(state): S<State>,
     ctx: TenantContext,
@@ -94,6 +95,7 @@ pub async fn create(
 
 /// A record (`records:read`), with its `ETag`.
 #[utoipa::path(get, path = "/v1/data/collections/{c}/records/{rid}", tag = "data", params(RecordPath), responses((status = 200, description = "The record, with its `ETag`", body = Record)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn get(S(state): S<State>, ctx: TenantContext, Path(p): Path<RecordPath>) -> ApiResult<Response> {
     ctx.require("records:read")?;
     let r = state
@@ -182,6 +184,7 @@ impl Filter {
 /// 1000, default 50) and `?cursor=`; any other parameter filters on a top-level field:
 /// `status=paid`, `total[gte]=10` (`gt`, `gte`, `lt`, `lte`).
 #[utoipa::path(get, path = "/v1/data/collections/{c}/records", tag = "data", params(CollectionPath, PageParams), responses((status = 200, description = "A page of records, by id", body = tenantd_store::Page<Record>)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn list(
     S(state): S<State>,
     ctx: TenantContext,
@@ -237,6 +240,7 @@ fn if_match(headers: &HeaderMap) -> Result<Option<i64>, Problem> {
 /// Changes a record with a JSON merge patch (RFC 7396: `null` removes a field)
 /// (`records:write`). With `If-Match`, only at that version: otherwise `409 conflict`.
 #[utoipa::path(patch, path = "/v1/data/collections/{c}/records/{rid}", tag = "data", params(RecordPath, IfMatch), request_body(content = RecordDoc, description = "A JSON merge patch (RFC 7386)"), responses((status = 200, description = "The record, with its new `ETag`", body = Record)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn patch(
     S(state): S<State>,
     ctx: TenantContext,
@@ -314,6 +318,7 @@ fn merge(target: &mut Map<String, Value>, key: String, patch: Value) {
 
 /// Deletes a record (`records:write`): `204`; `404` if this tenant has no such record.
 #[utoipa::path(delete, path = "/v1/data/collections/{c}/records/{rid}", tag = "data", params(RecordPath), responses((status = 204, description = "Deleted")))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn delete(S(state): S<State>, ctx: TenantContext, Path(p): Path<RecordPath>) -> ApiResult<StatusCode> {
     ctx.require("records:write")?;
     let written = state.scope(&ctx).await?.delete_record(&p.c, &p.rid).await;

@@ -31,6 +31,7 @@ fn operator_only(ctx: &TenantContext, what: &str) -> Result<(), Problem> {
 /// The tenant's data key versions and how far its values are sealed under the newest
 /// (operators).
 #[utoipa::path(get, path = "/v1/tenants/{id}/data-key", tag = "protection", params(TenantPath), responses((status = 200, description = "Versions and progress", body = DataKeyStatus)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn status(S(state): S<State>, ctx: TenantContext) -> ApiResult<axum::Json<DataKeyStatus>> {
     operator_only(&ctx, "read a tenant's data key status")?;
     Ok(axum::Json(state.data_key_status(ctx.tenant_id()).await?))
@@ -39,6 +40,7 @@ pub async fn status(S(state): S<State>, ctx: TenantContext) -> ApiResult<axum::J
 /// Starts the tenant's next data key version and seals its values under it in the
 /// background (operators); progress at `GET …/data-key`.
 #[utoipa::path(post, path = "/v1/tenants/{id}/data-key/rotate", tag = "protection", params(TenantPath), responses((status = 202, description = "Rotation started", body = Rotated)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn rotate(S(state): S<State>, ctx: TenantContext) -> ApiResult<(StatusCode, axum::Json<Rotated>)> {
     operator_only(&ctx, "rotate a tenant's data key")?;
     let (version, job_id) = state.rotate_data_key(ctx.tenant_id()).await?;

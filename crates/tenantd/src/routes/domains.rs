@@ -78,6 +78,7 @@ fn with_instructions(state: &State, d: &Domain) -> DomainView {
 
 /// The tenant's custom domains (`domains:read`).
 #[utoipa::path(get, path = "/v1/tenants/{id}/domains", tag = "tenants", params(TenantPath), responses((status = 200, description = "The tenant's domains", body = Items<DomainView>)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn list(S(state): S<State>, ctx: TenantContext) -> ApiResult<axum::Json<serde_json::Value>> {
     ctx.require("domains:read")?;
     let items: Vec<_> = state
@@ -92,6 +93,7 @@ pub async fn list(S(state): S<State>, ctx: TenantContext) -> ApiResult<axum::Jso
 
 /// Claims a host (`domains:manage`); the answer says what to serve where to verify it.
 #[utoipa::path(post, path = "/v1/tenants/{id}/domains", tag = "tenants", params(TenantPath), request_body = AddDomain, responses((status = 201, description = "The domain, with how to verify it", body = DomainView)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn add(
     S(state): S<State>,
     ctx: TenantContext,
@@ -126,6 +128,7 @@ pub async fn add(
 /// Fetches the proof from the verification URL and, when it matches, verifies the host
 /// (`domains:manage`). Operators may pass `{"skip_check": true}`.
 #[utoipa::path(post, path = "/v1/tenants/{id}/domains/{host}/verify", tag = "tenants", params(TenantPath, HostPath), request_body(content = Option<VerifyDomain>, description = "Optional"), responses((status = 200, description = "The verified domain", body = DomainView)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn verify(
     S(state): S<State>,
     ctx: TenantContext,
@@ -189,6 +192,7 @@ async fn fetch_proof(url: &str) -> Result<String, String> {
 
 /// Releases a host (`domains:manage`).
 #[utoipa::path(delete, path = "/v1/tenants/{id}/domains/{host}", tag = "tenants", params(TenantPath, HostPath), responses((status = 204, description = "Released")))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn delete(S(state): S<State>, ctx: TenantContext, Path(p): Path<HostPath>) -> ApiResult<StatusCode> {
     ctx.require("domains:manage")?;
     let host = p.host.to_ascii_lowercase();

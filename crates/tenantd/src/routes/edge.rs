@@ -17,6 +17,7 @@ use utoipa_axum::routes;
 /// for is the caller's own.
 #[utoipa::path(post, path = "/v1/edge/decide", tag = "edge", security(()), request_body = DecideRequest,
     responses((status = 200, description = "The decision: `admitted` with the request context and rate-limit headers, or `refused` with the problem+json body and its headers", body = DecideResponse)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn decide(S(state): S<State>, Json(req): Json<DecideRequest>) -> ApiResult<axum::Json<DecideResponse>> {
     let info = req.info()?;
     let decided = state.edge.decide(&info, req.request_id.clone()).await;

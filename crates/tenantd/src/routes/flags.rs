@@ -55,6 +55,7 @@ pub struct FlagView {
 /// Creates or replaces a flag (operator); `If-Match` guards against overwriting a change
 /// not seen. Every node evaluates the new definition within a second.
 #[utoipa::path(put, path = "/v1/flags/{flag}", tag = "flags", params(FlagPath), request_body = FlagSpec, responses((status = 200, description = "Replaced", body = FlagView), (status = 201, description = "Created", body = FlagView)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn put(
     S(state): S<State>,
     ctx: Ctx,
@@ -85,6 +86,7 @@ pub async fn put(
 /// Every flag the operator defined (operator). Plan features that no flag defines are
 /// evaluated as boolean flags but not listed here.
 #[utoipa::path(get, path = "/v1/flags", tag = "flags", responses((status = 200, description = "Every flag", body = Items<FlagView>)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn list(S(state): S<State>, ctx: Ctx) -> ApiResult<axum::Json<Value>> {
     ctx.require_operator()?;
     Ok(axum::Json(json!({"items": state.catalog.list_flags().await?})))
@@ -92,6 +94,7 @@ pub async fn list(S(state): S<State>, ctx: Ctx) -> ApiResult<axum::Json<Value>> 
 
 /// One flag (operator).
 #[utoipa::path(get, path = "/v1/flags/{flag}", tag = "flags", params(FlagPath), responses((status = 200, description = "The flag", body = FlagView)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn get(S(state): S<State>, ctx: Ctx, Path(key): Path<String>) -> ApiResult<(HeaderMap, axum::Json<Flag>)> {
     ctx.require_operator()?;
     let f = state
@@ -104,6 +107,7 @@ pub async fn get(S(state): S<State>, ctx: Ctx, Path(key): Path<String>) -> ApiRe
 
 /// Deletes a flag (operator).
 #[utoipa::path(delete, path = "/v1/flags/{flag}", tag = "flags", params(FlagPath), responses((status = 204, description = "Deleted")))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn delete(S(state): S<State>, ctx: Ctx, Path(key): Path<String>) -> ApiResult<StatusCode> {
     ctx.require_operator()?;
     let key = flag_key(&key)?;
@@ -171,6 +175,7 @@ fn settings(ctx: &TenantContext) -> Result<std::sync::Arc<tenantd_edge::Settings
 
 /// Every flag's value for the tenant (`config:read`): `{flag: {value, reason, variant}}`.
 #[utoipa::path(get, path = "/v1/tenants/{id}/features", tag = "flags", params(TenantPath, FeaturesQuery), responses((status = 200, description = "Every flag's evaluation, by key", body = Object)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn features(ctx: TenantContext, Query(q): Query<FeaturesQuery>) -> ApiResult<axum::Json<Value>> {
     ctx.require("config:read")?;
     let s = settings(&ctx)?;
@@ -260,6 +265,7 @@ fn ofrep_success(key: &str, e: &Evaluation<'_>) -> Value {
 
 /// Evaluates one flag for the credential's tenant (`config:read`), as OFREP asks.
 #[utoipa::path(post, path = "/ofrep/v1/evaluate/flags/{flag}", tag = "flags", params(FlagPath), request_body = OfrepRequest, responses((status = 200, description = "The evaluation", body = OfrepEvaluation), (status = 400, description = "TARGETING_KEY_MISSING, INVALID_CONTEXT or PARSE_ERROR (OFREP's body); or tenantd's problem+json (no tenant)", content((OfrepFailure = "application/json"), (crate::routes::openapi::Problem = "application/problem+json"))), (status = 404, description = "FLAG_NOT_FOUND (OFREP's body); or tenantd's problem+json (no such tenant)", content((OfrepFailure = "application/json"), (crate::routes::openapi::Problem = "application/problem+json")))))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn ofrep_one(ctx: TenantContext, Path(key): Path<String>, RawBody(body): RawBody) -> ApiResult<Response> {
     ctx.require("config:read")?;
     let tk = match targeting_key(&body) {
@@ -292,6 +298,7 @@ fn none_match(h: &HeaderMap, tag: &str) -> bool {
 /// Evaluates every flag for the credential's tenant (`config:read`): `{flags: […]}` with
 /// an `ETag` of the answer; `304` when `If-None-Match` names it.
 #[utoipa::path(post, path = "/ofrep/v1/evaluate/flags", tag = "flags", request_body = OfrepRequest, responses((status = 200, description = "Every flag's evaluation, with an ETag", body = OfrepBulk), (status = 304, description = "Not modified: If-None-Match names the answer's ETag"), (status = 400, description = "INVALID_CONTEXT or PARSE_ERROR (OFREP's body); or tenantd's problem+json (no tenant)", content((OfrepFailure = "application/json"), (crate::routes::openapi::Problem = "application/problem+json")))))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn ofrep_bulk(ctx: TenantContext, h: HeaderMap, RawBody(body): RawBody) -> ApiResult<Response> {
     ctx.require("config:read")?;
     let tk = match targeting_key(&body) {

@@ -14,6 +14,7 @@ use utoipa_axum::routes;
 
 /// The caller: its kind, and for users every tenant with the role there.
 #[utoipa::path(get, path = "/v1/me", tag = "identity", responses((status = 200, description = "The caller", body = Me)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn me(S(state): S<State>, ctx: Ctx) -> ApiResult<axum::Json<serde_json::Value>> {
     Ok(axum::Json(match ctx.principal()? {
         Principal::Operator => {
@@ -104,6 +105,7 @@ pub struct AuthorizeBody {
 /// Tenants the principal does not belong to answer `allowed: false, role: null`, the same
 /// whether or not they exist.
 #[utoipa::path(post, path = "/v1/authorize", tag = "identity", request_body = AuthorizeBody, responses((status = 200, description = "Whether it may, and with which role", body = Authorized)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn authorize(
     S(state): S<State>,
     ctx: Ctx,
@@ -216,6 +218,7 @@ fn claims(
 
 /// Exchanges the configured OpenID provider's ID token for a tenantd JWT (RFC 8693).
 #[utoipa::path(post, path = "/v1/token", tag = "identity", security(()), request_body(content = TokenRequest, content_type = "application/x-www-form-urlencoded"), responses((status = 200, description = "A tenantd JWT", body = TokenResponse)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn token(
     S(state): S<State>,
     ctx: Ctx,
@@ -306,6 +309,7 @@ pub struct MintPath {
 
 /// Mints a tenantd JWT for a member (operator; audited).
 #[utoipa::path(post, path = "/v1/tenants/{id}/members/{user_id}/token", tag = "identity", params(TenantPath, MintPath), responses((status = 200, description = "A tenantd JWT for the member", body = TokenResponse)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn mint(
     S(state): S<State>,
     ctx: TenantContext,

@@ -162,6 +162,7 @@ fn not_reserved(queue: &str) -> Result<(), Problem> {
 #[utoipa::path(post, path = "/v1/jobs", tag = "jobs", request_body = CreateJob, responses(
     (status = 201, description = "Enqueued", body = JobView),
     (status = 200, description = "The job the same idempotency key enqueued first", body = JobView)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn create(
     S(state): S<State>,
     ctx: TenantContext,
@@ -214,6 +215,7 @@ fn regex_like_queue(q: &str) -> bool {
 
 /// The calling tenant's jobs, newest first (`jobs:read`).
 #[utoipa::path(get, path = "/v1/jobs", tag = "jobs", params(ListJobs), responses((status = 200, description = "A page of jobs", body = Page<JobView>)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn list(
     S(state): S<State>,
     ctx: TenantContext,
@@ -248,6 +250,7 @@ pub async fn list(
 
 /// One of the calling tenant's jobs (`jobs:read`).
 #[utoipa::path(get, path = "/v1/jobs/{job_id}", tag = "jobs", params(JobPath), responses((status = 200, description = "The job", body = JobView)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn get(S(state): S<State>, ctx: TenantContext, Path(p): Path<JobPath>) -> ApiResult<axum::Json<JobView>> {
     ctx.require("jobs:read")?;
     Ok(axum::Json(
@@ -258,6 +261,7 @@ pub async fn get(S(state): S<State>, ctx: TenantContext, Path(p): Path<JobPath>)
 /// Cancels one of the calling tenant's jobs that has not finished (`jobs:write`); a
 /// running one's worker loses its lease.
 #[utoipa::path(post, path = "/v1/jobs/{job_id}/cancel", tag = "jobs", params(JobPath), responses((status = 200, description = "The cancelled job", body = JobView)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn cancel(S(state): S<State>, ctx: TenantContext, Path(p): Path<JobPath>) -> ApiResult<axum::Json<JobView>> {
     ctx.require("jobs:write")?;
     Ok(axum::Json(
@@ -318,6 +322,7 @@ pub struct Claimed {
 /// `X-Tenant-ID`), a tenant's credential with `jobs:work` from its own tenant only.
 /// Tenants are served round-robin by weight; a suspended tenant's jobs are held.
 #[utoipa::path(post, path = "/v1/jobs/claim", tag = "jobs", request_body = Claim, responses((status = 200, description = "The claimed jobs", body = Claimed)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn claim(S(state): S<State>, Ctx(ctx): Ctx, Json(b): Json<Claim>) -> ApiResult<axum::Json<Claimed>> {
     let principal = ctx.principal()?;
     let tenant = if principal.is_operator() {
@@ -393,6 +398,7 @@ pub struct Lease {
 
 /// Extends the lease of a job the caller claimed; `409` when it no longer holds it.
 #[utoipa::path(post, path = "/v1/jobs/{job_id}/heartbeat", tag = "jobs", params(JobPath), request_body(content = Option<Heartbeat>), responses((status = 200, description = "The extended lease", body = Lease)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn heartbeat(
     S(state): S<State>,
     Ctx(ctx): Ctx,
@@ -436,6 +442,7 @@ pub struct Complete {
 
 /// Completes a job the caller claimed; `409` when it no longer holds it.
 #[utoipa::path(post, path = "/v1/jobs/{job_id}/complete", tag = "jobs", params(JobPath), request_body(content = Option<Complete>), responses((status = 204, description = "Completed")))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn complete(
     S(state): S<State>,
     Ctx(ctx): Ctx,
@@ -479,6 +486,7 @@ pub struct FailOutcome {
 /// Fails a job the caller claimed: retried with exponential backoff and jitter until
 /// its `max_attempts`, then `dead` (a `job.dead` event); `409` when it no longer holds it.
 #[utoipa::path(post, path = "/v1/jobs/{job_id}/fail", tag = "jobs", params(JobPath), request_body = Fail, responses((status = 200, description = "What the failure did", body = FailOutcome)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn fail(
     S(state): S<State>,
     Ctx(ctx): Ctx,

@@ -80,6 +80,7 @@ async fn check_narrows(state: &State, ctx: &TenantContext, limits: &[Limit]) -> 
 
 /// Creates a key (`keys:manage`); the answer carries the secret, once.
 #[utoipa::path(post, path = "/v1/tenants/{id}/keys", tag = "keys", params(TenantPath), request_body = CreateKey, responses((status = 201, description = "The key with `key`, the secret, shown once", body = KeyWithSecret)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn create(
     S(state): S<State>,
     ctx: TenantContext,
@@ -137,6 +138,7 @@ fn with_secret(key: &ApiKey, secret: String) -> KeyWithSecret {
 
 /// The tenant's keys, never their secrets (`keys:read`).
 #[utoipa::path(get, path = "/v1/tenants/{id}/keys", tag = "keys", params(TenantPath, PageParams), responses((status = 200, description = "A page of keys, never their secrets", body = Page<ApiKey>)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn list(
     S(state): S<State>,
     ctx: TenantContext,
@@ -150,6 +152,7 @@ pub async fn list(
 
 /// Revokes a key (`keys:manage`); it answers 401 from this moment.
 #[utoipa::path(delete, path = "/v1/tenants/{id}/keys/{key_id}", tag = "keys", params(TenantPath, KeyPath), responses((status = 204, description = "Revoked")))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn revoke(S(state): S<State>, ctx: TenantContext, Path(p): Path<KeyPath>) -> ApiResult<StatusCode> {
     ctx.require("keys:manage")?;
     let mut w = state.catalog.begin().await?;
@@ -174,6 +177,7 @@ pub async fn revoke(S(state): S<State>, ctx: TenantContext, Path(p): Path<KeyPat
 /// Replaces a key's secret (`keys:manage`, and a role the caller could grant itself): the
 /// old secret stops working at once, the new one is returned once.
 #[utoipa::path(post, path = "/v1/tenants/{id}/keys/{key_id}/rotate", tag = "keys", params(TenantPath, KeyPath), responses((status = 200, description = "The key with its new `key`", body = KeyWithSecret)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn rotate(
     S(state): S<State>,
     ctx: TenantContext,

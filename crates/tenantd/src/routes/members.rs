@@ -15,6 +15,7 @@ use utoipa_axum::routes;
 
 /// The tenant's members (`members:read`).
 #[utoipa::path(get, path = "/v1/tenants/{id}/members", tag = "members", params(TenantPath, PageParams), responses((status = 200, description = "A page of members", body = Page<Member>)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn list(
     S(state): S<State>,
     ctx: TenantContext,
@@ -43,6 +44,7 @@ pub struct AddMember {
 
 /// Adds a member (`members:manage`; the owner role also needs `owners:manage`).
 #[utoipa::path(post, path = "/v1/tenants/{id}/members", tag = "members", params(TenantPath), request_body = AddMember, responses((status = 201, description = "The member", body = Member)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn add(
     S(state): S<State>,
     ctx: TenantContext,
@@ -97,6 +99,7 @@ async fn current_role(state: &State, ctx: &TenantContext, user_id: &str) -> ApiR
 /// Changes a member's role (`members:manage`; to or from owner also `owners:manage`);
 /// demoting the last owner is `409 last_owner`.
 #[utoipa::path(patch, path = "/v1/tenants/{id}/members/{user_id}", tag = "members", params(TenantPath, MemberPath), request_body = PatchMember, responses((status = 200, description = "The member", body = Member)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn patch(
     S(state): S<State>,
     ctx: TenantContext,
@@ -123,6 +126,7 @@ pub async fn patch(
 /// Removes a member (`members:manage`; an owner also needs `owners:manage`); removing the
 /// last owner is `409 last_owner`.
 #[utoipa::path(delete, path = "/v1/tenants/{id}/members/{user_id}", tag = "members", params(TenantPath, MemberPath), responses((status = 204, description = "Removed")))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn remove(S(state): S<State>, ctx: TenantContext, Path(p): Path<MemberPath>) -> ApiResult<StatusCode> {
     ctx.require("members:manage")?;
     if current_role(&state, &ctx, &p.user_id).await? == "owner" {
@@ -146,6 +150,7 @@ pub struct UserPath {
 /// their email in every event becomes a pseudonym (`erased-…@users.invalid`); those
 /// events are marked redacted, keeping their digests, so every chain still verifies.
 #[utoipa::path(delete, path = "/v1/users/{user_id}", tag = "members", params(("user_id" = String, Path, description = "usr_…")), responses((status = 200, description = "What was erased", body = Erased)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn erase_user(S(state): S<State>, ctx: Ctx, Path(p): Path<UserPath>) -> ApiResult<axum::Json<Erased>> {
     match &ctx.principal {
         Some(Principal::Operator) => {}
@@ -167,6 +172,7 @@ pub async fn erase_user(S(state): S<State>, ctx: Ctx, Path(p): Path<UserPath>) -
 
 /// Built-in and custom roles (`roles:read`).
 #[utoipa::path(get, path = "/v1/tenants/{id}/roles", tag = "members", params(TenantPath), responses((status = 200, description = "Built-in and custom roles", body = Items<Role>)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn list_roles(S(state): S<State>, ctx: TenantContext) -> ApiResult<axum::Json<serde_json::Value>> {
     ctx.require("roles:read")?;
     let mut items: Vec<Role> = state
@@ -194,6 +200,7 @@ pub struct CreateRole {
 
 /// Creates a custom role (`roles:manage`), no stronger than the caller's own.
 #[utoipa::path(post, path = "/v1/tenants/{id}/roles", tag = "members", params(TenantPath), request_body = CreateRole, responses((status = 201, description = "The role", body = Role)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn create_role(
     S(state): S<State>,
     ctx: TenantContext,
@@ -228,6 +235,7 @@ pub struct RolePath {
 
 /// Deletes a custom role no member or live key holds (`roles:manage`).
 #[utoipa::path(delete, path = "/v1/tenants/{id}/roles/{name}", tag = "members", params(TenantPath, RolePath), responses((status = 204, description = "Deleted")))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn delete_role(S(state): S<State>, ctx: TenantContext, Path(p): Path<RolePath>) -> ApiResult<StatusCode> {
     ctx.require("roles:manage")?;
     if BuiltinRole::from_name(&p.name).is_some() {

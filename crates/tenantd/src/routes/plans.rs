@@ -22,6 +22,7 @@ fn checked(p: Plan) -> ApiResult<Plan> {
 
 /// All plans.
 #[utoipa::path(get, path = "/v1/plans", tag = "plans", responses((status = 200, description = "Every plan", body = Items<Plan>)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn list(S(state): S<State>, ctx: Ctx) -> ApiResult<axum::Json<serde_json::Value>> {
     ctx.require_operator()?;
     Ok(axum::Json(
@@ -31,6 +32,7 @@ pub async fn list(S(state): S<State>, ctx: Ctx) -> ApiResult<axum::Json<serde_js
 
 /// Creates a plan: `{"id","name","limits",…}` as docs/limits.md describes.
 #[utoipa::path(post, path = "/v1/plans", tag = "plans", request_body = Plan, responses((status = 201, description = "The plan", body = Plan)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn create(S(state): S<State>, ctx: Ctx, Json(plan): Json<Plan>) -> ApiResult<(StatusCode, axum::Json<Plan>)> {
     ctx.require_operator()?;
     let plan = checked(plan)?;
@@ -42,6 +44,7 @@ pub async fn create(S(state): S<State>, ctx: Ctx, Json(plan): Json<Plan>) -> Api
 
 /// One plan.
 #[utoipa::path(get, path = "/v1/plans/{plan}", tag = "plans", params(PlanPath), responses((status = 200, description = "The plan", body = Plan)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn get(S(state): S<State>, ctx: Ctx, Path(id): Path<String>) -> ApiResult<axum::Json<Plan>> {
     ctx.require_operator()?;
     Ok(axum::Json(state.catalog.get_plan(&plan_id(&id)?).await?))
@@ -86,6 +89,7 @@ pub struct PlanPath {
 
 /// Changes a plan's fields; tenants on it see the new limits at once.
 #[utoipa::path(patch, path = "/v1/plans/{plan}", tag = "plans", params(PlanPath), request_body = PlanPatch, responses((status = 200, description = "The plan", body = Plan)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn patch(
     S(state): S<State>,
     ctx: Ctx,
@@ -119,6 +123,7 @@ pub async fn patch(
 
 /// Deletes a plan no tenant is on.
 #[utoipa::path(delete, path = "/v1/plans/{plan}", tag = "plans", params(PlanPath), responses((status = 204, description = "Deleted")))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn delete(S(state): S<State>, ctx: Ctx, Path(id): Path<String>) -> ApiResult<StatusCode> {
     ctx.require_operator()?;
     let id = plan_id(&id)?;

@@ -78,6 +78,7 @@ fn name_of(raw: &str) -> Result<String, Problem> {
 /// Creates or replaces a secret (`secrets:write`): `201` the first time, `200` after.
 /// The answer never holds the value.
 #[utoipa::path(put, path = "/v1/tenants/{id}/secrets/{name}", tag = "secrets", params(TenantPath, ("name" = String, Path, description = "1–128 of A-Z a-z 0-9 _ - .", pattern = "^[A-Za-z0-9_.-]{1,128}$")), request_body = SecretBody, responses((status = 200, description = "Replaced", body = SecretMeta), (status = 201, description = "Created", body = SecretMeta)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn put(
     S(state): S<State>,
     ctx: TenantContext,
@@ -104,6 +105,7 @@ pub async fn put(
 /// One secret with its value (`secrets:read`). The read is recorded first, as a
 /// `secret.read` event: if it cannot be, the value is not given.
 #[utoipa::path(get, path = "/v1/tenants/{id}/secrets/{name}", tag = "secrets", params(TenantPath, ("name" = String, Path, description = "The secret's name", pattern = "^[A-Za-z0-9_.-]{1,128}$")), responses((status = 200, description = "The secret and its value", body = SecretValue)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn get(
     S(state): S<State>,
     ctx: TenantContext,
@@ -133,6 +135,7 @@ pub async fn get(
 
 /// The tenant's secrets, names and versions only (`secrets:read`).
 #[utoipa::path(get, path = "/v1/tenants/{id}/secrets", tag = "secrets", params(TenantPath), responses((status = 200, description = "Every secret, without values", body = Items<SecretMeta>)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn list(S(state): S<State>, ctx: TenantContext) -> ApiResult<axum::Json<serde_json::Value>> {
     ctx.require("secrets:read")?;
     let items: Vec<SecretMeta> = state
@@ -147,6 +150,7 @@ pub async fn list(S(state): S<State>, ctx: TenantContext) -> ApiResult<axum::Jso
 
 /// Deletes a secret (`secrets:write`).
 #[utoipa::path(delete, path = "/v1/tenants/{id}/secrets/{name}", tag = "secrets", params(TenantPath, ("name" = String, Path, description = "The secret's name", pattern = "^[A-Za-z0-9_.-]{1,128}$")), responses((status = 204, description = "Deleted")))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn delete(S(state): S<State>, ctx: TenantContext, Path(p): Path<SecretPath>) -> ApiResult<StatusCode> {
     ctx.require("secrets:write")?;
     let name = name_of(&p.name)?;

@@ -117,6 +117,7 @@ fn name(v: Option<String>) -> ApiResult<Option<String>> {
 /// Creates a tenant and its owner membership (operators; anyone on a signup plan when
 /// self-signup is on). The same request again answers 200 with the same tenant.
 #[utoipa::path(post, path = "/v1/tenants", tag = "tenants", request_body = CreateTenant, responses((status = 201, description = "Created", body = Tenant), (status = 200, description = "The same request was made before; this is its tenant", body = Tenant)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn create(
     S(state): S<State>,
     ctx: Ctx,
@@ -183,6 +184,7 @@ pub struct ListQuery {
 
 /// Lists tenants (operator), by id, with cursor pages.
 #[utoipa::path(get, path = "/v1/tenants", tag = "tenants", params(ListQuery), responses((status = 200, description = "A page of tenants", body = Page<Tenant>)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn list(S(state): S<State>, ctx: Ctx, Query(q): Query<ListQuery>) -> ApiResult<axum::Json<Page<Tenant>>> {
     ctx.require_operator()?;
     let filter = TenantFilter {
@@ -196,6 +198,7 @@ pub async fn list(S(state): S<State>, ctx: Ctx, Query(q): Query<ListQuery>) -> A
 
 /// One tenant (`tenant:read`; owners keep it on a suspended tenant).
 #[utoipa::path(get, path = "/v1/tenants/{id}", tag = "tenants", params(TenantPath), responses((status = 200, description = "The tenant", body = Tenant)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn get(S(state): S<State>, ctx: TenantContext) -> ApiResult<axum::Json<Tenant>> {
     ctx.require("tenant:read")?;
     Ok(axum::Json(state.catalog.get_tenant(ctx.tenant_id()).await?))
@@ -205,6 +208,7 @@ pub async fn get(S(state): S<State>, ctx: TenantContext) -> ApiResult<axum::Json
 /// (`tenant:read`). A tenant whose data was never used shows its plan's tier with
 /// `"state": "unplaced"`.
 #[utoipa::path(get, path = "/v1/tenants/{id}/placement", tag = "tenants", params(TenantPath), responses((status = 200, description = "Where the tenant's data lives", body = tenantd_data::Placement)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn placement(S(state): S<State>, ctx: TenantContext) -> ApiResult<axum::Json<serde_json::Value>> {
     ctx.require("tenant:read")?;
     let id = ctx.tenant_id();
@@ -238,6 +242,7 @@ pub struct PatchTenant {
 /// Changes name and settings (`tenant:write`), plan (`billing:manage`) or limit
 /// overrides (operators).
 #[utoipa::path(patch, path = "/v1/tenants/{id}", tag = "tenants", params(TenantPath), request_body = PatchTenant, responses((status = 200, description = "The tenant", body = Tenant)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn patch(
     S(state): S<State>,
     ctx: TenantContext,
@@ -332,6 +337,7 @@ pub struct SuspendBody {
 
 /// Suspends an active tenant (operator): data plane and gateway answer 403 tenant_suspended.
 #[utoipa::path(post, path = "/v1/tenants/{id}/suspend", tag = "tenants", params(TenantPath), request_body = SuspendBody, responses((status = 200, description = "The tenant", body = Tenant)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn suspend(
     S(state): S<State>,
     ctx: TenantContext,
@@ -344,6 +350,7 @@ pub async fn suspend(
 
 /// Resumes a suspended tenant (operator).
 #[utoipa::path(post, path = "/v1/tenants/{id}/resume", tag = "tenants", params(TenantPath), responses((status = 200, description = "The tenant", body = Tenant)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn resume(S(state): S<State>, ctx: TenantContext) -> ApiResult<axum::Json<Tenant>> {
     ctx.request().require_operator()?;
     transition(&state, &ctx, Transition::Resume, None, "tenant.resumed").await
@@ -351,6 +358,7 @@ pub async fn resume(S(state): S<State>, ctx: TenantContext) -> ApiResult<axum::J
 
 /// Soft-deletes a tenant (`tenant:delete`: owners and operators); kept 30 days.
 #[utoipa::path(delete, path = "/v1/tenants/{id}", tag = "tenants", params(TenantPath), responses((status = 200, description = "The tenant, status deleted, with purge_after", body = Tenant)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn delete(S(state): S<State>, ctx: TenantContext) -> ApiResult<axum::Json<Tenant>> {
     ctx.require(tenantd_core::perms::TENANT_DELETE)?;
     transition(&state, &ctx, Transition::Delete, None, "tenant.deleted").await
@@ -360,6 +368,7 @@ pub async fn delete(S(state): S<State>, ctx: TenantContext) -> ApiResult<axum::J
 /// the status it had. With `{"backup_id"}`: replaces the tenant's data with that
 /// backup's (docs/protection.md). Operators only.
 #[utoipa::path(post, path = "/v1/tenants/{id}/restore", tag = "tenants", params(TenantPath), request_body(content = crate::routes::archives::RestoreBody, description = "Optional: a backup to restore the tenant's data from"), responses((status = 200, description = "The tenant (undeleted), or the backup's restore, verified", body = Tenant), (status = 202, description = "The backup's restore is still running", body = Object)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn restore(
     S(state): S<State>,
     ctx: TenantContext,

@@ -128,12 +128,14 @@ async fn metered(state: &State, tenant: &tenantd_core::TenantId, window: Window,
 /// The calling tenant's quota table (`usage:read`); the tenant comes from the credential,
 /// the host or `X-Tenant-ID`.
 #[utoipa::path(get, path = "/v1/tenant/usage", tag = "usage", responses((status = 200, description = "The quota table", body = Usage)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn mine(S(state): S<State>, ctx: TenantContext) -> ApiResult<axum::Json<Usage>> {
     Ok(axum::Json(usage_of(&state, &ctx).await?))
 }
 
 /// A tenant's quota table (`usage:read`).
 #[utoipa::path(get, path = "/v1/tenants/{id}/usage", tag = "usage", params(TenantPath), responses((status = 200, description = "The quota table", body = Usage)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn get(S(state): S<State>, ctx: TenantContext) -> ApiResult<axum::Json<Usage>> {
     Ok(axum::Json(usage_of(&state, &ctx).await?))
 }
@@ -174,6 +176,7 @@ pub struct LeasePath {
 /// Takes a lease on a concurrent limit (`usage:write`): 201 with `lease_id`, or 429 while
 /// the tenant holds as many as its limit allows.
 #[utoipa::path(post, path = "/v1/tenants/{id}/leases", tag = "usage", params(TenantPath), request_body = TakeLease, responses((status = 201, description = "The lease", body = Lease)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn take_lease(
     S(state): S<State>,
     ctx: TenantContext,
@@ -213,6 +216,7 @@ pub async fn take_lease(
 /// Releases a lease (`usage:write`): 204, or 404 when the tenant holds no such lease
 /// (released, expired or never taken).
 #[utoipa::path(delete, path = "/v1/tenants/{id}/leases/{lease_id}", tag = "usage", params(TenantPath, LeasePath), responses((status = 204, description = "Released")))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn release_lease(S(state): S<State>, ctx: TenantContext, Path(p): Path<LeasePath>) -> ApiResult<StatusCode> {
     ctx.require("usage:write")?;
     let released = state
@@ -229,6 +233,7 @@ pub async fn release_lease(S(state): S<State>, ctx: TenantContext, Path(p): Path
 
 /// The tenant's events (`quota.warning`, `quota.exceeded`), oldest first (`events:read`).
 #[utoipa::path(get, path = "/v1/tenants/{id}/events", tag = "usage", params(TenantPath, PageParams), responses((status = 200, description = "A page of the tenant's events, oldest first", body = Page<TenantEvent>)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn events(
     S(state): S<State>,
     ctx: TenantContext,

@@ -91,6 +91,7 @@ fn parse_events(body: Value) -> Result<Vec<UsageEvent>, Problem> {
 /// and records nothing); events whose idempotency key was seen before are skipped. The
 /// answer comes once the events, their keys and their counts are committed together.
 #[utoipa::path(post, path = "/v1/tenants/{id}/usage/events", tag = "usage", params(crate::routes::openapi::TenantPath), request_body = crate::routes::openapi::UsageEvents, responses((status = 200, description = "What was recorded", body = Recorded)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn record(S(state): S<State>, ctx: TenantContext, RawBody(body): RawBody) -> ApiResult<axum::Json<Value>> {
     ctx.require("usage:write")?;
     let events = parse_events(parse_json(&body)?)?;

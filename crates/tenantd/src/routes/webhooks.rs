@@ -350,6 +350,7 @@ fn checked_description(d: String) -> ApiResult<String> {
 /// Creates a webhook for the tenant's events (`webhooks:manage`); the answer carries its
 /// secret, once.
 #[utoipa::path(post, path = "/v1/tenants/{id}/webhooks", tag = "webhooks", params(TenantPath), request_body = CreateWebhook, responses((status = 201, description = "The webhook with `secret`, shown once", body = WebhookWithSecret)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn create(
     S(state): S<State>,
     ctx: TenantContext,
@@ -360,6 +361,7 @@ pub async fn create(
 
 /// The tenant's webhooks, never their secrets (`webhooks:read`).
 #[utoipa::path(get, path = "/v1/tenants/{id}/webhooks", tag = "webhooks", params(TenantPath, PageParams), responses((status = 200, description = "A page of webhooks", body = Page<Webhook>)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn list(
     S(state): S<State>,
     ctx: TenantContext,
@@ -373,6 +375,7 @@ pub async fn list(
 
 /// One webhook (`webhooks:read`).
 #[utoipa::path(get, path = "/v1/tenants/{id}/webhooks/{wh_id}", tag = "webhooks", params(TenantPath, WebhookPath), responses((status = 200, description = "The webhook", body = Webhook)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn get(S(state): S<State>, ctx: TenantContext, Path(p): Path<WebhookPath>) -> ApiResult<axum::Json<Webhook>> {
     Ok(axum::Json(
         Owner::tenant(&ctx, "webhooks:read")?.get(&state, &p.wh_id).await?,
@@ -381,6 +384,7 @@ pub async fn get(S(state): S<State>, ctx: TenantContext, Path(p): Path<WebhookPa
 
 /// Changes a webhook (`webhooks:manage`).
 #[utoipa::path(patch, path = "/v1/tenants/{id}/webhooks/{wh_id}", tag = "webhooks", params(TenantPath, WebhookPath), request_body = UpdateWebhook, responses((status = 200, description = "The webhook as changed", body = Webhook)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn update(
     S(state): S<State>,
     ctx: TenantContext,
@@ -394,6 +398,7 @@ pub async fn update(
 
 /// Deletes a webhook and its delivery log (`webhooks:manage`).
 #[utoipa::path(delete, path = "/v1/tenants/{id}/webhooks/{wh_id}", tag = "webhooks", params(TenantPath, WebhookPath), responses((status = 204, description = "Deleted")))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn delete(S(state): S<State>, ctx: TenantContext, Path(p): Path<WebhookPath>) -> ApiResult<StatusCode> {
     Owner::tenant(&ctx, "webhooks:manage")?.delete(&state, &p.wh_id).await
 }
@@ -401,6 +406,7 @@ pub async fn delete(S(state): S<State>, ctx: TenantContext, Path(p): Path<Webhoo
 /// Gives a webhook a new secret, shown once; the old one signs beside it for 24 h
 /// (`webhooks:manage`).
 #[utoipa::path(post, path = "/v1/tenants/{id}/webhooks/{wh_id}/rotate-secret", tag = "webhooks", params(TenantPath, WebhookPath), responses((status = 200, description = "The webhook with its new `secret`", body = WebhookWithSecret)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn rotate(
     S(state): S<State>,
     ctx: TenantContext,
@@ -411,6 +417,7 @@ pub async fn rotate(
 
 /// Sends a `webhook.test` message (`webhooks:manage`).
 #[utoipa::path(post, path = "/v1/tenants/{id}/webhooks/{wh_id}/test", tag = "webhooks", params(TenantPath, WebhookPath), responses((status = 202, description = "Queued", body = TestQueued)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn test(
     S(state): S<State>,
     ctx: TenantContext,
@@ -421,6 +428,7 @@ pub async fn test(
 
 /// A webhook's delivery attempts, newest first (`webhooks:read`).
 #[utoipa::path(get, path = "/v1/tenants/{id}/webhooks/{wh_id}/deliveries", tag = "webhooks", params(TenantPath, WebhookPath, PageParams), responses((status = 200, description = "A page of attempts", body = Page<Delivery>)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn deliveries(
     S(state): S<State>,
     ctx: TenantContext,
@@ -434,6 +442,7 @@ pub async fn deliveries(
 
 /// Sends every matching event since a time again (`webhooks:manage`).
 #[utoipa::path(post, path = "/v1/tenants/{id}/webhooks/{wh_id}/replay", tag = "webhooks", params(TenantPath, WebhookPath), request_body = Replay, responses((status = 202, description = "Queued", body = Replayed)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn replay(
     S(state): S<State>,
     ctx: TenantContext,
@@ -447,6 +456,7 @@ pub async fn replay(
 
 /// Creates an operator's webhook, for every tenant's events and the platform's.
 #[utoipa::path(post, path = "/v1/webhooks", tag = "webhooks", request_body = CreateWebhook, responses((status = 201, description = "The webhook with `secret`, shown once", body = WebhookWithSecret)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn platform_create(
     S(state): S<State>,
     ctx: Ctx,
@@ -457,6 +467,7 @@ pub async fn platform_create(
 
 /// The operator's webhooks.
 #[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks", params(PageParams), responses((status = 200, description = "A page of webhooks", body = Page<Webhook>)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn platform_list(
     S(state): S<State>,
     ctx: Ctx,
@@ -468,12 +479,14 @@ pub async fn platform_list(
 
 /// One of the operator's webhooks.
 #[utoipa::path(get, path = "/v1/webhooks/{wh_id}", tag = "webhooks", params(WebhookPath), responses((status = 200, description = "The webhook", body = Webhook)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn platform_get(S(state): S<State>, ctx: Ctx, Path(p): Path<WebhookPath>) -> ApiResult<axum::Json<Webhook>> {
     Ok(axum::Json(Owner::operator(&ctx)?.get(&state, &p.wh_id).await?))
 }
 
 /// Changes one of the operator's webhooks.
 #[utoipa::path(patch, path = "/v1/webhooks/{wh_id}", tag = "webhooks", params(WebhookPath), request_body = UpdateWebhook, responses((status = 200, description = "The webhook as changed", body = Webhook)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn platform_update(
     S(state): S<State>,
     ctx: Ctx,
@@ -485,12 +498,14 @@ pub async fn platform_update(
 
 /// Deletes one of the operator's webhooks.
 #[utoipa::path(delete, path = "/v1/webhooks/{wh_id}", tag = "webhooks", params(WebhookPath), responses((status = 204, description = "Deleted")))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn platform_delete(S(state): S<State>, ctx: Ctx, Path(p): Path<WebhookPath>) -> ApiResult<StatusCode> {
     Owner::operator(&ctx)?.delete(&state, &p.wh_id).await
 }
 
 /// Gives one of the operator's webhooks a new secret (the old one signs for 24 h more).
 #[utoipa::path(post, path = "/v1/webhooks/{wh_id}/rotate-secret", tag = "webhooks", params(WebhookPath), responses((status = 200, description = "The webhook with its new `secret`", body = WebhookWithSecret)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn platform_rotate(
     S(state): S<State>,
     ctx: Ctx,
@@ -501,6 +516,7 @@ pub async fn platform_rotate(
 
 /// Sends a `webhook.test` message to one of the operator's webhooks.
 #[utoipa::path(post, path = "/v1/webhooks/{wh_id}/test", tag = "webhooks", params(WebhookPath), responses((status = 202, description = "Queued", body = TestQueued)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn platform_test(
     S(state): S<State>,
     ctx: Ctx,
@@ -511,6 +527,7 @@ pub async fn platform_test(
 
 /// The delivery attempts of one of the operator's webhooks, newest first.
 #[utoipa::path(get, path = "/v1/webhooks/{wh_id}/deliveries", tag = "webhooks", params(WebhookPath, PageParams), responses((status = 200, description = "A page of attempts", body = Page<Delivery>)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn platform_deliveries(
     S(state): S<State>,
     ctx: Ctx,
@@ -522,6 +539,7 @@ pub async fn platform_deliveries(
 
 /// Sends every matching event since a time again to one of the operator's webhooks.
 #[utoipa::path(post, path = "/v1/webhooks/{wh_id}/replay", tag = "webhooks", params(WebhookPath), request_body = Replay, responses((status = 202, description = "Queued", body = Replayed)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn platform_replay(
     S(state): S<State>,
     ctx: Ctx,

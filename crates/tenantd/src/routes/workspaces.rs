@@ -36,6 +36,7 @@ pub struct WsPath {
 
 /// The tenant's workspaces (`workspaces:read`).
 #[utoipa::path(get, path = "/v1/tenants/{id}/workspaces", tag = "workspaces", params(TenantPath), responses((status = 200, description = "The workspaces the caller sees", body = Items<Workspace>)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn list(S(state): S<State>, ctx: TenantContext) -> ApiResult<axum::Json<serde_json::Value>> {
     ctx.require("workspaces:read")?;
     let items: Vec<Workspace> = state
@@ -62,6 +63,7 @@ pub struct CreateWorkspace {
 
 /// Creates a workspace (`workspaces:manage`).
 #[utoipa::path(post, path = "/v1/tenants/{id}/workspaces", tag = "workspaces", params(TenantPath), request_body = CreateWorkspace, responses((status = 201, description = "The workspace", body = Workspace)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn create(
     S(state): S<State>,
     ctx: TenantContext,
@@ -86,6 +88,7 @@ pub async fn create(
 
 /// One workspace with its members (`workspaces:read`).
 #[utoipa::path(get, path = "/v1/tenants/{id}/workspaces/{ws}", tag = "workspaces", params(TenantPath, WsPath), responses((status = 200, description = "The workspace", body = Workspace)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn get(S(state): S<State>, ctx: TenantContext, Path(p): Path<WsPath>) -> ApiResult<axum::Json<Workspace>> {
     ctx.require("workspaces:read")?;
     let ws = state.catalog.get_workspace(ctx.tenant_id(), &p.ws).await?;
@@ -106,6 +109,7 @@ pub struct PatchWorkspace {
 
 /// Renames a workspace (`workspaces:manage`).
 #[utoipa::path(patch, path = "/v1/tenants/{id}/workspaces/{ws}", tag = "workspaces", params(TenantPath, WsPath), request_body = PatchWorkspace, responses((status = 200, description = "The workspace", body = Workspace)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn patch(
     S(state): S<State>,
     ctx: TenantContext,
@@ -127,6 +131,7 @@ pub async fn patch(
 
 /// Deletes a workspace and its memberships (`workspaces:manage`).
 #[utoipa::path(delete, path = "/v1/tenants/{id}/workspaces/{ws}", tag = "workspaces", params(TenantPath, WsPath), responses((status = 204, description = "Deleted")))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn delete(S(state): S<State>, ctx: TenantContext, Path(p): Path<WsPath>) -> ApiResult<StatusCode> {
     ctx.require("workspaces:manage")?;
     let mut w = state.catalog.begin().await?;
@@ -154,6 +159,7 @@ pub struct AddWorkspaceMember {
 
 /// Adds a tenant member to a workspace, or changes their role there (`workspaces:manage`).
 #[utoipa::path(post, path = "/v1/tenants/{id}/workspaces/{ws}/members", tag = "workspaces", params(TenantPath, WsPath), request_body = AddWorkspaceMember, responses((status = 201, description = "The workspace member", body = WorkspaceMember)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn add_member(
     S(state): S<State>,
     ctx: TenantContext,

@@ -128,7 +128,9 @@ impl AppState {
         }
     }
 
-    /// Makes a claimed delivery, or gives it back when its endpoint is busy.
+    /// Makes a claimed delivery, or gives it back when its endpoint is busy. Its lines
+    /// carry the job and the tenant.
+    #[tracing::instrument(name = "webhook", skip_all, fields(job_id = %job.job_id, tenant_id = %job.tenant_id))]
     async fn deliver_claimed(&self, job: Claimed, shared: &Shared) {
         let busy = &shared.busy;
         let by = Holder::Lease(&job.lease);

@@ -106,9 +106,18 @@ fn without_newer_metrics(text: &str) -> String {
     text.lines()
         .filter(|l| {
             let name = l.trim_start_matches("# HELP ").trim_start_matches("# TYPE ");
-            !["tenantd_http_request", "tenantd_job", "tenantd_webhook"]
-                .iter()
-                .any(|newer| name.starts_with(newer))
+            ![
+                "tenantd_http_request",
+                "tenantd_job",
+                "tenantd_webhook",
+                "tenantd_edge_refusals",
+                "tenantd_admission",
+                "tenantd_tenant_",
+                "tenantd_pool_",
+                "tenantd_gateway_upstream_duration",
+            ]
+            .iter()
+            .any(|newer| name.starts_with(newer))
         })
         .fold(String::new(), |out, l| out + l + "\n")
 }
@@ -220,12 +229,16 @@ async fn requests_are_counted_and_timed_by_route_template_never_by_id() {
 
 /// promtool (Debian package `prometheus`) reads the text without error; its only lint is
 /// about a name older than this check, which must not change. Skipped where promtool is
-/// not installed (CI does not install it).
+/// not installed, but for CI (whose script installs it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promtool_accepts_the_metrics() {
     use std::io::Write;
     use std::process::{Command, Stdio};
     if Command::new("promtool").arg("--version").output().is_err() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "promtool is not installed (apt-get install prometheus)"
+        );
         eprintln!("skipped promtool_accepts_the_metrics: promtool is not installed");
         return;
     }
@@ -255,4 +268,121 @@ async fn promtool_accepts_the_metrics() {
     let known = "tenantd_counter_fallbacks_total metric name should not include type 'counter'";
     let lint_only = out.status.code() == Some(3) && said.lines().all(|l| l.trim() == known);
     assert!(out.status.success() || lint_only, "{:?}: {said}\n{text}", out.status);
+}
+
+/// The value of the series `name{labels}` in `text`, if served.
+fn value(text: &str, name: &str, labels: &str) -> Option<f64> {
+    let series = match labels {
+        "" => format!("{name} "),
+        _ => format!("{name}{{{labels}}} "),
+    };
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .map(|v| v.parse().unwrap())
+}
+
+/// The `tenant` label values of every per-tenant series.
+fn tenant_labels(text: &str) -> std::collections::BTreeSet<String> {
+    text.lines()
+        .filter(|l| l.starts_with("tenantd_tenant_"))
+        .filter_map(|l| l.split("tenant=\"").nth(1))
+        .map(|rest| rest.split('"').next().unwrap().to_string())
+        .collect()
+}
+
+/// 300 tenants with traffic, five of them far busier: at most `tenant_series` + 1
+/// tenant labels (the named and `_other`), the busiest named, every request of a key in
+/// exactly one series, refusals by code, the named tenants' quotas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_tenant_series_are_bounded_and_name_the_busiest() {
+    let app = spawn_app(Backend::Sqlite, "[metrics]\ntenant_series = 20\n")
+        .await
+        .unwrap();
+    let ids: Vec<String> = (0..300).map(|i| format!("m-{i:03}")).collect();
+    let busy = ["m-007", "m-042", "m-100", "m-150", "m-299"];
+    let mut secrets = std::collections::HashMap::new();
+    let app = &app;
+    for chunk in ids.chunks(10) {
+        let made = futures_util::future::join_all(chunk.iter().map(|id| async move {
+            app.tenant(id, "free").await;
+            (id.clone(), app.key(id, "viewer").await.1)
+        }))
+        .await;
+        secrets.extend(made);
+    }
+    let mut sent = 0u64;
+    let secrets = &secrets;
+    for chunk in ids.chunks(10) {
+        futures_util::future::join_all(chunk.iter().map(|id| async move {
+            let n = if busy.contains(&id.as_str()) { 30 } else { 1 };
+            for _ in 0..n {
+                app.get(&format!("/v1/tenants/{id}"), &secrets[id]).await.expect(200);
+            }
+        }))
+        .await;
+        sent += chunk
+            .iter()
+            .map(|id| if busy.contains(&id.as_str()) { 30 } else { 1 })
+            .sum::<u64>();
+    }
+    // One busy tenant spends its hour (the free plan's 100 calls): the rest is refused,
+    // and counted so.
+    for _ in 30..100 {
+        app.get("/v1/tenants/m-299", &secrets["m-299"]).await.expect(200);
+    }
+    for _ in 0..3 {
+        app.get("/v1/tenants/m-299", &secrets["m-299"])
+            .await
+            .problem(429, "quota_exceeded");
+    }
+    sent += 70 + 3;
+    let text = scrape(app).await;
+
+    let labels = tenant_labels(&text);
+    assert!(labels.len() <= 21, "{} tenant labels: {labels:?}", labels.len());
+    assert!(labels.contains("_other"), "{labels:?}");
+    for id in busy {
+        assert!(labels.contains(id), "{id} is not named: {labels:?}");
+    }
+    let requests: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("tenantd_tenant_requests_total{"))
+        .map(|l| l.rsplit_once(' ').unwrap().1.parse::<f64>().unwrap())
+        .sum();
+    assert_eq!(requests, sent as f64, "every key request in exactly one series");
+    assert_eq!(
+        value(&text, "tenantd_tenant_requests_total", r#"tenant="m-042",plan="free""#),
+        Some(30.0)
+    );
+    assert_eq!(value(&text, "tenantd_tenant_series", ""), Some(20.0));
+    assert_eq!(
+        value(
+            &text,
+            "tenantd_tenant_refusals_total",
+            r#"tenant="m-299",plan="free",code="quota_exceeded""#
+        ),
+        Some(3.0),
+        "{text}"
+    );
+    assert!(
+        value(&text, "tenantd_edge_refusals_total", r#"code="quota_exceeded""#) == Some(3.0),
+        "{text}"
+    );
+    // Quotas of named tenants: the hour's admitted calls against the free plan's 100.
+    let quota = r#"tenant="m-042",plan="free",resource="api_calls",window="hour""#;
+    assert_eq!(value(&text, "tenantd_tenant_quota_used", quota), Some(30.0), "{text}");
+    assert_eq!(value(&text, "tenantd_tenant_quota_limit", quota), Some(100.0));
+    assert!(!text.contains(r#"tenantd_tenant_quota_used{tenant="_other""#));
+    // Folded tenants' ids appear nowhere.
+    let named: Vec<&String> = ids.iter().filter(|id| labels.contains(*id)).collect();
+    assert_eq!(named.len(), 20);
+    let folded = ids.iter().find(|id| !labels.contains(*id)).unwrap();
+    assert!(!text.contains(&format!("\"{folded}\"")), "{folded} has a series");
+    // The pools and the sampled admission histogram are served too.
+    assert!(value(&text, "tenantd_pool_max_connections", r#"pool="catalog""#) > Some(0.0));
+    assert!(text.contains("tenantd_pool_connections{pool=\"data\",state=\"in_use\"}"));
+    assert!(
+        value(&text, "tenantd_admission_duration_seconds_count", "") >= Some(1.0),
+        "{text}"
+    );
 }

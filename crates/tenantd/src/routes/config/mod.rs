@@ -137,6 +137,7 @@ fn platform_event(ctx: &Ctx, data: Value) -> NewEvent {
 /// Creates or replaces a key's schema and default (operator). The default and every
 /// value a plan or tenant holds must meet the new schema.
 #[utoipa::path(put, path = "/v1/config-schemas/{key}", tag = "config", params(("key" = String, Path, description = "The config key: 1–128 of A-Z a-z 0-9 _ - .", pattern = "^[A-Za-z0-9_.-]{1,128}$")), request_body = SchemaBody, responses((status = 200, description = "Replaced", body = SchemaView), (status = 201, description = "Created", body = SchemaView)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn put_schema(
     S(state): S<State>,
     ctx: Ctx,
@@ -177,6 +178,7 @@ pub async fn put_schema(
 
 /// Every key's schema (operator).
 #[utoipa::path(get, path = "/v1/config-schemas", tag = "config", responses((status = 200, description = "Every schema", body = Items<SchemaView>)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn list_schemas(S(state): S<State>, ctx: Ctx) -> ApiResult<axum::Json<Value>> {
     ctx.require_operator()?;
     let items: Vec<SchemaView> = state
@@ -191,6 +193,7 @@ pub async fn list_schemas(S(state): S<State>, ctx: Ctx) -> ApiResult<axum::Json<
 
 /// One key's schema (operator).
 #[utoipa::path(get, path = "/v1/config-schemas/{key}", tag = "config", params(("key" = String, Path, description = "The config key: 1–128 of A-Z a-z 0-9 _ - .", pattern = "^[A-Za-z0-9_.-]{1,128}$")), responses((status = 200, description = "The schema", body = SchemaView)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn get_schema(
     S(state): S<State>,
     ctx: Ctx,
@@ -204,6 +207,7 @@ pub async fn get_schema(
 /// Deletes a key's schema and default (operator); `409` while a plan or tenant holds a
 /// value of it.
 #[utoipa::path(delete, path = "/v1/config-schemas/{key}", tag = "config", params(("key" = String, Path, description = "The config key: 1–128 of A-Z a-z 0-9 _ - .", pattern = "^[A-Za-z0-9_.-]{1,128}$")), responses((status = 204, description = "Deleted")))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn delete_schema(S(state): S<State>, ctx: Ctx, Path(key): Path<String>) -> ApiResult<StatusCode> {
     ctx.require_operator()?;
     let key = key_of(&key)?;
@@ -239,6 +243,7 @@ pub struct TenantKey {
 /// Sets a key in a plan's layer (operator): every tenant on the plan without its own
 /// value gets it.
 #[utoipa::path(put, path = "/v1/plans/{plan}/config/{key}", tag = "config", params(("plan" = String, Path, description = "A plan id", pattern = "^[A-Za-z0-9_-]{1,64}$"), ("key" = String, Path, description = "The config key: 1–128 of A-Z a-z 0-9 _ - .", pattern = "^[A-Za-z0-9_.-]{1,128}$")), request_body = ValueBody, responses((status = 200, description = "The new version", body = ConfigValue)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn put_plan(
     S(state): S<State>,
     ctx: Ctx,
@@ -254,6 +259,7 @@ pub async fn put_plan(
 
 /// A key's value in a plan's layer (operator).
 #[utoipa::path(get, path = "/v1/plans/{plan}/config/{key}", tag = "config", params(("plan" = String, Path, description = "A plan id", pattern = "^[A-Za-z0-9_-]{1,64}$"), ("key" = String, Path, description = "The config key: 1–128 of A-Z a-z 0-9 _ - .", pattern = "^[A-Za-z0-9_.-]{1,128}$")), responses((status = 200, description = "The plan's value", body = ConfigValue)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn get_plan(S(state): S<State>, ctx: Ctx, Path(p): Path<PlanKey>) -> ApiResult<Written> {
     let t = Target::plan(&state, &ctx, &p.plan).await?;
     let e = t.held(&state, &key_of(&p.key)?).await?;
@@ -262,6 +268,7 @@ pub async fn get_plan(S(state): S<State>, ctx: Ctx, Path(p): Path<PlanKey>) -> A
 
 /// Removes a key from a plan's layer (operator).
 #[utoipa::path(delete, path = "/v1/plans/{plan}/config/{key}", tag = "config", params(("plan" = String, Path, description = "A plan id", pattern = "^[A-Za-z0-9_-]{1,64}$"), ("key" = String, Path, description = "The config key: 1–128 of A-Z a-z 0-9 _ - .", pattern = "^[A-Za-z0-9_.-]{1,128}$")), responses((status = 204, description = "Removed")))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn delete_plan(S(state): S<State>, ctx: Ctx, Path(p): Path<PlanKey>, h: HeaderMap) -> ApiResult<StatusCode> {
     Target::plan(&state, &ctx, &p.plan)
         .await?
@@ -271,6 +278,7 @@ pub async fn delete_plan(S(state): S<State>, ctx: Ctx, Path(p): Path<PlanKey>, h
 
 /// Every version of a key in a plan's layer, newest first (operator).
 #[utoipa::path(get, path = "/v1/plans/{plan}/config/{key}/versions", tag = "config", params(("plan" = String, Path, description = "A plan id", pattern = "^[A-Za-z0-9_-]{1,64}$"), ("key" = String, Path, description = "The config key: 1–128 of A-Z a-z 0-9 _ - .", pattern = "^[A-Za-z0-9_.-]{1,128}$"), PageParams), responses((status = 200, description = "A page of versions", body = Page<VersionView>)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn plan_versions(
     S(state): S<State>,
     ctx: Ctx,
@@ -285,6 +293,7 @@ pub async fn plan_versions(
 
 /// Writes a new version of a plan's key equal to an earlier one (operator).
 #[utoipa::path(post, path = "/v1/plans/{plan}/config/{key}/rollback", tag = "config", params(("plan" = String, Path, description = "A plan id", pattern = "^[A-Za-z0-9_-]{1,64}$"), ("key" = String, Path, description = "The config key: 1–128 of A-Z a-z 0-9 _ - .", pattern = "^[A-Za-z0-9_.-]{1,128}$")), request_body = RollbackBody, responses((status = 200, description = "The new version", body = ConfigValue)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn plan_rollback(
     S(state): S<State>,
     ctx: Ctx,
@@ -300,6 +309,7 @@ pub async fn plan_rollback(
 
 /// Sets a key in the tenant's own layer (`config:write`).
 #[utoipa::path(put, path = "/v1/tenants/{id}/config/{key}", tag = "config", params(TenantPath, ("key" = String, Path, description = "The config key: 1–128 of A-Z a-z 0-9 _ - .", pattern = "^[A-Za-z0-9_.-]{1,128}$")), request_body = ValueBody, responses((status = 200, description = "The new version", body = ConfigValue)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn put_tenant(
     S(state): S<State>,
     ctx: TenantContext,
@@ -314,6 +324,7 @@ pub async fn put_tenant(
 /// A key's effective value for the tenant: its own, its plan's or the default, with
 /// the source (`config:read`). The `ETag` is the tenant layer's version (`"0"`: none).
 #[utoipa::path(get, path = "/v1/tenants/{id}/config/{key}", tag = "config", params(TenantPath, ("key" = String, Path, description = "The config key: 1–128 of A-Z a-z 0-9 _ - .", pattern = "^[A-Za-z0-9_.-]{1,128}$")), responses((status = 200, description = "The effective value", body = ConfigValue)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn get_tenant(S(state): S<State>, ctx: TenantContext, Path(p): Path<TenantKey>) -> ApiResult<Written> {
     ctx.require("config:read")?;
     let key = key_of(&p.key)?;
@@ -340,6 +351,7 @@ pub async fn get_tenant(S(state): S<State>, ctx: TenantContext, Path(p): Path<Te
 
 /// Every key's effective value for the tenant, by key (`config:read`).
 #[utoipa::path(get, path = "/v1/tenants/{id}/config", tag = "config", params(TenantPath), responses((status = 200, description = "Every effective value", body = Items<ConfigValue>)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn list_tenant(ctx: TenantContext) -> ApiResult<axum::Json<Value>> {
     ctx.require("config:read")?;
     let settings = ctx.request().settings.clone().ok_or_else(Problem::internal)?;
@@ -361,6 +373,7 @@ pub async fn list_tenant(ctx: TenantContext) -> ApiResult<axum::Json<Value>> {
 /// Removes a key from the tenant's layer (`config:write`): its plan's or the default
 /// applies again.
 #[utoipa::path(delete, path = "/v1/tenants/{id}/config/{key}", tag = "config", params(TenantPath, ("key" = String, Path, description = "The config key: 1–128 of A-Z a-z 0-9 _ - .", pattern = "^[A-Za-z0-9_.-]{1,128}$")), responses((status = 204, description = "Removed")))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn delete_tenant(
     S(state): S<State>,
     ctx: TenantContext,
@@ -373,6 +386,7 @@ pub async fn delete_tenant(
 
 /// Every version of a key in the tenant's layer, newest first (`config:read`).
 #[utoipa::path(get, path = "/v1/tenants/{id}/config/{key}/versions", tag = "config", params(TenantPath, ("key" = String, Path, description = "The config key: 1–128 of A-Z a-z 0-9 _ - .", pattern = "^[A-Za-z0-9_.-]{1,128}$"), PageParams), responses((status = 200, description = "A page of versions", body = Page<VersionView>)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn tenant_versions(
     S(state): S<State>,
     ctx: TenantContext,
@@ -385,6 +399,7 @@ pub async fn tenant_versions(
 
 /// Writes a new version of the tenant's key equal to an earlier one (`config:write`).
 #[utoipa::path(post, path = "/v1/tenants/{id}/config/{key}/rollback", tag = "config", params(TenantPath, ("key" = String, Path, description = "The config key: 1–128 of A-Z a-z 0-9 _ - .", pattern = "^[A-Za-z0-9_.-]{1,128}$")), request_body = RollbackBody, responses((status = 200, description = "The new version", body = ConfigValue)))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn tenant_rollback(
     S(state): S<State>,
     ctx: TenantContext,
