@@ -6,6 +6,7 @@ mod config;
 mod connections;
 mod crash;
 mod data;
+mod deploy;
 mod edge;
 mod erasure;
 mod exactness;
