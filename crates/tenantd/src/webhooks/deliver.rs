@@ -229,6 +229,7 @@ impl AppState {
         let started = Instant::now();
         let sent = self.send(&hook, &msg_id, &body, shared).await;
         let duration_ms = started.elapsed().as_millis() as u64;
+        tracing::debug!(webhook_id = %hook.id, event_id = %msg_id, attempt = job.attempt, status = sent.status, error = sent.error.as_deref(), duration_ms, "webhook delivery attempted");
         let now = now_secs();
         let schedule = &self.cfg.webhooks.retry_schedule_seconds;
         let attempt = job.attempt.max(1);

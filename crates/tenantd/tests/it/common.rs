@@ -468,6 +468,23 @@ impl Node {
 
     /// [`Node::spawn`] with more environment variables (`TENANTD_CRASH_AT`, say).
     pub fn spawn_with(db: &str, toml: &str, dir: &std::path::Path, n: usize, env: &[(&str, &str)]) -> Node {
+        Self::start(db, toml, dir, n, env, std::process::Stdio::null())
+    }
+
+    /// [`Node::spawn`] writing its log (stderr) to the file `log`.
+    pub fn spawn_logged(db: &str, toml: &str, dir: &std::path::Path, n: usize, log: &std::path::Path) -> Node {
+        let file = std::fs::File::create(log).unwrap();
+        Self::start(db, toml, dir, n, &[], file.into())
+    }
+
+    fn start(
+        db: &str,
+        toml: &str,
+        dir: &std::path::Path,
+        n: usize,
+        env: &[(&str, &str)],
+        stderr: std::process::Stdio,
+    ) -> Node {
         let port = free_port();
         let cfg = dir.join(format!("node{n}.toml"));
         std::fs::write(&cfg, toml).unwrap();
@@ -483,7 +500,7 @@ impl Node {
             .env_remove("TENANTD_DATABASE_URL")
             .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         Node(child, format!("http://127.0.0.1:{port}"))

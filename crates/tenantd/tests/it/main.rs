@@ -16,6 +16,7 @@ mod isolation;
 mod jobs;
 mod keys;
 mod limits;
+mod logs;
 mod members;
 mod metrics;
 mod protection;
