@@ -63,10 +63,18 @@ async fn every_line_names_its_request_or_job_and_its_tenant() {
     )
     .await;
     assert_eq!(record.0, 201, "{}", record.1);
-    assert_eq!(call(&node, "GET", "/v1/tenants/someone-else", &secret, None).await.0, 403);
+    assert_eq!(
+        call(&node, "GET", "/v1/tenants/someone-else", &secret, None).await.0,
+        403
+    );
     // A plan with another tier: a platform job moves the data.
     let patch = json!({"plan": "enterprise"});
-    assert_eq!(call(&node, "PATCH", &format!("/v1/tenants/{t}"), ADMIN, Some(patch)).await.0, 200);
+    assert_eq!(
+        call(&node, "PATCH", &format!("/v1/tenants/{t}"), ADMIN, Some(patch))
+            .await
+            .0,
+        200
+    );
 
     let mut all = Vec::new();
     for _ in 0..150 {
@@ -94,7 +102,10 @@ async fn every_line_names_its_request_or_job_and_its_tenant() {
     assert_eq!(own[0]["tenant_id"], t, "{}", own[0]);
     assert_eq!(own[0]["status"], 201);
     // The refused cross-tenant request names no tenant it was refused.
-    let refused = requests.iter().find(|l| l["path"] == "/v1/tenants/someone-else").unwrap();
+    let refused = requests
+        .iter()
+        .find(|l| l["path"] == "/v1/tenants/someone-else")
+        .unwrap();
     assert_eq!(refused["status"], 403);
     assert_ne!(refused["tenant_id"], "someone-else", "{refused}");
 
@@ -107,7 +118,9 @@ async fn every_line_names_its_request_or_job_and_its_tenant() {
 
     // The webhook attempt's line, written by the delivery worker: the job and the tenant.
     let attempted = with_message(&all, "webhook delivery attempted");
-    let attempted = attempted.first().unwrap_or_else(|| panic!("no attempt line in {all:#?}"));
+    let attempted = attempted
+        .first()
+        .unwrap_or_else(|| panic!("no attempt line in {all:#?}"));
     assert_eq!(attempted["tenant_id"], t, "{attempted}");
     assert!(attempted["job_id"].as_str().is_some(), "{attempted}");
     assert!(attempted["error"].as_str().is_some(), "{attempted}");

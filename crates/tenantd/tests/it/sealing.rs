@@ -293,17 +293,26 @@ async fn a_data_key_rotation_seals_everything_again(app: TestApp) {
         2,
         "the old version stays for old backups"
     );
-    // The job recorded its progress and result.
-    let job = app
-        .state
-        .jobs
-        .get(
-            &tenantd_jobs::Jobs::platform(),
-            r["job_id"].as_str().unwrap(),
-            tenantd_limits::now_ms(),
-        )
-        .await
-        .unwrap();
+    // The job recorded its progress and result (a moment after the progress said done).
+    let mut job = None;
+    for _ in 0..100 {
+        let j = app
+            .state
+            .jobs
+            .get(
+                &tenantd_jobs::Jobs::platform(),
+                r["job_id"].as_str().unwrap(),
+                tenantd_limits::now_ms(),
+            )
+            .await
+            .unwrap();
+        if j.state != tenantd_jobs::JobState::Running {
+            job = Some(j);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let job = job.expect("the re-seal job ended within 5 s");
     assert_eq!(job.state, tenantd_jobs::JobState::Succeeded);
     assert_eq!(
         job.progress,
