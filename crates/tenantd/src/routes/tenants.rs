@@ -188,6 +188,7 @@ pub async fn list(S(state): S<State>, ctx: Ctx, Query(q): Query<ListQuery>) -> A
     let filter = TenantFilter {
         status: q.status,
         plan: q.plan,
+        search: None,
     };
     Ok(axum::Json(
         state.catalog.list_tenants(&filter, &page(q.limit, q.cursor)?).await?,
