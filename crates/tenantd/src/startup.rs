@@ -251,7 +251,9 @@ pub async fn prepare(cfg: Config) -> Result<State, StartError> {
             }
         });
     }
+    let console = crate::console::Sessions::new(keyring.master(), &edge.config().operator_key_hash);
     Ok(Arc::new(AppState {
+        console,
         keyring,
         catalog,
         jobs,

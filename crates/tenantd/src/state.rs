@@ -51,6 +51,8 @@ pub struct AppState {
     /// Tenants whose data this node is restoring from a backup: their data answers
     /// `503` meanwhile.
     pub restoring: dashmap::DashSet<TenantId>,
+    /// The operator console's session keys, and the sessions signed out on this node.
+    pub console: crate::console::Sessions,
 }
 
 /// The handle handlers get.

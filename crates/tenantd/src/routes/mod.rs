@@ -175,6 +175,8 @@ pub fn router_with(state: State, extra: Router<State>) -> Router {
     let (router, _) = api().split_for_parts();
     router
         .merge(extra)
+        // The operator's web console: HTML, not part of the JSON API or its document.
+        .merge(crate::console::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(state.cfg.max_body_bytes))
