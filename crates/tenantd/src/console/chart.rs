@@ -4,9 +4,11 @@
 use crate::console::text;
 use maud::{html, Markup};
 
-const W: f64 = 720.0;
-const H: f64 = 220.0;
-const LEFT: f64 = 64.0;
+// The drawing's own units: about one CSS pixel each at the width a chart gets beside
+// another on a wide screen.
+const W: f64 = 480.0;
+const H: f64 = 200.0;
+const LEFT: f64 = 68.0;
 const RIGHT: f64 = 8.0;
 const TOP: f64 = 10.0;
 const BOTTOM: f64 = 28.0;
@@ -31,7 +33,7 @@ fn nice_step(x: f64) -> f64 {
 pub enum Unit {
     /// Things (`1,234`).
     Count,
-    /// Bytes, in binary units (`200.0 MiB`).
+    /// Bytes, in binary units (`200 MiB`).
     Bytes,
 }
 
@@ -46,7 +48,7 @@ impl Unit {
 
     /// What a grid step is a round multiple of for data up to `max`: 1 for counts; for
     /// bytes the binary unit the values are written in (KiB, MiB, …), so the steps read
-    /// `200.0 MiB`, not `190.7 MiB`.
+    /// `200 MiB`, not `190.7 MiB`.
     fn base(self, max: u64) -> f64 {
         let mut base = 1.0;
         if self == Unit::Bytes {

@@ -16,7 +16,8 @@ pub fn count(n: u64) -> String {
     out
 }
 
-/// Bytes in binary units: `0 B`, `512 B`, `1.5 KiB`, `20.0 GiB`.
+/// Bytes in binary units, one decimal unless it is 0: `0 B`, `512 B`, `1.5 KiB`,
+/// `20 GiB`.
 pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
     if n < 1024 {
@@ -28,7 +29,8 @@ pub fn bytes(n: u64) -> String {
         v /= 1024.0;
         unit += 1;
     }
-    format!("{v:.1} {}", UNITS[unit])
+    let v = format!("{v:.1}");
+    format!("{} {}", v.strip_suffix(".0").unwrap_or(&v), UNITS[unit])
 }
 
 /// A quantity of `resource`: bytes for storage, a count otherwise.
@@ -91,9 +93,9 @@ mod tests {
         assert_eq!(count(u64::MAX), "18,446,744,073,709,551,615");
         assert_eq!(bytes(512), "512 B");
         assert_eq!(bytes(1536), "1.5 KiB");
-        assert_eq!(bytes(20 << 30), "20.0 GiB");
-        assert_eq!(bytes(u64::MAX), "16.0 EiB");
-        assert_eq!(amount("storage_bytes", 2048), "2.0 KiB");
+        assert_eq!(bytes(20 << 30), "20 GiB");
+        assert_eq!(bytes(u64::MAX), "16 EiB");
+        assert_eq!(amount("storage_bytes", 2048), "2 KiB");
         assert_eq!(amount("api_calls", 2048), "2,048");
         assert_eq!(datetime(1_772_546_520), "2026-03-03 14:02 UTC");
         assert_eq!(date(1_772_546_520), "2026-03-03");
