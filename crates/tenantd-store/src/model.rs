@@ -96,6 +96,8 @@ pub struct TenantFilter {
     pub status: Option<TenantStatus>,
     /// Only this plan.
     pub plan: Option<String>,
+    /// Only tenants whose id or name holds this text (case-insensitive for ASCII).
+    pub search: Option<String>,
 }
 
 /// A page request: at most `limit` items after the opaque cursor.

@@ -605,6 +605,7 @@ async fn case_list_tenants(c: &dyn Catalog) {
     let by = |status: Option<TenantStatus>, plan: Option<&str>| TenantFilter {
         status,
         plan: plan.map(str::to_string),
+        search: None,
     };
     let ids = |pages: Vec<Vec<String>>| pages.concat();
 
@@ -651,6 +652,29 @@ async fn case_list_tenants(c: &dyn Catalog) {
         .items
         .iter()
         .all(|t| t.status == TenantStatus::Suspended && t.status_reason.is_some()));
+
+    // Search: id or name, any case, `%` and `_` as themselves; with the other filters.
+    let search = |text: &str, status: Option<TenantStatus>| TenantFilter {
+        status,
+        search: Some(text.to_string()),
+        ..Default::default()
+    };
+    assert_eq!(ids(all_tenant_pages(c, &search("05", None), 50).await), ["t-05"]);
+    assert_eq!(
+        ids(all_tenant_pages(c, &search("T-0", Some(TenantStatus::Suspended)), 1).await),
+        ["t-02", "t-05"]
+    );
+    assert_eq!(
+        ids(all_tenant_pages(c, &search("6 INC.", None), 50).await),
+        ["t-06"],
+        "by name, whatever its case"
+    );
+    for literal in ["%", "_", "t_0", "\\"] {
+        assert!(
+            ids(all_tenant_pages(c, &search(literal, None), 50).await).is_empty(),
+            "{literal} is matched as itself"
+        );
+    }
 
     // A cursor this server did not issue.
     for garbage in ["!!not a cursor!!", "%%%", "ÿ"] {

@@ -226,16 +226,7 @@ pub async fn inputs(
         .filter(|r| r.resource == "api_calls")
         .map(|r| r.value)
         .sum();
-    // Snapshots are `total` rows with a day as period (the live level is period 0),
-    // ordered by the catalog: what the tenant's app metered, and the data plane's bytes.
-    let rows = catalog.counters_in(tenant, Window::Total, 1, end).await?;
-    let series = |resource: &str| -> Vec<(i64, u64)> {
-        rows.iter()
-            .filter(|r| r.resource == resource)
-            .map(|r| (r.period, r.value))
-            .collect()
-    };
-    let storage = add_levels(&series("storage_bytes"), &series(DATA_STORAGE));
+    let storage = storage_levels(catalog, tenant, end).await?;
     Ok(Inputs {
         tenant: *tenant,
         year,
@@ -246,6 +237,61 @@ pub async fn inputs(
         storage,
         now,
     })
+}
+
+/// The tenant's `storage_bytes` level snapshots `(day, bytes)` of days before `end`,
+/// oldest first: what its app metered plus the data plane's bytes.
+async fn storage_levels(catalog: &dyn Catalog, tenant: &TenantId, end: i64) -> tenantd_store::Result<Vec<(i64, u64)>> {
+    // Snapshots are `total` rows with a day as period (the live level is period 0),
+    // ordered by the catalog.
+    let rows = catalog.counters_in(tenant, Window::Total, 1, end).await?;
+    let series = |resource: &str| -> Vec<(i64, u64)> {
+        rows.iter()
+            .filter(|r| r.resource == resource)
+            .map(|r| (r.period, r.value))
+            .collect()
+    };
+    Ok(add_levels(&series("storage_bytes"), &series(DATA_STORAGE)))
+}
+
+/// One UTC day of a tenant's use, from the rows invoices are computed from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DayUsage {
+    /// The day's start (Unix seconds).
+    pub day: i64,
+    /// API calls counted that day (its `day` counter; the `month` counter invoices bill
+    /// is the sum of the month's days).
+    pub api_calls: u64,
+    /// The storage level invoices bill that day by: the latest snapshot on or before it.
+    pub storage_bytes: u64,
+}
+
+/// The tenant's use on each of the `days` UTC days up to `now`'s, oldest first.
+pub async fn daily_usage(
+    catalog: &dyn Catalog,
+    tenant: &TenantId,
+    days: u32,
+    now: i64,
+) -> tenantd_store::Result<Vec<DayUsage>> {
+    let today = now - now.rem_euclid(DAY);
+    let first = today - DAY * i64::from(days.saturating_sub(1));
+    let end = today + DAY;
+    let calls = catalog.counters_in(tenant, Window::Day, first, end).await?;
+    let storage = storage_levels(catalog, tenant, end).await?;
+    Ok((0..i64::from(days))
+        .map(|n| {
+            let day = first + n * DAY;
+            DayUsage {
+                day,
+                api_calls: calls
+                    .iter()
+                    .filter(|r| r.resource == "api_calls" && r.period == day)
+                    .map(|r| r.value)
+                    .fold(0u64, u64::saturating_add),
+                storage_bytes: storage.iter().rev().find(|(d, _)| *d <= day).map_or(0, |(_, b)| *b),
+            }
+        })
+        .collect())
 }
 
 /// The data plane's storage level snapshots: a resource name no app can meter (`:` is

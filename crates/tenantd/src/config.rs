@@ -110,6 +110,15 @@ pub struct FileConfig {
     webhooks: Option<crate::webhooks::settings::WebhooksFile>,
     /// `[roles.<builtin>]`: app permissions added to built-in roles.
     roles: Option<std::collections::BTreeMap<String, RoleFile>>,
+    /// `[console]`: the operator's web console.
+    console: Option<ConsoleFile>,
+}
+
+/// The `[console]` table.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleFile {
+    secure_cookie: Option<bool>,
 }
 
 /// A `[roles.<builtin>]` table.
@@ -275,6 +284,9 @@ pub struct Config {
     pub audit_checkpoint_seconds: u64,
     /// How webhooks are delivered (`[webhooks]`).
     pub webhooks: crate::webhooks::settings::WebhookSettings,
+    /// `[console] secure_cookie`: the console's session cookie is always `Secure` (set it
+    /// when a TLS-terminating proxy serves tenantd; docs/console.md).
+    pub console_secure_cookie: bool,
     /// App permissions added to built-in roles for every tenant (`[roles.*]`).
     pub platform_roles: Vec<(tenantd_core::BuiltinRole, Vec<tenantd_core::Permission>)>,
     /// The configuration file, re-read when the gateway reloads.
@@ -394,6 +406,7 @@ impl Config {
             webhooks: crate::webhooks::settings::WebhookSettings::from_file(f.webhooks.unwrap_or_default())
                 .map_err(ConfigError)?,
             platform_roles: platform_roles(f.roles.unwrap_or_default())?,
+            console_secure_cookie: f.console.unwrap_or_default().secure_cookie.unwrap_or(false),
             config_path: None,
             admin_key: admin_key.map(Secret::new),
             master_key: None,

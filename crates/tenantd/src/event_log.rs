@@ -9,24 +9,24 @@ use tenantd_store::chain::{Broken, Checkpoint, Verified};
 #[schema(as = ChainVerification)]
 pub struct Verification {
     /// Whether every event and the latest checkpoint verify.
-    valid: bool,
+    pub valid: bool,
     /// Events checked (when valid).
     #[serde(skip_serializing_if = "Option::is_none")]
-    events: Option<u64>,
+    pub events: Option<u64>,
     /// The chain's head `{seq, hash}` (when valid; `null` for an empty chain).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
-    head: Option<serde_json::Value>,
+    pub head: Option<serde_json::Value>,
     /// Its latest checkpoint (when valid; `null` when it has none yet).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Checkpoint>)]
-    checkpoint: Option<serde_json::Value>,
+    pub checkpoint: Option<serde_json::Value>,
     /// The first `seq` that does not verify (when not valid).
     #[serde(skip_serializing_if = "Option::is_none")]
-    first_bad_seq: Option<i64>,
+    pub first_bad_seq: Option<i64>,
     /// Why (when not valid).
     #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<String>,
+    pub reason: Option<String>,
 }
 
 impl Verification {

@@ -12,6 +12,7 @@ pub mod cli_keys;
 pub mod cli_settings;
 pub mod config;
 pub mod conn;
+pub mod console;
 pub mod directory;
 pub mod error;
 pub mod event_log;

@@ -252,7 +252,9 @@ pub async fn prepare(cfg: Config) -> Result<State, StartError> {
         });
     }
     let tenant_series = crate::metrics::tenants::TenantSeries::new(cfg.tenant_series);
+    let console = crate::console::Sessions::new(keyring.master(), &edge.config().operator_key_hash);
     Ok(Arc::new(AppState {
+        console,
         keyring,
         catalog,
         jobs,

@@ -53,10 +53,38 @@ pub struct AppState {
     /// Tenants whose data this node is restoring from a backup: their data answers
     /// `503` meanwhile.
     pub restoring: dashmap::DashSet<TenantId>,
+    /// The operator console's session keys, and the sessions signed out on this node.
+    pub console: crate::console::Sessions,
 }
 
 /// The handle handlers get.
 pub type State = Arc<AppState>;
+
+/// What an action's event says beyond the change itself: the reason its principal gave,
+/// and where it came from (the console's actions say `via: "console"`). Both are left
+/// out of the event's data when `None`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Note<'a> {
+    /// Why, in the principal's words.
+    pub reason: Option<&'a str>,
+    /// Which of tenantd's front ends the principal used, when not the API.
+    pub via: Option<&'static str>,
+}
+
+impl Note<'_> {
+    /// `data` with `reason` and `via` added (an object; anything else is returned as is).
+    pub fn added_to(&self, mut data: serde_json::Value) -> serde_json::Value {
+        if let Some(obj) = data.as_object_mut() {
+            if let Some(r) = self.reason {
+                obj.insert("reason".into(), r.into());
+            }
+            if let Some(v) = self.via {
+                obj.insert("via".into(), v.into());
+            }
+        }
+        data
+    }
+}
 
 impl AppState {
     /// The calling tenant's data: at its placement, or (the first time) placed at its
@@ -90,20 +118,21 @@ impl AppState {
         }
     }
 
-    /// Creates a tenant and its owner (`tenant.created` by `actor`), and places its data
-    /// at its plan's tier (retried on first use if that fails).
+    /// Creates a tenant and its owner (`tenant.created` by `actor`, with `note`), and
+    /// places its data at its plan's tier (retried on first use if that fails).
     pub async fn create_tenant(
         &self,
         new: &tenantd_store::NewTenant,
         actor: &str,
         request_id: &str,
+        note: Note<'_>,
     ) -> Result<tenantd_store::Created<tenantd_store::Tenant>, tenantd_store::StoreError> {
         let mut w = self.catalog.begin().await?;
         let created = self.catalog.create_tenant(&mut w, new).await?;
         let tenantd_store::Created::New(t) = &created else {
             return Ok(created);
         };
-        let detail = serde_json::json!({"plan": t.plan, "owner": new.owner_email});
+        let detail = note.added_to(serde_json::json!({"plan": t.plan, "owner": new.owner_email}));
         w.commit_with(&NewEvent::new(Some(&t.id), actor, "tenant.created", detail, request_id))
             .await?;
         self.changed(tenantd_edge::Change::Tenant(t.id.as_str())).await;

@@ -28,6 +28,18 @@ fn tenant_from(r: &AnyRow) -> Result<Tenant> {
     })
 }
 
+/// `text` for a `LIKE … ESCAPE '\'` pattern: its `%`, `_` and `\` match themselves.
+fn like_escaped(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 impl SqlCatalog {
     /// The stored tenant `new` names, as `create_tenant` answers a repeat of it:
     /// `Existing` when it is the same request, `Conflict` when it is another one.
@@ -147,6 +159,16 @@ impl TenantStore for SqlCatalog {
         if let Some(plan) = &filter.plan {
             args.push(plan.clone());
             sql.push_str(&format!(" AND plan_id = ${}", args.len()));
+        }
+        if let Some(text) = filter.search.as_deref().filter(|t| !t.is_empty()) {
+            let pattern = format!("%{}%", like_escaped(&text.to_lowercase()));
+            args.push(pattern.clone());
+            args.push(pattern);
+            sql.push_str(&format!(
+                " AND (id LIKE ${} ESCAPE '\\' OR lower(name) LIKE ${} ESCAPE '\\')",
+                args.len() - 1,
+                args.len()
+            ));
         }
         if let Some(after) = self.cursors().after(page)? {
             args.push(after);

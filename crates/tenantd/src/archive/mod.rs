@@ -244,6 +244,7 @@ impl AppState {
             let filter = tenantd_store::TenantFilter {
                 status: Some(tenantd_core::TenantStatus::Active),
                 plan: Some(plan.id.to_string()),
+                search: None,
             };
             let mut page = tenantd_store::PageRequest {
                 limit: 500,

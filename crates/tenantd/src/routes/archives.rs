@@ -93,9 +93,15 @@ async fn archive_of(state: &State, ctx: &TenantContext, id: &str, kind: ArchiveK
 #[utoipa::path(post, path = "/v1/tenants/{id}/exports", tag = "protection", params(TenantPath), responses((status = 202, description = "Started", body = Object)))]
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn export(S(state): S<State>, ctx: TenantContext) -> ApiResult<(StatusCode, axum::Json<Value>)> {
-    ctx.require(TENANT_EXPORT)?;
-    let a = state.start_archive(ctx.tenant_id(), ArchiveKind::Export).await?;
+    let a = start_export(&state, &ctx).await?;
     Ok((StatusCode::ACCEPTED, axum::Json(json!({"export_id": a.id}))))
+}
+
+/// Starts an export of the tenant's data (`tenant:export`); `export.created` follows
+/// when it is built.
+pub async fn start_export(state: &State, ctx: &TenantContext) -> ApiResult<Archive> {
+    ctx.require(TENANT_EXPORT)?;
+    state.start_archive(ctx.tenant_id(), ArchiveKind::Export).await
 }
 
 /// An export's state and progress (`tenant:export`).
@@ -294,7 +300,10 @@ pub async fn clone(
         owner_email: owner,
         settings: json!({}),
     };
-    let t = match state.create_tenant(&new, "operator", &ctx.request().request_id).await? {
+    let t = match state
+        .create_tenant(&new, "operator", &ctx.request().request_id, Default::default())
+        .await?
+    {
         tenantd_store::Created::New(t) => t,
         tenantd_store::Created::Existing(_) => {
             return Err(Problem::new(Code::Conflict, format!("tenant {new_id} exists")).into())

@@ -78,7 +78,10 @@ pub async fn report(
     let now = now_secs();
     let mut invoices = Vec::new();
     for status in [None, Some(TenantStatus::Deleted)] {
-        let filter = TenantFilter { status, plan: None };
+        let filter = TenantFilter {
+            status,
+            ..Default::default()
+        };
         let mut page = PageRequest {
             limit: 1000,
             after: None,

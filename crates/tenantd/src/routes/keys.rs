@@ -3,7 +3,7 @@ use crate::error::ApiResult;
 use crate::extract::{Json, PageQuery, Query};
 use crate::grants::{known_role, may_grant};
 use crate::routes::openapi::{PageParams, TenantPath};
-use crate::state::{AppState, State};
+use crate::state::{AppState, Note, State};
 use axum::extract::{Path, State as S};
 use http::StatusCode;
 use tenantd_core::plan::merge_limits;
@@ -154,24 +154,27 @@ pub async fn list(
 #[utoipa::path(delete, path = "/v1/tenants/{id}/keys/{key_id}", tag = "keys", params(TenantPath, KeyPath), responses((status = 204, description = "Revoked")))]
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn revoke(S(state): S<State>, ctx: TenantContext, Path(p): Path<KeyPath>) -> ApiResult<StatusCode> {
+    revoke_key(&state, &ctx, &p.key_id, Note::default()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Revokes the tenant's key `key_id` (`keys:manage`) with its `key.revoked` event
+/// (`note` added); it answers 401 from this moment. A key revoked before stays as it
+/// was: nothing changed, so nothing is recorded.
+pub async fn revoke_key(state: &State, ctx: &TenantContext, key_id: &str, note: Note<'_>) -> ApiResult<()> {
     ctx.require("keys:manage")?;
     let mut w = state.catalog.begin().await?;
     let (k, changed) = state
         .catalog
-        .revoke_key(&mut w, ctx.tenant_id(), &p.key_id, now_secs())
+        .revoke_key(&mut w, ctx.tenant_id(), key_id, now_secs())
         .await?;
-    // A key revoked before stays as it was: nothing changed, so nothing is recorded.
     if !changed {
-        return Ok(StatusCode::NO_CONTENT);
+        return Ok(());
     }
-    w.commit_with(&AppState::event_of(
-        &ctx,
-        "key.revoked",
-        serde_json::json!({"key_id": k.id}),
-    ))
-    .await?;
+    let detail = note.added_to(serde_json::json!({"key_id": k.id}));
+    w.commit_with(&AppState::event_of(ctx, "key.revoked", detail)).await?;
     state.changed(Change::Key(&k.id)).await;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }
 
 /// Replaces a key's secret (`keys:manage`, and a role the caller could grant itself): the

@@ -2,7 +2,7 @@
 use crate::error::ApiResult;
 use crate::extract::{page, Json, Query};
 use crate::routes::openapi::TenantPath;
-use crate::state::{AppState, State};
+use crate::state::{AppState, Note, State};
 use axum::extract::State as S;
 use http::StatusCode;
 use tenantd_core::tenant::Transition;
@@ -109,9 +109,28 @@ fn upstream_shape(u: &str) -> bool {
     host_ok && port_ok && path_ok
 }
 
+/// A display name as tenants take it (`name`: 1–200 characters, not only spaces).
 fn name(v: Option<String>) -> ApiResult<Option<String>> {
     v.map(|n| tenantd_core::text::display_name("name", &n).map_err(|m| Problem::invalid(m).into()))
         .transpose()
+}
+
+/// A tenant to create, its name and plan checked (the name defaults to the id, the
+/// settings to `{}`).
+pub fn new_tenant(
+    id: TenantId,
+    name_given: Option<String>,
+    plan: &str,
+    owner: Email,
+    settings: Option<serde_json::Value>,
+) -> ApiResult<NewTenant> {
+    Ok(NewTenant {
+        name: name(name_given)?.unwrap_or_else(|| id.to_string()),
+        id,
+        plan: PlanId::parse(plan)?,
+        owner_email: owner,
+        settings: settings.unwrap_or_else(|| serde_json::json!({})),
+    })
 }
 
 /// Creates a tenant and its owner membership (operators; anyone on a signup plan when
@@ -150,18 +169,16 @@ pub async fn create(
         (None, Some(mine)) => Email::parse(&mine)?,
         (None, None) => return Err(Problem::invalid("missing field `owner_email`").into()),
     };
-    let new = NewTenant {
-        name: name(b.name)?.unwrap_or_else(|| id.to_string()),
-        id,
-        plan: PlanId::parse(&b.plan)?,
-        owner_email: owner,
-        settings: settings(b.settings, ctx.is_operator(), None)?.unwrap_or_else(|| serde_json::json!({})),
-    };
+    let settings = settings(b.settings, ctx.is_operator(), None)?;
+    let new = new_tenant(id, b.name, &b.plan, owner, settings)?;
     let actor = ctx
         .principal
         .as_ref()
         .map_or_else(|| "anonymous".to_string(), Principal::actor);
-    match state.create_tenant(&new, &actor, &ctx.request_id).await? {
+    match state
+        .create_tenant(&new, &actor, &ctx.request_id, Note::default())
+        .await?
+    {
         Created::New(t) => Ok((StatusCode::CREATED, axum::Json(t))),
         Created::Existing(t) => Ok((StatusCode::OK, axum::Json(t))),
     }
@@ -190,6 +207,7 @@ pub async fn list(S(state): S<State>, ctx: Ctx, Query(q): Query<ListQuery>) -> A
     let filter = TenantFilter {
         status: q.status,
         plan: q.plan,
+        search: None,
     };
     Ok(axum::Json(
         state.catalog.list_tenants(&filter, &page(q.limit, q.cursor)?).await?,
@@ -279,10 +297,17 @@ pub async fn patch(
         },
         limits: b.limits,
     };
+    Ok(axum::Json(update(&state, &ctx, &patch, Note::default()).await?))
+}
+
+/// Writes a checked patch (the caller has checked its permissions and values) with its
+/// `tenant.updated` event; a new plan refreshes the job policy and moves the tenant's
+/// data to the plan's tier, online.
+pub async fn update(state: &State, ctx: &TenantContext, patch: &TenantPatch, note: Note<'_>) -> ApiResult<Tenant> {
     let mut w = state.catalog.begin().await?;
-    let t = state.catalog.update_tenant(&mut w, ctx.tenant_id(), &patch).await?;
-    let detail = serde_json::json!({"plan": patch.plan, "limits": patch.limits.is_some()});
-    w.commit_with(&AppState::event_of(&ctx, "tenant.updated", detail))
+    let t = state.catalog.update_tenant(&mut w, ctx.tenant_id(), patch).await?;
+    let detail = note.added_to(serde_json::json!({"plan": patch.plan, "limits": patch.limits.is_some()}));
+    w.commit_with(&AppState::event_of(ctx, "tenant.updated", detail))
         .await?;
     state.changed(Change::Tenant(t.id.as_str())).await;
     if patch.plan.is_some() || patch.limits.is_some() {
@@ -292,20 +317,23 @@ pub async fn patch(
     if patch.plan.is_some() {
         state.request_move(t.id).await?;
     }
-    Ok(axum::Json(t))
+    Ok(t)
 }
 
 async fn transition(
     state: &State,
     ctx: &TenantContext,
     t: Transition,
-    reason: Option<&str>,
+    note: Note<'_>,
     action: &str,
-) -> ApiResult<axum::Json<Tenant>> {
+) -> ApiResult<Tenant> {
+    // The tenant keeps the reason of its suspension (`status_reason`); any other
+    // transition's reason is the event's only.
+    let status_reason = note.reason.filter(|_| matches!(t, Transition::Suspend));
     let mut w = state.catalog.begin().await?;
     let tenant = state
         .catalog
-        .transition_tenant(&mut w, ctx.tenant_id(), t, reason)
+        .transition_tenant(&mut w, ctx.tenant_id(), t, status_reason)
         .await?;
     match t {
         // A deleted tenant's jobs are cancelled with its deletion (a restore does not
@@ -320,10 +348,10 @@ async fn transition(
         Transition::Resume => state.jobs.rejoin_in(&mut w, ctx.tenant_id()).await?,
         _ => {}
     }
-    w.commit_with(&AppState::event_of(ctx, action, serde_json::json!({"reason": reason})))
-        .await?;
+    let detail = note.added_to(serde_json::json!({"reason": note.reason}));
+    w.commit_with(&AppState::event_of(ctx, action, detail)).await?;
     state.changed(Change::Tenant(tenant.id.as_str())).await;
-    Ok(axum::Json(tenant))
+    Ok(tenant)
 }
 
 /// `POST /v1/tenants/{id}/suspend` body.
@@ -343,17 +371,46 @@ pub async fn suspend(
     ctx: TenantContext,
     Json(b): Json<SuspendBody>,
 ) -> ApiResult<axum::Json<Tenant>> {
+    let note = Note {
+        reason: Some(&b.reason),
+        via: None,
+    };
+    Ok(axum::Json(suspend_with(&state, &ctx, note).await?))
+}
+
+/// Suspends the tenant (operator) with `note`'s reason, required: 1–200 characters, not
+/// only spaces.
+pub async fn suspend_with(state: &State, ctx: &TenantContext, note: Note<'_>) -> ApiResult<Tenant> {
     ctx.request().require_operator()?;
-    let reason = tenantd_core::text::display_name("reason", &b.reason).map_err(Problem::invalid)?;
-    transition(&state, &ctx, Transition::Suspend, Some(&reason), "tenant.suspended").await
+    let reason =
+        tenantd_core::text::display_name("reason", note.reason.unwrap_or_default()).map_err(Problem::invalid)?;
+    let note = Note {
+        reason: Some(&reason),
+        ..note
+    };
+    transition(state, ctx, Transition::Suspend, note, "tenant.suspended").await
 }
 
 /// Resumes a suspended tenant (operator).
 #[utoipa::path(post, path = "/v1/tenants/{id}/resume", tag = "tenants", params(TenantPath), responses((status = 200, description = "The tenant", body = Tenant)))]
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn resume(S(state): S<State>, ctx: TenantContext) -> ApiResult<axum::Json<Tenant>> {
+    Ok(axum::Json(resume_with(&state, &ctx, Note::default()).await?))
+}
+
+/// Resumes the tenant (operator); `note`'s reason, when given, is held to the same
+/// rule as a suspension's.
+pub async fn resume_with(state: &State, ctx: &TenantContext, note: Note<'_>) -> ApiResult<Tenant> {
     ctx.request().require_operator()?;
-    transition(&state, &ctx, Transition::Resume, None, "tenant.resumed").await
+    let reason = note
+        .reason
+        .map(|r| tenantd_core::text::display_name("reason", r).map_err(Problem::invalid))
+        .transpose()?;
+    let note = Note {
+        reason: reason.as_deref(),
+        ..note
+    };
+    transition(state, ctx, Transition::Resume, note, "tenant.resumed").await
 }
 
 /// Soft-deletes a tenant (`tenant:delete`: owners and operators); kept 30 days.
@@ -361,7 +418,9 @@ pub async fn resume(S(state): S<State>, ctx: TenantContext) -> ApiResult<axum::J
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn delete(S(state): S<State>, ctx: TenantContext) -> ApiResult<axum::Json<Tenant>> {
     ctx.require(tenantd_core::perms::TENANT_DELETE)?;
-    transition(&state, &ctx, Transition::Delete, None, "tenant.deleted").await
+    Ok(axum::Json(
+        transition(&state, &ctx, Transition::Delete, Note::default(), "tenant.deleted").await?,
+    ))
 }
 
 /// Without a body (or without `backup_id`): restores a deleted tenant in retention, to
@@ -381,9 +440,10 @@ pub async fn restore(
         Some(id) => Ok(crate::routes::archives::restore_backup(&state, &ctx, &id)
             .await?
             .into_response()),
-        None => Ok(transition(&state, &ctx, Transition::Restore, None, "tenant.restored")
-            .await?
-            .into_response()),
+        None => Ok(axum::Json(
+            transition(&state, &ctx, Transition::Restore, Note::default(), "tenant.restored").await?,
+        )
+        .into_response()),
     }
 }
 

@@ -24,38 +24,39 @@ use tenantd_store::Page;
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Quota {
     /// The resource.
-    resource: String,
+    pub resource: String,
     /// The window.
-    window: Window,
+    pub window: Window,
     /// `null` when unlimited.
-    limit: Option<u64>,
+    pub limit: Option<u64>,
     /// Used in the current window (levels: now; leases: held now).
-    current: u64,
+    pub current: u64,
     /// What is left; `null` when unlimited.
-    remaining: Option<u64>,
+    pub remaining: Option<u64>,
     /// `current / limit × 100`, one decimal; `null` when unlimited.
-    percentage: Option<f64>,
+    pub percentage: Option<f64>,
     /// When the window resets (RFC 3339); `null` for levels and leases.
     #[schema(format = DateTime)]
-    reset_at: Option<String>,
+    pub reset_at: Option<String>,
     /// `hard` or `soft`.
-    enforcement: Enforcement,
+    pub enforcement: Enforcement,
 }
 
 /// `GET …/usage`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Usage {
     /// The tenant.
-    tenant_id: String,
+    pub tenant_id: String,
     /// Its plan.
-    plan: String,
+    pub plan: String,
     /// Every limit of the plan with the tenant's overrides, with its use.
-    quotas: Vec<Quota>,
+    pub quotas: Vec<Quota>,
     /// The plan's features.
-    features: BTreeMap<String, bool>,
+    pub features: BTreeMap<String, bool>,
 }
 
-async fn usage_of(state: &State, ctx: &TenantContext) -> ApiResult<Usage> {
+/// The tenant's quota table (`usage:read`): every limit with its use now.
+pub async fn usage_of(state: &State, ctx: &TenantContext) -> ApiResult<Usage> {
     ctx.require("usage:read")?;
     let t = ctx.tenant();
     let now = now_secs();

@@ -1,9 +1,12 @@
 //! Integration tests: the real server over HTTP, every case on SQLite and PostgreSQL.
 mod archives;
 mod audit;
+mod browser;
 mod common;
 mod config;
 mod connections;
+mod console;
+mod console_browser;
 mod crash;
 mod data;
 mod deploy;
