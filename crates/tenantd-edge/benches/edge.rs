@@ -113,7 +113,7 @@ fn build() -> World {
             job_weight: 1,
             upstream: None,
             config: Arc::default(),
-            activity: Arc::default(),
+            activity: Default::default(),
         });
     }
     let roles = ["owner", "admin", "member", "viewer"];

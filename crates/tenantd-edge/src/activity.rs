@@ -1,11 +1,13 @@
 //! What each tenant did at this node: its requests and the edge's refusals of them.
 //!
-//! Counted on the hot path with one relaxed atomic add on counters the tenant's cached
-//! entry points at (no lookup per request), and read by the server's bounded per-tenant
-//! metrics at scrape time (docs/observability.md).
+//! The counters live inline in the tenant's cached entry, so counting is one relaxed
+//! atomic add on memory the decision has just read (no lookup, no lock, no cache miss
+//! of its own). When the entry is replaced its counts move to the new one; when it is
+//! dropped from the cache they are parked in [`Activity`] until the tenant is cached
+//! again. Only a request in flight at the instant of a replacement can go uncounted. The
+//! server's bounded per-tenant metrics read them at scrape time (docs/observability.md).
 use dashmap::DashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
 use tenantd_core::{Code, TenantId};
 
 /// The refusals counted per tenant by their own code; any other counts as `other`.
@@ -32,7 +34,21 @@ pub struct TenantCounters {
     refusals: [AtomicU64; REFUSAL_KINDS],
 }
 
+impl Clone for TenantCounters {
+    fn clone(&self) -> Self {
+        Self::starting_at(self.counts())
+    }
+}
+
 impl TenantCounters {
+    /// Counters holding `counts` already.
+    pub fn starting_at(counts: Counts) -> Self {
+        Self {
+            requests: AtomicU64::new(counts.requests),
+            refusals: counts.refusals.map(AtomicU64::new),
+        }
+    }
+
     /// Counts one decided request of the tenant, refused with `refusal` if any.
     pub fn count(&self, refusal: Option<Code>) {
         self.requests.fetch_add(1, Relaxed);
@@ -83,27 +99,31 @@ impl Counts {
 
 type Hasher = foldhash::fast::RandomState;
 
-/// Every tenant's counters at this node. A tenant's stay when its cached entry is
-/// replaced (a plan change, say), and go when it is purged.
+/// The counts of tenants whose entries left the cache, until they are cached again.
 #[derive(Debug, Default)]
 pub struct Activity {
-    tenants: DashMap<TenantId, Arc<TenantCounters>, Hasher>,
+    parked: DashMap<TenantId, Counts, Hasher>,
 }
 
 impl Activity {
-    /// The tenant's counters, made on first use.
-    pub fn of(&self, id: TenantId) -> Arc<TenantCounters> {
-        self.tenants.entry(id).or_default().clone()
+    /// Parks a tenant's counts (its entry left the cache).
+    pub fn park(&self, id: TenantId, counts: Counts) {
+        self.parked.entry(id).or_default().add(&counts);
     }
 
-    /// Forgets a purged tenant's counters.
+    /// Takes back a tenant's parked counts (its entry is cached again).
+    pub fn unpark(&self, id: &str) -> Counts {
+        self.parked.remove(id).map(|(_, c)| c).unwrap_or_default()
+    }
+
+    /// Forgets a purged tenant's counts.
     pub fn forget(&self, id: &str) {
-        self.tenants.remove(id);
+        self.parked.remove(id);
     }
 
-    /// Every tenant with counters, and its counts now.
-    pub fn counts(&self) -> Vec<(TenantId, Counts)> {
-        self.tenants.iter().map(|e| (*e.key(), e.value().counts())).collect()
+    /// Every parked tenant and its counts.
+    pub fn parked(&self) -> Vec<(TenantId, Counts)> {
+        self.parked.iter().map(|e| (*e.key(), *e.value())).collect()
     }
 }
 
@@ -129,22 +149,32 @@ mod tests {
     }
 
     #[test]
-    fn counters_outlive_a_replaced_entry_and_go_with_a_purge() {
+    fn parked_counts_add_up_and_go_with_an_unpark_or_a_purge() {
         let a = Activity::default();
         let t = TenantId::parse("acme").unwrap();
-        a.of(t).count(None);
-        a.of(t).count(None);
+        let two = Counts {
+            requests: 2,
+            ..Default::default()
+        };
+        a.park(t, two);
+        a.park(t, two);
         assert_eq!(
-            a.counts(),
+            a.parked(),
             vec![(
                 t,
                 Counts {
-                    requests: 2,
+                    requests: 4,
                     ..Default::default()
                 }
             )]
         );
+        assert_eq!(a.unpark("acme").requests, 4);
+        assert!(a.parked().is_empty());
+        a.park(t, two);
         a.forget("acme");
-        assert!(a.counts().is_empty());
+        assert_eq!(a.unpark("acme"), Counts::default());
+        let c = TenantCounters::starting_at(two);
+        c.count(None);
+        assert_eq!(c.clone().counts().requests, 3);
     }
 }

@@ -31,9 +31,9 @@ pub struct TenantEntry {
     pub upstream: Option<Result<crate::Upstream, String>>,
     /// Its own configuration layer (docs/config.md).
     pub config: Arc<tenantd_core::layers::Layer>,
-    /// Its requests and refusals at this node: set by [`EdgeCache::put_tenant`] to the
-    /// tenant's counters, which outlive the entry. Not part of what the entry says.
-    pub activity: Arc<crate::activity::TenantCounters>,
+    /// Its requests and refusals at this node, carried from entry to entry by
+    /// [`EdgeCache::put_tenant`]. Not part of what the entry says.
+    pub activity: crate::activity::TenantCounters,
 }
 
 /// What the edge needs to know of an API key. Never the secret.
@@ -245,20 +245,38 @@ impl EdgeCache {
     pub fn tenant(&self, id: &str) -> Option<Arc<TenantEntry>> {
         self.tenants.get(id).map(|e| e.value().clone())
     }
-    /// Caches (or replaces) a tenant, with its counters.
+    /// Caches (or replaces) a tenant; its counts so far go on in the new entry.
     pub fn put_tenant(&self, mut t: TenantEntry) -> Arc<TenantEntry> {
-        t.activity = self.activity.of(t.id);
+        let mut so_far = self.activity.unpark(t.id.as_str());
+        if let Some(old) = self.tenants.get(&t.id) {
+            so_far.add(&old.activity.counts());
+        }
+        t.activity = crate::activity::TenantCounters::starting_at(so_far);
         let t = Arc::new(t);
         self.tenants.insert(t.id, t.clone());
         t
     }
-    /// Each tenant's requests and refusals at this node.
-    pub fn activity(&self) -> &crate::activity::Activity {
-        &self.activity
+    /// Every tenant's requests and refusals at this node: cached ones' and parked ones'.
+    pub fn activity(&self) -> Vec<(TenantId, crate::activity::Counts)> {
+        let mut all = self.activity.parked();
+        all.extend(self.tenants.iter().map(|e| (*e.key(), e.value().activity.counts())));
+        all
     }
-    /// Forgets a tenant (it is reloaded on next use).
+    /// Forgets a tenant (it is reloaded on next use); its counts are parked.
     pub fn forget_tenant(&self, id: &str) {
-        self.tenants.remove(id);
+        if let Some((id, old)) = self.tenants.remove(id) {
+            self.activity.park(id, old.activity.counts());
+        }
+    }
+    /// Forgets every tenant `which` says, parking their counts.
+    fn forget_tenants(&self, which: impl Fn(&TenantEntry) -> bool) {
+        self.tenants.retain(|id, t| {
+            if which(t) {
+                self.activity.park(*id, t.activity.counts());
+                return false;
+            }
+            true
+        });
     }
     /// A cached key.
     pub fn key(&self, id: &KeyId) -> Option<Arc<KeyEntry>> {
@@ -309,7 +327,7 @@ impl EdgeCache {
             Change::Key(k) => self.forget_key(k),
             Change::Role(t, n) => self.forget_role(t, n),
             Change::Domain(_) => self.domains_stale.store(true, Ordering::Release),
-            Change::Plan(p) => self.tenants.retain(|_, t| t.plan.as_str() != p),
+            Change::Plan(p) => self.forget_tenants(|t| t.plan.as_str() == p),
             Change::Config(t) => self.forget_tenant(t),
             // The server reloads the settings whole ([`crate::Edge::reload_settings`]).
             Change::Settings => {}
@@ -328,9 +346,9 @@ impl EdgeCache {
         change
     }
 
-    /// Empties the cache.
+    /// Empties the cache (tenants' counts are parked).
     pub fn clear(&self) {
-        self.tenants.clear();
+        self.forget_tenants(|_| true);
         self.keys.clear();
         self.roles.clear();
         self.domains_stale.store(true, Ordering::Release);
@@ -406,7 +424,7 @@ mod tests {
             job_weight: 1,
             upstream: None,
             config: Arc::default(),
-            activity: Arc::default(),
+            activity: Default::default(),
         });
         cache.put_tenant(TenantEntry {
             id: TenantId::parse("beta").unwrap(),
@@ -418,7 +436,7 @@ mod tests {
             job_weight: 1,
             upstream: None,
             config: Arc::default(),
-            activity: Arc::default(),
+            activity: Default::default(),
         });
         cache.apply(Some("tenant:acme"));
         assert!(cache.tenant("acme").is_none() && cache.tenant("beta").is_some());
@@ -433,7 +451,7 @@ mod tests {
             job_weight: 1,
             upstream: None,
             config: Arc::default(),
-            activity: Arc::default(),
+            activity: Default::default(),
         });
         cache.apply(Some("plan:starter"));
         assert!(cache.tenant("gamma").is_none() && cache.tenant("beta").is_some());
@@ -468,7 +486,7 @@ mod tests {
                 job_weight: 1,
                 upstream: None,
                 config: Arc::default(),
-                activity: Arc::default(),
+                activity: Default::default(),
             });
             cache.put_key(key(k, tenant));
             cache.put_role(tenant, Role::custom("auditor".into(), Vec::new()));
@@ -481,5 +499,47 @@ mod tests {
         assert!(cache.tenant("acme-2").is_some());
         assert!(cache.key(&KeyId::parse("key_bbbbbbbbbbbbbbbbbbbb").unwrap()).is_some());
         assert!(cache.role("acme-2", "auditor").is_some());
+    }
+
+    #[test]
+    fn a_tenants_counts_go_on_through_replacement_forgetting_and_clearing() {
+        let cache = EdgeCache::default();
+        let entry = |id: &str, plan: &str| TenantEntry {
+            id: TenantId::parse(id).unwrap(),
+            plan: tenantd_core::PlanId::parse(plan).unwrap(),
+            isolation: tenantd_core::Isolation::Row,
+            status: TenantStatus::Active,
+            limits: Arc::from(Vec::new()),
+            counter_failure: Default::default(),
+            job_weight: 1,
+            upstream: None,
+            config: Arc::default(),
+            activity: Default::default(),
+        };
+        let requests = |cache: &EdgeCache| -> u64 {
+            cache
+                .activity()
+                .iter()
+                .filter(|(id, _)| id.as_str() == "acme")
+                .map(|(_, c)| c.requests)
+                .sum()
+        };
+        cache.put_tenant(entry("acme", "free")).activity.count(None);
+        // Replaced (a plan change written here): the new entry goes on from 1.
+        cache.put_tenant(entry("acme", "pro")).activity.count(None);
+        assert_eq!(requests(&cache), 2);
+        // Forgotten (another node's change): parked, still counted, then taken back.
+        cache.apply(Some("tenant:acme"));
+        assert_eq!(requests(&cache), 2);
+        cache.put_tenant(entry("acme", "pro")).activity.count(None);
+        assert_eq!(requests(&cache), 3);
+        cache.apply(Some("plan:pro"));
+        cache.apply(None);
+        assert_eq!(requests(&cache), 3);
+        cache.put_tenant(entry("acme", "pro"));
+        assert_eq!(cache.activity().len(), 1, "counted once, cached or parked");
+        // Purged: gone.
+        cache.apply(Some("purged:acme"));
+        assert_eq!(requests(&cache), 0);
     }
 }

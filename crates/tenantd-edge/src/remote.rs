@@ -361,7 +361,7 @@ impl DecideResponse {
                         job_weight: t.job_weight,
                         upstream: None,
                         config: Arc::default(),
-                        activity: Arc::default(),
+                        activity: Default::default(),
                     })),
                 };
                 let limit = match c.limit {

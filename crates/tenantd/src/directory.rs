@@ -31,7 +31,7 @@ pub fn tenant_entry(t: &Tenant, plan: &Plan) -> TenantEntry {
                 .and_then(tenantd_edge::Upstream::parse)
         }),
         config: Arc::default(),
-        activity: Arc::default(),
+        activity: Default::default(),
     }
 }
 

@@ -44,7 +44,6 @@ pub(super) async fn gather(state: &State) -> Scrape {
     let cache = state.edge.cache();
     let counts = cache
         .activity()
-        .counts()
         .into_iter()
         .map(|(id, c)| (id, c, cache.tenant(id.as_str()).map(|t| t.plan.to_string())))
         .collect();
