@@ -251,8 +251,8 @@ pub async fn prepare(cfg: Config) -> Result<State, StartError> {
             }
         });
     }
-    let tenant_series = crate::metrics::tenants::TenantSeries::new(cfg.tenant_series);
-    let console = crate::console::Sessions::new(keyring.master(), &edge.config().operator_key_hash);
+    let tenant_series = crate::metrics::ranking::TenantSeries::new(cfg.tenant_series);
+    let console = crate::console::session::Sessions::new(keyring.master(), &edge.config().operator_key_hash);
     Ok(Arc::new(AppState {
         console,
         keyring,

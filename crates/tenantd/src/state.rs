@@ -42,7 +42,7 @@ pub struct AppState {
     /// The HTTP API's request counter and latency histogram.
     pub http_metrics: Arc<crate::metrics::requests::HttpMetrics>,
     /// Which tenants get their own series at `/metrics`.
-    pub tenant_series: crate::metrics::tenants::TenantSeries,
+    pub tenant_series: crate::metrics::ranking::TenantSeries,
     /// The job queue's series.
     pub job_metrics: crate::metrics::jobs::JobMetrics,
     /// Webhook deliveries' series.
@@ -54,7 +54,7 @@ pub struct AppState {
     /// `503` meanwhile.
     pub restoring: dashmap::DashSet<TenantId>,
     /// The operator console's session keys, and the sessions signed out on this node.
-    pub console: crate::console::Sessions,
+    pub console: crate::console::session::Sessions,
 }
 
 /// The handle handlers get.
@@ -234,5 +234,24 @@ pub fn job_policy(tenant: &tenantd_edge::TenantEntry) -> tenantd_jobs::Policy {
             .filter(|l| l.resource == "jobs" && l.window == tenantd_core::Window::Concurrent)
             .filter_map(|l| l.limit)
             .min(),
+    }
+}
+
+/// Writes the `data.operator_access` event of an operator's access to `tenant`'s data,
+/// before the access: `Err` (a `500`) when it cannot be written, and the access must
+/// not happen.
+pub async fn record_operator_access(
+    state: &State,
+    tenant: &tenantd_core::TenantId,
+    request_id: &str,
+    detail: serde_json::Value,
+) -> Result<(), tenantd_edge::Problem> {
+    let ev = tenantd_store::NewEvent::new(Some(tenant), "operator", "data.operator_access", detail, request_id);
+    match state.catalog.record_event(&ev).await {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            tracing::error!(error = %e, "an operator's access to tenant data was refused: its audit event could not be written");
+            Err(tenantd_edge::Problem::internal())
+        }
     }
 }

@@ -53,6 +53,22 @@ struct Named {
     counts: Counts,
 }
 
+/// The ranking, kept between scrapes (one per server).
+#[derive(Debug)]
+pub struct TenantSeries(std::sync::Mutex<Ranking>);
+
+impl TenantSeries {
+    /// Per-tenant series for at most `limit` tenants (`[metrics] tenant_series`).
+    pub fn new(limit: usize) -> Self {
+        Self(std::sync::Mutex::new(Ranking::new(limit)))
+    }
+
+    /// [`Ranking::scrape`], one scrape at a time.
+    pub fn scrape(&self, counts: Vec<(TenantId, Counts, Option<String>)>, now: Instant) -> Series {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).scrape(counts, now)
+    }
+}
+
 /// The ranking's state between scrapes.
 #[derive(Debug)]
 pub struct Ranking {

@@ -1,27 +1,15 @@
 //! The per-tenant series: requests, refusals and quota use of the most active tenants
 //! (see [`super::ranking`]), each with its `plan`, the rest under `tenant="_other"`.
-use super::ranking::{Ranking, Series, OTHER};
+use super::ranking::{Series, OTHER};
 use super::{gauge, labelled};
 use crate::state::State;
 use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use std::fmt;
-use std::sync::Mutex;
 use std::time::Instant;
 use tenantd_core::{TenantId, Window};
 use tenantd_edge::activity::{refusal_label, REFUSAL_KINDS};
-
-/// The ranking, kept between scrapes (one per server).
-#[derive(Debug)]
-pub struct TenantSeries(Mutex<Ranking>);
-
-impl TenantSeries {
-    /// Per-tenant series for at most `limit` tenants (`[metrics] tenant_series`).
-    pub fn new(limit: usize) -> Self {
-        Self(Mutex::new(Ranking::new(limit)))
-    }
-}
 
 /// One quota of a named tenant: its use in the current period and its limit.
 struct Quota {
@@ -47,12 +35,7 @@ pub(super) async fn gather(state: &State) -> Scrape {
         .into_iter()
         .map(|(id, c)| (id, c, cache.tenant(id.as_str()).map(|t| t.plan.to_string())))
         .collect();
-    let series = state
-        .tenant_series
-        .0
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .scrape(counts, Instant::now());
+    let series = state.tenant_series.scrape(counts, Instant::now());
     let mut quotas = Vec::new();
     for (id, plan, _) in &series.named {
         let Some(entry) = cache.tenant(id.as_str()) else {

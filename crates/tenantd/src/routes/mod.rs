@@ -127,31 +127,12 @@ async fn audit_operator_access(
     if let Some(ctx) = ctx.filter(|c| c.is_operator() && reaches_tenant_data(req.uri().path())) {
         if let Some(tenant) = &ctx.tenant {
             let detail = serde_json::json!({"method": req.method().as_str(), "path": req.uri().path()});
-            if let Err(p) = record_operator_access(&state, &tenant.id, &ctx.request_id, detail).await {
+            if let Err(p) = crate::state::record_operator_access(&state, &tenant.id, &ctx.request_id, detail).await {
                 return p.into_response();
             }
         }
     }
     next.run(req).await
-}
-
-/// Writes the `data.operator_access` event of an operator's access to `tenant`'s data,
-/// before the access: `Err` (a `500`) when it cannot be written, and the access must
-/// not happen.
-pub async fn record_operator_access(
-    state: &State,
-    tenant: &tenantd_core::TenantId,
-    request_id: &str,
-    detail: serde_json::Value,
-) -> Result<(), Problem> {
-    let ev = tenantd_store::NewEvent::new(Some(tenant), "operator", "data.operator_access", detail, request_id);
-    match state.catalog.record_event(&ev).await {
-        Ok(_) => Ok(()),
-        Err(e) => {
-            tracing::error!(error = %e, "an operator's access to tenant data was refused: its audit event could not be written");
-            Err(Problem::internal())
-        }
-    }
 }
 
 fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {

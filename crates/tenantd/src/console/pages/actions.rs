@@ -6,7 +6,9 @@ use super::tenant::{render, Action, View};
 use crate::console::layout::{self, Chrome, Nav};
 use crate::console::{failure, html_page, see_other, text, Page, Signed};
 use crate::error::ApiError;
-use crate::routes::{archives, keys, tenants};
+use crate::routes::archives::start_export;
+use crate::routes::keys::revoke_key;
+use crate::routes::tenants;
 use crate::state::{Note, State};
 use axum::body::Bytes;
 use axum::extract::{Path, State as S};
@@ -153,8 +155,8 @@ pub async fn export(
             via: VIA,
         };
         let detail = note.added_to(serde_json::json!({"method": "POST", "path": uri.path(), "action": "export"}));
-        crate::routes::record_operator_access(&state, ctx.tenant_id(), &signed.request_id, detail).await?;
-        archives::start_export(&state, &ctx).await.map(|_| ())
+        crate::state::record_operator_access(&state, ctx.tenant_id(), &signed.request_id, detail).await?;
+        start_export(&state, &ctx).await.map(|_| ())
     }
     .await;
     answer(&state, &signed, &id, Action::Export, &f.reason, result, "export").await
@@ -231,7 +233,7 @@ pub async fn revoke(
             reason: reason.as_deref(),
             via: VIA,
         };
-        keys::revoke_key(&state, &ctx, &key_id, note).await
+        revoke_key(&state, &ctx, &key_id, note).await
     }
     .await;
     match result {
