@@ -426,7 +426,7 @@ pub async fn delete(S(state): S<State>, ctx: TenantContext) -> ApiResult<axum::J
 /// Without a body (or without `backup_id`): restores a deleted tenant in retention, to
 /// the status it had. With `{"backup_id"}`: replaces the tenant's data with that
 /// backup's (docs/protection.md). Operators only.
-#[utoipa::path(post, path = "/v1/tenants/{id}/restore", tag = "tenants", params(TenantPath), request_body(content = crate::routes::archives::RestoreBody, description = "Optional: a backup to restore the tenant's data from"), responses((status = 200, description = "The tenant (undeleted), or the backup's restore, verified", body = Tenant), (status = 202, description = "The backup's restore is still running", body = Object)))]
+#[utoipa::path(post, path = "/v1/tenants/{id}/restore", tag = "tenants", params(TenantPath), request_body(content = Option<crate::routes::archives::RestoreBody>, description = "Optional: a backup to restore the tenant's data from"), responses((status = 200, description = "The tenant (undeleted), or the backup's restore, verified", body = Tenant), (status = 202, description = "The backup's restore is still running", body = Object)))]
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn restore(
     S(state): S<State>,
