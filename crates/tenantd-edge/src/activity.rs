@@ -27,8 +27,9 @@ pub fn refusal_label(i: usize) -> &'static str {
     REFUSAL_CODES.get(i).map_or("other", |c| c.as_str())
 }
 
-/// One tenant's counters at this node.
+/// One tenant's counters at this node; `requests` first, as every request counts it.
 #[derive(Debug, Default)]
+#[repr(C)]
 pub struct TenantCounters {
     requests: AtomicU64,
     refusals: [AtomicU64; REFUSAL_KINDS],

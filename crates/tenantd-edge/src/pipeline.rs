@@ -173,8 +173,9 @@ impl Edge {
     /// Loads the flags and shared configuration again (after this node or another
     /// changed them); until it succeeds the previous ones stay.
     pub async fn reload_settings(&self) -> Result<(), crate::cache::DirectoryError> {
+        let ticket = self.cache.settings_ticket();
         let s = self.dir.settings().await?;
-        self.cache.set_settings(s);
+        self.cache.set_settings_from(ticket, s);
         Ok(())
     }
 
