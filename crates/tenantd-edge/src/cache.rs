@@ -284,10 +284,19 @@ impl EdgeCache {
         self.tenants.insert(t.id, t.clone());
         t
     }
-    /// Every tenant's requests and refusals at this node: cached ones' and parked ones'.
-    pub fn activity(&self) -> Vec<(TenantId, crate::activity::Counts)> {
-        let mut all = self.activity.parked();
-        all.extend(self.tenants.iter().map(|e| (*e.key(), e.value().activity.counts())));
+    /// Every tenant's requests and refusals at this node, with its plan: cached ones', and
+    /// parked ones' (whose plan this node does not hold now).
+    pub fn activity(&self) -> Vec<(TenantId, crate::activity::Counts, Option<tenantd_core::PlanId>)> {
+        let mut all: Vec<_> = self
+            .activity
+            .parked()
+            .into_iter()
+            .map(|(id, c)| (id, c, None))
+            .collect();
+        all.extend(self.tenants.iter().map(|e| {
+            let t = e.value();
+            (t.id, t.activity.counts(), Some(t.plan.clone()))
+        }));
         all
     }
     /// Forgets a tenant (it is reloaded on next use); its counts are parked.
@@ -508,8 +517,8 @@ mod tests {
             cache
                 .activity()
                 .iter()
-                .filter(|(id, _)| id.as_str() == "acme")
-                .map(|(_, c)| c.requests)
+                .filter(|(id, ..)| id.as_str() == "acme")
+                .map(|(_, c, _)| c.requests)
                 .sum()
         };
         cache

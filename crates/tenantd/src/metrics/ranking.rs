@@ -107,7 +107,7 @@ impl Ranking {
             let delta = now_counts.since(&seen.counts);
             seen.counts = now_counts;
             seen.score = seen.score * decay + delta.requests as f64;
-            if let Some(p) = plan {
+            if let Some(p) = plan.filter(|p| *p != seen.plan) {
                 seen.plan = p;
             } else if seen.plan.is_empty() {
                 seen.plan = UNKNOWN_PLAN.to_string();

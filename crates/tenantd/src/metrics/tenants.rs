@@ -33,7 +33,7 @@ pub(super) async fn gather(state: &State) -> Scrape {
     let counts = cache
         .activity()
         .into_iter()
-        .map(|(id, c)| (id, c, cache.tenant(id.as_str()).map(|t| t.plan.to_string())))
+        .map(|(id, c, plan)| (id, c, plan.map(|p| p.as_str().to_owned())))
         .collect();
     let series = state.tenant_series.scrape(counts, Instant::now());
     let mut quotas = Vec::new();
