@@ -529,3 +529,24 @@ pub async fn connect(url: &str) -> sqlx::AnyConnection {
     sqlx::any::install_default_drivers();
     <sqlx::AnyConnection as sqlx::Connection>::connect(url).await.unwrap()
 }
+
+/// A tool `test` needs is not installed (`why` says which and how to install it): under
+/// `CI=true` the test fails, elsewhere it prints one `skipped:` line and the caller
+/// returns.
+pub fn skip_missing_tool(test: &str, why: &str) {
+    assert!(
+        !tenantd_store::testing::required(),
+        "{test}: {why}, and CI=true: it cannot be skipped"
+    );
+    eprintln!("skipped: {test}: {why}");
+}
+
+/// Whether `promtool` (Debian's package `prometheus`) runs here; when not, `test` is
+/// skipped as [`skip_missing_tool`] says.
+pub fn promtool_or_skip(test: &str) -> bool {
+    let here = std::process::Command::new("promtool").arg("--version").output().is_ok();
+    if !here {
+        skip_missing_tool(test, "promtool not installed (apt-get install prometheus)");
+    }
+    here
+}

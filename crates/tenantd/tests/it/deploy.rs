@@ -46,20 +46,6 @@ fn declared(scrape: &str, name: &str) -> bool {
             .is_some_and(|base| scrape.lines().any(|l| l == format!("# TYPE {base} counter")))
 }
 
-/// Whether promtool can be run here; outside CI a missing promtool is a skip (one line),
-/// under `CI=true` a failure.
-fn promtool_installed() -> bool {
-    if Command::new("promtool").arg("--version").output().is_ok() {
-        return true;
-    }
-    assert!(
-        !tenantd_store::testing::required(),
-        "promtool is not installed and CI=true: the deploy tests cannot be skipped (apt-get install prometheus)"
-    );
-    eprintln!("skipped: promtool not installed (apt-get install prometheus)");
-    false
-}
-
 /// `promtool <args>` in `deploy/prometheus`, which must succeed.
 fn promtool(args: &[&str]) {
     let out = Command::new("promtool")
@@ -94,7 +80,7 @@ fn deploy_alert_rules_pass_promtool() {
             "alerts_test.yml does not test {alert}"
         );
     }
-    if !promtool_installed() {
+    if !crate::common::promtool_or_skip("deploy") {
         return;
     }
     promtool(&["check", "rules", "alerts.yml"]);
