@@ -45,7 +45,7 @@ pub fn page(title: &str, chrome: Option<&Chrome<'_>>, body: Markup) -> Markup {
                         @if let Some(c) = chrome {
                             nav aria-label="Main" {
                                 a href="/console/tenants" aria-current=[current(Nav::Tenants)] { "Tenants" }
-                                a href="/console/tenants/new" aria-current=[current(Nav::NewTenant)] { "New tenant" }
+                                a href="/console/new" aria-current=[current(Nav::NewTenant)] { "New tenant" }
                             }
                             form method="post" action="/console/logout" {
                                 (csrf_field(c.csrf))

@@ -344,6 +344,41 @@ async fn console_pages_need_a_session_and_carry_the_security_headers() {
             assert!(!html.contains(" style=\""), "{path} has an inline style");
         }
     }
+    // Every console link a page shows leads somewhere (the header's included).
+    for page in ["/console/tenants", "/console/tenants/headers-co"] {
+        let html = op.get(page).await.text().await.unwrap();
+        let links: std::collections::BTreeSet<String> = html
+            .split("href=\"")
+            .skip(1)
+            .filter_map(|rest| rest.split('"').next())
+            .filter(|l| l.starts_with("/console/") && !l.starts_with("/console/assets/"))
+            .map(|l| l.replace("&amp;", "&"))
+            .collect();
+        assert!(links.contains("/console/new"), "{links:?}");
+        for link in links {
+            assert_eq!(op.get(&link).await.status(), 200, "{link} on {page}");
+        }
+    }
+    // One tenant's page shows each of its panels' data, and an endpoint by its host only.
+    let html = op.get("/console/tenants/headers-co").await.text().await.unwrap();
+    for shown in [
+        "Headers Co",
+        "bob@headers-co.test",
+        "member key",
+        "http://127.0.0.1:9",
+        "reports",
+        "tenant.created",
+        "Starter plan",
+        "API calls per day",
+    ] {
+        assert!(html.contains(shown), "{shown} is not on the tenant's page");
+    }
+    assert!(!html.contains("/hooks/tenantd"), "an endpoint's path is shown");
+    assert_eq!(
+        html.matches("<rect class=\"plot-bar").count(),
+        60,
+        "30 days of calls and of storage"
+    );
     // The stylesheet: named by its hash, cached a year.
     let html = op.get("/console/tenants").await.text().await.unwrap();
     let at = html.find("/console/assets/console-").unwrap();

@@ -54,21 +54,7 @@ pub async fn list(S(state): S<State>, signed: Signed, RawQuery(raw): RawQuery) -
         (Ok(t), Ok(p)) => (t, p),
         (Err(e), _) | (_, Err(e)) => return crate::console::failure(ApiError::from(e), &signed),
     };
-    let next = tenants.next_cursor.as_ref().map(|c| {
-        let next = ListQuery {
-            cursor: c.clone(),
-            ..ListQuery {
-                q: q.q.clone(),
-                status: q.status.clone(),
-                plan: q.plan.clone(),
-                ..Default::default()
-            }
-        };
-        format!(
-            "/console/tenants?{}",
-            serde_urlencoded::to_string(&next).unwrap_or_default()
-        )
-    });
+    let next = tenants.next_cursor.as_ref().map(|c| page_link(&q, c));
     let body = html! {
         h1 { "Tenants" }
         p.sub { "Every tenant but the deleted ones, unless you ask for those. " a href="/console/new" { "Create a tenant" } }
@@ -99,7 +85,7 @@ pub async fn list(S(state): S<State>, signed: Signed, RawQuery(raw): RawQuery) -
             }
             nav.pager aria-label="Pages" {
                 @if !q.cursor.is_empty() {
-                    a href=(first_page(&q)) { "First page" }
+                    a href=(page_link(&q, "")) { "First page" }
                 }
                 @if let Some(n) = &next { a href=(n) rel="next" { "Next page" } }
             }
@@ -112,16 +98,17 @@ pub async fn list(S(state): S<State>, signed: Signed, RawQuery(raw): RawQuery) -
     html_page(StatusCode::OK, layout::page("Tenants", Some(&chrome), body))
 }
 
-fn first_page(q: &ListQuery) -> String {
-    let first = ListQuery {
+/// The list with `q`'s search and filters, from `cursor` (`""` for the first page).
+fn page_link(q: &ListQuery, cursor: &str) -> String {
+    let page = ListQuery {
         q: q.q.clone(),
         status: q.status.clone(),
         plan: q.plan.clone(),
-        ..Default::default()
+        cursor: cursor.to_string(),
     };
     format!(
         "/console/tenants?{}",
-        serde_urlencoded::to_string(&first).unwrap_or_default()
+        serde_urlencoded::to_string(&page).unwrap_or_default()
     )
 }
 
