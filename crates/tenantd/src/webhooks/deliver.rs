@@ -366,7 +366,9 @@ impl AppState {
                 }
             }
             Err(e) if e.is_timeout() => fail(format!("no answer within {} s", settings.timeout_seconds)),
-            Err(e) => fail(format!("the endpoint could not be reached: {e}")),
+            // Without the URL: a token in its query would otherwise be stored and shown
+            // with every failed delivery.
+            Err(e) => fail(format!("the endpoint could not be reached: {}", e.without_url())),
         }
     }
 }

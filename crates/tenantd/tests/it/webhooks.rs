@@ -809,3 +809,29 @@ async fn kill_9_mid_delivery_loses_no_event(db: &str, dir: &std::path::Path) {
     })
     .await;
 }
+
+/// A delivery that could not connect records why, but never the endpoint's URL: a token
+/// in its query would be stored with every failure and shown to whoever reads the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_endpoints_error_holds_no_url_or_token() {
+    let app = crate::common::spawn_app(crate::common::Backend::Sqlite, FAST)
+        .await
+        .unwrap();
+    app.tenant("acme", "free").await;
+    // A port that refuses: bound, then closed.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let path = "/v1/tenants/acme/webhooks";
+    let url = format!("http://{closed}/in?token=s3cret-token");
+    let (id, _) = webhook(&app, path, &url, &["tenant.updated"]).await;
+    touch(&app, "acme", 1).await;
+    let log = poll(&app, &format!("{path}/{id}/deliveries"), |l| {
+        l["items"].as_array().is_some_and(|i| !i.is_empty())
+    })
+    .await;
+    let error = log["items"][0]["error"].as_str().unwrap();
+    assert!(error.starts_with("the endpoint could not be reached"), "{error}");
+    assert!(!error.contains("s3cret") && !error.contains("/in"), "{error}");
+}

@@ -248,7 +248,7 @@ pub fn webhooks(hooks: &[(Webhook, Vec<Delivery>)]) -> Markup {
                                     td.num { (d.attempt) }
                                     td.num { @match d.status_code { Some(c) => { (c) } None => { "—" } } }
                                     td.num { (d.duration_ms) " ms" }
-                                    td { (d.error.as_deref().map_or_else(String::new, |e| e.replace(&h.url, &url_host(&h.url)))) }
+                                    td { (d.error.as_deref().unwrap_or_default()) }
                                 }
                             }
                         }
@@ -259,12 +259,10 @@ pub fn webhooks(hooks: &[(Webhook, Vec<Delivery>)]) -> Markup {
     }
 }
 
-/// `https://hooks.example.com/...?token=…` → `https://hooks.example.com`.
+/// `https://hooks.example.com/...?token=…` → `https://hooks.example.com`: the
+/// endpoint's origin, never its path or query (which may hold a token).
 fn url_host(url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
-    format!("{scheme}://{host}")
+    crate::webhooks::guard::parse(url).map_or_else(|_| "(not a URL)".to_string(), |u| u.origin().ascii_serialization())
 }
 
 /// The tenant's latest jobs (never their payloads: they are the tenant's data).
@@ -337,9 +335,7 @@ mod tests {
             super::url_host("https://hooks.example.com/in?token=s3cret"),
             "https://hooks.example.com"
         );
-        assert_eq!(
-            super::url_host("http://user:pw@10.0.0.1:8080/x"),
-            "http://10.0.0.1:8080"
-        );
+        assert_eq!(super::url_host("http://10.0.0.1:8080/x#y"), "http://10.0.0.1:8080");
+        assert_eq!(super::url_host("http://user:pw@10.0.0.1/x"), "(not a URL)");
     }
 }
