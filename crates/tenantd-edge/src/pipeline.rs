@@ -470,6 +470,27 @@ impl Edge {
         })
     }
 
+    /// The context the operator key gets for a request to `tenant` (as [`Edge::decide`]
+    /// makes it: role `owner`, no admission, never refused on a suspended or deleted
+    /// tenant), for callers that authenticated the operator otherwise (the console's
+    /// session). `404 tenant_not_found` when there is no such tenant.
+    pub async fn operator_context(&self, tenant: &str, request_id: String) -> Result<RequestContext, Problem> {
+        let id = parse_tenant(tenant)?;
+        let Some(entry) = self.tenant_entry(&id).await? else {
+            return Err(Problem::new(Code::TenantNotFound, "tenant not found"));
+        };
+        note_tenant(&entry);
+        Ok(RequestContext {
+            request_id,
+            principal: Some(Principal::Operator),
+            role: Some(self.role(&id, "owner").await?),
+            tenant: Some(entry),
+            limit: None,
+            key_limits: None,
+            settings: Some(self.cache.settings()),
+        })
+    }
+
     /// Decides a request. With a warm cache and an API key this completes without awaiting.
     pub async fn decide(&self, info: &RequestInfo<'_>, request_id: String) -> Result<RequestContext, Problem> {
         self.metrics.requests.fetch_add(1, Ordering::Relaxed);

@@ -147,9 +147,14 @@ impl Problem {
         Value::Object(m)
     }
 
+    /// The status its code answers.
+    pub fn http_status(&self) -> StatusCode {
+        StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
     /// The full response, with the request id.
     pub fn render(&self, request_id: &str) -> Response {
-        let status = StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = self.http_status();
         let body = serde_json::to_vec(&self.body(request_id)).unwrap_or_default();
         let mut resp = (status, body).into_response();
         let h = resp.headers_mut();
@@ -171,7 +176,7 @@ impl Problem {
 /// which the edge layer renders with the request id.
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = self.http_status();
         let mut resp = status.into_response();
         resp.extensions_mut().insert(self);
         resp

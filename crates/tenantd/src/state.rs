@@ -71,7 +71,15 @@ pub struct Note<'a> {
     pub via: Option<&'static str>,
 }
 
-impl Note<'_> {
+impl<'a> Note<'a> {
+    /// An action taken in the operator console, with the reason typed, if any.
+    pub fn console(reason: Option<&'a str>) -> Self {
+        Note {
+            reason,
+            via: Some("console"),
+        }
+    }
+
     /// `data` with `reason` and `via` added (an object; anything else is returned as is).
     pub fn added_to(&self, mut data: serde_json::Value) -> serde_json::Value {
         if let Some(obj) = data.as_object_mut() {

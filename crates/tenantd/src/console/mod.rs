@@ -14,8 +14,8 @@ use axum::Router;
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 use maud::{html, Markup};
 use std::sync::Arc;
-use tenantd_core::TenantId;
-use tenantd_edge::{Directory, Principal, Problem, RequestContext, TenantContext};
+use tenantd_core::Code;
+use tenantd_edge::{RequestContext, TenantContext};
 
 pub mod assets;
 pub mod chart;
@@ -44,8 +44,8 @@ pub fn router() -> Router<State> {
         .route("/console/new", get(tenants::new_form))
         .route("/console/tenants/{id}", get(tenant::show))
         .route("/console/tenants/{id}/plan", post(actions::plan))
-        .route("/console/tenants/{id}/suspend", post(actions::suspend))
-        .route("/console/tenants/{id}/resume", post(actions::resume))
+        .route("/console/tenants/{id}/suspend", post(actions::status_change::<true>))
+        .route("/console/tenants/{id}/resume", post(actions::status_change::<false>))
         .route("/console/tenants/{id}/export", post(actions::export))
         .route(
             "/console/tenants/{id}/keys/{key_id}/revoke",
@@ -133,11 +133,20 @@ pub fn refusal(status: StatusCode, title: &str, message: &str, signed: Option<&S
     html_page(status, layout::page(title, chrome.as_ref(), body))
 }
 
+/// An action's error as its form shows it again (a `4xx`: the status and the detail),
+/// or else the error page ([`failure`]).
+pub fn form_error(e: ApiError, signed: &Signed) -> Result<(StatusCode, String), Response> {
+    match e.0.http_status() {
+        s if s.is_client_error() => Ok((s, e.0.detail)),
+        _ => Err(failure(e, signed)),
+    }
+}
+
 /// The page of an API function's error: its status and detail; a `5xx` says only that
 /// the server failed, with the request id its log line carries.
 pub fn failure(e: ApiError, signed: &Signed) -> Response {
     let p = e.0;
-    let status = StatusCode::from_u16(p.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status = p.http_status();
     let message = if status.is_server_error() {
         format!(
             "The server could not do this. Its log has the details under request id {}.",
@@ -211,46 +220,23 @@ impl Signed {
         })
     }
 
-    /// The operator's context for acting on `tenant`, as the edge makes it for a request
-    /// with the operator key (role `owner`, never refused on a suspended or deleted
-    /// tenant), so the console's actions take the API's own paths.
+    /// The operator's context for acting on `tenant`, made by the edge as for a request
+    /// with the operator key ([`tenantd_edge::Edge::operator_context`]), so the console's
+    /// actions take the API's own paths.
     pub async fn operator_for(&self, state: &State, tenant: &str) -> Result<TenantContext, Refused> {
-        let missing = || {
-            refusal(
-                StatusCode::NOT_FOUND,
-                "Tenant not found",
-                "There is no tenant with this id.",
-                Some(self),
-            )
-        };
-        let id = TenantId::parse(tenant).map_err(|_| missing())?;
-        let cache = state.edge.cache();
-        let entry = match cache.tenant(id.as_str()) {
-            Some(t) => t,
-            None => match crate::directory::CatalogDirectory(state.catalog.clone())
-                .tenant(&id)
-                .await
-            {
-                Ok(Some(t)) => cache.put_tenant(t),
-                Ok(None) => return Err(missing().into()),
-                Err(e) => {
-                    tracing::error!(error = %e, "the console could not load a tenant");
-                    return Err(failure(Problem::internal().into(), self).into());
-                }
-            },
-        };
-        let role = cache
-            .builtin_role("owner")
-            .ok_or_else(|| failure(Problem::internal().into(), self))?;
-        let ctx = RequestContext {
-            request_id: self.request_id.clone(),
-            principal: Some(Principal::Operator),
-            tenant: Some(entry),
-            role: Some(role),
-            limit: None,
-            key_limits: None,
-            settings: Some(cache.settings()),
-        };
+        let ctx = state
+            .edge
+            .operator_context(tenant, self.request_id.clone())
+            .await
+            .map_err(|p| match p.code {
+                Code::InvalidTenantId | Code::TenantNotFound => refusal(
+                    StatusCode::NOT_FOUND,
+                    "Tenant not found",
+                    "There is no tenant with this id.",
+                    Some(self),
+                ),
+                _ => failure(p.into(), self),
+            })?;
         TenantContext::from_request_context(Arc::new(ctx)).map_err(|p| failure(p.into(), self).into())
     }
 }

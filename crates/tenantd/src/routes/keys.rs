@@ -190,12 +190,7 @@ pub async fn rotate(
     let g = keys::regenerate(&p.key_id).ok_or_else(|| Problem::not_found("api key"))?;
     // The new secret carries the key's role: only a caller who could grant that role
     // may receive it (an admin rotating an owner's key would become an owner).
-    let held = state
-        .catalog
-        .get_key(&p.key_id)
-        .await?
-        .filter(|k| k.tenant_id == *ctx.tenant_id())
-        .ok_or_else(|| Problem::not_found("api key"))?;
+    let held = tenant_key(&state, &ctx, &p.key_id).await?;
     may_grant(&ctx, &*known_role(&state, &ctx, &held.role).await?)?;
     let mut w = state.catalog.begin().await?;
     let k = state
@@ -210,6 +205,16 @@ pub async fn rotate(
     .await?;
     state.changed(Change::Key(&k.id)).await;
     Ok(axum::Json(with_secret(&k, g.secret)))
+}
+
+/// The tenant's key `key_id`: `404` when there is none, or it is another tenant's.
+pub async fn tenant_key(state: &State, ctx: &TenantContext, key_id: &str) -> ApiResult<tenantd_store::ApiKey> {
+    state
+        .catalog
+        .get_key(key_id)
+        .await?
+        .filter(|k| k.tenant_id == *ctx.tenant_id())
+        .ok_or_else(|| Problem::not_found("api key").into())
 }
 
 /// This module's routes, with their OpenAPI descriptions.

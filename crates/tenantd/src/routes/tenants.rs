@@ -271,15 +271,13 @@ pub async fn patch(
         ctx.require("tenant:read")?;
         return Ok(axum::Json(state.catalog.get_tenant(ctx.tenant_id()).await?));
     }
-    if b.name.is_some() || b.settings.is_some() {
-        ctx.require("tenant:write")?;
-    }
-    if b.plan.is_some() {
-        ctx.require("billing:manage")?;
-    }
-    if b.limits.is_some() && !ctx.principal().is_operator() {
-        return Err(Problem::new(Code::Forbidden, "only operators may override limits").into());
-    }
+    // Checked before the values are read (the current settings among them).
+    may_patch(
+        &ctx,
+        b.name.is_some() || b.settings.is_some(),
+        b.plan.is_some(),
+        b.limits.is_some(),
+    )?;
     if let Some(l) = &b.limits {
         for x in l {
             x.validate().map_err(Problem::invalid)?;
@@ -300,10 +298,31 @@ pub async fn patch(
     Ok(axum::Json(update(&state, &ctx, &patch, Note::default()).await?))
 }
 
-/// Writes a checked patch (the caller has checked its permissions and values) with its
-/// `tenant.updated` event; a new plan refreshes the job policy and moves the tenant's
-/// data to the plan's tier, online.
+/// Whether the caller may change name or settings (`tenant:write`), the plan
+/// (`billing:manage`) and limit overrides (operators only).
+fn may_patch(ctx: &TenantContext, profile: bool, plan: bool, limits: bool) -> ApiResult<()> {
+    if profile {
+        ctx.require("tenant:write")?;
+    }
+    if plan {
+        ctx.require("billing:manage")?;
+    }
+    if limits && !ctx.principal().is_operator() {
+        return Err(Problem::new(Code::Forbidden, "only operators may override limits").into());
+    }
+    Ok(())
+}
+
+/// Writes a patch whose values are checked, if the caller may make it ([`may_patch`]),
+/// with its `tenant.updated` event; a new plan refreshes the job policy and moves the
+/// tenant's data to the plan's tier, online.
 pub async fn update(state: &State, ctx: &TenantContext, patch: &TenantPatch, note: Note<'_>) -> ApiResult<Tenant> {
+    may_patch(
+        ctx,
+        patch.name.is_some() || patch.settings.is_some(),
+        patch.plan.is_some(),
+        patch.limits.is_some(),
+    )?;
     let mut w = state.catalog.begin().await?;
     let t = state.catalog.update_tenant(&mut w, ctx.tenant_id(), patch).await?;
     let detail = note.added_to(serde_json::json!({"plan": patch.plan, "limits": patch.limits.is_some()}));

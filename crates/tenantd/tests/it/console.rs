@@ -495,9 +495,11 @@ async fn console_actions_are_the_apis_with_the_reason_and_refuse_bad_input() {
         (updated["data"]["plan"].clone(), updated["data"]["reason"].clone()),
         (json!("professional"), json!("upgrade"))
     );
+    assert_eq!(updated["data"]["via"], "console");
     let access = find(&log, "data.operator_access");
     assert_eq!(access["data"]["reason"], "customer asked");
     assert_eq!(access["data"]["action"], "export");
+    assert_eq!(access["data"]["via"], "console");
     let acts = TenantId::parse("acts-co").unwrap();
     let exports = app
         .state
@@ -508,6 +510,86 @@ async fn console_actions_are_the_apis_with_the_reason_and_refuse_bad_input() {
         app.get("/v1/tenants/acts-co", ADMIN).await.expect(200).body["plan"],
         "professional"
     );
+}
+
+/// Suspend, resume and revoke over HTTP (the browser test does them too, where a browser
+/// runs): each is the API's, with its event's reason and `via`; a resume needs a reason;
+/// a key or tenant that is not there, or another tenant's key through this tenant's
+/// page, is a 404 that changes nothing; what tenants wrote is shown, never run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_status_changes_and_revocations_over_http_and_what_they_refuse() {
+    let app = app().await;
+    let (own_key, own_secret) = seed(&app, "http-co", "<b>Bold</b> & Co").await;
+    let (other_key, other_secret) = seed(&app, "other-co", "Other Co").await;
+    let op = Operator::sign_in(&app).await;
+    let csrf = ("csrf", op.csrf.as_str());
+    let base = "/console/tenants/http-co";
+
+    let r = op
+        .post(&format!("{base}/suspend"), &[csrf, ("reason", "unpaid")], &[])
+        .await;
+    assert_eq!(r.headers()["location"], format!("{base}?done=suspended"));
+    app.get("/v1/data/collections/notes/records", &own_secret)
+        .await
+        .problem(403, "tenant_suspended");
+    let r = op.post(&format!("{base}/resume"), &[csrf, ("reason", " ")], &[]).await;
+    assert_eq!(r.status(), 400, "a resume needs a reason");
+    let r = op
+        .post(&format!("{base}/resume"), &[csrf, ("reason", "paid")], &[])
+        .await;
+    assert_eq!(r.headers()["location"], format!("{base}?done=resumed"));
+    app.get("/v1/data/collections/notes/records", &own_secret)
+        .await
+        .expect(200);
+    let log = audit_of(&app, "http-co").await;
+    for (kind, reason) in [("tenant.suspended", "unpaid"), ("tenant.resumed", "paid")] {
+        let e = find(&log, kind);
+        assert_eq!(
+            (e["data"]["reason"].as_str(), e["data"]["via"].as_str()),
+            (Some(reason), Some("console")),
+            "{e}"
+        );
+    }
+
+    // Another tenant's key through this tenant's page: not found, and it still works.
+    assert_eq!(op.get(&format!("{base}/keys/{other_key}/revoke")).await.status(), 404);
+    let r = op.post(&format!("{base}/keys/{other_key}/revoke"), &[csrf], &[]).await;
+    assert_eq!(r.status(), 404);
+    app.get("/v1/data/collections/notes/records", &other_secret)
+        .await
+        .expect(200);
+    // Its own key: revoked, with the reason.
+    let r = op
+        .post(
+            &format!("{base}/keys/{own_key}/revoke"),
+            &[csrf, ("reason", "leaked")],
+            &[],
+        )
+        .await;
+    assert_eq!(r.headers()["location"], format!("{base}?done=revoked"));
+    app.get("/v1/data/collections/notes/records", &own_secret)
+        .await
+        .problem(401, "unauthenticated");
+    let revoked = find(&audit_of(&app, "http-co").await, "key.revoked");
+    assert_eq!(
+        (revoked["data"]["reason"].as_str(), revoked["data"]["via"].as_str()),
+        (Some("leaked"), Some("console"))
+    );
+
+    // Tenants that are not there, or ids that cannot be.
+    for path in ["/console/tenants/no-such-co", "/console/tenants/Not%20An%20Id!"] {
+        assert_eq!(op.get(path).await.status(), 404, "{path}");
+    }
+    let r = op
+        .post("/console/tenants/no-such-co/suspend", &[csrf, ("reason", "x")], &[])
+        .await;
+    assert_eq!(r.status(), 404);
+    // A tenant's name is text on every page.
+    for page in ["/console/tenants", base] {
+        let html = op.get(page).await.text().await.unwrap();
+        assert!(html.contains("&lt;b&gt;Bold&lt;/b&gt; &amp; Co"), "{page}");
+        assert!(!html.contains("<b>Bold</b>"), "{page}");
+    }
 }
 
 /// The tenant's audit trail, newest first, as the operator reads it through the API.

@@ -4,7 +4,7 @@
 //! and nothing changed; success is a `303` back to the page with a notice.
 use super::tenant::{render, Action, View};
 use crate::console::layout::{self, Chrome, Nav};
-use crate::console::{failure, html_page, see_other, text, Page, Signed};
+use crate::console::{failure, form_error, html_page, see_other, text, Page, Signed};
 use crate::error::ApiError;
 use crate::routes::archives::start_export;
 use crate::routes::keys::revoke_key;
@@ -26,8 +26,6 @@ pub struct ActionForm {
     plan: String,
 }
 
-const VIA: Option<&str> = Some("console");
-
 /// The outcome of an action on tenant `id`: a `303` to its page with `done`, the page
 /// again with the error by `action`'s form (`4xx`), or the error page (`5xx`).
 async fn answer(
@@ -41,15 +39,14 @@ async fn answer(
 ) -> Page {
     match result {
         Ok(()) => Ok(see_other(&format!("/console/tenants/{id}?done={done}"))),
-        Err(e) if e.0.code.status() < 500 => {
-            let status = StatusCode::from_u16(e.0.code.status()).unwrap_or(StatusCode::BAD_REQUEST);
+        Err(e) => {
+            let (status, detail) = form_error(e, signed)?;
             let view = View {
-                failed: Some((action, e.0.detail, typed.to_string())),
+                failed: Some((action, detail, typed.to_string())),
                 ..View::default()
             };
             render(state, signed, id, view, status).await
         }
-        Err(e) => Ok(failure(e, signed)),
     }
 }
 
@@ -68,69 +65,40 @@ pub async fn plan(S(state): S<State>, signed: Signed, Path(id): Path<String>, he
         if plan == ctx.tenant().plan {
             return Err(tenantd_edge::Problem::invalid(format!("the tenant is already on plan {plan}")).into());
         }
-        ctx.require("billing:manage")?;
         let patch = TenantPatch {
             plan: Some(plan),
             ..Default::default()
         };
-        let note = Note {
-            reason: reason.as_deref(),
-            via: VIA,
-        };
+        let note = Note::console(reason.as_deref());
         tenants::update(&state, &ctx, &patch, note).await.map(|_| ())
     }
     .await;
     answer(&state, &signed, &id, Action::Plan, &f.reason, result, "plan").await
 }
 
-/// `POST /console/tenants/{id}/suspend`: the API's suspension (`tenant.suspended`); the
-/// reason is required.
-pub async fn suspend(
+/// `POST /console/tenants/{id}/suspend` (`SUSPEND`) and `…/resume`: the API's
+/// suspension and resumption (`tenant.suspended`, `tenant.resumed`). The console asks a
+/// reason for both.
+pub async fn status_change<const SUSPEND: bool>(
     S(state): S<State>,
     signed: Signed,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> Page {
-    status_change(state, signed, id, headers, body, true).await
-}
-
-/// `POST /console/tenants/{id}/resume`: the API's resumption (`tenant.resumed`); the
-/// console asks a reason for it too.
-pub async fn resume(
-    S(state): S<State>,
-    signed: Signed,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Page {
-    status_change(state, signed, id, headers, body, false).await
-}
-
-async fn status_change(
-    state: State,
-    signed: Signed,
-    id: String,
-    headers: HeaderMap,
-    body: Bytes,
-    suspend: bool,
 ) -> Page {
     let f: ActionForm = signed.form(&state, &headers, &body)?;
     let ctx = signed.operator_for(&state, &id).await?;
     let result = async {
         let reason = reason(&f)?
             .ok_or_else(|| tenantd_edge::Problem::invalid("a reason is required: it is recorded in the audit trail"))?;
-        let note = Note {
-            reason: Some(&reason),
-            via: VIA,
-        };
-        match suspend {
+        let note = Note::console(Some(&reason));
+        match SUSPEND {
             true => tenants::suspend_with(&state, &ctx, note).await.map(|_| ()),
             false => tenants::resume_with(&state, &ctx, note).await.map(|_| ()),
         }
     }
     .await;
-    let done = if suspend { "suspended" } else { "resumed" };
+    let done = if SUSPEND { "suspended" } else { "resumed" };
     answer(&state, &signed, &id, Action::Status, &f.reason, result, done).await
 }
 
@@ -149,11 +117,7 @@ pub async fn export(
     let ctx = signed.operator_for(&state, &id).await?;
     let result = async {
         let reason = reason(&f)?;
-        ctx.require(tenantd_core::perms::TENANT_EXPORT)?;
-        let note = Note {
-            reason: reason.as_deref(),
-            via: VIA,
-        };
+        let note = Note::console(reason.as_deref());
         let detail = note.added_to(serde_json::json!({"method": "POST", "path": uri.path(), "action": "export"}));
         crate::state::record_operator_access(&state, ctx.tenant_id(), &signed.request_id, detail).await?;
         start_export(&state, &ctx).await.map(|_| ())
@@ -178,10 +142,9 @@ async fn revoke_page(
     status: StatusCode,
 ) -> Page {
     let ctx = signed.operator_for(state, id).await?;
-    let key = match state.catalog.get_key(key_id).await {
-        Ok(Some(k)) if k.tenant_id == *ctx.tenant_id() => k,
-        Ok(_) => return Ok(failure(tenantd_edge::Problem::not_found("api key").into(), signed)),
-        Err(e) => return Ok(failure(e.into(), signed)),
+    let key = match crate::routes::keys::tenant_key(state, &ctx, key_id).await {
+        Ok(k) => k,
+        Err(e) => return Ok(failure(e, signed)),
     };
     let back = format!("/console/tenants/{}", ctx.tenant_id());
     let body = html! {
@@ -229,19 +192,15 @@ pub async fn revoke(
     let ctx = signed.operator_for(&state, &id).await?;
     let result = async {
         let reason = reason(&f)?;
-        let note = Note {
-            reason: reason.as_deref(),
-            via: VIA,
-        };
+        let note = Note::console(reason.as_deref());
         revoke_key(&state, &ctx, &key_id, note).await
     }
     .await;
     match result {
         Ok(()) => Ok(see_other(&format!("/console/tenants/{}?done=revoked", ctx.tenant_id()))),
-        Err(e) if e.0.code.status() < 500 => {
-            let status = StatusCode::from_u16(e.0.code.status()).unwrap_or(StatusCode::BAD_REQUEST);
-            revoke_page(&state, &signed, &id, &key_id, Some(&e.0.detail), &f.reason, status).await
+        Err(e) => {
+            let (status, detail) = form_error(e, &signed)?;
+            revoke_page(&state, &signed, &id, &key_id, Some(&detail), &f.reason, status).await
         }
-        Err(e) => Ok(failure(e, &signed)),
     }
 }

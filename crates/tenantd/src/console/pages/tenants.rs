@@ -227,20 +227,16 @@ pub async fn create(S(state): S<State>, signed: Signed, headers: HeaderMap, body
         let owner = Email::parse(f.owner_email.trim())?;
         let name = Some(f.name.trim().to_string()).filter(|n| !n.is_empty());
         let new = crate::routes::tenants::new_tenant(id, name, f.plan.trim(), owner, None)?;
-        let note = Note {
-            reason: reason.as_deref(),
-            via: Some("console"),
-        };
+        let note = Note::console(reason.as_deref());
         Ok::<_, ApiError>(state.create_tenant(&new, "operator", &signed.request_id, note).await?)
     }
     .await;
     Ok(match made {
         Ok(Created::New(t)) => see_other(&format!("/console/tenants/{}?done=created", t.id)),
         Ok(Created::Existing(t)) => see_other(&format!("/console/tenants/{}", t.id)),
-        Err(e) if e.0.code.status() < 500 => {
-            let status = StatusCode::from_u16(e.0.code.status()).unwrap_or(StatusCode::BAD_REQUEST);
-            form_page(&state, &signed, &f, Some(&e.0.detail), status).await
-        }
-        Err(e) => crate::console::failure(e, &signed),
+        Err(e) => match crate::console::form_error(e, &signed) {
+            Ok((status, detail)) => form_page(&state, &signed, &f, Some(&detail), status).await,
+            Err(page) => page,
+        },
     })
 }
