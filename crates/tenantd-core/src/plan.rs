@@ -154,6 +154,16 @@ pub enum Enforcement {
     Soft,
 }
 
+impl Enforcement {
+    /// The name used in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Enforcement::Hard => "hard",
+            Enforcement::Soft => "soft",
+        }
+    }
+}
+
 /// Where a tenant's data lives (docs/isolation.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]

@@ -75,11 +75,6 @@ pub fn short_date(secs: i64) -> String {
     })
 }
 
-/// `(year, month)` of `secs`, in UTC.
-pub fn year_month(secs: i64) -> (i32, u8) {
-    at(secs).map_or((1970, 1), |t| (t.year(), u8::from(t.month())))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,7 +95,6 @@ mod tests {
         assert_eq!(datetime(1_772_546_520), "2026-03-03 14:02 UTC");
         assert_eq!(date(1_772_546_520), "2026-03-03");
         assert_eq!(short_date(1_772_546_520), "Mar 3");
-        assert_eq!(year_month(1_772_546_520), (2026, 3));
         assert_eq!(datetime(i64::MAX), "", "out of range: nothing, no panic");
     }
 }

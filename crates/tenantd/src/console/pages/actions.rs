@@ -15,6 +15,7 @@ use axum::extract::{Path, State as S};
 use http::{HeaderMap, StatusCode};
 use maud::html;
 use tenantd_core::PlanId;
+use tenantd_edge::TenantContext;
 use tenantd_store::TenantPatch;
 
 /// An action's form: a reason, and for a plan change the plan.
@@ -26,26 +27,26 @@ pub struct ActionForm {
     plan: String,
 }
 
-/// The outcome of an action on tenant `id`: a `303` to its page with `done`, the page
-/// again with the error by `action`'s form (`4xx`), or the error page (`5xx`).
+/// The outcome of an action on `ctx`'s tenant: a `303` to its page with `done`, the
+/// page again with the error by `action`'s form (`4xx`), or the error page (`5xx`).
 async fn answer(
     state: &State,
     signed: &Signed,
-    id: &str,
+    ctx: &TenantContext,
     action: Action,
     typed: &str,
     result: Result<(), ApiError>,
     done: &str,
 ) -> Page {
     match result {
-        Ok(()) => Ok(see_other(&format!("/console/tenants/{id}?done={done}"))),
+        Ok(()) => Ok(see_other(&format!("/console/tenants/{}?done={done}", ctx.tenant_id()))),
         Err(e) => {
             let (status, detail) = form_error(e, signed)?;
             let view = View {
                 failed: Some((action, detail, typed.to_string())),
                 ..View::default()
             };
-            render(state, signed, id, view, status).await
+            render(state, signed, ctx, view, status).await
         }
     }
 }
@@ -73,7 +74,7 @@ pub async fn plan(S(state): S<State>, signed: Signed, Path(id): Path<String>, he
         tenants::update(&state, &ctx, &patch, note).await.map(|_| ())
     }
     .await;
-    answer(&state, &signed, &id, Action::Plan, &f.reason, result, "plan").await
+    answer(&state, &signed, &ctx, Action::Plan, &f.reason, result, "plan").await
 }
 
 /// `POST /console/tenants/{id}/suspend` (`SUSPEND`) and `…/resume`: the API's
@@ -99,7 +100,7 @@ pub async fn status_change<const SUSPEND: bool>(
     }
     .await;
     let done = if SUSPEND { "suspended" } else { "resumed" };
-    answer(&state, &signed, &id, Action::Status, &f.reason, result, done).await
+    answer(&state, &signed, &ctx, Action::Status, &f.reason, result, done).await
 }
 
 /// `POST /console/tenants/{id}/export`: the API's export. Like the API's, it is recorded
@@ -123,26 +124,26 @@ pub async fn export(
         start_export(&state, &ctx).await.map(|_| ())
     }
     .await;
-    answer(&state, &signed, &id, Action::Export, &f.reason, result, "export").await
+    answer(&state, &signed, &ctx, Action::Export, &f.reason, result, "export").await
 }
 
 /// `GET /console/tenants/{id}/keys/{key_id}/revoke`: what revoking the key means, and
 /// the form that does it.
 pub async fn revoke_form(S(state): S<State>, signed: Signed, Path((id, key_id)): Path<(String, String)>) -> Page {
-    revoke_page(&state, &signed, &id, &key_id, None, "", StatusCode::OK).await
+    let ctx = signed.operator_for(&state, &id).await?;
+    revoke_page(&state, &signed, &ctx, &key_id, None, "", StatusCode::OK).await
 }
 
 async fn revoke_page(
     state: &State,
     signed: &Signed,
-    id: &str,
+    ctx: &TenantContext,
     key_id: &str,
     error: Option<&str>,
     typed: &str,
     status: StatusCode,
 ) -> Page {
-    let ctx = signed.operator_for(state, id).await?;
-    let key = match crate::routes::keys::tenant_key(state, &ctx, key_id).await {
+    let key = match crate::routes::keys::tenant_key(state, ctx, key_id).await {
         Ok(k) => k,
         Err(e) => return Ok(failure(e, signed)),
     };
@@ -200,7 +201,7 @@ pub async fn revoke(
         Ok(()) => Ok(see_other(&format!("/console/tenants/{}?done=revoked", ctx.tenant_id()))),
         Err(e) => {
             let (status, detail) = form_error(e, &signed)?;
-            revoke_page(&state, &signed, &id, &key_id, Some(&detail), &f.reason, status).await
+            revoke_page(&state, &signed, &ctx, &key_id, Some(&detail), &f.reason, status).await
         }
     }
 }

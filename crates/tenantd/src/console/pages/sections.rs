@@ -25,14 +25,14 @@ pub fn quotas(u: &Usage) -> Markup {
                         @for q in &u.quotas {
                             tr {
                                 td.mono { (q.resource) }
-                                td { (format!("{:?}", q.window).to_lowercase()) }
+                                td { (q.window.as_str()) }
                                 td.num { (text::amount(&q.resource, q.current)) }
                                 td.num { @match q.limit { Some(l) => { (text::amount(&q.resource, l)) } None => { "—" } } }
                                 td {
                                     (chart::bar(q.percentage))
                                     @if let Some(p) = q.percentage { span.hint { (format!("{p:.1}%")) } }
                                 }
-                                td { (format!("{:?}", q.enforcement).to_lowercase()) }
+                                td { (q.enforcement.as_str()) }
                                 td.nowrap { (q.reset_at.as_deref().and_then(|r| tenantd_core::ts::parse(r).ok()).map_or_else(|| "—".to_string(), text::datetime)) }
                             }
                         }

@@ -54,7 +54,8 @@ pub async fn show(S(state): S<State>, signed: Signed, Path(id): Path<String>, Ra
         verify: q.verify.is_some_and(|v| v == "1"),
         audit_cursor: q.audit.filter(|c| !c.is_empty()),
     };
-    render(&state, &signed, &id, view, StatusCode::OK).await
+    let ctx = signed.operator_for(&state, &id).await?;
+    render(&state, &signed, &ctx, view, StatusCode::OK).await
 }
 
 /// Everything the page shows, read as the API reads it.
@@ -81,7 +82,7 @@ fn first(limit: u32) -> PageRequest {
 async fn load(state: &State, ctx: &TenantContext, view: &View) -> ApiResult<Data> {
     let id = ctx.tenant_id();
     let now = tenantd_core::now_secs();
-    let (y, m) = text::year_month(now);
+    let (y, m) = tenantd_core::ts::year_month(now);
     let (py, pm) = if m == 1 { (y - 1, 12) } else { (y, m - 1) };
     let mut invoices = Vec::new();
     for (year, month) in [(y, m), (py, pm)] {
@@ -125,10 +126,9 @@ async fn load(state: &State, ctx: &TenantContext, view: &View) -> ApiResult<Data
     })
 }
 
-/// The page of tenant `id` with `view`, answered with `status`.
-pub async fn render(state: &State, signed: &Signed, id: &str, view: View, status: StatusCode) -> Page {
-    let ctx = signed.operator_for(state, id).await?;
-    let d = match load(state, &ctx, &view).await {
+/// The page of `ctx`'s tenant with `view`, answered with `status`.
+pub async fn render(state: &State, signed: &Signed, ctx: &TenantContext, view: View, status: StatusCode) -> Page {
+    let d = match load(state, ctx, &view).await {
         Ok(d) => d,
         Err(e) => return Ok(failure(e, signed)),
     };
@@ -185,14 +185,13 @@ fn done_message(done: &str) -> Option<&'static str> {
 }
 
 fn placement(p: &Option<tenantd_data::Placement>, plan_tier: tenantd_core::Isolation) -> Markup {
-    let tier = |t: tenantd_core::Isolation| format!("{t:?}").to_lowercase();
     match p {
         Some(p) => html! {
-            (fact("Data tier", html! { (tier(p.tier)) }))
+            (fact("Data tier", html! { (p.tier.as_str()) }))
             (fact("Placement", html! { span.mono { (p.location) } " " span.badge.neutral { (p.state) } }))
         },
         None => html! {
-            (fact("Data tier", html! { (tier(plan_tier)) }))
+            (fact("Data tier", html! { (plan_tier.as_str()) }))
             (fact("Placement", html! { span.hint { "not placed yet (no data stored)" } }))
         },
     }
