@@ -135,10 +135,10 @@ pub fn refusal(status: StatusCode, title: &str, message: &str, signed: Option<&S
 
 /// An action's error as its form shows it again (a `4xx`: the status and the detail),
 /// or else the error page ([`failure`]).
-pub fn form_error(e: ApiError, signed: &Signed) -> Result<(StatusCode, String), Response> {
+pub fn form_error(e: ApiError, signed: &Signed) -> Result<(StatusCode, String), Refused> {
     match e.0.http_status() {
         s if s.is_client_error() => Ok((s, e.0.detail)),
-        _ => Err(failure(e, signed)),
+        _ => Err(failure(e, signed).into()),
     }
 }
 

@@ -5,7 +5,7 @@ use crate::error::ApiError;
 use crate::state::{Note, State};
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State as S};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, StatusCode};
 use maud::{html, Markup};
 use tenantd_core::{Email, Plan, TenantId, TenantStatus};
@@ -236,7 +236,7 @@ pub async fn create(S(state): S<State>, signed: Signed, headers: HeaderMap, body
         Ok(Created::Existing(t)) => see_other(&format!("/console/tenants/{}", t.id)),
         Err(e) => match crate::console::form_error(e, &signed) {
             Ok((status, detail)) => form_page(&state, &signed, &f, Some(&detail), status).await,
-            Err(page) => page,
+            Err(page) => page.into_response(),
         },
     })
 }
